@@ -1,0 +1,21 @@
+"""Open napari ready to work: the plugin's widgets docked and a tomogram loaded."""
+
+from __future__ import annotations
+
+import napari
+
+PLUGIN = "napari-tomoseg"
+SAMPLES = {"synthetic": "synthetic_cell", "mpneumoniae": "mpneumoniae"}
+
+
+def launch(files: list[str] | None = None, sample: str = "synthetic", run: bool = True,
+           show: bool = True) -> napari.Viewer:
+    viewer = napari.Viewer(title="napari-tomoseg", show=show)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Synthetic cell")
+    if files:
+        viewer.open(files, plugin=PLUGIN)
+    elif sample in SAMPLES:
+        viewer.open_sample(PLUGIN, SAMPLES[sample])
+    if run:
+        napari.run()
+    return viewer

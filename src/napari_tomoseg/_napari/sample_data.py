@@ -1,0 +1,38 @@
+"""Sample-data contributions: a synthetic cell with its truth, and a real bacterium."""
+
+from __future__ import annotations
+
+import json
+
+from ..layer_data import points_layer, volume_layer
+from ..sample_files import MYCOPLASMA, SYNTHETIC, sample_path
+from ..synthetic.cell import FEATURES
+
+
+def synthetic_cell() -> list:
+    """The shipped synthetic tomogram, its ground-truth labels and ribosome positions."""
+    tomogram = sample_path(SYNTHETIC)
+    folder = tomogram.parent
+    manifest = json.loads((folder / "synthetic_cell.json").read_text())
+    image = volume_layer(tomogram)
+    layers = [image]
+    for feature in FEATURES:
+        data, kwargs, kind = volume_layer(folder / manifest["features"][feature]["file"])
+        kwargs.update(name=f"truth: {feature}", visible=feature in ("membrane", "ribosome"),
+                      opacity=0.5)
+        layers.append((data, kwargs, kind))
+    from ..layer_data import frame_from_metadata
+
+    frame = frame_from_metadata(image[1]["metadata"])
+    data, kwargs, kind = points_layer(folder / manifest["files"]["particles"], frame=frame)
+    kwargs["name"] = "truth: ribosome centres"
+    kwargs["visible"] = False
+    layers.append((data, kwargs, kind))
+    return layers
+
+
+def mycoplasma_cell() -> list:
+    """Mycoplasma pneumoniae (EMPIAR-10499), reconstructed by WBP at 20 A/voxel."""
+    data, kwargs, kind = volume_layer(sample_path(MYCOPLASMA))
+    kwargs["name"] = "M. pneumoniae (EMPIAR-10499)"
+    return [(data, kwargs, kind)]

@@ -1,0 +1,75 @@
+"""A widget that makes a synthetic cell (with ground truth) and shows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar,
+                              PushButton, SpinBox)
+from napari.utils.notifications import show_error, show_info
+
+from ..layer_data import frame_from_metadata, points_layer, volume_layer
+from ..synthetic import FEATURES, CellSpec, ImagingSpec, simulate, write_synthetic
+from .worker import run_with_progress
+
+SIZES = {"small (48 x 192 x 192)": (48, 192, 192), "medium (64 x 256 x 256)": (64, 256, 256),
+         "default (128 x 512 x 512)": (128, 512, 512)}
+
+
+def make_and_write(spec: CellSpec, imaging: ImagingSpec, seed: int, folder: Path, progress=None):
+    """Core call of the widget: simulate and write; returns the written paths."""
+    result = simulate(spec, imaging, seed=seed, progress=progress)
+    return write_synthetic(result, folder, name=f"synthetic_seed{seed}", overwrite=True)
+
+
+class SyntheticCellWidget(Container):
+    """Pick a size, voxel size, noise and seed; the files are written, then opened."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self.size = ComboBox(label="Size (z y x)", choices=list(SIZES), value=list(SIZES)[1])
+        self.voxel = FloatSpinBox(label="Voxel size (A)", value=10.0, min=2.0, max=50.0, step=1.0)
+        self.snr = FloatSpinBox(label="SNR per tilt", value=0.5, min=0.01, max=100.0, step=0.1)
+        self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1)
+        self.folder = FileEdit(label="Save to", mode="d", value=Path.home() / "tomoseg_synthetic")
+        self.button = PushButton(text="Make synthetic cell")
+        self.progress = ProgressBar(label="Progress", value=0, max=1, visible=False)
+        self.status = Label(value="")
+        super().__init__(widgets=[self.size, self.voxel, self.snr, self.seed, self.folder,
+                                  self.button, self.progress, self.status])
+        self.button.changed.connect(self._start)
+        self.worker = None
+
+    def _start(self) -> None:
+        spec = CellSpec(shape=SIZES[self.size.value], voxel_size=float(self.voxel.value))
+        imaging = ImagingSpec(snr=float(self.snr.value))
+        self.button.enabled = False
+        self.progress.visible = True
+        self.worker = run_with_progress(make_and_write, spec, imaging, int(self.seed.value),
+                                        Path(self.folder.value), on_progress=self._on_progress,
+                                        on_done=self._on_done, on_error=self._on_error)
+
+    def _on_progress(self, step: int, total: int, message: str) -> None:
+        self.progress.max = total
+        self.progress.value = step
+        self.status.value = message
+
+    def _on_error(self, exc: Exception) -> None:
+        self.button.enabled = True
+        self.progress.visible = False
+        show_error(f"Could not make the synthetic cell: {exc}")
+
+    def _on_done(self, files: dict) -> None:
+        self.button.enabled = True
+        self.progress.visible = False
+        data, kwargs, _ = volume_layer(files["tomogram"])
+        image = self.viewer.add_image(data, **kwargs)
+        for feature in FEATURES:
+            labels, lkw, _ = volume_layer(files[feature])
+            lkw.update(name=f"truth: {feature}", opacity=0.5, visible=feature == "membrane")
+            self.viewer.add_labels(labels, **lkw)
+        pdata, pkw, _ = points_layer(files["particles"], frame_from_metadata(image.metadata))
+        pkw.update(name="truth: ribosome centres", visible=False)
+        self.viewer.add_points(pdata, **pkw)
+        self.status.value = f"written to {files['tomogram'].parent}"
+        show_info(f"Synthetic cell written to {files['tomogram'].parent}")

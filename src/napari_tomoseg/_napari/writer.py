@@ -1,0 +1,79 @@
+"""Writer contributions: Image/Labels to MRC, Points to RELION 5 STAR and CSV.
+
+Geometry comes from the layer: voxel size = scale, origin = translate,
+and for points the tomogram they were picked on (``metadata['tomoseg']``,
+or the tomogram open in the viewer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidCoordinatesError
+from ..io.mrc import write_volume
+from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
+from ..layer_data import frame_from_metadata
+
+
+def _write_volume(path: str, data, attributes: dict) -> list[str]:
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"only 3D layers can be saved as MRC tomograms (this one is {data.ndim}D).")
+    scale = tuple(float(s) for s in attributes.get("scale", (1.0,) * 3))[-3:]
+    translate = tuple(float(t) for t in attributes.get("translate", (0.0,) * 3))[-3:]
+    return [str(write_volume(path, data, scale, translate, overwrite=True))]
+
+
+def write_image(path: str, data, attributes: dict) -> list[str]:
+    return _write_volume(path, data, attributes)
+
+
+def write_labels(path: str, data, attributes: dict) -> list[str]:
+    return _write_volume(path, data, attributes)
+
+
+def _points_table_and_frame(data, attributes: dict):
+    data = np.asarray(data, dtype=float).reshape(-1, 3)
+    scale = np.asarray(attributes.get("scale", (1.0,) * 3), dtype=float)[-3:]
+    translate = np.asarray(attributes.get("translate", (0.0,) * 3), dtype=float)[-3:]
+    frame = frame_from_metadata(attributes.get("metadata")) or _viewer_frame()
+    if frame is None:
+        raise InvalidCoordinatesError(
+            "cannot tell which tomogram these points belong to: open the tomogram in the viewer "
+            "(or add the points to a layer created by napari-tomoseg) and save again.")
+    world = data * scale + translate
+    pixels = frame.world_to_pixel(world)
+    features = attributes.get("features")
+    columns = {}
+    if features is not None and len(features) == len(pixels):
+        for name in features.columns:
+            columns[str(name)] = np.asarray(features[name])
+    return particle_table(pixels, **columns), frame
+
+
+def _viewer_frame() -> TomogramFrame | None:
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:
+        return None
+    if viewer is None:
+        return None
+    for layer in reversed(list(viewer.layers)):
+        frame = frame_from_metadata(layer.metadata)
+        if frame is not None and layer._type_string == "image":
+            return frame
+    return None
+
+
+def write_points_star(path: str, data, attributes: dict) -> list[str]:
+    table, frame = _points_table_and_frame(data, attributes)
+    return [str(write_star(Path(path), table, frame))]
+
+
+def write_points_csv(path: str, data, attributes: dict) -> list[str]:
+    table, frame = _points_table_and_frame(data, attributes)
+    return [str(write_csv(Path(path), table, frame))]

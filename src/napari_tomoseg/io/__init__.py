@@ -1,0 +1,1 @@
+"""File formats: MRC volumes and particle coordinate tables."""

@@ -1,0 +1,117 @@
+"""Files -> napari layer-data tuples, as plain functions without napari imports.
+
+A layer-data tuple is ``(data, kwargs, layer_type)``; napari's reader and
+sample-data hooks return lists of them. Keeping the conversion here (not
+in ``_napari``) lets tests and the CLI check it without a viewer.
+The tomogram's geometry travels in ``metadata['tomoseg']`` so that points
+and labels written later land on the right voxels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io.mrc import open_volume, robust_contrast_limits
+from .io.particles import TomogramFrame, read_csv, read_star
+from .synthetic.cell import FEATURE_COLOURS, FEATURES
+
+LayerData = tuple[object, dict, str]
+_LABEL_HINTS = ("label", "mask", "seg") + FEATURES
+
+
+def geometry_metadata(name: str, shape, voxel_size: float, origin, path: str | None = None) -> dict:
+    return {"tomoseg": {"tomo_name": name, "shape": [int(s) for s in shape],
+                        "voxel_size": float(voxel_size), "origin": [float(o) for o in origin],
+                        "path": path}}
+
+
+def frame_from_metadata(metadata: dict | None) -> TomogramFrame | None:
+    geometry = (metadata or {}).get("tomoseg")
+    if not geometry or geometry.get("shape") is None:
+        return None
+    return TomogramFrame(name=str(geometry["tomo_name"]), shape=tuple(geometry["shape"]),
+                         voxel_size=float(geometry["voxel_size"]),
+                         origin=tuple(geometry["origin"]))
+
+
+def tomogram_name(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".bz2"):
+        name = name.removesuffix(suffix)
+    return Path(name).stem
+
+
+def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
+    if data.dtype.kind not in "iub":
+        return False
+    stem = tomogram_name(path).lower()
+    return any(stem.endswith(hint) or f"_{hint}" in stem for hint in _LABEL_HINTS)
+
+
+def volume_layer(path: str | os.PathLike) -> LayerData:
+    """An MRC file as an Image layer (or Labels for integer masks) in Angstrom."""
+    path = Path(path)
+    data, info = open_volume(path)
+    name = tomogram_name(path)
+    kwargs = {
+        "name": name,
+        "scale": info.voxel_size,
+        "translate": info.origin,
+        "metadata": geometry_metadata(name, info.shape, info.isotropic_voxel_size, info.origin,
+                                      str(path.resolve())),
+    }
+    if _looks_like_labels(path, data):
+        feature = next((f for f in FEATURES if name.lower().endswith(f)), None)
+        if feature:  # napari takes a {label: colour} dict as a direct colormap
+            kwargs["colormap"] = {0: "transparent", 1: FEATURE_COLOURS[feature], None: "magenta"}
+        return data, kwargs, "labels"
+    kwargs.update(colormap="gray", contrast_limits=robust_contrast_limits(data))
+    return data, kwargs, "image"
+
+
+def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
+                  voxel_size: float | None = None) -> dict:
+    """Points-layer keyword arguments: data in tomogram pixels, scale/translate in Angstrom."""
+    extra = table.drop(columns=["z", "y", "x"], errors="ignore").reset_index(drop=True)
+    if frame is not None:
+        scale = (frame.voxel_size,) * 3
+        translate = frame.origin
+        metadata = geometry_metadata(frame.name, frame.shape, frame.voxel_size, frame.origin)
+    else:
+        scale = (voxel_size or 1.0,) * 3
+        translate = (0.0, 0.0, 0.0)
+        metadata = {}
+    feature = str(extra["feature"].iloc[0]) if "feature" in extra and len(extra) else None
+    colour = FEATURE_COLOURS.get(feature or "", "#eb5757")
+    diameter_px = 250.0 / scale[0] if feature == "ribosome" else 10.0
+    return {"name": name, "scale": scale, "translate": translate, "features": extra,
+            "metadata": metadata, "size": diameter_px, "face_color": "transparent",
+            "border_color": colour, "border_width": 0.1, "out_of_slice_display": True}
+
+
+def star_voxel_size(path: str | os.PathLike) -> float | None:
+    import starfile
+
+    try:
+        optics = starfile.read(path, always_dict=True).get("optics")
+        return float(optics["rlnTomoTiltSeriesPixelSize"].iloc[0])
+    except Exception:  # optics block is optional
+        return None
+
+
+def points_layer(path: str | os.PathLike, frame: TomogramFrame | None = None) -> LayerData:
+    """A STAR or CSV particle file as a Points layer placed on ``frame``'s voxels."""
+    path = Path(path)
+    if path.suffix.lower() == ".star":
+        table = read_star(path, frame=frame, tomo_name=frame.name if frame else None)
+        voxel = star_voxel_size(path)
+    else:
+        table = read_csv(path)
+        voxel = None
+    table = table.drop(columns=["tomo_name"], errors="ignore")
+    data = table[["z", "y", "x"]].to_numpy(dtype=float)
+    return data, points_kwargs(table, frame, path.stem, voxel), "points"

@@ -1,0 +1,202 @@
+"""MRC reading and writing: geometry kept, memory-mapped, bad files refused clearly."""
+
+from __future__ import annotations
+
+import resource
+
+import mrcfile
+import numpy as np
+import pytest
+
+from napari_tomoseg.errors import InvalidVolumeError
+from napari_tomoseg.io.mrc import (new_volume, open_volume, read_header, replace_nonfinite,
+                                   robust_contrast_limits, write_volume)
+
+
+def _volume(shape=(6, 10, 12), dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=shape) * 20).astype(dtype)
+
+
+def test_round_trip_keeps_data_voxel_size_and_origin(tmp_path):
+    data = _volume()
+    path = write_volume(tmp_path / "t.mrc", data, voxel_size=(12.0, 13.5, 14.0),
+                        origin=(-100.0, 250.5, 3000.0))
+    loaded, info = open_volume(path)
+    np.testing.assert_array_equal(loaded, data)
+    assert isinstance(loaded, np.memmap)
+    assert info.shape == data.shape
+    assert info.voxel_size == pytest.approx((12.0, 13.5, 14.0))
+    assert info.origin == pytest.approx((-100.0, 250.5, 3000.0))
+    with mrcfile.open(path) as mrc:  # what other programs see: x y z order in the header
+        assert float(mrc.header.origin.x) == pytest.approx(3000.0)
+        assert float(mrc.voxel_size.x) == pytest.approx(14.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.float16, np.float32])
+def test_modes_read_with_their_values(tmp_path, dtype):
+    data = _volume(dtype=np.float32)
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        data = np.clip(data, info.min, info.max)
+    data = data.astype(dtype)
+    path = write_volume(tmp_path / "m.mrc", data)
+    loaded, _ = open_volume(path)
+    assert loaded.dtype == dtype
+    np.testing.assert_array_equal(loaded, data)
+    lo, hi = robust_contrast_limits(loaded)
+    assert float(data.min()) <= lo < hi <= float(data.max())
+
+
+def test_labels_of_any_integer_type_are_stored_compactly(tmp_path):
+    labels = np.zeros((4, 5, 6), np.int64)
+    labels[1, 2, 3] = 3
+    path = write_volume(tmp_path / "labels.mrc", labels)
+    loaded, _ = open_volume(path)
+    assert loaded.dtype == np.int8
+    assert loaded[1, 2, 3] == 3 and loaded.sum() == 3
+
+
+def test_old_imod_unsigned_bytes_are_read_unsigned(tmp_path):
+    data = np.array([[[0, 100, 200, 255]]], dtype=np.uint8)
+    path = tmp_path / "imod.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data.view(np.int8))
+    raw = bytearray(path.read_bytes())
+    raw[152:156] = np.int32(1146047817).tobytes()  # IMOD stamp, flags 0: unsigned bytes
+    raw[156:160] = np.int32(0).tobytes()
+    path.write_bytes(bytes(raw))
+    loaded, _ = open_volume(path)
+    assert loaded.dtype == np.uint8
+    np.testing.assert_array_equal(loaded, data)
+
+
+def test_swapped_axis_mapping_is_transposed_to_zyx(tmp_path):
+    data = _volume(shape=(3, 4, 5))
+    path = tmp_path / "swapped.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ascontiguousarray(data.transpose(2, 1, 0)))  # stored as (x, y, z)
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 3, 2, 1
+    loaded, info = open_volume(path)
+    assert info.shape == (3, 4, 5)
+    np.testing.assert_array_equal(loaded, data)
+
+
+def test_missing_voxel_size_is_flagged(tmp_path):
+    path = tmp_path / "nov.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(_volume())
+        mrc.voxel_size = 0.0
+    _, info = read_header(path)
+    assert info.voxel_size == (1.0, 1.0, 1.0) and not info.voxel_size_in_header
+
+
+def test_a_volume_larger_than_memory_budget_opens_without_reading(tmp_path):
+    """A 4 GiB sparse file: opening it and reading a slice must not load it."""
+    shape = (1024, 1024, 1024)
+    path = tmp_path / "huge.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((1, 1, 1), np.float32))
+        mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
+        mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
+    with open(path, "r+b") as handle:
+        handle.truncate(1024 + 4 * int(np.prod(shape)))  # sparse: no disk blocks
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    data, info = open_volume(path)
+    middle = np.asarray(data[512])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert info.shape == shape and middle.shape == (1024, 1024)
+    assert (after - before) * 1024 < 200 * 2**20  # far below the 4 GiB of the file
+
+
+def _write_raw(path, data=None):
+    write_volume(path, _volume() if data is None else data)
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("not_mrc", "not a valid MRC file"),
+    ("tiny", "shorter than the 1024-byte MRC header"),
+    ("truncated", "truncated or its header is wrong"),
+    ("too_long", "more data than its header describes"),
+    ("dims_disagree", "truncated or its header is wrong"),
+    ("complex", "complex numbers"),
+    ("four_d", "stack of volumes (4D"),
+    ("nan", "NaN or infinite"),
+    ("inf", "NaN or infinite"),
+    ("missing", "does not exist"),
+])
+def test_bad_files_give_clear_errors(tmp_path, case, message):
+    path = tmp_path / f"{case}.mrc"
+    if case == "not_mrc":
+        path.write_bytes(b"This is a text file with an MRC suffix. " * 100)
+    elif case == "tiny":
+        path.write_bytes(b"MRC")
+    elif case == "truncated":
+        raw = _write_raw(path).read_bytes()
+        path.write_bytes(raw[:-100])
+    elif case == "too_long":
+        raw = _write_raw(path).read_bytes()
+        path.write_bytes(raw + b"\0" * 400)
+    elif case == "dims_disagree":
+        _write_raw(path)
+        with mrcfile.open(path, mode="r+", permissive=True) as mrc:
+            mrc.header.nz = 60
+    elif case == "complex":
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(np.ones((2, 3, 4), np.complex64))
+    elif case == "four_d":
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(np.ones((2, 3, 4, 5), np.float32))
+    elif case in ("nan", "inf"):
+        data = _volume()
+        data[3, 4, 5] = np.nan if case == "nan" else np.inf
+        _write_raw(path, data)
+    with pytest.raises(InvalidVolumeError) as info:
+        open_volume(path)
+    assert message in str(info.value)
+    assert path.name in str(info.value) or case == "missing"
+
+
+def test_replace_nonfinite_makes_a_usable_copy(tmp_path):
+    data = _volume()
+    data[0, 0, 0] = np.nan
+    data[5, 9, 11] = -np.inf
+    src = _write_raw(tmp_path / "bad.mrc", data)
+    assert replace_nonfinite(src, tmp_path / "clean.mrc", chunk_slices=2) == 2
+    clean, _ = open_volume(tmp_path / "clean.mrc")
+    finite = np.isfinite(data)
+    assert np.all(np.isfinite(clean))
+    np.testing.assert_allclose(clean[finite], data[finite])
+    assert clean[0, 0, 0] == pytest.approx(data[finite].mean(), rel=1e-4)
+
+
+def test_writing_never_overwrites_unless_asked(tmp_path):
+    path = _write_raw(tmp_path / "keep.mrc")
+    original = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_volume(path, np.zeros((2, 2, 2), np.float32))
+    assert path.read_bytes() == original
+
+
+def test_streamed_volume_appears_only_when_complete(tmp_path):
+    target = tmp_path / "seg.mrc"
+    with pytest.raises(RuntimeError):
+        with new_volume(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
+            out[0] = 1.0
+            raise RuntimeError("cancelled")
+    assert not target.exists() and not list(tmp_path.iterdir())
+    with new_volume(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
+        for z in range(4):
+            out[z] = z
+    data, info = open_volume(target)
+    assert data.dtype == np.float16 and float(data[3, 0, 0]) == 3.0
+    assert info.voxel_size == (20.0, 20.0, 20.0) and info.origin == (1.0, 2.0, 3.0)
+
+
+def test_gzip_compressed_volumes_round_trip(tmp_path):
+    data = (_volume() > 0).astype(np.int8)
+    path = write_volume(tmp_path / "labels.mrc.gz", data, 7.0, (1.0, 2.0, 3.0))
+    loaded, info = open_volume(path)
+    np.testing.assert_array_equal(loaded, data)
+    assert info.voxel_size == (7.0, 7.0, 7.0) and info.origin == (1.0, 2.0, 3.0)
