@@ -6,7 +6,8 @@ import pytest
 
 from napari_tomoseg.synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
 
-TINY = CellSpec(shape=(32, 96, 96), voxel_size=10.0, n_vesicles=2, n_microtubules=1, n_actin=2)
+TINY = CellSpec(shape=(32, 96, 96), voxel_size=20.0, n_vesicles=2, n_microtubules=1, n_actin=2,
+                ribosome_density_per_um3=20000.0)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
                     n_actin=args.actin, carbon_edge=not args.no_carbon)
     imaging = ImagingSpec(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
                           tilt_step=args.tilt_range[2], snr=args.snr, defocus_um=args.defocus)
+    target = args.output / f"{args.name}.mrc"
+    if target.exists() and not args.overwrite:  # say so before minutes of simulation
+        raise FileExistsError(f"{target} exists; use --overwrite or another --name.")
     start = time.perf_counter()
     bar, update = _progress_bar("synthetic cell")
     try:

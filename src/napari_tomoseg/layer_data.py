@@ -68,7 +68,8 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         feature = next((f for f in FEATURES if name.lower().endswith(f)), None)
         if feature:  # napari takes a {label: colour} dict as a direct colormap
             kwargs["colormap"] = {0: "transparent", 1: FEATURE_COLOURS[feature], None: "magenta"}
-        return data, kwargs, "labels"
+        # labels are edited (painted) in napari: an in-memory copy, never the file itself
+        return np.array(data), kwargs, "labels"
     kwargs.update(colormap="gray", contrast_limits=robust_contrast_limits(data))
     return data, kwargs, "image"
 
@@ -90,7 +91,7 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
     diameter_px = 250.0 / scale[0] if feature == "ribosome" else 10.0
     return {"name": name, "scale": scale, "translate": translate, "features": extra,
             "metadata": metadata, "size": diameter_px, "face_color": "transparent",
-            "border_color": colour, "border_width": 0.1, "out_of_slice_display": True}
+            "border_color": colour, "border_width": 0.1}
 
 
 def star_voxel_size(path: str | os.PathLike) -> float | None:

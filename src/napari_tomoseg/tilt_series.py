@@ -3,9 +3,11 @@
 One tilt axis along y (IMOD's convention after alignment): a tilt only
 mixes z and x, so every y row is an independent 2D problem and the whole
 volume is handled by one ``grid_sample`` call per tilt with the y rows as
-channels. Projection and back-projection are adjoint (same interpolation),
-which keeps simulated tomograms honest: the missing wedge and its streaks
-come from the geometry, not from a filter that imitates them.
+channels. Projection is ray-driven (linear interpolation along x in each
+z-plane) and back-projection voxel-driven (linear interpolation along the
+detector), the usual pair: adjoint up to interpolation error, so the
+missing wedge and its streaks in a simulated tomogram come from the
+geometry, not from a filter that imitates them.
 """
 
 from __future__ import annotations

@@ -146,7 +146,8 @@ def _add_organelle(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
     """An elongated organelle with a double envelope (two bilayers ~20 nm apart)."""
     spec = canvas.spec
     nz, ny, nx = spec.shape
-    semi = np.array([min(_nm(spec, 45), 0.42 * nz), _nm(spec, 70), _nm(spec, 140)])
+    semi = np.array([min(_nm(spec, 45), 0.42 * nz), min(_nm(spec, 70), 0.14 * min(ny, nx)),
+                     min(_nm(spec, 140), 0.28 * max(ny, nx))])
     for _ in range(50):
         centre = np.array([nz / 2, rng.uniform(0.25, 0.75) * ny, rng.uniform(0.25, 0.75) * nx])
         if inside[tuple(centre.astype(int))] and _free(centre, semi[2], placed):

@@ -1,0 +1,87 @@
+"""The ``tomoseg`` command: real runs, clear one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tomoseg.cli import main
+from napari_tomoseg.io.mrc import open_volume, write_volume
+from napari_tomoseg.io.particles import read_csv, read_star
+
+
+def test_synth_writes_a_small_cell(tmp_path, capsys):
+    code = main(["synth", str(tmp_path), "--shape", "24", "64", "64", "--voxel-size", "20",
+                 "--seed", "4", "--tilt-range", "-60", "60", "10", "--origin", "10", "20", "30"])
+    assert code == 0
+    data, info = open_volume(tmp_path / "synthetic.mrc")
+    assert info.shape == (24, 64, 64) and info.origin == (10.0, 20.0, 30.0)
+    assert (tmp_path / "synthetic_membrane.mrc").exists()
+    assert "synthetic cell (24, 64, 64)" in capsys.readouterr().out
+    # the same seed gives the same tomogram
+    main(["synth", str(tmp_path / "again"), "--shape", "24", "64", "64", "--voxel-size", "20",
+          "--seed", "4", "--tilt-range", "-60", "60", "10"])
+    np.testing.assert_array_equal(open_volume(tmp_path / "again" / "synthetic.mrc")[0], data)
+
+
+def test_synth_refuses_to_overwrite(tmp_path, capsys):
+    args = ["synth", str(tmp_path), "--shape", "16", "32", "32", "--voxel-size", "20",
+            "--tilt-range", "-60", "60", "20"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tomoseg: error:") and "exists" in err and "Traceback" not in err
+    assert "building the cell" not in err  # refused before any simulation
+
+
+def test_info_reports_geometry_and_bad_files_cleanly(tmp_path, capsys):
+    write_volume(tmp_path / "a.mrc", np.zeros((3, 4, 5), np.float32), 13.0, (1.0, 2.0, 3.0))
+    assert main(["info", str(tmp_path / "a.mrc")]) == 0
+    out = capsys.readouterr().out
+    assert "5 x 4 x 3 voxels" in out and "voxel 13 x 13 x 13 A" in out and "origin 3 2 1 A" in out
+    (tmp_path / "b.mrc").write_text("not a tomogram" * 200)
+    assert main(["info", str(tmp_path / "b.mrc")]) == 2
+    err = capsys.readouterr().err
+    assert "b.mrc is not a valid MRC file" in err and "Traceback" not in err
+
+
+def test_clean_replaces_nan(tmp_path, capsys):
+    data = np.ones((4, 4, 4), np.float32)
+    data[2, 2, 2] = np.nan
+    write_volume(tmp_path / "n.mrc", data)
+    assert main(["info", str(tmp_path / "n.mrc")]) == 0  # info does not need finite voxels
+    assert main(["clean", str(tmp_path / "n.mrc"), str(tmp_path / "c.mrc")]) == 0
+    assert "replaced 1 NaN/Inf" in capsys.readouterr().out
+    assert np.all(np.isfinite(open_volume(tmp_path / "c.mrc")[0]))
+
+
+def test_points_converts_star_to_csv_and_back(tiny_files, tmp_path):
+    star = tiny_files["particles"]
+    tomogram = tiny_files["tomogram"]
+    assert main(["points", str(star), str(tmp_path / "p.csv"), "--tomogram", str(tomogram),
+                 "--tomo-name", "tiny"]) == 0
+    assert main(["points", str(tmp_path / "p.csv"), str(tmp_path / "p.star"), "--tomogram",
+                 str(tomogram), "--tomo-name", "tiny"]) == 0
+    original = read_star(star)
+    np.testing.assert_allclose(read_csv(tmp_path / "p.csv")[["z", "y", "x"]],
+                               original[["z", "y", "x"]], atol=1e-3)
+    np.testing.assert_allclose(read_star(tmp_path / "p.star")[["z", "y", "x"]],
+                               original[["z", "y", "x"]], atol=1e-3)
+
+
+def test_launch_without_display_runs_the_headless_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["launch", "--demo-output", str(tmp_path / "demo")]) == 0
+    captured = capsys.readouterr()
+    assert "no display found" in captured.err
+    assert "ribosomes in demo_cell_ribosomes.star" in captured.out
+    assert (tmp_path / "demo" / "demo_cell.mrc").exists()
+
+
+@pytest.mark.parametrize("argv", [["synth"], ["nonsense"]])
+def test_usage_errors_exit_nonzero(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2

@@ -1,0 +1,171 @@
+"""The plugin in a real napari viewer (under Xvfb): open, save, samples, widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_tomoseg.io.mrc import open_volume, write_volume  # noqa: E402
+from napari_tomoseg.io.particles import TomogramFrame, read_star, write_star, particle_table  # noqa: E402
+
+PLUGIN = "napari-tomoseg"
+ORIGIN = (-150.0, 320.0, 1200.0)
+
+
+def test_opening_a_tomogram_sets_angstrom_scale_and_origin(make_napari_viewer, tiny_files):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    assert layer._type_string == "image"
+    np.testing.assert_allclose(layer.scale, (20.0, 20.0, 20.0))
+    np.testing.assert_allclose(layer.translate, ORIGIN)
+    assert isinstance(layer.data, np.memmap)
+    lo, hi = layer.contrast_limits
+    assert -5 < lo < 0 < hi < 5
+    (labels,) = viewer.open(str(tiny_files["membrane"]), plugin=PLUGIN)
+    assert labels._type_string == "labels"
+    np.testing.assert_allclose(labels.translate, ORIGIN)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int8, np.uint16])
+def test_other_modes_are_displayed(make_napari_viewer, tmp_path, dtype):
+    """What the canvas shows follows the data, whatever the MRC mode."""
+    viewer = make_napari_viewer(show=True)
+    volume = np.zeros((8, 64, 64), np.float32)
+    volume[:, 16:48, 16:48] = 100.0
+    path = write_volume(tmp_path / f"m_{np.dtype(dtype).name}.mrc", volume.astype(dtype), 10.0)
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.dtype == dtype
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+    h, w = shot.shape[:2]
+    centre = shot[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5].mean()
+    corner = shot[5:15, 5:15].mean()
+    assert centre > corner + 100
+
+
+@pytest.mark.parametrize("case", ["not_mrc", "truncated", "nan"])
+def test_bad_files_raise_clear_errors_and_viewer_survives(make_napari_viewer, tmp_path, case):
+    viewer = make_napari_viewer()
+    path = tmp_path / f"{case}.mrc"
+    if case == "not_mrc":
+        path.write_text("hello " * 500)
+        expected = "not a valid MRC file"
+    elif case == "truncated":
+        raw = write_volume(tmp_path / "ok.mrc", np.ones((4, 8, 8), np.float32)).read_bytes()
+        path.write_bytes(raw[:-64])
+        expected = "truncated"
+    else:
+        data = np.ones((4, 8, 8), np.float32)
+        data[2, 3, 3] = np.nan
+        write_volume(path, data)
+        expected = "NaN or infinite"
+    with pytest.raises(Exception) as info:
+        viewer.open(str(path), plugin=PLUGIN)
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__
+    assert any(expected in message for message in chain), chain
+    assert len(viewer.layers) == 0
+    viewer.add_image(np.zeros((4, 4)))  # the viewer still works
+    assert len(viewer.layers) == 1
+
+
+def test_points_round_trip_through_napari_with_origin(make_napari_viewer, tiny_files, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    (points,) = viewer.open(str(tiny_files["particles"]), plugin=PLUGIN)
+    original = read_star(tiny_files["particles"])
+    np.testing.assert_allclose(points.data, original[["z", "y", "x"]], atol=1e-4)
+    np.testing.assert_allclose(points.translate, ORIGIN)
+    assert "rot" in points.features
+    # the points sit on the ribosome labels in world space (origin respected)
+    (labels,) = viewer.open(str(tiny_files["ribosome"]), plugin=PLUGIN)
+    hits = [labels.data[tuple(np.round(labels.world_to_data(points.data_to_world(p))).astype(int))]
+            for p in points.data]
+    assert np.mean(np.asarray(hits) == 1) > 0.9
+    out_star = tmp_path / "saved.star"
+    out_csv = tmp_path / "saved.csv"
+    points.save(str(out_star), plugin=PLUGIN)
+    points.save(str(out_csv), plugin=PLUGIN)
+    frame = TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN)
+    np.testing.assert_allclose(read_star(out_star, frame)[["z", "y", "x"]],
+                               original[["z", "y", "x"]], atol=1e-3)
+    np.testing.assert_allclose(read_star(out_star, frame)[["rot", "tilt", "psi"]],
+                               original[["rot", "tilt", "psi"]], atol=1e-4)
+    from napari_tomoseg.io.particles import read_csv
+
+    np.testing.assert_allclose(read_csv(out_csv)[["z", "y", "x"]], original[["z", "y", "x"]],
+                               atol=1e-3)
+
+
+def test_points_added_by_hand_are_saved_in_tomogram_pixels(make_napari_viewer, tiny_files,
+                                                          tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    world = np.array([[ORIGIN[0] + 20.0 * 10, ORIGIN[1] + 20.0 * 40.5, ORIGIN[2] + 20.0 * 60]])
+    points = viewer.add_points(world)  # a plain layer: data in world Angstrom
+    points.save(str(tmp_path / "hand.star"), plugin=PLUGIN)
+    back = read_star(tmp_path / "hand.star", TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))
+    np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), [[10.0, 40.5, 60.0]], atol=1e-3)
+
+
+def test_labels_and_images_save_with_voxel_size_and_origin(make_napari_viewer, tiny_files,
+                                                           tmp_path):
+    viewer = make_napari_viewer()
+    (labels,) = viewer.open(str(tiny_files["membrane"]), plugin=PLUGIN)
+    labels.data[0, 0, 0] = 2  # an edit
+    labels.save(str(tmp_path / "edited.mrc"), plugin=PLUGIN)
+    data, info = open_volume(tmp_path / "edited.mrc")
+    assert data[0, 0, 0] == 2 and info.origin == ORIGIN and info.voxel_size == (20.0,) * 3
+    image = viewer.add_image(np.ones((3, 4, 5), np.float32), scale=(7, 7, 7), translate=(1, 2, 3))
+    image.save(str(tmp_path / "img.mrc"), plugin=PLUGIN)
+    assert open_volume(tmp_path / "img.mrc")[1].origin == (1.0, 2.0, 3.0)
+
+
+def test_sample_data_contributions(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_cell")
+    names = [layer.name for layer in viewer.layers]
+    assert names[0] == "synthetic_cell"
+    assert "truth: membrane" in names and "truth: ribosome centres" in names
+    truth = viewer.layers["truth: ribosome centres"]
+    labels = viewer.layers["truth: ribosome"]
+    hits = [labels.data[tuple(np.round(labels.world_to_data(truth.data_to_world(p))).astype(int))]
+            for p in truth.data]
+    assert np.mean(np.asarray(hits) == 1) > 0.9
+    viewer.open_sample(PLUGIN, "mpneumoniae")
+    cell = viewer.layers["M. pneumoniae (EMPIAR-10499)"]
+    np.testing.assert_allclose(cell.scale, (20.0, 20.0, 20.0))
+
+
+def test_synthetic_widget_makes_and_shows_a_cell(make_napari_viewer, qtbot, tmp_path):
+    from napari_tomoseg._napari.synthetic_widget import SIZES, SyntheticCellWidget
+
+    SIZES["test (24 x 48 x 48)"] = (24, 48, 48)
+    viewer = make_napari_viewer()
+    widget = SyntheticCellWidget(viewer)
+    widget.size.choices = list(SIZES)
+    widget.size.value = "test (24 x 48 x 48)"
+    widget.voxel.value = 20.0
+    widget.folder.value = tmp_path
+    widget.button.clicked.emit()  # same as a click
+    assert widget.worker is not None and not widget.button.enabled
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: len(viewer.layers) >= 7, timeout=10_000)
+    assert viewer.layers[0].data.shape == (24, 48, 48)
+    assert (tmp_path / "synthetic_seed0.mrc").exists()
+    assert widget.button.enabled and widget.progress.value == widget.progress.max
+
+
+def test_launch_docks_the_widget_and_opens_the_sample(make_napari_viewer, monkeypatch):
+    from napari_tomoseg._napari import launch as launch_module
+
+    created = []
+    monkeypatch.setattr(launch_module.napari, "Viewer",
+                        lambda **kw: created.append(make_napari_viewer()) or created[-1])
+    viewer = launch_module.launch(sample="synthetic", run=False)
+    assert "synthetic_cell" in [layer.name for layer in viewer.layers]
+    assert any("Synthetic cell" in name for name in viewer.window._dock_widgets)
