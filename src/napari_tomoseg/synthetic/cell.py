@@ -125,8 +125,7 @@ def _add_vesicles(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray,
         centre = np.array([rng.uniform(0.3, 0.7) * nz, rng.uniform(0, ny), rng.uniform(0, nx)])
         if not _free(centre, radius + _nm(spec, 8), placed):
             continue
-        idx = tuple(np.clip(centre.astype(int), 0, np.array(spec.shape) - 1))
-        if not inside[idx]:
+        if not _fits_inside(inside, centre, (radius + _nm(spec, 8),) * 2, 0.0):
             continue
         lo, hi = _sphere_box(spec, centre, radius, _nm(spec, 6))
         z, y, x = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -135,6 +134,27 @@ def _add_vesicles(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray,
         canvas.add_membrane(distance, where)
         canvas.occupied[where] |= distance < 0  # no ribosomes inside vesicles
         placed.append((centre, radius, "vesicle"))
+
+
+def _fits_inside(inside: np.ndarray, centre, semi_axes_yx, yaw: float) -> bool:
+    """True if an ellipse (in the y-x plane, long axis at ``yaw``) stays inside the cell.
+
+    Points of the ellipse outside the field of view are fine: objects may
+    be cut by the edge of the tomogram, but not by the plasma membrane.
+    """
+    shape = np.array(inside.shape)
+    t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+    b, a = semi_axes_yx
+    u, v = a * np.cos(t), b * np.sin(t)
+    x = centre[2] + u * np.cos(yaw) - v * np.sin(yaw)
+    y = centre[1] + u * np.sin(yaw) + v * np.cos(yaw)
+    z = np.full_like(x, centre[0])
+    points = np.round(np.stack([z, y, x], axis=1)).astype(int)
+    within = np.all((points >= 0) & (points < shape), axis=1)
+    if not (0 <= int(centre[0]) < shape[0] and 0 <= int(centre[1]) < shape[1]
+            and 0 <= int(centre[2]) < shape[2] and inside[tuple(np.asarray(centre, int))]):
+        return False
+    return bool(np.all(inside[tuple(points[within].T)]))
 
 
 def _free(centre, radius, placed) -> bool:
@@ -146,15 +166,16 @@ def _add_organelle(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
     """An elongated organelle with a double envelope (two bilayers ~20 nm apart)."""
     spec = canvas.spec
     nz, ny, nx = spec.shape
+    yaw = rng.uniform(0, np.pi)
     semi = np.array([min(_nm(spec, 45), 0.42 * nz), min(_nm(spec, 70), 0.14 * min(ny, nx)),
                      min(_nm(spec, 140), 0.28 * max(ny, nx))])
     for _ in range(50):
         centre = np.array([nz / 2, rng.uniform(0.25, 0.75) * ny, rng.uniform(0.25, 0.75) * nx])
-        if inside[tuple(centre.astype(int))] and _free(centre, semi[2], placed):
+        if (_fits_inside(inside, centre, (semi[1] + _nm(spec, 30), semi[2] + _nm(spec, 30)), yaw)
+                and _free(centre, semi[2], placed)):
             break
     else:
         return
-    yaw = rng.uniform(0, np.pi)
     rotation = Rotation.from_euler("z", yaw).as_matrix()  # acts on (x, y, z)
     reach = semi.max() + _nm(spec, 30)
     lo, hi = _sphere_box(spec, centre, reach, 0)
@@ -195,6 +216,30 @@ def _random_polyline(rng, spec: CellSpec, straight: bool, n_points: int = 60) ->
         path += np.cumsum(bend, axis=0) * (t[1] - t[0]) * 0.3
     path[:, 0] = np.clip(path[:, 0], _nm(spec, 15), nz - 1 - _nm(spec, 15))
     return path
+
+
+def _clear_path(rng, spec: CellSpec, occupied: np.ndarray, radius: float, straight: bool,
+                tries: int = 60) -> np.ndarray:
+    """A filament path that does not run through membranes, organelles or vesicles.
+
+    Paths are drawn until one keeps ``radius`` away from occupied space
+    (checked on the centre line and six points around it); after ``tries``
+    the least obstructed one is used.
+    """
+    offsets = np.array([[0, 0, 0], [radius, 0, 0], [-radius, 0, 0], [0, radius, 0],
+                        [0, -radius, 0], [0, 0, radius], [0, 0, -radius]])
+    shape = np.array(spec.shape)
+    best, best_hits = None, np.inf
+    for _ in range(tries):
+        path = _random_polyline(rng, spec, straight)
+        points = np.round((_densify(path)[::4, None, :] + offsets[None]).reshape(-1, 3)).astype(int)
+        points = points[np.all((points >= 0) & (points < shape), axis=1)]
+        hits = int(occupied[tuple(points.T)].sum()) if len(points) else 0
+        if hits < best_hits:
+            best, best_hits = path, hits
+        if hits == 0:
+            break
+    return best
 
 
 def _centreline_distance(spec: CellSpec, paths: list[np.ndarray], reach: float) -> np.ndarray:
@@ -243,7 +288,8 @@ def _sigmoid(value: np.ndarray) -> np.ndarray:
 def _add_filaments(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray) -> None:
     spec = canvas.spec
     if spec.n_microtubules:
-        paths = [_random_polyline(rng, spec, straight=True) for _ in range(spec.n_microtubules)]
+        paths = [_clear_path(rng, spec, canvas.occupied, _nm(spec, 15), straight=True)
+                 for _ in range(spec.n_microtubules)]
         outer, inner = _nm(spec, 12.5), _nm(spec, 8.0)
         r = _centreline_distance(spec, paths, outer + _nm(spec, 6))
         width = max(_nm(spec, 1.0), 0.5)
@@ -254,7 +300,8 @@ def _add_filaments(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
         canvas.labels["microtubule"] |= tube.astype(np.uint8)
         canvas.occupied |= r <= outer + _nm(spec, 3)
     if spec.n_actin:
-        paths = [_random_polyline(rng, spec, straight=False) for _ in range(spec.n_actin)]
+        paths = [_clear_path(rng, spec, canvas.occupied, _nm(spec, 5), straight=False)
+                 for _ in range(spec.n_actin)]
         radius = _nm(spec, 3.5)
         r = _centreline_distance(spec, paths, radius + _nm(spec, 5))
         width = max(_nm(spec, 0.8), 0.5)
