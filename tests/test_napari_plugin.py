@@ -168,4 +168,4 @@ def test_launch_docks_the_widget_and_opens_the_sample(make_napari_viewer, monkey
                         lambda **kw: created.append(make_napari_viewer()) or created[-1])
     viewer = launch_module.launch(sample="synthetic", run=False)
     assert "synthetic_cell" in [layer.name for layer in viewer.layers]
-    assert any("Synthetic cell" in name for name in viewer.window._dock_widgets)
+    assert any("Synthetic cell" in name for name in viewer.window.dock_widgets)

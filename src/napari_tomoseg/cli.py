@@ -97,6 +97,122 @@ def cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise TomosegError(f"{what} must be given as NAME=VALUE, not '{pair}'.")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def cmd_boxes(args: argparse.Namespace) -> int:
+    """Boxes from a ground-truth mask, placed as a user would (for tests and benchmarks)."""
+    from .annotations import boxes_from_truth, load_boxes, save_boxes
+    from .io.mrc import open_volume
+
+    truth, _ = open_volume(args.truth)
+    boxes = boxes_from_truth(truth, args.feature, args.positives, args.negatives, args.size,
+                             args.seed)
+    existing = []
+    if (args.output / "boxes.json").exists():
+        existing = [b for b in load_boxes(args.output) if b.feature != args.feature]
+    save_boxes(args.output, existing + boxes)
+    n_pos = sum(b.positive for b in boxes)
+    print(f"{args.output}: {n_pos} positive and {len(boxes) - n_pos} negative boxes "
+          f"for '{args.feature}'")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .annotations import load_boxes
+    from .io.mrc import open_volume
+    from .nn.model_file import load_model, save_model
+    from .nn.training import TrainingSettings, iter_train
+    from .preprocess import PreprocessSettings
+    from .synthetic.cell import FEATURE_COLOURS
+
+    from .annotations import check_boxes
+
+    volume, info = open_volume(args.tomogram)
+    boxes = load_boxes(args.boxes)
+    check_boxes(boxes, args.feature)
+    start_from = load_model(args.resume) if args.resume else None
+    settings = TrainingSettings(architecture=args.arch, steps=args.steps, seed=args.seed,
+                                device=args.device, batch_size=args.batch_size,
+                                learning_rate=args.learning_rate)
+    preprocess = PreprocessSettings(binning=args.binning, invert=args.invert)
+    output = args.output or Path(f"{args.feature}.tomoseg.pt")
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
+    from tqdm import tqdm
+
+    model = None
+    with tqdm(total=settings.steps, desc=f"training {args.feature}", unit="step",
+              file=sys.stderr) as bar:
+        for update in iter_train(volume, boxes, info.isotropic_voxel_size, settings, preprocess,
+                                 feature=args.feature,
+                                 colour=FEATURE_COLOURS.get(args.feature, "#f2c94c"),
+                                 start_from=start_from):
+            model = update.model
+            bar.update(1)
+            bar.set_postfix(loss=f"{update.loss:.4f}")
+    save_model(model, output)
+    print(f"{output}: '{args.feature}' {model.architecture} network, "
+          f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
+          f"final loss {model.history[-1][1]:.4f}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .io.mrc import open_volume
+    from .layer_data import tomogram_name
+    from .nn.inference import iter_segment
+    from .nn.model_file import load_model
+    from tqdm import tqdm
+
+    models = [load_model(path) for path in args.model]
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for tomogram in args.tomograms:
+        volume, info = open_volume(tomogram)
+        for model in models:
+            target = args.output_dir / f"{tomogram_name(tomogram)}_{model.feature}.mrc"
+            with tqdm(total=volume.shape[0], desc=f"{Path(tomogram).name}: {model.feature}",
+                      unit="slice", file=sys.stderr) as bar:
+                for update in iter_segment(volume, model, info.isotropic_voxel_size, target,
+                                           origin=info.origin, batch_slices=args.batch,
+                                           dtype=args.dtype, device=args.device,
+                                           rescale=not args.no_rescale, overwrite=args.overwrite):
+                    bar.update(update.z1 - update.z0)
+            print(f"{target}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .io.mrc import open_volume, write_volume
+    from .merge import MergeSettings, merge_volumes
+
+    maps = _key_values(args.prob, "--prob")
+    if not maps:
+        raise TomosegError("give at least one --prob FEATURE=FILE.")
+    thresholds = {k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()}
+    artifacts = {k: [f for f in v.split(",") if f]
+                 for k, v in _key_values(args.artifact, "--artifact").items()}
+    volumes, infos = {}, []
+    for feature, path in maps.items():
+        volumes[feature], info = open_volume(path)
+        infos.append(info)
+    settings = MergeSettings(features=list(maps), thresholds=thresholds, artifacts=artifacts)
+    labels = merge_volumes(volumes, settings)
+    write_volume(args.output, labels, infos[0].voxel_size, infos[0].origin,
+                 overwrite=args.overwrite)
+    counts = ", ".join(f"{f}: {int((labels == settings.label_of(f)).sum()):,}" for f in maps)
+    print(f"{args.output}: labels {', '.join(f'{i + 1}={f}' for i, f in enumerate(maps))} "
+          f"(voxels {counts})")
+    return 0
+
+
 def _display_available() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
@@ -178,6 +294,55 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--tomogram", required=True, help="the MRC the particles belong to")
     points.add_argument("--tomo-name", help="rlnTomoName (default: the tomogram's file name)")
     points.set_defaults(func=cmd_points)
+
+    boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
+    boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
+    boxes.add_argument("output", type=Path, help="box folder (boxes.json + masks.npz)")
+    boxes.add_argument("--feature", required=True)
+    boxes.add_argument("--positives", type=int, default=10)
+    boxes.add_argument("--negatives", type=int, default=50)
+    boxes.add_argument("--size", type=int, default=64)
+    boxes.add_argument("--seed", type=int, default=0)
+    boxes.set_defaults(func=cmd_boxes)
+
+    train = sub.add_parser("train", help="train one feature's network from boxes")
+    train.add_argument("tomogram")
+    train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
+    train.add_argument("--feature", required=True)
+    train.add_argument("--arch", default="unet", choices=("unet", "eman2"))
+    train.add_argument("--steps", type=int, default=400)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    train.add_argument("--binning", type=int, default=1)
+    train.add_argument("--invert", action="store_true", help="invert contrast (protein white)")
+    train.add_argument("--resume", type=Path, help="continue training this model")
+    train.add_argument("--output", "-o", type=Path)
+    train.add_argument("--overwrite", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    segment = sub.add_parser("segment", help="apply trained networks to whole tomograms")
+    segment.add_argument("tomograms", nargs="+")
+    segment.add_argument("--model", "-m", action="append", required=True,
+                         help="model file (repeat for several features)")
+    segment.add_argument("--output-dir", "-o", type=Path, default=Path("."))
+    segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16")
+    segment.add_argument("--batch", type=int, default=4, help="slices per batch")
+    segment.add_argument("--device", default="auto")
+    segment.add_argument("--no-rescale", action="store_true",
+                         help="refuse tomograms of another voxel size instead of rescaling")
+    segment.add_argument("--overwrite", action="store_true")
+    segment.set_defaults(func=cmd_segment)
+
+    merge = sub.add_parser("merge", help="merge per-feature probabilities into one label volume")
+    merge.add_argument("--prob", action="append", metavar="FEATURE=FILE")
+    merge.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
+    merge.add_argument("--artifact", action="append", metavar="ARTIFACT=FEATURE[,FEATURE]",
+                       help="remove the artifact's voxels from these features")
+    merge.add_argument("--output", "-o", type=Path, required=True)
+    merge.add_argument("--overwrite", action="store_true")
+    merge.set_defaults(func=cmd_merge)
 
     launch = sub.add_parser("launch", help="open napari with the plugin and a sample tomogram")
     launch.add_argument("files", nargs="*", help="tomograms or particle files to open")

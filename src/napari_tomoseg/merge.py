@@ -1,0 +1,77 @@
+"""Several features at once: one label volume from per-feature probabilities.
+
+Per voxel the feature with the highest probability wins, provided it
+exceeds that feature's threshold; artifact features (a carbon edge) do
+not get a label of their own by default but remove voxels from the
+features they are said to mask, as in Chen et al. 2017, Supp. Fig. 6.
+Works slab by slab so it streams through tomograms of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidSettingsError
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    features: Sequence[str]
+    thresholds: dict = field(default_factory=dict)  # feature -> threshold (default 0.5)
+    artifacts: dict = field(default_factory=dict)  # artifact -> features it removes voxels from
+    label_artifacts: bool = False
+
+    def threshold(self, feature: str) -> float:
+        return float(self.thresholds.get(feature, 0.5))
+
+    def label_of(self, feature: str) -> int:
+        return list(self.features).index(feature) + 1
+
+
+def merge_slab(probabilities: dict[str, np.ndarray], settings: MergeSettings) -> np.ndarray:
+    """Labels (0 = nothing, i + 1 = features[i]) for one slab of per-feature probabilities."""
+    missing = [f for f in settings.features if f not in probabilities]
+    if missing:
+        raise InvalidSettingsError(f"no probability map for {', '.join(missing)}.")
+    unknown = [a for a in settings.artifacts if a not in settings.features]
+    if unknown:
+        raise InvalidSettingsError(f"artifact features {unknown} are not among the features.")
+    names = list(settings.features)
+    stack = np.stack([np.asarray(probabilities[f], dtype=np.float32) for f in names])
+    thresholds = np.array([settings.threshold(f) for f in names], np.float32)
+    shape = (len(names),) + (1,) * (stack.ndim - 1)
+    above = stack > thresholds.reshape(shape)
+    for artifact, victims in settings.artifacts.items():
+        a = names.index(artifact)
+        for victim in victims:
+            above[names.index(victim)] &= ~above[a]
+        if not settings.label_artifacts:
+            above[a] = False
+    scores = np.where(above, stack, -1.0)
+    winner = np.argmax(scores, axis=0)
+    labels = np.where(np.any(above, axis=0), winner + 1, 0)
+    dtype = np.uint8 if len(names) < 255 else np.uint16
+    return labels.astype(dtype)
+
+
+def merge_volumes(probabilities: dict[str, np.ndarray], settings: MergeSettings,
+                  slab: int = 16, progress=None) -> np.ndarray:
+    """Merge whole (possibly memory-mapped) probability volumes slab by slab."""
+    first = probabilities[settings.features[0]]
+    shapes = {f: probabilities[f].shape for f in settings.features}
+    if len(set(shapes.values())) != 1:
+        raise InvalidSettingsError(f"probability maps differ in shape: {shapes}.")
+    out = np.zeros(first.shape, np.uint8 if len(settings.features) < 255 else np.uint16)
+    nz = first.shape[0]
+    for z in range(0, nz, slab):
+        part = {f: np.asarray(probabilities[f][z:z + slab], dtype=np.float32)
+                for f in settings.features}
+        if first.dtype == np.uint16 or first.dtype == np.uint8:  # stored 0-255
+            part = {f: p / 255.0 for f, p in part.items()}
+        out[z:z + slab] = merge_slab(part, settings)
+        if progress:
+            progress(min(z + slab, nz), nz, "merging")
+    return out

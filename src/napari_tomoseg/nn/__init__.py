@@ -1,0 +1,1 @@
+"""The CNN engine: networks, training from boxes, model files, segmentation, devices."""

@@ -1,0 +1,210 @@
+"""Apply a trained network to slices, slabs and whole tomograms.
+
+Fully convolutional over whole slices (no tiles, so no seams), in batches
+of slices, each with its neighbours as channels for 2.5D networks. The
+probability is written slab by slab into an MRC on disk with plain file
+writes (not a memory map), so memory stays bounded by one batch whatever
+the tomogram's size; the file appears under its final name only when
+complete.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..errors import TomosegError
+from ..preprocess import Preprocessor
+from .devices import pick_device
+from .model_file import TrainedModel
+from .models import size_multiple
+
+
+class Cancelled(TomosegError):
+    """The user stopped a long job; nothing half-done was kept."""
+
+
+def _stack_context(slab: np.ndarray, context: int) -> np.ndarray:
+    """(n + 2c, y, x) slab -> (n, 2c + 1, y, x) per-slice channel stacks."""
+    n = slab.shape[0] - 2 * context
+    return np.stack([slab[i:i + 2 * context + 1] for i in range(n)])
+
+
+@torch.no_grad()
+def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
+                   device: torch.device | None = None, scale: float = 1.0) -> np.ndarray:
+    """Probabilities (n, y, x) for (n, channels, y, x) preprocessed planes.
+
+    ``scale`` resamples the planes first (model voxel size / tomogram voxel
+    size) and the result back, for a model trained at another voxel size.
+    """
+    device = device or next(network.parameters()).device
+    x = torch.as_tensor(np.ascontiguousarray(planes), dtype=torch.float32, device=device)
+    height, width = x.shape[-2:]
+    if abs(scale - 1.0) > 1e-3:
+        x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+    multiple = size_multiple(network)
+    pad_y = (-x.shape[-2]) % multiple
+    pad_x = (-x.shape[-1]) % multiple
+    if pad_y or pad_x:
+        x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    output = network(x)
+    prob = network.probability(output)
+    stride = getattr(network, "output_stride", 1)
+    valid_y = -(-(x.shape[-2] - pad_y) // stride)
+    valid_x = -(-(x.shape[-1] - pad_x) // stride)
+    prob = prob[..., :valid_y, :valid_x]
+    prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+    return prob[:, 0].float().cpu().numpy()
+
+
+@dataclass
+class SegmentProgress:
+    done: int  # output slices written
+    total: int
+    z0: int  # slices z0..z1 of the output just finished
+    z1: int
+    probability: np.ndarray  # those slices, float32 in [0, 1]
+    path: Path | None = None  # set on the last update
+
+
+def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float:
+    ratio = voxel_size / model.voxel_size
+    if abs(ratio - 1.0) <= 0.05:
+        return 1.0
+    if not rescale:
+        raise TomosegError(
+            f"the '{model.feature}' model was trained at {model.voxel_size:g} A/voxel but this "
+            f"tomogram has {voxel_size:g} A/voxel; allow rescaling or bin the tomogram to match.")
+    return ratio
+
+
+class _MrcStream:
+    """Write an MRC slab by slab with ordinary file writes; rename into place at the end."""
+
+    def __init__(self, path: Path, shape, dtype, voxel_size, origin, overwrite: bool):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; choose another name or allow overwriting.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:6]}.partial")
+        self.dtype = np.dtype(dtype)
+        with mrcfile.new(self.tmp, overwrite=True) as mrc:
+            mrc.set_data(np.zeros((1, 1, 1), self.dtype))
+            mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
+            mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
+            mrc.header.cella = (shape[2] * voxel_size, shape[1] * voxel_size, shape[0] * voxel_size)
+            mrc.header.origin = (origin[2], origin[1], origin[0])
+            self.offset = 1024 + int(mrc.header.nsymbt)
+        self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
+        self.handle = open(self.tmp, "r+b")
+        self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
+
+    def write(self, z0: int, data: np.ndarray) -> None:
+        data = np.ascontiguousarray(data, dtype=self.dtype)
+        self.handle.seek(self.offset + z0 * self.slice_bytes)
+        self.handle.write(data.tobytes())
+        values = data.astype(np.float64)
+        self.stats[0] = min(self.stats[0], float(values.min()))
+        self.stats[1] = max(self.stats[1], float(values.max()))
+        self.stats[2] += float(values.sum())
+        self.stats[3] += float((values ** 2).sum())
+        self.stats[4] += values.size
+
+    def finish(self) -> Path:
+        self.handle.close()
+        lo, hi, total, squares, count = self.stats
+        with mrcfile.mmap(self.tmp, mode="r+") as mrc:
+            mean = total / max(count, 1)
+            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
+            mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _to_output(prob: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        return np.round(prob * 255).astype(np.uint8)
+    return prob.astype(np.float16 if dtype == "float16" else np.float32)
+
+
+def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
+                 output: str | os.PathLike | None = None, origin=(0.0, 0.0, 0.0),
+                 batch_slices: int = 4, roi: tuple[slice, slice, slice] | None = None,
+                 dtype: str = "float16", device: str | None = "auto", rescale: bool = True,
+                 stop: threading.Event | None = None, overwrite: bool = False,
+                 preprocessor: Preprocessor | None = None) -> Iterator[SegmentProgress]:
+    """Segment a tomogram slab by slab, yielding each finished slab.
+
+    With ``output`` the probabilities stream into that MRC (float16, float32,
+    or uint8 scaled 0-255); uint8 has no mode in MRC, so it is stored as
+    uint16 0-255. ``roi`` (z, y, x slices) restricts the work to a
+    region, for previews. Setting ``stop`` or closing the generator cancels:
+    the partial file is removed.
+    """
+    torch_device = pick_device(device)
+    network = model.network.to(torch_device).eval()
+    scale = _voxel_scale(model, voxel_size, rescale)
+    binning = model.preprocess.binning
+    context = getattr(network, "context", 0)
+    if roi is not None:
+        volume = volume[roi]
+        origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
+    pre = preprocessor or Preprocessor(volume, model.preprocess)
+    nz, ny, nx = volume.shape
+    stream = None
+    if output is not None:
+        store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
+        stream = _MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite)
+    try:
+        done = 0
+        for zb0 in range(0, pre.shape[0], batch_slices):
+            if stop is not None and stop.is_set():
+                raise Cancelled("segmentation cancelled; no output was kept.")
+            zb1 = min(zb0 + batch_slices, pre.shape[0])
+            planes = _stack_context(pre.slab(zb0 - context, zb1 + context), context)
+            prob = predict_planes(network, planes, torch_device, scale=scale)
+            if binning > 1:
+                prob = F.interpolate(torch.from_numpy(prob)[None], size=(ny, nx), mode="bilinear",
+                                     align_corners=False)[0].numpy()
+                prob = np.repeat(prob, binning, axis=0)
+            z0, z1 = zb0 * binning, min(zb1 * binning, nz)
+            prob = np.clip(prob[: z1 - z0], 0.0, 1.0)
+            if prob.shape[1:] != (ny, nx):  # binning trimmed odd edges: pad back
+                full = np.zeros((prob.shape[0], ny, nx), np.float32)
+                full[:, :prob.shape[1], :prob.shape[2]] = prob
+                prob = full
+            if stream is not None:
+                stream.write(z0, _to_output(prob, dtype).astype(stream.dtype))
+            done = z1
+            last = done >= nz
+            path = stream.finish() if (stream is not None and last) else None
+            yield SegmentProgress(done=done, total=nz, z0=z0, z1=z1, probability=prob, path=path)
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
+
+
+def segment(volume: np.ndarray, model: TrainedModel, voxel_size: float, **kwargs) -> np.ndarray:
+    """Whole probability volume in memory (small tomograms, tests, previews)."""
+    kwargs.pop("output", None)
+    parts = [p.probability for p in iter_segment(volume, model, voxel_size, **kwargs)]
+    return np.concatenate(parts, axis=0)

@@ -1,0 +1,135 @@
+"""Networks, selectable by name, each a binary per-feature segmenter.
+
+``eman2``  the EMAN2 tomoseg network exactly (Chen et al. 2017): 40 15x15
+           filters, 2x2 max-pool, 40 15x15, 1 15x15; 378,081 parameters;
+           output at half resolution, linear, trained against labels in [0, 1].
+``unet``   a small 2.5D U-Net: neighbouring slices as input channels, 3x3
+           convolutions, three resolution levels; outputs logits at full
+           resolution.
+
+Every network exposes ``output_stride`` (2 for eman2, 1 for the U-Net),
+``context`` (slices on each side it reads) and ``probability(output)``
+so training and inference need no per-architecture code paths.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import InvalidSettingsError
+
+
+class EMAN2Net(nn.Module):
+    """EMAN2's tomoseg CNN; probability = clip(output, 0, 1)."""
+
+    output_stride = 2
+
+    def __init__(self, filters: int = 40, kernel: int = 15, context: int = 0):
+        super().__init__()
+        self.context = context
+        channels = 2 * context + 1
+        pad = kernel // 2
+        self.conv1 = nn.Conv2d(channels, filters, kernel, padding=pad)
+        self.conv2 = nn.Conv2d(filters, filters, kernel, padding=pad)
+        self.conv3 = nn.Conv2d(filters, 1, kernel, padding=pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.relu(self.conv2(x))
+        return self.conv3(x)
+
+    @staticmethod
+    def probability(output: torch.Tensor) -> torch.Tensor:
+        return output.clamp(0.0, 1.0)
+
+    @staticmethod
+    def loss(output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """EMAN2's log of the mean squared error against labels mean-shrunk by 2."""
+        target = F.avg_pool2d(label, 2)
+        return torch.log(torch.mean((target - torch.clamp(output, max=1.0)) ** 2) + 1e-8)
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    groups = 8 if cout % 8 == 0 else 1
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True))
+
+
+class UNet25D(nn.Module):
+    """Small U-Net over 2k+1 neighbouring slices; probability = sigmoid(logits)."""
+
+    output_stride = 1
+
+    def __init__(self, context: int = 2, base: int = 16, levels: int = 3):
+        super().__init__()
+        self.context = context
+        self.levels = levels
+        widths = [base * 2 ** i for i in range(levels + 1)]
+        self.down = nn.ModuleList()
+        cin = 2 * context + 1
+        for width in widths[:-1]:
+            self.down.append(_block(cin, width))
+            cin = width
+        self.bottom = _block(widths[-2], widths[-1])
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for i in range(levels - 1, -1, -1):
+            self.up.append(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2))
+            self.merge.append(_block(2 * widths[i], widths[i]))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** self.levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+    @staticmethod
+    def probability(output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output)
+
+    @staticmethod
+    def loss(output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy plus soft Dice over the batch (Dice copes with sparse features)."""
+        bce = F.binary_cross_entropy_with_logits(output, label)
+        prob = torch.sigmoid(output)
+        intersection = (prob * label).sum()
+        dice = 1 - (2 * intersection + 1.0) / (prob.sum() + label.sum() + 1.0)
+        return bce + dice
+
+
+ARCHITECTURES = {"eman2": EMAN2Net, "unet": UNet25D}
+DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0},
+                      "unet": {"context": 2, "base": 16, "levels": 3}}
+
+
+def build_model(name: str, parameters: dict | None = None) -> nn.Module:
+    if name not in ARCHITECTURES:
+        raise InvalidSettingsError(
+            f"unknown network '{name}'; choose one of {', '.join(ARCHITECTURES)}.")
+    merged = {**DEFAULT_PARAMETERS[name], **(parameters or {})}
+    try:
+        return ARCHITECTURES[name](**merged)
+    except TypeError as exc:
+        raise InvalidSettingsError(f"bad parameters for network '{name}': {exc}") from exc
+
+
+def size_multiple(model: nn.Module) -> int:
+    """Input sizes must be multiples of this for the output to align with the input."""
+    return getattr(model, "size_multiple", getattr(model, "output_stride", 1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

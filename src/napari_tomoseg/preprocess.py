@@ -1,0 +1,137 @@
+"""EMAN2's tomoseg preprocessing, slice by slice so it streams through any tomogram.
+
+Gaussian low-pass (sigma 0.25 cycles/pixel) and high-pass (1 - Gaussian
+with sigma = 5 Fourier pixels), normalisation to zero mean and unit
+standard deviation, clamping at +-3 sigma, optional contrast inversion,
+and division by 3 so the network sees values in about [-1, 1].
+The statistics are measured once on a spread of slices, not per slice,
+so every slice of a tomogram is scaled the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import InvalidSettingsError
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Defaults are EMAN2's (e2tomoseg_preproc); stored in every model file."""
+
+    lowpass_sigma: float = 0.25  # cycles/pixel; 0 disables
+    highpass_pixels: float = 5.0  # Fourier pixels; 0 disables
+    clamp_sigma: float = 3.0
+    invert: bool = False
+    binning: int = 1
+
+    def __post_init__(self):
+        if self.binning < 1 or int(self.binning) != self.binning:
+            raise InvalidSettingsError("binning must be a whole number >= 1.")
+        if self.clamp_sigma <= 0:
+            raise InvalidSettingsError("clamp_sigma must be positive.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bin_slab(slab: np.ndarray, factor: int) -> np.ndarray:
+    """Mean-shrink a (z, y, x) slab by an integer factor in y and x (z is done by the caller)."""
+    if factor == 1:
+        return np.asarray(slab, dtype=np.float32)
+    nz, ny, nx = slab.shape
+    ny, nx = ny // factor * factor, nx // factor * factor
+    trimmed = np.asarray(slab[:, :ny, :nx], dtype=np.float32)
+    return trimmed.reshape(nz, ny // factor, factor, nx // factor, factor).mean(axis=(2, 4))
+
+
+def bin_volume_z(slab: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each group of ``factor`` slices (a trailing partial group is averaged too)."""
+    if factor == 1:
+        return slab
+    groups = [slab[i:i + factor].mean(axis=0) for i in range(0, slab.shape[0], factor)]
+    return np.stack(groups).astype(np.float32)
+
+
+def _transfer(shape: tuple[int, int], settings: PreprocessSettings) -> np.ndarray:
+    ky = np.fft.fftfreq(shape[0])
+    kx = np.fft.rfftfreq(shape[1])
+    s2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    transfer = np.ones_like(s2)
+    if settings.lowpass_sigma > 0:
+        transfer *= np.exp(-s2 / (2 * settings.lowpass_sigma ** 2))
+    if settings.highpass_pixels > 0:
+        sigma = settings.highpass_pixels / max(shape)
+        transfer *= 1.0 - np.exp(-s2 / (2 * sigma ** 2))
+    return transfer.astype(np.float32)
+
+
+def filter_slices(slab: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """Band-pass every slice of a (z, y, x) float slab in Fourier space."""
+    slab = np.asarray(slab, dtype=np.float32)
+    if settings.lowpass_sigma <= 0 and settings.highpass_pixels <= 0:
+        return slab
+    transfer = _transfer(slab.shape[-2:], settings)
+    spectrum = np.fft.rfft2(slab, axes=(-2, -1)) * transfer
+    return np.fft.irfft2(spectrum, s=slab.shape[-2:], axes=(-2, -1)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SliceStatistics:
+    mean: float
+    std: float
+
+
+def measure_statistics(volume: np.ndarray, settings: PreprocessSettings,
+                       n_slices: int = 12) -> SliceStatistics:
+    """Mean and std of the filtered (and binned) tomogram, from evenly spread slices."""
+    nz = volume.shape[0]
+    picks = np.unique(np.linspace(nz * 0.1, nz * 0.9 - 1, min(n_slices, nz)).astype(int))
+    picks = picks[(picks >= 0) & (picks < nz)] if len(picks) else np.array([nz // 2])
+    filtered = filter_slices(bin_slab(np.asarray(volume[picks]), settings.binning), settings)
+    finite = filtered[np.isfinite(filtered)]
+    std = float(finite.std()) if finite.size else 1.0
+    return SliceStatistics(mean=float(finite.mean()) if finite.size else 0.0,
+                           std=std if std > 0 else 1.0)
+
+
+def normalise(filtered: np.ndarray, stats: SliceStatistics,
+              settings: PreprocessSettings) -> np.ndarray:
+    out = (filtered - stats.mean) / stats.std
+    np.clip(out, -settings.clamp_sigma, settings.clamp_sigma, out=out)
+    if settings.invert:
+        out *= -1
+    out /= 3.0
+    return out.astype(np.float32)
+
+
+class Preprocessor:
+    """Preprocess any slab of one tomogram consistently (statistics fixed at creation)."""
+
+    def __init__(self, volume: np.ndarray, settings: PreprocessSettings = PreprocessSettings()):
+        if volume.ndim != 3:
+            raise InvalidSettingsError(f"a tomogram must be 3D, not {volume.ndim}D.")
+        self.volume = volume
+        self.settings = settings
+        self.stats = measure_statistics(volume, settings)
+        b = settings.binning
+        self.shape = (-(-volume.shape[0] // b), volume.shape[1] // b, volume.shape[2] // b)
+
+    def slab(self, z0: int, z1: int) -> np.ndarray:
+        """Preprocessed slices z0..z1 of the binned tomogram; out-of-range slices are 0."""
+        b = self.settings.binning
+        nzb = self.shape[0]
+        out = np.zeros((z1 - z0,) + self.shape[1:], np.float32)
+        lo, hi = max(z0, 0), min(z1, nzb)
+        if hi <= lo:
+            return out
+        raw = np.asarray(self.volume[lo * b:min(hi * b, self.volume.shape[0])], dtype=np.float32)
+        binned = bin_volume_z(bin_slab(raw, b), b)
+        out[lo - z0:hi - z0] = normalise(filter_slices(binned, self.settings), self.stats,
+                                         self.settings)
+        return out
+
+    def whole(self) -> np.ndarray:
+        return self.slab(0, self.shape[0])

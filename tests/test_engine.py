@@ -1,0 +1,264 @@
+"""The CNN engine: preprocessing, learning on small data, model files, streaming segmentation."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tomoseg.annotations import (Box, boxes_from_truth, check_boxes, load_boxes, save_boxes,
+                                        training_mask_volume)
+from napari_tomoseg.errors import TomosegError
+from napari_tomoseg.io.mrc import open_volume
+from napari_tomoseg.merge import MergeSettings, merge_slab
+from napari_tomoseg.metrics import dice
+from napari_tomoseg.nn.inference import Cancelled, iter_segment, segment
+from napari_tomoseg.nn.model_file import InvalidModelError, load_model, save_model
+from napari_tomoseg.nn.models import EMAN2Net, build_model, count_parameters
+from napari_tomoseg.nn.training import TrainingSettings, iter_train, train
+from napari_tomoseg.preprocess import PreprocessSettings, Preprocessor
+
+VOXEL = 20.0
+FAST = TrainingSettings(architecture="unet", steps=60, batch_size=8,
+                        parameters={"base": 8, "levels": 2, "context": 1})
+
+
+@pytest.fixture(scope="module")
+def ribosome_boxes(tiny_result):
+    truth = tiny_result.cell.labels["ribosome"]
+    return boxes_from_truth(truth, "ribosome", 6, 18, size=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_result, ribosome_boxes):
+    return train(tiny_result.tomogram, ribosome_boxes, VOXEL, FAST)
+
+
+def test_preprocessing_is_eman2s(tiny_result):
+    volume = tiny_result.tomogram + 50.0 + np.linspace(0, 30, 96)[None, None, :]  # offset, ramp
+    pre = Preprocessor(volume, PreprocessSettings())
+    out = pre.whole()
+    assert out.shape == volume.shape
+    assert abs(out.mean()) < 0.05 and out.max() <= 1.0 + 1e-6 and out.min() >= -1.0 - 1e-6
+    # the high-pass removed the ramp: columns have the same mean
+    assert np.ptp(out.mean(axis=(0, 1))[10:-10]) < 0.1
+    inverted = Preprocessor(volume, PreprocessSettings(invert=True)).whole()
+    np.testing.assert_allclose(inverted, -out, atol=1e-6)
+    binned = Preprocessor(volume, PreprocessSettings(binning=2))
+    assert binned.whole().shape == (16, 48, 48)
+    with pytest.raises(TomosegError):
+        PreprocessSettings(binning=0)
+
+
+def test_eman2_network_is_the_papers():
+    net = EMAN2Net()
+    assert count_parameters(net) == 378_081
+    out = net(torch.zeros(3, 1, 64, 64))
+    assert out.shape == (3, 1, 32, 32)
+    label = torch.ones(3, 1, 64, 64)
+    expected = torch.log(torch.mean((1 - torch.clamp(out, max=1.0)) ** 2) + 1e-8)
+    assert float(net.loss(out, label)) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(TomosegError, match="unknown network"):
+        build_model("resnet")
+
+
+def test_learning_happens(tiny_result, ribosome_boxes, trained):
+    truth = tiny_result.cell.labels["ribosome"]
+    where = ~training_mask_volume(ribosome_boxes, truth.shape)
+    untrained = train(tiny_result.tomogram, ribosome_boxes, VOXEL,
+                      TrainingSettings(**{**FAST.to_dict(), "steps": 1}))
+    score_trained = dice(segment(tiny_result.tomogram, trained, VOXEL, device="cpu") > 0.5,
+                         truth, where)
+    score_untrained = dice(segment(tiny_result.tomogram, untrained, VOXEL, device="cpu") > 0.5,
+                           truth, where)
+    assert score_trained > 0.45
+    assert score_trained > score_untrained + 0.2
+    assert trained.history[-1][1] < trained.history[0][1]
+
+
+def test_training_is_deterministic_for_a_seed(tiny_result, ribosome_boxes):
+    settings = TrainingSettings(**{**FAST.to_dict(), "steps": 4})
+    a = train(tiny_result.tomogram, ribosome_boxes, VOXEL, settings)
+    b = train(tiny_result.tomogram, ribosome_boxes, VOXEL, settings)
+    assert [h[1] for h in a.history] == [h[1] for h in b.history]
+
+
+def test_previews_and_cancel_within_one_step(tiny_result, ribosome_boxes):
+    stop = threading.Event()
+    updates = []
+    settings = TrainingSettings(**{**FAST.to_dict(), "steps": 50, "preview_every_s": 0.0})
+    for update in iter_train(tiny_result.tomogram, ribosome_boxes, VOXEL, settings,
+                             preview_z=16, preview_region=(slice(0, 64), slice(16, 80)),
+                             stop=stop):
+        updates.append(update)
+        if update.step == 3:
+            stop.set()
+    assert [u.step for u in updates] == [1, 2, 3]
+    assert updates[0].preview.shape == (64, 64)
+    assert 0.0 <= updates[-1].preview.min() and updates[-1].preview.max() <= 1.0
+
+
+def test_training_continues_from_a_model(tiny_result, ribosome_boxes, trained):
+    more = train(tiny_result.tomogram, ribosome_boxes, VOXEL,
+                 TrainingSettings(**{**FAST.to_dict(), "steps": 3}), start_from=copy.deepcopy(trained))
+    assert len(more.history) == len(trained.history) + 3
+    assert more.history[-1][0] == trained.history[-1][0] + 3
+
+
+def test_model_file_round_trips_to_identical_outputs(tmp_path, tiny_result, trained):
+    path = save_model(trained, tmp_path / "ribosome.pt")
+    loaded = load_model(path)
+    assert loaded.feature == "ribosome" and loaded.voxel_size == VOXEL
+    assert loaded.preprocess == trained.preprocess and loaded.history == trained.history
+    a = segment(tiny_result.tomogram, trained, VOXEL, device="cpu")
+    b = segment(tiny_result.tomogram, loaded, VOXEL, device="cpu")
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate", "not a readable napari-tomoseg model"),
+    ("garbage", "not a readable napari-tomoseg model"),
+    ("foreign", "not a napari-tomoseg model"),
+    ("version", "model format 99"),
+    ("weights", "do not fit"),
+    ("missing", "does not exist"),
+])
+def test_bad_model_files_give_clear_errors(tmp_path, trained, damage, message):
+    import json
+
+    path = save_model(trained, tmp_path / "m.pt")
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:2000])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 100)
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif damage in ("version", "weights"):
+        payload = torch.load(path, weights_only=True)
+        meta = json.loads(payload["metadata"])
+        if damage == "version":
+            meta["format_version"] = 99
+        else:
+            meta["parameters"]["base"] = 12
+        payload["metadata"] = json.dumps(meta)
+        torch.save(payload, path)
+    elif damage == "missing":
+        path.unlink()
+    with pytest.raises(InvalidModelError, match=message):
+        load_model(path)
+
+
+def test_training_sets_that_cannot_teach_are_refused(tiny_result):
+    negative = Box("membrane", 5, 40, 40, 32, positive=False)
+    empty = Box("membrane", 6, 40, 40, 32, positive=True, mask=np.zeros((32, 32), np.uint8))
+    full = Box("membrane", 7, 40, 40, 32, positive=True, mask=np.ones((32, 32), np.uint8))
+    with pytest.raises(TomosegError, match="no positive boxes"):
+        check_boxes([negative])
+    with pytest.raises(TomosegError, match="masks of all positive boxes"):
+        check_boxes([empty, negative])
+    with pytest.raises(TomosegError, match="no negative boxes"):
+        check_boxes([full])
+    with pytest.raises(TomosegError, match="no positive boxes"):
+        next(iter_train(tiny_result.tomogram, [negative], VOXEL, FAST))
+
+
+def test_boxes_crossing_the_edge_are_padded_not_dropped(tiny_result):
+    from napari_tomoseg.nn.tiles import TileBank
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:20, 10:20] = 1
+    edge = Box("f", 0, 2.0, 95.0, 32, True, mask)  # mostly outside, on the first slice
+    inside = Box("f", 10, 48.0, 48.0, 32, False)
+    bank = TileBank(Preprocessor(tiny_result.tomogram), [edge, inside], context=1)
+    assert bank.images.shape[0] == 2
+    margin = bank.margin
+    tile = bank.images[0, 0, margin:margin + 32, margin:margin + 32]
+    assert float(tile[:10].abs().sum()) == 0.0  # rows above the volume are padding
+    assert float(bank.labels[0].sum()) == pytest.approx(100.0)
+
+
+def test_box_files_round_trip(tmp_path, ribosome_boxes):
+    save_boxes(tmp_path, ribosome_boxes)
+    back = load_boxes(tmp_path)
+    assert [(b.id, b.z, b.y, b.x, b.positive) for b in back] == \
+        [(b.id, b.z, b.y, b.x, b.positive) for b in ribosome_boxes]
+    for a, b in zip(back, ribosome_boxes):
+        if b.mask is not None:
+            np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_streamed_segmentation_equals_in_memory_and_keeps_geometry(tmp_path, tiny_result, trained):
+    origin = (5.0, -7.0, 11.0)
+    in_memory = segment(tiny_result.tomogram, trained, VOXEL, device="cpu")
+    path = tmp_path / "prob.mrc"
+    updates = list(iter_segment(tiny_result.tomogram, trained, VOXEL, path, origin=origin,
+                                batch_slices=5, dtype="float32", device="cpu"))
+    assert updates[-1].path == path and updates[-1].done == 32
+    data, info = open_volume(path)
+    np.testing.assert_allclose(data, in_memory, atol=1e-5)  # batch size changes rounding
+    assert info.origin == origin and info.voxel_size == (VOXEL,) * 3
+    list(iter_segment(tiny_result.tomogram, trained, VOXEL, tmp_path / "p8.mrc", dtype="uint8",
+                      device="cpu"))
+    as_bytes, _ = open_volume(tmp_path / "p8.mrc")
+    assert np.abs(as_bytes / 255.0 - in_memory).max() <= 0.5 / 255 + 1e-6
+
+
+def test_cancelled_segmentation_leaves_no_file(tmp_path, tiny_result, trained):
+    stop = threading.Event()
+    path = tmp_path / "cancelled.mrc"
+    with pytest.raises(Cancelled):
+        for update in iter_segment(tiny_result.tomogram, trained, VOXEL, path, batch_slices=4,
+                                   stop=stop, device="cpu"):
+            stop.set()
+    assert not path.exists() and not list(tmp_path.iterdir())
+    gen = iter_segment(tiny_result.tomogram, trained, VOXEL, path, batch_slices=4, device="cpu")
+    next(gen)
+    gen.close()  # the consumer walks away
+    assert not list(tmp_path.iterdir())
+
+
+def test_other_voxel_sizes_are_rescaled_or_refused(tiny_result, trained):
+    half = tiny_result.tomogram[:, ::2, ::2]
+    with pytest.raises(TomosegError, match="trained at 20 A/voxel"):
+        segment(half, trained, 40.0, rescale=False, device="cpu")
+    prob = segment(half, trained, 40.0, device="cpu")
+    assert prob.shape == half.shape
+
+
+def test_region_of_interest(tiny_result, trained):
+    roi = (slice(10, 14), slice(20, 68), slice(8, 56))
+    part = segment(tiny_result.tomogram, trained, VOXEL, roi=roi, device="cpu")
+    assert part.shape == (4, 48, 48)
+
+
+def test_merge_strongest_wins_thresholds_and_artifacts():
+    membrane = np.array([[0.9, 0.6, 0.2, 0.7]])
+    ribosome = np.array([[0.5, 0.8, 0.3, 0.1]])
+    carbon = np.array([[0.0, 0.0, 0.0, 0.95]])
+    settings = MergeSettings(features=["membrane", "ribosome", "carbon"],
+                             thresholds={"ribosome": 0.25}, artifacts={"carbon": ["membrane"]})
+    labels = merge_slab({"membrane": membrane, "ribosome": ribosome, "carbon": carbon}, settings)
+    np.testing.assert_array_equal(labels, [[1, 2, 2, 0]])
+    with pytest.raises(TomosegError):
+        merge_slab({"membrane": membrane}, settings)
+
+
+def test_cli_train_segment_merge(tmp_path, tiny_files):
+    from napari_tomoseg.cli import main
+
+    boxes = tmp_path / "boxes"
+    assert main(["boxes", str(tiny_files["ribosome"]), str(boxes), "--feature", "ribosome",
+                 "--positives", "4", "--negatives", "8", "--size", "32"]) == 0
+    model = tmp_path / "ribosome.pt"
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "3", "--output", str(model)]) == 0
+    assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
+                 str(tmp_path / "seg")]) == 0
+    prob = tmp_path / "seg" / "tiny_ribosome.mrc"
+    assert open_volume(prob)[1].origin == (-150.0, 320.0, 1200.0)
+    assert main(["merge", "--prob", f"ribosome={prob}", "-o", str(tmp_path / "labels.mrc")]) == 0
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "actin", "--steps", "3"]) == 2
