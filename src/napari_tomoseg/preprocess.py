@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import InvalidSettingsError
+from .io.mrc import read_slices
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Preprocessor:
         lo, hi = max(z0, 0), min(z1, nzb)
         if hi <= lo:
             return out
-        raw = np.asarray(self.volume[lo * b:min(hi * b, self.volume.shape[0])], dtype=np.float32)
+        raw = read_slices(self.volume, lo * b, min(hi * b, self.volume.shape[0])).astype(np.float32)
         binned = bin_volume_z(bin_slab(raw, b), b)
         out[lo - z0:hi - z0] = normalise(filter_slices(binned, self.settings), self.stats,
                                          self.settings)

@@ -194,6 +194,22 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     return data, info
 
 
+def read_slices(data: np.ndarray, z0: int, z1: int) -> np.ndarray:
+    """Slices z0..z1 as an ordinary array.
+
+    From a plain memory-mapped MRC the bytes are read with ``pread`` instead
+    of through the map, so streaming through a tomogram does not leave it
+    mapped into the process (its pages would count as resident memory).
+    """
+    if isinstance(data, np.memmap) and data.flags.c_contiguous and data.filename and data.ndim == 3:
+        slice_bytes = data.shape[1] * data.shape[2] * data.dtype.itemsize
+        z0, z1 = max(z0, 0), min(z1, data.shape[0])
+        with open(data.filename, "rb") as handle:
+            raw = os.pread(handle.fileno(), (z1 - z0) * slice_bytes, data.offset + z0 * slice_bytes)
+        return np.frombuffer(raw, dtype=data.dtype).reshape((z1 - z0,) + data.shape[1:])
+    return np.asarray(data[z0:z1])
+
+
 def count_nonfinite_sample(data: np.ndarray) -> int:
     """Non-finite voxels in the first, middle and last z-slices."""
     nz = data.shape[0]

@@ -29,6 +29,9 @@ from .model_file import TrainedModel
 from .models import size_multiple
 
 
+MAX_BATCH_PIXELS = 2 ** 20
+
+
 class Cancelled(TomosegError):
     """The user stopped a long job; nothing half-done was kept."""
 
@@ -169,6 +172,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
         origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
     pre = preprocessor or Preprocessor(volume, model.preprocess)
     nz, ny, nx = volume.shape
+    # whole-slice inference: activations scale with pixels per batch, so cap them (~1 Mpixel)
+    batch_slices = max(1, min(batch_slices, MAX_BATCH_PIXELS // (pre.shape[1] * pre.shape[2])))
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
