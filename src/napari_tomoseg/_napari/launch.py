@@ -11,11 +11,12 @@ SAMPLES = {"synthetic": "synthetic_cell", "mpneumoniae": "mpneumoniae"}
 def launch(files: list[str] | None = None, sample: str = "synthetic", run: bool = True,
            show: bool = True) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-tomoseg", show=show)
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Synthetic cell")
     if files:
         viewer.open(files, plugin=PLUGIN)
     elif sample in SAMPLES:
         viewer.open_sample(PLUGIN, SAMPLES[sample])
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Synthetic cell", tabify=True)
+    viewer.window.add_plugin_dock_widget(PLUGIN, "TomoSeg", tabify=True)
     if run:
         napari.run()
     return viewer

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -86,11 +86,16 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                settings: TrainingSettings = TrainingSettings(),
                preprocess: PreprocessSettings = PreprocessSettings(),
                feature: str | None = None, colour: str = "#f2c94c",
-               start_from: TrainedModel | None = None, preview_z: int | None = None,
+               start_from: TrainedModel | None = None,
+               preview_z: int | Callable[[], int] | None = None,
                preview_region: tuple[slice, slice] | None = None,
                stop: threading.Event | None = None,
                preprocessor: Preprocessor | None = None) -> Iterator[TrainingUpdate]:
-    """Train one feature's network on ``boxes``; see the module docstring."""
+    """Train one feature's network on ``boxes``; see the module docstring.
+
+    ``preview_z`` may be a function returning the slice in view, asked at
+    every preview, so the preview follows the user through the tomogram.
+    """
     feature = feature or (boxes[0].feature if boxes else "feature")
     boxes = [b for b in boxes if b.feature == feature]
     check_boxes(boxes, feature)
@@ -117,8 +122,13 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     bank = TileBank(pre, boxes, context)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.resolved_learning_rate())
     batch_size = settings.resolved_batch_size()
-    preview_planes = (_preview_planes(pre, preview_z, context, preview_region)
-                      if preview_z is not None else None)
+    planes_cache: dict[int, np.ndarray] = {}
+
+    def preview_planes_for(z: int) -> np.ndarray:
+        if z not in planes_cache:
+            planes_cache.clear()
+            planes_cache[z] = _preview_planes(pre, z, context, preview_region)
+        return planes_cache[z]
     model = TrainedModel(network=network, architecture=architecture, parameters=parameters,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
@@ -144,15 +154,18 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         value = float(loss.detach())
         history.append([first_step + step, value])
         elapsed = time.perf_counter() - start
-        preview = None
-        if preview_planes is not None and (elapsed - last_preview >= settings.preview_every_s
-                                           or step == settings.steps or step == 1):
+        preview, z = None, None
+        if preview_z is not None and (elapsed - last_preview >= settings.preview_every_s
+                                      or step == settings.steps or step == 1):
+            z = int(preview_z() if callable(preview_z) else preview_z)
             network.eval()
-            preview = predict_planes(network, preview_planes, device)[0]
+            preview = predict_planes(network, preview_planes_for(z), device)[0]
+            if pre.settings.binning > 1:
+                preview = np.kron(preview, np.ones((pre.settings.binning,) * 2, np.float32))
             last_preview = elapsed
         network.eval()
         yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
-                             model=model, preview=preview, preview_z=preview_z)
+                             model=model, preview=preview, preview_z=z)
     network.eval()
 
 

@@ -1,0 +1,218 @@
+"""Keeps a Session and its napari layers in step: boxes (Shapes), masks (Labels), overlays.
+
+The session is the source of truth. Boxes are drawn as rectangles on
+their slice in a Shapes layer (edge in the feature's colour; negatives
+with a grey face so they read as "not this"); moving or deleting them
+with napari's own shape tools updates the session. Masks are painted
+with napari's Labels tools in a layer whose label value is the feature's
+number; a positive box's mask is what is painted inside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels, Shapes
+from napari.utils.colormaps import Colormap, DirectLabelColormap
+from napari.utils.notifications import show_warning
+
+from ..annotations import Box, crop_slice
+from ..errors import TomosegError
+from ..session import Session
+
+NEGATIVE_FACE = "#9e9e9e55"
+BOXES_LAYER = "tomoseg boxes"
+MASKS_LAYER = "tomoseg masks"
+
+
+def overlay_name(feature: str) -> str:
+    return f"prediction: {feature}"
+
+
+class AnnotationController:
+    """All layer bookkeeping of one tomogram's session; widgets call into this."""
+
+    def __init__(self, viewer, image: Image, session: Session):
+        self.viewer = viewer
+        self.image = image
+        self.session = session
+        self.active = session.features[0].name if session.features else None
+        self._syncing = False
+        geometry = {"scale": image.scale, "translate": image.translate}
+        self.shape = tuple(image.data.shape)
+        self.boxes_layer = self._reuse(BOXES_LAYER) or viewer.add_shapes(
+            ndim=3, name=BOXES_LAYER, edge_width=2, **geometry)
+        self.masks_layer = self._reuse(MASKS_LAYER) or viewer.add_labels(
+            np.zeros(self.shape, np.uint8), name=MASKS_LAYER, opacity=0.5, **geometry)
+        self._restore_masks()
+        self.refresh_boxes()
+        self.refresh_colours()
+        self.boxes_layer.events.data.connect(self._on_shapes_changed)
+        self.masks_layer.events.paint.connect(self._on_paint)
+
+    def _reuse(self, name: str):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    # geometry ---------------------------------------------------------------
+    def current_z(self) -> int:
+        world_z = self.viewer.dims.point[0]
+        return int(np.clip(round((world_z - self.image.translate[0]) / self.image.scale[0]), 0,
+                           self.shape[0] - 1))
+
+    def cursor_yx(self) -> tuple[float, float]:
+        data = self.image.world_to_data(self.viewer.cursor.position)
+        return float(data[-2]), float(data[-1])
+
+    # features ---------------------------------------------------------------
+    def set_active(self, name: str) -> None:
+        self.session.feature(name)
+        self.active = name
+        self.masks_layer.selected_label = self.session.label_of(name)
+
+    def refresh_colours(self) -> None:
+        colours = {0: "transparent", None: "transparent"}
+        for feature in self.session.features:
+            colours[self.session.label_of(feature.name)] = feature.colour
+        self.masks_layer.colormap = DirectLabelColormap(color_dict=colours)
+        if self.active:
+            self.masks_layer.selected_label = self.session.label_of(self.active)
+        for feature in self.session.features:
+            if overlay_name(feature.name) in self.viewer.layers:
+                self.viewer.layers[overlay_name(feature.name)].colormap = _fade_to(feature.colour)
+        self.refresh_boxes()
+
+    # boxes --------------------------------------------------------------------
+    def place_box(self, positive: bool, z: int | None = None, y: float | None = None,
+                  x: float | None = None) -> Box:
+        if self.active is None:
+            raise TomosegError("add a feature first.")
+        if y is None or x is None:
+            y, x = self.cursor_yx()
+        z = self.current_z() if z is None else z
+        box = self.session.add_box(self.active, z, y, x, positive)
+        if positive:
+            box.mask = self._mask_crop(box)
+            self.session.save()
+        self.refresh_boxes()
+        return box
+
+    def toggle_selected(self) -> int:
+        ids = [self.boxes_layer.features["id"][i] for i in self.boxes_layer.selected_data]
+        for box_id in ids:
+            box = self.session.box(box_id)
+            box.positive = not box.positive
+            box.mask = self._mask_crop(box) if box.positive else None
+        self.session.save()
+        self.refresh_boxes()
+        return len(ids)
+
+    def refresh_boxes(self) -> None:
+        self._syncing = True
+        try:
+            boxes = self.session.boxes
+            rects = [_rectangle(b) for b in boxes]
+            colours = {f.name: f.colour for f in self.session.features}
+            layer = self.boxes_layer
+            layer.selected_data = set()
+            layer.data = []
+            if rects:
+                layer.add_rectangles(
+                    rects, edge_color=[colours.get(b.feature, "#ffffff") for b in boxes],
+                    face_color=["transparent" if b.positive else NEGATIVE_FACE for b in boxes],
+                    edge_width=[2 if b.positive else 1 for b in boxes])
+            layer.features = {"id": [b.id for b in boxes], "feature": [b.feature for b in boxes],
+                              "positive": [b.positive for b in boxes]}
+        finally:
+            self._syncing = False
+
+    def _on_shapes_changed(self, event=None) -> None:
+        if self._syncing:
+            return
+        layer = self.boxes_layer
+        ids = list(layer.features["id"]) if "id" in layer.features else []
+        if len(ids) != len(layer.data):  # a shape drawn by hand: not a box we know
+            self.refresh_boxes()
+            return
+        kept = set(ids)
+        removed = [b.id for b in self.session.boxes if b.id not in kept]
+        for box_id, vertices in zip(ids, layer.data):
+            box = self.session.box(box_id)
+            centre = np.asarray(vertices).mean(axis=0)
+            box.z = int(np.clip(round(centre[0]), 0, self.shape[0] - 1))
+            box.y, box.x = float(centre[1]), float(centre[2])
+            if box.positive:
+                box.mask = self._mask_crop(box)
+        if removed:
+            self.session.remove_boxes(removed)
+        else:
+            self.session.save()
+        self.refresh_boxes()
+
+    # masks ----------------------------------------------------------------------
+    def _mask_crop(self, box: Box) -> np.ndarray:
+        label = self.session.label_of(box.feature)
+        plane = np.asarray(self.masks_layer.data[box.z]) == label
+        return crop_slice(plane.astype(np.float32), box.corner(), box.size).astype(np.uint8)
+
+    def _restore_masks(self) -> None:
+        data = self.masks_layer.data
+        for box in self.session.boxes:
+            if box.positive and box.mask is not None:
+                y0, x0 = box.corner()
+                label = self.session.label_of(box.feature)
+                ny, nx = data.shape[1:]
+                sy0, sx0 = max(y0, 0), max(x0, 0)
+                sy1, sx1 = min(y0 + box.size, ny), min(x0 + box.size, nx)
+                region = data[box.z, sy0:sy1, sx0:sx1]
+                inside = box.mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] > 0
+                region[inside] = label
+        self.masks_layer.refresh()
+
+    def collect_masks(self) -> None:
+        """Copy what is painted inside every positive box into the session (and save)."""
+        for box in self.session.boxes:
+            if box.positive:
+                box.mask = self._mask_crop(box)
+        self.session.save()
+
+    def stray_paint(self, z: int) -> int:
+        """Painted voxels on slice z outside every positive box of their feature."""
+        plane = np.asarray(self.masks_layer.data[z])
+        allowed = np.zeros(plane.shape, bool)
+        for box in self.session.boxes:
+            if box.z == z and box.positive:
+                label = self.session.label_of(box.feature)
+                y0, x0 = box.corner()
+                window = np.s_[max(y0, 0):max(y0 + box.size, 0), max(x0, 0):max(x0 + box.size, 0)]
+                allowed[window] |= plane[window] == label
+        return int(np.count_nonzero((plane > 0) & ~allowed))
+
+    def _on_paint(self, event=None) -> None:
+        z = self.current_z()
+        stray = self.stray_paint(z)
+        if stray:
+            show_warning(f"{stray} painted voxels on slice {z} are outside the positive boxes of "
+                         "their feature (or inside a negative box): they are not used for training.")
+        self.collect_masks()
+
+    # overlays ---------------------------------------------------------------------
+    def overlay(self, feature: str) -> Image:
+        name = overlay_name(feature)
+        if name not in self.viewer.layers:
+            colour = self.session.feature(feature).colour
+            self.viewer.add_image(np.zeros(self.shape, np.float16), name=name,
+                                  colormap=_fade_to(colour), blending="additive",
+                                  contrast_limits=(0.5, 1.0), scale=self.image.scale,
+                                  translate=self.image.translate)
+            self.viewer.layers.selection.active = self.masks_layer
+        return self.viewer.layers[name]
+
+
+def _rectangle(box: Box) -> np.ndarray:
+    y0, x0 = box.corner()
+    y1, x1 = y0 + box.size, x0 + box.size
+    return np.array([[box.z, y0, x0], [box.z, y0, x1], [box.z, y1, x1], [box.z, y1, x0]], float)
+
+
+def _fade_to(colour: str) -> Colormap:
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    return Colormap([[0, 0, 0, 1], rgb + [1]], name=f"tomoseg {colour}")

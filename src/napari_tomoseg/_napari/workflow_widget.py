@@ -1,0 +1,414 @@
+"""The TomoSeg dock widget: session, features, boxes, training, segmentation, top to bottom.
+
+Each section is a small magicgui container; the logic lives in the core
+(training, segmentation, merge) and in ``AnnotationController`` (layers).
+Long work runs in napari thread workers that stop when asked, when the
+widget is closed or when the viewer closes.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSlider, Label, LineEdit,
+                              ProgressBar, PushButton, SpinBox)
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..errors import TomosegError
+from ..merge import MergeSettings, merge_slab
+from ..nn.inference import iter_segment
+from ..nn.model_file import load_model, save_model
+from ..nn.training import TrainingSettings, iter_train
+from ..session import Session, default_session_folder
+from .annotation import AnnotationController, overlay_name
+from .loss_plot import LossPlot
+
+
+def _tomogram_path(layer: Image) -> str | None:
+    return (layer.metadata.get("tomoseg") or {}).get("path")
+
+
+def _voxel_size(layer: Image) -> float:
+    return float(layer.scale[-1])
+
+
+class TomosegWidget(Container):
+    """One dock widget for the whole annotate-train-segment loop."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self.controller: AnnotationController | None = None
+        self.worker = None
+        self.stop_event = threading.Event()
+        self.models: dict = {}
+
+        # 1 tomogram and session
+        self.tomogram = ComboBox(label="Tomogram", choices=self._image_layers)
+        self.start = PushButton(text="Start / restore session")
+        self.session_info = Label(value="Open a tomogram, then start a session.")
+        # 2 features
+        self.feature = ComboBox(label="Feature", choices=[])
+        self.new_name = LineEdit(label="Name", value="")
+        self.add_feature = PushButton(text="Add feature")
+        self.rename_feature = PushButton(text="Rename")
+        self.remove_feature = PushButton(text="Remove")
+        self.colour = LineEdit(label="Colour", value="")
+        self.recolour = PushButton(text="Set colour")
+        # 3 boxes
+        self.box_size = SpinBox(label="Box size (px)", value=64, min=16, max=512, step=8)
+        self.add_positive = PushButton(text="+ positive box at cursor  [b]")
+        self.add_negative = PushButton(text="- negative box at cursor  [Shift-B]")
+        self.toggle = PushButton(text="Toggle selected boxes +/-")
+        self.counts = Label(value="")
+        # 4 training
+        self.architecture = ComboBox(label="Network", choices=["unet", "eman2"], value="unet")
+        self.steps = SpinBox(label="Steps", value=400, min=1, max=100000, step=50)
+        self.continue_training = CheckBox(text="Continue from the last model", value=False)
+        self.train_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.train_status = Label(value="")
+        # 5 segmentation
+        self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
+        self.artifacts = LineEdit(label="Artifacts", value="carbon")
+        self.segment_button = PushButton(text="Segment whole tomogram")
+        self.merge_button = PushButton(text="Merge features")
+        self.progress = ProgressBar(value=0, max=1, visible=False)
+
+        self.loss_plot = LossPlot()
+        self.extend([
+            Label(value="<b>1. Tomogram</b>"), self.tomogram, self.start, self.session_info,
+            Label(value="<b>2. Features</b>"), self.feature, self.new_name,
+            Container(widgets=[self.add_feature, self.rename_feature, self.remove_feature],
+                      layout="horizontal", labels=False),
+            Container(widgets=[self.colour, self.recolour], layout="horizontal"),
+            Label(value="<b>3. Boxes and masks</b> (paint masks in 'tomoseg masks')"),
+            self.box_size, self.add_positive, self.add_negative, self.toggle, self.counts,
+            Label(value="<b>4. Train</b>"), self.architecture, self.steps, self.continue_training,
+            Container(widgets=[self.train_button, self.stop_button], layout="horizontal",
+                      labels=False),
+            self.train_status,
+        ])
+        self.native.layout().addWidget(self.loss_plot)
+        self.extend([Label(value="<b>5. Segment</b>"), self.threshold, self.artifacts,
+                     Container(widgets=[self.segment_button, self.merge_button],
+                               layout="horizontal", labels=False), self.progress])
+
+        self.start.changed.connect(self._guard(self.start_session))
+        self.feature.changed.connect(self._guard(self._on_feature))
+        self.add_feature.changed.connect(self._guard(self._add_feature))
+        self.rename_feature.changed.connect(self._guard(self._rename_feature))
+        self.remove_feature.changed.connect(self._guard(self._remove_feature))
+        self.recolour.changed.connect(self._guard(self._recolour))
+        self.box_size.changed.connect(self._guard(self._set_box_size))
+        self.add_positive.changed.connect(self._guard(lambda: self.place_box(True)))
+        self.add_negative.changed.connect(self._guard(lambda: self.place_box(False)))
+        self.toggle.changed.connect(self._guard(self._toggle))
+        self.train_button.changed.connect(self._guard(self.start_training))
+        self.stop_button.changed.connect(self.stop)
+        self.segment_button.changed.connect(self._guard(self.start_segmentation))
+        self.merge_button.changed.connect(self._guard(self.merge))
+        self.threshold.changed.connect(self._apply_threshold)
+        self.viewer.layers.events.inserted.connect(lambda e: self.tomogram.reset_choices())
+        self.viewer.layers.events.removed.connect(lambda e: self.tomogram.reset_choices())
+        self.viewer.bind_key("b", lambda v: self._guard(lambda: self.place_box(True))(),
+                             overwrite=True)
+        self.viewer.bind_key("Shift-B", lambda v: self._guard(lambda: self.place_box(False))(),
+                             overwrite=True)
+        self._closing = False
+        self.native.destroyed.connect(lambda *_: self.close_down())
+        try:  # stop workers when the whole viewer closes
+            self.viewer.window._qt_window.destroyed.connect(lambda *_: self.close_down())
+        except AttributeError:
+            pass
+
+    # helpers --------------------------------------------------------------------
+    def _image_layers(self, widget=None):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)
+                and not layer.name.startswith("prediction:") and layer.ndim == 3]
+
+    def _guard(self, action):
+        """Run an action; user-caused errors become a notification, never a crash."""
+        def run(*args):
+            try:
+                return action()
+            except (TomosegError, FileExistsError) as exc:
+                show_error(str(exc))
+            except MemoryError:
+                show_error("out of memory: bin the tomogram or use a smaller region.")
+        return run
+
+    def _require_session(self) -> AnnotationController:
+        if self.controller is None:
+            raise TomosegError("start a session first (section 1).")
+        return self.controller
+
+    def _refresh(self) -> None:
+        c = self.controller
+        if c is None:
+            return
+        names = c.session.feature_names()
+        active = c.active  # resetting the choices fires _on_feature: keep the intended one
+        self.feature.choices = names
+        if active in names:
+            self.feature.value = active
+            c.set_active(active)
+        lines = []
+        for name in names:
+            pos, neg = c.session.counts(name)
+            lines.append(f"{name}: {pos} positive, {neg} negative")
+        self.counts.value = "\n".join(lines)
+
+    # 1 session ------------------------------------------------------------------
+    def start_session(self, folder: str | Path | None = None) -> Session:
+        layer = self.tomogram.value
+        if layer is None:
+            raise TomosegError("open a tomogram first (File > Open, or a sample).")
+        path = _tomogram_path(layer)
+        if folder is None:
+            folder = default_session_folder(path) if path else Path.home() / f"{layer.name}.tomoseg"
+        folder = Path(folder)
+        if (folder / "session.json").exists():
+            session = Session.load(folder)
+            if path and not session.matches(path):
+                show_error(f"{folder} was made for another tomogram; starting a new session.")
+                session = Session.create(folder, path, _voxel_size(layer), layer.data.shape)
+            else:
+                show_info(f"Restored session: {len(session.boxes)} boxes, "
+                          f"{len(session.features)} features, from {folder}")
+        else:
+            session = Session.create(folder, path, _voxel_size(layer), layer.data.shape)
+        self.controller = AnnotationController(self.viewer, layer, session)
+        self.models = {}
+        for feature, relative in session.models.items():
+            try:
+                self.models[feature] = load_model(folder / relative)
+            except TomosegError as exc:
+                show_error(f"model of '{feature}' not restored: {exc}")
+        self.box_size.value = session.box_size
+        self.session_info.value = f"Session folder: {folder}"
+        self._refresh()
+        return session
+
+    # 2 features ----------------------------------------------------------------------
+    def _on_feature(self, *args) -> None:
+        if self.controller and self.feature.value:
+            self.controller.set_active(self.feature.value)
+
+    def _add_feature(self) -> None:
+        c = self._require_session()
+        feature = c.session.add_feature(self.new_name.value or f"feature {len(c.session.features) + 1}",
+                                        self.colour.value or None)
+        c.refresh_colours()
+        c.set_active(feature.name)
+        self._refresh()
+
+    def _rename_feature(self) -> None:
+        c = self._require_session()
+        old = self.feature.value
+        c.session.rename_feature(old, self.new_name.value)
+        if old in self.models:
+            self.models[self.new_name.value.strip()] = self.models.pop(old)
+        c.active = self.new_name.value.strip()
+        c.refresh_colours()
+        self._refresh()
+
+    def _remove_feature(self) -> None:
+        c = self._require_session()
+        name = self.feature.value
+        removed = c.session.remove_feature(name)
+        self.models.pop(name, None)
+        c.active = c.session.features[0].name if c.session.features else None
+        c.refresh_colours()
+        self._refresh()
+        show_info(f"Removed '{name}' and its {removed} boxes.")
+
+    def _recolour(self) -> None:
+        c = self._require_session()
+        colour = self.colour.value.strip()
+        if not (len(colour) == 7 and colour.startswith("#")):
+            raise TomosegError("give the colour as #rrggbb, e.g. #f2c94c.")
+        c.session.recolour_feature(self.feature.value, colour)
+        c.refresh_colours()
+
+    # 3 boxes ---------------------------------------------------------------------------
+    def _set_box_size(self, *args) -> None:
+        if self.controller:
+            self.controller.session.box_size = int(self.box_size.value)
+            self.controller.session.save()
+
+    def place_box(self, positive: bool, z=None, y=None, x=None):
+        c = self._require_session()
+        box = c.place_box(positive, z, y, x)
+        self._refresh()
+        return box
+
+    def _toggle(self) -> None:
+        self._require_session().toggle_selected()
+        self._refresh()
+
+    # 4 training ----------------------------------------------------------------------------
+    def start_training(self):
+        c = self._require_session()
+        if self.worker is not None and self.worker.is_running:
+            raise TomosegError("already busy: stop the running job first.")
+        c.collect_masks()
+        feature = c.active
+        layer = c.image
+        settings = TrainingSettings(architecture=self.architecture.value, steps=int(self.steps.value))
+        start_from = self.models.get(feature) if self.continue_training.value else None
+        from ..annotations import check_boxes
+
+        check_boxes(c.session.boxes, feature)
+        overlay = c.overlay(feature)
+        self.loss_plot.set_values([])
+        self.stop_event = threading.Event()
+        self._show_running(True, f"training '{feature}'...")
+
+        @thread_worker
+        def work():
+            yield from iter_train(layer.data, c.session.boxes, _voxel_size(layer), settings,
+                                  feature=feature, colour=c.session.feature(feature).colour,
+                                  start_from=start_from, preview_z=c.current_z,
+                                  stop=self.stop_event)
+
+        state = {"model": None}
+
+        def on_update(update):
+            state["model"] = update.model
+            if self._closing:
+                return
+            self.loss_plot.append(update.loss)
+            self.train_status.value = f"step {update.step}/{update.total}, loss {update.loss:.4f}"
+            if update.preview is not None:
+                overlay.data[update.preview_z] = update.preview.astype(np.float16)
+                overlay.refresh()
+
+        def on_finished():
+            model = state["model"]
+            if model is not None:  # saved even when closing: nothing trained is lost
+                self.models[feature] = model
+                save_model(model, c.session.model_path(feature))
+                c.session.register_model(feature)
+            if not self._closing:
+                if model is not None:
+                    self.train_status.value += "  (model saved)"
+                self._show_running(False)
+
+        self.worker = work()
+        self.worker.yielded.connect(on_update)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(on_finished)
+        self.worker.start()
+        return self.worker
+
+    def close_down(self) -> None:
+        """The widget or viewer is going away: stop work, touch no widget afterwards."""
+        self._closing = True
+        self.stop()
+
+    def stop(self, *args) -> None:
+        self.stop_event.set()
+        worker = self.worker
+        if worker is not None:
+            try:
+                worker.quit()
+            except RuntimeError:  # Qt object already gone at shutdown
+                pass
+
+    def _on_error(self, exc: Exception) -> None:
+        if self._closing:
+            return
+        show_error(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TomosegError) else str(exc))
+        self._show_running(False)
+
+    def _show_running(self, running: bool, message: str = "") -> None:
+        self.train_button.enabled = not running
+        self.segment_button.enabled = not running
+        self.stop_button.enabled = running
+        self.progress.visible = running
+        if message:
+            self.train_status.value = message
+
+    # 5 segmentation ------------------------------------------------------------------------
+    def start_segmentation(self, features: list[str] | None = None):
+        c = self._require_session()
+        if self.worker is not None and self.worker.is_running:
+            raise TomosegError("already busy: stop the running job first.")
+        features = features or [f for f in c.session.feature_names() if f in self.models]
+        if not features:
+            raise TomosegError("train a network first (section 4).")
+        layer = c.image
+        overlays = {f: c.overlay(f) for f in features}
+        jobs = [(f, self.models[f], c.session.segmentation_path(f)) for f in features]
+        self.stop_event = threading.Event()
+        self._show_running(True, f"segmenting {', '.join(features)}...")
+        total = layer.data.shape[0] * len(jobs)
+        self.progress.max = total
+        self.progress.value = 0
+
+        @thread_worker
+        def work():
+            for index, (feature, model, path) in enumerate(jobs):
+                for update in iter_segment(layer.data, model, _voxel_size(layer), path,
+                                           origin=tuple(layer.translate), stop=self.stop_event,
+                                           overwrite=True):
+                    yield feature, index, update
+
+        def on_update(item):
+            if self._closing:
+                return
+            feature, index, update = item
+            overlays[feature].data[update.z0:update.z1] = update.probability.astype(np.float16)
+            overlays[feature].refresh()
+            self.progress.value = index * layer.data.shape[0] + update.done
+            self.train_status.value = f"segmenting '{feature}': {update.done}/{update.total} slices"
+
+        self.worker = work()
+        self.worker.yielded.connect(on_update)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(lambda: None if self._closing else self._show_running(False))
+        self.worker.start()
+        return self.worker
+
+    def _apply_threshold(self, *args) -> None:
+        if self.controller is None:
+            return
+        for name in self.controller.session.feature_names():
+            if overlay_name(name) in self.viewer.layers:
+                self.viewer.layers[overlay_name(name)].contrast_limits = (float(self.threshold.value), 1.0)
+
+    def merge(self):
+        c = self._require_session()
+        features = [f for f in c.session.feature_names() if overlay_name(f) in self.viewer.layers]
+        if not features:
+            raise TomosegError("segment first: there is nothing to merge.")
+        artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
+        settings = MergeSettings(features=features,
+                                 thresholds={f: float(self.threshold.value) for f in features},
+                                 artifacts={a: [f for f in features if f not in artifacts]
+                                            for a in artifacts})
+        probabilities = {f: np.asarray(self.viewer.layers[overlay_name(f)].data, np.float32)
+                         for f in features}
+        labels = merge_slab(probabilities, settings)
+        colours = {0: "transparent", None: "transparent"}
+        for f in features:
+            colours[settings.label_of(f)] = c.session.feature(f).colour
+        from napari.utils.colormaps import DirectLabelColormap
+
+        name = "segmentation (merged)"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = labels
+        else:
+            self.viewer.add_labels(labels, name=name, scale=c.image.scale, translate=c.image.translate,
+                                   colormap=DirectLabelColormap(color_dict=colours), opacity=0.6)
+        from ..io.mrc import write_volume
+
+        path = c.session.folder / "segmentations" / "merged.mrc"
+        write_volume(path, labels, tuple(c.image.scale), tuple(c.image.translate), overwrite=True)
+        show_info(f"Merged segmentation saved to {path}")
+        return labels

@@ -1,0 +1,202 @@
+"""The annotate-train-segment workflow in a real viewer, driven as a user would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_tomoseg.annotations import boxes_from_truth  # noqa: E402
+from napari_tomoseg.metrics import dice  # noqa: E402
+from napari_tomoseg.session import Session  # noqa: E402
+
+PLUGIN = "napari-tomoseg"
+
+
+@pytest.fixture
+def workflow(make_napari_viewer, tiny_files, tmp_path):
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    widget = TomosegWidget(viewer)
+    widget.tomogram.value = image
+    widget.start_session(tmp_path / "session")
+    return viewer, widget
+
+
+def _annotate(widget, truth, feature="ribosome", n_pos=6, n_neg=18):
+    """Place boxes and paint masks through the layers, as the tools would."""
+    c = widget.controller
+    c.set_active(feature)
+    widget.box_size.value = 32
+    label = c.session.label_of(feature)
+    for box in boxes_from_truth(truth, feature, n_pos, n_neg, size=32, seed=0):
+        placed = widget.place_box(box.positive, box.z, box.y, box.x)
+        if box.positive:  # paint the truth inside the box, like the brush would
+            y0, x0 = placed.corner()
+            region = c.masks_layer.data[box.z, max(y0, 0):y0 + 32, max(x0, 0):x0 + 32]
+            inside = box.mask[max(-y0, 0):, max(-x0, 0):][:region.shape[0], :region.shape[1]] > 0
+            region[inside] = label
+    c.masks_layer.refresh()
+    c.collect_masks()
+
+
+def test_features_can_be_added_renamed_recoloured_removed(workflow):
+    viewer, widget = workflow
+    session = widget.controller.session
+    assert session.feature_names() == ["membrane", "ribosome"]
+    widget.new_name.value = "microtubule"
+    widget._add_feature()
+    assert widget.feature.choices == ("membrane", "ribosome", "microtubule")
+    widget.feature.value = "microtubule"
+    widget.new_name.value = "MT"
+    widget._rename_feature()
+    assert "MT" in session.feature_names()
+    widget.colour.value = "#123456"
+    widget._recolour()
+    assert session.feature("MT").colour == "#123456"
+    widget._remove_feature()
+    assert "MT" not in session.feature_names()
+
+
+def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("membrane")
+    widget.box_size.value = 32
+    box = widget.place_box(True, 10, 40.0, 50.0)
+    widget.place_box(False, 12, 60.0, 60.0)
+    assert len(c.boxes_layer.data) == 2
+    assert "membrane: 1 positive, 1 negative" in widget.counts.value
+    np.testing.assert_allclose(c.boxes_layer.data[0][:, 0], 10)
+    # move the first box with the shape tools: shift its vertices by 5 px in x
+    moved = [d.copy() for d in c.boxes_layer.data]
+    moved[0][:, 2] += 5
+    c.boxes_layer.data = moved
+    assert c.session.box(box.id).x == pytest.approx(55.0)
+    # toggle it negative, then delete the other one
+    c.boxes_layer.selected_data = {0}
+    widget._toggle()
+    assert not c.session.box(box.id).positive
+    c.boxes_layer.selected_data = {1}
+    c.boxes_layer.remove_selected()
+    assert [b.id for b in c.session.boxes] == [box.id]
+    with pytest.raises(Exception):
+        c.session.add_box("membrane", 999, 1, 1, True)  # outside the volume
+
+
+def test_painting_outside_positive_boxes_is_flagged(workflow):
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("membrane")
+    widget.box_size.value = 32
+    widget.place_box(True, 5, 40.0, 40.0)
+    label = c.session.label_of("membrane")
+    c.masks_layer.data[5, 30:34, 30:34] = label  # inside the box
+    assert c.stray_paint(5) == 0
+    c.masks_layer.data[5, 80:82, 80:82] = label  # outside any box
+    assert c.stray_paint(5) == 4
+    c.collect_masks()
+    assert c.session.boxes[0].mask.sum() == 16
+
+
+def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result, qtbot):
+    viewer, widget = workflow
+    truth = tiny_result.cell.labels["ribosome"]
+    _annotate(widget, truth)
+    widget.architecture.value = "unet"
+    widget.steps.value = 80
+    viewer.dims.set_point(0, viewer.layers[0].translate[0] + 16 * 20.0)  # slice 16
+    worker = widget.start_training()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    overlay = viewer.layers["prediction: ribosome"]
+    image = viewer.layers[0]
+    assert overlay.data.shape == image.data.shape
+    np.testing.assert_allclose(overlay.scale, image.scale)
+    np.testing.assert_allclose(overlay.translate, image.translate)
+    preview = np.asarray(overlay.data[16], np.float32)
+    assert preview.max() > 0.5
+    assert dice(preview > 0.5, truth[16]) > 0.3
+    assert len(widget.loss_plot.values) == 80
+    assert widget.controller.session.model_path("ribosome").exists()
+    # segment the whole tomogram with the trained network
+    worker = widget.start_segmentation()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    whole = np.asarray(overlay.data, np.float32)
+    assert dice(whole > 0.5, truth) > 0.4
+    assert widget.controller.session.segmentation_path("ribosome").exists()
+    labels = widget.merge()
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_stop_ends_training(workflow, tiny_result, qtbot):
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.steps.value = 100000
+    worker = widget.start_training()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 2, timeout=60_000)
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        widget.stop()
+    assert len(widget.loss_plot.values) < 100000
+    assert widget.train_button.enabled
+
+
+def test_session_restores_exactly_in_a_new_viewer(workflow, tiny_result, make_napari_viewer,
+                                                  tiny_files, tmp_path):
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=4)
+    before = widget.controller.session
+    masks_before = np.asarray(widget.controller.masks_layer.data).copy()
+    viewer2 = make_napari_viewer()
+    (image,) = viewer2.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    widget2 = TomosegWidget(viewer2)
+    widget2.tomogram.value = image
+    after = widget2.start_session(tmp_path / "session")
+    assert [(b.id, b.feature, b.z, b.y, b.x, b.positive) for b in after.boxes] == \
+        [(b.id, b.feature, b.z, b.y, b.x, b.positive) for b in before.boxes]
+    for a, b in zip(after.boxes, before.boxes):
+        if b.positive:
+            np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(widget2.controller.masks_layer.data, masks_before)
+    assert len(widget2.controller.boxes_layer.data) == len(before.boxes)
+    assert Session.load(tmp_path / "session").feature_names() == before.feature_names()
+
+
+def test_errors_become_notifications_not_crashes(workflow, monkeypatch):
+    from napari_tomoseg._napari import workflow_widget
+
+    messages = []
+    monkeypatch.setattr(workflow_widget, "show_error", messages.append)
+    viewer, widget = workflow
+    widget.train_button.changed.emit(True)  # no positives yet
+    assert messages and "no positive boxes" in messages[-1]
+    widget.segment_button.changed.emit(True)  # no model yet
+    assert "train a network first" in messages[-1]
+
+
+def test_closing_the_viewer_mid_training_stops_the_worker(make_napari_viewer, tiny_files,
+                                                         tiny_result, tmp_path, qtbot):
+    from qtpy.QtCore import QThreadPool
+
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    widget = TomosegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.tomogram.value = image
+    widget.start_session(tmp_path / "s")
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.steps.value = 100000
+    worker = widget.start_training()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+    assert QThreadPool.globalInstance().waitForDone(10_000)
+    assert not list((tmp_path / "s").rglob("*.partial"))
