@@ -40,7 +40,7 @@ class TomosegWidget(Container):
     """One dock widget for the whole annotate-train-segment loop."""
 
     def __init__(self, napari_viewer):
-        super().__init__(labels=False)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         self.controller: AnnotationController | None = None
         self.worker = None
@@ -52,7 +52,8 @@ class TomosegWidget(Container):
         self.start = PushButton(text="Start / restore session")
         self.session_info = Label(value="Open a tomogram, then start a session.")
         # 2 features
-        self.feature = ComboBox(label="Feature", choices=[])
+        # choices from a function: napari calls reset_choices() on docked containers
+        self.feature = ComboBox(label="Feature", choices=self._feature_names)
         self.new_name = LineEdit(label="Name", value="")
         self.add_feature = PushButton(text="Add feature")
         self.rename_feature = PushButton(text="Rename")
@@ -131,6 +132,10 @@ class TomosegWidget(Container):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)
                 and not layer.name.startswith("prediction:") and layer.ndim == 3]
 
+    def _feature_names(self, widget=None) -> list[str]:
+        controller = getattr(self, "controller", None)
+        return controller.session.feature_names() if controller else []
+
     def _guard(self, action):
         """Run an action; user-caused errors become a notification, never a crash."""
         def run(*args):
@@ -153,7 +158,7 @@ class TomosegWidget(Container):
             return
         names = c.session.feature_names()
         active = c.active  # resetting the choices fires _on_feature: keep the intended one
-        self.feature.choices = names
+        self.feature.reset_choices()
         if active in names:
             self.feature.value = active
             c.set_active(active)
