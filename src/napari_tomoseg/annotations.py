@@ -109,11 +109,15 @@ def load_boxes(folder: str | os.PathLike) -> list[Box]:
 
 
 def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negative: int,
-                     size: int = 64, seed: int = 0, margin: int | None = None) -> list[Box]:
+                     size: int = 64, seed: int = 0, margin: int | None = None,
+                     max_fraction: float = 1.0) -> list[Box]:
     """Boxes as a careful user would place them, with masks from a ground-truth volume.
 
     Positives are centred on random voxels of the feature (at least 2% of the
-    box covered); negatives are random boxes whose slice holds none of it.
+    box covered, at most ``max_fraction``: 0.3 skips the grazing sections of
+    membranes lying in the slice plane, which the missing wedge makes
+    invisible and no user would paint); negatives are random boxes whose
+    slice holds none of it.
     """
     rng = np.random.default_rng(seed)
     nz, ny, nx = truth.shape
@@ -127,7 +131,7 @@ def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negativ
         z, y, x = voxels[rng.integers(len(voxels))]
         box = Box(feature, int(z), float(y), float(x), size, True)
         mask = crop_slice(truth[z], box.corner(), size)
-        if mask.mean() >= 0.02 and not _overlaps(box, boxes):
+        if 0.02 <= mask.mean() <= max_fraction and not _overlaps(box, boxes):
             box.mask = (mask > 0).astype(np.uint8)
             boxes.append(box)
     tries = 0

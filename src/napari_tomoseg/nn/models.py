@@ -52,10 +52,12 @@ class EMAN2Net(nn.Module):
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    groups = 8 if cout % 8 == 0 else 1
+    # BatchNorm, not Group/InstanceNorm: those normalise over the image, so a network
+    # trained on 64 px tiles behaves differently on a whole 1k slice; BatchNorm's
+    # running statistics make whole-slice inference match training.
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True))
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class UNet25D(nn.Module):
