@@ -14,7 +14,7 @@ from napari_tomoseg.annotations import (Box, boxes_from_truth, check_boxes, load
 from napari_tomoseg.errors import TomosegError
 from napari_tomoseg.io.mrc import open_volume
 from napari_tomoseg.merge import MergeSettings, merge_slab
-from napari_tomoseg.metrics import dice
+from napari_tomoseg.metrics import best_threshold_dice, dice
 from napari_tomoseg.nn.inference import Cancelled, iter_segment, segment
 from napari_tomoseg.nn.model_file import InvalidModelError, load_model, save_model
 from napari_tomoseg.nn.models import EMAN2Net, build_model, count_parameters
@@ -22,7 +22,7 @@ from napari_tomoseg.nn.training import TrainingSettings, iter_train, train
 from napari_tomoseg.preprocess import PreprocessSettings, Preprocessor
 
 VOXEL = 20.0
-FAST = TrainingSettings(architecture="unet", steps=60, batch_size=8,
+FAST = TrainingSettings(architecture="unet", steps=100, batch_size=8,
                         parameters={"base": 8, "levels": 2, "context": 1})
 
 
@@ -70,12 +70,13 @@ def test_learning_happens(tiny_result, ribosome_boxes, trained):
     where = ~training_mask_volume(ribosome_boxes, truth.shape)
     untrained = train(tiny_result.tomogram, ribosome_boxes, VOXEL,
                       TrainingSettings(**{**FAST.to_dict(), "steps": 1}))
-    score_trained = dice(segment(tiny_result.tomogram, trained, VOXEL, device="cpu") > 0.5,
-                         truth, where)
-    score_untrained = dice(segment(tiny_result.tomogram, untrained, VOXEL, device="cpu") > 0.5,
-                           truth, where)
-    assert score_trained > 0.45
-    assert score_trained > score_untrained + 0.2
+    # at each network's best threshold: a short training run is not yet calibrated at 0.5
+    score_trained, _ = best_threshold_dice(segment(tiny_result.tomogram, trained, VOXEL,
+                                                   device="cpu"), truth, where)
+    score_untrained, _ = best_threshold_dice(segment(tiny_result.tomogram, untrained, VOXEL,
+                                                     device="cpu"), truth, where)
+    assert score_trained > 0.55
+    assert score_trained > score_untrained + 0.3
     assert trained.history[-1][1] < trained.history[0][1]
 
 
