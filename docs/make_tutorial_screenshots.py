@@ -62,18 +62,13 @@ def main() -> None:
         c = widget.controller
         for feature, n_pos in (("ribosome", 10), ("membrane", 10)):
             c.set_active(feature)
-            label = c.session.label_of(feature)
             boxes = boxes_from_truth(truths[feature], feature, n_pos, 50, 64, seed=3)
             # put two positives on the slice in view so the screenshot shows them
             boxes = sorted(boxes, key=lambda b: (abs(b.z - z) > 2, b.z))
             for box in boxes:
                 placed = widget.place_box(box.positive, box.z, box.y, box.x)
                 if box.positive:
-                    y0, x0 = placed.corner()
-                    region = c.masks_layer.data[box.z, max(y0, 0):y0 + 64, max(x0, 0):x0 + 64]
-                    inside = box.mask[max(-y0, 0):, max(-x0, 0):][:region.shape[0], :region.shape[1]] > 0
-                    region[inside] = label
-            c.masks_layer.refresh()
+                    c.paint_box_mask(placed, box.mask)
             c.collect_masks()
         shot(viewer, "tutorial_1_boxes.png")
         for feature in ("ribosome", "membrane"):

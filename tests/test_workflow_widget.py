@@ -31,15 +31,10 @@ def _annotate(widget, truth, feature="ribosome", n_pos=6, n_neg=18):
     c = widget.controller
     c.set_active(feature)
     widget.box_size.value = 32
-    label = c.session.label_of(feature)
     for box in boxes_from_truth(truth, feature, n_pos, n_neg, size=32, seed=0):
         placed = widget.place_box(box.positive, box.z, box.y, box.x)
         if box.positive:  # paint the truth inside the box, like the brush would
-            y0, x0 = placed.corner()
-            region = c.masks_layer.data[box.z, max(y0, 0):y0 + 32, max(x0, 0):x0 + 32]
-            inside = box.mask[max(-y0, 0):, max(-x0, 0):][:region.shape[0], :region.shape[1]] > 0
-            region[inside] = label
-    c.masks_layer.refresh()
+            c.paint_box_mask(placed, box.mask)
     c.collect_masks()
 
 

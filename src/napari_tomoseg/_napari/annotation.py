@@ -154,18 +154,23 @@ class AnnotationController:
         return crop_slice(plane.astype(np.float32), box.corner(), box.size).astype(np.uint8)
 
     def _restore_masks(self) -> None:
-        data = self.masks_layer.data
         for box in self.session.boxes:
             if box.positive and box.mask is not None:
-                y0, x0 = box.corner()
-                label = self.session.label_of(box.feature)
-                ny, nx = data.shape[1:]
-                sy0, sx0 = max(y0, 0), max(x0, 0)
-                sy1, sx1 = min(y0 + box.size, ny), min(x0 + box.size, nx)
-                region = data[box.z, sy0:sy1, sx0:sx1]
-                inside = box.mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] > 0
-                region[inside] = label
+                self.paint_box_mask(box, box.mask.copy(), save=False)
+
+    def paint_box_mask(self, box: Box, mask: np.ndarray, save: bool = True) -> None:
+        """Paint a (size x size) 0/1 mask into the masks layer inside ``box`` (e.g. imported)."""
+        y0, x0 = box.corner()
+        ny, nx = self.shape[1:]
+        sy0, sx0 = max(y0, 0), max(x0, 0)
+        sy1, sx1 = min(y0 + box.size, ny), min(x0 + box.size, nx)
+        region = self.masks_layer.data[box.z, sy0:sy1, sx0:sx1]
+        region[np.asarray(mask)[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] > 0] = \
+            self.session.label_of(box.feature)
         self.masks_layer.refresh()
+        box.mask = self._mask_crop(box)
+        if save:
+            self.session.save()
 
     def collect_masks(self) -> None:
         """Copy what is painted inside every positive box into the session (and save)."""
