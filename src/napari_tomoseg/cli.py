@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .errors import TomosegError
 
@@ -213,6 +215,30 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pick(args: argparse.Namespace) -> int:
+    from .io.mrc import open_volume
+    from .io.particles import TomogramFrame, write_csv, write_star
+    from .layer_data import tomogram_name
+    from .picking import PickSettings, pick_particles, sample_along
+
+    probability, info = open_volume(args.probability)
+    voxel = info.isotropic_voxel_size
+    if args.spacing:
+        table = sample_along(np.asarray(probability) > args.threshold, args.spacing, voxel)
+    else:
+        settings = PickSettings(diameter=args.diameter, threshold=args.threshold,
+                                min_distance=args.min_distance, edge=args.edge,
+                                split_touching=args.split, max_picks=args.max_picks)
+        table = pick_particles(np.asarray(probability), voxel, settings)
+    table["feature"] = args.feature
+    frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.probability), shape=info.shape,
+                          voxel_size=voxel, origin=info.origin)
+    output = Path(args.output)
+    (write_star if output.suffix.lower() == ".star" else write_csv)(output, table, frame)
+    print(f"{output}: {len(table)} {args.feature} picks")
+    return 0
+
+
 def _display_available() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
@@ -343,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--output", "-o", type=Path, required=True)
     merge.add_argument("--overwrite", action="store_true")
     merge.set_defaults(func=cmd_merge)
+
+    pick = sub.add_parser("pick", help="particle coordinates from a probability map")
+    pick.add_argument("probability", help="probability MRC from tomoseg segment")
+    pick.add_argument("output", help=".star (RELION 5) or .csv")
+    pick.add_argument("--feature", default="ribosome")
+    pick.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
+    pick.add_argument("--threshold", type=float, default=0.5)
+    pick.add_argument("--min-distance", type=float, help="A between picks (default: radius)")
+    pick.add_argument("--edge", type=float, help="A from the border (default: radius)")
+    pick.add_argument("--split", action="store_true", help="split touching particles (watershed)")
+    pick.add_argument("--max-picks", type=int)
+    pick.add_argument("--spacing", type=float,
+                      help="sample points every SPACING A along filaments/membranes instead")
+    pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
+    pick.set_defaults(func=cmd_pick)
 
     launch = sub.add_parser("launch", help="open napari with the plugin and a sample tomogram")
     launch.add_argument("files", nargs="*", help="tomograms or particle files to open")

@@ -1,0 +1,85 @@
+"""Picking particles from probability maps: known blobs, rules, and the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.picking import PickSettings, match_picks, pick_particles, sample_along
+
+
+def blobs(shape, centres, radius, rng=None):
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    prob = np.zeros(shape, np.float32)
+    for c in centres:
+        d2 = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2
+        prob = np.maximum(prob, np.exp(-d2 / (2 * (radius / 1.5) ** 2)))
+    if rng is not None:
+        prob = np.clip(prob + rng.normal(0, 0.05, shape), 0, 1).astype(np.float32)
+    return prob
+
+
+def test_known_blobs_are_found_at_their_centres():
+    rng = np.random.default_rng(0)
+    centres = np.array([[20.3, 20.0, 20.0], [20.0, 60.2, 30.0], [40.0, 40.0, 70.6],
+                        [30.0, 75.0, 75.0], [45.0, 15.0, 60.0]])
+    prob = blobs((64, 96, 96), centres, radius=6, rng=rng)
+    picks = pick_particles(prob, voxel_size=10.0, settings=PickSettings(diameter=120.0))
+    result = match_picks(picks[["z", "y", "x"]].to_numpy(), centres, radius=6)
+    assert result["f1"] == 1.0
+    assert result["mean_distance"] < 1.0
+    assert picks["score_norm"].max() == pytest.approx(1.0)
+
+
+def test_distance_edge_size_and_count_rules():
+    centres = np.array([[30.0, 30.0, 30.0], [30.0, 30.0, 38.0],  # 8 px apart
+                        [30.0, 3.0, 60.0],  # near the edge
+                        [30.0, 60.0, 60.0]])
+    prob = blobs((64, 96, 96), centres, radius=3)
+    prob[30, 80:82, 10:12] = 1.0  # a 4-voxel speck
+    settings = PickSettings(diameter=60.0, min_distance=100.0, edge=50.0, threshold=0.3)
+    picks = pick_particles(prob, 10.0, settings)
+    coords = picks[["z", "y", "x"]].to_numpy()
+    assert len(coords) == 2  # the close pair merged to one, edge and speck dropped
+    assert np.all(coords[:, 1] >= 5.0)
+    assert len(pick_particles(prob, 10.0, PickSettings(diameter=60.0, threshold=0.3,
+                                                      max_picks=1))) == 1
+    with pytest.raises(InvalidSettingsError):
+        PickSettings(diameter=-1)
+
+
+def test_touching_particles_are_split_by_watershed():
+    centres = np.array([[32.0, 40.0, 40.0], [32.0, 40.0, 50.0]])  # overlapping spheres
+    zz, yy, xx = np.indices((64, 80, 90))
+    mask = np.zeros((64, 80, 90), np.float32)
+    for c in centres:
+        mask[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 7 ** 2] = 1
+    merged = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0))
+    split = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0,
+                                                    split_touching=True))
+    assert len(merged) == 1 and len(split) == 2
+    assert match_picks(split[["z", "y", "x"]].to_numpy(), centres, 3)["f1"] == 1.0
+
+
+def test_points_along_a_filament_are_evenly_spaced():
+    mask = np.zeros((20, 20, 120), bool)
+    mask[9:12, 9:12, 10:110] = True
+    points = sample_along(mask, spacing=100.0, voxel_size=10.0)
+    xs = np.sort(points["x"].to_numpy())
+    assert 9 <= len(xs) <= 11
+    assert np.allclose(np.diff(xs), 10.0, atol=1.0)
+
+
+def test_cli_pick_writes_star_with_origin(tmp_path):
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.particles import TomogramFrame, read_star
+
+    centres = np.array([[20.0, 30.0, 30.0], [40.0, 60.0, 50.0]])
+    path = write_volume(tmp_path / "prob.mrc", blobs((64, 96, 96), centres, 5).astype(np.float16),
+                        20.0, (100.0, -40.0, 60.0))
+    assert main(["pick", str(path), str(tmp_path / "p.star"), "--diameter", "200"]) == 0
+    frame = TomogramFrame("prob", (64, 96, 96), 20.0, (100.0, -40.0, 60.0))
+    back = read_star(tmp_path / "p.star", frame)
+    assert match_picks(back[["z", "y", "x"]].to_numpy(), centres, 1.0)["f1"] == 1.0
