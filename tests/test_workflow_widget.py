@@ -195,3 +195,24 @@ def test_closing_the_viewer_mid_training_stops_the_worker(make_napari_viewer, ti
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
     assert QThreadPool.globalInstance().waitForDone(10_000)
     assert not list((tmp_path / "s").rglob("*.partial"))
+
+
+def test_a_click_places_a_box_where_it_lands(workflow):
+    from types import SimpleNamespace
+
+    viewer, widget = workflow
+    widget.click_places.value = True
+    image = viewer.layers[0]
+    world = image.data_to_world((10, 40.0, 50.0))
+    viewer.dims.set_point(0, world[0])
+    for shift in (False, True):
+        event = SimpleNamespace(button=1, type="mouse_press", position=world,
+                                modifiers=("Shift",) if shift else ())
+        handler = widget._on_click(viewer, event)
+        next(handler)
+        event.type = "mouse_release"
+        with pytest.raises(StopIteration):
+            next(handler)
+    boxes = widget.controller.session.boxes
+    assert [(b.z, round(b.y), round(b.x), b.positive) for b in boxes] == \
+        [(10, 40, 50, True), (10, 40, 50, False)]

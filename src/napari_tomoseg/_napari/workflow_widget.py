@@ -64,6 +64,7 @@ class TomosegWidget(Container):
         self.box_size = SpinBox(label="Box size (px)", value=64, min=16, max=512, step=8)
         self.add_positive = PushButton(text="+ positive box at cursor  [b]")
         self.add_negative = PushButton(text="- negative box at cursor  [Shift-B]")
+        self.click_places = CheckBox(text="Click places boxes (Shift-click: negative)", value=False)
         self.toggle = PushButton(text="Toggle selected boxes +/-")
         self.counts = Label(value="")
         # 4 training
@@ -88,7 +89,8 @@ class TomosegWidget(Container):
                       layout="horizontal", labels=False),
             Container(widgets=[self.colour, self.recolour], layout="horizontal"),
             Label(value="<b>3. Boxes and masks</b> (paint masks in 'tomoseg masks')"),
-            self.box_size, self.add_positive, self.add_negative, self.toggle, self.counts,
+            self.box_size, self.click_places, self.add_positive, self.add_negative, self.toggle,
+            self.counts,
             Label(value="<b>4. Train</b>"), self.architecture, self.steps, self.continue_training,
             Container(widgets=[self.train_button, self.stop_button], layout="horizontal",
                       labels=False),
@@ -120,6 +122,7 @@ class TomosegWidget(Container):
                              overwrite=True)
         self.viewer.bind_key("Shift-B", lambda v: self._guard(lambda: self.place_box(False))(),
                              overwrite=True)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
         self._closing = False
         self.native.destroyed.connect(lambda *_: self.close_down())
         try:  # stop workers when the whole viewer closes
@@ -251,6 +254,22 @@ class TomosegWidget(Container):
         box = c.place_box(positive, z, y, x)
         self._refresh()
         return box
+
+    def _on_click(self, viewer, event):
+        """With 'Click places boxes' ticked, a click drops a box where it lands."""
+        if not self.click_places.value or self.controller is None or event.button != 1:
+            return
+        yield  # wait for the release: a drag (pan) places nothing
+        dragged = False
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if dragged:
+            return
+        data = self.controller.image.world_to_data(event.position)
+        positive = "Shift" not in event.modifiers
+        self._guard(lambda: self.place_box(positive, self.controller.current_z(),
+                                           float(data[-2]), float(data[-1])))()
 
     def _toggle(self) -> None:
         self._require_session().toggle_selected()
