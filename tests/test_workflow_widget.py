@@ -216,3 +216,26 @@ def test_a_click_places_a_box_where_it_lands(workflow):
     boxes = widget.controller.session.boxes
     assert [(b.z, round(b.y), round(b.x), b.positive) for b in boxes] == \
         [(10, 40, 50, True), (10, 40, 50, False)]
+
+
+def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp_path):
+    from napari_tomoseg.io.mrc import write_volume
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.steps.value = 5
+    worker = widget.start_training()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    other_path = write_volume(tmp_path / "other.mrc", tiny_result.tomogram[:, :64, :80], 20.0,
+                              (1.0, 2.0, 3.0))
+    (other,) = viewer.open(str(other_path), plugin=PLUGIN)
+    widget.target.reset_choices()
+    widget.target.value = other
+    worker = widget.start_segmentation()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    layer = viewer.layers["prediction: ribosome [other]"]
+    assert layer.data.shape == (32, 64, 80)
+    np.testing.assert_allclose(layer.translate, (1.0, 2.0, 3.0))
+    assert (widget.controller.session.folder / "segmentations" / "other_ribosome.mrc").exists()

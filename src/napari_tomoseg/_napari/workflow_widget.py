@@ -75,6 +75,8 @@ class TomosegWidget(Container):
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.train_status = Label(value="")
         # 5 segmentation
+        self.target = ComboBox(label="Apply to", choices=self._image_layers,
+                               tooltip="the session's tomogram, or another open one")
         self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
         self.artifacts = LineEdit(label="Artifacts", value="carbon")
         self.segment_button = PushButton(text="Segment whole tomogram")
@@ -97,7 +99,7 @@ class TomosegWidget(Container):
             self.train_status,
         ])
         self.native.layout().addWidget(self.loss_plot)
-        self.extend([Label(value="<b>5. Segment</b>"), self.threshold, self.artifacts,
+        self.extend([Label(value="<b>5. Segment</b>"), self.target, self.threshold, self.artifacts,
                      Container(widgets=[self.segment_button, self.merge_button],
                                layout="horizontal", labels=False), self.progress])
 
@@ -116,8 +118,8 @@ class TomosegWidget(Container):
         self.segment_button.changed.connect(self._guard(self.start_segmentation))
         self.merge_button.changed.connect(self._guard(self.merge))
         self.threshold.changed.connect(self._apply_threshold)
-        self.viewer.layers.events.inserted.connect(lambda e: self.tomogram.reset_choices())
-        self.viewer.layers.events.removed.connect(lambda e: self.tomogram.reset_choices())
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(lambda e: (self.tomogram.reset_choices(), self.target.reset_choices()))
         self.viewer.bind_key("b", lambda v: self._guard(lambda: self.place_box(True))(),
                              overwrite=True)
         self.viewer.bind_key("Shift-B", lambda v: self._guard(lambda: self.place_box(False))(),
@@ -198,6 +200,8 @@ class TomosegWidget(Container):
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
         self.box_size.value = session.box_size
+        self.target.reset_choices()
+        self.target.value = layer
         self.session_info.value = f"Session folder: {folder}"
         self._refresh()
         return session
@@ -366,9 +370,14 @@ class TomosegWidget(Container):
         features = features or [f for f in c.session.feature_names() if f in self.models]
         if not features:
             raise TomosegError("train a network first (section 4).")
-        layer = c.image
-        overlays = {f: c.overlay(f) for f in features}
-        jobs = [(f, self.models[f], c.session.segmentation_path(f)) for f in features]
+        layer = self.target.value or c.image
+        if layer is c.image:
+            overlays = {f: c.overlay(f) for f in features}
+            jobs = [(f, self.models[f], c.session.segmentation_path(f)) for f in features]
+        else:  # another tomogram: its own prediction layers and files
+            overlays = {f: self._other_overlay(layer, f) for f in features}
+            folder = c.session.folder / "segmentations"
+            jobs = [(f, self.models[f], folder / f"{layer.name}_{f}.mrc") for f in features]
         self.stop_event = threading.Event()
         self._show_running(True, f"segmenting {', '.join(features)}...")
         total = layer.data.shape[0] * len(jobs)
@@ -399,12 +408,23 @@ class TomosegWidget(Container):
         self.worker.start()
         return self.worker
 
+    def _other_overlay(self, layer: Image, feature: str) -> Image:
+        from .annotation import _fade_to
+
+        name = f"{overlay_name(feature)} [{layer.name}]"
+        if name not in self.viewer.layers:
+            self.viewer.add_image(np.zeros(layer.data.shape, np.float16), name=name,
+                                  colormap=_fade_to(self.controller.session.feature(feature).colour),
+                                  blending="additive", contrast_limits=(0.5, 1.0),
+                                  scale=layer.scale, translate=layer.translate)
+        return self.viewer.layers[name]
+
     def _apply_threshold(self, *args) -> None:
         if self.controller is None:
             return
-        for name in self.controller.session.feature_names():
-            if overlay_name(name) in self.viewer.layers:
-                self.viewer.layers[overlay_name(name)].contrast_limits = (float(self.threshold.value), 1.0)
+        for layer in self.viewer.layers:
+            if layer.name.startswith("prediction: "):
+                layer.contrast_limits = (float(self.threshold.value), 1.0)
 
     def merge(self):
         c = self._require_session()
