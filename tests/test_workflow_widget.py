@@ -239,3 +239,17 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
     assert layer.data.shape == (32, 64, 80)
     np.testing.assert_allclose(layer.translate, (1.0, 2.0, 3.0))
     assert (widget.controller.session.folder / "segmentations" / "other_ribosome.mrc").exists()
+
+
+def test_thresholds_are_per_feature(workflow):
+    viewer, widget = workflow
+    c = widget.controller
+    for feature in ("membrane", "ribosome"):
+        c.overlay(feature).data[:] = 0.6
+    widget.feature.value = "ribosome"
+    widget.threshold.value = 0.7
+    widget.feature.value = "membrane"
+    assert widget.threshold.value == 0.5
+    assert viewer.layers["prediction: ribosome"].contrast_limits == [0.7, 1.0]
+    labels = widget.merge()
+    assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7

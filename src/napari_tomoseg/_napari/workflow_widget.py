@@ -77,7 +77,9 @@ class TomosegWidget(Container):
         # 5 segmentation
         self.target = ComboBox(label="Apply to", choices=self._image_layers,
                                tooltip="the session's tomogram, or another open one")
-        self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
+        self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+                                     tooltip="for the feature chosen in section 2")
+        self.thresholds: dict[str, float] = {}
         self.artifacts = LineEdit(label="Artifacts", value="carbon")
         self.segment_button = PushButton(text="Segment whole tomogram")
         self.merge_button = PushButton(text="Merge features")
@@ -210,6 +212,7 @@ class TomosegWidget(Container):
     def _on_feature(self, *args) -> None:
         if self.controller and self.feature.value:
             self.controller.set_active(self.feature.value)
+            self.threshold.value = self.thresholds.get(self.feature.value, 0.5)
 
     def _add_feature(self) -> None:
         c = self._require_session()
@@ -420,10 +423,13 @@ class TomosegWidget(Container):
         return self.viewer.layers[name]
 
     def _apply_threshold(self, *args) -> None:
-        if self.controller is None:
+        """The slider sets the active feature's threshold (display and merge)."""
+        if self.controller is None or not self.controller.active:
             return
+        feature = self.controller.active
+        self.thresholds[feature] = float(self.threshold.value)
         for layer in self.viewer.layers:
-            if layer.name.startswith("prediction: "):
+            if layer.name == overlay_name(feature) or layer.name.startswith(overlay_name(feature) + " ["):
                 layer.contrast_limits = (float(self.threshold.value), 1.0)
 
     def merge(self):
@@ -433,7 +439,7 @@ class TomosegWidget(Container):
             raise TomosegError("segment first: there is nothing to merge.")
         artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
         settings = MergeSettings(features=features,
-                                 thresholds={f: float(self.threshold.value) for f in features},
+                                 thresholds={f: self.thresholds.get(f, 0.5) for f in features},
                                  artifacts={a: [f for f in features if f not in artifacts]
                                             for a in artifacts})
         probabilities = {f: np.asarray(self.viewer.layers[overlay_name(f)].data, np.float32)
