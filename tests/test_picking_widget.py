@@ -1,0 +1,57 @@
+"""The picking widget: Points layer from a probability map, score filter, QC, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
+from napari_tomoseg.picking import match_picks  # noqa: E402
+
+from .test_picking import blobs  # noqa: E402
+
+CENTRES = np.array([[20.0, 20.0, 20.0], [20.0, 60.0, 30.0], [40.0, 40.0, 70.0],
+                    [30.0, 75.0, 75.0]])
+
+
+def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    viewer = make_napari_viewer()
+    prob = sum((1.0 - 0.05 * i) * blobs((64, 96, 96), c[None], radius=6)
+               for i, c in enumerate(CENTRES)).astype(np.float32)  # distinct scores
+    prob_layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10),
+                                  translate=(50.0, -20.0, 5.0))
+    widget = PickingWidget(viewer)
+    widget.source.value = prob_layer
+    widget.diameter.value = 120.0
+    worker = widget.pick()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    points = widget.points
+    assert len(points.data) == 4
+    np.testing.assert_allclose(points.translate, (50.0, -20.0, 5.0))
+    assert match_picks(points.data, CENTRES, 1.0)["f1"] == 1.0
+    assert {"score", "size", "status"} <= set(points.features.columns)
+    # QC: step to the first pick, reject it; the view follows
+    first = widget.step(1)
+    assert viewer.dims.point[0] == pytest.approx(points.data_to_world(points.data[first])[0])
+    widget.judge(-1)
+    assert points.features["status"][first] == -1
+    path = tmp_path / "picks.star"
+    widget.output.value = path
+    widget.export()
+    frame = TomogramFrame("prediction: ribosome", (64, 96, 96), 10.0, (50.0, -20.0, 5.0))
+    exported = read_star(path, frame)
+    assert len(exported) == 3
+    assert match_picks(exported[["z", "y", "x"]].to_numpy(),
+                       np.delete(points.data, first, axis=0), 1e-3)["f1"] == 1.0
+    # the score filter hides low scores and exports only what is shown
+    widget.min_score.value = 0.95
+    assert points.shown.sum() == 1
+    widget.export()
+    kept = points.shown & (np.asarray(points.features["status"]) >= 0)
+    assert len(read_star(path, frame)) == int(kept.sum())
