@@ -105,3 +105,30 @@ def test_centred_only_star_needs_a_tomogram(tmp_path):
     back = read_star(tmp_path / "c.star", FRAME)
     np.testing.assert_allclose(back.loc[0, ["z", "y", "x"]],
                                np.array(FRAME.shape) / 2 + np.array([3.0, 2.0, 1.0]) / 28.0)
+
+
+def test_eman2_json_and_other_binnings_round_trip(tmp_path):
+    import json
+
+    from napari_tomoseg.io.particles import (at_voxel_size, convert_pixels, read_eman2_json,
+                                             write_eman2_json)
+
+    table = _table()
+    path = write_eman2_json(tmp_path / "TS_01_info.json", table, FRAME, box_size=32,
+                            unbinned_voxel_size=7.0, feature="ribosome")
+    record = json.loads(path.read_text())
+    assert record["apix_unbin"] == 7.0 and record["class_list"]["0"]["name"] == "ribosome"
+    # centred, unbinned pixels: the tomogram centre is (0, 0, 0)
+    centre = particle_table([np.array(FRAME.shape) / 2])
+    write_eman2_json(tmp_path / "c.json", centre, FRAME, 32, 7.0)
+    assert json.loads((tmp_path / "c.json").read_text())["boxes_3d"][0][:3] == [0.0, 0.0, 0.0]
+    back = read_eman2_json(path, FRAME)
+    np.testing.assert_allclose(back[["z", "y", "x"]], table[["z", "y", "x"]], atol=1e-3)
+    assert set(back["feature"]) == {"ribosome"}
+    unbinned = at_voxel_size(FRAME, 7.0)
+    assert unbinned.shape == (376, 3456, 3400)
+    there = convert_pixels(table, FRAME, unbinned)
+    np.testing.assert_allclose(convert_pixels(there, unbinned, FRAME)[["z", "y", "x"]],
+                               table[["z", "y", "x"]], atol=1e-6)
+    np.testing.assert_allclose(there[["z", "y", "x"]] - np.array(unbinned.shape) / 2,
+                               4 * (table[["z", "y", "x"]] - np.array(FRAME.shape) / 2), atol=1e-6)

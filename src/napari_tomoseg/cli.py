@@ -217,7 +217,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_pick(args: argparse.Namespace) -> int:
     from .io.mrc import open_volume
-    from .io.particles import TomogramFrame, write_csv, write_star
+    from .io.particles import (TomogramFrame, at_voxel_size, convert_pixels, write_csv,
+                               write_eman2_json, write_star)
     from .layer_data import tomogram_name
     from .picking import PickSettings, pick_particles, sample_along
 
@@ -234,7 +235,14 @@ def cmd_pick(args: argparse.Namespace) -> int:
     frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.probability), shape=info.shape,
                           voxel_size=voxel, origin=info.origin)
     output = Path(args.output)
-    (write_star if output.suffix.lower() == ".star" else write_csv)(output, table, frame)
+    if output.suffix.lower() == ".json":
+        write_eman2_json(output, table, frame, box_size=int(round(1.5 * args.diameter / voxel)),
+                         unbinned_voxel_size=args.unbinned_voxel_size, feature=args.feature)
+    else:
+        if args.unbinned_voxel_size:  # pixel columns at the unbinned scale
+            unbinned = at_voxel_size(frame, args.unbinned_voxel_size)
+            table, frame = convert_pixels(table, frame, unbinned), unbinned
+        (write_star if output.suffix.lower() == ".star" else write_csv)(output, table, frame)
     print(f"{output}: {len(table)} {args.feature} picks")
     return 0
 
@@ -372,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pick = sub.add_parser("pick", help="particle coordinates from a probability map")
     pick.add_argument("probability", help="probability MRC from tomoseg segment")
-    pick.add_argument("output", help=".star (RELION 5) or .csv")
+    pick.add_argument("output", help=".star (RELION 5), .csv, or .json (EMAN2 info)")
+    pick.add_argument("--unbinned-voxel-size", type=float,
+                      help="write pixel coordinates at this (unbinned) voxel size (A)")
     pick.add_argument("--feature", default="ribosome")
     pick.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
     pick.add_argument("--threshold", type=float, default=0.5)

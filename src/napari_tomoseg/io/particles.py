@@ -65,6 +65,66 @@ class TomogramFrame:
         return (np.asarray(zyx_world, dtype=float) - np.asarray(self.origin)) / self.voxel_size
 
 
+def at_voxel_size(frame: TomogramFrame, voxel_size: float) -> TomogramFrame:
+    """The same tomogram at another binning (e.g. unbinned): same centre, same origin."""
+    factor = frame.voxel_size / voxel_size
+    return TomogramFrame(frame.name, tuple(int(round(n * factor)) for n in frame.shape),
+                         float(voxel_size), frame.origin)
+
+
+def convert_pixels(table: pd.DataFrame, source: TomogramFrame, target: TomogramFrame) -> pd.DataFrame:
+    """Pixel coordinates of ``source`` re-expressed in ``target`` via centred Angstrom."""
+    out = table.copy()
+    centred = source.pixel_to_centered_angstrom(table[list(AXES)].to_numpy(dtype=float))
+    out[list(AXES)] = target.centered_angstrom_to_pixel(centred)
+    return out
+
+
+def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
+                     box_size: int, unbinned_voxel_size: float | None = None,
+                     feature: str = "particle") -> Path:
+    """EMAN2 (>= 2.9) tomogram info JSON: ``boxes_3d`` in unbinned pixels from the centre.
+
+    Each box is ``[x, y, z, "tomoseg", score, class]``; ``class_list`` names the class and
+    its box size. The convention (centred, unbinned) follows e2spt_boxer22; check it
+    against your EMAN2 version before relying on it.
+    """
+    import json
+
+    unbinned = unbinned_voxel_size or frame.voxel_size
+    centred = frame.pixel_to_centered_angstrom(table[list(AXES)].to_numpy(dtype=float)) / unbinned
+    scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
+    boxes = [[float(x), float(y), float(z), "tomoseg", float(score), 0]
+             for (z, y, x), score in zip(centred, scores)]
+    record = {"apix_unbin": float(unbinned), "boxes_3d": boxes,
+              "class_list": {"0": {"boxsize": int(box_size), "name": feature}}}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_eman2_json(path: str | os.PathLike, frame: TomogramFrame) -> pd.DataFrame:
+    """Boxes of an EMAN2 info JSON placed on ``frame``'s pixels (class index kept)."""
+    import json
+
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        boxes = record["boxes_3d"]
+        unbinned = float(record.get("apix_unbin", frame.voxel_size))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCoordinatesError(f"{path.name} is not an EMAN2 info file with boxes_3d ({exc}).") from exc
+    xyz = np.array([b[:3] for b in boxes], dtype=float).reshape(-1, 3)
+    zyx = frame.centered_angstrom_to_pixel(xyz[:, ::-1] * unbinned)
+    table = particle_table(zyx, score=[float(b[4]) if len(b) > 4 else 0.0 for b in boxes],
+                           **{"class": [int(b[5]) if len(b) > 5 else 0 for b in boxes]})
+    names = {int(k): v.get("name", k) for k, v in record.get("class_list", {}).items()}
+    table["feature"] = [names.get(c, str(c)) for c in table["class"]]
+    return table
+
+
 def particle_table(zyx: np.ndarray, **columns) -> pd.DataFrame:
     """A particle table from (N, 3) pixel coordinates and optional per-particle columns."""
     zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
