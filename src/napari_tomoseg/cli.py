@@ -247,6 +247,41 @@ def cmd_pick(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batch import BatchSettings, expand_inputs, make_client, run_batch
+
+    tomograms = expand_inputs(args.tomograms)
+    settings = BatchSettings(
+        models=tuple(str(Path(m).resolve()) for m in args.model), output=str(args.output),
+        thresholds={k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()},
+        artifacts={k: tuple(v.split(",")) for k, v in _key_values(args.artifact, "--artifact").items()},
+        pick=tuple(args.pick or ()), diameter=args.diameter, device=args.device)
+    client = make_client(args.workers, args.scheduler, args.jobqueue)
+    print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    with tqdm(total=len(tomograms), desc="tomograms", unit="tomo", file=sys.stderr) as bar:
+        def progress(row, done, total):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            bar.update(1)
+            bar.set_postfix(counts)
+        try:
+            rows = run_batch(tomograms, settings, client=client, progress=progress)
+        finally:
+            client.close()
+    print(f"| tomogram | status | {' | '.join(f'{f} picks' for f in settings.pick)} | s | note |")
+    print("|---|---|" + "---|" * len(settings.pick) + "---|---|")
+    for row in rows:
+        picks = " | ".join(str(row.get("picks", {}).get(f, "")) for f in settings.pick)
+        note = (row.get("error") or "").splitlines()[0] if row.get("error") else ""
+        print(f"| {row['name']} | {row['status']} | {picks}{' | ' if picks else ''}"
+              f"{row.get('seconds', 0):.1f} | {note} |")
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} tomograms finished; outputs in {args.output}")
+    return 1 if failed else 0
+
+
 def _display_available() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
@@ -394,6 +429,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sample points every SPACING A along filaments/membranes instead")
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
     pick.set_defaults(func=cmd_pick)
+
+    batch = sub.add_parser("batch", help="segment, merge and pick many tomograms (dask)")
+    batch.add_argument("tomograms", nargs="+", help="paths or globs (quote them)")
+    batch.add_argument("--model", "-m", action="append", required=True)
+    batch.add_argument("--output", "-o", type=Path, required=True)
+    batch.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
+    batch.add_argument("--artifact", action="append", metavar="ARTIFACT=FEATURE[,FEATURE]")
+    batch.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
+    batch.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
+    batch.add_argument("--workers", type=int, help="local workers (default: GPUs, else <= 4 cores)")
+    batch.add_argument("--scheduler", help="address of a running dask scheduler")
+    batch.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
+    batch.add_argument("--device", default="auto")
+    batch.set_defaults(func=cmd_batch)
 
     launch = sub.add_parser("launch", help="open napari with the plugin and a sample tomogram")
     launch.add_argument("files", nargs="*", help="tomograms or particle files to open")

@@ -1,0 +1,238 @@
+"""Segment, merge and pick many tomograms on dask.distributed, resumably.
+
+One dask task per tomogram runs ``process_tomogram`` (segment every
+feature, merge, pick, write files under temporary names renamed when
+complete). The client records each finished tomogram in
+``manifest.json`` (input fingerprint, settings hash, outputs), written
+atomically, so a rerun skips finished work and a killed run never leaves
+a half file that looks finished. A bad tomogram becomes a "failed" row in
+the summary; the others go on. A worker that dies mid-task has its
+tomogram rerun by dask on another worker.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import TomosegError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    models: tuple[str, ...]
+    output: str
+    thresholds: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
+    pick: tuple[str, ...] = ()  # features to pick
+    diameter: float = 250.0  # Angstrom
+    dtype: str = "float16"
+    device: str = "auto"
+
+    def digest(self) -> str:
+        record = asdict(self)
+        record["models"] = [_file_digest(m) for m in self.models]
+        record.pop("output")
+        return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    from .session import fingerprint
+
+    return fingerprint(path)
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    paths: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        paths.extend(str(Path(m).resolve()) for m in matches)
+    if not paths:
+        raise TomosegError(f"no tomograms match {', '.join(patterns)}.")
+    return list(dict.fromkeys(paths))
+
+
+_MODEL_CACHE: dict = {}
+
+
+def _models(paths: Sequence[str], device: str):
+    from .nn.model_file import load_model
+
+    key = (tuple(paths), device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        _MODEL_CACHE[key] = [load_model(p) for p in paths]
+    return _MODEL_CACHE[key]
+
+
+def process_tomogram(path: str, settings: BatchSettings) -> dict:
+    """All the work for one tomogram; never raises (failures are reported in the result)."""
+    from .io.mrc import open_volume, write_volume
+    from .io.particles import TomogramFrame, write_star
+    from .layer_data import tomogram_name
+    from .merge import MergeSettings, merge_volumes
+    from .nn.inference import iter_segment
+    from .picking import PickSettings, pick_particles
+
+    start = time.perf_counter()
+    name = tomogram_name(path)
+    out = Path(settings.output)
+    result = {"tomogram": path, "name": name, "status": "failed", "picks": {}, "outputs": [],
+              "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        volume, info = open_volume(path)
+        voxel = info.isotropic_voxel_size
+        probabilities = {}
+        for model in _models(settings.models, settings.device):
+            target = out / f"{name}_{model.feature}.mrc"
+            for _ in iter_segment(volume, model, voxel, target, origin=info.origin,
+                                  dtype=settings.dtype, device=settings.device, overwrite=True):
+                pass
+            probabilities[model.feature] = open_volume(target)[0]
+            result["outputs"].append(target.name)
+        features = list(probabilities)
+        merge = MergeSettings(features=features, thresholds=settings.thresholds,
+                              artifacts={a: list(v) for a, v in settings.artifacts.items()})
+        labels = merge_volumes(probabilities, merge)
+        write_volume(out / f"{name}_labels.mrc", labels, info.voxel_size, info.origin,
+                     overwrite=True)
+        result["outputs"].append(f"{name}_labels.mrc")
+        frame = TomogramFrame(name, info.shape, voxel, info.origin)
+        for feature in settings.pick:
+            if feature not in probabilities:
+                raise TomosegError(f"cannot pick '{feature}': no model for it.")
+            table = pick_particles(probabilities[feature], voxel, PickSettings(
+                diameter=settings.diameter, threshold=settings.thresholds.get(feature, 0.5)))
+            table["feature"] = feature
+            write_star(out / f"{name}_{feature}.star", table, frame)
+            result["outputs"].append(f"{name}_{feature}.star")
+            result["picks"][feature] = int(len(table))
+        result["status"] = "done"
+    except TomosegError as exc:
+        result["error"] = str(exc)
+    except Exception as exc:  # a bug: keep the traceback for the report
+        result["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+class Manifest:
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / MANIFEST
+        self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def finished(self, path: str, fingerprint: str, digest: str) -> bool:
+        entry = self.entries.get(path)
+        return bool(entry and entry["status"] == "done" and entry["fingerprint"] == fingerprint
+                    and entry["settings"] == digest and all(
+                        (self.path.parent / o).exists() for o in entry["outputs"]))
+
+    def record(self, result: dict, fingerprint: str, digest: str) -> None:
+        self.entries[result["tomogram"]] = {**result, "fingerprint": fingerprint, "settings": digest}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:6]}.partial")
+        tmp.write_text(json.dumps(self.entries, indent=1))
+        os.replace(tmp, self.path)
+
+
+def make_client(workers: int | None = None, scheduler: str | None = None,
+                jobqueue: str | None = None):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    if jobqueue:
+        if jobqueue != "slurm":
+            raise TomosegError("only --jobqueue slurm is supported (pip install napari-tomoseg[slurm]).")
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError as exc:
+            raise TomosegError("--jobqueue slurm needs dask-jobqueue: pip install dask-jobqueue") from exc
+        cluster = SLURMCluster(cores=1, processes=1, memory="16GB")
+        cluster.scale(workers or 4)
+        return Client(cluster)
+    import torch
+
+    n = workers or max(1, torch.cuda.device_count() or min(os.cpu_count() or 1, 4))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    return Client(cluster)
+
+
+def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
+              progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
+    """Process every tomogram (skipping finished ones); returns one summary row each."""
+    from distributed import as_completed
+
+    from .session import fingerprint
+
+    out = Path(settings.output)
+    manifest = Manifest(out)
+    digest = settings.digest()
+    rows, todo, prints = [], [], {}
+    for path in tomograms:
+        try:
+            prints[path] = fingerprint(path)
+        except OSError as exc:
+            rows.append({"tomogram": path, "name": Path(path).stem, "status": "failed",
+                         "picks": {}, "seconds": 0.0, "error": str(exc), "outputs": []})
+            continue
+        if manifest.finished(path, prints[path], digest):
+            rows.append({**manifest.entries[path], "status": "skipped"})
+        else:
+            todo.append(path)
+    own_client = client is None
+    client = client or make_client()
+    try:
+        futures = {client.submit(process_tomogram, path, settings, pure=False, retries=1): path
+                   for path in todo}
+        done = len(rows)
+        for future in as_completed(futures):
+            result = future.result()
+            manifest.record(result, prints[result["tomogram"]], digest)
+            rows.append(result)
+            done += 1
+            if progress:
+                progress(result, done, len(tomograms))
+    finally:
+        if own_client:
+            client.close()
+    write_combined_star(rows, out, settings)
+    order = {p: i for i, p in enumerate(tomograms)}
+    return sorted(rows, key=lambda r: order.get(r["tomogram"], 0))
+
+
+def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings) -> list[Path]:
+    """One STAR per picked feature with the particles of every finished tomogram."""
+    import starfile
+
+    written = []
+    for feature in settings.pick:
+        parts, optics = [], None
+        for row in rows:
+            path = folder / f"{row['name']}_{feature}.star"
+            if row["status"] in ("done", "skipped") and path.exists():
+                blocks = starfile.read(path, always_dict=True)
+                parts.append(blocks["particles"])
+                optics = blocks.get("optics")
+        if parts:
+            target = folder / f"all_{feature}.star"
+            tmp = target.with_name(f".{target.name}.partial")
+            starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 0}, "optics": optics,
+                            "particles": pd.concat(parts, ignore_index=True)}, tmp)
+            os.replace(tmp, target)
+            written.append(target)
+    return written
