@@ -99,7 +99,7 @@ def speed(short: bool) -> None:
         where = ~training_mask_volume(boxes, truth.shape)
         held_out = slice(tomo.shape[0] // 2 - 8, tomo.shape[0] // 2 + 8)
         for arch in ("unet", "eman2"):
-            steps = (300 if short else 1200) if arch == "unet" else (100 if short else 600)
+            steps = (300 if short else 800) if arch == "unet" else (100 if short else 400)
             every = max(steps // 20, 1)
             start = time.perf_counter()
             first_preview, curve = None, []
