@@ -207,7 +207,8 @@ def memory(short: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("accuracy", "speed", "memory"))
+    parser.add_argument("what", choices=("accuracy", "speed", "memory", "throughput"))
     parser.add_argument("--short", action="store_true")
     args = parser.parse_args()
-    {"accuracy": accuracy, "speed": speed, "memory": memory}[args.what](args.short)
+    {"accuracy": accuracy, "speed": speed, "memory": memory,
+     "throughput": throughput}[args.what](args.short)

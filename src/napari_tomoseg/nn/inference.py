@@ -164,6 +164,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     """
     torch_device = pick_device(device)
     network = model.network.to(torch_device).eval()
+    if torch_device.type == "cpu":  # 15x15 kernels run ~2x faster channels-last on CPU
+        network = network.to(memory_format=torch.channels_last)
     scale = _voxel_scale(model, voxel_size, rescale)
     binning = model.preprocess.binning
     context = getattr(network, "context", 0)
