@@ -83,7 +83,7 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     pad_x = (-x.shape[-1]) % multiple
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
-    if device.type == "cpu":
+    if device.type == "cpu" and getattr(network, "channels_last_on_cpu", False):
         x = x.contiguous(memory_format=torch.channels_last)
     output = network(x)
     prob = network.probability(output)
@@ -187,7 +187,7 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     """
     torch_device = pick_device(device)
     network = model.network.to(torch_device).eval()
-    if torch_device.type == "cpu":  # 15x15 kernels run ~2x faster channels-last on CPU
+    if torch_device.type == "cpu" and getattr(network, "channels_last_on_cpu", False):
         network = network.to(memory_format=torch.channels_last)
     scale = _voxel_scale(model, voxel_size, rescale)
     binning = model.preprocess.binning

@@ -25,6 +25,7 @@ class EMAN2Net(nn.Module):
     """EMAN2's tomoseg CNN; probability = clip(output, 0, 1)."""
 
     output_stride = 2
+    channels_last_on_cpu = True  # 15x15 kernels: ~2x faster in this layout on CPU
 
     def __init__(self, filters: int = 40, kernel: int = 15, context: int = 0):
         super().__init__()
@@ -67,6 +68,7 @@ class UNet25D(nn.Module):
     """Small U-Net over 2k+1 neighbouring slices; probability = sigmoid(logits)."""
 
     output_stride = 1
+    channels_last_on_cpu = False  # 3x3 kernels gain nothing; the layout costs memory
 
     def __init__(self, context: int = 2, base: int = 16, levels: int = 3, norm: str = "batch"):
         super().__init__()

@@ -115,7 +115,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     if start_from is None:  # a fresh network is initialised from the seed, on the CPU
         network = build_model(architecture, parameters)
     network.to(device)
-    if device.type == "cpu":  # large kernels run ~3x faster in this layout on CPU
+    channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu", False)
+    if channels_last:  # large kernels run ~3x faster in this layout on CPU
         network.to(memory_format=torch.channels_last)
     pre = preprocessor or Preprocessor(volume, preprocess)
     context = getattr(network, "context", 0)
@@ -145,7 +146,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         network.train()
         images, labels = bank.batch(rng, batch_size, augment=settings.augment)
         images, labels = images.to(device), labels.to(device)
-        if device.type == "cpu":
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         optimiser.zero_grad(set_to_none=True)
         loss = network.loss(network(images), labels)
