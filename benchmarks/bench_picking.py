@@ -32,7 +32,8 @@ def main() -> None:
     centres = result.cell.particles
     radius = 125.0 / spec.voxel_size  # half the 25 nm diameter, in voxels
     rows = []
-    for source, prob in (("ground-truth labels", truth.astype(np.float32)),):
+
+    def pick_and_score(source: str, prob: np.ndarray) -> None:
         for split in (False, True):
             start = time.perf_counter()
             picks = pick_particles(prob, spec.voxel_size, PickSettings(
@@ -40,17 +41,11 @@ def main() -> None:
             seconds = time.perf_counter() - start
             m = match_picks(picks[["z", "y", "x"]].to_numpy(), centres, radius)
             rows.append((source, "yes" if split else "no", len(picks), m, seconds))
+
+    pick_and_score("ground-truth labels", truth.astype(np.float32))
     boxes = boxes_from_truth(truth, "ribosome", 10, 50, 64, seed=1)
     model = train(result.tomogram, boxes, spec.voxel_size, TrainingSettings(steps=600))
-    prob = segment(result.tomogram, model, spec.voxel_size)
-    for split in (False, True):
-        start = time.perf_counter()
-        picks = pick_particles(prob, spec.voxel_size, PickSettings(
-            diameter=250.0, edge=0.0, split_touching=split))
-        seconds = time.perf_counter() - start
-        m = match_picks(picks[["z", "y", "x"]].to_numpy(), centres, radius)
-        rows.append(("U-Net segmentation (10+/50-)", "yes" if split else "no", len(picks), m,
-                     seconds))
+    pick_and_score("U-Net segmentation (10+/50-)", segment(result.tomogram, model, spec.voxel_size))
     z, y, x = spec.shape
     print(f"\nRibosome picking on a synthetic cell {x}x{y}x{z} at {spec.voxel_size} A, "
           f"{len(centres)} true particles, match radius {radius:.1f} px")

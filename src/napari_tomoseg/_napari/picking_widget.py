@@ -24,6 +24,7 @@ from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
 from ..layer_data import geometry_metadata, points_kwargs
 from ..picking import PickSettings, pick_particles
 from .histogram import Histogram
+from .notify import guarded
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 
@@ -73,12 +74,7 @@ class PickingWidget(Container):
         return [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3]
 
     def _guard(self, action):
-        def run(*args):
-            try:
-                return action()
-            except (TomosegError, FileExistsError) as exc:
-                show_error(str(exc))
-        return run
+        return guarded(action)
 
     # picking ---------------------------------------------------------------------
     def pick(self):

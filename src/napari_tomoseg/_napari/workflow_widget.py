@@ -25,6 +25,7 @@ from ..nn.model_file import load_model, save_model
 from ..nn.training import TrainingSettings, iter_train
 from ..session import Session, default_session_folder
 from .annotation import AnnotationController, overlay_name
+from .notify import guarded
 from .loss_plot import LossPlot
 
 
@@ -145,14 +146,7 @@ class TomosegWidget(Container):
 
     def _guard(self, action):
         """Run an action; user-caused errors become a notification, never a crash."""
-        def run(*args):
-            try:
-                return action()
-            except (TomosegError, FileExistsError) as exc:
-                show_error(str(exc))
-            except MemoryError:
-                show_error("out of memory: bin the tomogram or use a smaller region.")
-        return run
+        return guarded(action, lambda message: show_error(message))
 
     def _require_session(self) -> AnnotationController:
         if self.controller is None:
