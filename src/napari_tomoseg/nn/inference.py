@@ -35,10 +35,9 @@ MAX_BATCH_PIXELS = 2 ** 20
 def _release_freed_memory() -> None:
     """Hand freed heap memory back to the OS (glibc keeps it otherwise).
 
-    Each batch allocates and frees hundreds of MB of activations; glibc's
-    growing mmap threshold then serves them from a heap that only grows, so
-    the process's resident size climbed with every slice (2.1 GB over a
-    1024x1024x256 tomogram) without any leak in Python.
+    Each batch allocates and frees hundreds of MB of activations, which glibc
+    may keep in its heap. Measured: this alone did not stop the resident size
+    growing with the slice count on 1024 px slices (see docs/engine.md).
     """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
