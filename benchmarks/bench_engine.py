@@ -193,7 +193,10 @@ def memory(short: bool) -> None:
             f"volume, info = open_volume('{path}')\n"
             "t = time.perf_counter()\n"
             f"for _ in iter_segment(volume, model, 10.0, '{folder}/prob.mrc', batch_slices=4): pass\n"
-            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "status = open('/proc/self/status').read()\n"
+            "# VmHWM, not ru_maxrss: ru_maxrss survives exec and would include the parent's\n"
+            "# resident size at fork time (the parent has just written the tomogram)\n"
+            "peak = int(status.split('VmHWM:')[1].split()[0])\n"
             "print(base / 1024, peak / 1024, time.perf_counter() - t)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         base, peak, seconds = map(float, out.stdout.split())

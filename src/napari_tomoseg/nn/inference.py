@@ -32,26 +32,6 @@ from .models import size_multiple
 MAX_BATCH_PIXELS = 2 ** 20
 
 
-def _release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it otherwise).
-
-    Each batch allocates and frees hundreds of MB of activations, which glibc
-    may keep in its heap. Measured: this alone did not stop the resident size
-    growing with the slice count on 1024 px slices (see docs/engine.md).
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
 
 
 class Cancelled(TomosegError):
@@ -223,7 +203,6 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
             if stream is not None:
                 stream.write(z0, _to_output(prob, dtype).astype(stream.dtype))
             done = z1
-            _release_freed_memory()
             last = done >= nz
             path = stream.finish() if (stream is not None and last) else None
             yield SegmentProgress(done=done, total=nz, z0=z0, z1=z1, probability=prob, path=path)
