@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..layer_data import points_layer, volume_layer
+from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..sample_files import MYCOPLASMA, SYNTHETIC, sample_path
 from ..synthetic.cell import FEATURES
 
@@ -21,8 +21,6 @@ def synthetic_cell() -> list:
         kwargs.update(name=f"truth: {feature}", visible=feature in ("membrane", "ribosome"),
                       opacity=0.5)
         layers.append((data, kwargs, kind))
-    from ..layer_data import frame_from_metadata
-
     frame = frame_from_metadata(image[1]["metadata"])
     data, kwargs, kind = points_layer(folder / manifest["files"]["particles"], frame=frame)
     kwargs["name"] = "truth: ribosome centres"

@@ -24,7 +24,7 @@ from ..preprocess import PreprocessSettings, Preprocessor
 from .devices import pick_device
 from .inference import _stack_context, predict_planes
 from .model_file import TrainedModel
-from .models import DEFAULT_PARAMETERS, build_model
+from .models import ARCHITECTURES, DEFAULT_PARAMETERS, build_model
 from .tiles import TileBank
 
 DEFAULT_ARCHITECTURE = "unet"
@@ -106,7 +106,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         history = list(start_from.history)
     else:
         architecture = settings.architecture
-        build_model(architecture)  # a clear error for an unknown name, before any work
+        if architecture not in ARCHITECTURES:  # a clear error before any work
+            build_model(architecture)
         parameters = {**DEFAULT_PARAMETERS[architecture], **settings.parameters}
         history = []
     torch.manual_seed(settings.seed)
