@@ -35,6 +35,8 @@ _OPTIONAL_STAR = {
     "psi": "rlnAnglePsi",
     "score": "rlnAutopickFigureOfMerit",
     "class": "rlnClassNumber",
+    "half": "rlnRandomSubset",
+    "alignment_score": "rlnTomosegAlignmentScore",
     "feature": "rlnTomosegFeature",
 }
 

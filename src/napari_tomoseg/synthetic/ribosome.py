@@ -36,11 +36,16 @@ _BLOBS_NM = np.array([
 
 RIBOSOME_DIAMETER_NM = 25.0
 
+# Blobs of each species: the full particle, and one missing its small subunit
+# (a second class of the same size, for testing classification).
+SPECIES = {"ribosome": slice(None), "large_subunit": np.r_[0:5, 8:10]}
 
-def blob_parameters(voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def blob_parameters(voxel_size: float, species: str = "ribosome") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blob centres (x, y, z) and sigmas in voxels, and weights."""
     scale = 10.0 / voxel_size  # nm -> voxels
-    return _BLOBS_NM[:, :3] * scale, _BLOBS_NM[:, 3] * scale, _BLOBS_NM[:, 4]
+    blobs = _BLOBS_NM[SPECIES[species]]
+    return blobs[:, :3] * scale, blobs[:, 3] * scale, blobs[:, 4]
 
 
 def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
@@ -50,10 +55,11 @@ def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
 
 def render_blobs(shape: tuple[int, int, int], centre_zyx: np.ndarray, voxel_size: float,
                  angles: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 out: np.ndarray | None = None, weight: float = 1.0) -> np.ndarray:
+                 out: np.ndarray | None = None, weight: float = 1.0,
+                 species: str = "ribosome") -> np.ndarray:
     """Add one particle's density to ``out`` (z, y, x), only inside its bounding box."""
     out = np.zeros(shape, np.float32) if out is None else out
-    centres, sigmas, weights = blob_parameters(voxel_size)
+    centres, sigmas, weights = blob_parameters(voxel_size, species)
     rotated_xyz = centres @ relion_matrix(*angles)  # rows: (A^T c)^T = c^T A
     rotated_zyx = rotated_xyz[:, ::-1] + np.asarray(centre_zyx, dtype=float)
     reach = float(np.max(np.abs(centres)) + 3 * sigmas.max()) + 1
@@ -70,10 +76,10 @@ def render_blobs(shape: tuple[int, int, int], centre_zyx: np.ndarray, voxel_size
     return out
 
 
-def reference_density(box_size: int, voxel_size: float) -> np.ndarray:
+def reference_density(box_size: int, voxel_size: float, species: str = "ribosome") -> np.ndarray:
     """The ribosome in its reference orientation, centred in a cubic box."""
     centre = np.full(3, box_size // 2, dtype=float)
-    return render_blobs((box_size,) * 3, centre, voxel_size)
+    return render_blobs((box_size,) * 3, centre, voxel_size, species=species)
 
 
 def mask_threshold() -> float:

@@ -1,0 +1,137 @@
+"""Multi-reference classification of aligned subtomograms (hard assignment).
+
+Starts, as RELION does, from a random split of consensus-aligned particles;
+each iteration aligns every particle locally (around its consensus
+orientation) to every class average and moves it to the class it matches
+best. Classes that empty are reseeded from the largest one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InvalidSettingsError
+from ..nn.devices import pick_device
+from .align import Alignment
+from .refine import AverageSettings, _Prepared, _search
+from .volumes import lowpass, normalise_inside, soft_sphere
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    classes: int = 2
+    iterations: int = 6
+    angular_range: float = 10.0  # degrees about the consensus orientation
+    angular_step: float = 5.0
+    resolution: float | None = None  # Angstrom low-pass of the class averages; default: the start
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.classes < 2:
+            raise InvalidSettingsError("classification needs at least 2 classes.")
+        if self.iterations < 1 or self.angular_step <= 0 or self.angular_range < 0:
+            raise InvalidSettingsError("classification needs >= 1 iteration, a positive step "
+                                       "and a non-negative range.")
+
+
+@dataclass
+class ClassState:
+    iteration: int
+    total: int
+    averages: np.ndarray  # (k, box, box, box)
+    counts: np.ndarray  # particles per class
+    changed: float  # fraction of particles that moved class
+    seconds: float
+
+
+@dataclass
+class ClassResult:
+    averages: np.ndarray
+    classes: np.ndarray  # 1 .. k per particle (RELION's rlnClassNumber)
+    alignment: Alignment  # orientation within the chosen class
+    scores: np.ndarray  # (n, k) score against every class
+    history: list[dict] = field(default_factory=list)
+
+
+def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment,
+                  averaging: AverageSettings = AverageSettings(),
+                  settings: ClassifySettings = ClassifySettings(),
+                  should_stop: Callable[[], bool] | None = None) -> Iterator[ClassState | ClassResult]:
+    """Yield a :class:`ClassState` per iteration, then the :class:`ClassResult`."""
+    n, k = len(particles), settings.classes
+    if n < 2 * k:
+        raise InvalidSettingsError(f"{n} particles are too few for {k} classes (2 per class at least).")
+    if consensus.matrices.shape != (n, 3, 3):
+        raise InvalidSettingsError("the consensus alignment must have one orientation per particle.")
+    device = pick_device(averaging.device)
+    rng = np.random.default_rng(settings.seed)
+    prepared = _Prepared(particles, averaging, device)
+    mask = soft_sphere(averaging.box, averaging.radius, 3.0, device)
+    resolution = settings.resolution or voxel_size / averaging.start_cutoff(voxel_size)
+    cutoff = min(0.5, voxel_size / resolution)
+    classes = rng.integers(0, k, n)
+    alignment = Alignment(consensus.matrices.copy(), consensus.shifts.copy(), consensus.scores.copy())
+    scores = np.zeros((n, k))
+    history: list[dict] = []
+    averages = np.zeros((k,) + (averaging.box,) * 3, np.float32)
+    for iteration in range(1, settings.iterations + 1):
+        start = time.perf_counter()
+        references = []
+        for c in range(k):
+            members = np.nonzero(classes == c)[0]
+            if len(members) < 2:  # reseed an empty class from the largest one
+                largest = np.nonzero(classes == np.bincount(classes, minlength=k).argmax())[0]
+                members = rng.choice(largest, size=max(2, len(largest) // 2), replace=False)
+                classes[members] = c
+            volume = prepared.reconstruct(members, alignment).volume(averaging.symmetry)
+            references.append(normalise_inside(lowpass(volume, cutoff), mask) * mask)
+        averages = np.stack([r.cpu().numpy() for r in references])
+        found = []
+        for reference in references:
+            result = _search(prepared, reference, cutoff, np.arange(n), consensus,
+                             settings.angular_step, settings.angular_range, should_stop)
+            if should_stop and should_stop():
+                return
+            found.append(result)
+        scores = np.stack([f.scores for f in found], axis=1)
+        new = scores.argmax(axis=1)
+        changed = float(np.mean(new != classes))
+        classes = new
+        for c in range(k):
+            rows = classes == c
+            alignment.matrices[rows] = found[c].matrices[rows]
+            alignment.shifts[rows] = found[c].shifts[rows]
+            alignment.scores[rows] = found[c].scores[rows]
+        counts = np.bincount(classes, minlength=k)
+        seconds = time.perf_counter() - start
+        history.append({"iteration": iteration, "changed": changed, "counts": counts.tolist(),
+                        "seconds": seconds})
+        yield ClassState(iteration, settings.iterations, averages, counts, changed, seconds)
+    final = []
+    for c in range(k):
+        members = np.nonzero(classes == c)[0]
+        if len(members) == 0:
+            final.append(np.zeros((averaging.box,) * 3, np.float32))
+            continue
+        volume = prepared.reconstruct(members, alignment).volume(averaging.symmetry)
+        final.append((normalise_inside(lowpass(volume, cutoff), mask) * mask).cpu().numpy())
+    yield ClassResult(np.stack(final), classes + 1, alignment, scores, history)
+
+
+def classify(particles: np.ndarray, voxel_size: float, consensus: Alignment,
+             averaging: AverageSettings = AverageSettings(),
+             settings: ClassifySettings = ClassifySettings(), progress=None) -> ClassResult:
+    result = None
+    for state in iter_classify(particles, voxel_size, consensus, averaging, settings):
+        if isinstance(state, ClassResult):
+            result = state
+        elif progress:
+            progress(state.iteration, state.total,
+                     f"classes {state.counts.tolist()}, {state.changed:.0%} moved")
+    assert result is not None
+    return result

@@ -1,0 +1,177 @@
+"""Subtomogram averaging against ground truth: conventions, FSC, wedge, alignment, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from napari_tomoseg import tilt_series as ts
+from napari_tomoseg.averaging import (Aligner, Alignment, AverageSettings, average,
+                                      fourier_shell_correlation, local_rotations, relion_angles,
+                                      relion_matrices, resolution_from_fsc, symmetry_operators,
+                                      uniform_rotations, write_average_result)
+from napari_tomoseg.averaging.evaluate import compare_to_truth
+from napari_tomoseg.averaging.extract import extract_subtomograms
+from napari_tomoseg.averaging.rotations import angular_distance
+from napari_tomoseg.averaging.volumes import lowpass, soft_sphere, transform_volumes
+from napari_tomoseg.averaging.wedge import wedge_mask
+from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.io.particles import TomogramFrame, read_star
+from napari_tomoseg.synthetic.particle_field import simulate_particle_field
+from napari_tomoseg.synthetic.ribosome import reference_density, relion_matrix, render_blobs
+
+
+def test_relion_angles_round_trip_and_match_scipy():
+    angles = Rotation.random(50, random_state=1).as_euler("ZYZ", degrees=True)
+    matrices = relion_matrices(angles)
+    back = relion_angles(matrices)
+    assert np.allclose(relion_matrices(back), matrices, atol=1e-9)
+    assert np.allclose(matrices[7], relion_matrix(*angles[7]))
+    # A is the inverse of scipy's active intrinsic ZYZ rotation
+    active = Rotation.from_euler("ZYZ", angles[3], degrees=True).as_matrix()
+    assert np.allclose(matrices[3] @ active, np.eye(3), atol=1e-12)
+
+
+def test_uniform_rotations_cover_so3_at_the_step():
+    grid = uniform_rotations(30.0)
+    probes = Rotation.random(400, random_state=2).as_matrix()
+    nearest = np.array([angular_distance(np.repeat(p[None], len(grid), 0), grid).min()
+                        for p in probes])
+    assert 10 < np.median(nearest) < 20
+    assert nearest.max() < 35
+    local = local_rotations(2.0, 4.0)
+    assert np.allclose(local[0], np.eye(3))
+    assert angular_distance(local, np.repeat(np.eye(3)[None], len(local), 0)).max() <= 4.0 + 1e-6
+
+
+@pytest.mark.parametrize("group, order", [("C1", 1), ("C4", 4), ("D3", 6)])
+def test_symmetry_operators_form_a_group(group, order):
+    ops = symmetry_operators(group)
+    assert len(ops) == order
+    for a in ops:
+        for b in ops:
+            assert angular_distance(np.repeat((a @ b)[None], order, 0), ops).min() < 1e-3
+    with pytest.raises(InvalidSettingsError):
+        symmetry_operators("I2x")
+
+
+def test_known_rotation_and_shift_are_recovered():
+    box, voxel = 32, 15.0
+    angles = np.array([[30.0, 50.0, -70.0], [120.0, 100.0, 10.0]])
+    shifts_zyx = np.array([[1.0, -2.0, 0.0], [0.0, 1.0, 2.0]])
+    particles = np.stack([render_blobs((box,) * 3, np.full(3, box // 2) + s, voxel, tuple(a))
+                          for a, s in zip(angles, shifts_zyx)])
+    reference = torch.as_tensor(reference_density(box, voxel))
+    aligner = Aligner(torch.as_tensor(particles), wedge_mask(box, -60, 60), 0.5, 4,
+                      soft_sphere(box, 13, 2))
+    found = aligner.search_global(reference, uniform_rotations(15.0))
+    found = aligner.search_local(reference, found.matrices, local_rotations(3.0, 9.0))
+    found = aligner.search_local(reference, found.matrices, local_rotations(1.0, 3.0))
+    errors = angular_distance(found.matrices, relion_matrices(angles))
+    assert np.all(errors < 5), errors
+    assert np.allclose(found.shifts, shifts_zyx[:, ::-1])  # (x, y, z)
+
+
+def test_transform_matches_the_blob_renderer():
+    box, voxel = 32, 15.0
+    angles = (40.0, 70.0, -20.0)
+    rendered = render_blobs((box,) * 3, np.full(3, box // 2), voxel, angles)
+    rotated = transform_volumes(torch.as_tensor(reference_density(box, voxel)),
+                                torch.as_tensor(relion_matrices(np.array(angles)), dtype=torch.float32))[0]
+    r = np.corrcoef(rotated.numpy().ravel(), rendered.ravel())[0, 1]
+    assert r > 0.99
+
+
+def test_fsc_of_a_map_with_itself_and_with_noise():
+    rng = np.random.default_rng(0)
+    box = 32
+    signal = torch.as_tensor(lowpass(torch.as_tensor(rng.normal(size=(box,) * 3), dtype=torch.float32),
+                                     0.25).numpy())
+    assert np.allclose(fourier_shell_correlation(signal, signal), 1.0, atol=1e-6)
+    assert resolution_from_fsc(np.ones(box // 2 + 1), box, 10.0) == 20.0
+    noisy = [signal + torch.as_tensor(rng.normal(scale=0.5, size=(box,) * 3), dtype=torch.float32)
+             for _ in range(2)]
+    fsc = fourier_shell_correlation(*noisy)
+    assert fsc[2:6].min() > 0.5  # the signal is strong at low frequency...
+    assert abs(fsc[12:].mean()) < 0.1  # ...and absent past its low-pass
+    resolution = resolution_from_fsc(fsc, box, 10.0)
+    assert 10.0 * box / 10 < resolution < 10.0 * box / 6  # between shells 6 and 10
+
+
+def test_wedge_model_matches_the_reconstruction():
+    """Power of a noise reconstruction lies where the wedge model says it was measured."""
+    rng = np.random.default_rng(1)
+    box = 48
+    angles = ts.tilt_angles(-50, 30, 2)  # asymmetric: the sign matters
+    series = rng.normal(size=(len(angles), box, box)).astype(np.float32)
+    volume = ts.weighted_backprojection(series, angles, box)
+    power = torch.fft.rfftn(torch.as_tensor(volume)).abs() ** 2
+    k = torch.sqrt(sum(g ** 2 for g in torch.meshgrid(torch.fft.fftfreq(box), torch.fft.fftfreq(box),
+                                                         torch.fft.rfftfreq(box), indexing="ij")))
+    band = (k > 0.08) & (k < 0.3)
+    measured = wedge_mask(box, -50, 30).bool()
+    mirrored = wedge_mask(box, -30, 50).bool()
+    inside = power[band & measured].mean()
+    assert power[band & ~measured].mean() < 0.05 * inside
+    assert power[band & ~mirrored].mean() > 0.1 * inside  # the opposite sign would be wrong
+
+
+@pytest.fixture(scope="module")
+def field():
+    return simulate_particle_field(40, voxel_size=15.0, snr=5.0, seed=4)
+
+
+def test_average_of_noisy_particles_beats_any_wrong_alignment(field):
+    box, voxel = 32, field.voxel_size
+    sub = extract_subtomograms(field.tomogram, field.zyx, box)
+    truth = field.reference(box)
+    # start from the truth blurred to 90 A: detail finer than that must come from the data
+    start = lowpass(torch.as_tensor(truth), voxel / 90.0).numpy()
+    settings = AverageSettings(box=box, iterations=3, angular_step=20.0, start_resolution=90.0)
+    result = average(sub.data, voxel, settings, reference=start)
+    aligned = compare_to_truth(result.average, truth, voxel)
+    n = len(sub.data)
+    rng = np.random.default_rng(0)
+    wrong = Alignment(Rotation.random(n, random_state=rng).as_matrix(), np.zeros((n, 3)), np.zeros(n))
+    from napari_tomoseg.averaging.refine import _Prepared
+    blurred = _Prepared(sub.data, settings, torch.device("cpu")).reconstruct(np.arange(n), wrong).volume()
+    scrambled = compare_to_truth(blurred.numpy(), truth, voxel)
+    assert aligned.correlation > 0.65
+    assert aligned.correlation > scrambled.correlation + 0.2
+    assert aligned.correct_hand
+    assert result.resolution < 90.0  # the half maps agree beyond the starting low-pass
+    truth_matrices = relion_matrices(field.angles[sub.indices])
+    from napari_tomoseg.averaging.evaluate import orientation_errors
+    angles, positions = orientation_errors(result.alignment, truth_matrices, aligned.superposition,
+                                           sub.origins + result.alignment.shifts[:, ::-1],
+                                           field.zyx[sub.indices])
+    assert np.median(angles) < 20
+    assert np.median(positions) < 1.5
+
+
+def test_results_round_trip_through_star(field, tmp_path):
+    box, voxel = 32, field.voxel_size
+    sub = extract_subtomograms(field.tomogram, field.zyx[:12], box)
+    settings = AverageSettings(box=box, iterations=1, angular_step=30.0)
+    result = average(sub.data, voxel, settings, reference=field.reference(box))
+    frame = TomogramFrame("field", field.tomogram.shape, voxel, (-150.0, 320.0, 1200.0))
+    written = write_average_result(tmp_path, result, frame, sub.origins)
+    table = read_star(written["particles"], frame)
+    expected_zyx = sub.origins + result.alignment.shifts[:, ::-1]
+    assert np.allclose(table[["z", "y", "x"]].to_numpy(), expected_zyx, atol=1e-3)
+    back = relion_matrices(table[["rot", "tilt", "psi"]].to_numpy())
+    assert angular_distance(back, result.alignment.matrices).max() < 1e-3
+    assert np.array_equal(table["half"].to_numpy(), result.halves)
+    fsc = np.loadtxt(written["fsc"], delimiter=",", skiprows=1)
+    assert np.allclose(fsc[:, 3], result.fsc, atol=1e-5)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InvalidSettingsError):
+        AverageSettings(box=31)
+    with pytest.raises(InvalidSettingsError):
+        AverageSettings(symmetry="X5")
+    with pytest.raises(InvalidSettingsError):
+        average(np.zeros((3, 32, 32, 32), np.float32), 10.0)
