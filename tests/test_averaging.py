@@ -175,3 +175,31 @@ def test_bad_settings_are_refused():
         AverageSettings(symmetry="X5")
     with pytest.raises(InvalidSettingsError):
         average(np.zeros((3, 32, 32, 32), np.float32), 10.0)
+
+
+def test_cli_average_then_classify(field, tmp_path):
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.synthetic.particle_field import write_particle_field
+
+    files = write_particle_field(field, tmp_path / "in", box=32)
+    out = tmp_path / "out"
+    code = main(["average", str(files["tomogram"]), str(files["particles"]), "-o", str(out),
+                 "--iterations", "2", "--reference", str(files["reference"]), "--box", "32"])
+    assert code == 0
+    for suffix in ("", "_half1", "_half2"):
+        assert (out / f"average{suffix}.mrc").exists()
+    aligned = read_star(out / "average_particles.star")
+    assert len(aligned) == len(field.zyx) and {"rot", "tilt", "psi", "half"} <= set(aligned)
+    code = main(["classify", str(files["tomogram"]), str(out / "average_particles.star"),
+                 "-o", str(out), "--classes", "2", "--iterations", "1", "--box", "32"])
+    assert code == 0
+    assert (out / "class_1.mrc").exists() and (out / "class_2.mrc").exists()
+    classes = read_star(out / "class_particles.star")["class"].to_numpy()
+    assert set(classes) <= {1, 2} and len(classes) == len(field.zyx)
+    # picks without orientations cannot be classified; a bad symmetry is refused
+    from napari_tomoseg.io.particles import particle_table, write_csv
+    picks = write_csv(tmp_path / "picks.csv", particle_table(field.zyx))
+    assert main(["classify", str(files["tomogram"]), str(picks), "-o", str(out)]) == 2
+    assert main(["classify", str(files["tomogram"]), str(tmp_path / "missing.star"), "-o", str(out)]) == 2
+    assert main(["average", str(files["tomogram"]), str(files["particles"]), "-o", str(out),
+                 "--symmetry", "Q3"]) == 2

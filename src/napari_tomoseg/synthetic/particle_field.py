@@ -69,3 +69,25 @@ def simulate_particle_field(count: int = 200, voxel_size: float = 15.0, snr: flo
     tomogram = (tomogram - tomogram.mean()) / max(float(tomogram.std()), 1e-12)
     return ParticleField(tomogram.astype(np.float32), zyx, angles, species, voxel_size,
                          (tilt_min, tilt_max))
+
+
+def write_particle_field(field: ParticleField, folder, name: str = "particles",
+                         box: int = 32, overwrite: bool = False) -> dict:
+    """Tomogram MRC, true positions and angles as RELION 5 STAR, true density MRC."""
+    from pathlib import Path
+
+    from ..io.mrc import write_volume
+    from ..io.particles import TomogramFrame, particle_table, write_star
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = TomogramFrame(name=name, shape=field.tomogram.shape, voxel_size=field.voxel_size)
+    table = particle_table(field.zyx, rot=field.angles[:, 0], tilt=field.angles[:, 1],
+                           psi=field.angles[:, 2], feature=list(field.species))
+    return {
+        "tomogram": write_volume(folder / f"{name}.mrc", field.tomogram, field.voxel_size,
+                                 overwrite=overwrite),
+        "particles": write_star(folder / f"{name}.star", table, frame, overwrite=overwrite),
+        "reference": write_volume(folder / f"{name}_reference.mrc", field.reference(box),
+                                  field.voxel_size, overwrite=True),
+    }
