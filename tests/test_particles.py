@@ -122,6 +122,10 @@ def test_eman2_json_and_other_binnings_round_trip(tmp_path):
     centre = particle_table([np.array(FRAME.shape) / 2])
     write_eman2_json(tmp_path / "c.json", centre, FRAME, 32, 7.0)
     assert json.loads((tmp_path / "c.json").read_text())["boxes_3d"][0][:3] == [0.0, 0.0, 0.0]
+    # EMAN2 centres an odd-sized image on voxel N // 2, not N / 2
+    odd = TomogramFrame(name="odd", shape=(95, 865, 851), voxel_size=28.0)
+    write_eman2_json(tmp_path / "odd.json", particle_table([np.array(odd.shape) // 2]), odd, 32)
+    assert json.loads((tmp_path / "odd.json").read_text())["boxes_3d"][0][:3] == [0.0, 0.0, 0.0]
     back = read_eman2_json(path, FRAME)
     np.testing.assert_allclose(back[["z", "y", "x"]], table[["z", "y", "x"]], atol=1e-3)
     assert set(back["feature"]) == {"ribosome"}

@@ -88,13 +88,15 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
     """EMAN2 (>= 2.9) tomogram info JSON: ``boxes_3d`` in unbinned pixels from the centre.
 
     Each box is ``[x, y, z, "tomoseg", score, class]``; ``class_list`` names the class and
-    its box size. The convention (centred, unbinned) follows e2spt_boxer22; check it
-    against your EMAN2 version before relying on it.
+    its box size. With ``apix_unbin`` present, EMAN2's e2spt_extract reads ``boxes_3d``
+    as offsets in unbinned pixels from the tomogram centre, which EMAN2 puts at voxel
+    ``N // 2`` (read in EMAN2's source; not run against EMAN2 itself).
     """
     import json
 
     unbinned = unbinned_voxel_size or frame.voxel_size
-    centred = frame.pixel_to_centered_angstrom(table[list(AXES)].to_numpy(dtype=float)) / unbinned
+    zyx = table[list(AXES)].to_numpy(dtype=float)
+    centred = (zyx - _eman2_centre(frame)) * frame.voxel_size / unbinned
     scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
     boxes = [[float(x), float(y), float(z), "tomoseg", float(score), 0]
              for (z, y, x), score in zip(centred, scores)]
@@ -105,6 +107,11 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def _eman2_centre(frame: TomogramFrame) -> np.ndarray:
+    """EMAN2's image centre: voxel N // 2 (RELION's centred coordinates use N / 2)."""
+    return np.asarray(frame.shape, dtype=float) // 2
 
 
 def read_eman2_json(path: str | os.PathLike, frame: TomogramFrame) -> pd.DataFrame:
@@ -119,7 +126,7 @@ def read_eman2_json(path: str | os.PathLike, frame: TomogramFrame) -> pd.DataFra
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidCoordinatesError(f"{path.name} is not an EMAN2 info file with boxes_3d ({exc}).") from exc
     xyz = np.array([b[:3] for b in boxes], dtype=float).reshape(-1, 3)
-    zyx = frame.centered_angstrom_to_pixel(xyz[:, ::-1] * unbinned)
+    zyx = xyz[:, ::-1] * unbinned / frame.voxel_size + _eman2_centre(frame)
     table = particle_table(zyx, score=[float(b[4]) if len(b) > 4 else 0.0 for b in boxes],
                            **{"class": [int(b[5]) if len(b) > 5 else 0 for b in boxes]})
     names = {int(k): v.get("name", k) for k, v in record.get("class_list", {}).items()}
