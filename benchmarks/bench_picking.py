@@ -4,8 +4,9 @@
 
 Ribosome picks against the true centres (a match within half the particle
 diameter, one-to-one), from the ground-truth label volume (the upper
-bound) and from the U-Net's segmentation after training on 10 positive /
-50 negative boxes; plus the time to pick a 512x512x128 probability map.
+bound), from the U-Net's segmentation after training on 10 positive /
+50 negative boxes and from the classical baseline (random forest on filter
+features, same boxes); plus the time to pick a 512x512x128 probability map.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def main() -> None:
     boxes = boxes_from_truth(truth, "ribosome", 10, 50, 64, seed=1)
     model = train(result.tomogram, boxes, spec.voxel_size, TrainingSettings(steps=600))
     pick_and_score("U-Net segmentation (10+/50-)", segment(result.tomogram, model, spec.voxel_size))
+    # the classical baseline: a random forest on filter-bank features (benchmarks/baseline_forest.py)
+    from baseline_forest import apply_forest, train_forest
+
+    from napari_tomoseg.preprocess import Preprocessor
+
+    pre = Preprocessor(result.tomogram)
+    forest = train_forest(pre, boxes)
+    pick_and_score("random-forest baseline (10+/50-)", apply_forest(forest, pre))
     z, y, x = spec.shape
     print(f"\nRibosome picking on a synthetic cell {x}x{y}x{z} at {spec.voxel_size} A, "
           f"{len(centres)} true particles, match radius {radius:.1f} px")
