@@ -55,3 +55,29 @@ def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
     widget.export()
     kept = points.shown & (np.asarray(points.features["status"]) >= 0)
     assert len(read_star(path, frame)) == int(kept.sum())
+
+
+def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot, tmp_path):
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    viewer = make_napari_viewer()
+    prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10))
+    widget = PickingWidget(viewer)
+    widget.source.value = layer
+    widget.diameter.value = 120.0
+    worker = widget.pick()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    points = widget.points
+    points.add(np.array([[10.0, 10.0, 50.0]]))  # a particle the network missed
+    points.selected_data = {0}
+    points.remove_selected()  # a false pick
+    widget._apply_filter()
+    path = tmp_path / "picks.star"
+    widget.output.value = path
+    widget.export()
+    exported = read_star(path, TomogramFrame("prediction: ribosome", (64, 96, 96), 10.0))
+    assert len(exported) == len(CENTRES)
+    assert np.min(np.linalg.norm(exported[["z", "y", "x"]].to_numpy() - [10.0, 10.0, 50.0], axis=1)) < 1e-3
