@@ -3,7 +3,9 @@
 Starts, as RELION does, from a random split of consensus-aligned particles;
 each iteration aligns every particle locally (around its consensus
 orientation) to every class average and moves it to the class it matches
-best. Classes that empty are reseeded from the largest one.
+best. References are averaged from equally many particles (the smallest
+class's count), so that a big class's less noisy average does not attract
+everyone. Classes that empty are reseeded from the largest one.
 """
 
 from __future__ import annotations
@@ -83,11 +85,14 @@ def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment
         start = time.perf_counter()
         references = []
         for c in range(k):
-            members = np.nonzero(classes == c)[0]
-            if len(members) < 2:  # reseed an empty class from the largest one
+            if np.sum(classes == c) < 2:  # reseed an empty class from the largest one
                 largest = np.nonzero(classes == np.bincount(classes, minlength=k).argmax())[0]
-                members = rng.choice(largest, size=max(2, len(largest) // 2), replace=False)
-                classes[members] = c
+                classes[rng.choice(largest, size=max(2, len(largest) // 2), replace=False)] = c
+        # every reference from as many particles as the smallest class has: an average of
+        # more particles is less noisy and would otherwise attract everyone
+        size = int(np.bincount(classes, minlength=k).min())
+        for c in range(k):
+            members = rng.choice(np.nonzero(classes == c)[0], size=size, replace=False)
             volume = prepared.reconstruct(members, alignment).volume(averaging.symmetry)
             references.append(normalise_inside(lowpass(volume, cutoff), mask) * mask)
         averages = np.stack([r.cpu().numpy() for r in references])
