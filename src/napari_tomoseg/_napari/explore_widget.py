@@ -1,0 +1,149 @@
+"""Look at a tomogram: thick slabs with display filters, pyramids, surfaces and numbers.
+
+The slab layer is a :class:`~napari_tomoseg.explore.view.SlabView` of the
+tomogram: napari asks it for the plane in view (XY, or XZ/YZ after rolling
+the axes) and gets the filtered mean of ``thickness`` planes around it. The
+tomogram layer itself is never changed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
+                              SpinBox)
+from napari.layers import Image, Labels, Points
+from napari.utils.notifications import show_info
+
+from ..errors import TomosegError
+from ..explore import DisplaySettings, feature_numbers, multiscale_pyramid, particle_density
+from ..explore import surface_from_volume
+from ..explore.display import display_plane
+from ..explore.view import SlabView
+from ..synthetic.cell import FEATURE_COLOURS
+from .notify import guarded
+
+
+class ExploreWidget(Container):
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.tomogram = ComboBox(label="Tomogram", choices=self._images)
+        self.thickness = SpinBox(label="Slab (slices)", value=7, min=1, max=201, step=2)
+        self.lowpass = FloatSpinBox(label="Low-pass (nm)", value=0.0, min=0.0, max=100.0, step=0.5)
+        self.highpass = FloatSpinBox(label="High-pass (nm)", value=0.0, min=0.0, max=500.0, step=5.0)
+        self.invert = CheckBox(text="Invert contrast", value=False)
+        self.slab_button = PushButton(text="Show slab view")
+        self.pyramid_button = PushButton(text="Open as pyramid (large tomograms)")
+        self.segmentation = ComboBox(label="Segmentation", choices=self._volumes)
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.0, max=1000.0, step=0.05)
+        self.mesh_step = SpinBox(label="Mesh step (voxels)", value=1, min=1, max=8)
+        self.surface_button = PushButton(text="Add surface")
+        self.numbers = Label(value="")
+        self.numbers_button = PushButton(text="Numbers")
+        self.extend([self.tomogram, self.thickness, self.lowpass, self.highpass, self.invert,
+                     self.slab_button, self.pyramid_button, self.segmentation, self.threshold,
+                     self.mesh_step, self.surface_button, self.numbers_button, self.numbers])
+        self.slab_layer: Image | None = None
+        self.slab_button.changed.connect(guarded(self.show_slab))
+        self.pyramid_button.changed.connect(guarded(self.show_pyramid))
+        self.surface_button.changed.connect(guarded(self.add_surface))
+        self.numbers_button.changed.connect(guarded(self.show_numbers))
+        for control in (self.thickness, self.lowpass, self.highpass, self.invert):
+            control.changed.connect(guarded(self._settings_changed))
+        self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
+        self.viewer.layers.events.removed.connect(lambda e: self._refresh())
+
+    def _images(self, widget=None):
+        return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 3
+                and not isinstance(l.data, SlabView) and not l.multiscale]
+
+    def _volumes(self, widget=None):
+        return [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3
+                and not isinstance(l.data, SlabView) and not getattr(l, "multiscale", False)]
+
+    def _refresh(self) -> None:
+        self.tomogram.reset_choices()
+        self.segmentation.reset_choices()
+
+    def settings(self) -> DisplaySettings:
+        return DisplaySettings(thickness=int(self.thickness.value), lowpass_nm=float(self.lowpass.value),
+                               highpass_nm=float(self.highpass.value), invert=bool(self.invert.value))
+
+    # slabs -------------------------------------------------------------------------------
+    def show_slab(self) -> Image:
+        layer = self.tomogram.value
+        if layer is None:
+            raise TomosegError("open a tomogram first.")
+        voxel = float(layer.scale[-1])
+        view = SlabView(layer.data, voxel, self.settings())
+        middle = layer.data.shape[0] // 2
+        _, limits = display_plane(layer.data, 0, middle, voxel, view.settings)
+        name = f"slab: {layer.name}"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.slab_layer = self.viewer.add_image(view, name=name, scale=layer.scale,
+                                                translate=layer.translate, contrast_limits=limits,
+                                                colormap="gray")
+        self.slab_layer.metadata["source"] = layer.name
+        layer.visible = False
+        return self.slab_layer
+
+    def _settings_changed(self, *args) -> None:
+        if self.slab_layer is None or self.slab_layer not in self.viewer.layers:
+            return
+        old = self.slab_layer.data
+        view = SlabView(old.volume, old.cache.voxel_size, self.settings())
+        _, limits = display_plane(old.volume, 0, old.shape[0] // 2, old.cache.voxel_size, view.settings)
+        self.slab_layer.data = view
+        self.slab_layer.contrast_limits = limits
+
+    # large tomograms ------------------------------------------------------------------------
+    def show_pyramid(self) -> Image:
+        layer = self.tomogram.value
+        if layer is None:
+            raise TomosegError("open a tomogram first.")
+        levels = multiscale_pyramid(layer.data)
+        _, limits = display_plane(levels[-1], 0, levels[-1].shape[0] // 2, float(layer.scale[-1]))
+        pyramid = self.viewer.add_image(levels, multiscale=True, name=f"pyramid: {layer.name}",
+                                        scale=layer.scale, translate=layer.translate,
+                                        contrast_limits=limits, colormap="gray")
+        layer.visible = False
+        return pyramid
+
+    # surfaces and numbers ---------------------------------------------------------------------
+    def add_surface(self):
+        layer = self.segmentation.value
+        if layer is None:
+            raise TomosegError("choose a segmentation (probability map or labels).")
+        threshold = 0.5 if isinstance(layer, Labels) else float(self.threshold.value)
+        data = (np.asarray(layer.data) > 0).astype(np.float32) if isinstance(layer, Labels) else layer.data
+        surface = surface_from_volume(data, threshold, float(layer.scale[-1]),
+                                      tuple(layer.translate), int(self.mesh_step.value))
+        feature = layer.name.split(":")[-1].strip()
+        colour = FEATURE_COLOURS.get(feature, "#f2c94c")
+        mesh = self.viewer.add_surface(surface.as_layer_data(), name=f"surface: {layer.name}",
+                                       colormap=_single_colour(colour), shading="smooth")
+        show_info(f"{len(surface.faces):,} triangles, {surface.area_nm2:,.0f} nm^2")
+        return mesh
+
+    def show_numbers(self) -> str:
+        layer = self.segmentation.value
+        if layer is None:
+            raise TomosegError("choose a segmentation (probability map or labels).")
+        voxel = float(layer.scale[-1])
+        mask = np.asarray(layer.data) > (0 if isinstance(layer, Labels) else float(self.threshold.value))
+        numbers = feature_numbers(mask, voxel)
+        lines = [f"{layer.name}: {numbers['fraction']:.2%} of the volume, "
+                 f"{numbers['volume_um3']:.4f} um^3, {numbers['components']} components"]
+        for points in (l for l in self.viewer.layers if isinstance(l, Points)):
+            density = particle_density(len(points.data), mask.shape, voxel)
+            lines.append(f"{points.name}: {len(points.data)} particles, {density:,.0f} per um^3")
+        self.numbers.value = "\n".join(lines)
+        return self.numbers.value
+
+
+def _single_colour(colour: str):
+    from napari.utils.colormaps import Colormap
+
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    return Colormap([rgb + [1.0], rgb + [1.0]], name=f"tomoseg {colour}")

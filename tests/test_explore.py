@@ -1,0 +1,103 @@
+"""Exploration views: slabs, display filters, pyramids, surfaces, numbers (real viewer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.explore import (DisplaySettings, feature_numbers, multiscale_pyramid,
+                                    particle_density, slab, surface_from_volume)
+from napari_tomoseg.explore.view import SlabView
+
+
+def _sphere(shape=(48, 48, 48), radius=12.0):
+    z, y, x = np.indices(shape)
+    centre = np.array(shape) / 2
+    return (((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= radius ** 2)
+
+
+def test_slab_is_the_mean_of_the_right_planes_on_every_axis():
+    volume = np.random.default_rng(0).normal(size=(20, 30, 40)).astype(np.float32)
+    np.testing.assert_allclose(slab(volume, 0, 10, 5), volume[8:13].mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(slab(volume, 1, 0, 5), volume[:, 0:3].mean(axis=1), rtol=1e-5, atol=1e-6)  # edge
+    np.testing.assert_allclose(slab(volume, 2, 7, 4, "sum"), volume[:, :, 6:10].sum(axis=2), rtol=1e-5, atol=1e-6)
+    view = SlabView(volume, 10.0, DisplaySettings(thickness=3))
+    np.testing.assert_allclose(view[:, 5, :], volume[:, 4:7].mean(axis=1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidSettingsError):
+        slab(volume, 0, 25, 3)
+    with pytest.raises(InvalidSettingsError):
+        DisplaySettings(lowpass_nm=5, highpass_nm=2)
+
+
+def test_sphere_surface_has_the_right_radius_and_area():
+    voxel = 10.0
+    surface = surface_from_volume(_sphere().astype(np.float32), 0.5, voxel, origin=(100.0, 0.0, -50.0))
+    centre = np.array([24, 24, 24]) * voxel + np.array([100.0, 0.0, -50.0])
+    radii = np.linalg.norm(surface.vertices - centre, axis=1) / voxel
+    assert abs(radii.mean() - 12.0) < 0.3 and radii.std() < 0.5
+    assert abs(surface.area_nm2 / (4 * np.pi * (12 * voxel / 10) ** 2) - 1) < 0.15
+    with pytest.raises(InvalidSettingsError):
+        surface_from_volume(np.zeros((8, 8, 8), np.float32), 0.5, voxel)
+
+
+def test_numbers_count_components_and_density():
+    mask = _sphere() | np.roll(_sphere(radius=3), 20, axis=2)
+    numbers = feature_numbers(mask, 10.0)
+    assert numbers["components"] == 2
+    assert numbers["fraction"] == pytest.approx(mask.mean())
+    # 48^3 voxels of 1 nm^3 = 1.1e-4 um^3
+    assert particle_density(11, (48, 48, 48), 10.0) == pytest.approx(11 / (48 ** 3 * 1e-9))
+
+
+def test_pyramid_opens_a_large_memory_mapped_file_without_reading_it(tmp_path):
+    import resource
+
+    from napari_tomoseg.io.mrc import open_volume, write_volume
+
+    path = tmp_path / "large.mrc"
+    write_volume(path, np.zeros((2, 16, 16), np.float32), 10.0)  # header, then grow sparsely
+    import mrcfile
+    with mrcfile.new_mmap(path, shape=(64, 2048, 2048), mrc_mode=12, overwrite=True) as mrc:
+        mrc.voxel_size = 10.0
+    data, _ = open_volume(path, check_finite=False)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    levels = multiscale_pyramid(data)
+    assert [lvl.shape for lvl in levels] == [(64, 2048, 2048), (64, 1024, 1024), (64, 512, 512)]
+    plane = np.asarray(levels[-1][32])
+    assert plane.shape == (512, 512)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # the file is 512 MB
+
+
+napari = pytest.importorskip("napari")
+
+
+def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napari_viewer):
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(1).normal(size=(24, 64, 64)).astype(np.float32)
+    original = volume.copy()
+    tomogram = viewer.add_image(volume, name="tomo", scale=(10.0,) * 3, translate=(5.0, 0.0, 0.0))
+    widget = ExploreWidget(viewer)
+    widget.tomogram.value = tomogram
+    widget.thickness.value = 5
+    layer = widget.show_slab()
+    viewer.dims.set_point(0, 5.0 + 10 * 12)  # world z of slice 12
+    shown = np.asarray(layer._slice.image.raw)
+    np.testing.assert_allclose(shown, volume[10:15].mean(axis=0), rtol=1e-5, atol=1e-6)
+    widget.lowpass.value = 2.0
+    widget.invert.value = True
+    shown = np.asarray(layer._slice.image.raw)
+    assert not np.allclose(shown, volume[10:15].mean(axis=0))
+    assert shown.std() < volume[10:15].mean(axis=0).std()  # low-passed
+    np.testing.assert_array_equal(tomogram.data, original)  # the data is untouched
+    assert tomogram.data is volume
+
+    labels = viewer.add_labels(_sphere((24, 64, 64), 8).astype(np.uint8), name="seg: ribosome",
+                               scale=(10.0,) * 3)
+    widget.segmentation.value = labels
+    mesh = widget.add_surface()
+    assert len(mesh.data[1]) > 100
+    assert "1 components" in widget.show_numbers()
