@@ -101,3 +101,24 @@ def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napa
     mesh = widget.add_surface()
     assert len(mesh.data[1]) > 100
     assert "1 components" in widget.show_numbers()
+
+
+def test_snapshot_and_turntable_movie(make_napari_viewer, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+
+    viewer = make_napari_viewer(show=True)  # a hidden canvas renders black under Xvfb
+    bar = np.zeros((24, 32, 32), np.float32)
+    bar[10:14, 14:18, 2:30] = 1.0  # not round: it must look different as it turns
+    viewer.add_image(bar, name="bar")
+    widget = ExploreWidget(viewer)
+    widget.output.value = tmp_path
+    png = widget.snapshot()
+    assert png.name == "snapshot_001.png" and widget.snapshot().name == "snapshot_002.png"
+    widget.movie_frames.value = 4
+    gif = widget.turntable()
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 4 and frames.shape[-1] == 3
+    assert not np.array_equal(frames[0], frames[1])  # the view turned
+    assert viewer.dims.ndisplay == 2  # the view is given back

@@ -9,8 +9,10 @@ tomogram layer itself is never changed.
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton,
-                              SpinBox)
+from pathlib import Path
+
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label,
+                              PushButton, SpinBox)
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info
 
@@ -40,14 +42,21 @@ class ExploreWidget(Container):
         self.surface_button = PushButton(text="Add surface")
         self.numbers = Label(value="")
         self.numbers_button = PushButton(text="Numbers")
+        self.output = FileEdit(label="Pictures to", mode="d", value=Path.home() / "tomoseg_pictures")
+        self.snapshot_button = PushButton(text="Snapshot (PNG)")
+        self.movie_frames = SpinBox(label="Movie frames", value=36, min=4, max=360)
+        self.movie_button = PushButton(text="Turntable movie (GIF)")
         self.extend([self.tomogram, self.thickness, self.lowpass, self.highpass, self.invert,
                      self.slab_button, self.pyramid_button, self.segmentation, self.threshold,
-                     self.mesh_step, self.surface_button, self.numbers_button, self.numbers])
+                     self.mesh_step, self.surface_button, self.numbers_button, self.numbers,
+                     self.output, self.snapshot_button, self.movie_frames, self.movie_button])
         self.slab_layer: Image | None = None
         self.slab_button.changed.connect(guarded(self.show_slab))
         self.pyramid_button.changed.connect(guarded(self.show_pyramid))
         self.surface_button.changed.connect(guarded(self.add_surface))
         self.numbers_button.changed.connect(guarded(self.show_numbers))
+        self.snapshot_button.changed.connect(guarded(self.snapshot))
+        self.movie_button.changed.connect(guarded(self.turntable))
         for control in (self.thickness, self.lowpass, self.highpass, self.invert):
             control.changed.connect(guarded(self._settings_changed))
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
@@ -140,6 +149,43 @@ class ExploreWidget(Container):
             lines.append(f"{points.name}: {len(points.data)} particles, {density:,.0f} per um^3")
         self.numbers.value = "\n".join(lines)
         return self.numbers.value
+
+
+    # pictures ---------------------------------------------------------------------------------
+    def _next_path(self, stem: str, suffix: str) -> Path:
+        folder = Path(self.output.value)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (folder / f"{stem}_{n:03d}{suffix}").exists():
+            n += 1
+        return folder / f"{stem}_{n:03d}{suffix}"
+
+    def snapshot(self) -> Path:
+        """The canvas as it is now, as a PNG (numbered, never overwritten)."""
+        path = self._next_path("snapshot", ".png")
+        self.viewer.screenshot(str(path), canvas_only=True)
+        show_info(f"saved {path}")
+        return path
+
+    def turntable(self) -> Path:
+        """A full turn about the vertical axis in 3D, as an animated GIF."""
+        import imageio.v3 as iio
+
+        frames = int(self.movie_frames.value)
+        path = self._next_path("turntable", ".gif")
+        previous = (self.viewer.dims.ndisplay, self.viewer.camera.angles)
+        self.viewer.dims.ndisplay = 3
+        start = self.viewer.camera.angles
+        images = []
+        try:
+            for i in range(frames):
+                self.viewer.camera.angles = (start[0], start[1] + 360.0 * i / frames, start[2])
+                images.append(self.viewer.screenshot(canvas_only=True)[..., :3])
+        finally:
+            self.viewer.dims.ndisplay, self.viewer.camera.angles = previous
+        iio.imwrite(path, np.stack(images), duration=80, loop=0)
+        show_info(f"saved {path} ({frames} frames)")
+        return path
 
 
 def _single_colour(colour: str):
