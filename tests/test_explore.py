@@ -122,3 +122,33 @@ def test_snapshot_and_turntable_movie(make_napari_viewer, tmp_path):
     assert frames.shape[0] == 4 and frames.shape[-1] == 3
     assert not np.array_equal(frames[0], frames[1])  # the view turned
     assert viewer.dims.ndisplay == 2  # the view is given back
+
+
+def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_viewer, tmp_path):
+    from napari_tomoseg._napari.gallery_widget import GalleryWidget
+    from napari_tomoseg.session import Session
+
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(2).normal(size=(20, 128, 128)).astype(np.float32)
+    session = Session.create(tmp_path / "s.tomoseg", None, 10.0, volume.shape, ("ribosome",))
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 1
+    good = session.add_box("ribosome", 5, 40.0, 40.0, True, size=32, mask=mask)
+    wrong = session.add_box("ribosome", 12, 90.0, 90.0, True, size=32, mask=mask)
+    negative = session.add_box("ribosome", 15, 40.0, 90.0, False, size=32)
+    # a "network" that agrees with the first box and the negative, not with the second
+    probability = np.zeros(volume.shape, np.float32)
+    probability[5, 32:48, 32:48] = 1.0
+    layer = viewer.add_image(volume, name="tomo", scale=(10.0,) * 3, translate=(0.0, 50.0, 0.0))
+    viewer.add_image(probability, name="prediction: ribosome", scale=(10.0,) * 3)
+    widget = GalleryWidget(viewer)
+    widget.tomogram.value = layer
+    widget.folder.value = tmp_path / "s.tomoseg"
+    items = widget.refresh()
+    assert {i.box.id for i in items} == {good.id, wrong.id, negative.id}
+    assert items[0].box.id == wrong.id and items[-1].disagreement == pytest.approx(0.0)
+    assert len(widget.buttons) == 3
+    assert items[[i.box.id for i in items].index(good.id)].outline.sum() > 0
+    widget.buttons[0].click()  # the most doubtful box: slice 12
+    assert viewer.dims.point[0] == pytest.approx(120.0)
+    assert tuple(viewer.camera.center[1:]) == pytest.approx((90.0 * 10 + 50.0, 900.0))
