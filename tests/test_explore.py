@@ -152,3 +152,24 @@ def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_vi
     widget.buttons[0].click()  # the most doubtful box: slice 12
     assert viewer.dims.point[0] == pytest.approx(120.0)
     assert tuple(viewer.camera.center[1:]) == pytest.approx((90.0 * 10 + 50.0, 900.0))
+
+
+def test_side_views_follow_the_cursor_and_ruler_measures_nm(make_napari_viewer):
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(3).normal(size=(16, 40, 48)).astype(np.float32)
+    layer = viewer.add_image(volume, name="tomo", scale=(20.0,) * 3)
+    widget = ExploreWidget(viewer)
+    widget.tomogram.value = layer
+    widget.thickness.value = 3
+    views = widget.show_ortho_views()
+    viewer.cursor.position = (5 * 20.0, 30 * 20.0, 7 * 20.0)
+    assert views.position == (5, 30, 7)
+    xz, _ = views.cache.get(1, 30, views.settings)
+    np.testing.assert_allclose(xz, volume[:, 29:32].mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert views.xz.pixmap() is not None and not views.xz.pixmap().isNull()
+    ruler = widget.add_ruler()
+    ruler.add_lines(np.array([[3.0, 0.0, 0.0], [3.0, 30.0, 40.0]]))  # data coordinates (voxels)
+    assert widget.ruler_lengths_nm()[0] == pytest.approx(50 * (ruler.scale[-1] / 10.0))
+    assert "nm" in widget.numbers.value

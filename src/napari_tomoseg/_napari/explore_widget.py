@@ -35,6 +35,8 @@ class ExploreWidget(Container):
         self.highpass = FloatSpinBox(label="High-pass (nm)", value=0.0, min=0.0, max=500.0, step=5.0)
         self.invert = CheckBox(text="Invert contrast", value=False)
         self.slab_button = PushButton(text="Show slab view")
+        self.ortho_button = PushButton(text="XZ / YZ views at the cursor")
+        self.ruler_button = PushButton(text="Ruler (nm)")
         self.pyramid_button = PushButton(text="Open as pyramid (large tomograms)")
         self.segmentation = ComboBox(label="Segmentation", choices=self._volumes)
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.0, max=1000.0, step=0.05)
@@ -47,11 +49,15 @@ class ExploreWidget(Container):
         self.movie_frames = SpinBox(label="Movie frames", value=36, min=4, max=360)
         self.movie_button = PushButton(text="Turntable movie (GIF)")
         self.extend([self.tomogram, self.thickness, self.lowpass, self.highpass, self.invert,
-                     self.slab_button, self.pyramid_button, self.segmentation, self.threshold,
+                     self.slab_button, self.ortho_button, self.ruler_button, self.pyramid_button, self.segmentation, self.threshold,
                      self.mesh_step, self.surface_button, self.numbers_button, self.numbers,
                      self.output, self.snapshot_button, self.movie_frames, self.movie_button])
         self.slab_layer: Image | None = None
         self.slab_button.changed.connect(guarded(self.show_slab))
+        self.ortho_button.changed.connect(guarded(self.show_ortho_views))
+        self.ruler_button.changed.connect(guarded(self.add_ruler))
+        self.ortho = None
+        self.ruler = None
         self.pyramid_button.changed.connect(guarded(self.show_pyramid))
         self.surface_button.changed.connect(guarded(self.add_surface))
         self.numbers_button.changed.connect(guarded(self.show_numbers))
@@ -105,6 +111,48 @@ class ExploreWidget(Container):
         _, limits = display_plane(old.volume, 0, old.shape[0] // 2, old.cache.voxel_size, view.settings)
         self.slab_layer.data = view
         self.slab_layer.contrast_limits = limits
+
+    def show_ortho_views(self):
+        """Dock XZ and YZ slabs that follow the mouse cursor."""
+        from .ortho_views import OrthoViews
+
+        layer = self.tomogram.value
+        if layer is None:
+            raise TomosegError("open a tomogram first.")
+        if self.ortho is not None:
+            self.ortho.close_views()
+        self.ortho = OrthoViews(self.viewer, layer, self.settings())
+        centre = tuple(n // 2 for n in layer.data.shape)
+        self.ortho.show_at(centre)
+        self.viewer.window.add_dock_widget(self.ortho, name="XZ / YZ", area="bottom")
+        return self.ortho
+
+    # measuring ---------------------------------------------------------------------------------
+    def add_ruler(self):
+        """A Shapes layer in line mode; the lengths of its lines are shown in nm."""
+        layer = self.tomogram.value
+        if layer is None:
+            raise TomosegError("open a tomogram first.")
+        if self.ruler is None or self.ruler not in self.viewer.layers:
+            self.ruler = self.viewer.add_shapes(ndim=3, name="ruler (nm)", edge_color="#f2c94c",
+                                                edge_width=max(float(layer.scale[-1]), 1.0),
+                                                shape_type="line")
+            self.ruler.events.data.connect(lambda e: self._show_lengths())
+        self.ruler.mode = "add_line"
+        self.viewer.layers.selection.active = self.ruler
+        return self.ruler
+
+    def ruler_lengths_nm(self) -> list[float]:
+        """Length of every line of the ruler, in nm (its data are world coordinates in A)."""
+        if self.ruler is None:
+            return []
+        scale = np.asarray(self.ruler.scale)
+        return [float(np.linalg.norm(np.diff(np.asarray(line) * scale, axis=0), axis=1).sum() / 10.0)
+                for line in self.ruler.data]
+
+    def _show_lengths(self) -> None:
+        lengths = self.ruler_lengths_nm()
+        self.numbers.value = "ruler: " + ", ".join(f"{v:.1f} nm" for v in lengths) if lengths else ""
 
     # large tomograms ------------------------------------------------------------------------
     def show_pyramid(self) -> Image:
