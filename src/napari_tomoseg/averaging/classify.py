@@ -31,6 +31,9 @@ class ClassifySettings:
     angular_range: float = 10.0  # degrees about the consensus orientation
     angular_step: float = 5.0
     resolution: float | None = None  # Angstrom low-pass of the class averages; default: the start
+    # classes often differ in their overall shape, which lives in the lowest shells that
+    # alignment leaves out: keep them when comparing classes
+    highpass_shells: float = 1.5
     seed: int = 0
 
     def __post_init__(self):
@@ -99,7 +102,8 @@ def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment
         found = []
         for reference in references:
             result = _search(prepared, reference, cutoff, np.arange(n), consensus,
-                             settings.angular_step, settings.angular_range, should_stop)
+                             settings.angular_step, settings.angular_range, should_stop,
+                             highpass=settings.highpass_shells)
             if should_stop and should_stop():
                 return
             found.append(result)

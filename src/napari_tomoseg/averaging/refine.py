@@ -125,10 +125,10 @@ class _Prepared:
         self.box = self.full.shape[-1]
         self._aligners: dict[tuple[int, float], Aligner] = {}
 
-    def aligner(self, cutoff: float) -> tuple[Aligner, float]:
+    def aligner(self, cutoff: float, highpass: float = 4.0) -> tuple[Aligner, float]:
         small = _working_box(self.box, cutoff)
         scale = small / self.box
-        key = (small, round(cutoff, 4))
+        key = (small, round(cutoff, 4), highpass)
         if key not in self._aligners:
             self._aligners.clear()  # one set of spectra at a time keeps memory flat
             s = self.settings
@@ -136,7 +136,7 @@ class _Prepared:
             mask = soft_sphere(small, s.radius * scale, 2.0, self.device)
             wedge = wedge_mask(small, s.tilt_min, s.tilt_max, device=self.device)
             self._aligners[key] = Aligner(data, wedge, min(0.5, cutoff / scale),
-                                          s.shift_limit * scale, mask)
+                                          s.shift_limit * scale, mask, highpass)
         return self._aligners[key], scale
 
     def reconstruct(self, indices: np.ndarray, alignment: Alignment) -> Reconstruction:
@@ -163,12 +163,13 @@ def crop_centred(volume: torch.Tensor | None, box: int) -> torch.Tensor | None:
 
 def _search(prepared: _Prepared, reference: torch.Tensor, cutoff: float, indices: np.ndarray,
             current: Alignment | None, step: float, search_range: float,
-            should_stop, known: torch.Tensor | None = None) -> Alignment:
+            should_stop, known: torch.Tensor | None = None, highpass: float = 4.0) -> Alignment:
     """Global search when ``current`` is None, local around it otherwise (full-box shifts).
 
-    ``known``: the reference's measured Fourier voxels (centred), None if all.
+    ``known``: the reference's measured Fourier voxels (centred), None if all;
+    ``highpass``: Fourier shells below this are left out of the score.
     """
-    aligner, scale = prepared.aligner(cutoff)
+    aligner, scale = prepared.aligner(cutoff, highpass)
     small_ref = fourier_crop(reference, aligner.box)
     small_known = crop_centred(known, aligner.box)
     if current is None:
