@@ -55,6 +55,7 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
                             axis=1)
     assert np.median(errors) < 1.5
     assert widget.fsc_plot.fsc is not None and widget.classify_button.enabled
+    assert widget.progress.value == widget.progress.max == 1 and not widget.progress.visible
 
 
 def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field):

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
+                              ProgressBar, PushButton, SpinBox)
 from napari.layers import Image, Points
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -48,12 +49,13 @@ class AveragingWidget(Container):
         self.classes = SpinBox(label="Classes", value=2, min=2, max=10)
         self.classify_button = PushButton(text="Classify aligned particles", enabled=False)
         self.status = Label(value="")
+        self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.fsc_plot = FscPlot()
         self.extend([self.tomogram, self.particles, self.box, self.symmetry, self.iterations,
                      self.angular_step, self.tilt_min, self.tilt_max, self.reference, self.output,
                      Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                labels=False),
-                     self.status])
+                     self.progress, self.status])
         self.native.layout().addWidget(self.fsc_plot)
         self.extend([self.classes, self.classify_button])
         self.worker = None
@@ -156,6 +158,8 @@ class AveragingWidget(Container):
             show_info(f"average at {value.resolution:.1f} A written to {output}")
             return
         self._show_volume(value.average, "average", voxel)
+        self.progress.max = value.total  # per stage: the start, then the refinement
+        self.progress.value = value.step
         if value.fsc is not None:
             self.fsc_plot.set_curve(value.fsc, f"iteration {value.step}: {value.resolution:.1f} A")
         self.status.value = f"{value.stage} {value.step}/{value.total}"
@@ -188,6 +192,9 @@ class AveragingWidget(Container):
         self.status.value = "cancelled"
 
     def _busy(self, busy: bool) -> None:
+        self.progress.visible = busy
+        if busy:
+            self.progress.value = 0
         self.run_button.enabled = not busy
         self.cancel_button.enabled = busy
         self.classify_button.enabled = not busy and self.result is not None
