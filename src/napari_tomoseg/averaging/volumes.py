@@ -76,8 +76,9 @@ def shell_index(box: int, device=None) -> torch.Tensor:
 def fourier_shell_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """FSC of two cubic volumes, shells 0 .. box//2 (shell i at i / box cycles/voxel)."""
     box = a.shape[-1]
-    fa = torch.fft.rfftn(a.double(), dim=(-3, -2, -1))
-    fb = torch.fft.rfftn(b.double(), dim=(-3, -2, -1))
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()  # small; MPS has no float64
+    fa = torch.fft.rfftn(a, dim=(-3, -2, -1))
+    fb = torch.fft.rfftn(b, dim=(-3, -2, -1))
     shells = shell_index(box, a.device).flatten()
     # rfft stores half the spectrum: count the voxels whose mirror is not stored twice
     weight = torch.full((box, box, box // 2 + 1), 2.0, dtype=torch.float64, device=a.device)
