@@ -13,7 +13,6 @@ best threshold in brackets.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile

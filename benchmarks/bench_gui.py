@@ -68,7 +68,6 @@ def main() -> None:
     viewer.window.add_dock_widget(widget)
     widget.tomogram.value = image
     meter = StallMeter()
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
         widget.start_session(Path(folder) / "s")
         c = widget.controller

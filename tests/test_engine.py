@@ -14,7 +14,7 @@ from napari_tomoseg.annotations import (Box, boxes_from_truth, check_boxes, load
 from napari_tomoseg.errors import TomosegError
 from napari_tomoseg.io.mrc import open_volume
 from napari_tomoseg.merge import MergeSettings, merge_slab
-from napari_tomoseg.metrics import best_threshold_dice, dice
+from napari_tomoseg.metrics import best_threshold_dice
 from napari_tomoseg.nn.inference import Cancelled, iter_segment, segment
 from napari_tomoseg.nn.model_file import InvalidModelError, load_model, save_model
 from napari_tomoseg.nn.models import EMAN2Net, build_model, count_parameters

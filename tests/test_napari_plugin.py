@@ -8,7 +8,7 @@ import pytest
 napari = pytest.importorskip("napari")
 
 from napari_tomoseg.io.mrc import open_volume, write_volume  # noqa: E402
-from napari_tomoseg.io.particles import TomogramFrame, read_star, write_star, particle_table  # noqa: E402
+from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
 
 PLUGIN = "napari-tomoseg"
 ORIGIN = (-150.0, 320.0, 1200.0)

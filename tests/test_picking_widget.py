@@ -16,21 +16,27 @@ CENTRES = np.array([[20.0, 20.0, 20.0], [20.0, 60.0, 30.0], [40.0, 40.0, 70.0],
                     [30.0, 75.0, 75.0]])
 
 
-def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
+def _picked(make_napari_viewer, qtbot, prob, translate=(0.0, 0.0, 0.0)):
+    """A viewer with the probability map, and the picking widget after picking it."""
     from napari_tomoseg._napari.picking_widget import PickingWidget
 
     viewer = make_napari_viewer()
-    prob = sum((1.0 - 0.05 * i) * blobs((64, 96, 96), c[None], radius=6)
-               for i, c in enumerate(CENTRES)).astype(np.float32)  # distinct scores
-    prob_layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10),
-                                  translate=(50.0, -20.0, 5.0))
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10),
+                             translate=translate)
     widget = PickingWidget(viewer)
-    widget.source.value = prob_layer
+    widget.source.value = layer
     widget.diameter.value = 120.0
     worker = widget.pick()
     with qtbot.waitSignal(worker.finished, timeout=30_000):
         pass
     qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    return viewer, widget
+
+
+def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
+    prob = sum((1.0 - 0.05 * i) * blobs((64, 96, 96), c[None], radius=6)
+               for i, c in enumerate(CENTRES)).astype(np.float32)  # distinct scores
+    viewer, widget = _picked(make_napari_viewer, qtbot, prob, translate=(50.0, -20.0, 5.0))
     points = widget.points
     assert len(points.data) == 4
     np.testing.assert_allclose(points.translate, (50.0, -20.0, 5.0))
@@ -58,18 +64,8 @@ def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
 
 
 def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot, tmp_path):
-    from napari_tomoseg._napari.picking_widget import PickingWidget
-
-    viewer = make_napari_viewer()
     prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
-    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10))
-    widget = PickingWidget(viewer)
-    widget.source.value = layer
-    widget.diameter.value = 120.0
-    worker = widget.pick()
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
-    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    viewer, widget = _picked(make_napari_viewer, qtbot, prob)
     points = widget.points
     points.add(np.array([[10.0, 10.0, 50.0]]))  # a particle the network missed
     points.selected_data = {0}

@@ -11,7 +11,7 @@ number; a positive box's mask is what is painted inside it.
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_warning
 

@@ -100,7 +100,7 @@ class AveragingWidget(Container):
                                symmetry=self.symmetry.value, angular_step=float(self.angular_step.value),
                                tilt_min=float(self.tilt_min.value), tilt_max=float(self.tilt_max.value))
 
-    def _reference(self, box: int) -> np.ndarray | None:
+    def _reference(self) -> np.ndarray | None:
         path = str(self.reference.value or "")
         if not path or path == "." or Path(path).is_dir():
             return None
@@ -114,7 +114,7 @@ class AveragingWidget(Container):
         zyx = self.picked_voxels()
         if len(zyx) < 4:
             raise TomosegError(f"{len(zyx)} particles: averaging needs at least 4.")
-        reference = self._reference(settings.box)
+        reference = self._reference()
         voxel = float(tomogram.scale[-1])
         frame = self._frame(tomogram)
         output = Path(self.output.value)

@@ -89,10 +89,7 @@ class ExploreWidget(Container):
         layer = self.tomogram.value
         if layer is None:
             raise TomosegError("open a tomogram first.")
-        voxel = float(layer.scale[-1])
-        view = SlabView(layer.data, voxel, self.settings())
-        middle = layer.data.shape[0] // 2
-        _, limits = display_plane(layer.data, 0, middle, voxel, view.settings)
+        view, limits = self._slab_view(layer.data, float(layer.scale[-1]))
         name = f"slab: {layer.name}"
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
@@ -103,12 +100,17 @@ class ExploreWidget(Container):
         layer.visible = False
         return self.slab_layer
 
+    def _slab_view(self, volume, voxel: float) -> tuple[SlabView, tuple[float, float]]:
+        """The slab array-like for the current settings, and contrast from its middle plane."""
+        view = SlabView(volume, voxel, self.settings())
+        _, limits = view.cache.get(0, volume.shape[0] // 2, view.settings)
+        return view, limits
+
     def _settings_changed(self, *args) -> None:
         if self.slab_layer is None or self.slab_layer not in self.viewer.layers:
             return
         old = self.slab_layer.data
-        view = SlabView(old.volume, old.cache.voxel_size, self.settings())
-        _, limits = display_plane(old.volume, 0, old.shape[0] // 2, old.cache.voxel_size, view.settings)
+        view, limits = self._slab_view(old.volume, old.cache.voxel_size)
         self.slab_layer.data = view
         self.slab_layer.contrast_limits = limits
 

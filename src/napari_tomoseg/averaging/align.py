@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .volumes import radial_frequency, transform_volumes
+from .volumes import hermitian_weights, radial_frequency, transform_volumes
 from .wedge import to_rfft_layout
 
 # Cross-correlation maps kept in memory at once (float32 values).
@@ -55,11 +55,7 @@ def band_filter(box: int, cutoff: float, device=None, highpass: float = 4.0) -> 
 
 def _norms(spectra: torch.Tensor) -> torch.Tensor:
     """Parseval norm of real volumes from their rFFT (interior planes count twice)."""
-    box = spectra.shape[-3]
-    weight = torch.full((spectra.shape[-1],), 2.0, device=spectra.device)
-    weight[0] = 1.0
-    if box % 2 == 0:
-        weight[-1] = 1.0
+    weight = hermitian_weights(spectra.shape[-3], spectra.device)
     return torch.sqrt(((spectra.abs() ** 2) * weight).sum(dim=(-3, -2, -1)))
 
 
@@ -93,10 +89,7 @@ class Aligner:
         self.filter = band_filter(self.box, cutoff, self.device, highpass_shells) * wedge
         self.spectra = torch.fft.rfftn(particles, dim=(-3, -2, -1)) * self.filter
         # |P|^2 per voxel, counting the half of the spectrum rfft does not store
-        hermitian = torch.full((self.spectra.shape[-1],), 2.0, device=self.device)
-        hermitian[0] = 1.0
-        if self.box % 2 == 0:
-            hermitian[-1] = 1.0
+        hermitian = hermitian_weights(self.box, self.device)
         self.power = ((self.spectra.abs() ** 2) * hermitian).reshape(len(particles), -1)
         self.full_norms = torch.sqrt(self.power.sum(dim=1))
         self.mask = mask

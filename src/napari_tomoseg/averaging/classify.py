@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device

@@ -58,10 +58,6 @@ class Reconstruction:
         average = torch.fft.irfftn(spectrum, s=(self.box,) * 3, dim=(-3, -2, -1))
         return symmetrise(average, symmetry)
 
-    def coverage(self) -> float:
-        """Fraction of Fourier voxels measured by at least one particle."""
-        return float((self.weights >= 0.5).float().mean())
-
     def known(self) -> torch.Tensor | None:
         """Centred 0/1 map of measured Fourier voxels; None when (nearly) all are."""
         known = (self.coverage_centred >= 0.5).float()

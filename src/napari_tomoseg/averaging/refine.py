@@ -8,7 +8,7 @@ torch, batched, and runs on a GPU when one is present.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
 from .align import Aligner, Alignment, fourier_crop
-from .reconstruct import Reconstruction, symmetrise
+from .reconstruct import Reconstruction
 from .rotations import local_rotations, symmetry_operators, uniform_rotations
 from .volumes import (centre_of_mass_shift, fourier_shell_correlation, fsc_weighting, lowpass,
                       normalise_inside, resolution_from_fsc, soft_sphere, transform_volumes)
@@ -184,7 +184,8 @@ def _search(prepared: _Prepared, reference: torch.Tensor, cutoff: float, indices
 
 
 def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
-                   should_stop) -> Iterator[IterationState]:
+                   should_stop):
+    # a generator: yields IterationState per batch, returns the model (None when stopped)
     """Reference-free start: one particle as the seed, then global alignment and averaging.
 
     The seed is anisotropic and of the right hand, unlike the featureless
@@ -211,7 +212,7 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
         order = rng.permutation(n)
         for b in range(batches_per_pass):
             if should_stop and should_stop():
-                return
+                return None
             start = time.perf_counter()
             batch = np.sort(order[b * batch_size:(b + 1) * batch_size])
             found = _search(prepared, reference, cutoff, batch, None, s.initial_step, 0.0,
@@ -228,7 +229,7 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
             yield IterationState("initial model", step, total, reference.cpu().numpy(),
                                  angular_step=s.initial_step, mean_score=float(found.scores.mean()),
                                  seconds=time.perf_counter() - start)
-    prepared.initial = reference
+    return reference
 
 
 def iter_average(particles: np.ndarray, voxel_size: float,
@@ -256,10 +257,9 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     mask = soft_sphere(s.box, s.radius, 3.0, device)
     cutoff = s.start_cutoff(voxel_size)
     if reference is None:
-        yield from _initial_model(prepared, voxel_size, rng, should_stop)
-        if not hasattr(prepared, "initial"):
+        start_model = yield from _initial_model(prepared, voxel_size, rng, should_stop)
+        if start_model is None:
             return
-        start_model = prepared.initial
     else:
         reference = np.asarray(reference, dtype=np.float32)
         if reference.shape != (s.box,) * 3:
@@ -275,6 +275,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     fsc = np.zeros(s.box // 2 + 1)
     resolution = voxel_size / cutoff
     recs: list[Reconstruction] = []
+    maps: list[torch.Tensor] = []
     for iteration in range(1, s.iterations + 1):
         start = time.perf_counter()
         recs = []
@@ -305,7 +306,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     weight = fsc_weighting(fsc, s.box, device)
     final = torch.fft.irfftn(torch.fft.rfftn(merged) * weight, s=merged.shape)
     final = normalise_inside(lowpass(final, min(0.5, voxel_size / resolution)), mask)
-    half_maps = tuple(normalise_inside(r.volume(s.symmetry), mask).cpu().numpy() for r in recs)
+    half_maps = tuple(m.cpu().numpy() for m in maps)  # the last iteration's, already normalised
     yield AverageResult(average=final.cpu().numpy(), half_maps=half_maps, fsc=fsc,
                         resolution=resolution, alignment=alignment, halves=halves,
                         voxel_size=voxel_size, settings=s, history=history)
@@ -324,6 +325,3 @@ def average(particles: np.ndarray, voxel_size: float, settings: AverageSettings 
     assert result is not None
     return result
 
-
-def settings_dict(settings: AverageSettings) -> dict:
-    return asdict(settings)

@@ -73,6 +73,18 @@ def shell_index(box: int, device=None) -> torch.Tensor:
     return torch.round(radial_frequency(box, device) * box).long()
 
 
+def hermitian_weights(box: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Per rFFT column: 2 where the mirrored half is not stored, 1 for the DC (and Nyquist) plane.
+
+    Sums over an rFFT weighted by this equal sums over the full spectrum.
+    """
+    weight = torch.full((box // 2 + 1,), 2.0, dtype=dtype, device=device)
+    weight[0] = 1.0
+    if box % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
 def fourier_shell_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """FSC of two cubic volumes, shells 0 .. box//2 (shell i at i / box cycles/voxel)."""
     box = a.shape[-1]
@@ -80,12 +92,7 @@ def fourier_shell_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     fa = torch.fft.rfftn(a, dim=(-3, -2, -1))
     fb = torch.fft.rfftn(b, dim=(-3, -2, -1))
     shells = shell_index(box, a.device).flatten()
-    # rfft stores half the spectrum: count the voxels whose mirror is not stored twice
-    weight = torch.full((box, box, box // 2 + 1), 2.0, dtype=torch.float64, device=a.device)
-    weight[..., 0] = 1.0
-    if box % 2 == 0:
-        weight[..., -1] = 1.0
-    weight = weight.flatten()
+    weight = hermitian_weights(box, a.device, torch.float64).expand(box, box, -1).flatten()
     n = box // 2 + 1
     keep = shells < n
     shells, weight = shells[keep], weight[keep]

@@ -8,7 +8,6 @@ an angle between ``tilt_min`` and ``tilt_max`` with kx (the convention of
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import InvalidSettingsError
@@ -48,7 +47,3 @@ def to_rfft_layout(centred: torch.Tensor) -> torch.Tensor:
     full = torch.fft.ifftshift(centred, dim=(-3, -2, -1))
     return full[..., : box // 2 + 1]
 
-
-def measured_fraction(tilt_min: float, tilt_max: float) -> float:
-    """Fraction of Fourier space a tilt range measures (2/3 for +-60 degrees)."""
-    return float(np.clip((tilt_max - tilt_min) / 180.0, 0.0, 1.0))
