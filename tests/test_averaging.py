@@ -78,8 +78,9 @@ def test_transform_matches_the_blob_renderer():
     box, voxel = 32, 15.0
     angles = (40.0, 70.0, -20.0)
     rendered = render_blobs((box,) * 3, np.full(3, box // 2), voxel, angles)
+    a_transposed = np.transpose(relion_matrices(np.array(angles)), (0, 2, 1))  # ref(A^T r)
     rotated = transform_volumes(torch.as_tensor(reference_density(box, voxel)),
-                                torch.as_tensor(relion_matrices(np.array(angles)), dtype=torch.float32))[0]
+                                torch.as_tensor(a_transposed, dtype=torch.float32))[0]
     r = np.corrcoef(rotated.numpy().ravel(), rendered.ravel())[0, 1]
     assert r > 0.99
 

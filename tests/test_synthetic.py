@@ -52,7 +52,7 @@ def test_ribosome_centres_lie_in_ribosome_labels(tiny_result):
 
 
 def test_particle_density_is_the_reference_rotated_by_relion_angles():
-    """particle(r) = ref(A r) with A = RELION's matrix of (rot, tilt, psi)."""
+    """particle(r) = ref(A^T r) with A = RELION's matrix of (rot, tilt, psi)."""
     voxel, box = 10.0, 48
     angles = (30.0, 70.0, -120.0)
     centre = np.array([box // 2] * 3, float)
@@ -60,12 +60,12 @@ def test_particle_density_is_the_reference_rotated_by_relion_angles():
     reference = ribo.reference_density(box, voxel)
     a = ribo.relion_matrix(*angles)
     zyx = np.indices((box,) * 3).reshape(3, -1).T - centre
-    xyz = zyx[:, ::-1] @ a.T  # A r for every voxel, in (x, y, z)
+    xyz = zyx[:, ::-1] @ a  # A^T r for every voxel, in (x, y, z)
     sampled = ndimage.map_coordinates(reference, (xyz[:, ::-1] + centre).T, order=1)
     corr = np.corrcoef(sampled, particle.ravel())[0, 1]
     assert corr > 0.99
-    # and the wrong convention (A transposed) does not fit
-    wrong = ndimage.map_coordinates(reference, ((zyx[:, ::-1] @ a)[:, ::-1] + centre).T, order=1)
+    # and the transposed convention (ref(A r)) does not fit
+    wrong = ndimage.map_coordinates(reference, ((zyx[:, ::-1] @ a.T)[:, ::-1] + centre).T, order=1)
     assert np.corrcoef(wrong, particle.ravel())[0, 1] < 0.9
 
 

@@ -177,7 +177,7 @@ class AveragingWidget(Container):
         """Each particle's reference z axis, drawn from its refined centre."""
         result, sub = self.result, self.subtomograms
         centres = sub.origins + result.alignment.shifts[:, ::-1]
-        axis_xyz = np.einsum("nji,j->ni", result.alignment.matrices, np.array([0.0, 0.0, 1.0]))
+        axis_xyz = np.einsum("nij,j->ni", result.alignment.matrices, np.array([0.0, 0.0, 1.0]))
         length = result.settings.box / 3
         vectors = np.stack([centres, axis_xyz[:, ::-1] * length], axis=1)
         if "orientations" in self.viewer.layers:

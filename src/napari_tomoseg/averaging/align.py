@@ -25,9 +25,9 @@ _CC_BUDGET = 24_000_000
 
 @dataclass
 class Alignment:
-    """Per particle: ``particle(r) = reference(A (r - t))``."""
+    """Per particle: ``particle(r) = reference(A^T (r - t))`` (RELION's A, see rotations)."""
 
-    matrices: np.ndarray  # (n, 3, 3) A on (x, y, z)
+    matrices: np.ndarray  # (n, 3, 3) RELION's A on (x, y, z): reference -> particle
     shifts: np.ndarray  # (n, 3) t in voxels, (x, y, z)
     scores: np.ndarray  # (n,) normalised cross-correlation
 
@@ -100,13 +100,14 @@ class Aligner:
                    coverage: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Filtered, normalised template spectra and, for a partly measured
         reference, which Fourier voxels of each rotated template are known."""
-        rotated = transform_volumes(reference, matrices)
+        inverse = matrices.transpose(-2, -1)  # sample the reference at A^T r
+        rotated = transform_volumes(reference, inverse)
         if self.mask is not None:
             rotated = rotated * self.mask
         spectra = torch.fft.rfftn(rotated, dim=(-3, -2, -1)) * self.filter
         known = None
         if coverage is not None:
-            known = (to_rfft_layout(transform_volumes(coverage, matrices)) > 0.5).float()
+            known = (to_rfft_layout(transform_volumes(coverage, inverse)) > 0.5).float()
             spectra = spectra * known
         spectra = spectra / torch.clamp(_norms(spectra), min=1e-12)[:, None, None, None]
         return spectra, known
@@ -169,10 +170,10 @@ class Aligner:
                      indices: np.ndarray | None = None,
                      should_stop: Callable[[], bool] | None = None,
                      coverage: torch.Tensor | None = None) -> Alignment:
-        """Each particle against ``perturbation @ A`` around its own current ``A``."""
+        """Each particle against ``A @ P^T`` for every perturbation P around its current ``A``."""
         idx = np.arange(len(self.spectra)) if indices is None else np.asarray(indices)
         n, j = len(idx), len(perturbations)
-        candidates = np.einsum("jab,nbc->njac", perturbations, np.asarray(current).reshape(n, 3, 3))
+        candidates = np.einsum("nab,jcb->njac", np.asarray(current).reshape(n, 3, 3), perturbations)
         matrices = np.empty((n, 3, 3))
         shifts = np.zeros((n, 3))
         scores = np.full(n, -np.inf)

@@ -20,7 +20,7 @@ class TruthComparison:
     mirror_correlation: float  # the superposition score against the mirrored truth
     fsc: np.ndarray
     resolution: float  # Angstrom at FSC 0.5 against the truth
-    superposition: Alignment  # average(r) = truth(B (r - u))
+    superposition: Alignment  # average(r) = truth(B^T (r - u))
 
     @property
     def correct_hand(self) -> bool:
@@ -28,7 +28,7 @@ class TruthComparison:
 
 
 def _superpose(volume: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[Alignment, float]:
-    """Find B, u with volume(r) = truth(B (r - u)); full Fourier space (no wedge).
+    """Find B, u with volume(r) = truth(B^T (r - u)); full Fourier space (no wedge).
 
     A coarse global search on half-size copies, then two local refinements.
     """
@@ -53,8 +53,9 @@ def compare_to_truth(average: np.ndarray, truth: np.ndarray, voxel_size: float,
     placed, _ = _superpose(vol, ref, mask)
     mirror = torch.flip(ref, dims=(-1,))
     _, mirror_score = _superpose(vol, mirror, mask)
-    moved = transform_volumes(ref, torch.as_tensor(placed.matrices, dtype=torch.float32),
-                              torch.as_tensor(-placed.matrices[0] @ placed.shifts[0])[None])[0]
+    b_inverse = placed.matrices[0].T  # the truth placed as the average: truth(B^T (r - u))
+    moved = transform_volumes(ref, torch.as_tensor(b_inverse[None], dtype=torch.float32),
+                              torch.as_tensor(-b_inverse @ placed.shifts[0])[None])[0]
     a, b = normalise_inside(vol, mask) * mask, normalise_inside(moved, mask) * mask
     fsc = fourier_shell_correlation(a, b)
     # without its lowest shells: the overall blob alone correlates ~0.9 with the truth
@@ -70,14 +71,14 @@ def orientation_errors(found: Alignment, true_matrices: np.ndarray, superpositio
                        found_zyx: np.ndarray, true_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Angular (degrees) and positional (voxels) error of each particle.
 
-    With average(s) = truth(B (s - u)), a particle aligned as A to the
-    average has ``B A`` relative to the truth and its centre at
-    ``found + A^T u``.
+    With average(s) = truth(B^T (s - u)) and particle(r) = average(A^T (r - t)),
+    the particle is truth((A B)^T (r - t - A u)): ``A B`` relative to the
+    truth, centred at ``found + A u``.
     """
     b = superposition.matrices[0]
     u = superposition.shifts[0]
-    relative = np.einsum("ij,njk->nik", b, found.matrices)
+    relative = np.einsum("nij,jk->nik", found.matrices, b)
     angles = angular_distance(relative, true_matrices)
-    offset_xyz = np.einsum("nji,j->ni", found.matrices, u)
+    offset_xyz = np.einsum("nij,j->ni", found.matrices, u)
     centres = np.asarray(found_zyx) + offset_xyz[:, ::-1]
     return angles, np.linalg.norm(centres - np.asarray(true_zyx), axis=1)

@@ -27,18 +27,18 @@ class Reconstruction:
 
     @torch.no_grad()
     def add(self, particles: torch.Tensor, matrices: np.ndarray, shifts_xyz: np.ndarray) -> None:
-        """Add particles with ``particle(r) = ref(A (r - t))`` in the reference frame."""
+        """Add particles with ``particle(r) = ref(A^T (r - t))``, i.e. ``ref(s) = particle(A s + t)``."""
         for start in range(0, len(particles), _BATCH):
             part = particles[start:start + _BATCH]
-            inverse = torch.as_tensor(np.transpose(matrices[start:start + _BATCH], (0, 2, 1)),
-                                      dtype=torch.float32, device=self.device)
+            to_particle = torch.as_tensor(matrices[start:start + _BATCH], dtype=torch.float32,
+                                          device=self.device)
             shifts = torch.as_tensor(shifts_xyz[start:start + _BATCH], dtype=torch.float32,
                                      device=self.device)
             measured = torch.fft.irfftn(torch.fft.rfftn(part, dim=(-3, -2, -1)) * self.wedge,
                                         s=(self.box,) * 3, dim=(-3, -2, -1))
-            aligned = transform_volumes(measured, inverse, shifts)
+            aligned = transform_volumes(measured, to_particle, shifts)
             self.numerator += torch.fft.rfftn(aligned, dim=(-3, -2, -1)).sum(dim=0)
-            coverage = transform_volumes(self.wedge_centred, inverse).sum(dim=0)
+            coverage = transform_volumes(self.wedge_centred, to_particle).sum(dim=0)
             self.coverage_centred += coverage
             self.weights += to_rfft_layout(coverage)
             self.count += len(part)

@@ -1,10 +1,13 @@
 """Rotations in RELION's convention, SO(3) sampling and point-group symmetry.
 
-Convention used throughout averaging: a particle with RELION angles
-(rot, tilt, psi) is the reference rotated, ``particle(r) = ref(A r)``, where
-``A`` is the matrix RELION builds from those angles (the transpose of
-scipy's intrinsic ZYZ matrix) and ``r`` are (x, y, z) coordinates about the
-box centre. Matrices act on (x, y, z), arrays are stored (z, y, x).
+Convention used throughout averaging, RELION's own: ``A`` is the matrix
+RELION's ``Euler_angles2matrix(rot, tilt, psi)`` builds (src/euler.cpp; the
+transpose of scipy's intrinsic ZYZ matrix). It rotates the reference into
+the particle: ``particle(r) = ref(A^T r)``, so a point ``u`` of the
+reference frame sits at ``pos + A u`` in the tomogram (RELION 5
+``ParticleSet::getMatrix4x4`` maps particle space to tomogram space with A).
+``r`` and ``u`` are (x, y, z) coordinates about the box centre. Matrices act
+on (x, y, z), arrays are stored (z, y, x).
 """
 
 from __future__ import annotations

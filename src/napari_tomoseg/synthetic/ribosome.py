@@ -2,9 +2,9 @@
 
 Built from blobs (not a voxel map) so that any orientation is rendered
 exactly, without interpolation blur: a particle with RELION angles
-(rot, tilt, psi) has its blobs at ``M @ c`` where ``M`` is the active ZYZ
-rotation of those angles, which makes the particle density ``ref(A r)``
-with ``A = M.T`` the matrix RELION builds from the same angles.
+(rot, tilt, psi) has its blobs at ``A @ c`` where ``A`` is the matrix
+RELION builds from those angles (``Euler_angles2matrix``, src/euler.cpp),
+which makes the particle density ``ref(A^T r)``: RELION's convention.
 The blob layout has no mirror symmetry, so an average of the wrong hand
 is detectably different from the truth.
 """
@@ -60,7 +60,7 @@ def render_blobs(shape: tuple[int, int, int], centre_zyx: np.ndarray, voxel_size
     """Add one particle's density to ``out`` (z, y, x), only inside its bounding box."""
     out = np.zeros(shape, np.float32) if out is None else out
     centres, sigmas, weights = blob_parameters(voxel_size, species)
-    rotated_xyz = centres @ relion_matrix(*angles)  # rows: (A^T c)^T = c^T A
+    rotated_xyz = centres @ relion_matrix(*angles).T  # rows: (A c)^T = c^T A^T
     rotated_zyx = rotated_xyz[:, ::-1] + np.asarray(centre_zyx, dtype=float)
     reach = float(np.max(np.abs(centres)) + 3 * sigmas.max()) + 1
     lo = np.maximum(np.floor(np.asarray(centre_zyx) - reach).astype(int), 0)
