@@ -1,0 +1,245 @@
+"""copick projects: built on disk the way copick lays them out, read and written by tomoseg.
+
+What we write is checked two ways: with copick's own API (copick.from_file, get_picks,
+get_segmentations, and its RELION importer copick/util/relion.py relion_rows_to_poses), and
+against copick's documented layout (copick/impl/filesystem.py: Picks/{user}_{session}_{object}.json,
+Segmentations/{vs:.3f}_{user}_{session}_{object}.zarr; copick/models.py CopickPicksFile and
+CopickPoint: location in Angstrom, transformation from object space to tomogram space).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+copick = pytest.importorskip("copick")
+zarr = pytest.importorskip("zarr")
+
+from napari_tomoseg.cli import main  # noqa: E402
+from napari_tomoseg.io import copick_project as cp  # noqa: E402
+from napari_tomoseg.io.mrc import write_volume  # noqa: E402
+from napari_tomoseg.io.particles import TomogramFrame  # noqa: E402
+
+RUN = "TS_001"
+SHAPE = (20, 40, 48)  # z y x
+VS = 10.0
+TRUE_ZYX = np.array([[10, 12, 12], [10, 28, 34], [7, 20, 26]], dtype=float)
+
+
+def relion_euler_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
+    """RELION src/euler.cpp Euler_angles2matrix, written out from its formula."""
+    a, b, g = np.radians([rot, tilt, psi])
+    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
+    return np.array([[cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
+                     [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
+                     [sb * ca, sb * sa, cb]])
+
+
+def _write_tomograms(static: Path, runs: dict[str, tuple[np.ndarray, float]]) -> None:
+    """Tomograms written by copick itself into what becomes the project's static root."""
+    staging = copick.new_config(str(static.parent / "staging.json"), overlay_root=str(static),
+                                pickable_objects=[])
+    for run, (volume, voxel) in runs.items():
+        tomogram = staging.new_run(run).new_voxel_spacing(voxel).new_tomogram("wbp")
+        tomogram.from_numpy(volume, levels=2)
+
+
+def _project(folder: Path, runs: dict[str, tuple[np.ndarray, float]]) -> Path:
+    """A filesystem copick config (copick/impl/filesystem.py CopickConfigFSSpec) and its runs."""
+    static, overlay = folder / "static", folder / "overlay"
+    config = {
+        "config_type": "filesystem", "name": "tomoseg test", "version": "1.31.0",
+        "pickable_objects": [
+            {"name": "ribosome", "is_particle": True, "label": 1, "radius": 30.0},
+            {"name": "membrane", "is_particle": False, "label": 2},
+        ],
+        "overlay_root": f"local://{overlay}", "static_root": f"local://{static}",
+        "overlay_fs_args": {"auto_mkdir": True},
+    }
+    _write_tomograms(static, runs)
+    path = folder / "copick_config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path):
+    volume = np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
+    return _project(tmp_path, {RUN: (volume, VS)}), volume
+
+
+def _blobs(centres_zyx: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    grid = np.indices(SHAPE, dtype=np.float32)
+    out = np.zeros(SHAPE, np.float32)
+    for c in centres_zyx:
+        d2 = sum((grid[i] - c[i]) ** 2 for i in range(3))
+        out = np.maximum(out, np.exp(-d2 / (2 * sigma ** 2)))
+    return out
+
+
+def _sorted(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort(points.T[::-1])]
+
+
+def test_open_tomogram_reads_the_static_root(project):
+    config, volume = project
+    data, info = cp.open_tomogram(cp.CopickSource(str(config), RUN, VS, "wbp"))
+    np.testing.assert_array_equal(data, volume)
+    assert info.shape == SHAPE and info.voxel_size == (VS, VS, VS) and info.origin == (0, 0, 0)
+    assert cp.run_names(config) == [RUN]
+    for source, words in [(cp.CopickSource(str(config), "TS_999"), "TS_999"),
+                          (cp.CopickSource(str(config), RUN, 20.0), "voxel spacing 20"),
+                          (cp.CopickSource(str(config), RUN, VS, "denoised"), "denoised"),
+                          (cp.CopickSource(str(config.with_name("nope.json")), RUN), "not exist")]:
+        with pytest.raises(cp.CopickError, match=words):
+            cp.open_tomogram(source)
+
+
+def test_pick_writes_copick_points_in_angstrom(project, tmp_path, capsys):
+    config, _ = project
+    probability = write_volume(tmp_path / "prob.mrc", _blobs(TRUE_ZYX), VS, (0.0, 0.0, 0.0))
+    args = ["pick", str(probability), "--copick", str(config), "--run", RUN,
+            "--voxel-spacing", "10", "--feature", "ribosome", "--diameter", "60"]
+    assert main(args) == 0
+    # copick's documented layout: the overlay root, Picks/{user}_{session}_{object}.json
+    path = tmp_path / "overlay" / "ExperimentRuns" / RUN / "Picks" / "tomoseg_0_ribosome.json"
+    record = json.loads(path.read_text())
+    assert (record["pickable_object_name"], record["user_id"], record["session_id"]) == (
+        "ribosome", "tomoseg", "0")
+    assert record["unit"] == "angstrom" and record["trust_orientation"] is False
+    xyz = np.array([[p["location"][k] for k in "xyz"] for p in record["points"]])
+    np.testing.assert_allclose(_sorted(xyz), _sorted(TRUE_ZYX[:, ::-1] * VS), atol=VS * 0.5)
+    for point in record["points"]:
+        np.testing.assert_allclose(point["transformation_"], np.eye(4))
+    assert not (tmp_path / "static" / "ExperimentRuns" / RUN / "Picks").exists()
+    # copick's own API sees the same points
+    run = copick.from_file(str(config)).get_run(RUN)
+    picks = run.get_picks(object_name="ribosome", user_id="tomoseg", session_id="0")
+    assert len(picks) == 1
+    np.testing.assert_allclose(_sorted(picks[0].full_positions()), _sorted(xyz))
+    # a second run into the same session needs --overwrite; an undeclared object is refused
+    capsys.readouterr()
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert main(args[:-4] + ["--feature", "actin", "--diameter", "60"]) == 2
+    assert "not a pickable object" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--user-id", "tom_seg"]) == 2
+
+
+def test_orientations_are_relion_matrices_object_to_tomogram(project):
+    config, _ = project
+    source = cp.CopickSource(str(config), RUN, VS, user_id="tomoseg", session_id="7")
+    angles = np.array([[30.0, 50.0, -70.0], [0.0, 90.0, 0.0], [-120.0, 10.0, 45.0]])
+    table = pd.DataFrame({"z": TRUE_ZYX[:, 0], "y": TRUE_ZYX[:, 1], "x": TRUE_ZYX[:, 2],
+                          "rot": angles[:, 0], "tilt": angles[:, 1], "psi": angles[:, 2],
+                          "score": [0.9, 0.8, 0.7]})
+    frame = TomogramFrame(RUN, SHAPE, VS)
+    cp.write_picks(source, table, frame, "ribosome")
+    picks = copick.from_file(str(config)).get_run(RUN).get_picks(
+        object_name="ribosome", user_id="tomoseg", session_id="7")[0]
+    locations, transforms = picks.numpy()
+    np.testing.assert_allclose(locations, TRUE_ZYX[:, ::-1] * VS)
+    np.testing.assert_allclose(picks.scores(), [0.9, 0.8, 0.7])
+    assert picks.trust_orientation
+    # copick's RELION importer turns these rlnAngle* into the same object -> tomogram rotation
+    from copick.util.relion import relion_rows_to_poses
+
+    star = pd.DataFrame(angles, columns=["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"])
+    rotations, _ = relion_rows_to_poses(star)
+    for rotation, transform, a in zip(rotations, transforms, angles):
+        np.testing.assert_allclose(transform[:3, :3], relion_euler_matrix(*a), atol=1e-12)
+        np.testing.assert_allclose(transform[:3, :3], rotation, atol=1e-12)
+        np.testing.assert_allclose(transform[:3, 3], 0.0)
+    # copick's own RELION export gives back the angles we started from
+    exported = picks.df("relion")
+    for row, a in zip(exported[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(), angles):
+        np.testing.assert_allclose(relion_euler_matrix(*row), relion_euler_matrix(*a), atol=1e-9)
+    # and it reads back as the same rotations at the same voxels
+    back = cp.read_picks(source, "ribosome", VS)
+    np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), TRUE_ZYX, atol=1e-9)
+    for row, a in zip(back[["rot", "tilt", "psi"]].to_numpy(), angles):
+        np.testing.assert_allclose(relion_euler_matrix(*row), relion_euler_matrix(*a), atol=1e-9)
+
+
+def test_segmentation_round_trips_and_feeds_pick(project, tmp_path):
+    config, _ = project
+    source = cp.CopickSource(str(config), RUN, VS)
+    mask = _blobs(TRUE_ZYX, sigma=3.0) > np.exp(-0.5)  # balls of 3 voxels radius (60 A across)
+    written = cp.write_segmentation(source, mask, "ribosome", VS)
+    store = tmp_path / "overlay" / "ExperimentRuns" / RUN / "Segmentations"
+    assert Path(written) == store / "10.000_tomoseg_0_ribosome.zarr"
+    attrs = zarr.open(str(written), mode="r").attrs["multiscales"][0]
+    assert [a["unit"] for a in attrs["axes"]] == ["angstrom"] * 3
+    assert attrs["datasets"][0]["coordinateTransformations"][0]["scale"] == [VS, VS, VS]
+    run = copick.from_file(str(config)).get_run(RUN)
+    seg = run.get_segmentations(name="ribosome", user_id="tomoseg", session_id="0",
+                                voxel_size=VS)[0]
+    data = seg.numpy()
+    assert data.shape == SHAPE and data.dtype == np.uint8 and not seg.is_multilabel
+    np.testing.assert_array_equal(data, mask.astype(np.uint8))
+    again, info = cp.read_segmentation(source, "ribosome")
+    assert info.voxel_size == (VS, VS, VS)
+    np.testing.assert_array_equal(again, data)
+    with pytest.raises(cp.CopickError, match="--overwrite"):
+        cp.write_segmentation(source, mask, "ribosome", VS)
+    # pick with no probability file reads the feature's segmentation from the project
+    assert main(["pick", "--copick", str(config), "--run", RUN, "--voxel-spacing", "10",
+                 "--feature", "ribosome", "--diameter", "60", "--session-id", "0"]) == 0
+    picks = run.get_picks(object_name="ribosome", user_id="tomoseg", session_id="0")[0]
+    picks.refresh()
+    np.testing.assert_allclose(_sorted(picks.full_positions()), _sorted(TRUE_ZYX[:, ::-1] * VS),
+                               atol=VS)
+
+
+def test_pick_refuses_a_volume_that_does_not_span_the_run(project, tmp_path, capsys):
+    config, _ = project
+    cropped = write_volume(tmp_path / "crop.mrc", _blobs(TRUE_ZYX)[:, :30], VS, (0.0, 0.0, 0.0))
+    assert main(["pick", str(cropped), "--copick", str(config), "--run", RUN,
+                 "--feature", "ribosome", "--diameter", "60"]) == 2
+    assert "does not span" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tiny_result):
+    from napari_tomoseg.annotations import boxes_from_truth
+    from napari_tomoseg.nn.model_file import save_model
+    from napari_tomoseg.nn.training import TrainingSettings, train
+
+    boxes = boxes_from_truth(tiny_result.cell.labels["ribosome"], "ribosome", 4, 8, 32, seed=0)
+    model = train(tiny_result.tomogram, boxes, 20.0, TrainingSettings(
+        steps=6, batch_size=4, parameters={"base": 8, "levels": 2, "context": 1}))
+    return str(save_model(model, tmp_path_factory.mktemp("copick_model") / "ribosome.pt"))
+
+
+def test_segment_and_batch_read_runs_and_write_results(tmp_path, tiny_result, tiny_model):
+    from napari_tomoseg.batch import BatchSettings, process_tomogram
+    from napari_tomoseg.io.mrc import open_volume
+
+    tomogram = np.asarray(tiny_result.tomogram, dtype=np.float32)
+    config = _project(tmp_path, {"TS_002": (tomogram, 20.0)})
+    out = tmp_path / "out"
+    assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
+                 "-o", str(out), "--copick-threshold", "0.4"]) == 0
+    probability, _ = open_volume(out / "TS_002_ribosome.mrc")
+    run = copick.from_file(str(config)).get_run("TS_002")
+    seg = run.get_segmentations(name="ribosome", user_id="tomoseg", session_id="0",
+                                voxel_size=20.0)[0]
+    np.testing.assert_array_equal(seg.numpy(), (np.asarray(probability) > 0.4).astype(np.uint8))
+
+    source = cp.CopickSource(str(config), voxel_spacing=20.0, session_id="1")
+    settings = BatchSettings(models=(tiny_model,), output=str(tmp_path / "batch"),
+                             pick=("ribosome",), diameter=250.0, copick=source)
+    result = process_tomogram("TS_002", settings)
+    assert result["status"] == "done", result["error"]
+    run = copick.from_file(str(config)).get_run("TS_002")  # a fresh look at the project
+    picks = run.get_picks(object_name="ribosome", user_id="tomoseg", session_id="1")[0]
+    assert len(picks.points) == result["picks"]["ribosome"]
+    labels, _ = open_volume(tmp_path / "batch" / "TS_002_labels.mrc")
+    seg = run.get_segmentations(name="ribosome", user_id="tomoseg", session_id="1",
+                                voxel_size=20.0)[0]
+    np.testing.assert_array_equal(seg.numpy(), (np.asarray(labels) == 1).astype(np.uint8))
+    assert cp.fingerprint(source.at_run("TS_002")) == cp.fingerprint(source.at_run("TS_002"))
