@@ -231,8 +231,8 @@ def table_to_points(table: pd.DataFrame, frame: TomogramFrame) -> tuple[np.ndarr
 def write_picks(source: CopickSource, table: pd.DataFrame, frame: TomogramFrame,
                 feature: str, overwrite: bool = False) -> str:
     """Store picks as copick points of object ``feature``; returns the file copick wrote."""
-    _check_ids(source)
     root = open_project(source.config)
+    _check_ids(source)
     run = _run(source, root)
     name = _object_name(root, feature)
     existing = run.get_picks(object_name=name, user_id=source.user_id,
@@ -274,8 +274,8 @@ def read_picks(source: CopickSource, feature: str, voxel_size: float) -> pd.Data
 def write_segmentation(source: CopickSource, mask: np.ndarray, feature: str,
                        voxel_size: float, overwrite: bool = False) -> str:
     """Store a 0/1 mask as copick's binary segmentation of object ``feature`` (OME-Zarr)."""
-    _check_ids(source)
     root = open_project(source.config)
+    _check_ids(source)
     run = _run(source, root)
     name = _object_name(root, feature)
     if run.get_voxel_spacing(voxel_size) is None:
