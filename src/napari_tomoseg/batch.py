@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import TomosegError
+from .io.copick_project import CopickSource
 
 MANIFEST = "manifest.json"
 
@@ -40,6 +41,7 @@ class BatchSettings:
     diameter: float = 250.0  # Angstrom
     dtype: str = "float16"
     device: str = "auto"
+    copick: CopickSource | None = None  # inputs are then run names of this project
 
     def digest(self) -> str:
         record = asdict(self)
@@ -77,6 +79,37 @@ def _models(paths: Sequence[str], device: str):
     return _MODEL_CACHE[key]
 
 
+def _open_input(path: str, settings: BatchSettings):
+    """A tomogram file, or with ``settings.copick`` the tomogram of run ``path``."""
+    from .io import copick_project
+    from .io.mrc import open_volume
+
+    if settings.copick is not None:
+        return copick_project.open_tomogram(settings.copick.at_run(path))
+    return open_volume(path)
+
+
+def _input_fingerprint(path: str, settings: BatchSettings) -> str:
+    from .io import copick_project
+    from .session import fingerprint
+
+    if settings.copick is not None:
+        return copick_project.fingerprint(settings.copick.at_run(path))
+    return fingerprint(path)
+
+
+def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) -> list[str]:
+    """Each feature's merged mask as a copick segmentation, and the picks as copick points."""
+    from .io.copick_project import write_picks, write_segmentation
+    from .io.particles import TomogramFrame
+
+    written = [write_segmentation(source, labels == merge.label_of(f), f, voxel, overwrite=True)
+               for f in merge.features]
+    frame = TomogramFrame(str(source.run), labels.shape, voxel)
+    written += [write_picks(source, table, frame, f, overwrite=True) for f, table in tables.items()]
+    return written
+
+
 def process_tomogram(path: str, settings: BatchSettings) -> dict:
     """All the work for one tomogram; never raises (failures are reported in the result)."""
     from .io.mrc import open_volume, write_volume
@@ -93,9 +126,9 @@ def process_tomogram(path: str, settings: BatchSettings) -> dict:
               "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        volume, info = open_volume(path)
+        volume, info = _open_input(path, settings)
         voxel = info.isotropic_voxel_size
-        probabilities = {}
+        probabilities, tables = {}, {}
         for model in _models(settings.models, settings.device):
             target = out / f"{name}_{model.feature}.mrc"
             for _ in iter_segment(volume, model, voxel, target, origin=info.origin,
@@ -120,6 +153,9 @@ def process_tomogram(path: str, settings: BatchSettings) -> dict:
             write_star(out / f"{name}_{feature}.star", table, frame)
             result["outputs"].append(f"{name}_{feature}.star")
             result["picks"][feature] = int(len(table))
+            tables[feature] = table
+        if settings.copick is not None:
+            result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
         result["status"] = "done"
     except TomosegError as exc:
         result["error"] = str(exc)
@@ -177,16 +213,14 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     """Process every tomogram (skipping finished ones); returns one summary row each."""
     from distributed import as_completed
 
-    from .session import fingerprint
-
     out = Path(settings.output)
     manifest = Manifest(out)
     digest = settings.digest()
     rows, todo, prints = [], [], {}
     for path in tomograms:
         try:
-            prints[path] = fingerprint(path)
-        except OSError as exc:
+            prints[path] = _input_fingerprint(path, settings)
+        except (OSError, TomosegError) as exc:
             rows.append({"tomogram": path, "name": Path(path).stem, "status": "failed",
                          "picks": {}, "seconds": 0.0, "error": str(exc), "outputs": []})
             continue

@@ -167,20 +167,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
+def _copick_source(args: argparse.Namespace, run: str | None = None):
+    """The copick project location named by --copick/--run/... (None without --copick)."""
+    if not getattr(args, "copick", None):
+        return None
+    from .io.copick_project import CopickSource
+
+    if run is None and isinstance(args.run, str):
+        run = args.run
+    return CopickSource(config=str(args.copick), run=run, voxel_spacing=args.voxel_spacing,
+                        tomo_type=args.tomo_type, user_id=args.user_id, session_id=args.session_id)
+
+
+def _segment_inputs(args: argparse.Namespace):
+    """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
     from .io.mrc import open_volume
     from .layer_data import tomogram_name
+
+    if args.copick:
+        from .io.copick_project import open_tomogram, run_names
+
+        if args.tomograms:
+            raise TomosegError("give tomogram files or --copick, not both.")
+        for run in args.run or run_names(args.copick):
+            source = _copick_source(args, run)
+            yield (run, *open_tomogram(source), source)
+        return
+    if not args.tomograms:
+        raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")
+    for tomogram in args.tomograms:
+        yield (tomogram_name(tomogram), *open_volume(tomogram), None)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .io.mrc import open_volume
     from .nn.inference import iter_segment
     from .nn.model_file import load_model
     from tqdm import tqdm
 
     models = [load_model(path) for path in args.model]
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for tomogram in args.tomograms:
-        volume, info = open_volume(tomogram)
+    for name, volume, info, source in _segment_inputs(args):
         for model in models:
-            target = args.output_dir / f"{tomogram_name(tomogram)}_{model.feature}.mrc"
-            with tqdm(total=volume.shape[0], desc=f"{Path(tomogram).name}: {model.feature}",
+            target = args.output_dir / f"{name}_{model.feature}.mrc"
+            with tqdm(total=volume.shape[0], desc=f"{name}: {model.feature}",
                       unit="slice", file=sys.stderr) as bar:
                 for update in iter_segment(volume, model, info.isotropic_voxel_size, target,
                                            origin=info.origin, batch_slices=args.batch,
@@ -188,6 +218,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                            rescale=not args.no_rescale, overwrite=args.overwrite):
                     bar.update(update.z1 - update.z0)
             print(f"{target}")
+            if source is not None:
+                from .io.copick_project import write_segmentation
+
+                mask = np.asarray(open_volume(target)[0]) > args.copick_threshold
+                print(write_segmentation(source, mask, model.feature, info.isotropic_voxel_size,
+                                         overwrite=args.overwrite))
     return 0
 
 
@@ -216,14 +252,25 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
+    from .io import copick_project
     from .io.mrc import open_volume
     from .io.particles import (TomogramFrame, at_voxel_size, convert_pixels, write_csv,
                                write_eman2_json, write_star)
     from .layer_data import tomogram_name
     from .picking import PickSettings, pick_particles, sample_along
 
-    probability, info = open_volume(args.probability)
+    source = _copick_source(args)
+    if not args.output and source is None:
+        raise TomosegError("give an output file, or --copick CONFIG to write into a copick project.")
+    if args.probability:
+        probability, info = open_volume(args.probability)
+    elif source is not None:  # the feature's segmentation in the project (e.g. from segment)
+        probability, info = copick_project.read_segmentation(source, args.feature)
+    else:
+        raise TomosegError("give a probability MRC (or --copick to read a segmentation).")
     voxel = info.isotropic_voxel_size
+    if source is not None:
+        copick_project.check_extent(source, info.shape, voxel)
     if args.spacing:
         table = sample_along(np.asarray(probability) > args.threshold, args.spacing, voxel)
     else:
@@ -232,8 +279,13 @@ def cmd_pick(args: argparse.Namespace) -> int:
                                 split_touching=args.split, max_picks=args.max_picks)
         table = pick_particles(np.asarray(probability), voxel, settings)
     table["feature"] = args.feature
-    frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.probability), shape=info.shape,
-                          voxel_size=voxel, origin=info.origin)
+    name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
+    frame = TomogramFrame(name=name, shape=info.shape, voxel_size=voxel, origin=info.origin)
+    if source is not None:
+        written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
+        print(f"{written}: {len(table)} {args.feature} picks (copick)")
+    if not args.output:
+        return 0
     output = Path(args.output)
     if output.suffix.lower() == ".json":
         write_eman2_json(output, table, frame, box_size=int(round(1.5 * args.diameter / voxel)),
@@ -312,8 +364,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from .batch import BatchSettings, expand_inputs, make_client, run_batch
 
-    tomograms = expand_inputs(args.tomograms)
-    settings = BatchSettings(
+    copick = _copick_source(args)
+    if copick is not None and args.tomograms:
+        raise TomosegError("give tomogram files or --copick, not both.")
+    if copick is not None:
+        from .io.copick_project import run_names
+
+        tomograms = args.run or run_names(copick.config)
+    else:
+        tomograms = expand_inputs(args.tomograms)
+    settings = BatchSettings(copick=copick,
         models=tuple(str(Path(m).resolve()) for m in args.model), output=str(args.output),
         thresholds={k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()},
         artifacts={k: tuple(v.split(",")) for k, v in _key_values(args.artifact, "--artifact").items()},
@@ -381,6 +441,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {len(particles)} ribosomes in {files['particles'].name}; "
           f"{time.perf_counter() - start:.1f} s in all")
     return 0
+
+
+def _copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
+    group = p.add_argument_group("copick project (pip install 'napari-tomoseg[copick]')")
+    group.add_argument("--copick", type=Path, metavar="CONFIG", help="copick project config (JSON)")
+    group.add_argument("--run", action="append" if several_runs else "store",
+                       help="copick run" + (" (repeat; default: every run)" if several_runs else ""))
+    group.add_argument("--voxel-spacing", type=float, default=10.0, help="A (default 10)")
+    group.add_argument("--tomo-type", default="wbp", help="tomogram type (default wbp)")
+    group.add_argument("--user-id", default="tomoseg", help="copick user id of our results")
+    group.add_argument("--session-id", default="0", help="copick session id (default 0: a tool)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     segment = sub.add_parser("segment", help="apply trained networks to whole tomograms")
-    segment.add_argument("tomograms", nargs="+")
+    segment.add_argument("tomograms", nargs="*", help="MRC files (or --copick)")
     segment.add_argument("--model", "-m", action="append", required=True,
                          help="model file (repeat for several features)")
     segment.add_argument("--output-dir", "-o", type=Path, default=Path("."))
@@ -462,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--no-rescale", action="store_true",
                          help="refuse tomograms of another voxel size instead of rescaling")
     segment.add_argument("--overwrite", action="store_true")
+    _copick_options(segment, several_runs=True)
+    segment.add_argument("--copick-threshold", type=float, default=0.5,
+                         help="probability above which a voxel joins the copick segmentation")
     segment.set_defaults(func=cmd_segment)
 
     merge = sub.add_parser("merge", help="merge per-feature probabilities into one label volume")
@@ -474,8 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.set_defaults(func=cmd_merge)
 
     pick = sub.add_parser("pick", help="particle coordinates from a probability map")
-    pick.add_argument("probability", help="probability MRC from tomoseg segment")
-    pick.add_argument("output", help=".star (RELION 5), .csv, or .json (EMAN2 info)")
+    pick.add_argument("probability", nargs="?",
+                      help="probability MRC from tomoseg segment (with --copick: default the "
+                           "feature's copick segmentation)")
+    pick.add_argument("output", nargs="?",
+                      help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
     pick.add_argument("--unbinned-voxel-size", type=float,
                       help="write pixel coordinates at this (unbinned) voxel size (A)")
     pick.add_argument("--feature", default="ribosome")
@@ -488,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--spacing", type=float,
                       help="sample points every SPACING A along filaments/membranes instead")
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
+    _copick_options(pick, several_runs=False)
+    pick.add_argument("--overwrite", action="store_true",
+                      help="replace copick picks of the same user and session")
     pick.set_defaults(func=cmd_pick)
 
     def averaging_options(p, iterations: int) -> None:
@@ -531,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(func=cmd_classify)
 
     batch = sub.add_parser("batch", help="segment, merge and pick many tomograms (dask)")
-    batch.add_argument("tomograms", nargs="+", help="paths or globs (quote them)")
+    batch.add_argument("tomograms", nargs="*", help="paths or globs (quote them), or --copick")
     batch.add_argument("--model", "-m", action="append", required=True)
     batch.add_argument("--output", "-o", type=Path, required=True)
     batch.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
@@ -542,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--scheduler", help="address of a running dask scheduler")
     batch.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     batch.add_argument("--device", default="auto")
+    _copick_options(batch, several_runs=True)
     batch.set_defaults(func=cmd_batch)
 
     launch = sub.add_parser("launch", help="open napari with the plugin and a sample tomogram")
