@@ -2,7 +2,13 @@
 
 Every error a user can cause (a bad file, a bad setting) is one of these,
 so the CLI and the napari plugin can show the message without a traceback.
+``user_message`` is the one policy both faces share: what is shown as a
+single line, and what is a bug that keeps its traceback.
 """
+
+from __future__ import annotations
+
+import errno
 
 
 class TomosegError(Exception):
@@ -19,3 +25,55 @@ class InvalidCoordinatesError(TomosegError, ValueError):
 
 class InvalidSettingsError(TomosegError, ValueError):
     """A parameter is out of its meaningful range."""
+
+
+class InvalidBoxesError(TomosegError, ValueError):
+    """A box file, a mask archive or a box does not describe usable training examples."""
+
+
+class NonFiniteError(TomosegError, ValueError):
+    """NaN or infinite values where numbers must be finite (voxels, a loss, weights)."""
+
+
+class OutputNotWritableError(TomosegError, OSError):
+    """An output folder cannot be written (read-only, missing rights, full disk)."""
+
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "the file is too large for this file system or limit",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "it exists already",
+    errno.EISDIR: "it is a folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: what, where and why, without a traceback."""
+    if isinstance(exc, TomosegError) or not exc.errno:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"cannot use {where}: {os_reason(exc)}."
+
+
+def os_reason(exc: OSError) -> str:
+    """Why a file operation failed, in words (full disk, read-only, ...)."""
+    if not exc.errno:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _ERRNO_HINTS.get(exc.errno, exc.strerror or type(exc).__name__)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can act on; None for a bug."""
+    if isinstance(exc, TomosegError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory: bin the tomogram or use a smaller region."
+    return None
