@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidSettingsError, TomosegError
+from .io.atomic import atomic_path, write_text
 
 BOXES_FILE = "boxes.json"
 MASKS_FILE = "masks.npz"
@@ -63,31 +64,21 @@ def check_boxes(boxes: list[Box], feature: str | None = None) -> None:
                            "(about ten times as many as positives).")
 
 
-def _atomic_write(path: Path, writer) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.partial")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def box_record(box: Box) -> dict:
+    """The JSON fields of a box (its mask is stored apart)."""
+    return {"id": box.id, "feature": box.feature, "z": int(box.z), "y": float(box.y),
+            "x": float(box.x), "size": int(box.size), "positive": bool(box.positive)}
 
 
 def save_boxes(folder: str | os.PathLike, boxes: list[Box]) -> None:
+    """A box folder for ``tomoseg train --boxes`` (sessions keep boxes in one file instead)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    records = [{"id": b.id, "feature": b.feature, "z": int(b.z), "y": float(b.y),
-                "x": float(b.x), "size": int(b.size), "positive": bool(b.positive)}
-               for b in boxes]
+    records = [box_record(b) for b in boxes]
     masks = {b.id: np.asarray(b.mask, dtype=np.uint8) for b in boxes if b.mask is not None}
-
-    def write_masks(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **masks)
-
-    _atomic_write(folder / MASKS_FILE, write_masks)
-    _atomic_write(folder / BOXES_FILE,
-                  lambda tmp: tmp.write_text(json.dumps({"version": 1, "boxes": records}, indent=1)))
+    with atomic_path(folder / MASKS_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **masks)
+    write_text(folder / BOXES_FILE, json.dumps({"version": 1, "boxes": records}, indent=1))
 
 
 def load_boxes(folder: str | os.PathLike) -> list[Box]:
@@ -103,9 +94,17 @@ def load_boxes(folder: str | os.PathLike) -> list[Box]:
     if (folder / MASKS_FILE).exists():
         with np.load(folder / MASKS_FILE) as archive:
             masks = {key: archive[key] for key in archive.files}
-    return [Box(feature=r["feature"], z=int(r["z"]), y=float(r["y"]), x=float(r["x"]),
-                size=int(r.get("size", 64)), positive=bool(r["positive"]),
-                mask=masks.get(r["id"]), id=r["id"]) for r in records]
+    return boxes_from_records(records, masks, path)
+
+
+def boxes_from_records(records: list, masks: dict, source: str | os.PathLike) -> list[Box]:
+    """Boxes from their JSON records and masks by box id (``source`` names the file for errors)."""
+    try:
+        return [Box(feature=r["feature"], z=int(r["z"]), y=float(r["y"]), x=float(r["x"]),
+                    size=int(r.get("size", 64)), positive=bool(r["positive"]),
+                    mask=masks.get(r["id"]), id=r["id"]) for r in records]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise TomosegError(f"{source} holds a box that cannot be read ({exc!r}).") from exc
 
 
 def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negative: int,

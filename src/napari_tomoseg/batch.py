@@ -18,7 +18,6 @@ import json
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import TomosegError
+from .io.atomic import atomic_path, clean_stale_partials, write_text
 from .io.copick_project import CopickSource
 
 MANIFEST = "manifest.json"
@@ -64,6 +64,44 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     if not paths:
         raise TomosegError(f"no tomograms match {', '.join(patterns)}.")
     return list(dict.fromkeys(paths))
+
+
+def _clean(part: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in part) or "_"
+
+
+def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One output name per tomogram, distinct even when files share a name.
+
+    ``a/t.mrc`` and ``b/t.mrc`` become ``a_t`` and ``b_t`` (the fewest
+    parent folders that tell them apart); names still equal after that
+    (the same file twice, or ``a_t.mrc`` beside ``a/t.mrc``) get ``_2``, ``_3``.
+    """
+    from .layer_data import tomogram_name
+
+    resolved = [Path(p).resolve() for p in paths]
+    names = [tomogram_name(p) for p in resolved]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    for base, members in groups.items():
+        if len(members) < 2:
+            continue
+        for depth in range(1, max(len(resolved[i].parent.parts) for i in members) + 1):
+            tried = {i: "_".join([_clean(p) for p in resolved[i].parent.parts[-depth:]] + [base])
+                     for i in members}
+            if len(set(tried.values())) == len(members):
+                for i, name in tried.items():
+                    names[i] = name
+                break
+    taken: set[str] = set()
+    for i, name in enumerate(names):
+        candidate, n = name, 2
+        while candidate in taken:
+            candidate, n = f"{name}_{n}", n + 1
+        taken.add(candidate)
+        names[i] = candidate
+    return names
 
 
 _MODEL_CACHE: dict = {}
@@ -110,8 +148,11 @@ def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) 
     return written
 
 
-def process_tomogram(path: str, settings: BatchSettings) -> dict:
-    """All the work for one tomogram; never raises (failures are reported in the result)."""
+def process_tomogram(path: str, settings: BatchSettings, name: str | None = None) -> dict:
+    """All the work for one tomogram; never raises (failures are reported in the result).
+
+    ``name`` prefixes its outputs (default: the file name; see ``unique_names``).
+    """
     from .io.mrc import open_volume, write_volume
     from .io.particles import TomogramFrame, write_star
     from .layer_data import tomogram_name
@@ -120,7 +161,7 @@ def process_tomogram(path: str, settings: BatchSettings) -> dict:
     from .picking import PickSettings, pick_particles
 
     start = time.perf_counter()
-    name = tomogram_name(path)
+    name = name or tomogram_name(path)
     out = Path(settings.output)
     result = {"tomogram": path, "name": name, "status": "failed", "picks": {}, "outputs": [],
               "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
@@ -170,18 +211,16 @@ class Manifest:
         self.path = Path(folder) / MANIFEST
         self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def finished(self, path: str, fingerprint: str, digest: str) -> bool:
+    def finished(self, path: str, fingerprint: str, digest: str, name: str) -> bool:
         entry = self.entries.get(path)
         return bool(entry and entry["status"] == "done" and entry["fingerprint"] == fingerprint
-                    and entry["settings"] == digest and all(
+                    and entry["settings"] == digest and entry.get("name") == name and all(
                         (self.path.parent / o).exists() for o in entry["outputs"]))
 
     def record(self, result: dict, fingerprint: str, digest: str) -> None:
         self.entries[result["tomogram"]] = {**result, "fingerprint": fingerprint, "settings": digest}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:6]}.partial")
-        tmp.write_text(json.dumps(self.entries, indent=1))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(self.entries, indent=1))
 
 
 def make_client(workers: int | None = None, scheduler: str | None = None,
@@ -214,25 +253,27 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     from distributed import as_completed
 
     out = Path(settings.output)
+    clean_stale_partials(out)
     manifest = Manifest(out)
     digest = settings.digest()
+    names = dict(zip(tomograms, unique_names(tomograms)))
     rows, todo, prints = [], [], {}
     for path in tomograms:
         try:
             prints[path] = _input_fingerprint(path, settings)
         except (OSError, TomosegError) as exc:
-            rows.append({"tomogram": path, "name": Path(path).stem, "status": "failed",
+            rows.append({"tomogram": path, "name": names[path], "status": "failed",
                          "picks": {}, "seconds": 0.0, "error": str(exc), "outputs": []})
             continue
-        if manifest.finished(path, prints[path], digest):
+        if manifest.finished(path, prints[path], digest, names[path]):
             rows.append({**manifest.entries[path], "status": "skipped"})
         else:
             todo.append(path)
     own_client = client is None
     client = client or make_client()
     try:
-        futures = {client.submit(process_tomogram, path, settings, pure=False, retries=1): path
-                   for path in todo}
+        futures = {client.submit(process_tomogram, path, settings, names[path], pure=False,
+                                 retries=1): path for path in todo}
         done = len(rows)
         for future in as_completed(futures):
             result = future.result()
@@ -255,18 +296,18 @@ def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings)
 
     written = []
     for feature in settings.pick:
-        parts, optics = [], None
+        parts, optics, seen = [], None, set()
         for row in rows:
             path = folder / f"{row['name']}_{feature}.star"
-            if row["status"] in ("done", "skipped") and path.exists():
+            if row["status"] in ("done", "skipped") and path.exists() and path not in seen:
+                seen.add(path)  # a file is read once, whatever the rows say
                 blocks = starfile.read(path, always_dict=True)
                 parts.append(blocks["particles"])
                 optics = blocks.get("optics")
         if parts:
             target = folder / f"all_{feature}.star"
-            tmp = target.with_name(f".{target.name}.partial")
-            starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 0}, "optics": optics,
-                            "particles": pd.concat(parts, ignore_index=True)}, tmp)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 0}, "optics": optics,
+                                "particles": pd.concat(parts, ignore_index=True)}, tmp)
             written.append(target)
     return written

@@ -205,8 +205,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .nn.model_file import load_model
     from tqdm import tqdm
 
+    from .io.atomic import clean_stale_partials
+
     models = [load_model(path) for path in args.model]
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_partials(args.output_dir)
     for name, volume, info, source in _segment_inputs(args):
         for model in models:
             target = args.output_dir / f"{name}_{model.feature}.mrc"

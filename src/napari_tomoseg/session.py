@@ -1,29 +1,31 @@
 """The annotation session: features, boxes, masks and models of one tomogram, on disk.
 
-Everything the user does is saved at once, atomically, into a session
-folder (by default ``<tomogram>.tomoseg/`` beside the tomogram):
-``session.json`` (tomogram path and fingerprint, voxel size, features
-with colours, model files), ``boxes.json`` and ``masks.npz`` (see
-``annotations``), ``models/<feature>.pt`` and segmentations. Reopening
-the folder restores the session exactly.
+Everything the user does is saved at once into a session folder (by
+default ``<tomogram>.tomoseg/`` beside the tomogram): ``session.json``
+(tomogram path and identity, voxel size, features with colours, model
+files, boxes with their masks; one generation written whole, the one
+before kept as backup, see ``session_store``), ``models/<feature>.pt``
+and segmentations. Reopening the folder restores the session exactly.
+A session is never deleted: ``open_session`` rebinds it to a tomogram
+whose header changed but whose voxels did not, and starts a new folder
+beside it for a different tomogram.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .annotations import Box, load_boxes, save_boxes
+from .annotations import Box
 from .errors import TomosegError
+from .io.atomic import clean_stale_partials
+from .session_store import SESSION_FILE, is_session, read_generation, set_damaged_aside, write_generation
 from .synthetic.cell import FEATURE_COLOURS
 
-SESSION_FILE = "session.json"
 SESSION_SUFFIX = ".tomoseg"
 _SPARE_COLOURS = ("#27ae60", "#f2994a", "#2f80ed", "#9b51e0", "#eb5757", "#56ccf2")
 
@@ -51,6 +53,29 @@ def fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def data_checksum(volume: np.ndarray, slices: int = 16, rows: int = 64) -> str:
+    """Identity of a volume's voxel values, blind to its header (origin, voxel size, mode).
+
+    Hashes the shape and the values (as float64) of up to ``slices``
+    evenly spaced slices, every n-th row of each (about ``rows`` rows):
+    a few MiB read even for a 32 GiB tomogram.
+    """
+    nz, ny = int(volume.shape[0]), int(volume.shape[1])
+    digest = hashlib.sha1(repr(tuple(int(s) for s in volume.shape)).encode())
+    step = max(1, ny // rows)
+    for z in np.unique(np.linspace(0, nz - 1, min(nz, slices)).round().astype(int)):
+        digest.update(np.ascontiguousarray(volume[z, ::step], dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def file_checksum(path: str | os.PathLike) -> tuple[str, tuple[float, float, float]]:
+    """``data_checksum`` of an MRC file's voxels, and the origin in its header (z, y, x)."""
+    from .io.mrc import open_volume
+
+    volume, info = open_volume(path, check_finite=False)
+    return data_checksum(volume), tuple(float(o) for o in info.origin)
+
+
 @dataclass
 class Session:
     folder: Path
@@ -62,6 +87,13 @@ class Session:
     boxes: list[Box] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)  # feature -> file name in folder
     box_size: int = 64
+    data_checksum: str | None = None  # of the voxels, see ``data_checksum``
+    origin: tuple[float, float, float] | None = None  # header origin (z, y, x), Angstrom
+    note: str | None = None  # what restoring had to do (a backup used), for the user
+    damaged: bool = False  # the current file is damaged: set it aside at the next save
+    # RELION's rlnTomoTiltSeriesPixelSize (unbinned tilt series, Angstrom): the header
+    # does not carry it, so it is remembered here once the user gives it; None = unknown
+    tilt_series_pixel_size: float | None = None
 
     # features ----------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -163,26 +195,34 @@ class Session:
         self.save()
 
     # files ---------------------------------------------------------------
+    def record(self) -> dict:
+        return {"tomogram": self.tomogram, "tomogram_fingerprint": self.tomogram_fingerprint,
+                "data_checksum": self.data_checksum,
+                "origin": list(self.origin) if self.origin is not None else None,
+                "voxel_size": self.voxel_size, "shape": list(self.shape) if self.shape else None,
+                "box_size": self.box_size, "tilt_series_pixel_size": self.tilt_series_pixel_size,
+                "features": [{"name": f.name, "colour": f.colour} for f in self.features],
+                "models": self.models}
+
     def save(self) -> None:
+        """Write the whole session as one new generation (cheap: called on every change)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_boxes(self.folder, self.boxes)
-        record = {"version": 1, "tomogram": self.tomogram,
-                  "tomogram_fingerprint": self.tomogram_fingerprint,
-                  "voxel_size": self.voxel_size, "shape": list(self.shape) if self.shape else None,
-                  "box_size": self.box_size,
-                  "features": [{"name": f.name, "colour": f.colour} for f in self.features],
-                  "models": self.models}
-        path = self.folder / SESSION_FILE
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.partial")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
+        if self.damaged:  # keep the good backup: the damaged file is not a generation
+            set_damaged_aside(self.folder)
+            self.damaged = False
+        write_generation(self.folder, self.record(), self.boxes)
 
     @classmethod
     def create(cls, folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
                shape: tuple[int, int, int], features=("membrane", "ribosome")) -> Session:
-        session = cls(folder=Path(folder), tomogram=str(tomogram) if tomogram else None,
-                      tomogram_fingerprint=fingerprint(tomogram) if tomogram and Path(tomogram).exists() else None,
+        folder = Path(folder)
+        if is_session(folder):
+            raise TomosegError(f"{folder} already holds a session; open it, or choose another folder.")
+        session = cls(folder=folder, tomogram=str(tomogram) if tomogram else None,
                       voxel_size=float(voxel_size), shape=tuple(int(s) for s in shape))
+        if tomogram and Path(tomogram).exists():
+            session.tomogram_fingerprint = fingerprint(tomogram)
+            session.data_checksum, session.origin = file_checksum(tomogram)
         for name in features:
             session.features.append(Feature(name, FEATURE_COLOURS.get(name, "#ffffff")))
         session.save()
@@ -191,24 +231,97 @@ class Session:
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Session:
         folder = Path(folder)
-        path = folder / SESSION_FILE
-        if not path.exists():
+        if not is_session(folder):
             raise TomosegError(f"{folder} is not a napari-tomoseg session (no {SESSION_FILE}).")
+        clean_stale_partials(folder)
+        record, boxes, note = read_generation(folder)
         try:
-            record = json.loads(path.read_text())
-        except ValueError as exc:
-            raise TomosegError(f"{path} is damaged ({exc}).") from exc
-        return cls(folder=folder, tomogram=record.get("tomogram"),
-                   tomogram_fingerprint=record.get("tomogram_fingerprint"),
-                   voxel_size=float(record.get("voxel_size", 1.0)),
-                   shape=tuple(record["shape"]) if record.get("shape") else None,
-                   features=[Feature(f["name"], f["colour"]) for f in record.get("features", [])],
-                   boxes=load_boxes(folder), models=dict(record.get("models", {})),
-                   box_size=int(record.get("box_size", 64)))
+            return cls(folder=folder, tomogram=record.get("tomogram"),
+                       tomogram_fingerprint=record.get("tomogram_fingerprint"),
+                       data_checksum=record.get("data_checksum"),
+                       origin=tuple(record["origin"]) if record.get("origin") else None,
+                       voxel_size=float(record.get("voxel_size", 1.0)),
+                       shape=tuple(record["shape"]) if record.get("shape") else None,
+                       features=[Feature(f["name"], f["colour"]) for f in record.get("features", [])],
+                       boxes=boxes, models=dict(record.get("models", {})),
+                       box_size=int(record.get("box_size", 64)), note=note, damaged=note is not None,
+                       tilt_series_pixel_size=_optional_size(record.get("tilt_series_pixel_size")))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise TomosegError(f"{folder / SESSION_FILE} holds a setting that cannot be read "
+                               f"({exc!r}).") from exc
 
     def matches(self, tomogram: str | os.PathLike) -> bool:
         """True if ``tomogram`` is the file this session was made on."""
         return self.tomogram_fingerprint is None or fingerprint(tomogram) == self.tomogram_fingerprint
+
+
+def _optional_size(value) -> float | None:
+    """A remembered pixel size; sessions saved before it existed have none."""
+    if value is None:
+        return None
+    size = float(value)
+    if not (np.isfinite(size) and size > 0):
+        raise ValueError(f"tilt_series_pixel_size {value!r}")
+    return size
+
+
+def _beside(folder: Path, n: int) -> Path:
+    """The n-th folder beside ``folder``: ``t.mrc.tomoseg`` -> ``t.mrc-2.tomoseg``."""
+    name = folder.name
+    stem = name[:-len(SESSION_SUFFIX)] if name.endswith(SESSION_SUFFIX) else name
+    return folder.with_name(f"{stem}-{n}{name[len(stem):]}")
+
+
+def _identify(session: Session, tomogram: str) -> str:
+    """'same' file, 'rebind' (same voxels, changed header) or 'different' tomogram."""
+    if session.tomogram_fingerprint is None or fingerprint(tomogram) == session.tomogram_fingerprint:
+        return "same"
+    if session.data_checksum is None:  # a session of version 1 knows only its file's bytes
+        return "different"
+    return "rebind" if file_checksum(tomogram)[0] == session.data_checksum else "different"
+
+
+def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
+    old_voxel, old_origin = session.voxel_size, session.origin
+    session.tomogram, session.tomogram_fingerprint = str(tomogram), fingerprint(tomogram)
+    session.origin = file_checksum(tomogram)[1]
+    session.voxel_size = float(voxel_size)
+    session.save()
+    changes = []
+    if old_voxel != session.voxel_size:
+        changes.append(f"voxel size {old_voxel:g} -> {session.voxel_size:g} A")
+    if old_origin is not None and tuple(old_origin) != session.origin:
+        changes.append("origin " + " ".join(f"{o:g}" for o in old_origin[::-1]) + " -> "
+                       + " ".join(f"{o:g}" for o in session.origin[::-1]) + " A (x y z)")
+    return (f"The header of {Path(tomogram).name} changed ({', '.join(changes) or 'other fields'}), "
+            f"its voxels did not: session {session.folder} rebound to it, "
+            f"all {len(session.boxes)} boxes kept.")
+
+
+def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
+                 shape: tuple[int, int, int]) -> tuple[Session, str]:
+    """Restore, rebind or start the session of a tomogram; never deletes one.
+
+    Returns the session and a sentence for the user. A session made on
+    other voxel data stays as it is; the new one goes into the first free
+    folder beside it (or into one beside it that was made on this tomogram).
+    """
+    folder = Path(folder)
+    for n in range(1, 1000):
+        candidate = folder if n == 1 else _beside(folder, n)
+        if not is_session(candidate):
+            session = Session.create(candidate, tomogram, voxel_size, shape)
+            moved = f" ({folder} belongs to another tomogram and is kept)" if n > 1 else ""
+            return session, f"New session in {candidate}{moved}."
+        session = Session.load(candidate)
+        verdict = "same" if not tomogram else _identify(session, tomogram)
+        if verdict == "rebind":
+            return session, _rebind(session, tomogram, voxel_size)
+        if verdict == "same":
+            message = (f"Restored session: {len(session.boxes)} boxes, "
+                       f"{len(session.features)} features, from {candidate}")
+            return session, message + (f" ({session.note})." if session.note else ".")
+    raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
 
 
 def _safe(name: str) -> str:

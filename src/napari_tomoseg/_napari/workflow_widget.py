@@ -23,7 +23,7 @@ from ..merge import MergeSettings, merge_slab
 from ..nn.inference import iter_segment
 from ..nn.model_file import load_model, save_model
 from ..nn.training import TrainingSettings, iter_train
-from ..session import Session, default_session_folder
+from ..session import Session, default_session_folder, open_session
 from .annotation import AnnotationController, overlay_name
 from .notify import guarded
 from .loss_plot import LossPlot
@@ -177,17 +177,9 @@ class TomosegWidget(Container):
         path = _tomogram_path(layer)
         if folder is None:
             folder = default_session_folder(path) if path else Path.home() / f"{layer.name}.tomoseg"
-        folder = Path(folder)
-        if (folder / "session.json").exists():
-            session = Session.load(folder)
-            if path and not session.matches(path):
-                show_error(f"{folder} was made for another tomogram; starting a new session.")
-                session = Session.create(folder, path, _voxel_size(layer), layer.data.shape)
-            else:
-                show_info(f"Restored session: {len(session.boxes)} boxes, "
-                          f"{len(session.features)} features, from {folder}")
-        else:
-            session = Session.create(folder, path, _voxel_size(layer), layer.data.shape)
+        session, message = open_session(folder, path, _voxel_size(layer), layer.data.shape)
+        show_info(message)
+        folder = session.folder
         self.controller = AnnotationController(self.viewer, layer, session)
         self.models = {}
         for feature, relative in session.models.items():

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import atomic
+from ..io.atomic import atomic_path
 from ..io.mrc import write_volume
 from ..io.particles import TomogramFrame, particle_table, write_star
 from .align import Alignment
@@ -26,9 +28,8 @@ def aligned_particle_table(origins_zyx: np.ndarray, alignment: Alignment, **colu
 
 def write_fsc_table(path: str | os.PathLike, rows: list[dict]) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
     return path
 
 
@@ -52,7 +53,7 @@ def write_average_result(folder: str | os.PathLike, result, frame: TomogramFrame
             "particles": int(len(result.halves)), "settings": asdict(result.settings),
             "history": result.history}
     written["settings"] = folder / f"{name}.json"
-    written["settings"].write_text(json.dumps(info, indent=2))
+    atomic.write_text(written["settings"], json.dumps(info, indent=2))
     return written
 
 

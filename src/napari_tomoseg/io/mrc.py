@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import mrcfile
 import numpy as np
 
 from ..errors import InvalidVolumeError
+from .atomic import atomic_path, is_partial
 
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map", ".mrcs")
 COMPRESSED_SUFFIXES = (".gz", ".bz2")
@@ -105,6 +105,9 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
         raise InvalidVolumeError(f"{path} does not exist.")
     if path.is_dir():
         raise InvalidVolumeError(f"{path} is a folder, not an MRC file.")
+    if is_partial(path):
+        raise InvalidVolumeError(f"{path.name} is an unfinished output (a partial file left by an "
+                                 "interrupted write), not a result; delete it.")
     if path.stat().st_size < HEADER_BYTES:
         raise InvalidVolumeError(
             f"{path.name} is not an MRC file: it is {path.stat().st_size} bytes long, "
@@ -262,10 +265,6 @@ def _mrc_compatible(data: np.ndarray) -> np.ndarray:
     raise InvalidVolumeError(f"cannot store data of type {data.dtype} in an MRC file.")
 
 
-def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-
-
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another name or allow overwriting.")
@@ -289,15 +288,11 @@ def write_volume(path: str | os.PathLike, data: np.ndarray,
     data = _mrc_compatible(data)
     if data.ndim not in (2, 3):
         raise InvalidVolumeError(f"an MRC volume must be 2D or 3D, not {data.ndim}D.")
-    tmp = _temporary_sibling(path)
     compression = {".gz": "gzip", ".bz2": "bzip2"}.get(path.suffix.lower())
-    try:
+    with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True, compression=compression) as mrc:
             mrc.set_data(np.ascontiguousarray(data))
             _set_geometry(mrc, voxel_size, origin)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -313,16 +308,12 @@ def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype=np.fl
     """
     path = Path(path)
     _check_target(path, overwrite)
-    tmp = _temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         with mrcfile.new_mmap(tmp, shape=tuple(shape), mrc_mode=mrcfile.utils.mode_from_dtype(
                 np.dtype(dtype)), overwrite=True) as mrc:
             _set_geometry(mrc, voxel_size, origin)
             yield mrc.data
             mrc.update_header_stats()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,

@@ -25,6 +25,7 @@ import pandas as pd
 import starfile
 
 from ..errors import InvalidCoordinatesError
+from .atomic import atomic_path, write_text
 
 AXES = ("z", "y", "x")
 ANGLE_COLUMNS = ("rot", "tilt", "psi")
@@ -103,9 +104,7 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
     record = {"apix_unbin": float(unbinned), "boxes_3d": boxes,
               "class_list": {"0": {"boxsize": int(box_size), "name": feature}}}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=1))
     return path
 
 
@@ -175,10 +174,9 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFram
         "rlnImagePixelSize": [frame.voxel_size],
     })
     general = {"rlnTomoSubTomosAre2DStacks": 0}
-    tmp = path.with_name(f".{path.name}.partial")
-    starfile.write({"general": general, "optics": optics, "particles": particles}, tmp,
-                   float_format="%.6f")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        starfile.write({"general": general, "optics": optics, "particles": particles}, tmp,
+                       float_format="%.6f")
     return path
 
 
@@ -238,9 +236,8 @@ def write_csv(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame
     for column in table.columns:
         if column not in AXES:
             out[column] = table[column].to_numpy()
-    tmp = path.with_name(f".{path.name}.partial")
-    out.to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, float_format="%.6f")
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import TomosegError
+from ..io.atomic import commit_partial, partial_path
 from ..preprocess import Preprocessor
 from .devices import pick_device
 from .model_file import TrainedModel
@@ -103,7 +103,7 @@ class _MrcStream:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; choose another name or allow overwriting.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:6]}.partial")
+        self.tmp = partial_path(self.path)
         self.dtype = np.dtype(dtype)
         with mrcfile.new(self.tmp, overwrite=True) as mrc:
             mrc.set_data(np.zeros((1, 1, 1), self.dtype))
@@ -135,8 +135,7 @@ class _MrcStream:
             mean = total / max(count, 1)
             mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
             mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
-        os.replace(self.tmp, self.path)
-        return self.path
+        return commit_partial(self.tmp, self.path)
 
     def abort(self) -> None:
         if not self.handle.closed:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import TomosegError
+from ..io.atomic import atomic_path
 from ..preprocess import PreprocessSettings
 from .models import build_model
 
@@ -58,12 +58,8 @@ def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     payload = {"format": FORMAT, "metadata": json.dumps(model.metadata()), "state_dict": state}
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.partial")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

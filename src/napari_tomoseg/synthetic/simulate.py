@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import tilt_series as ts
 from ..errors import InvalidSettingsError
+from ..io.atomic import write_text
 from ..io.mrc import quantise_int8, write_volume
 from ..io.particles import TomogramFrame, particle_table, write_star
 from .cell import FEATURE_COLOURS, FEATURES, CellSpec, SyntheticCell, generate_cell
@@ -115,8 +116,6 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
         "files": {k: p.name for k, p in written.items()},
     }
     manifest_path = folder / f"{name}.json"
-    tmp = manifest_path.with_name(manifest_path.name + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    write_text(manifest_path, json.dumps(manifest, indent=2))
     written["manifest"] = manifest_path
     return written

@@ -1,0 +1,136 @@
+"""Write a file so that it appears whole or not at all.
+
+Every output of napari-tomoseg is written to a hidden partial file in the
+same folder, flushed to disk, then renamed over the target in one step.
+The partial's name (``.NAME.tomoseg-partial-HOST-PID-RANDOM``) tells a
+reader it is no result, and tells a later run whether the process that
+wrote it is gone, so stale partials left by a kill can be removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+PARTIAL_TAG = ".tomoseg-partial-"
+_PATTERN = re.compile(r"^\..+\.tomoseg-partial-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]+$")
+_LEGACY = re.compile(r"^\..+\.partial$")  # fixed names written by versions before this module
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """A unique hidden sibling of ``path`` that no reader mistakes for a result."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{PARTIAL_TAG}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def is_partial(path: str | os.PathLike) -> bool:
+    """True for unfinished outputs, of this version or an older one."""
+    name = Path(path).name
+    return bool(_PATTERN.match(name) or _LEGACY.match(name))
+
+
+def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk; folders that cannot be opened are skipped."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return  # e.g. Windows: folders cannot be opened, renames are durable enough
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def commit_partial(tmp: str | os.PathLike, path: str | os.PathLike,
+                   backup: str | os.PathLike | None = None) -> Path:
+    """Flush a finished partial and rename it over ``path`` (keeping the old one as ``backup``)."""
+    path = Path(path)
+    fsync_path(tmp)
+    if backup is not None and path.exists():
+        os.replace(path, backup)
+    os.replace(tmp, path)
+    fsync_path(path.parent, directory=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, backup: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a partial path to write; on success it replaces ``path`` in one rename.
+
+    With ``backup``, the file ``path`` held so far is kept under that name
+    (renamed just before the new one takes its place). Any exception in the
+    block, or in the flush, removes the partial and leaves ``path`` as it was.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        commit_partial(tmp, path, backup)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str, backup: str | os.PathLike | None = None) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    with atomic_path(path, backup) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, backup: str | os.PathLike | None = None) -> Path:
+    """Atomically write ``data`` to ``path``."""
+    with atomic_path(path, backup) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is someone else's, or cannot tell: keep its file
+    return True
+
+
+def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove partials in ``folder`` whose writer (on this machine) is dead; returns them.
+
+    Partials of live processes, and of other machines sharing the folder,
+    are kept. Fixed-name partials of older versions are always stale.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    host = _host()
+    for entry in entries:
+        match = _PATTERN.match(entry.name)
+        if match:
+            if match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+                continue
+        elif not _LEGACY.match(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed

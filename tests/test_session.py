@@ -1,0 +1,224 @@
+"""The session never loses annotations: one atomic generation, a backup, identity by voxels."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_tomoseg.annotations import Box
+from napari_tomoseg.cli import main
+from napari_tomoseg.errors import TomosegError
+from napari_tomoseg.io.atomic import atomic_path, clean_stale_partials, is_partial, partial_path
+from napari_tomoseg.io.mrc import write_volume
+from napari_tomoseg.session import Session, data_checksum, open_session
+from napari_tomoseg.session_store import BACKUP_FILE, SESSION_FILE
+
+SHAPE = (12, 40, 48)
+
+
+@pytest.fixture
+def volume():
+    return np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
+
+
+def _state(session: Session) -> dict:
+    """Everything restore must bring back: box fields and mask bytes, by id."""
+    return {b.id: (b.feature, b.z, b.y, b.x, b.size, b.positive,
+                   None if b.mask is None else np.asarray(b.mask).tobytes()) for b in session.boxes}
+
+
+def _session_with_boxes(folder: Path, n: int = 4) -> Session:
+    session = Session.create(folder, None, 10.0, SHAPE)
+    for i in range(n):
+        box = session.add_box("ribosome", i, 20.0, 20.0 + i, positive=i % 2 == 0, size=16)
+        if box.mask is not None:
+            box.mask[2:9, 3:4 + i] = 1
+    session.save()
+    return session
+
+
+# one atomic generation -------------------------------------------------------------------
+
+def _save_killed_at(folder: Path, kill_at: int) -> int:
+    """Make the new state and save it in a forked child that SIGKILLs itself before the
+    ``kill_at``-th file operation; returns the child's wait status (0: the save finished)."""
+    pid = os.fork()
+    if pid:
+        return os.waitpid(pid, 0)[1]
+    try:
+        session = Session.load(folder)
+        calls = [0]
+
+        def counted(original):
+            def call(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(*args, **kwargs)
+            return call
+
+        # the new state: a box deleted with its mask, a mask repainted, a box added
+        session.boxes = [b for b in session.boxes if b.z != 0]
+        next(b for b in session.boxes if b.positive).mask[:] = 1
+        session.boxes.append(Box("membrane", 7, 30.0, 30.0, 16, True, np.eye(16, dtype=np.uint8),
+                                 id="added"))
+        for name in ("open", "fsync", "replace", "rename", "unlink"):
+            setattr(os, name, counted(getattr(os, name)))
+        session.save()
+    finally:
+        os._exit(0)
+
+
+def _new_state(old: dict) -> dict:
+    new = {k: v for k, v in old.items() if v[1] != 0}
+    first = next(k for k, v in new.items() if v[5])
+    feature, z, y, x, size, positive, _ = new[first]
+    new[first] = (feature, z, y, x, size, positive, np.ones((size, size), np.uint8).tobytes())
+    new["added"] = ("membrane", 7, 30.0, 30.0, 16, True, np.eye(16, dtype=np.uint8).tobytes())
+    return new
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["generation", "version-1-session"])
+def test_a_save_killed_between_any_two_file_operations_restores_old_or_new(tmp_path, legacy):
+    """SIGKILL before the k-th os.open/fsync/replace/rename/unlink of a save, for every k."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    folder = tmp_path / "s.tomoseg"
+    session = _session_with_boxes(folder)
+    if legacy:  # the layout of version 1: session.json + boxes.json + masks.npz
+        from napari_tomoseg.annotations import save_boxes
+
+        save_boxes(folder, session.boxes)
+        record = session.record()
+        (folder / SESSION_FILE).write_text(json.dumps(dict(record, version=1)))
+    old = _state(Session.load(folder))
+    new = _new_state(old)
+    seen, k = [], 1
+    while True:
+        work = tmp_path / f"k{k}"
+        shutil.copytree(folder, work)
+        status = _save_killed_at(work, k)
+        restored = _state(Session.load(work))
+        assert restored in (old, new), f"a mix after a kill at file operation {k}"
+        seen.append("old" if restored == old else "new")
+        if status == 0:  # the save ran to its end: no operation left to kill before
+            break
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+        k += 1
+    assert seen[-1] == "new" and seen[0] == "old" and k >= 4, seen
+    assert seen == sorted(seen, key=["old", "new"].index)  # once new, never old again
+
+
+def test_a_damaged_current_file_falls_back_to_the_previous_generation(tmp_path):
+    folder = tmp_path / "s.tomoseg"
+    session = _session_with_boxes(folder, n=4)
+    previous = _state(session)
+    session.remove_boxes([session.boxes[0].id])  # generation n+1; generation n is the backup
+    current = folder / SESSION_FILE
+    text = current.read_text()
+    for damage in (text[: len(text) // 2], text.replace('"z": 1', '"z": 5', 1)):
+        current.write_text(damage)  # cut short / one value changed (its checksum no longer matches)
+        restored = Session.load(folder)
+        assert _state(restored) == previous
+        assert "restored the previous save" in restored.note
+    # the next save sets the damaged file aside and keeps the good backup
+    restored.add_box("membrane", 3, 10.0, 10.0, positive=False, size=16)
+    assert (folder / "session.damaged.json").exists()
+    assert json.loads((folder / BACKUP_FILE).read_text())["sha1"]
+    assert len(Session.load(folder).boxes) == len(previous) + 1
+    current.write_text("{}")
+    (folder / BACKUP_FILE).write_text("not json")
+    with pytest.raises(TomosegError, match="cannot restore the session"):
+        Session.load(folder)
+
+
+def test_saving_is_cheap_and_restores_every_mask_exactly(tmp_path):
+    folder = tmp_path / "s.tomoseg"
+    session = Session.create(folder, None, 10.0, (40, 512, 512))
+    rng = np.random.default_rng(1)
+    session.boxes = [Box("ribosome", i % 40, 100.0, 100.0, 64, True,
+                         (rng.random((64, 64)) > 0.5).astype(np.uint8)) for i in range(300)]
+    session.save()
+    assert _state(Session.load(folder)) == _state(session)
+    assert (folder / SESSION_FILE).stat().st_size < 1_000_000  # random masks: the worst case
+
+
+# identity by voxels, never a deleted session ---------------------------------------------
+
+def test_the_data_checksum_ignores_the_header_and_sees_the_voxels(tmp_path, volume):
+    a = data_checksum(volume)
+    assert data_checksum(volume.astype(np.float64)) == a  # the storage mode is header too
+    changed = volume.copy()
+    changed[0, 0, 5] += 1.0  # a sampled slice and row
+    assert data_checksum(changed) != a
+    assert data_checksum(volume[:, :, :-1]) != data_checksum(volume[:, :, 1:])
+
+
+def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_path, volume):
+    tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0, (0.0, 0.0, 0.0))
+    folder = tmp_path / "t.mrc.tomoseg"
+    session, message = open_session(folder, str(tomogram), 10.0, SHAPE)
+    assert message.startswith("New session")
+    for i in range(6):
+        session.add_box("ribosome", i, 20.0, 20.0, positive=True, size=16).mask[:4] = 1
+    session.save()  # painting saves, as the widget does
+    boxes = _state(session)
+    write_volume(tomogram, volume, 12.0, (100.0, -50.0, 7.0), overwrite=True)  # header only
+    rebound, message = open_session(folder, str(tomogram), 12.0, SHAPE)
+    assert rebound.folder == folder and _state(rebound) == boxes and len(boxes) == 6
+    assert "rebound" in message and "origin 0 0 0 -> 7 -50 100" in message and "10 -> 12" in message
+    assert Session.load(folder).voxel_size == 12.0 and Session.load(folder).origin == (100.0, -50.0, 7.0)
+    assert open_session(folder, str(tomogram), 12.0, SHAPE)[1].startswith("Restored session: 6 boxes")
+    write_volume(tomogram, volume + 1.0, 12.0, (100.0, -50.0, 7.0), overwrite=True)  # other voxels
+    other, message = open_session(folder, str(tomogram), 12.0, SHAPE)
+    assert other.folder == tmp_path / "t.mrc-2.tomoseg" and not other.boxes
+    assert "is kept" in message and _state(Session.load(folder)) == boxes
+    # the new session is found again next time; the first is still untouched
+    other.add_box("membrane", 1, 20.0, 20.0, positive=False, size=16)
+    again, _ = open_session(folder, str(tomogram), 12.0, SHAPE)
+    assert again.folder == other.folder and len(again.boxes) == 1
+    assert _state(Session.load(folder)) == boxes
+    with pytest.raises(TomosegError, match="already holds a session"):
+        Session.create(folder, None, 10.0, SHAPE)
+
+
+# the atomic-write helper -----------------------------------------------------------------
+
+def test_a_failed_write_leaves_the_target_and_no_partial(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+    with atomic_path(target, backup=tmp_path / "out.previous") as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and (tmp_path / "out.previous").read_text() == "old"
+
+
+def test_stale_partials_of_dead_processes_are_cleaned_and_refused(tmp_path, volume, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    mine = partial_path(tmp_path / "t.mrc")
+    stale = tmp_path / mine.name.replace(f"-{os.getpid()}-", f"-{dead}-")
+    alive = tmp_path / mine.name.replace(f"-{os.getpid()}-", f"-{os.getppid()}-")
+    elsewhere = tmp_path / ".t.mrc.tomoseg-partial-otherhost-1-abcdef12"
+    legacy = tmp_path / ".t.mrc.1a2b3c.partial"
+    write_volume(tmp_path / "t.mrc", volume, 10.0)
+    for path in (stale, alive, elsewhere, legacy):
+        os.link(tmp_path / "t.mrc", path)
+        assert is_partial(path)
+    assert not is_partial(tmp_path / "t.mrc")
+    assert main(["info", str(stale)]) == 2  # a full-size partial with a valid header is refused
+    assert "unfinished output" in capsys.readouterr().err
+    assert sorted(clean_stale_partials(tmp_path)) == sorted([stale, legacy])
+    assert alive.exists() and elsewhere.exists() and (tmp_path / "t.mrc").exists()
