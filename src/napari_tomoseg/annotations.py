@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidSettingsError, TomosegError
+from .errors import InvalidBoxesError, InvalidSettingsError, TomosegError
 from .io.atomic import atomic_path, write_text
 
 BOXES_FILE = "boxes.json"
@@ -64,6 +65,116 @@ def check_boxes(boxes: list[Box], feature: str | None = None) -> None:
                            "(about ten times as many as positives).")
 
 
+MIN_BOX_SIZE = 8  # pixels: the smallest tile a network can learn from
+
+
+def check_box_size(size: object) -> int:
+    """A box size the networks can use, as an int, or InvalidBoxesError."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_BOX_SIZE:
+        raise InvalidBoxesError(f"the box size must be a whole number of at least "
+                                f"{MIN_BOX_SIZE} pixels, not {size!r}.")
+    return int(size)
+
+
+def _whole(value: object) -> bool:
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) or (
+        isinstance(value, float) and value.is_integer())
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(
+        np.isfinite(value))
+
+
+def check_box_records(records: object, source: str | os.PathLike = BOXES_FILE) -> list[dict]:
+    """``records`` (the list under "boxes" of a box file) checked field by field.
+
+    Raises InvalidBoxesError naming the first bad record and field (a
+    missing ``z``, ``"z": "ten"``, a list where a record belongs, ...).
+    """
+    if not isinstance(records, list):
+        raise InvalidBoxesError(f"{source} is not a box file: it needs a list of boxes under "
+                                f"\"boxes\", not {type(records).__name__}.")
+    seen: set[str] = set()
+    for i, r in enumerate(records):
+        where = f"{source}, box {i + 1}"
+        if not isinstance(r, dict):
+            raise InvalidBoxesError(f"{where} is a {type(r).__name__}, not a record.")
+        missing = [k for k in ("id", "feature", "z", "y", "x", "positive") if k not in r]
+        if missing:
+            raise InvalidBoxesError(f"{where} has no {', '.join(missing)}.")
+        if not isinstance(r["id"], str) or not r["id"] or r["id"] in seen:
+            raise InvalidBoxesError(f"{where} has a missing or repeated id {r['id']!r}.")
+        seen.add(r["id"])
+        if not isinstance(r["feature"], str) or not r["feature"].strip():
+            raise InvalidBoxesError(f"{where}: the feature must be a name, not {r['feature']!r}.")
+        if not _whole(r["z"]) or r["z"] < 0:
+            raise InvalidBoxesError(f"{where}: z must be a slice number, not {r['z']!r}.")
+        for key in ("y", "x"):
+            if not _number(r[key]):
+                raise InvalidBoxesError(f"{where}: {key} must be a number, not {r[key]!r}.")
+        if not isinstance(r["positive"], bool):
+            raise InvalidBoxesError(f"{where}: positive must be true or false, not {r['positive']!r}.")
+        size = r.get("size", 64)
+        try:
+            check_box_size(int(size) if _whole(size) else size)
+        except InvalidBoxesError as exc:
+            raise InvalidBoxesError(f"{where}: {exc}") from None
+    return records
+
+
+def read_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The masks of a masks.npz by box id; a corrupt archive is one clear error."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            masks = {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise InvalidBoxesError(f"{path} is not a readable mask archive (corrupt or "
+                                f"truncated): {str(exc).splitlines()[0][:120]}") from exc
+    bad = [key for key, mask in masks.items() if mask.ndim != 2]
+    if bad:
+        raise InvalidBoxesError(f"{path}: the mask of box {bad[0]} is not 2D "
+                                f"(shape {masks[bad[0]].shape}).")
+    return masks
+
+
+def check_box_masks(boxes: list[Box], source: str = MASKS_FILE) -> None:
+    """Every mask has exactly its box's size: a larger one is not cropped, a smaller not padded."""
+    for b in boxes:
+        if b.mask is not None and tuple(np.shape(b.mask)) != (b.size, b.size):
+            shape = " x ".join(str(n) for n in np.shape(b.mask))
+            raise InvalidBoxesError(
+                f"{source}: the mask of box {b.id} (slice {b.z}) is {shape} pixels but the "
+                f"box is {b.size} x {b.size}; repaint it or remove the box.")
+
+
+def check_boxes_fit(boxes: list[Box], shape: tuple[int, ...], binning: int = 1) -> None:
+    """Boxes that can be cut from a tomogram of ``shape`` (z, y, x) at ``binning``.
+
+    Refuses boxes whose centre lies outside the volume (they would train on
+    empty tiles), one training set of mixed sizes, and a binning that
+    shrinks the boxes or the tomogram below a usable tile.
+    """
+    nz, ny, nx = shape[-3:]
+    for b in boxes:
+        if not (0 <= b.z < nz and 0 <= b.y < ny and 0 <= b.x < nx):
+            raise InvalidBoxesError(
+                f"box {b.id} of '{b.feature}' at (z, y, x) = ({b.z}, {b.y:g}, {b.x:g}) lies "
+                f"outside the {nz} x {ny} x {nx} tomogram; remove it or open the right tomogram.")
+    for feature in sorted({b.feature for b in boxes}):
+        sizes = sorted({b.size for b in boxes if b.feature == feature})
+        if len(sizes) > 1:
+            raise InvalidBoxesError(f"the boxes of '{feature}' have different sizes {sizes}; "
+                                    "one training set needs one box size.")
+    size = min((b.size for b in boxes), default=MIN_BOX_SIZE)
+    if size // binning < MIN_BOX_SIZE or min(ny, nx) // binning < size // binning:
+        raise InvalidBoxesError(
+            f"binning {binning} leaves {size // binning}-pixel boxes in a "
+            f"{ny // binning} x {nx // binning} slice; use a binning of at most "
+            f"{max(1, min(size // MIN_BOX_SIZE, min(ny, nx) // size))}.")
+
+
 def box_record(box: Box) -> dict:
     """The JSON fields of a box (its mask is stored apart)."""
     return {"id": box.id, "feature": box.feature, "z": int(box.z), "y": float(box.y),
@@ -87,24 +198,27 @@ def load_boxes(folder: str | os.PathLike) -> list[Box]:
     if not path.exists():
         raise TomosegError(f"{folder} has no {BOXES_FILE}: not a box folder or session.")
     try:
-        records = json.loads(path.read_text())["boxes"]
-    except (ValueError, KeyError) as exc:
-        raise TomosegError(f"{path} is not a valid box file ({exc}).") from exc
-    masks = {}
-    if (folder / MASKS_FILE).exists():
-        with np.load(folder / MASKS_FILE) as archive:
-            masks = {key: archive[key] for key in archive.files}
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBoxesError(f"{path} is not a valid box file ({exc}).") from exc
+    records = data.get("boxes") if isinstance(data, dict) else None
+    masks = read_masks(folder / MASKS_FILE) if (folder / MASKS_FILE).exists() else {}
     return boxes_from_records(records, masks, path)
 
 
 def boxes_from_records(records: list, masks: dict, source: str | os.PathLike) -> list[Box]:
-    """Boxes from their JSON records and masks by box id (``source`` names the file for errors)."""
-    try:
-        return [Box(feature=r["feature"], z=int(r["z"]), y=float(r["y"]), x=float(r["x"]),
-                    size=int(r.get("size", 64)), positive=bool(r["positive"]),
-                    mask=masks.get(r["id"]), id=r["id"]) for r in records]
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise TomosegError(f"{source} holds a box that cannot be read ({exc!r}).") from exc
+    """Boxes from their JSON records and masks by box id (``source`` names the file for errors).
+
+    Every record and mask is checked first (``check_box_records``,
+    ``check_box_masks``): a bad one is an InvalidBoxesError, never a
+    traceback or a silently cropped label.
+    """
+    records = check_box_records(records, source)
+    boxes = [Box(feature=r["feature"], z=int(r["z"]), y=float(r["y"]), x=float(r["x"]),
+                 size=int(r.get("size", 64)), positive=r["positive"],
+                 mask=masks.get(r["id"]), id=r["id"]) for r in records]
+    check_box_masks(boxes, source)
+    return boxes
 
 
 def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negative: int,
@@ -118,8 +232,11 @@ def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negativ
     invisible and no user would paint); negatives are random boxes whose
     slice holds none of it.
     """
+    size = check_box_size(size)
     rng = np.random.default_rng(seed)
     nz, ny, nx = truth.shape
+    if min(ny, nx) < size:
+        raise InvalidBoxesError(f"{size}-pixel boxes do not fit a {ny} x {nx} slice.")
     margin = size // 4 if margin is None else margin
     half = size // 2
     boxes: list[Box] = []

@@ -209,7 +209,15 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
 class Manifest:
     def __init__(self, folder: Path):
         self.path = Path(folder) / MANIFEST
-        self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        try:
+            self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.entries = None
+            reason = str(exc)
+        if not isinstance(self.entries, dict):
+            raise TomosegError(f"the batch manifest {self.path} is damaged ("
+                               f"{reason if self.entries is None else 'not a JSON object'}); "
+                               "move it away to process every tomogram again.")
 
     def finished(self, path: str, fingerprint: str, digest: str, name: str) -> bool:
         entry = self.entries.get(path)

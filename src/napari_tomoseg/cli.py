@@ -15,7 +15,37 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import TomosegError
+from .errors import InvalidSettingsError, TomosegError, user_message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit status 2), like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, low: float = 0.0, inclusive: bool = False, high: float | None = None):
+    """An argparse type: a ``kind`` number above ``low`` (or from it), at most ``high``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} number, not '{text}'")
+        if value != value or (value < low if inclusive else value <= low) or (
+                high is not None and value > high):
+            bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be {bound}{f' and at most {high:g}' if high is not None else ''}, "
+                f"not {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE = _number(float)
+POSITIVE_INT = _number(int)
+COUNT = _number(int, 0, inclusive=True)
 
 
 def _progress_bar(description: str):
@@ -40,6 +70,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
                     n_actin=args.actin, carbon_edge=not args.no_carbon)
     imaging = ImagingSpec(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
                           tilt_step=args.tilt_range[2], snr=args.snr, defocus_um=args.defocus)
+    from .io.paths import check_writable
+
+    check_writable(args.output)
     target = args.output / f"{args.name}.mrc"
     if target.exists() and not args.overwrite:  # say so before minutes of simulation
         raise FileExistsError(f"{target} exists; use --overwrite or another --name.")
@@ -73,7 +106,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from .io.mrc import replace_nonfinite
+    from .io.paths import check_writable
 
+    check_writable(Path(args.output).parent)
     replaced = replace_nonfinite(args.input, args.output)
     print(f"{args.output}: replaced {replaced:,} NaN/Inf voxels with the mean")
     return 0
@@ -105,8 +140,31 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
         if "=" not in pair:
             raise TomosegError(f"{what} must be given as NAME=VALUE, not '{pair}'.")
         key, value = pair.split("=", 1)
+        if key.strip() in result:
+            raise TomosegError(f"{what} names '{key.strip()}' twice; give each once.")
         result[key.strip()] = value.strip()
     return result
+
+
+def _thresholds(pairs: list[str] | None) -> dict[str, float]:
+    """--threshold FEATURE=VALUE pairs, each a number in [0, 1)."""
+    result = {}
+    for key, value in _key_values(pairs, "--threshold").items():
+        try:
+            result[key] = float(value)
+        except ValueError:
+            raise InvalidSettingsError(f"--threshold {key}={value}: the threshold must be a "
+                                       "number in [0, 1).") from None
+        if not 0 <= result[key] < 1:
+            raise InvalidSettingsError(f"--threshold {key}={value}: the threshold must lie in [0, 1).")
+    return result
+
+
+def _voxel_checked(info, path, args: argparse.Namespace):
+    """``info`` with the voxel size of --voxel-size, or of a header that has a usable one."""
+    from .io.mrc import require_voxel_size
+
+    return require_voxel_size(info, path, getattr(args, "voxel_size", None))
 
 
 def cmd_boxes(args: argparse.Namespace) -> int:
@@ -114,9 +172,15 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     from .annotations import boxes_from_truth, load_boxes, save_boxes
     from .io.mrc import open_volume
 
+    from .io.paths import check_writable
+
     truth, _ = open_volume(args.truth)
+    check_writable(args.output)
     boxes = boxes_from_truth(truth, args.feature, args.positives, args.negatives, args.size,
                              args.seed)
+    if args.positives and not any(b.positive for b in boxes):
+        raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
+                           f"'{args.feature}' (is the mask empty?); nothing was written.")
     existing = []
     if (args.output / "boxes.json").exists():
         existing = [b for b in load_boxes(args.output) if b.feature != args.feature]
@@ -130,16 +194,22 @@ def cmd_boxes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .annotations import load_boxes
     from .io.mrc import open_volume
-    from .nn.model_file import load_model, save_model
+    from .nn.model_file import load_model
     from .nn.training import TrainingSettings, iter_train
     from .preprocess import PreprocessSettings
     from .synthetic.cell import FEATURE_COLOURS
 
     from .annotations import check_boxes
 
+    from .annotations import check_boxes_fit
+    from .io.paths import check_writable
+    from .nn.model_file import save_model_or_rescue
+
     volume, info = open_volume(args.tomogram)
+    info = _voxel_checked(info, args.tomogram, args)
     boxes = load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
+    check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape, args.binning)
     start_from = load_model(args.resume) if args.resume else None
     settings = TrainingSettings(architecture=args.arch, steps=args.steps, seed=args.seed,
                                 device=args.device, batch_size=args.batch_size,
@@ -148,6 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
+    check_writable(output.parent)  # before training, not after
     from tqdm import tqdm
 
     model = None
@@ -160,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model = update.model
             bar.update(1)
             bar.set_postfix(loss=f"{update.loss:.4f}")
-    save_model(model, output)
+    save_model_or_rescue(model, output)
     print(f"{output}: '{args.feature}' {model.architecture} network, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
           f"final loss {model.history[-1][1]:.4f}")
@@ -207,10 +278,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from .io.atomic import clean_stale_partials
 
+    from .io.paths import check_writable
+
     models = [load_model(path) for path in args.model]
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(args.output_dir)
     clean_stale_partials(args.output_dir)
     for name, volume, info, source in _segment_inputs(args):
+        info = _voxel_checked(info, name, args)
         for model in models:
             target = args.output_dir / f"{name}_{model.feature}.mrc"
             with tqdm(total=volume.shape[0], desc=f"{name}: {model.feature}",
@@ -237,13 +311,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     maps = _key_values(args.prob, "--prob")
     if not maps:
         raise TomosegError("give at least one --prob FEATURE=FILE.")
-    thresholds = {k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()}
+    from .io.paths import check_writable
+    from .merge import check_same_grid
+
+    thresholds = _thresholds(args.threshold)
     artifacts = {k: [f for f in v.split(",") if f]
                  for k, v in _key_values(args.artifact, "--artifact").items()}
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
+    check_writable(args.output.parent)
     volumes, infos = {}, []
     for feature, path in maps.items():
         volumes[feature], info = open_volume(path)
         infos.append(info)
+    check_same_grid({f: (i.isotropic_voxel_size, i.origin) for f, i in zip(maps, infos)})
     settings = MergeSettings(features=list(maps), thresholds=thresholds, artifacts=artifacts)
     labels = merge_volumes(volumes, settings)
     write_volume(args.output, labels, infos[0].voxel_size, infos[0].origin,
@@ -271,10 +352,17 @@ def cmd_pick(args: argparse.Namespace) -> int:
         probability, info = copick_project.read_segmentation(source, args.feature)
     else:
         raise TomosegError("give a probability MRC (or --copick to read a segmentation).")
+    from .io.mrc import check_finite_volume
+    from .io.paths import check_writable
+
+    info = _voxel_checked(info, args.probability or args.feature, args)
+    check_finite_volume(probability, args.probability)
+    if args.output:
+        check_writable(Path(args.output).parent)
     voxel = info.isotropic_voxel_size
     if source is not None:
         copick_project.check_extent(source, info.shape, voxel)
-    if args.spacing:
+    if args.spacing is not None:
         table = sample_along(np.asarray(probability) > args.threshold, args.spacing, voxel)
     else:
         settings = PickSettings(diameter=args.diameter, threshold=args.threshold,
@@ -294,7 +382,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
         write_eman2_json(output, table, frame, box_size=int(round(1.5 * args.diameter / voxel)),
                          unbinned_voxel_size=args.unbinned_voxel_size, feature=args.feature)
     else:
-        if args.unbinned_voxel_size:  # pixel columns at the unbinned scale
+        if args.unbinned_voxel_size is not None:  # pixel columns at the unbinned scale
             unbinned = at_voxel_size(frame, args.unbinned_voxel_size)
             table, frame = convert_pixels(table, frame, unbinned), unbinned
         (write_star if output.suffix.lower() == ".star" else write_csv)(output, table, frame)
@@ -311,6 +399,15 @@ def _average_settings(args: argparse.Namespace):
                            tilt_max=args.tilt_range[1], mask_radius=args.mask_radius,
                            start_resolution=args.start_resolution, invert=not args.no_invert,
                            seed=args.seed, device=args.device)
+
+
+def _check_average_inputs(args: argparse.Namespace) -> None:
+    from .io.mrc import read_header, require_voxel_size
+    from .io.paths import check_writable
+
+    require_voxel_size(read_header(args.tomogram)[1], args.tomogram,
+                       hint="set it in the header (e.g. IMOD alterheader -del)")
+    check_writable(args.output)
 
 
 def cmd_average(args: argparse.Namespace) -> int:
@@ -458,15 +555,15 @@ def _copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tomoseg", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tomoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"napari-tomoseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="make a synthetic cellular tomogram with ground truth")
     synth.add_argument("output", type=Path, help="folder for the files")
     synth.add_argument("--name", default="synthetic")
-    synth.add_argument("--shape", type=int, nargs=3, default=(128, 512, 512), metavar=("Z", "Y", "X"))
-    synth.add_argument("--voxel-size", type=float, default=10.0, help="Angstrom (default 10)")
+    synth.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=(128, 512, 512), metavar=("Z", "Y", "X"))
+    synth.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0), default=10.0, help="Angstrom (default 10)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--snr", type=float, default=0.5, help="per-tilt signal-to-noise ratio")
     synth.add_argument("--tilt-range", type=float, nargs=3, default=(-60.0, 60.0, 3.0),
@@ -474,9 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--defocus", type=float, default=0.0, help="micrometres; 0 = no CTF")
     synth.add_argument("--origin", type=float, nargs=3, default=(0.0, 0.0, 0.0),
                        metavar=("Z", "Y", "X"), help="header origin in Angstrom")
-    synth.add_argument("--vesicles", type=int, default=5)
-    synth.add_argument("--microtubules", type=int, default=3)
-    synth.add_argument("--actin", type=int, default=8)
+    synth.add_argument("--vesicles", type=COUNT, default=5)
+    synth.add_argument("--microtubules", type=COUNT, default=3)
+    synth.add_argument("--actin", type=COUNT, default=8)
     synth.add_argument("--no-carbon", action="store_true")
     synth.add_argument("--compact", action="store_true", help="int8 tomogram, gzipped labels")
     synth.add_argument("--overwrite", action="store_true")
@@ -502,9 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
     boxes.add_argument("output", type=Path, help="box folder (boxes.json + masks.npz)")
     boxes.add_argument("--feature", required=True)
-    boxes.add_argument("--positives", type=int, default=10)
-    boxes.add_argument("--negatives", type=int, default=50)
-    boxes.add_argument("--size", type=int, default=64)
+    boxes.add_argument("--positives", type=COUNT, default=10)
+    boxes.add_argument("--negatives", type=COUNT, default=50)
+    boxes.add_argument("--size", type=_number(int, 8, inclusive=True), default=64,
+                       help="box size in pixels (at least 8)")
     boxes.add_argument("--seed", type=int, default=0)
     boxes.set_defaults(func=cmd_boxes)
 
@@ -513,12 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
     train.add_argument("--feature", required=True)
     train.add_argument("--arch", default="unet", choices=("unet", "eman2"))
-    train.add_argument("--steps", type=int, default=400)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--steps", type=POSITIVE_INT, default=400)
+    train.add_argument("--batch-size", type=POSITIVE_INT)
+    train.add_argument("--learning-rate", type=_number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    train.add_argument("--binning", type=int, default=1)
+    train.add_argument("--binning", type=POSITIVE_INT, default=1)
+    train.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
+                       help="A per voxel, for a tomogram whose header lacks it")
     train.add_argument("--invert", action="store_true", help="invert contrast (protein white)")
     train.add_argument("--resume", type=Path, help="continue training this model")
     train.add_argument("--output", "-o", type=Path)
@@ -531,12 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="model file (repeat for several features)")
     segment.add_argument("--output-dir", "-o", type=Path, default=Path("."))
     segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16")
-    segment.add_argument("--batch", type=int, default=4, help="slices per batch")
+    segment.add_argument("--batch", type=POSITIVE_INT, default=4, help="slices per batch")
     segment.add_argument("--device", default="auto")
     segment.add_argument("--no-rescale", action="store_true",
                          help="refuse tomograms of another voxel size instead of rescaling")
     segment.add_argument("--overwrite", action="store_true")
     _copick_options(segment, several_runs=True)
+    segment.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
+                         help="A per voxel, for tomograms whose header lacks it")
     segment.add_argument("--copick-threshold", type=float, default=0.5,
                          help="probability above which a voxel joins the copick segmentation")
     segment.set_defaults(func=cmd_segment)
@@ -556,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "feature's copick segmentation)")
     pick.add_argument("output", nargs="?",
                       help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
-    pick.add_argument("--unbinned-voxel-size", type=float,
+    pick.add_argument("--unbinned-voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
                       help="write pixel coordinates at this (unbinned) voxel size (A)")
     pick.add_argument("--feature", default="ribosome")
     pick.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
@@ -564,8 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--min-distance", type=float, help="A between picks (default: radius)")
     pick.add_argument("--edge", type=float, help="A from the border (default: radius)")
     pick.add_argument("--split", action="store_true", help="split touching particles (watershed)")
-    pick.add_argument("--max-picks", type=int)
-    pick.add_argument("--spacing", type=float,
+    pick.add_argument("--max-picks", type=POSITIVE_INT)
+    pick.add_argument("--spacing", type=POSITIVE,
                       help="sample points every SPACING A along filaments/membranes instead")
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
     _copick_options(pick, several_runs=False)
@@ -577,17 +679,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("tomogram", help="tomogram MRC the particles were picked on")
         p.add_argument("particles", help="particles: .star (RELION 5) or .csv")
         p.add_argument("--output", "-o", type=Path, required=True, help="folder for the results")
-        p.add_argument("--box", type=int, default=32, help="box size in voxels (even)")
-        p.add_argument("--iterations", type=int, default=iterations)
+        p.add_argument("--box", type=_number(int, 8, inclusive=True), default=32, help="box size in voxels (even)")
+        p.add_argument("--iterations", type=POSITIVE_INT, default=iterations)
         p.add_argument("--symmetry", default="C1", help="point group: C1, Cn or Dn")
-        p.add_argument("--angular-step", type=float, default=20.0,
+        p.add_argument("--angular-step", type=POSITIVE, default=20.0,
                        help="global search step of the first iteration (degrees)")
-        p.add_argument("--final-step", type=float, default=2.0, help="finest local step (degrees)")
-        p.add_argument("--max-shift", type=float, help="voxels from the pick (default box/6)")
+        p.add_argument("--final-step", type=POSITIVE, default=2.0, help="finest local step (degrees)")
+        p.add_argument("--max-shift", type=_number(float, 0, inclusive=True), help="voxels from the pick (default box/6)")
         p.add_argument("--tilt-range", type=float, nargs=2, default=(-60.0, 60.0),
                        metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
-        p.add_argument("--mask-radius", type=float, help="voxels (default 0.42 box)")
-        p.add_argument("--start-resolution", type=float,
+        p.add_argument("--mask-radius", type=POSITIVE, help="voxels (default 0.42 box)")
+        p.add_argument("--start-resolution", type=POSITIVE,
                        help="A low-pass of the starting model (default max(60, 5 voxels))")
         p.add_argument("--no-invert", action="store_true",
                        help="protein is already bright in the tomogram")
@@ -605,11 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = sub.add_parser("classify", help="classify aligned particles (from tomoseg average)")
     averaging_options(classify, 6)
-    classify.add_argument("--classes", type=int, default=2)
-    classify.add_argument("--angular-range", type=float, default=10.0,
+    classify.add_argument("--classes", type=POSITIVE_INT, default=2)
+    classify.add_argument("--angular-range", type=POSITIVE, default=10.0,
                           help="local search about each particle's orientation (degrees)")
-    classify.add_argument("--local-step", type=float, default=5.0)
-    classify.add_argument("--resolution", type=float, help="A low-pass of the class averages")
+    classify.add_argument("--local-step", type=POSITIVE, default=5.0)
+    classify.add_argument("--resolution", type=POSITIVE, help="A low-pass of the class averages")
     classify.add_argument("--name", default="class", help="prefix of the output files")
     classify.set_defaults(func=cmd_classify)
 
@@ -647,8 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TomosegError, FileExistsError, FileNotFoundError) as exc:
-        print(f"tomoseg: error: {exc}", file=sys.stderr)
+    except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
+        print(f"tomoseg: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tomoseg: interrupted", file=sys.stderr)

@@ -64,6 +64,7 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         "metadata": geometry_metadata(name, info.shape, info.isotropic_voxel_size, info.origin,
                                       str(path.resolve())),
     }
+    kwargs["metadata"]["tomoseg"]["voxel_size_in_header"] = info.voxel_size_in_header
     if _looks_like_labels(path, data):
         feature = next((f for f in FEATURES if name.lower().endswith(f)), None)
         if feature:  # napari takes a {label: colour} dict as a direct colormap

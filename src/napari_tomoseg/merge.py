@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InvalidSettingsError
+from .io.mrc import check_finite_slab
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,17 @@ class MergeSettings:
     thresholds: dict = field(default_factory=dict)  # feature -> threshold (default 0.5)
     artifacts: dict = field(default_factory=dict)  # artifact -> features it removes voxels from
     label_artifacts: bool = False
+
+    def __post_init__(self):
+        names = list(self.features)
+        repeated = sorted({f for f in names if names.count(f) > 1})
+        if repeated:
+            raise InvalidSettingsError(f"feature {', '.join(repeated)} is given twice; give each "
+                                       "feature's probability map once.")
+        for feature, value in self.thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise InvalidSettingsError(
+                    f"the threshold of {feature} must be a number in [0, 1), not {value!r}.")
 
     def threshold(self, feature: str) -> float:
         return float(self.thresholds.get(feature, 0.5))
@@ -57,6 +69,26 @@ def merge_slab(probabilities: dict[str, np.ndarray], settings: MergeSettings) ->
     return labels.astype(dtype)
 
 
+def check_same_grid(geometries: dict[str, tuple], tolerance: float = 0.01) -> None:
+    """Refuse maps that do not share one voxel grid: {feature: (voxel_size, origin)}.
+
+    Probabilities from tomograms of different voxel sizes or origins compare
+    different places, so a per-voxel winner would be meaningless.
+    """
+    items = list(geometries.items())
+    if not items:
+        return
+    first, (voxel0, origin0) = items[0]
+    for feature, (voxel, origin) in items[1:]:
+        if abs(float(voxel) - float(voxel0)) > tolerance * float(voxel0):
+            raise InvalidSettingsError(
+                f"the {feature} map has {float(voxel):g} A voxels but the {first} map "
+                f"{float(voxel0):g} A; merge maps of one tomogram at one voxel size.")
+        if max(abs(np.asarray(origin, float) - np.asarray(origin0, float))) > float(voxel0) / 2:
+            raise InvalidSettingsError(f"the {feature} and {first} maps have different origins; "
+                                       "merge maps of one tomogram.")
+
+
 def merge_volumes(probabilities: dict[str, np.ndarray], settings: MergeSettings,
                   slab: int = 16, progress=None) -> np.ndarray:
     """Merge whole (possibly memory-mapped) probability volumes slab by slab."""
@@ -69,6 +101,8 @@ def merge_volumes(probabilities: dict[str, np.ndarray], settings: MergeSettings,
     for z in range(0, nz, slab):
         part = {f: np.asarray(probabilities[f][z:z + slab], dtype=np.float32)
                 for f in settings.features}
+        for feature, values in part.items():
+            check_finite_slab(values, z, f"the {feature} map")
         if first.dtype == np.uint16 or first.dtype == np.uint8:  # stored 0-255
             part = {f: p / 255.0 for f, p in part.items()}
         out[z:z + slab] = merge_slab(part, settings)

@@ -10,6 +10,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..synthetic import FEATURES, CellSpec, ImagingSpec, simulate, write_synthetic
+from .notify import report_error
 from .worker import run_with_progress
 
 SIZES = {"small (48 x 192 x 192)": (48, 192, 192), "medium (64 x 256 x 256)": (64, 256, 256),
@@ -57,7 +58,7 @@ class SyntheticCellWidget(Container):
     def _on_error(self, exc: Exception) -> None:
         self.button.enabled = True
         self.progress.visible = False
-        show_error(f"Could not make the synthetic cell: {exc}")
+        report_error(exc, lambda line: show_error(f"Could not make the synthetic cell: {line}"))
 
     def _on_done(self, files: dict) -> None:
         self.button.enabled = True

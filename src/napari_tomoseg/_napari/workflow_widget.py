@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSlider, Label, LineEdit,
-                              ProgressBar, PushButton, SpinBox)
+from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label,
+                              LineEdit, ProgressBar, PushButton, SpinBox)
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -25,7 +25,8 @@ from ..nn.model_file import load_model, save_model
 from ..nn.training import TrainingSettings, iter_train
 from ..session import Session, default_session_folder, open_session
 from .annotation import AnnotationController, overlay_name
-from .notify import guarded
+from .notify import guarded, report_error
+from .voxel_size import apply_voxel_size, voxel_size_of
 from .loss_plot import LossPlot
 
 
@@ -34,7 +35,7 @@ def _tomogram_path(layer: Image) -> str | None:
 
 
 def _voxel_size(layer: Image) -> float:
-    return float(layer.scale[-1])
+    return voxel_size_of(layer)
 
 
 class TomosegWidget(Container):
@@ -50,6 +51,8 @@ class TomosegWidget(Container):
 
         # 1 tomogram and session
         self.tomogram = ComboBox(label="Tomogram", choices=self._image_layers)
+        self.voxel = FloatSpinBox(label="Voxel size (A)", value=0.0, min=0.0, max=1000.0,
+                                  step=0.1, tooltip="0: from the file's header")
         self.start = PushButton(text="Start / restore session")
         self.session_info = Label(value="Open a tomogram, then start a session.")
         # 2 features
@@ -88,7 +91,8 @@ class TomosegWidget(Container):
 
         self.loss_plot = LossPlot()
         self.extend([
-            Label(value="<b>1. Tomogram</b>"), self.tomogram, self.start, self.session_info,
+            Label(value="<b>1. Tomogram</b>"), self.tomogram, self.voxel, self.start,
+            self.session_info,
             Label(value="<b>2. Features</b>"), self.feature, self.new_name,
             Container(widgets=[self.add_feature, self.rename_feature, self.remove_feature],
                       layout="horizontal", labels=False),
@@ -107,6 +111,8 @@ class TomosegWidget(Container):
                                layout="horizontal", labels=False), self.progress])
 
         self.start.changed.connect(self._guard(self.start_session))
+        self.voxel.changed.connect(self._guard(
+            lambda: apply_voxel_size(self.tomogram.value, self.voxel.value)))
         self.feature.changed.connect(self._guard(self._on_feature))
         self.add_feature.changed.connect(self._guard(self._add_feature))
         self.rename_feature.changed.connect(self._guard(self._rename_feature))
@@ -340,7 +346,7 @@ class TomosegWidget(Container):
     def _on_error(self, exc: Exception) -> None:
         if self._closing:
             return
-        show_error(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TomosegError) else str(exc))
+        report_error(exc)
         self._show_running(False)
 
     def _show_running(self, running: bool, message: str = "") -> None:

@@ -13,6 +13,7 @@ file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from ..errors import InvalidVolumeError
+from ..errors import InvalidSettingsError, InvalidVolumeError, NonFiniteError
 from .atomic import atomic_path, is_partial
 
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map", ".mrcs")
@@ -32,6 +33,9 @@ HEADER_BYTES = 1024
 # mode 0 bytes are signed. Older IMOD files without the bit are unsigned.
 _IMOD_STAMP = 1146047817
 _COMPLEX_MODES = (3, 4)
+# voxel sizes (Angstrom) outside this range are not believed: no tomogram is finer
+# than 0.1 A per voxel, and 1000 A per voxel would leave a cell a few voxels wide
+VOXEL_SIZE_RANGE = (0.1, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,37 @@ class VolumeInfo:
     origin: tuple[float, float, float]
     dtype: str
     voxel_size_in_header: bool = True
+    header_voxel_size: float | None = None  # the x voxel size as the header gave it
 
     @property
     def isotropic_voxel_size(self) -> float:
         return float(self.voxel_size[-1])
+
+
+def sane_voxel_size(value: float) -> bool:
+    return bool(np.isfinite(value)) and VOXEL_SIZE_RANGE[0] <= value <= VOXEL_SIZE_RANGE[1]
+
+
+def require_voxel_size(info: VolumeInfo, path: str | os.PathLike, given: float | None = None,
+                       hint: str = "give it with --voxel-size (Angstrom per voxel)") -> VolumeInfo:
+    """``info`` with a voxel size the user can trust, or a clear error.
+
+    ``given`` (e.g. ``--voxel-size``) replaces the header's value; a header
+    without a usable voxel size (0, negative, absurd) is refused instead of
+    being taken as 1 A, which would rescale the data by orders of magnitude.
+    """
+    low, high = VOXEL_SIZE_RANGE
+    if given is not None:
+        if not sane_voxel_size(given):
+            raise InvalidSettingsError(
+                f"the voxel size must lie between {low:g} and {high:g} A, not {given:g}.")
+        return dataclasses.replace(info, voxel_size=(float(given),) * 3, voxel_size_in_header=True)
+    if not info.voxel_size_in_header:
+        raise InvalidVolumeError(
+            f"{Path(path).name} has no usable voxel size in its header "
+            f"({info.header_voxel_size if info.header_voxel_size is not None else 'none'} A); "
+            f"{hint}.")
+    return info
 
 
 def _header_size_problem(path: Path, header, dtype: np.dtype, shape) -> str | None:
@@ -133,7 +164,8 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     if problem:
         raise InvalidVolumeError(problem)
     vx, vy, vz = (float(voxel.x), float(voxel.y), float(voxel.z))
-    in_header = all(np.isfinite(v) and v > 0 for v in (vx, vy, vz))
+    raw_voxel = vx
+    in_header = all(sane_voxel_size(v) for v in (vx, vy, vz))
     if not in_header:
         vx = vy = vz = 1.0
     origin = (float(header.origin.z), float(header.origin.y), float(header.origin.x))
@@ -142,7 +174,8 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     order = _axis_order(header, path)
     shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
     info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,
-                      dtype=dtype.newbyteorder("=").name, voxel_size_in_header=in_header)
+                      dtype=dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
+                      header_voxel_size=raw_voxel)
     return header, info
 
 
@@ -188,29 +221,62 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     if mode in _COMPLEX_MODES or data.ndim != 3:
         raise InvalidVolumeError(f"{path.name} must hold one real-valued 3D volume.")
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
-    in_header = min(vz, vy, vx) > 0
+    in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
     info = VolumeInfo(shape=tuple(data.shape), voxel_size=(vz, vy, vx) if in_header else (1.0,) * 3,
                       origin=(float(origin.z), float(origin.y), float(origin.x)),
-                      dtype=data.dtype.newbyteorder("=").name, voxel_size_in_header=in_header)
+                      dtype=data.dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
+                      header_voxel_size=vx)
     if check_finite and data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise InvalidVolumeError(f"{path.name} contains NaN or infinite voxels.")
     return data, info
 
 
-def read_slices(data: np.ndarray, z0: int, z1: int) -> np.ndarray:
-    """Slices z0..z1 as an ordinary array.
+def read_slices(data: np.ndarray, z0: int, z1: int, check_finite: bool = True) -> np.ndarray:
+    """Slices z0..z1 as an ordinary array, refused if any voxel is NaN or infinite.
 
     From a plain memory-mapped MRC the bytes are read with ``pread`` instead
     of through the map, so streaming through a tomogram does not leave it
     mapped into the process (its pages would count as resident memory).
+    Every slice read is checked, which costs far less than the filters that
+    follow it, so no NaN reaches a network, a probability map or a pick.
     """
     if isinstance(data, np.memmap) and data.flags.c_contiguous and data.filename and data.ndim == 3:
         slice_bytes = data.shape[1] * data.shape[2] * data.dtype.itemsize
         z0, z1 = max(z0, 0), min(z1, data.shape[0])
         with open(data.filename, "rb") as handle:
             raw = os.pread(handle.fileno(), (z1 - z0) * slice_bytes, data.offset + z0 * slice_bytes)
-        return np.frombuffer(raw, dtype=data.dtype).reshape((z1 - z0,) + data.shape[1:])
-    return np.asarray(data[z0:z1])
+        slab = np.frombuffer(raw, dtype=data.dtype).reshape((z1 - z0,) + data.shape[1:])
+    else:
+        slab = np.asarray(data[z0:z1])
+    if check_finite:
+        check_finite_slab(slab, max(z0, 0), getattr(data, "filename", None))
+    return slab
+
+
+def check_finite_volume(data: np.ndarray, source: str | os.PathLike | None = None,
+                        chunk_slices: int = 16) -> None:
+    """Stream through a whole volume slab by slab; NonFiniteError at the first NaN or Inf."""
+    if data.dtype.kind not in "fc":
+        return
+    for z in range(0, data.shape[0], chunk_slices):
+        slab = read_slices(data, z, z + chunk_slices, check_finite=False)
+        check_finite_slab(slab, z, source or getattr(data, "filename", None))
+
+
+def check_finite_slab(slab: np.ndarray, z0: int = 0, source: str | os.PathLike | None = None) -> None:
+    """Raise NonFiniteError naming the first bad slice if ``slab`` holds NaN or Inf."""
+    if slab.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(slab)
+    if finite.all():
+        return
+    bad = np.count_nonzero(~finite)
+    first = z0 + int(np.argmax(~finite.reshape(len(slab), -1).all(axis=1))) if slab.ndim > 1 else z0
+    name = Path(source).name if source else "the tomogram"
+    clean = f"`tomoseg clean {name} cleaned.mrc`" if Path(name).suffix else "`tomoseg clean`"
+    raise NonFiniteError(
+        f"{name} contains NaN or infinite voxels ({bad:,} in slices {z0}-{z0 + len(slab) - 1}, "
+        f"the first at z={first}); replace them first, e.g. {clean}.")
 
 
 def count_nonfinite_sample(data: np.ndarray) -> int:

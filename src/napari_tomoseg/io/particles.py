@@ -252,7 +252,12 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     if not all(a in lower for a in AXES):
         raise InvalidCoordinatesError(
             f"{path.name} needs columns x, y and z (pixels); it has {list(raw.columns)}.")
-    table = particle_table(raw[[lower[a] for a in AXES]].to_numpy(dtype=float))
+    try:
+        zyx = raw[[lower[a] for a in AXES]].to_numpy(dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCoordinatesError(
+            f"{path.name}: the x, y and z columns must hold numbers only ({exc}).") from exc
+    table = particle_table(zyx)
     skip = set(AXES) | {f"{a}_a" for a in AXES}
     for key, column in lower.items():
         if key not in skip:

@@ -84,10 +84,19 @@ class SegmentProgress:
     path: Path | None = None  # set on the last update
 
 
+MAX_RESCALE = 4.0  # beyond this a resampled tomogram costs too much or loses the feature
+
+
 def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float:
     ratio = voxel_size / model.voxel_size
     if abs(ratio - 1.0) <= 0.05:
         return 1.0
+    if rescale and not 1 / MAX_RESCALE <= ratio <= MAX_RESCALE:
+        raise TomosegError(
+            f"the '{model.feature}' model was trained at {model.voxel_size:g} A/voxel but this "
+            f"tomogram has {voxel_size:g} A/voxel, a factor {max(ratio, 1 / ratio):.3g} apart "
+            f"(at most {MAX_RESCALE:g} is rescaled); check the voxel size (--voxel-size) or bin "
+            "the tomogram to match.")
     if not rescale:
         raise TomosegError(
             f"the '{model.feature}' model was trained at {model.voxel_size:g} A/voxel but this "
@@ -114,7 +123,11 @@ class _MrcStream:
             self.offset = 1024 + int(mrc.header.nsymbt)
         self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
         self.handle = open(self.tmp, "r+b")
-        self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        try:  # a full disk or a file-size limit fails here: leave no partial behind
+            self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        except OSError:
+            self.abort()
+            raise
         self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
 
     def write(self, z0: int, data: np.ndarray) -> None:

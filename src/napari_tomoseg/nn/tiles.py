@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..annotations import Box, crop_slice
+from ..annotations import Box, check_boxes_fit, crop_slice
 from ..preprocess import Preprocessor
 
 
@@ -24,9 +24,8 @@ class TileBank:
 
     def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int):
         b = preprocessor.settings.binning
+        check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
-        if any(box.size // b != self.size for box in boxes):
-            raise ValueError("all boxes of one training set must have the same size.")
         self.padded = int(math.ceil(self.size * math.sqrt(2) / 2)) * 2
         margin = (self.padded - self.size) // 2
         images, labels, positive = [], [], []

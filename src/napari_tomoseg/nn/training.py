@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..annotations import Box, check_boxes
-from ..errors import InvalidSettingsError
+from ..errors import InvalidSettingsError, NonFiniteError
 from ..preprocess import PreprocessSettings, Preprocessor
 from .devices import pick_device
 from .inference import _stack_context, predict_planes
@@ -151,6 +151,10 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             images = images.contiguous(memory_format=torch.channels_last)
         optimiser.zero_grad(set_to_none=True)
         loss = network.loss(network(images), labels)
+        if not torch.isfinite(loss):  # stop before NaN reaches the weights; nothing is saved
+            raise NonFiniteError(f"training of '{feature}' diverged at step {step} (loss "
+                                 f"{float(loss)}). Check the tomogram for NaN voxels or lower "
+                                 "the learning rate.")
         loss.backward()
         optimiser.step()
         value = float(loss.detach())
