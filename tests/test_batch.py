@@ -103,3 +103,68 @@ def test_a_worker_killed_mid_task_does_not_lose_a_tomogram(project, client, tmp_
     assert killed[0] not in {r["worker_pid"] for r in rows}  # its task ran again elsewhere
     for name in ("tomo0", "tomo1", "tomo2"):
         assert (tmp_path / "out" / f"{name}_ribosome.mrc").exists()
+
+
+def test_unique_names_tell_files_of_one_name_apart(tmp_path):
+    from napari_tomoseg.batch import unique_names
+
+    paths = [tmp_path / "a" / "t.mrc", tmp_path / "b" / "t.mrc", tmp_path / "c.mrc",
+             tmp_path / "x" / "run" / "t.rec", tmp_path / "y" / "run" / "t.rec.gz"]
+    assert unique_names(paths) == ["a_t", "b_t", "c", "x_run_t", "y_run_t"]
+    # the same file twice, or a name that equals a disambiguated one, gets a number
+    assert unique_names([tmp_path / "t.mrc", tmp_path / "t.mrc"]) == ["t", "t_2"]
+    assert unique_names([tmp_path / "a_t.mrc", tmp_path / "a" / "t.mrc",
+                         tmp_path / "b" / "t.mrc"]) == ["a_t", "a_t_2", "b_t"]
+
+
+def _same_name_pair(folder, tomograms):
+    """a/t.mrc and b/t.mrc: two different tomograms with one file name."""
+    pair = []
+    for sub, source in (("a", tomograms[0]), ("b", tomograms[1])):
+        (folder / sub).mkdir()
+        volume, info = open_volume(source)
+        pair.append(str(write_volume(folder / sub / "t.mrc", np.asarray(volume), 20.0, info.origin)))
+    return pair
+
+
+def test_batch_of_two_files_of_one_name_keeps_both_and_no_duplicate_rows(project, client, tmp_path):
+    from napari_tomoseg.io.particles import read_star as read
+
+    _, model, tomograms, _ = project
+    pair = _same_name_pair(tmp_path, tomograms)
+    out = tmp_path / "out"
+    settings = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), diameter=250.0)
+    rows = run_batch(pair, settings, client=client)
+    assert [(r["name"], r["status"]) for r in rows] == [("a_t", "done"), ("b_t", "done")]
+    a, _ = open_volume(out / "a_t_ribosome.mrc")
+    b, _ = open_volume(out / "b_t_ribosome.mrc")
+    assert not np.array_equal(np.asarray(a), np.asarray(b))  # b did not overwrite a
+    for row in rows:
+        assert len(read(out / f"{row['name']}_ribosome.star")) == row["picks"]["ribosome"]
+    expected = sum(r["picks"]["ribosome"] for r in rows)
+    assert expected > 0
+    for attempt in ("first", "rerun"):
+        combined = read(out / "all_ribosome.star")
+        assert len(combined) == expected, attempt
+        assert sorted(set(combined["tomo_name"])) == ["a_t", "b_t"]
+        assert not combined.duplicated(subset=["tomo_name", "x", "y", "z"]).any()
+        if attempt == "first":
+            rows = run_batch(pair, settings, client=client)
+            assert [r["status"] for r in rows] == ["skipped", "skipped"]
+
+
+def test_segment_overwrite_with_two_files_of_one_name_writes_both(project, tmp_path, capsys):
+    from napari_tomoseg.cli import main
+
+    _, model, tomograms, _ = project
+    pair = _same_name_pair(tmp_path, tomograms)
+    out = tmp_path / "seg"
+    assert main(["segment", *pair, "-m", model, "-o", str(out), "--overwrite",
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_t_ribosome.mrc", "b_t_ribosome.mrc"]
+    for name, source in (("a_t", tomograms[0]), ("b_t", tomograms[1])):
+        single = tmp_path / f"single_{name}"
+        assert main(["segment", source, "-m", model, "-o", str(single), "--device", "cpu"]) == 0
+        expected, _ = open_volume(next(single.iterdir()))
+        got, _ = open_volume(out / f"{name}_ribosome.mrc")
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))

@@ -253,3 +253,38 @@ def test_thresholds_are_per_feature(workflow):
     assert viewer.layers["prediction: ribosome"].contrast_limits == [0.7, 1.0]
     labels = widget.merge()
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
+
+
+def test_a_changed_origin_keeps_every_box_on_reopening(make_napari_viewer, tiny_files, tiny_result,
+                                                      tmp_path):
+    """Issue #14: a header edit used to wipe the session (6 boxes became 0)."""
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+    from napari_tomoseg.io.mrc import open_volume, write_volume
+
+    volume, info = open_volume(tiny_files["tomogram"])
+    path = write_volume(tmp_path / "t.mrc", np.asarray(volume), info.voxel_size, info.origin)
+
+    def reopen():
+        viewer = make_napari_viewer()
+        (image,) = viewer.open(str(path), plugin=PLUGIN)
+        widget = TomosegWidget(viewer)
+        widget.tomogram.value = image
+        widget.start_session()
+        return viewer, widget
+
+    viewer, widget = reopen()
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=3)
+    before = {b.id: (b.z, b.y, b.x, b.positive, None if b.mask is None else b.mask.tobytes())
+              for b in widget.controller.session.boxes}
+    assert len(before) == 6 and any(b[4] and any(b[4]) for b in before.values())
+    painted = np.count_nonzero(widget.controller.masks_layer.data)
+    write_volume(path, np.asarray(volume), info.voxel_size, (0.0, 55.0, -40.0), overwrite=True)
+    viewer, widget = reopen()
+    session = widget.controller.session
+    after = {b.id: (b.z, b.y, b.x, b.positive, None if b.mask is None else b.mask.tobytes())
+             for b in session.boxes}
+    assert after == before
+    assert session.folder == tmp_path / "t.mrc.tomoseg" and session.origin == (0.0, 55.0, -40.0)
+    assert len(widget.controller.boxes_layer.data) == 6  # drawn again
+    assert np.count_nonzero(widget.controller.masks_layer.data) == painted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.mrc", "t.mrc.tomoseg"]

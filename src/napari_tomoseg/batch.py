@@ -73,8 +73,8 @@ def _clean(part: str) -> str:
 def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """One output name per tomogram, distinct even when files share a name.
 
-    ``a/t.mrc`` and ``b/t.mrc`` become ``a_t`` and ``b_t`` (the fewest
-    parent folders that tell them apart); names still equal after that
+    ``a/t.mrc`` and ``b/t.mrc`` become ``a_t`` and ``b_t`` (for each file
+    the fewest parent folders that tell it apart); names still equal after that
     (the same file twice, or ``a_t.mrc`` beside ``a/t.mrc``) get ``_2``, ``_3``.
     """
     from .layer_data import tomogram_name
@@ -85,15 +85,17 @@ def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     for i, name in enumerate(names):
         groups.setdefault(name, []).append(i)
     for base, members in groups.items():
-        if len(members) < 2:
-            continue
+        pending = members if len(members) > 1 else []
         for depth in range(1, max(len(resolved[i].parent.parts) for i in members) + 1):
+            if not pending:
+                break
             tried = {i: "_".join([_clean(p) for p in resolved[i].parent.parts[-depth:]] + [base])
                      for i in members}
-            if len(set(tried.values())) == len(members):
-                for i, name in tried.items():
-                    names[i] = name
-                break
+            counts = list(tried.values())
+            for i in pending:
+                if counts.count(tried[i]) == 1:  # this many parent folders tell it apart
+                    names[i] = tried[i]
+            pending = [i for i in pending if counts.count(tried[i]) > 1]
     taken: set[str] = set()
     for i, name in enumerate(names):
         candidate, n = name, 2

@@ -252,8 +252,8 @@ def _copick_source(args: argparse.Namespace, run: str | None = None):
 
 def _segment_inputs(args: argparse.Namespace):
     """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
+    from .batch import unique_names
     from .io.mrc import open_volume
-    from .layer_data import tomogram_name
 
     if args.copick:
         from .io.copick_project import open_tomogram, run_names
@@ -266,8 +266,9 @@ def _segment_inputs(args: argparse.Namespace):
         return
     if not args.tomograms:
         raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")
-    for tomogram in args.tomograms:
-        yield (tomogram_name(tomogram), *open_volume(tomogram), None)
+    tomograms = list(dict.fromkeys(str(Path(t).resolve()) for t in args.tomograms))
+    for tomogram, name in zip(tomograms, unique_names(tomograms)):
+        yield (name, *open_volume(tomogram), None)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
