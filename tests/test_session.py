@@ -222,3 +222,20 @@ def test_stale_partials_of_dead_processes_are_cleaned_and_refused(tmp_path, volu
     assert "unfinished output" in capsys.readouterr().err
     assert sorted(clean_stale_partials(tmp_path)) == sorted([stale, legacy])
     assert alive.exists() and elsewhere.exists() and (tmp_path / "t.mrc").exists()
+
+
+def test_train_reads_the_boxes_of_a_session_folder(tmp_path, tiny_files, tiny_result):
+    """``train --boxes`` takes a session folder: its boxes now live in session.json."""
+    from napari_tomoseg.annotations import boxes_from_truth
+    from napari_tomoseg.nn.model_file import load_model
+
+    folder = tmp_path / "s.tomoseg"
+    session = Session.create(folder, None, 20.0, tiny_result.tomogram.shape, ("ribosome",))
+    session.boxes = boxes_from_truth(tiny_result.cell.labels["ribosome"], "ribosome", 3, 6, 32)
+    session.save()
+    assert not (folder / "boxes.json").exists()
+    model = tmp_path / "r.pt"
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(folder), "--feature",
+                 "ribosome", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+                 "-o", str(model)]) == 0
+    assert load_model(model).info["positives"] == 3 and load_model(model).info["negatives"] == 6

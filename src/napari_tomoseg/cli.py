@@ -207,7 +207,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     volume, info = open_volume(args.tomogram)
     info = _voxel_checked(info, args.tomogram, args)
-    boxes = load_boxes(args.boxes)
+    from .session import Session
+    from .session_store import is_session
+
+    # a session folder keeps its boxes in session.json; a box folder in boxes.json
+    boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
     check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape, args.binning)
     start_from = load_model(args.resume) if args.resume else None
