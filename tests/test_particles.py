@@ -45,7 +45,12 @@ def test_star_has_the_relion5_columns_in_the_right_units(tmp_path):
                                                  "rlnCenteredCoordinateZAngst"]], 0.0, atol=1e-6)
     assert particles.loc[1, "rlnCenteredCoordinateXAngst"] == pytest.approx(-425.0 * 28.0)
     assert particles.loc[1, "rlnCoordinateZ"] == 0.0
-    assert raw["optics"]["rlnTomoTiltSeriesPixelSize"][0] == pytest.approx(28.0)
+    # the tilt-series pixel size is not the tomogram's voxel size: unknown, not written
+    assert "optics" not in raw and "rlnOpticsGroup" not in particles
+    bin4 = TomogramFrame("TS_01", FRAME.shape, 28.0, tilt_series_pixel_size=7.0)
+    raw = starfile.read(write_star(tmp_path / "q.star", table, bin4), always_dict=True)
+    assert raw["optics"]["rlnTomoTiltSeriesPixelSize"][0] == pytest.approx(7.0)
+    assert list(raw["particles"]["rlnOpticsGroup"]) == [1, 1]
 
 
 def test_centred_coordinates_carry_picks_to_another_binning(tmp_path):
@@ -124,7 +129,7 @@ def test_eman2_json_and_other_binnings_round_trip(tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["boxes_3d"][0][:3] == [0.0, 0.0, 0.0]
     # EMAN2 centres an odd-sized image on voxel N // 2, not N / 2
     odd = TomogramFrame(name="odd", shape=(95, 865, 851), voxel_size=28.0)
-    write_eman2_json(tmp_path / "odd.json", particle_table([np.array(odd.shape) // 2]), odd, 32)
+    write_eman2_json(tmp_path / "odd.json", particle_table([np.array(odd.shape) // 2]), odd, 32, 28.0)
     assert json.loads((tmp_path / "odd.json").read_text())["boxes_3d"][0][:3] == [0.0, 0.0, 0.0]
     back = read_eman2_json(path, FRAME)
     np.testing.assert_allclose(back[["z", "y", "x"]], table[["z", "y", "x"]], atol=1e-3)

@@ -42,6 +42,7 @@ class BatchSettings:
     dtype: str = "float16"
     device: str = "auto"
     copick: CopickSource | None = None  # inputs are then run names of this project
+    tilt_series_pixel_size: float | None = None  # Angstrom, RELION's; None = unknown
 
     def digest(self) -> str:
         record = asdict(self)
@@ -186,7 +187,7 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
         write_volume(out / f"{name}_labels.mrc", labels, info.voxel_size, info.origin,
                      overwrite=True)
         result["outputs"].append(f"{name}_labels.mrc")
-        frame = TomogramFrame(name, info.shape, voxel, info.origin)
+        frame = TomogramFrame(name, info.shape, voxel, info.origin, settings.tilt_series_pixel_size)
         for feature in settings.pick:
             if feature not in probabilities:
                 raise TomosegError(f"cannot pick '{feature}': no model for it.")
@@ -317,7 +318,9 @@ def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings)
         if parts:
             target = folder / f"all_{feature}.star"
             with atomic_path(target) as tmp:
-                starfile.write({"general": {"rlnTomoSubTomosAre2DStacks": 0}, "optics": optics,
-                                "particles": pd.concat(parts, ignore_index=True)}, tmp)
+                blocks = {"particles": pd.concat(parts, ignore_index=True)}  # first: RELION reads it
+                if optics is not None:
+                    blocks["optics"] = optics
+                starfile.write(blocks, tmp, float_format="%.6f")
             written.append(target)
     return written

@@ -122,9 +122,16 @@ def cmd_points(args: argparse.Namespace) -> int:
 
     _, info = read_header(args.tomogram)
     frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.tomogram), shape=info.shape,
-                          voxel_size=info.isotropic_voxel_size, origin=info.origin)
+                          voxel_size=info.isotropic_voxel_size, origin=info.origin,
+                          tilt_series_pixel_size=args.tilt_series_pixel_size)
     source = Path(args.input)
     table = read_star(source, frame) if source.suffix.lower() == ".star" else read_csv(source)
+    if source.suffix.lower() == ".star" and not frame.tilt_series_pixel_size:
+        from dataclasses import replace
+
+        from .io.particles import star_tilt_series_pixel_size
+
+        frame = replace(frame, tilt_series_pixel_size=star_tilt_series_pixel_size(source, frame.name))
     table = table.drop(columns=["tomo_name"], errors="ignore")
     if Path(args.output).suffix.lower() == ".star":
         write_star(args.output, table, frame)
@@ -343,7 +350,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_pick(args: argparse.Namespace) -> int:
     from .io import copick_project
     from .io.mrc import open_volume
-    from .io.particles import (TomogramFrame, at_voxel_size, convert_pixels, write_csv,
+    from .io.particles import (TomogramFrame, write_csv,
                                write_eman2_json, write_star)
     from .layer_data import tomogram_name
     from .picking import PickSettings, pick_particles, sample_along
@@ -376,7 +383,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
         table = pick_particles(np.asarray(probability), voxel, settings)
     table["feature"] = args.feature
     name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
-    frame = TomogramFrame(name=name, shape=info.shape, voxel_size=voxel, origin=info.origin)
+    frame = TomogramFrame(name=name, shape=info.shape, voxel_size=voxel, origin=info.origin,
+                          tilt_series_pixel_size=args.tilt_series_pixel_size)
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
@@ -385,11 +393,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() == ".json":
         write_eman2_json(output, table, frame, box_size=int(round(1.5 * args.diameter / voxel)),
-                         unbinned_voxel_size=args.unbinned_voxel_size, feature=args.feature)
+                         feature=args.feature)
     else:
-        if args.unbinned_voxel_size is not None:  # pixel columns at the unbinned scale
-            unbinned = at_voxel_size(frame, args.unbinned_voxel_size)
-            table, frame = convert_pixels(table, frame, unbinned), unbinned
         (write_star if output.suffix.lower() == ".star" else write_csv)(output, table, frame)
     print(f"{output}: {len(table)} {args.feature} picks")
     return 0
@@ -421,7 +426,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     from .io.mrc import open_volume
 
     settings = _average_settings(args)
-    volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name)
+    volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
+                                                       args.tilt_series_pixel_size)
     reference = None
     if args.reference:
         reference = np.asarray(open_volume(args.reference)[0], dtype=np.float32)
@@ -450,7 +456,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     settings = ClassifySettings(classes=args.classes, iterations=args.iterations,
                                 angular_range=args.angular_range, angular_step=args.local_step,
                                 resolution=args.resolution, seed=args.seed)
-    volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name)
+    volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
+                                                       args.tilt_series_pixel_size)
     bar, update = _progress_bar("classifying")
     try:
         result, sub, written = run_classify(volume, frame, table, averaging, settings, args.output,
@@ -482,7 +489,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         models=tuple(str(Path(m).resolve()) for m in args.model), output=str(args.output),
         thresholds={k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()},
         artifacts={k: tuple(v.split(",")) for k, v in _key_values(args.artifact, "--artifact").items()},
-        pick=tuple(args.pick or ()), diameter=args.diameter, device=args.device)
+        pick=tuple(args.pick or ()), diameter=args.diameter, device=args.device,
+        tilt_series_pixel_size=args.tilt_series_pixel_size)
     client = make_client(args.workers, args.scheduler, args.jobqueue)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -559,6 +567,16 @@ def _copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
     group.add_argument("--session-id", default="0", help="copick session id (default 0: a tool)")
 
 
+def _tilt_series_option(parser: argparse.ArgumentParser) -> None:
+    """RELION's rlnTomoTiltSeriesPixelSize: the tomogram header does not carry it."""
+    parser.add_argument("--tilt-series-pixel-size", "--unbinned-voxel-size",
+                        dest="tilt_series_pixel_size",
+                        type=_number(float, 0.1, inclusive=True, high=1000.0),
+                        help="pixel size (A) of the unbinned tilt series the tomogram was "
+                             "reconstructed from (RELION's rlnTomoTiltSeriesPixelSize; "
+                             "not written when not given)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tomoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"napari-tomoseg {__version__}")
@@ -598,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("output")
     points.add_argument("--tomogram", required=True, help="the MRC the particles belong to")
     points.add_argument("--tomo-name", help="rlnTomoName (default: the tomogram's file name)")
+    _tilt_series_option(points)
     points.set_defaults(func=cmd_points)
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
@@ -663,8 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "feature's copick segmentation)")
     pick.add_argument("output", nargs="?",
                       help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
-    pick.add_argument("--unbinned-voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
-                      help="write pixel coordinates at this (unbinned) voxel size (A)")
+    _tilt_series_option(pick)
     pick.add_argument("--feature", default="ribosome")
     pick.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
     pick.add_argument("--threshold", type=float, default=0.5)
@@ -681,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     pick.set_defaults(func=cmd_pick)
 
     def averaging_options(p, iterations: int) -> None:
+        _tilt_series_option(p)
         p.add_argument("tomogram", help="tomogram MRC the particles were picked on")
         p.add_argument("particles", help="particles: .star (RELION 5) or .csv")
         p.add_argument("--output", "-o", type=Path, required=True, help="folder for the results")
@@ -729,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
     batch.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
     batch.add_argument("--workers", type=int, help="local workers (default: GPUs, else <= 4 cores)")
+    _tilt_series_option(batch)
     batch.add_argument("--scheduler", help="address of a running dask scheduler")
     batch.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     batch.add_argument("--device", default="auto")

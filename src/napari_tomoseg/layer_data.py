@@ -10,32 +10,58 @@ and labels written later land on the right voxels.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .io.mrc import open_volume, robust_contrast_limits
-from .io.particles import TomogramFrame, read_csv, read_star
+from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
 from .synthetic.cell import FEATURE_COLOURS, FEATURES
 
 LayerData = tuple[object, dict, str]
 _LABEL_HINTS = ("label", "mask", "seg") + FEATURES
 
 
-def geometry_metadata(name: str, shape, voxel_size: float, origin, path: str | None = None) -> dict:
+def geometry_metadata(name: str, shape, voxel_size: float, origin, path: str | None = None,
+                      tilt_series_pixel_size: float | None = None) -> dict:
+    """``metadata['tomoseg']``: the tomogram's geometry and its RELION name (the file stem)."""
     return {"tomoseg": {"tomo_name": name, "shape": [int(s) for s in shape],
                         "voxel_size": float(voxel_size), "origin": [float(o) for o in origin],
-                        "path": path}}
+                        "path": path,
+                        "tilt_series_pixel_size": (float(tilt_series_pixel_size)
+                                                   if tilt_series_pixel_size else None)}}
+
+
+def frame_metadata(frame: TomogramFrame, path: str | None = None) -> dict:
+    return geometry_metadata(frame.name, frame.shape, frame.voxel_size, frame.origin, path,
+                             frame.tilt_series_pixel_size)
 
 
 def frame_from_metadata(metadata: dict | None) -> TomogramFrame | None:
     geometry = (metadata or {}).get("tomoseg")
     if not geometry or geometry.get("shape") is None:
         return None
+    size = geometry.get("tilt_series_pixel_size")
     return TomogramFrame(name=str(geometry["tomo_name"]), shape=tuple(geometry["shape"]),
                          voxel_size=float(geometry["voxel_size"]),
-                         origin=tuple(geometry["origin"]))
+                         origin=tuple(geometry["origin"]),
+                         tilt_series_pixel_size=float(size) if size else None)
+
+
+def clean_tomo_name(name: str) -> str:
+    """A tomogram name for rlnTomoName from a napari layer name.
+
+    Layer names such as ``prediction: ribosome`` or ``picks: ribosome [1]``
+    describe a layer, not a tomogram: the part before the colon and napari's
+    ``[n]`` suffix are dropped, spaces become underscores.
+    """
+    text = re.sub(r"\s*\[\d+\]$", "", str(name)).strip()
+    if ":" in text:
+        text = text.split(":", 1)[1].strip()
+    return re.sub(r"\s+", "_", text) or "tomogram"
 
 
 def tomogram_name(path: str | os.PathLike) -> str:
@@ -82,7 +108,7 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
     if frame is not None:
         scale = (frame.voxel_size,) * 3
         translate = frame.origin
-        metadata = geometry_metadata(frame.name, frame.shape, frame.voxel_size, frame.origin)
+        metadata = frame_metadata(frame)
     else:
         scale = (voxel_size or 1.0,) * 3
         translate = (0.0, 0.0, 0.0)
@@ -95,25 +121,17 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
             "border_color": colour, "border_width": 0.1}
 
 
-def star_voxel_size(path: str | os.PathLike) -> float | None:
-    import starfile
-
-    try:
-        optics = starfile.read(path, always_dict=True).get("optics")
-        return float(optics["rlnTomoTiltSeriesPixelSize"].iloc[0])
-    except Exception:  # optics block is optional
-        return None
-
-
 def points_layer(path: str | os.PathLike, frame: TomogramFrame | None = None) -> LayerData:
     """A STAR or CSV particle file as a Points layer placed on ``frame``'s voxels."""
     path = Path(path)
     if path.suffix.lower() == ".star":
-        table = read_star(path, frame=frame, tomo_name=frame.name if frame else None)
-        voxel = star_voxel_size(path)
+        table = read_star(path, frame=frame)
+        known = star_tilt_series_pixel_size(path, frame.name if frame else None)
+        if frame is not None and known and not frame.tilt_series_pixel_size:
+            frame = replace(frame, tilt_series_pixel_size=known)  # remembered for writing back
     else:
         table = read_csv(path)
-        voxel = None
     table = table.drop(columns=["tomo_name"], errors="ignore")
     data = table[["z", "y", "x"]].to_numpy(dtype=float)
-    return data, points_kwargs(table, frame, path.stem, voxel), "points"
+    # without a tomogram the pixels' size is unknown: the layer stays in pixels
+    return data, points_kwargs(table, frame, path.stem), "points"

@@ -25,6 +25,7 @@ from ..averaging import (AverageResult, AverageSettings, ClassifySettings, Class
 from ..errors import TomosegError
 from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame
+from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
 from .notify import guarded
 
@@ -81,8 +82,12 @@ class AveragingWidget(Container):
 
     # inputs -----------------------------------------------------------------------------
     def _frame(self, layer: Image) -> TomogramFrame:
-        return TomogramFrame(layer.name, tuple(layer.data.shape), float(layer.scale[-1]),
-                             tuple(float(t) for t in layer.translate))
+        """The tomogram's own name (file stem) and tilt-series pixel size when it carries them."""
+        frame = frame_from_metadata(layer.metadata)
+        if frame is not None and tuple(frame.shape) == tuple(layer.data.shape):
+            return frame
+        return TomogramFrame(clean_tomo_name(layer.name), tuple(layer.data.shape),
+                             float(layer.scale[-1]), tuple(float(t) for t in layer.translate))
 
     def picked_voxels(self) -> np.ndarray:
         """Shown, not rejected points in the tomogram's voxel coordinates."""

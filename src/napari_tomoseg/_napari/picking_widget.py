@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..errors import TomosegError
 from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
-from ..layer_data import geometry_metadata, points_kwargs
+from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
 from ..picking import PickSettings, pick_particles
 from .histogram import Histogram
 from .notify import guarded
@@ -103,10 +103,8 @@ class PickingWidget(Container):
         table = table.copy()
         table["feature"] = self.feature.value
         table["status"] = 0
-        frame_meta = geometry_metadata(layer.name, layer.data.shape, float(layer.scale[-1]),
-                                       tuple(layer.translate))
-        frame = TomogramFrame(layer.name, tuple(layer.data.shape), float(layer.scale[-1]),
-                              tuple(layer.translate))
+        frame = self._source_frame(layer)
+        frame_meta = frame_metadata(frame)
         kwargs = points_kwargs(table, frame, f"picks: {self.feature.value}")
         kwargs["size"] = float(self.diameter.value) / float(layer.scale[-1])
         kwargs["metadata"] = frame_meta
@@ -121,6 +119,19 @@ class PickingWidget(Container):
         self.status.value = f"{len(data)} picks"
         show_info(f"{len(data)} {self.feature.value} picks")
         return self.points
+
+    def _source_frame(self, layer) -> TomogramFrame:
+        """The tomogram the probability map belongs to: its name is the file stem, never
+        a layer name such as 'prediction: ribosome'; its tilt-series pixel size if known."""
+        shape = tuple(layer.data.shape)
+        frames = [frame_from_metadata(layer.metadata)]
+        frames += [frame_from_metadata(other.metadata) for other in reversed(list(self.viewer.layers))
+                   if other._type_string == "image" and other is not layer]
+        for frame in frames:
+            if frame is not None and tuple(frame.shape) == shape:
+                return frame
+        return TomogramFrame(clean_tomo_name(layer.name), shape, float(layer.scale[-1]),
+                             tuple(layer.translate))
 
     # filtering and QC ------------------------------------------------------------------
     def _apply_filter(self, *args) -> None:
@@ -166,9 +177,7 @@ class PickingWidget(Container):
     def selected_table(self) -> tuple[pd.DataFrame, TomogramFrame]:
         if self.points is None:
             raise TomosegError("pick first: there are no picks to export.")
-        meta = self.points.metadata["tomoseg"]
-        frame = TomogramFrame(meta["tomo_name"], tuple(meta["shape"]), meta["voxel_size"],
-                              tuple(meta["origin"]))
+        frame = frame_from_metadata(self.points.metadata)
         keep = self.points.shown & (np.asarray(self.points.features["status"]) >= 0)
         features = self.points.features[keep].reset_index(drop=True)
         table = particle_table(self.points.data[keep],

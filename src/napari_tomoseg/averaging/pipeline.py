@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from ..errors import InvalidCoordinatesError, InvalidSettingsError
 from ..io.mrc import open_volume
-from ..io.particles import TomogramFrame, read_csv, read_star
+from ..io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
 from .align import Alignment
 from .classify import ClassifySettings, ClassResult, iter_classify
 from .extract import Subtomograms, extract_subtomograms
@@ -20,18 +21,27 @@ from .rotations import relion_matrices
 
 
 def open_tomogram_and_particles(tomogram: str | os.PathLike, particles: str | os.PathLike,
-                                tomo_name: str | None = None):
-    """The (memory-mapped) tomogram, its frame, and the particles placed on its voxels."""
+                                tomo_name: str | None = None,
+                                tilt_series_pixel_size: float | None = None):
+    """The (memory-mapped) tomogram, its frame, and the particles placed on its voxels.
+
+    A STAR file keeps only the rows of this tomogram (``tomo_name``, else the
+    file stem; a file of a single tomogram lends its name to the outputs) and
+    lends its rlnTomoTiltSeriesPixelSize when none is given.
+    """
     from ..layer_data import tomogram_name
 
     volume, info = open_volume(tomogram)
     frame = TomogramFrame(name=tomo_name or tomogram_name(tomogram), shape=info.shape,
-                          voxel_size=info.isotropic_voxel_size, origin=info.origin)
+                          voxel_size=info.isotropic_voxel_size, origin=info.origin,
+                          tilt_series_pixel_size=tilt_series_pixel_size)
     path = Path(particles)
     if path.suffix.lower() == ".star":
-        table = read_star(path, frame)
-        if "tomo_name" in table and tomo_name:
-            table = table[table["tomo_name"] == tomo_name].reset_index(drop=True)
+        table = read_star(path, frame, tomo_name=tomo_name)
+        names = set(table["tomo_name"]) if "tomo_name" in table else set()
+        name = names.pop() if len(names) == 1 and not tomo_name else frame.name
+        frame = replace(frame, name=name, tilt_series_pixel_size=(
+            tilt_series_pixel_size or star_tilt_series_pixel_size(path, name)))
     else:
         table = read_csv(path)
     if len(table) == 0:

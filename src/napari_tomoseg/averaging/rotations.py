@@ -16,18 +16,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ..errors import InvalidSettingsError
+from ..io.relion_euler import relion_angles, relion_matrices
 
-
-def relion_matrices(angles: np.ndarray) -> np.ndarray:
-    """(n, 3) RELION (rot, tilt, psi) in degrees -> (n, 3, 3) matrices A."""
-    angles = np.asarray(angles, dtype=float).reshape(-1, 3)
-    return np.transpose(Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix(), (0, 2, 1))
-
-
-def relion_angles(matrices: np.ndarray) -> np.ndarray:
-    """(n, 3, 3) matrices A -> (n, 3) RELION (rot, tilt, psi) in degrees."""
-    matrices = np.asarray(matrices, dtype=float).reshape(-1, 3, 3)
-    return Rotation.from_matrix(np.transpose(matrices, (0, 2, 1))).as_euler("ZYZ", degrees=True)
+__all__ = ["relion_angles", "relion_matrices", "angular_distance", "uniform_rotations",
+           "local_rotations", "symmetry_operators"]
 
 
 def angular_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,7 +8,11 @@ Conventions (see docs/formats.md):
 * RELION 5 centred coordinates (Angstrom) = (pixel - N / 2) * voxel_size,
   relative to the tomogram centre; they do not depend on the header
   origin or on the binning, so they carry picks between binnings.
-* Orientations are RELION ZYZ Euler angles (rot, tilt, psi) in degrees.
+* Orientations are RELION ZYZ Euler angles (rot, tilt, psi) in degrees,
+  ``particle(r) = ref(A^T r)`` (see ``relion_euler``).
+* The tilt-series pixel size (RELION's rlnTomoTiltSeriesPixelSize, the
+  pixel of the unbinned tilt series) is a property of the tomogram that
+  its header does not carry: known only when the user gives it.
 
 Tables are pandas DataFrames with columns ``z y x`` (pixels) plus any of
 ``rot tilt psi score feature class`` so every format maps onto one shape.
@@ -17,29 +21,22 @@ Tables are pandas DataFrames with columns ``z y x`` (pixels) plus any of
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 
-from ..errors import InvalidCoordinatesError
+from ..errors import InvalidCoordinatesError, InvalidSettingsError
 from .atomic import atomic_path, write_text
 
 AXES = ("z", "y", "x")
 ANGLE_COLUMNS = ("rot", "tilt", "psi")
-# our column -> RELION label, for the optional per-particle values
-_OPTIONAL_STAR = {
-    "rot": "rlnAngleRot",
-    "tilt": "rlnAngleTilt",
-    "psi": "rlnAnglePsi",
-    "score": "rlnAutopickFigureOfMerit",
-    "class": "rlnClassNumber",
-    "half": "rlnRandomSubset",
-    "alignment_score": "rlnTomosegAlignmentScore",
-    "feature": "rlnTomosegFeature",
-}
+
+
+class CoordinateWarning(UserWarning):
+    """Particles were written or placed, but something the user should know about happened."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,13 @@ class TomogramFrame:
     shape: tuple[int, int, int]  # (z, y, x) voxels
     voxel_size: float  # Angstrom per voxel
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (z, y, x) Angstrom
+    tilt_series_pixel_size: float | None = None  # Angstrom, unbinned tilt series; None = unknown
+
+    def __post_init__(self):
+        size = self.tilt_series_pixel_size
+        if size is not None and not (np.isfinite(size) and size > 0):
+            raise InvalidSettingsError(f"the tilt-series pixel size must be a positive number "
+                                       f"of Angstrom, not {size}.")
 
     @property
     def centre(self) -> np.ndarray:
@@ -72,7 +76,7 @@ def at_voxel_size(frame: TomogramFrame, voxel_size: float) -> TomogramFrame:
     """The same tomogram at another binning (e.g. unbinned): same centre, same origin."""
     factor = frame.voxel_size / voxel_size
     return TomogramFrame(frame.name, tuple(int(round(n * factor)) for n in frame.shape),
-                         float(voxel_size), frame.origin)
+                         float(voxel_size), frame.origin, frame.tilt_series_pixel_size)
 
 
 def convert_pixels(table: pd.DataFrame, source: TomogramFrame, target: TomogramFrame) -> pd.DataFrame:
@@ -80,29 +84,40 @@ def convert_pixels(table: pd.DataFrame, source: TomogramFrame, target: TomogramF
     out = table.copy()
     centred = source.pixel_to_centered_angstrom(table[list(AXES)].to_numpy(dtype=float))
     out[list(AXES)] = target.centered_angstrom_to_pixel(centred)
+    check_inside(out, target, "the converted particles")
     return out
 
 
 def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
                      box_size: int, unbinned_voxel_size: float | None = None,
                      feature: str = "particle") -> Path:
-    """EMAN2 (>= 2.9) tomogram info JSON: ``boxes_3d`` in unbinned pixels from the centre.
+    """EMAN2 (>= 2.9) tomogram info JSON, as e2spt_boxer's ``SaveJson`` writes it.
 
-    Each box is ``[x, y, z, "tomoseg", score, class]``; ``class_list`` names the class and
-    its box size. With ``apix_unbin`` present, EMAN2's e2spt_extract reads ``boxes_3d``
-    as offsets in unbinned pixels from the tomogram centre, which EMAN2 puts at voxel
-    ``N // 2`` (read in EMAN2's source; not run against EMAN2 itself).
+    ``box_size`` is in voxels of this tomogram. With the tilt-series (unbinned)
+    pixel size known, EMAN2 stores ``apix_unbin``, ``boxes_3d`` as
+    ``(p - N // 2) * apix / apix_unbin`` and each class's ``boxsize`` as
+    ``round(box * apix / apix_unbin)``: unbinned pixels (cryoem/eman2
+    programs/e2spt_boxer.py, EMTomoBoxer.SaveJson). Without it, EMAN2 keeps
+    boxes and box size in this tomogram's pixels, uncentred, and no ``apix_unbin``.
     """
     import json
 
-    unbinned = unbinned_voxel_size or frame.voxel_size
+    unbinned = unbinned_voxel_size or frame.tilt_series_pixel_size
     zyx = table[list(AXES)].to_numpy(dtype=float)
-    centred = (zyx - _eman2_centre(frame)) * frame.voxel_size / unbinned
+    if unbinned:
+        scale = frame.voxel_size / unbinned
+        zyx = (zyx - _eman2_centre(frame)) * scale
+        size = int(np.round(box_size * scale))
+    else:
+        warnings.warn(f"{Path(path).name}: the tilt-series pixel size is unknown: boxes written in "
+                      "this tomogram's pixels without apix_unbin.", CoordinateWarning, stacklevel=2)
+        size = int(box_size)
     scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
     boxes = [[float(x), float(y), float(z), "tomoseg", float(score), 0]
-             for (z, y, x), score in zip(centred, scores)]
-    record = {"apix_unbin": float(unbinned), "boxes_3d": boxes,
-              "class_list": {"0": {"boxsize": int(box_size), "name": feature}}}
+             for (z, y, x), score in zip(zyx, scores)]
+    record: dict = {"boxes_3d": boxes, "class_list": {"0": {"boxsize": size, "name": feature}}}
+    if unbinned:
+        record["apix_unbin"] = float(unbinned)
     path = Path(path)
     write_text(path, json.dumps(record, indent=1))
     return path
@@ -121,11 +136,14 @@ def read_eman2_json(path: str | os.PathLike, frame: TomogramFrame) -> pd.DataFra
     try:
         record = json.loads(path.read_text())
         boxes = record["boxes_3d"]
-        unbinned = float(record.get("apix_unbin", frame.voxel_size))
+        unbinned = record.get("apix_unbin")
+        xyz = np.array([b[:3] for b in boxes], dtype=float).reshape(-1, 3)
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidCoordinatesError(f"{path.name} is not an EMAN2 info file with boxes_3d ({exc}).") from exc
-    xyz = np.array([b[:3] for b in boxes], dtype=float).reshape(-1, 3)
-    zyx = xyz[:, ::-1] * unbinned / frame.voxel_size + _eman2_centre(frame)
+    if unbinned:  # centred, unbinned pixels
+        zyx = xyz[:, ::-1] * float(unbinned) / frame.voxel_size + _eman2_centre(frame)
+    else:  # this tomogram's pixels
+        zyx = xyz[:, ::-1]
     table = particle_table(zyx, score=[float(b[4]) if len(b) > 4 else 0.0 for b in boxes],
                            **{"class": [int(b[5]) if len(b) > 5 else 0 for b in boxes]})
     names = {int(k): v.get("name", k) for k, v in record.get("class_list", {}).items()}
@@ -143,85 +161,33 @@ def particle_table(zyx: np.ndarray, **columns) -> pd.DataFrame:
     return table
 
 
-def _check_coordinates(table: pd.DataFrame, source: str) -> None:
+def check_coordinates(table: pd.DataFrame, source: str) -> None:
     values = table[list(AXES)].to_numpy(dtype=float)
     if not np.all(np.isfinite(values)):
         raise InvalidCoordinatesError(f"{source} has coordinates that are not finite numbers.")
 
 
-def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
-               overwrite: bool = True) -> Path:
-    """Write a RELION 5 tomography particle STAR file (centred Angstrom and pixels)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists.")
-    _check_coordinates(table, "the particle table")
-    zyx = table[list(AXES)].to_numpy(dtype=float)
-    centred = frame.pixel_to_centered_angstrom(zyx)
-    particles = pd.DataFrame({"rlnTomoName": [frame.name] * len(table)})
-    for i, axis in enumerate(AXES[::-1]):  # x, y, z
-        particles[f"rlnCoordinate{axis.upper()}"] = zyx[:, 2 - i]
-    for i, axis in enumerate(AXES[::-1]):
-        particles[f"rlnCenteredCoordinate{axis.upper()}Angst"] = centred[:, 2 - i]
-    for column, label in _OPTIONAL_STAR.items():
-        if column in table:
-            particles[label] = table[column].to_numpy()
-    particles["rlnOpticsGroup"] = 1
-    optics = pd.DataFrame({
-        "rlnOpticsGroup": [1],
-        "rlnOpticsGroupName": ["opticsGroup1"],
-        "rlnTomoTiltSeriesPixelSize": [frame.voxel_size],
-        "rlnImagePixelSize": [frame.voxel_size],
-    })
-    general = {"rlnTomoSubTomosAre2DStacks": 0}
-    with atomic_path(path) as tmp:
-        starfile.write({"general": general, "optics": optics, "particles": particles}, tmp,
-                       float_format="%.6f")
-    return path
+_check_coordinates = check_coordinates
 
 
-def read_star(path: str | os.PathLike, frame: TomogramFrame | None = None,
-              tomo_name: str | None = None) -> pd.DataFrame:
-    """Read particles from a STAR file into pixel coordinates of ``frame``.
+def check_inside(table: pd.DataFrame, frame: TomogramFrame, source: str) -> None:
+    """Warn about particles outside the tomogram; refuse when none is inside.
 
-    Centred Angstrom coordinates are preferred (they survive binning) when a
-    frame is given; otherwise the pixel columns are used as they are.
-    ``tomo_name`` keeps only the particles of one tomogram.
+    Particles far outside mean a wrong voxel size, pixel size or tomogram.
     """
-    path = Path(path)
-    try:
-        data = starfile.read(path, always_dict=True)
-    except Exception as exc:  # starfile raises many types on bad input
-        raise InvalidCoordinatesError(f"{path.name} is not a readable STAR file ({exc}).") from exc
-    blocks = [b for b in data.values() if isinstance(b, pd.DataFrame)]
-    particles = data.get("particles")
-    if particles is None:
-        particles = next((b for b in blocks if any("Coordinate" in c for c in b.columns)), None)
-    if particles is None or len(particles.columns) == 0:
-        raise InvalidCoordinatesError(f"{path.name} has no particle table with coordinates.")
-    if tomo_name is not None and "rlnTomoName" in particles:
-        particles = particles[particles["rlnTomoName"].astype(str) == tomo_name]
-    centred = [f"rlnCenteredCoordinate{a}Angst" for a in "ZYX"]
-    pixels = [f"rlnCoordinate{a}" for a in "ZYX"]
-    if frame is not None and all(c in particles for c in centred):
-        zyx = frame.centered_angstrom_to_pixel(particles[centred].to_numpy(dtype=float))
-    elif all(c in particles for c in pixels):
-        zyx = particles[pixels].to_numpy(dtype=float)
-    elif all(c in particles for c in centred):
-        raise InvalidCoordinatesError(
-            f"{path.name} has only centred coordinates: say which tomogram they belong to "
-            "(its size and voxel size are needed to place them).")
-    else:
-        raise InvalidCoordinatesError(
-            f"{path.name} has neither rlnCoordinateX/Y/Z nor rlnCenteredCoordinateX/Y/ZAngst.")
-    table = particle_table(zyx)
-    for column, label in _OPTIONAL_STAR.items():
-        if label in particles:
-            table[column] = particles[label].to_numpy()
-    if "rlnTomoName" in particles:
-        table["tomo_name"] = particles["rlnTomoName"].astype(str).to_numpy()
-    _check_coordinates(table, path.name)
-    return table.reset_index(drop=True)
+    if not len(table):
+        return
+    zyx = table[list(AXES)].to_numpy(dtype=float)
+    shape = np.asarray(frame.shape, dtype=float)
+    beyond = np.maximum(np.maximum(-0.5 - zyx, zyx - (shape - 0.5)), 0.0).max(axis=1)
+    outside = beyond > 1.0
+    if not outside.any():
+        return
+    message = (f"{source}: {int(outside.sum())} of {len(zyx)} particles lie outside {frame.name} "
+               f"{tuple(frame.shape)} (up to {beyond.max():.0f} voxels beyond its edge)")
+    if outside.all():
+        raise InvalidCoordinatesError(message + ": wrong tomogram, voxel size or pixel size?")
+    warnings.warn(message + ".", CoordinateWarning, stacklevel=3)
 
 
 def write_csv(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame | None = None) -> Path:
@@ -264,3 +230,20 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
             table[key] = raw[column].to_numpy()
     _check_coordinates(table, path.name)
     return table
+
+
+_STAR_NAMES = ("read_star", "write_star", "star_tilt_series_pixel_size")
+
+
+def __getattr__(name: str):
+    """STAR reading and writing live in ``star`` (which builds on this module)."""
+    if name in _STAR_NAMES:
+        from . import star
+
+        return getattr(star, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["AXES", "ANGLE_COLUMNS", "CoordinateWarning", "TomogramFrame", "at_voxel_size",
+           "check_coordinates", "check_inside", "convert_pixels", "particle_table", "read_csv",
+           "read_eman2_json", "read_star", "star_tilt_series_pixel_size", "write_csv",
+           "write_eman2_json", "write_star"]

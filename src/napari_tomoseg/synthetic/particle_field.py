@@ -81,7 +81,9 @@ def write_particle_field(field: ParticleField, folder, name: str = "particles",
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    frame = TomogramFrame(name=name, shape=field.tomogram.shape, voxel_size=field.voxel_size)
+    # simulated unbinned: the tilt series has the tomogram's pixel size
+    frame = TomogramFrame(name=name, shape=field.tomogram.shape, voxel_size=field.voxel_size,
+                          tilt_series_pixel_size=field.voxel_size)
     table = particle_table(field.zyx, rot=field.angles[:, 0], tilt=field.angles[:, 1],
                            psi=field.angles[:, 2], feature=list(field.species))
     return {

@@ -96,7 +96,8 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
         written[feature] = write_volume(folder / f"{name}_{feature}{label_suffix}",
                                         result.cell.labels[feature].astype(np.int8), voxel, origin,
                                         overwrite=overwrite)
-    frame = TomogramFrame(name=name, shape=spec.shape, voxel_size=voxel, origin=origin)
+    frame = TomogramFrame(name=name, shape=spec.shape, voxel_size=voxel, origin=origin,
+                          tilt_series_pixel_size=voxel)  # simulated unbinned
     cell = result.cell
     table = particle_table(cell.particles, rot=cell.angles[:, 0], tilt=cell.angles[:, 1],
                            psi=cell.angles[:, 2], feature=["ribosome"] * len(cell.particles))

@@ -1,0 +1,270 @@
+"""RELION 5 tomography particle STAR files, as RELION's own programs read them.
+
+Checked in RELION 5's source (3dem/relion):
+
+* ``relion_tomo_import_coordinates`` (src/jaz/tomography/apps/import_coordinates.cpp)
+  reads a coordinate STAR with ``MetaDataTable::read`` and no block name,
+  i.e. the FIRST data block: the particles block is written first.
+* ``ParticleSet::getParticleCoordDecenteredPixel`` (src/jaz/tomography/particle_set.cpp)
+  divides ``rlnCenteredCoordinate*Angst`` by ``rlnTomoTiltSeriesPixelSize`` of
+  the particle's optics group and adds the centre ``rlnTomoSize / 2`` of the
+  unbinned tomogram; ``ParticleSet::read`` builds the optics table from the
+  tomogram set when the file has none. So the pixel size is written only
+  when it is known, never guessed from a binned tomogram.
+* ``ParticleSet::getPosition``: true position = coordinate - A_sub @ origin,
+  with ``origin = rlnOriginX/Y/ZAngst`` and ``A_sub`` the matrix of
+  ``rlnTomoSubtomogramRot/Tilt/Psi``; ``ParticleSet::getMatrix3x3``: the
+  particle's orientation is ``A_sub @ A(rlnAngleRot, rlnAngleTilt, rlnAnglePsi)``.
+
+Tables hold the true position (``z y x``, pixels of the tomogram) and the
+full orientation (``rot tilt psi`` of ``A_sub @ A_particle``); the origin
+shifts and subtomogram angles are kept (``origin_x..`` in A,
+``subtomo_rot..``) so that writing restores RELION's decomposition.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from ..errors import InvalidCoordinatesError
+from .atomic import atomic_path
+from .particles import (AXES, CoordinateWarning, TomogramFrame, check_coordinates,
+                        check_inside, particle_table)
+from .relion_euler import relion_angles, relion_matrices
+
+# our column -> RELION label, for the optional per-particle values
+OPTIONAL_STAR = {
+    "score": "rlnAutopickFigureOfMerit",
+    "class": "rlnClassNumber",
+    "half": "rlnRandomSubset",
+    "alignment_score": "rlnTomosegAlignmentScore",
+    "feature": "rlnTomosegFeature",
+}
+ANGLES = {"rot": "rlnAngleRot", "tilt": "rlnAngleTilt", "psi": "rlnAnglePsi"}
+SUBTOMO = {"subtomo_rot": "rlnTomoSubtomogramRot", "subtomo_tilt": "rlnTomoSubtomogramTilt",
+           "subtomo_psi": "rlnTomoSubtomogramPsi"}
+ORIGIN = {"origin_x": "rlnOriginXAngst", "origin_y": "rlnOriginYAngst", "origin_z": "rlnOriginZAngst"}
+CENTRED = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
+PIXELS = [f"rlnCoordinate{a}" for a in "XYZ"]
+OPTICS_NAME = "opticsGroup1"
+
+
+def _matrices(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """RELION matrices of three angle columns; identity where the file has none."""
+    if not all(c in frame for c in columns):
+        return np.repeat(np.eye(3)[None], len(frame), axis=0)
+    return relion_matrices(frame[columns].to_numpy(dtype=float))
+
+
+def _origins(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """(n, 3) origin shifts (x, y, z) in Angstrom; zero where absent."""
+    if not all(c in frame for c in columns):
+        return np.zeros((len(frame), 3))
+    return frame[columns].to_numpy(dtype=float)
+
+
+def _particle_block(table: pd.DataFrame, frame: TomogramFrame) -> pd.DataFrame:
+    zyx = table[list(AXES)].to_numpy(dtype=float)
+    sub = _matrices(table, list(SUBTOMO))
+    # RELION subtracts A_sub @ origin from the coordinate: add it back
+    centred_xyz = frame.pixel_to_centered_angstrom(zyx)[:, ::-1]
+    centred_xyz = centred_xyz + np.einsum("nij,nj->ni", sub, _origins(table, list(ORIGIN)))
+    out = pd.DataFrame({"rlnTomoName": [frame.name] * len(table)})
+    for i, label in enumerate(CENTRED):
+        out[label] = centred_xyz[:, i]
+    for i, label in enumerate(PIXELS):  # pixels of the tomogram picked on (our own tools)
+        out[label] = zyx[:, 2 - i]
+    for column, label in ORIGIN.items():
+        if column in table:
+            out[label] = table[column].to_numpy(dtype=float)
+    if all(c in table for c in ANGLES):
+        full = relion_matrices(table[list(ANGLES)].to_numpy(dtype=float))
+        if all(c in table for c in SUBTOMO):  # A = A_sub @ A_particle
+            angles = relion_angles(np.transpose(sub, (0, 2, 1)) @ full)
+        else:
+            angles = table[list(ANGLES)].to_numpy(dtype=float)
+        for i, label in enumerate(ANGLES.values()):
+            out[label] = angles[:, i]
+    for column, label in SUBTOMO.items():
+        if column in table:
+            out[label] = table[column].to_numpy(dtype=float)
+    for column, label in OPTIONAL_STAR.items():
+        if column in table:
+            out[label] = table[column].to_numpy()
+    return out
+
+
+def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
+               overwrite: bool = True) -> Path:
+    """A RELION 5 tomography particle STAR: particles block first, then optics.
+
+    Without a known tilt-series pixel size there is no optics block (RELION
+    then takes the optics from its tomogram set) and a warning says so.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists.")
+    check_coordinates(table, "the particle table")
+    particles = _particle_block(table, frame)
+    blocks = {"particles": particles}
+    if frame.tilt_series_pixel_size:
+        particles["rlnOpticsGroup"] = 1
+        blocks["optics"] = optics_block(frame.tilt_series_pixel_size)
+    else:
+        warn_unknown_pixel_size(path.name)
+    with atomic_path(path) as tmp:
+        starfile.write(blocks, tmp, float_format="%.6f")
+    return path
+
+
+def optics_block(tilt_series_pixel_size: float) -> pd.DataFrame:
+    return pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": [OPTICS_NAME],
+                         "rlnTomoTiltSeriesPixelSize": [float(tilt_series_pixel_size)]})
+
+
+def warn_unknown_pixel_size(what: str) -> None:
+    warnings.warn(
+        f"{what}: the tilt-series pixel size is unknown, so no rlnTomoTiltSeriesPixelSize "
+        "was written (RELION takes it from its tomogram set); give it with "
+        "--tilt-series-pixel-size to write it.", CoordinateWarning, stacklevel=3)
+
+
+def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    try:
+        data = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises many types on bad input
+        raise InvalidCoordinatesError(f"{path.name} is not a readable STAR file ({exc}).") from exc
+    blocks = [b for b in data.values() if isinstance(b, pd.DataFrame)]
+    particles = data.get("particles")
+    if not isinstance(particles, pd.DataFrame):
+        particles = next((b for b in blocks if any("Coordinate" in c for c in b.columns)), None)
+    if particles is None or len(particles.columns) == 0:
+        raise InvalidCoordinatesError(f"{path.name} has no particle table with coordinates.")
+    optics = data.get("optics")
+    return particles, optics if isinstance(optics, pd.DataFrame) else None
+
+
+def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
+                    explicit: bool = False) -> pd.DataFrame:
+    """The rows of tomogram ``name``, saying how many of other tomograms were skipped."""
+    if name is None or "rlnTomoName" not in particles:
+        return particles
+    names = particles["rlnTomoName"].astype(str)
+    present = sorted(set(names))
+    if name in present:
+        keep = (names == name).to_numpy()
+        if not keep.all():
+            others = [n for n in present if n != name]
+            warnings.warn(f"{source}: using the {int(keep.sum())} particles of '{name}'; skipped "
+                          f"{int((~keep).sum())} of {len(others)} other tomogram(s) "
+                          f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}).",
+                          CoordinateWarning, stacklevel=3)
+        return particles[keep]
+    if len(present) == 1 and not explicit:
+        warnings.warn(f"{source}: its particles belong to '{present[0]}', not '{name}'; "
+                      "placed on this tomogram anyway.", CoordinateWarning, stacklevel=3)
+        return particles
+    raise InvalidCoordinatesError(
+        f"{source} has no particles of '{name}' (it holds {', '.join(present[:5])}"
+        f"{', ...' if len(present) > 5 else ''}): give the right name with --tomo-name.")
+
+
+def tilt_series_pixel_size(optics: pd.DataFrame | None, particles: pd.DataFrame) -> float | None:
+    """``rlnTomoTiltSeriesPixelSize`` of the optics group of the (first) particle, if any."""
+    if optics is None or "rlnTomoTiltSeriesPixelSize" not in optics or not len(optics):
+        return None
+    values = optics["rlnTomoTiltSeriesPixelSize"].astype(float)
+    if "rlnOpticsGroup" in optics and "rlnOpticsGroup" in particles and len(particles):
+        group = optics["rlnOpticsGroup"].astype(int) == int(particles["rlnOpticsGroup"].iloc[0])
+        if group.any():
+            return float(values[group.to_numpy()].iloc[0])
+    return float(values.iloc[0])
+
+
+def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None = None) -> float | None:
+    """The tilt-series pixel size a STAR file gives for ``tomo_name`` (or its first particle)."""
+    try:
+        particles, optics = _read_blocks(Path(path))
+    except InvalidCoordinatesError:
+        return None
+    if tomo_name is not None and "rlnTomoName" in particles:
+        chosen = particles[particles["rlnTomoName"].astype(str) == tomo_name]
+        particles = chosen if len(chosen) else particles
+    return tilt_series_pixel_size(optics, particles)
+
+
+def _positions(particles: pd.DataFrame, frame: TomogramFrame | None, pixel_size: float | None,
+               source: str) -> np.ndarray:
+    """True (z, y, x) pixels: RELION's coordinate minus A_sub @ origin."""
+    shift_xyz = np.einsum("nij,nj->ni", _matrices(particles, list(SUBTOMO.values())),
+                          _origins(particles, list(ORIGIN.values())))
+    if frame is not None and all(c in particles for c in CENTRED):
+        centred_xyz = particles[CENTRED].to_numpy(dtype=float) - shift_xyz
+        return frame.centered_angstrom_to_pixel(centred_xyz[:, ::-1])
+    if all(c in particles for c in PIXELS):
+        xyz = particles[PIXELS].to_numpy(dtype=float)
+        if np.any(shift_xyz != 0):
+            size = frame.voxel_size if frame is not None else pixel_size
+            if not size:
+                raise InvalidCoordinatesError(
+                    f"{source} has origin shifts in Angstrom but no pixel size to apply them: "
+                    "say which tomogram the particles belong to.")
+            xyz = xyz - shift_xyz / size
+        return xyz[:, ::-1]
+    if all(c in particles for c in CENTRED):
+        raise InvalidCoordinatesError(
+            f"{source} has only centred coordinates: say which tomogram they belong to "
+            "(its size and voxel size are needed to place them).")
+    raise InvalidCoordinatesError(
+        f"{source} has neither rlnCoordinateX/Y/Z nor rlnCenteredCoordinateX/Y/ZAngst.")
+
+
+def _orientations(particles: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Full orientation A_sub @ A_particle as ``rot tilt psi``; the raw parts kept."""
+    has_angles = all(c in particles for c in ANGLES.values())
+    has_sub = all(c in particles for c in SUBTOMO.values())
+    if has_sub:
+        full = _matrices(particles, list(SUBTOMO.values())) @ _matrices(particles, list(ANGLES.values()))
+        angles = relion_angles(full)
+    elif has_angles:
+        angles = particles[list(ANGLES.values())].to_numpy(dtype=float)
+    else:
+        return
+    for i, column in enumerate(ANGLES):
+        table[column] = angles[:, i]
+    for group in (SUBTOMO, ORIGIN):
+        for column, label in group.items():
+            if label in particles:
+                table[column] = particles[label].to_numpy(dtype=float)
+
+
+def read_star(path: str | os.PathLike, frame: TomogramFrame | None = None,
+              tomo_name: str | None = None) -> pd.DataFrame:
+    """Particles of a STAR file in pixel coordinates of ``frame`` (true positions).
+
+    Centred Angstrom coordinates are used when a frame is given (they survive
+    binning); otherwise the pixel columns. Only the rows of ``tomo_name``
+    (default: the frame's name) are kept when the file holds several tomograms.
+    """
+    path = Path(path)
+    particles, optics = _read_blocks(path)
+    wanted = tomo_name or (frame.name if frame is not None else None)
+    particles = select_tomogram(particles, wanted, path.name, explicit=tomo_name is not None)
+    zyx = _positions(particles, frame, tilt_series_pixel_size(optics, particles), path.name)
+    table = particle_table(zyx)
+    _orientations(particles, table)
+    for column, label in OPTIONAL_STAR.items():
+        if label in particles:
+            table[column] = particles[label].to_numpy()
+    if "rlnTomoName" in particles:
+        table["tomo_name"] = particles["rlnTomoName"].astype(str).to_numpy()
+    check_coordinates(table, path.name)
+    if frame is not None:
+        check_inside(table, frame, path.name)
+    return table.reset_index(drop=True)
