@@ -50,7 +50,9 @@ def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
     path = tmp_path / "picks.star"
     widget.output.value = path
     widget.export()
-    frame = TomogramFrame("prediction: ribosome", (64, 96, 96), 10.0, (50.0, -20.0, 5.0))
+    # rlnTomoName is never the layer's name ("prediction: ribosome")
+    assert "prediction" not in path.read_text()
+    frame = TomogramFrame("ribosome", (64, 96, 96), 10.0, (50.0, -20.0, 5.0))
     exported = read_star(path, frame)
     assert len(exported) == 3
     assert match_picks(exported[["z", "y", "x"]].to_numpy(),
@@ -74,6 +76,6 @@ def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot,
     path = tmp_path / "picks.star"
     widget.output.value = path
     widget.export()
-    exported = read_star(path, TomogramFrame("prediction: ribosome", (64, 96, 96), 10.0))
+    exported = read_star(path, TomogramFrame("ribosome", (64, 96, 96), 10.0))
     assert len(exported) == len(CENTRES)
     assert np.min(np.linalg.norm(exported[["z", "y", "x"]].to_numpy() - [10.0, 10.0, 50.0], axis=1)) < 1e-3

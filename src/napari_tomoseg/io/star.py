@@ -153,7 +153,7 @@ def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
                     explicit: bool = False) -> pd.DataFrame:
     """The rows of tomogram ``name``, saying how many of other tomograms were skipped."""
-    if name is None or "rlnTomoName" not in particles:
+    if name is None or "rlnTomoName" not in particles or not len(particles):
         return particles
     names = particles["rlnTomoName"].astype(str)
     present = sorted(set(names))
