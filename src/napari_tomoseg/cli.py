@@ -442,6 +442,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     print(f"{len(sub.data)} particles averaged ({sub.skipped} too close to the edge), "
           f"resolution {result.resolution:.1f} A at FSC 0.143 (Nyquist {nyquist:.1f} A), "
           f"{time.perf_counter() - start:.1f} s")
+    if result.note:
+        print(("" if result.supported else "WARNING: resolution ") + result.note)
     for key, path in written.items():
         print(f"  {key:10s} {path}")
     return 0

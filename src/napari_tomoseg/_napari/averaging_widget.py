@@ -158,9 +158,10 @@ class AveragingWidget(Container):
             self.fsc_plot.set_curve(value.fsc, f"{value.resolution:.1f} A at FSC 0.143")
             written = write_average_result(output, value, frame, self.subtomograms.origins)
             self._show_orientations(frame)
-            self.status.value = (f"{len(value.halves)} particles, {value.resolution:.1f} A; "
+            verdict = "" if value.supported else " (NOT supported by the data)"
+            self.status.value = (f"{len(value.halves)} particles, {value.resolution:.1f} A{verdict}; "
                                  f"written to {written['average'].parent}")
-            show_info(f"average at {value.resolution:.1f} A written to {output}")
+            show_info(f"average at {value.resolution:.1f} A written to {output}; {value.note}")
             return
         self._show_volume(value.average, "average", voxel)
         self.progress.max = value.total  # per stage: the start, then the refinement

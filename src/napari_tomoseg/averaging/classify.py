@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
 from .align import Alignment
-from .refine import AverageSettings, _Prepared, _search
+from .refine import AverageSettings
+from .search import _Prepared, _search
 from .volumes import lowpass, normalise_inside, soft_sphere
 
 

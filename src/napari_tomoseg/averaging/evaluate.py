@@ -27,18 +27,22 @@ class TruthComparison:
         return self.correlation > self.mirror_correlation
 
 
-def _superpose(volume: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> tuple[Alignment, float]:
+def superpose(volume: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
+              coarse: bool = True) -> tuple[Alignment, float]:
     """Find B, u with volume(r) = truth(B^T (r - u)); full Fourier space (no wedge).
 
-    A coarse global search on half-size copies, then two local refinements.
+    A coarse global search on half-size copies (or, with ``coarse`` off, the
+    identity as the start), then two local refinements.
     """
     box = volume.shape[-1]
-    small = max(16, box // 2 + (box // 2) % 2)
-    coarse_aligner = Aligner(fourier_crop(volume[None], small), torch.ones_like(wedge_mask(small)),
-                             0.5, small / 4, soft_sphere(small, 0.42 * small, 2.0))
-    coarse = coarse_aligner.search_global(fourier_crop(truth, small), uniform_rotations(15.0))
+    start = np.eye(3)[None]
+    if coarse:
+        small = max(16, box // 2 + (box // 2) % 2)
+        coarse_aligner = Aligner(fourier_crop(volume[None], small), torch.ones_like(wedge_mask(small)),
+                                 0.5, small / 4, soft_sphere(small, 0.42 * small, 2.0))
+        start = coarse_aligner.search_global(fourier_crop(truth, small), uniform_rotations(15.0)).matrices
     aligner = Aligner(volume[None], torch.ones_like(wedge_mask(box)), 0.5, box / 4, mask)
-    fine = aligner.search_local(truth, coarse.matrices, local_rotations(5.0, 15.0))
+    fine = aligner.search_local(truth, start, local_rotations(5.0, 15.0))
     finer = aligner.search_local(truth, fine.matrices, local_rotations(1.5, 4.5))
     return finer, float(finer.scores[0])
 
@@ -50,9 +54,9 @@ def compare_to_truth(average: np.ndarray, truth: np.ndarray, voxel_size: float,
     mask = soft_sphere(box, mask_radius or 0.42 * box, 3.0)
     vol = normalise_inside(torch.as_tensor(average, dtype=torch.float32), mask)
     ref = normalise_inside(torch.as_tensor(truth, dtype=torch.float32), mask)
-    placed, _ = _superpose(vol, ref, mask)
+    placed, _ = superpose(vol, ref, mask)
     mirror = torch.flip(ref, dims=(-1,))
-    _, mirror_score = _superpose(vol, mirror, mask)
+    _, mirror_score = superpose(vol, mirror, mask)
     b_inverse = placed.matrices[0].T  # the truth placed as the average: truth(B^T (r - u))
     moved = transform_volumes(ref, torch.as_tensor(b_inverse[None], dtype=torch.float32),
                               torch.as_tensor(-b_inverse @ placed.shifts[0])[None])[0]

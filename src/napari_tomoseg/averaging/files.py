@@ -51,7 +51,7 @@ def write_average_result(folder: str | os.PathLike, result, frame: TomogramFrame
     written["particles"] = write_star(folder / f"{name}_particles.star", table, frame)
     info = {"resolution_angstrom": result.resolution, "voxel_size": voxel,
             "particles": int(len(result.halves)), "settings": asdict(result.settings),
-            "history": result.history}
+            "history": result.history, **result.report()}
     written["settings"] = folder / f"{name}.json"
     atomic.write_text(written["settings"], json.dumps(info, indent=2))
     return written

@@ -16,12 +16,14 @@ import torch
 
 from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
-from .align import Aligner, Alignment, fourier_crop
+from .align import Alignment
+from .evaluate import superpose
 from .reconstruct import Reconstruction
-from .rotations import local_rotations, symmetry_operators, uniform_rotations
-from .volumes import (centre_of_mass_shift, fourier_shell_correlation, fsc_weighting, lowpass,
-                      normalise_inside, resolution_from_fsc, soft_sphere, transform_volumes)
-from .wedge import wedge_mask
+from .rotations import symmetry_operators
+from .search import _Prepared, _recentre, _search
+from .validation import ResolutionCheck, check_resolution
+from .volumes import (fourier_shell_correlation, fsc_weighting, lowpass, normalise_inside,
+                      resolution_from_fsc, soft_sphere, transform_volumes)
 
 Progress = Callable[[int, int, str], None]
 
@@ -92,124 +94,74 @@ class IterationState:
 class AverageResult:
     average: np.ndarray  # FSC-weighted, low-passed at the resolution
     half_maps: tuple[np.ndarray, np.ndarray]
-    fsc: np.ndarray  # shells 0 .. box/2
-    resolution: float
+    fsc: np.ndarray  # masked half-map FSC, shells 0 .. box/2
+    resolution: float  # Angstrom at 0.143 of the phase-randomisation-corrected FSC
     alignment: Alignment  # per particle
     halves: np.ndarray  # 1 or 2 per particle (RELION's rlnRandomSubset)
     voxel_size: float
     settings: AverageSettings
     history: list[dict] = field(default_factory=list)
+    check: ResolutionCheck | None = None  # mask check and whether the data support the resolution
+
+    @property
+    def supported(self) -> bool:
+        return self.check is None or self.check.supported
+
+    @property
+    def note(self) -> str:
+        return self.check.note if self.check else ""
+
+    def report(self) -> dict:
+        """Resolution, its verdict and the FSC check, as JSON values."""
+        return {"resolution_angstrom": self.resolution, **(self.check.report() if self.check else {})}
 
     def fsc_table(self) -> list[dict]:
         box = self.settings.box
-        return [{"shell": i, "frequency_per_angstrom": i / (box * self.voxel_size),
+        rows = [{"shell": i, "frequency_per_angstrom": i / (box * self.voxel_size),
                  "resolution_angstrom": (box * self.voxel_size / i) if i else float("inf"),
                  "fsc": float(v)} for i, v in enumerate(self.fsc)]
+        if self.check is not None:
+            for i, row in enumerate(rows):
+                row.update(fsc_unmasked=float(self.check.fsc_unmasked[i]),
+                           fsc_phase_randomised=float(self.check.fsc_randomised[i]),
+                           fsc_corrected=float(self.check.fsc_corrected[i]))
+        return rows
 
 
-def _working_box(box: int, cutoff: float) -> int:
-    """Smallest even box that still holds ``cutoff`` (cycles/voxel) with some margin."""
-    needed = int(np.ceil(2 * cutoff * box * 1.3))
-    return int(min(box, max(16, needed + needed % 2)))
-
-
-class _Prepared:
-    """Particles on the device, with down-sampled copies cached per working box."""
-
-    def __init__(self, data: np.ndarray, settings: AverageSettings, device: torch.device):
-        self.settings = settings
-        self.device = device
-        self.full = torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32), device=device)
-        if settings.invert:
-            self.full = -self.full
-        self.box = self.full.shape[-1]
-        self._aligners: dict[tuple[int, float], Aligner] = {}
-
-    def aligner(self, cutoff: float, highpass: float = 4.0) -> tuple[Aligner, float]:
-        small = _working_box(self.box, cutoff)
-        scale = small / self.box
-        key = (small, round(cutoff, 4), highpass)
-        if key not in self._aligners:
-            self._aligners.clear()  # one set of spectra at a time keeps memory flat
-            s = self.settings
-            data = fourier_crop(self.full, small)
-            mask = soft_sphere(small, s.radius * scale, 2.0, self.device)
-            wedge = wedge_mask(small, s.tilt_min, s.tilt_max, device=self.device)
-            self._aligners[key] = Aligner(data, wedge, min(0.5, cutoff / scale),
-                                          s.shift_limit * scale, mask, highpass)
-        return self._aligners[key], scale
-
-    def reconstruct(self, indices: np.ndarray, alignment: Alignment) -> Reconstruction:
-        s = self.settings
-        rec = Reconstruction(self.box, s.tilt_min, s.tilt_max, self.device)
-        rec.add(self.full[torch.as_tensor(indices, device=self.device)],
-                alignment.matrices[indices], alignment.shifts[indices])
-        return rec
-
-
-def _recentre(volume: torch.Tensor) -> torch.Tensor:
-    shift = centre_of_mass_shift(volume)
-    eye = torch.eye(3, device=volume.device)[None]
-    return transform_volumes(volume, eye, shift[None])[0]
-
-
-def crop_centred(volume: torch.Tensor | None, box: int) -> torch.Tensor | None:
-    """The central ``box``^3 of a centred Fourier-space map (None stays None)."""
-    if volume is None or volume.shape[-1] == box:
-        return volume
-    lo = volume.shape[-1] // 2 - box // 2
-    return volume[..., lo:lo + box, lo:lo + box, lo:lo + box]
-
-
-def _search(prepared: _Prepared, reference: torch.Tensor, cutoff: float, indices: np.ndarray,
-            current: Alignment | None, step: float, search_range: float,
-            should_stop, known: torch.Tensor | None = None, highpass: float = 4.0) -> Alignment:
-    """Global search when ``current`` is None, local around it otherwise (full-box shifts).
-
-    ``known``: the reference's measured Fourier voxels (centred), None if all;
-    ``highpass``: Fourier shells below this are left out of the score.
-    """
-    aligner, scale = prepared.aligner(cutoff, highpass)
-    small_ref = fourier_crop(reference, aligner.box)
-    small_known = crop_centred(known, aligner.box)
-    if current is None:
-        found = aligner.search_global(small_ref, uniform_rotations(step), indices, should_stop,
-                                      small_known)
-    else:
-        found = aligner.search_local(small_ref, current.matrices[indices],
-                                     local_rotations(step, search_range), indices, should_stop,
-                                     small_known)
-    found.shifts = found.shifts / scale
-    return found
+def _batches_per_pass(settings: AverageSettings, size: int) -> int:
+    batch = size if settings.initial_batch in (0, None) else min(size, settings.initial_batch)
+    return max(1, size // batch)
 
 
 def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
-                   should_stop):
+                   should_stop, group: np.ndarray, offset: int = 0, total: int = 0):
     # a generator: yields IterationState per batch, returns the model (None when stopped)
-    """Reference-free start: one particle as the seed, then global alignment and averaging.
+    """Reference-free start from the particles in ``group`` only: a seed, then global passes.
 
-    The seed is anisotropic and of the right hand, unlike the featureless
-    blob that randomly oriented particles average to. The reference keeps
-    track of which Fourier voxels it has measured, so the seed's own missing
-    wedge does not bias the search. With ``initial_batch`` set, updates are
-    made from batches (EMAN2's e2spt_sgd); on 60 synthetic ribosomes batches
-    of 12 drifted away from the structure, whole passes did not.
+    Each half set gets its own start (as in RELION), so nothing but the
+    particles of that half shapes its model. The seed (one particle) is
+    anisotropic and of the right hand, unlike the featureless blob that
+    randomly oriented particles average to. The reference keeps track of
+    which Fourier voxels it has measured, so the seed's own missing wedge
+    does not bias the search. With ``initial_batch`` set, updates are made
+    from batches (EMAN2's e2spt_sgd); on 60 synthetic ribosomes batches of 12
+    drifted away from the structure, whole passes did not.
     """
     s = prepared.settings
-    n = len(prepared.full)
+    n, size = len(prepared.full), len(group)
     cutoff = s.start_cutoff(voxel_size)
     mask = soft_sphere(prepared.box, s.radius, 3.0, prepared.device)
-    seed = np.array([int(rng.integers(n))])
+    seed = np.array([int(rng.choice(group))])
     identity = Alignment(np.repeat(np.eye(3)[None], n, 0), np.zeros((n, 3)), np.zeros(n))
     first = prepared.reconstruct(seed, identity)
     reference = normalise_inside(lowpass(first.volume(), cutoff), mask) * mask
     known = first.known()
-    batch_size = n if s.initial_batch in (0, None) else min(n, s.initial_batch)
-    batches_per_pass = max(1, n // batch_size)
-    total = s.initial_iterations * batches_per_pass
-    step = 0
+    batches_per_pass = _batches_per_pass(s, size)
+    batch_size = size if s.initial_batch in (0, None) else min(size, s.initial_batch)
+    total = total or s.initial_iterations * batches_per_pass
+    step = offset
     for _ in range(s.initial_iterations):
-        order = rng.permutation(n)
+        order = group[rng.permutation(size)]
         for b in range(batches_per_pass):
             if should_stop and should_stop():
                 return None
@@ -232,6 +184,65 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
     return reference
 
 
+def _independent_starts(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
+                        should_stop, groups: list[np.ndarray]):
+    # a generator like _initial_model; returns one start model per half (None when stopped)
+    """One reference-free start per half set, the second superposed on the first.
+
+    The superposition (a rigid rotation and shift of the low-passed model)
+    only puts both halves in one frame so that their maps can be compared;
+    no density passes from one half to the other.
+    """
+    s = prepared.settings
+    per_half = [s.initial_iterations * _batches_per_pass(s, len(g)) for g in groups]
+    models, offset = [], 0
+    for group, steps in zip(groups, per_half):
+        model = yield from _initial_model(prepared, voxel_size, rng, should_stop, group,
+                                          offset, sum(per_half))
+        if model is None:
+            return None
+        models.append(model)
+        offset += steps
+    mask = soft_sphere(prepared.box, s.radius, 3.0, prepared.device)
+    placed, _ = superpose(models[0].cpu(), models[1].cpu(), mask.cpu())  # m1(r) = m2(B^T (r - u))
+    b_inverse = placed.matrices[0].T
+    shift = torch.as_tensor(-b_inverse @ placed.shifts[0], dtype=torch.float32)[None]
+    moved = transform_volumes(models[1].cpu(), torch.as_tensor(b_inverse[None], dtype=torch.float32),
+                              shift)[0].to(prepared.device)
+    return [models[0], normalise_inside(moved, mask) * mask]
+
+
+def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
+             reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    particles = np.asarray(particles)
+    if particles.ndim != 4 or particles.shape[1:] != (s.box,) * 3:
+        raise InvalidSettingsError(f"particles must be (n, {s.box}, {s.box}, {s.box}) boxes.")
+    if len(particles) < 4:
+        raise InvalidSettingsError("averaging needs at least 4 particles (2 per half set).")
+    if voxel_size <= 0:
+        raise InvalidSettingsError("the voxel size must be positive.")
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.shape != (s.box,) * 3:
+            raise InvalidSettingsError(f"the reference is {reference.shape}, the boxes are {s.box}^3.")
+    return particles, reference
+
+
+def _start_references(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
+                      should_stop, groups: list[np.ndarray], reference: np.ndarray | None):
+    # a generator (initial-model progress); returns the two low-passed starts, None if stopped
+    """A user reference starts both halves (low-passed); otherwise each half its own model."""
+    s = prepared.settings
+    mask = soft_sphere(s.box, s.radius, 3.0, prepared.device)
+    if reference is None:
+        models = yield from _independent_starts(prepared, voxel_size, rng, should_stop, groups)
+        if models is None:
+            return None
+    else:
+        models = [normalise_inside(torch.as_tensor(reference, device=prepared.device), mask)] * 2
+    return [lowpass(m, s.start_cutoff(voxel_size)) for m in models]
+
+
 def iter_average(particles: np.ndarray, voxel_size: float,
                  settings: AverageSettings = AverageSettings(),
                  reference: np.ndarray | None = None,
@@ -240,40 +251,26 @@ def iter_average(particles: np.ndarray, voxel_size: float,
 
     ``particles`` (n, box, box, box) as extracted (protein dark unless
     ``settings.invert`` is off); ``reference`` (box^3, protein bright) skips
-    the reference-free start. Stopping returns without a result.
+    the reference-free start. The half sets stay independent from the start
+    on: each is aligned only to its own map. Stopping returns without a result.
     """
     s = settings
-    particles = np.asarray(particles)
-    if particles.ndim != 4 or particles.shape[1:] != (s.box,) * 3:
-        raise InvalidSettingsError(f"particles must be (n, {s.box}, {s.box}, {s.box}) boxes.")
-    if len(particles) < 4:
-        raise InvalidSettingsError("averaging needs at least 4 particles (2 per half set).")
-    if voxel_size <= 0:
-        raise InvalidSettingsError("the voxel size must be positive.")
+    particles, reference = _checked(particles, voxel_size, s, reference)
     device = pick_device(s.device)
     rng = np.random.default_rng(s.seed)
     prepared = _Prepared(particles, s, device)
     n = len(particles)
     mask = soft_sphere(s.box, s.radius, 3.0, device)
-    cutoff = s.start_cutoff(voxel_size)
-    if reference is None:
-        start_model = yield from _initial_model(prepared, voxel_size, rng, should_stop)
-        if start_model is None:
-            return
-    else:
-        reference = np.asarray(reference, dtype=np.float32)
-        if reference.shape != (s.box,) * 3:
-            raise InvalidSettingsError(f"the reference is {reference.shape}, the boxes are {s.box}^3.")
-        start_model = normalise_inside(torch.as_tensor(reference, device=device), mask)
     halves = np.ones(n, dtype=int)
     halves[rng.permutation(n)[: n // 2]] = 2
     groups = [np.nonzero(halves == h)[0] for h in (1, 2)]
-    references = [lowpass(start_model, cutoff)] * 2
+    references = yield from _start_references(prepared, voxel_size, rng, should_stop, groups, reference)
+    if references is None:
+        return
+    start_cutoff = cutoff = s.start_cutoff(voxel_size)
     alignment = Alignment(np.zeros((n, 3, 3)), np.zeros((n, 3)), np.zeros(n))
     step = s.angular_step
     history: list[dict] = []
-    fsc = np.zeros(s.box // 2 + 1)
-    resolution = voxel_size / cutoff
     recs: list[Reconstruction] = []
     maps: list[torch.Tensor] = []
     for iteration in range(1, s.iterations + 1):
@@ -289,9 +286,11 @@ def iter_average(particles: np.ndarray, voxel_size: float,
             alignment.scores[group] = found.scores
             recs.append(prepared.reconstruct(group, alignment))
         maps = [normalise_inside(rec.volume(s.symmetry), mask) for rec in recs]
+        recs[1], maps[1] = _register(prepared, groups[1], alignment, maps, mask)
         fsc = fourier_shell_correlation(maps[0] * mask, maps[1] * mask)
         resolution = resolution_from_fsc(fsc, s.box, voxel_size)
-        cutoff = min(0.5, voxel_size / resolution + 1.0 / s.box)
+        # never align on less than the start had: a failed iteration must not blur the search
+        cutoff = max(start_cutoff, min(0.5, voxel_size / resolution + 1.0 / s.box))
         weight = fsc_weighting(fsc, s.box, device)
         references = [lowpass(torch.fft.irfftn(torch.fft.rfftn(m) * weight, s=m.shape), cutoff)
                       for m in maps]
@@ -302,14 +301,40 @@ def iter_average(particles: np.ndarray, voxel_size: float,
                              ((maps[0] + maps[1]) / 2).cpu().numpy(), fsc, resolution, step,
                              float(alignment.scores.mean()), seconds)
         step = max(s.final_step, step / 2)
+    yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history)
+
+
+def _register(prepared: _Prepared, group: np.ndarray, alignment: Alignment,
+              maps: list[torch.Tensor], mask: torch.Tensor) -> tuple[Reconstruction, torch.Tensor]:
+    """Half 2 rigidly fitted onto half 1 (EMAN2 also registers its even/odd maps).
+
+    Independent halves drift apart by a voxel or a few degrees, which alone
+    would cut their FSC; the fit moves only half 2's particle orientations
+    (with m1(r) = m2(B^T (r - u)): A -> A B^T, t -> t - A B^T u), no density.
+    """
+    placed, _ = superpose(maps[0].cpu(), maps[1].cpu(), mask.cpu(), coarse=False)
+    b, u = placed.matrices[0], placed.shifts[0]
+    moved = np.einsum("nij,kj->nik", alignment.matrices[group], b)
+    alignment.matrices[group] = moved
+    alignment.shifts[group] = alignment.shifts[group] - np.einsum("nij,j->ni", moved, u)
+    rec = prepared.reconstruct(group, alignment)
+    return rec, normalise_inside(rec.volume(prepared.settings.symmetry), mask)
+
+
+def _result(recs: list[Reconstruction], maps: list[torch.Tensor], mask: torch.Tensor,
+            alignment: Alignment, halves: np.ndarray, voxel_size: float, s: AverageSettings,
+            history: list[dict]) -> AverageResult:
+    """Check the half maps (mask, start), then the FSC-weighted average at the checked resolution."""
+    check = check_resolution(maps[0], maps[1], mask, voxel_size,
+                             voxel_size / s.start_cutoff(voxel_size), s.seed)
     merged = recs[0].merged_with(recs[1]).volume(s.symmetry)
-    weight = fsc_weighting(fsc, s.box, device)
+    weight = fsc_weighting(check.fsc_corrected, s.box, merged.device)
     final = torch.fft.irfftn(torch.fft.rfftn(merged) * weight, s=merged.shape)
-    final = normalise_inside(lowpass(final, min(0.5, voxel_size / resolution)), mask)
+    final = normalise_inside(lowpass(final, min(0.5, voxel_size / check.resolution)), mask)
     half_maps = tuple(m.cpu().numpy() for m in maps)  # the last iteration's, already normalised
-    yield AverageResult(average=final.cpu().numpy(), half_maps=half_maps, fsc=fsc,
-                        resolution=resolution, alignment=alignment, halves=halves,
-                        voxel_size=voxel_size, settings=s, history=history)
+    return AverageResult(average=final.cpu().numpy(), half_maps=half_maps, fsc=check.fsc_masked,
+                         resolution=check.resolution, alignment=alignment, halves=halves,
+                         voxel_size=voxel_size, settings=s, history=history, check=check)
 
 
 def average(particles: np.ndarray, voxel_size: float, settings: AverageSettings = AverageSettings(),
