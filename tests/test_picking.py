@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.picking import PickSettings, match_picks, pick_particles, sample_along
@@ -55,11 +56,52 @@ def test_touching_particles_are_split_by_watershed():
     mask = np.zeros((64, 80, 90), np.float32)
     for c in centres:
         mask[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 7 ** 2] = 1
-    merged = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0))
+    merged = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0,
+                                                     method="components"))
     split = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0,
-                                                    split_touching=True))
+                                                    split_touching=True, method="components"))
+    peaks = pick_particles(mask, 10.0, PickSettings(diameter=140.0, min_distance=50.0))
     assert len(merged) == 1 and len(split) == 2
     assert match_picks(split[["z", "y", "x"]].to_numpy(), centres, 3)["f1"] == 1.0
+    assert match_picks(peaks[["z", "y", "x"]].to_numpy(), centres, 3)["f1"] == 1.0
+
+
+def test_peaks_keep_recall_on_a_crowded_row_and_at_the_edges():
+    """Ten touching particles in a row, and particles cut by every face of the volume."""
+    radius = 5.0
+    row = [[20.0, 30.0, 12.0 + 2 * radius * i] for i in range(10)]  # centres one diameter apart
+    edges = [[1.0, 50.0, 50.0], [38.0, 50.0, 30.0], [20.0, 0.5, 70.0], [20.0, 79.0, 40.0],
+             [25.0, 60.0, 0.0], [15.0, 65.0, 119.0]]
+    centres = np.array(row + edges)
+    rng = np.random.default_rng(3)
+    prob = blobs((40, 80, 120), centres, radius * 1.5, rng)  # sigma = radius: neighbours touch
+    picks = pick_particles(prob, 10.0, PickSettings(diameter=100.0))
+    found = match_picks(picks[["z", "y", "x"]].to_numpy(), centres, radius)
+    assert found["recall"] == 1.0 and found["precision"] == 1.0
+    components = pick_particles(prob, 10.0, PickSettings(diameter=100.0, method="components"))
+    assert len(components) < len(centres) - 5  # components merge the row: why peaks are default
+    # asked for, the edge rule drops exactly the six particles within 30 A of a face
+    inner = pick_particles(prob, 10.0, PickSettings(diameter=100.0, edge=30.0))
+    assert match_picks(inner[["z", "y", "x"]].to_numpy(), centres[:10], radius)["f1"] == 1.0
+
+
+def test_scores_rank_particles_above_noise_and_suggest_a_cut():
+    from napari_tomoseg.picking import suggest_score_cut
+
+    rng = np.random.default_rng(5)
+    centres = rng.uniform([8, 8, 8], [56, 88, 88], (12, 3))
+    prob = blobs((64, 96, 96), centres, 4.0) * 0.9
+    noise = np.clip(rng.normal(0.0, 0.25, prob.shape), 0, 1)
+    prob = np.maximum(prob, np.clip(ndimage.gaussian_filter(noise, 1.0) * 3, 0, 0.6))
+    picks = pick_particles(prob, 10.0, PickSettings(diameter=80.0, threshold=0.3))
+    truth = match_picks(picks[["z", "y", "x"]].to_numpy(), centres, 4.0)
+    assert truth["recall"] == 1.0 and len(picks) > len(centres)  # noise peaks too
+    ranked = picks.sort_values("score", ascending=False)[["z", "y", "x"]].to_numpy()
+    top = match_picks(ranked[:len(centres)], centres, 4.0)
+    assert top["precision"] >= 0.9  # true particles rank first
+    cut = suggest_score_cut(picks["score"].to_numpy())
+    kept = picks[picks["score"] >= cut][["z", "y", "x"]].to_numpy()
+    assert match_picks(kept, centres, 4.0)["f1"] >= 0.9
 
 
 def test_points_along_a_filament_are_evenly_spaced():

@@ -173,7 +173,9 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
         volume, info = _open_input(path, settings)
         voxel = info.isotropic_voxel_size
         probabilities, tables = {}, {}
+        thresholds = dict(settings.thresholds)
         for model in _models(settings.models, settings.device):
+            thresholds.setdefault(model.feature, model.threshold)  # calibrated when trained
             target = out / f"{name}_{model.feature}.mrc"
             for _ in iter_segment(volume, model, voxel, target, origin=info.origin,
                                   dtype=settings.dtype, device=settings.device, overwrite=True):
@@ -181,7 +183,7 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
             probabilities[model.feature] = open_volume(target)[0]
             result["outputs"].append(target.name)
         features = list(probabilities)
-        merge = MergeSettings(features=features, thresholds=settings.thresholds,
+        merge = MergeSettings(features=features, thresholds=thresholds,
                               artifacts={a: list(v) for a, v in settings.artifacts.items()})
         labels = merge_volumes(probabilities, merge)
         write_volume(out / f"{name}_labels.mrc", labels, info.voxel_size, info.origin,
@@ -192,7 +194,7 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
             if feature not in probabilities:
                 raise TomosegError(f"cannot pick '{feature}': no model for it.")
             table = pick_particles(probabilities[feature], voxel, PickSettings(
-                diameter=settings.diameter, threshold=settings.thresholds.get(feature, 0.5)))
+                diameter=settings.diameter, threshold=thresholds.get(feature, 0.5)))
             table["feature"] = feature
             write_star(out / f"{name}_{feature}.star", table, frame)
             result["outputs"].append(f"{name}_{feature}.star")

@@ -121,6 +121,7 @@ def cmd_points(args: argparse.Namespace) -> int:
     from .layer_data import tomogram_name
 
     _, info = read_header(args.tomogram)
+    info = _voxel_checked(info, args.tomogram, args)
     frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.tomogram), shape=info.shape,
                           voxel_size=info.isotropic_voxel_size, origin=info.origin,
                           tilt_series_pixel_size=args.tilt_series_pixel_size)
@@ -222,9 +223,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_boxes(boxes, args.feature)
     check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape, args.binning)
     start_from = load_model(args.resume) if args.resume else None
-    settings = TrainingSettings(architecture=args.arch, steps=args.steps, seed=args.seed,
-                                device=args.device, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate)
+    settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
+                                **({"steps": args.steps} if args.steps else {}),
+                                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                hold_out=not args.no_early_stop)
     preprocess = PreprocessSettings(binning=args.binning, invert=args.invert)
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
     if output.exists() and not args.overwrite:
@@ -241,11 +243,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  start_from=start_from):
             model = update.model
             bar.update(1)
-            bar.set_postfix(loss=f"{update.loss:.4f}")
+            if update.held_out is not None:
+                held = update.held_out
+                bar.set_postfix(loss=f"{update.loss:.4f}", held_out_dice=f"{held.dice:.3f}")
     save_model_or_rescue(model, output)
+    held = model.info.get("held_out")
+    quality = (f"held-out Dice {held['dice']:.3f} at threshold {model.threshold:.2f} "
+               f"(best step {held['step']})" if held else f"final loss {model.history[-1][1]:.4f}")
     print(f"{output}: '{args.feature}' {model.architecture} network, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
-          f"final loss {model.history[-1][1]:.4f}")
+          f"{len(model.history)} steps, {quality}")
     return 0
 
 
@@ -316,6 +323,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map_threshold(given: float | None, path, feature: str) -> float:
+    """The user's threshold, else the one stored with the probability map, else 0.5."""
+    from .io.probability_header import stored_threshold
+
+    if given is not None:
+        return float(given)
+    stored = stored_threshold(path) if path else None
+    if stored is not None:
+        print(f"{feature}: threshold {stored:.2f} (chosen by its model on held-out pixels)")
+        return stored
+    return 0.5
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from .io.mrc import open_volume, write_volume
     from .merge import MergeSettings, merge_volumes
@@ -337,6 +357,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         volumes[feature], info = open_volume(path)
         infos.append(info)
     check_same_grid({f: (i.isotropic_voxel_size, i.origin) for f, i in zip(maps, infos)})
+    thresholds = {f: _map_threshold(thresholds.get(f), path, f) for f, path in maps.items()}
     settings = MergeSettings(features=list(maps), thresholds=thresholds, artifacts=artifacts)
     labels = merge_volumes(volumes, settings)
     write_volume(args.output, labels, infos[0].voxel_size, infos[0].origin,
@@ -369,15 +390,16 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
     info = _voxel_checked(info, args.probability or args.feature, args)
     check_finite_volume(probability, args.probability)
+    threshold = _map_threshold(args.threshold, args.probability, args.feature)
     if args.output:
         check_writable(Path(args.output).parent)
     voxel = info.isotropic_voxel_size
     if source is not None:
         copick_project.check_extent(source, info.shape, voxel)
     if args.spacing is not None:
-        table = sample_along(np.asarray(probability) > args.threshold, args.spacing, voxel)
+        table = sample_along(np.asarray(probability) > threshold, args.spacing, voxel)
     else:
-        settings = PickSettings(diameter=args.diameter, threshold=args.threshold,
+        settings = PickSettings(diameter=args.diameter, threshold=threshold,
                                 min_distance=args.min_distance, edge=args.edge,
                                 split_touching=args.split, max_picks=args.max_picks)
         table = pick_particles(np.asarray(probability), voxel, settings)
@@ -426,6 +448,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     from .io.mrc import open_volume
 
     settings = _average_settings(args)
+    _check_average_inputs(args)
     volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
                                                        args.tilt_series_pixel_size)
     reference = None
@@ -458,6 +481,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     settings = ClassifySettings(classes=args.classes, iterations=args.iterations,
                                 angular_range=args.angular_range, angular_step=args.local_step,
                                 resolution=args.resolution, seed=args.seed)
+    _check_average_inputs(args)
     volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
                                                        args.tilt_series_pixel_size)
     bar, update = _progress_bar("classifying")
@@ -489,10 +513,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         tomograms = expand_inputs(args.tomograms)
     settings = BatchSettings(copick=copick,
         models=tuple(str(Path(m).resolve()) for m in args.model), output=str(args.output),
-        thresholds={k: float(v) for k, v in _key_values(args.threshold, "--threshold").items()},
+        thresholds=_thresholds(args.threshold),
         artifacts={k: tuple(v.split(",")) for k, v in _key_values(args.artifact, "--artifact").items()},
         pick=tuple(args.pick or ()), diameter=args.diameter, device=args.device,
         tilt_series_pixel_size=args.tilt_series_pixel_size)
+    from .io.paths import check_writable
+
+    check_writable(args.output)
     client = make_client(args.workers, args.scheduler, args.jobqueue)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -619,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--tomogram", required=True, help="the MRC the particles belong to")
     points.add_argument("--tomo-name", help="rlnTomoName (default: the tomogram's file name)")
     _tilt_series_option(points)
+    points.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
+                        help="A per voxel, for a tomogram whose header lacks it")
     points.set_defaults(func=cmd_points)
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
@@ -637,7 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
     train.add_argument("--feature", required=True)
     train.add_argument("--arch", default="unet", choices=("unet", "eman2"))
-    train.add_argument("--steps", type=POSITIVE_INT, default=400)
+    train.add_argument("--steps", type=POSITIVE_INT,
+                       help="at most this many steps (default 1500); training stops earlier when the held-out "
+                            "quadrant of each box stops improving")
+    train.add_argument("--no-early-stop", action="store_true",
+                       help="train on whole boxes for exactly --steps steps (no held-out pixels, "
+                            "threshold 0.5)")
     train.add_argument("--batch-size", type=POSITIVE_INT)
     train.add_argument("--learning-rate", type=_number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)
@@ -686,10 +720,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
     _tilt_series_option(pick)
     pick.add_argument("--feature", default="ribosome")
-    pick.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
-    pick.add_argument("--threshold", type=float, default=0.5)
-    pick.add_argument("--min-distance", type=float, help="A between picks (default: radius)")
-    pick.add_argument("--edge", type=float, help="A from the border (default: radius)")
+    pick.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
+    pick.add_argument("--threshold", type=_number(float, 0, inclusive=True, high=0.999),
+                      help="default: the threshold the model chose on held-out pixels "
+                           "(stored in the probability map's header), else 0.5")
+    pick.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
+                      help="A per voxel, for a map whose header lacks it")
+    pick.add_argument("--min-distance", type=POSITIVE, help="A between picks (default: radius)")
+    pick.add_argument("--edge", type=_number(float, 0, inclusive=True), help="A from the border (default: radius)")
     pick.add_argument("--split", action="store_true", help="split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)
     pick.add_argument("--spacing", type=POSITIVE,
@@ -748,9 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
     batch.add_argument("--artifact", action="append", metavar="ARTIFACT=FEATURE[,FEATURE]")
     batch.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
-    batch.add_argument("--diameter", type=float, default=250.0, help="particle diameter (A)")
-    batch.add_argument("--workers", type=int, help="local workers (default: GPUs, else <= 4 cores)")
+    batch.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
     _tilt_series_option(batch)
+    batch.add_argument("--workers", type=POSITIVE_INT, help="local workers (default: GPUs, else <= 4 cores)")
     batch.add_argument("--scheduler", help="address of a running dask scheduler")
     batch.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     batch.add_argument("--device", default="auto")

@@ -1,9 +1,11 @@
 """From a probability map to particle coordinates (EMAN2 e2spt_extractfromseg, and more).
 
-Threshold, connected components, each component's centre as the candidate
-and its summed probability as the score; size limits; optional splitting
-of touching particles by a watershed on the distance transform;
-non-maximum suppression by distance; edge exclusion; a cap on the count.
+By default local maxima of the smoothed probability, each scored by the
+smoothed value at its peak, kept when enough of a particle's volume lies
+above the threshold, non-maximum suppressed by distance; or, as EMAN2's
+e2spt_extractfromseg does, connected components above the threshold (with
+an optional watershed split of touching particles). Edge exclusion only
+when asked for; a cap on the count.
 Sizes default from the particle diameter in Angstrom. Also points sampled
 along filament or membrane segmentations at a given spacing.
 """
@@ -21,32 +23,63 @@ from scipy.spatial import cKDTree
 from .errors import InvalidSettingsError
 
 
+PICK_METHODS = ("peaks", "components")
+
+
 @dataclass(frozen=True)
 class PickSettings:
+    """How a probability map becomes particles; sizes in Angstrom, defaults from the benchmark.
+
+    ``peaks`` (default): local maxima of the probability smoothed at a third
+    of the radius, kept where the smoothed value reaches ``threshold`` and
+    enough of the particle's volume lies above it, non-maximum suppressed
+    at ``min_distance``. Touching particles stay apart (their peaks do), which
+    connected components merge into one pick. ``components``: EMAN2's
+    e2spt_extractfromseg (one pick per connected component).
+    """
+
     diameter: float = 250.0  # Angstrom (a ribosome)
     threshold: float = 0.5
-    min_size: int | None = None  # voxels; default: 10% of the particle's volume, at least 21
+    min_size: int | None = None  # voxels above threshold; default: 10% of the particle's volume
     max_size: int | None = None  # voxels; default none
     min_distance: float | None = None  # Angstrom between picks; default the radius
-    edge: float | None = None  # Angstrom from the border; default the radius
-    split_touching: bool = False
+    edge: float | None = None  # Angstrom from the border; default 0 (a pick at the edge counts)
+    split_touching: bool = False  # components only: watershed split
     max_picks: int | None = None
+    method: str = "peaks"
 
     def __post_init__(self):
-        if self.diameter <= 0:
+        if not self.diameter > 0:
             raise InvalidSettingsError("the particle diameter must be positive (Angstrom).")
         if not 0 <= self.threshold < 1:
             raise InvalidSettingsError("the threshold must lie in [0, 1).")
+        if self.method not in PICK_METHODS:
+            raise InvalidSettingsError(f"unknown picking method '{self.method}'; choose "
+                                       f"{' or '.join(PICK_METHODS)}.")
+        for name in ("min_distance", "edge"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InvalidSettingsError(f"{name.replace('_', ' ')} cannot be negative.")
+        if self.max_picks is not None and self.max_picks < 1:
+            raise InvalidSettingsError("max picks must be at least 1 (or not given).")
 
     def in_voxels(self, voxel_size: float) -> dict:
         radius = self.diameter / 2 / voxel_size
         volume = 4 / 3 * np.pi * radius ** 3
         return {"radius": radius,
-                "min_size": self.min_size if self.min_size is not None else max(21, int(0.1 * volume)),
+                "min_size": self.min_size if self.min_size is not None else max(8, int(0.1 * volume)),
                 "max_size": self.max_size,
                 "min_distance": (self.min_distance / voxel_size if self.min_distance is not None
                                  else radius),
-                "edge": self.edge / voxel_size if self.edge is not None else radius}
+                "edge": self.edge / voxel_size if self.edge is not None else 0.0}
+
+
+def as_probability(volume: np.ndarray) -> np.ndarray:
+    """float32 probabilities in [0, 1]; maps stored as 0-255 integers are rescaled."""
+    prob = np.asarray(volume)
+    if prob.dtype.kind in "ui" or (prob.size and float(prob.max()) > 1.0 + 1e-6):
+        return prob.astype(np.float32) / 255.0
+    return prob.astype(np.float32, copy=False)
 
 
 def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) -> np.ndarray:
@@ -64,50 +97,90 @@ def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) 
     return watershed(-distance, markers, mask=mask)
 
 
-def pick_particles(probability: np.ndarray, voxel_size: float,
-                   settings: PickSettings = PickSettings()) -> pd.DataFrame:
-    """Particles as a table: z y x (pixels), score (summed probability), size, score_norm."""
-    prob = np.asarray(probability, dtype=np.float32)
-    if prob.ndim != 3:
-        raise InvalidSettingsError("picking needs a 3D probability map.")
-    if prob.dtype.kind == "u" or prob.max() > 1.0 + 1e-6:
-        prob = prob / 255.0  # stored as 0-255
-    v = settings.in_voxels(voxel_size)
-    mask = prob > settings.threshold
-    labels = _components(mask, prob, settings.split_touching, v["radius"])
-    n = int(labels.max())
-    columns = ["z", "y", "x", "score", "size", "score_norm"]
-    if n == 0:
-        return pd.DataFrame(columns=columns)
-    index = np.arange(1, n + 1)
+def _component_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
+    """EMAN2-style: (centres, scores, sizes), one per connected component above threshold."""
+    labels = _components(prob > settings.threshold, prob, settings.split_touching, v["radius"])
+    index = np.arange(1, int(labels.max()) + 1)
+    if len(index) == 0:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
     sizes = ndimage.sum_labels(np.ones_like(prob), labels, index)
     scores = ndimage.sum_labels(prob, labels, index)
     # the probability-weighted centroid: sub-voxel, and right for flat (binary) maps where
     # EMAN2's maximum would be an arbitrary voxel of the component
-    peaks = np.asarray(ndimage.center_of_mass(prob, labels, index), dtype=float).reshape(-1, 3)
+    centres = np.asarray(ndimage.center_of_mass(prob, labels, index), dtype=float).reshape(-1, 3)
+    return centres, scores, sizes
+
+
+def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
+    """(centres, scores, sizes): local maxima of the smoothed map; score = smoothed value."""
+    radius = v["radius"]
+    smooth = ndimage.gaussian_filter(prob, max(radius / 3, 0.5))
+    reach = max(int(round(radius / 2)), 1)
+    local_max = ndimage.maximum_filter(smooth, size=2 * reach + 1, mode="nearest")
+    peaks = np.argwhere((smooth >= local_max) & (smooth >= settings.threshold))
+    if len(peaks) == 0:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
+    scores = smooth[tuple(peaks.T)]
+    # the particle's mass: voxels above threshold within one radius of the peak
+    above = (prob > settings.threshold).astype(np.float32)
+    r = int(np.ceil(radius))
+    zz, yy, xx = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
+    ball = (zz ** 2 + yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float32)
+    mass = ndimage.convolve(above, ball, mode="constant") if above.size < 2e8 else above
+    return peaks.astype(float), scores, mass[tuple(peaks.T)]
+
+
+def _suppress(centres: np.ndarray, scores: np.ndarray, min_distance: float,
+              max_picks: int | None) -> list[int]:
+    """Greedy non-maximum suppression: best score first, none closer than ``min_distance``."""
+    tree = cKDTree(centres) if len(centres) else None
+    taken = np.zeros(len(centres), bool)
+    accepted: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if taken[i]:
+            continue
+        accepted.append(int(i))
+        taken[tree.query_ball_point(centres[i], max(min_distance, 1e-6) - 1e-9)] = True
+        if max_picks and len(accepted) >= max_picks:
+            break
+    return accepted
+
+
+def pick_particles(probability: np.ndarray, voxel_size: float,
+                   settings: PickSettings = PickSettings()) -> pd.DataFrame:
+    """Particles as a table: z y x (pixels), score, size (voxels above threshold), score_norm."""
+    prob = as_probability(probability)
+    if prob.ndim != 3:
+        raise InvalidSettingsError("picking needs a 3D probability map.")
+    v = settings.in_voxels(voxel_size)
+    find = _peak_candidates if settings.method == "peaks" else _component_candidates
+    centres, scores, sizes = find(prob, settings, v)
     keep = sizes >= v["min_size"]
     if v["max_size"] is not None:
         keep &= sizes <= v["max_size"]
-    edge = v["edge"]
-    shape = np.asarray(prob.shape, float)
-    keep &= np.all((peaks >= edge) & (peaks <= shape - 1 - edge), axis=1)
-    peaks, scores, sizes = peaks[keep], scores[keep], sizes[keep]
-    order = np.argsort(-scores)
-    accepted: list[int] = []
-    tree_points: list[np.ndarray] = []
-    for i in order:
-        if tree_points and np.min(np.linalg.norm(np.asarray(tree_points) - peaks[i], axis=1)) < v["min_distance"]:
-            continue
-        accepted.append(i)
-        tree_points.append(peaks[i])
-        if settings.max_picks and len(accepted) >= settings.max_picks:
-            break
-    peaks, scores, sizes = peaks[accepted], scores[accepted], sizes[accepted]
-    table = pd.DataFrame(peaks, columns=["z", "y", "x"])
-    table["score"] = scores
-    table["size"] = sizes.astype(int)
-    table["score_norm"] = scores / scores.max() if len(scores) else scores
+    edge, shape = v["edge"], np.asarray(prob.shape, float)
+    keep &= np.all((centres >= edge) & (centres <= shape - 1 - edge), axis=1)
+    centres, scores, sizes = centres[keep], scores[keep], sizes[keep]
+    accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks)
+    table = pd.DataFrame(centres[accepted].reshape(-1, 3), columns=["z", "y", "x"])
+    table["score"] = scores[accepted]
+    table["size"] = sizes[accepted].astype(int)
+    table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
     return table
+
+
+def suggest_score_cut(scores: np.ndarray) -> float | None:
+    """A score below which picks are likely false: Otsu's cut of the score histogram.
+
+    None when there are too few picks for a histogram to say anything.
+    """
+    scores = np.asarray(scores, float)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 8 or np.ptp(scores) <= 0:
+        return None
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(scores))
 
 
 def sample_along(mask: np.ndarray, spacing: float, voxel_size: float) -> pd.DataFrame:

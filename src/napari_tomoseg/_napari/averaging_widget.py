@@ -17,7 +17,7 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label
                               ProgressBar, PushButton, SpinBox)
 from napari.layers import Image, Points
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..averaging import (AverageResult, AverageSettings, ClassifySettings, ClassResult,
                          extract_subtomograms, iter_average, iter_classify, write_average_result,
@@ -27,7 +27,7 @@ from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame
 from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
-from .notify import guarded
+from .notify import guarded, report_error
 
 
 class AveragingWidget(Container):
@@ -138,7 +138,7 @@ class AveragingWidget(Container):
 
         self.worker = work()
         self.worker.yielded.connect(lambda item: self._on_yield(item, voxel, frame, output))
-        self.worker.errored.connect(lambda exc: show_error(str(exc)))
+        self.worker.errored.connect(report_error)
         self.worker.finished.connect(self._finished)
         self._busy(True)
         self.status.value = f"extracting {len(zyx)} particles..."
@@ -239,7 +239,7 @@ class AveragingWidget(Container):
 
         self.worker = work()
         self.worker.yielded.connect(on_yield)
-        self.worker.errored.connect(lambda exc: show_error(str(exc)))
+        self.worker.errored.connect(report_error)
         self.worker.finished.connect(self._finished)
         self._busy(True)
         self.worker.start()

@@ -17,14 +17,14 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlid
                               Label, LineEdit, PushButton)
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..errors import TomosegError
 from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
 from ..picking import PickSettings, pick_particles
 from .histogram import Histogram
-from .notify import guarded
+from .notify import guarded, report_error
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 
@@ -93,7 +93,7 @@ class PickingWidget(Container):
 
         self.worker = work()
         self.worker.returned.connect(lambda table: self.show_picks(table, layer))
-        self.worker.errored.connect(lambda exc: show_error(str(exc)))
+        self.worker.errored.connect(report_error)
         self.pick_button.enabled = False
         self.worker.finished.connect(lambda: setattr(self.pick_button, "enabled", True))
         self.worker.start()

@@ -25,6 +25,7 @@ from ..errors import TomosegError
 from ..io.atomic import commit_partial, partial_path
 from ..preprocess import Preprocessor
 from .devices import pick_device
+from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
 from .models import size_multiple
 
@@ -107,7 +108,8 @@ def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float
 class _MrcStream:
     """Write an MRC slab by slab with ordinary file writes; rename into place at the end."""
 
-    def __init__(self, path: Path, shape, dtype, voxel_size, origin, overwrite: bool):
+    def __init__(self, path: Path, shape, dtype, voxel_size, origin, overwrite: bool,
+                 labels: tuple[str, ...] = ()):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; choose another name or allow overwriting.")
@@ -120,6 +122,8 @@ class _MrcStream:
             mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
             mrc.header.cella = (shape[2] * voxel_size, shape[1] * voxel_size, shape[0] * voxel_size)
             mrc.header.origin = (origin[2], origin[1], origin[0])
+            for text in labels:
+                mrc.add_label(text)
             self.offset = 1024 + int(mrc.header.nsymbt)
         self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
         self.handle = open(self.tmp, "r+b")
@@ -193,7 +197,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
-        stream = _MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite)
+        stream = _MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite,
+                            labels=(threshold_label(model.feature, model.threshold),))
     try:
         done = 0
         for zb0 in range(0, pre.shape[0], batch_slices):

@@ -51,13 +51,14 @@ class TrainedModel:
     colour: str = "#f2c94c"
     history: list = field(default_factory=list)  # [step, loss] pairs
     info: dict = field(default_factory=dict)
+    threshold: float = 0.5  # chosen on held-out labelled pixels when trained (calibration)
 
     def metadata(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
                 "architecture": self.architecture, "parameters": self.parameters,
                 "preprocess": self.preprocess.to_dict(), "voxel_size": self.voxel_size,
                 "box_size": self.box_size, "feature": self.feature, "colour": self.colour,
-                "history": self.history, "info": self.info,
+                "history": self.history, "info": self.info, "threshold": self.threshold,
                 "torch_version": torch.__version__}
 
 
@@ -190,6 +191,11 @@ def _checked_metadata(path: Path, payload: dict) -> dict:
         raise InvalidModelError(f"{path.name} has unusable preprocessing settings "
                                 f"({_first_line(exc)}).") from exc
     meta["feature"] = safe_name(meta.get("feature", "feature"))
+    threshold = meta.get("threshold", 0.5)  # files from before calibration: 0.5
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0 < threshold < 1:
+        raise InvalidModelError(f"{path.name} has an unusable threshold ({threshold!r}); "
+                                "it must lie between 0 and 1.")
     colour = meta.get("colour")
     meta["colour"] = colour if isinstance(colour, str) and len(colour) < 32 else "#f2c94c"
     return meta
@@ -215,4 +221,5 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
                         voxel_size=float(meta["voxel_size"]), box_size=int(meta["box_size"]),
                         feature=meta["feature"], colour=meta["colour"],
                         history=history if isinstance(history, list) else [],
-                        info=info if isinstance(info, dict) else {})
+                        info=info if isinstance(info, dict) else {},
+                        threshold=float(meta["threshold"] if "threshold" in meta else 0.5))

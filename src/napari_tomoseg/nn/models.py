@@ -46,10 +46,18 @@ class EMAN2Net(nn.Module):
         return output.clamp(0.0, 1.0)
 
     @staticmethod
-    def loss(output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """EMAN2's log of the mean squared error against labels mean-shrunk by 2."""
+    def loss(output: torch.Tensor, label: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """EMAN2's log of the mean squared error against labels mean-shrunk by 2.
+
+        ``weight`` (0/1 at full resolution) leaves out pixels whose label is unknown.
+        """
         target = F.avg_pool2d(label, 2)
-        return torch.log(torch.mean((target - torch.clamp(output, max=1.0)) ** 2) + 1e-8)
+        error = (target - torch.clamp(output, max=1.0)) ** 2
+        if weight is None:
+            return torch.log(torch.mean(error) + 1e-8)
+        known = -F.max_pool2d(-weight, 2)  # an output pixel counts only if all 4 inputs do
+        return torch.log((error * known).sum() / known.sum().clamp(min=1.0) + 1e-8)
 
 
 def _block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
@@ -110,21 +118,26 @@ class UNet25D(nn.Module):
         return torch.sigmoid(output)
 
     @staticmethod
-    def loss(output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def loss(output: torch.Tensor, label: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
         """Class-balanced binary cross-entropy plus soft Dice over the batch.
 
         Feature pixels are rare (a membrane is ~10% of a positive tile, 0% of a
         negative one); plain BCE then calibrates to that prior and thin features
         stay below 0.5. Weighting positives by sqrt(negatives / positives) moves
         the decision boundary back towards 0.5 without bloating the masks.
+        ``weight`` (0/1) leaves out pixels whose label is unknown.
         """
-        positives = label.sum()
-        negatives = label.numel() - positives
-        weight = torch.sqrt(negatives / positives.clamp(min=1.0)).clamp(1.0, 10.0).detach()
-        bce = F.binary_cross_entropy_with_logits(output, label, pos_weight=weight)
-        prob = torch.sigmoid(output)
+        known = torch.ones_like(label) if weight is None else weight
+        positives = (label * known).sum()
+        negatives = known.sum() - positives
+        balance = torch.sqrt(negatives / positives.clamp(min=1.0)).clamp(1.0, 10.0).detach()
+        bce = F.binary_cross_entropy_with_logits(output, label, pos_weight=balance,
+                                                 reduction="none")
+        bce = (bce * known).sum() / known.sum().clamp(min=1.0)
+        prob = torch.sigmoid(output) * known
         intersection = (prob * label).sum()
-        dice = 1 - (2 * intersection + 1.0) / (prob.sum() + label.sum() + 1.0)
+        dice = 1 - (2 * intersection + 1.0) / (prob.sum() + (label * known).sum() + 1.0)
         return bce + dice
 
 

@@ -2,7 +2,8 @@
 
 Each box is cut from the preprocessed tomogram with a margin (so that a
 rotated tile has no empty corners), with its neighbouring slices as
-channels for 2.5D networks. A batch draws positives and negatives with
+channels for 2.5D networks. The margin's label is unknown (nobody painted
+there), so it carries zero loss weight. A batch draws positives and negatives with
 equal probability, so 5 positives weigh as much as 50 negatives, as in
 EMAN2, and rotates image and label together by a random angle.
 """
@@ -20,38 +21,61 @@ from ..preprocess import Preprocessor
 
 
 class TileBank:
-    """Tiles (with rotation margin) and labels of a set of boxes, as tensors."""
+    """Tiles (with rotation margin), labels and loss weights of a set of boxes, as tensors.
 
-    def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int):
+    The weight is 1 where a box's label is known and 0 in the rotation margin,
+    so a rotated tile never teaches "background" where its image shows the
+    feature beyond the painted box. With ``holdout`` > 0 one quadrant of every
+    box (chosen at random from ``seed``) is held out of the loss: those
+    labelled pixels score the network while it trains (early stopping) and
+    choose its threshold (calibration).
+    """
+
+    def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int,
+                 holdout: float = 0.0, seed: int = 0):
         b = preprocessor.settings.binning
         check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
         self.padded = int(math.ceil(self.size * math.sqrt(2) / 2)) * 2
-        margin = (self.padded - self.size) // 2
-        images, labels, positive = [], [], []
+        self.margin = margin = (self.padded - self.size) // 2
+        rng = np.random.default_rng(seed)
+        images, labels, weights, held, positive = [], [], [], [], []
         cache: dict[int, np.ndarray] = {}
         for box in boxes:
             zb = box.z // b
             if zb not in cache:
                 cache[zb] = preprocessor.slab(zb - context, zb + context + 1)
-            planes = cache[zb]
             y0 = int(round(box.y / b - self.size / 2)) - margin
             x0 = int(round(box.x / b - self.size / 2)) - margin
-            images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in planes]))
-            label = box.label()
-            if b > 1:
-                n = label.shape[0] // b * b
-                label = label[:n, :n].reshape(n // b, b, n // b, b).mean(axis=(1, 3))
-            padded_label = np.zeros((self.padded, self.padded), np.float32)
-            padded_label[margin:margin + self.size, margin:margin + self.size] = label[:self.size, :self.size]
-            labels.append(padded_label)
+            images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
+            labels.append(self._pad(_binned_label(box, b, self.size)))
+            inside = np.ones((self.size, self.size), np.float32)
+            out = np.zeros_like(inside)
+            if holdout > 0:
+                half = self.size // 2
+                qy, qx = rng.integers(0, 2, 2) * half
+                out[qy:qy + half, qx:qx + half] = 1.0
+            weights.append(self._pad(inside - out))
+            held.append(self._pad(out))
             positive.append(box.positive)
         self.images = torch.from_numpy(np.stack(images))
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
+        self.weights = torch.from_numpy(np.stack(weights))[:, None]
+        self.held_out = torch.from_numpy(np.stack(held))[:, None]
         self.positive = np.asarray(positive)
-        self.margin = margin
+
+    def _pad(self, inner: np.ndarray) -> np.ndarray:
+        m, s = self.margin, self.size
+        padded = np.zeros((self.padded, self.padded), np.float32)
+        padded[m:m + s, m:m + s] = inner[:s, :s]
+        return padded
+
+    @property
+    def has_holdout(self) -> bool:
+        return bool(self.held_out.sum() > 0)
 
     def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True):
+        """(images, labels, weights) of a batch, half positives, randomly rotated and flipped."""
         pos = np.flatnonzero(self.positive)
         neg = np.flatnonzero(~self.positive)
         n_pos = rng.binomial(batch_size, 0.5) if len(neg) else batch_size
@@ -59,15 +83,26 @@ class TileBank:
         picks = np.concatenate([rng.choice(pos, n_pos) if n_pos else np.empty(0, int),
                                 rng.choice(neg, batch_size - n_pos) if batch_size - n_pos
                                 else np.empty(0, int)]).astype(int)
-        images, labels = self.images[picks], self.labels[picks]
+        images, labels, weights = self.images[picks], self.labels[picks], self.weights[picks]
         if augment:
-            images, labels = rotate_and_flip(images, labels, rng)
+            images, labels, weights = rotate_and_flip(images, labels, rng, weights)
+            weights = (weights > 0.999).float()  # pixels whose label is wholly known
         m, s = self.margin, self.size
-        return images[..., m:m + s, m:m + s].contiguous(), labels[..., m:m + s, m:m + s].contiguous()
+        crop = (..., slice(m, m + s), slice(m, m + s))
+        return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
 
 
-def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator):
-    """The same random in-plane rotation (0-360 degrees) and flip for image and label."""
+def _binned_label(box: Box, binning: int, size: int) -> np.ndarray:
+    label = box.label()
+    if binning > 1:
+        n = label.shape[0] // binning * binning
+        label = label[:n, :n].reshape(n // binning, binning, n // binning, binning).mean(axis=(1, 3))
+    return label[:size, :size]
+
+
+def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,
+                    weights: torch.Tensor | None = None):
+    """The same random in-plane rotation (0-360 degrees) and flip for image, label and weight."""
     n = images.shape[0]
     angles = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
     flips = torch.from_numpy(np.where(rng.random(n) < 0.5, -1.0, 1.0)).float()
@@ -81,4 +116,8 @@ def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.G
     rotated = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     rotated_labels = F.grid_sample(labels, grid, mode="bilinear", padding_mode="zeros",
                                    align_corners=False)
-    return rotated, rotated_labels
+    if weights is None:
+        return rotated, rotated_labels
+    rotated_weights = F.grid_sample(weights, grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)
+    return rotated, rotated_labels, rotated_weights

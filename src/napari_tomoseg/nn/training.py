@@ -26,6 +26,7 @@ from .inference import _stack_context, predict_planes
 from .model_file import TrainedModel
 from .models import ARCHITECTURES, DEFAULT_PARAMETERS, build_model
 from .tiles import TileBank
+from .validation import EarlyStopping, HeldOutScore, score_held_out
 
 DEFAULT_ARCHITECTURE = "unet"
 # Adam learning rates: EMAN2's own for its network; a measured good one for the U-Net
@@ -37,17 +38,25 @@ BATCH_SIZES = {"eman2": 20, "unet": 16}
 class TrainingSettings:
     architecture: str = DEFAULT_ARCHITECTURE
     parameters: dict = field(default_factory=dict)
-    steps: int = 400
+    steps: int = 1500  # at most; training stops earlier when held-out pixels stop improving
     batch_size: int | None = None  # None: the architecture's default
     learning_rate: float | None = None
     seed: int = 0
     device: str = "auto"
     preview_every_s: float = 2.0
     augment: bool = True
+    hold_out: bool = True  # a quadrant of each box scores the network: early stop + threshold
+    check_every: int = 20  # steps between held-out checks
+    patience: int = 10  # checks without improvement before stopping
+    min_steps: int = 150
 
     def __post_init__(self):
         if self.steps < 1:
             raise InvalidSettingsError("training needs at least one step.")
+        if self.check_every < 1 or self.patience < 1 or self.min_steps < 0:
+            raise InvalidSettingsError("check_every and patience must be at least 1.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise InvalidSettingsError("the learning rate must be positive.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidSettingsError("batch size must be at least 1.")
 
@@ -70,6 +79,7 @@ class TrainingUpdate:
     model: TrainedModel
     preview: np.ndarray | None = None  # probability on the preview slice/region
     preview_z: int | None = None
+    held_out: HeldOutScore | None = None  # set on the steps where held-out pixels were scored
 
 
 def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarray:
@@ -80,6 +90,65 @@ def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarr
         ys, xs = region
         planes = planes[..., ys.start // b:(ys.stop + b - 1) // b, xs.start // b:(xs.stop + b - 1) // b]
     return planes
+
+
+def _network_for(settings: TrainingSettings, start_from: TrainedModel | None,
+                 preprocess: PreprocessSettings):
+    """(network, architecture, parameters, preprocessing, history): fresh or continued."""
+    if start_from is not None:  # continue: same network, same preprocessing
+        return (start_from.network, start_from.architecture, start_from.parameters,
+                start_from.preprocess, list(start_from.history))
+    architecture = settings.architecture
+    if architecture not in ARCHITECTURES:
+        build_model(architecture)  # a clear error for an unknown name before any work
+    parameters = {**DEFAULT_PARAMETERS[architecture], **settings.parameters}
+    torch.manual_seed(settings.seed)  # a fresh network is initialised from the seed, on the CPU
+    return build_model(architecture, parameters), architecture, parameters, preprocess, []
+
+
+class _Step:
+    """One optimiser step on a batch from the bank; raises before NaN reaches the weights."""
+
+    def __init__(self, network, bank: TileBank, settings: TrainingSettings, device, feature: str):
+        self.network, self.bank, self.device, self.feature = network, bank, device, feature
+        self.rng = np.random.default_rng(settings.seed)
+        self.batch_size = settings.resolved_batch_size()
+        self.augment = settings.augment
+        self.channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu",
+                                                              False)
+        if self.channels_last:  # large kernels run ~3x faster in this layout on CPU
+            network.to(memory_format=torch.channels_last)
+        self.optimiser = torch.optim.Adam(network.parameters(),
+                                          lr=settings.resolved_learning_rate())
+
+    def __call__(self, step: int) -> float:
+        self.network.train()
+        images, labels, weights = (t.to(self.device) for t in self.bank.batch(
+            self.rng, self.batch_size, augment=self.augment))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss = self.network.loss(self.network(images), labels, weights)
+        if not torch.isfinite(loss):  # stop before NaN reaches the weights; nothing is saved
+            raise NonFiniteError(f"training of '{self.feature}' diverged at step {step} (loss "
+                                 f"{float(loss)}). Check the tomogram for NaN voxels or lower "
+                                 "the learning rate.")
+        loss.backward()
+        self.optimiser.step()
+        return float(loss.detach())
+
+
+def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int) -> None:
+    """Keep the best weights by held-out loss and the threshold chosen on held-out pixels."""
+    model.network.eval()
+    if stopper is None or stopper.best is None:
+        return
+    stopper.restore(model.network)
+    model.threshold = stopper.best.threshold
+    model.info["held_out"] = {"step": first_step + stopper.best_step,
+                              "loss": round(stopper.best.loss, 5),
+                              "dice": round(stopper.best.dice, 4),
+                              "threshold": stopper.best.threshold}
 
 
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
@@ -95,42 +164,24 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
 
     ``preview_z`` may be a function returning the slice in view, asked at
     every preview, so the preview follows the user through the tomogram.
+    Every ``check_every`` steps the held-out quadrants are scored; training
+    ends after ``patience`` checks without improvement (never before
+    ``min_steps``), with the best weights and their calibrated threshold.
     """
     feature = feature or (boxes[0].feature if boxes else "feature")
     boxes = [b for b in boxes if b.feature == feature]
     check_boxes(boxes, feature)
-    if start_from is not None:  # continue: same network, same preprocessing
-        preprocess = start_from.preprocess
-        network = start_from.network
-        architecture, parameters = start_from.architecture, start_from.parameters
-        history = list(start_from.history)
-    else:
-        architecture = settings.architecture
-        if architecture not in ARCHITECTURES:  # a clear error before any work
-            build_model(architecture)
-        parameters = {**DEFAULT_PARAMETERS[architecture], **settings.parameters}
-        history = []
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
+    network, architecture, parameters, preprocess, history = _network_for(
+        settings, start_from, preprocess)
     device = pick_device(settings.device)
-    if start_from is None:  # a fresh network is initialised from the seed, on the CPU
-        network = build_model(architecture, parameters)
     network.to(device)
-    channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu", False)
-    if channels_last:  # large kernels run ~3x faster in this layout on CPU
-        network.to(memory_format=torch.channels_last)
     pre = preprocessor or Preprocessor(volume, preprocess)
     context = getattr(network, "context", 0)
-    bank = TileBank(pre, boxes, context)
-    optimiser = torch.optim.Adam(network.parameters(), lr=settings.resolved_learning_rate())
-    batch_size = settings.resolved_batch_size()
-    planes_cache: dict[int, np.ndarray] = {}
-
-    def preview_planes_for(z: int) -> np.ndarray:
-        if z not in planes_cache:
-            planes_cache.clear()
-            planes_cache[z] = _preview_planes(pre, z, context, preview_region)
-        return planes_cache[z]
+    bank = TileBank(pre, boxes, context, holdout=0.25 if settings.hold_out else 0.0,
+                    seed=settings.seed)
+    step_once = _Step(network, bank, settings, device, feature)
+    stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
+    preview = _Previewer(pre, context, preview_z, preview_region, settings, device)
     model = TrainedModel(network=network, architecture=architecture, parameters=parameters,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
@@ -140,39 +191,49 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                                "training": settings.to_dict()})
     first_step = history[-1][0] if history else 0
     start = time.perf_counter()
-    last_preview = -np.inf
-    for step in range(1, settings.steps + 1):
-        if stop is not None and stop.is_set():
-            break
-        network.train()
-        images, labels = bank.batch(rng, batch_size, augment=settings.augment)
-        images, labels = images.to(device), labels.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        optimiser.zero_grad(set_to_none=True)
-        loss = network.loss(network(images), labels)
-        if not torch.isfinite(loss):  # stop before NaN reaches the weights; nothing is saved
-            raise NonFiniteError(f"training of '{feature}' diverged at step {step} (loss "
-                                 f"{float(loss)}). Check the tomogram for NaN voxels or lower "
-                                 "the learning rate.")
-        loss.backward()
-        optimiser.step()
-        value = float(loss.detach())
-        history.append([first_step + step, value])
-        elapsed = time.perf_counter() - start
-        preview, z = None, None
-        if preview_z is not None and (elapsed - last_preview >= settings.preview_every_s
-                                      or step == settings.steps or step == 1):
-            z = int(preview_z() if callable(preview_z) else preview_z)
+    try:
+        for step in range(1, settings.steps + 1):
+            if stop is not None and stop.is_set():
+                break
+            value = step_once(step)
+            history.append([first_step + step, value])
+            elapsed = time.perf_counter() - start
+            held, done = None, False
+            if stopper is not None and (step % settings.check_every == 0 or step == settings.steps):
+                held = score_held_out(network, bank, device)
+                done = stopper.update(step, held, network) and step >= settings.min_steps
+            image, z = preview(network, elapsed, step == 1 or step == settings.steps or done)
             network.eval()
-            preview = predict_planes(network, preview_planes_for(z), device)[0]
-            if pre.settings.binning > 1:
-                preview = np.kron(preview, np.ones((pre.settings.binning,) * 2, np.float32))
-            last_preview = elapsed
+            yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
+                                 model=model, preview=image, preview_z=z, held_out=held)
+            if done:
+                break
+    finally:  # also when the consumer closes the generator (cancel): keep the best weights
+        _finish(model, stopper, first_step)
+
+
+class _Previewer:
+    """The network's probability on the slice in view, every ``preview_every_s`` seconds."""
+
+    def __init__(self, pre: Preprocessor, context: int, preview_z, region, settings, device):
+        self.pre, self.context, self.preview_z, self.region = pre, context, preview_z, region
+        self.every, self.device = settings.preview_every_s, device
+        self.last = -np.inf
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, network, elapsed: float, force: bool):
+        if self.preview_z is None or not (force or elapsed - self.last >= self.every):
+            return None, None
+        z = int(self.preview_z() if callable(self.preview_z) else self.preview_z)
+        if z not in self.cache:
+            self.cache = {z: _preview_planes(self.pre, z, self.context, self.region)}
         network.eval()
-        yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
-                             model=model, preview=preview, preview_z=z)
-    network.eval()
+        image = predict_planes(network, self.cache[z], self.device)[0]
+        b = self.pre.settings.binning
+        if b > 1:
+            image = np.kron(image, np.ones((b, b), np.float32))
+        self.last = elapsed
+        return image, z
 
 
 def train(volume: np.ndarray, boxes: list[Box], voxel_size: float,

@@ -17,6 +17,7 @@ from skimage.measure import block_reduce
 
 from ..errors import InvalidSettingsError
 from . import ribosome as ribo
+from .distractors import render_distractors
 
 FEATURES = ("membrane", "microtubule", "actin", "ribosome", "carbon")
 FEATURE_COLOURS = {
@@ -42,6 +43,7 @@ class CellSpec:
     ribosome_density_per_um3: float = 6000.0
     crowding: float = 1.0
     carbon_edge: bool = True
+    distractor_density_per_um3: float = 0.0  # ribosome-sized complexes that are not ribosomes
 
 
 @dataclass
@@ -396,6 +398,12 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
     _add_vesicles(canvas, rng, inside, placed)
     _add_filaments(canvas, rng, inside)
     centres, angles = _add_ribosomes(canvas, rng, inside)
+    if spec.distractor_density_per_um3 > 0:
+        density, _ = render_distractors(
+            spec.shape, spec.voxel_size, spec.distractor_density_per_um3,
+            inside & ~canvas.occupied, centres, _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2), rng)
+        canvas.density += density
+        canvas.occupied |= density > 0.2
     _add_crowding(canvas, rng, inside)
     return SyntheticCell(density=canvas.density, labels=canvas.labels,
                          particles=centres, angles=angles, spec=spec)
