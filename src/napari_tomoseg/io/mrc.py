@@ -108,6 +108,23 @@ def _dtype_for(header, path: Path) -> np.dtype:
     return dtype
 
 
+def _imod_origin_sign(header) -> float:
+    """-1 for a file IMOD wrote with its own origin sign, else 1.
+
+    IMOD's origin is "the origin of the coordinate system relative to the
+    first pixel" (html/mrc_format.txt), the negative of the MRC2014 origin.
+    Its reader (libiimod/mrcfiles.c mrc_head_read) inverts the stored value
+    for files with a standard nversion or IMOD flag 4; files IMOD wrote
+    without that flag (IMOD writes it only when asked or when the origin is
+    zero) hold its own sign.
+    """
+    extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
+    order = "<" if header.mode.dtype.byteorder in "<=|" else ">"
+    stamp, flags = np.frombuffer(extra2[40:48], dtype=f"{order}i4")
+    standard = 20140 <= int(header.nversion) < 30000
+    return -1.0 if int(stamp) == _IMOD_STAMP and not int(flags) & 4 and not standard else 1.0
+
+
 def _imod_unsigned_bytes(header) -> bool:
     """IMOD stamp (header bytes 152-155) without the signed-bytes flag (bytes 156-159)."""
     extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
@@ -168,7 +185,8 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     in_header = all(sane_voxel_size(v) for v in (vx, vy, vz))
     if not in_header:
         vx = vy = vz = 1.0
-    origin = (float(header.origin.z), float(header.origin.y), float(header.origin.x))
+    sign = _imod_origin_sign(header)
+    origin = tuple(sign * float(getattr(header.origin, a)) for a in "zyx")
     if not all(np.isfinite(origin)):
         origin = (0.0, 0.0, 0.0)
     order = _axis_order(header, path)
@@ -215,6 +233,7 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
                 data = np.asarray(mrc.data)
                 voxel = mrc.voxel_size
                 origin = mrc.header.origin
+                sign = _imod_origin_sign(mrc.header)
                 mode = int(mrc.header.mode)
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidVolumeError(f"{path.name} is not a readable compressed MRC file ({exc}).") from exc
@@ -223,7 +242,7 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
     in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
     info = VolumeInfo(shape=tuple(data.shape), voxel_size=(vz, vy, vx) if in_header else (1.0,) * 3,
-                      origin=(float(origin.z), float(origin.y), float(origin.x)),
+                      origin=tuple(sign * float(getattr(origin, a)) for a in "zyx"),
                       dtype=data.dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
                       header_voxel_size=vx)
     if check_finite and data.dtype.kind == "f" and not np.all(np.isfinite(data)):
