@@ -93,7 +93,8 @@ def _verdict(fsc: np.ndarray, box: int, voxel_size: float, resolution: float,
     if shell < start_shell + 0.5:
         return False, (f"not supported by the data: the half maps agree only up to "
                        f"{resolution:.1f} A, not beyond the starting low-pass of "
-                       f"{start_resolution:.1f} A, where both halves share the start model")
+                       f"{start_resolution:.1f} A, where agreement can come from the start, "
+                       "not the particles")
     if resolution <= 2 * voxel_size + 1e-6:
         return True, (f"the FSC stays above 0.143 up to Nyquist ({2 * voxel_size:.1f} A): "
                       "the true resolution may be better than the sampling allows")
