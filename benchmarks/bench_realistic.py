@@ -32,7 +32,7 @@ from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
 
 
 def run_method(method: str, cells, boxes, feature: str,
-               binning: int = 1) -> tuple[list, float, float]:
+               binning: int | None = None) -> tuple[list, float, float]:
     """(probability maps for each cell, stored threshold, training seconds)."""
     start = time.perf_counter()
     if method == "forest":
@@ -44,12 +44,12 @@ def run_method(method: str, cells, boxes, feature: str,
     from napari_tomoseg.preprocess import PreprocessSettings
 
     model = train(cells[0]["tomogram"], boxes, 10.0, TrainingSettings(architecture=method),
-                  preprocess=PreprocessSettings(binning=binning))
+                  preprocess=PreprocessSettings(binning=binning) if binning else None)
     seconds = time.perf_counter() - start
     threshold = float(getattr(model, "threshold", 0.5) or 0.5)
     steps = len(model.history)
-    print(f"  {method}: {steps} steps in {seconds:.0f} s, stored threshold {threshold:.2f}",
-          flush=True)
+    print(f"  {method}: {steps} steps in {seconds:.0f} s, binning {model.preprocess.binning}, "
+          f"stored threshold {threshold:.2f}, held-out {model.info.get('held_out')}", flush=True)
     return [segment(c["tomogram"], model, 10.0) for c in cells], threshold, seconds
 
 
@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--boxes", nargs="+", type=int, default=[5, 10])
     parser.add_argument("--methods", nargs="+", default=["unet", "forest"])
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--binning", type=int, default=1)
+    parser.add_argument("--binning", type=int, help="default: the training default (auto)")
+    parser.add_argument("--save", type=Path, help="keep the probability maps here (.npy)")
     args = parser.parse_args()
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []
@@ -87,6 +88,11 @@ def main() -> None:
             boxes = rs.user_boxes(cells[0], feature, n_pos, 50)
             for method in args.methods:
                 probs, threshold, seconds = run_method(method, cells, boxes, feature, args.binning)
+                if args.save:
+                    args.save.mkdir(parents=True, exist_ok=True)
+                    for i, prob in enumerate(probs):
+                        np.save(args.save / f"{feature}_{n_pos}_{method}_{i}.npy",
+                                prob.astype(np.float16))
                 rows.append([feature, f"{n_pos}/50", method, *score_row(
                     feature, boxes, cells, probs, threshold), f"{threshold:.2f}",
                     f"{seconds:.0f}"])

@@ -204,7 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .io.mrc import open_volume
     from .nn.model_file import load_model
     from .nn.training import TrainingSettings, iter_train
-    from .preprocess import PreprocessSettings
+    from .preprocess import PreprocessSettings, default_preprocessing
     from .synthetic.cell import FEATURE_COLOURS
 
     from .annotations import check_boxes
@@ -221,13 +221,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     # a session folder keeps its boxes in session.json; a box folder in boxes.json
     boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
-    check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape, args.binning)
+    check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape,
+                    args.binning or 1)
     start_from = load_model(args.resume) if args.resume else None
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 hold_out=not args.no_early_stop)
-    preprocess = PreprocessSettings(binning=args.binning, invert=args.invert)
+    box_size = next(b.size for b in boxes if b.feature == args.feature)
+    preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
+    if args.binning is not None:
+        preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
+                                        mode=preprocess.mode)
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
@@ -676,7 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=_number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    train.add_argument("--binning", type=POSITIVE_INT, default=1)
+    train.add_argument("--binning", type=POSITIVE_INT,
+                       help="bin the tomogram by this factor for the network (default: towards "
+                            "20 A per voxel, e.g. 2 for a 10 A tomogram)")
     train.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
                        help="A per voxel, for a tomogram whose header lacks it")
     train.add_argument("--invert", action="store_true", help="invert contrast (protein white)")

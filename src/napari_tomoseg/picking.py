@@ -40,7 +40,7 @@ class PickSettings:
 
     diameter: float = 250.0  # Angstrom (a ribosome)
     threshold: float = 0.5
-    min_size: int | None = None  # voxels above threshold; default: 10% of the particle's volume
+    min_size: int | None = None  # voxels above threshold; default: 20% of the particle's volume
     max_size: int | None = None  # voxels; default none
     min_distance: float | None = None  # Angstrom between picks; default the radius
     edge: float | None = None  # Angstrom from the border; default 0 (a pick at the edge counts)
@@ -67,7 +67,7 @@ class PickSettings:
         radius = self.diameter / 2 / voxel_size
         volume = 4 / 3 * np.pi * radius ** 3
         return {"radius": radius,
-                "min_size": self.min_size if self.min_size is not None else max(8, int(0.1 * volume)),
+                "min_size": self.min_size if self.min_size is not None else max(8, int(0.2 * volume)),
                 "max_size": self.max_size,
                 "min_distance": (self.min_distance / voxel_size if self.min_distance is not None
                                  else radius),
@@ -112,22 +112,33 @@ def _component_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
 
 
 def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
-    """(centres, scores, sizes): local maxima of the smoothed map; score = smoothed value."""
+    """(centres, scores, sizes): local maxima of the smoothed map, sized by the raw map.
+
+    The smoothed map only places candidates (one peak per particle, even when
+    particles touch); whether a candidate is a particle is decided by its
+    mass, the voxels above ``threshold`` within one radius of the peak, so a
+    high calibrated threshold does not lose particles whose smoothed peak
+    lies below it. Score: the smoothed probability at the peak.
+    """
     radius = v["radius"]
     smooth = ndimage.gaussian_filter(prob, max(radius / 3, 0.5))
     reach = max(int(round(radius / 2)), 1)
     local_max = ndimage.maximum_filter(smooth, size=2 * reach + 1, mode="nearest")
-    peaks = np.argwhere((smooth >= local_max) & (smooth >= settings.threshold))
+    peaks = np.argwhere((smooth >= local_max) & (smooth >= 0.5 * settings.threshold))
     if len(peaks) == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
-    scores = smooth[tuple(peaks.T)]
-    # the particle's mass: voxels above threshold within one radius of the peak
-    above = (prob > settings.threshold).astype(np.float32)
+    return peaks.astype(float), smooth[tuple(peaks.T)], _mass_at(prob > settings.threshold,
+                                                                 peaks, radius)
+
+
+def _mass_at(above: np.ndarray, peaks: np.ndarray, radius: float) -> np.ndarray:
+    """Voxels of ``above`` within ``radius`` of each peak (a ball sum, only where asked)."""
     r = int(np.ceil(radius))
     zz, yy, xx = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
-    ball = (zz ** 2 + yy ** 2 + xx ** 2 <= radius ** 2).astype(np.float32)
-    mass = ndimage.convolve(above, ball, mode="constant") if above.size < 2e8 else above
-    return peaks.astype(float), scores, mass[tuple(peaks.T)]
+    ball = zz ** 2 + yy ** 2 + xx ** 2 <= radius ** 2
+    padded = np.pad(above, r)
+    return np.array([np.count_nonzero(padded[z:z + 2 * r + 1, y:y + 2 * r + 1, x:x + 2 * r + 1]
+                                      & ball) for z, y, x in peaks], dtype=float)
 
 
 def _suppress(centres: np.ndarray, scores: np.ndarray, min_distance: float,

@@ -69,6 +69,21 @@ class PickingWidget(Container):
                             ("a", lambda v: self.judge(1)), ("r", lambda v: self.judge(-1))):
             self.viewer.bind_key(key, action, overwrite=True)
         self.viewer.layers.events.inserted.connect(lambda e: self.source.reset_choices())
+        self.source.changed.connect(self._threshold_from_source)
+        self._threshold_from_source()
+
+    def _threshold_from_source(self, *args) -> None:
+        """A probability map's calibrated threshold (layer metadata or MRC header) is the default."""
+        layer = self.source.value
+        if layer is None:
+            return
+        stored = layer.metadata.get("threshold")
+        if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
+            from ..io.probability_header import stored_threshold
+
+            stored = stored_threshold(layer.metadata["tomoseg"]["path"])
+        if stored is not None:
+            self.threshold.value = min(max(float(stored), 0.05), 0.95)
 
     def _sources(self, widget=None):
         return [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3]

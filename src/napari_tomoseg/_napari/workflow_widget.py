@@ -73,7 +73,8 @@ class TomosegWidget(Container):
         self.counts = Label(value="")
         # 4 training
         self.architecture = ComboBox(label="Network", choices=["unet", "eman2"], value="unet")
-        self.steps = SpinBox(label="Steps", value=400, min=1, max=100000, step=50)
+        self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
+                             tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -191,6 +192,7 @@ class TomosegWidget(Container):
         for feature, relative in session.models.items():
             try:
                 self.models[feature] = load_model(folder / relative)
+                self.thresholds[feature] = self.models[feature].threshold
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
         self.box_size.value = session.box_size
@@ -319,7 +321,12 @@ class TomosegWidget(Container):
                 c.session.register_model(feature)
             if not self._closing:
                 if model is not None:
-                    self.train_status.value += "  (model saved)"
+                    self._use_threshold(feature, model)
+                    held = model.info.get("held_out")
+                    self.train_status.value += (
+                        f"  (model saved; held-out Dice {held['dice']:.2f} at threshold "
+                        f"{model.threshold:.2f}, best step {held['step']})" if held
+                        else "  (model saved)")
                 self._show_running(False)
 
         self.worker = work()
@@ -414,6 +421,13 @@ class TomosegWidget(Container):
                                   scale=layer.scale, translate=layer.translate)
         return self.viewer.layers[name]
 
+    def _use_threshold(self, feature: str, model) -> None:
+        """A new model's calibrated threshold becomes the feature's threshold."""
+        self.thresholds[feature] = float(model.threshold)
+        if self.controller is not None and self.controller.active == feature:
+            self.threshold.value = round(float(model.threshold) / 0.05) * 0.05
+            self._apply_threshold()
+
     def _apply_threshold(self, *args) -> None:
         """The slider sets the active feature's threshold (display and merge)."""
         if self.controller is None or not self.controller.active:
@@ -423,6 +437,7 @@ class TomosegWidget(Container):
         for layer in self.viewer.layers:
             if layer.name == overlay_name(feature) or layer.name.startswith(overlay_name(feature) + " ["):
                 layer.contrast_limits = (float(self.threshold.value), 1.0)
+                layer.metadata["threshold"] = float(self.threshold.value)  # Pick's default
 
     def merge(self):
         c = self._require_session()

@@ -20,7 +20,7 @@ import torch
 
 from ..annotations import Box, check_boxes
 from ..errors import InvalidSettingsError, NonFiniteError
-from ..preprocess import PreprocessSettings, Preprocessor
+from ..preprocess import PreprocessSettings, Preprocessor, default_preprocessing
 from .devices import pick_device
 from .inference import _stack_context, predict_planes
 from .model_file import TrainedModel
@@ -153,7 +153,7 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int)
 
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                settings: TrainingSettings = TrainingSettings(),
-               preprocess: PreprocessSettings = PreprocessSettings(),
+               preprocess: PreprocessSettings | None = None,
                feature: str | None = None, colour: str = "#f2c94c",
                start_from: TrainedModel | None = None,
                preview_z: int | Callable[[], int] | None = None,
@@ -171,6 +171,9 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     feature = feature or (boxes[0].feature if boxes else "feature")
     boxes = [b for b in boxes if b.feature == feature]
     check_boxes(boxes, feature)
+    if preprocess is None:  # the default: binned towards 20 A (see default_preprocessing)
+        preprocess = default_preprocessing(voxel_size, boxes[0].size,
+                                           architecture=settings.architecture)
     network, architecture, parameters, preprocess, history = _network_for(
         settings, start_from, preprocess)
     device = pick_device(settings.device)
