@@ -84,3 +84,11 @@ def test_mycoplasma_sample_has_cellular_contrast():
     smooth = ndimage.gaussian_filter(slab, 4.0)
     shuffled = np.random.default_rng(0).permutation(slab.ravel()).reshape(slab.shape)
     assert smooth.std() > 3 * ndimage.gaussian_filter(shuffled, 4.0).std()
+
+
+def test_annotation_session_does_not_import_the_simulator():
+    """The session names features through ``features.py``; it must not pull in torch."""
+    code = ("import sys, napari_tomoseg.session\n"
+            "print(','.join(m for m in ('torch', 'napari_tomoseg.synthetic') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

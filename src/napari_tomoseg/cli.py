@@ -205,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .nn.model_file import load_model
     from .nn.training import TrainingSettings, iter_train
     from .preprocess import PreprocessSettings, default_preprocessing
-    from .synthetic.cell import FEATURE_COLOURS
+    from .features import FEATURE_COLOURS
 
     from .annotations import check_boxes
 
@@ -573,7 +573,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .io.mrc import open_volume
     from .io.particles import read_star
-    from .synthetic import FEATURES, CellSpec, simulate, write_synthetic
+    from .features import FEATURES
+    from .synthetic import CellSpec, simulate, write_synthetic
 
     start = time.perf_counter()
     spec = CellSpec(shape=(48, 192, 192), n_vesicles=2, n_microtubules=1, n_actin=3)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .io.mrc import open_volume, robust_contrast_limits
 from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
-from .synthetic.cell import FEATURE_COLOURS, FEATURES
+from .features import FEATURE_COLOURS, FEATURES
 
 LayerData = tuple[object, dict, str]
 _LABEL_HINTS = ("label", "mask", "seg") + FEATURES

@@ -24,7 +24,7 @@ from .annotations import Box
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
 from .session_store import SESSION_FILE, is_session, read_generation, set_damaged_aside, write_generation
-from .synthetic.cell import FEATURE_COLOURS
+from .features import FEATURE_COLOURS
 
 SESSION_SUFFIX = ".tomoseg"
 _SPARE_COLOURS = ("#27ae60", "#f2994a", "#2f80ed", "#9b51e0", "#eb5757", "#56ccf2")

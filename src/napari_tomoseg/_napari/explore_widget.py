@@ -21,7 +21,7 @@ from ..explore import DisplaySettings, feature_numbers, multiscale_pyramid, part
 from ..explore import surface_from_volume
 from ..explore.display import display_plane
 from ..explore.view import SlabView
-from ..synthetic.cell import FEATURE_COLOURS
+from ..features import FEATURE_COLOURS
 from .notify import guarded
 
 

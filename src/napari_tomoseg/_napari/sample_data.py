@@ -6,7 +6,7 @@ import json
 
 from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..sample_files import MYCOPLASMA, SYNTHETIC, sample_path
-from ..synthetic.cell import FEATURES
+from ..features import FEATURES
 
 
 def synthetic_cell() -> list:

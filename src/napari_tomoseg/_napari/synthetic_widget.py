@@ -9,7 +9,8 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label
 from napari.utils.notifications import show_error, show_info
 
 from ..layer_data import frame_from_metadata, points_layer, volume_layer
-from ..synthetic import FEATURES, CellSpec, ImagingSpec, simulate, write_synthetic
+from ..features import FEATURES
+from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
 from .notify import report_error
 from .worker import run_with_progress
 

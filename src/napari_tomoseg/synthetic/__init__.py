@@ -1,6 +1,7 @@
 """Synthetic cellular tomograms with exact ground truth, for tests, demos and benchmarks."""
 
-from .cell import FEATURE_COLOURS, FEATURES, CellSpec, SyntheticCell, generate_cell
+from ..features import FEATURE_COLOURS, FEATURES  # kept importable from here
+from .cell import CellSpec, SyntheticCell, generate_cell
 from .simulate import ImagingSpec, SyntheticTomogram, simulate, write_synthetic
 
 __all__ = [

@@ -16,17 +16,10 @@ from scipy.spatial.transform import Rotation
 from skimage.measure import block_reduce
 
 from ..errors import InvalidSettingsError
+from ..features import FEATURE_COLOURS, FEATURES  # noqa: F401  (re-exported)
 from . import ribosome as ribo
 from .distractors import render_distractors
 
-FEATURES = ("membrane", "microtubule", "actin", "ribosome", "carbon")
-FEATURE_COLOURS = {
-    "membrane": "#f2c94c",
-    "microtubule": "#56ccf2",
-    "actin": "#bb6bd9",
-    "ribosome": "#eb5757",
-    "carbon": "#828282",
-}
 
 
 @dataclass(frozen=True)

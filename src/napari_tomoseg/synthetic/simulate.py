@@ -20,7 +20,8 @@ from ..errors import InvalidSettingsError
 from ..io.atomic import write_text
 from ..io.mrc import quantise_int8, write_volume
 from ..io.particles import TomogramFrame, particle_table, write_star
-from .cell import FEATURE_COLOURS, FEATURES, CellSpec, SyntheticCell, generate_cell
+from ..features import FEATURE_COLOURS, FEATURES
+from .cell import CellSpec, SyntheticCell, generate_cell
 from .ribosome import reference_density
 
 Progress = Callable[[int, int, str], None]
