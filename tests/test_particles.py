@@ -141,3 +141,16 @@ def test_eman2_json_and_other_binnings_round_trip(tmp_path):
                                table[["z", "y", "x"]], atol=1e-6)
     np.testing.assert_allclose(there[["z", "y", "x"]] - np.array(unbinned.shape) / 2,
                                4 * (table[["z", "y", "x"]] - np.array(FRAME.shape) / 2), atol=1e-6)
+
+
+def test_tomogram_identity_from_a_file_header():
+    """One rule names a tomogram and builds its frame, for the CLI and batch alike."""
+    from napari_tomoseg.io.mrc import VolumeInfo
+    from napari_tomoseg.tomogram import tomogram_name, volume_frame
+
+    assert tomogram_name("/data/run 3/TS_01.rec.mrc.gz") == "TS_01.rec"
+    assert tomogram_name("TS_01.mrc") == "TS_01"
+    info = VolumeInfo(shape=FRAME.shape, voxel_size=(28.0, 28.0, 28.0), origin=FRAME.origin,
+                      dtype="float32")
+    assert volume_frame(info, "TS_01") == FRAME
+    assert volume_frame(info, "TS_01", 7.0).tilt_series_pixel_size == 7.0

@@ -78,7 +78,7 @@ def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     the fewest parent folders that tell it apart); names still equal after that
     (the same file twice, or ``a_t.mrc`` beside ``a/t.mrc``) get ``_2``, ``_3``.
     """
-    from .layer_data import tomogram_name
+    from .tomogram import tomogram_name
 
     resolved = [Path(p).resolve() for p in paths]
     names = [tomogram_name(p) for p in resolved]
@@ -157,11 +157,11 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
     ``name`` prefixes its outputs (default: the file name; see ``unique_names``).
     """
     from .io.mrc import open_volume, write_volume
-    from .io.particles import TomogramFrame, write_star
-    from .layer_data import tomogram_name
+    from .io.particles import write_star
     from .merge import MergeSettings, merge_volumes
     from .nn.inference import iter_segment
     from .picking import PickSettings, pick_particles
+    from .tomogram import tomogram_name, volume_frame
 
     start = time.perf_counter()
     name = name or tomogram_name(path)
@@ -189,7 +189,7 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
         write_volume(out / f"{name}_labels.mrc", labels, info.voxel_size, info.origin,
                      overwrite=True)
         result["outputs"].append(f"{name}_labels.mrc")
-        frame = TomogramFrame(name, info.shape, voxel, info.origin, settings.tilt_series_pixel_size)
+        frame = volume_frame(info, name, settings.tilt_series_pixel_size)
         for feature in settings.pick:
             if feature not in probabilities:
                 raise TomosegError(f"cannot pick '{feature}': no model for it.")

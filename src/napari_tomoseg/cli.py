@@ -117,14 +117,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_points(args: argparse.Namespace) -> int:
     """Convert particle files between STAR and CSV, placing them on a tomogram."""
     from .io.mrc import read_header
-    from .io.particles import TomogramFrame, read_csv, read_star, write_csv, write_star
-    from .layer_data import tomogram_name
+    from .io.particles import read_csv, read_star, write_csv, write_star
+    from .tomogram import tomogram_name, volume_frame
 
     _, info = read_header(args.tomogram)
     info = _voxel_checked(info, args.tomogram, args)
-    frame = TomogramFrame(name=args.tomo_name or tomogram_name(args.tomogram), shape=info.shape,
-                          voxel_size=info.isotropic_voxel_size, origin=info.origin,
-                          tilt_series_pixel_size=args.tilt_series_pixel_size)
+    frame = volume_frame(info, args.tomo_name or tomogram_name(args.tomogram),
+                         args.tilt_series_pixel_size)
     source = Path(args.input)
     table = read_star(source, frame) if source.suffix.lower() == ".star" else read_csv(source)
     if source.suffix.lower() == ".star" and not frame.tilt_series_pixel_size:
@@ -376,10 +375,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_pick(args: argparse.Namespace) -> int:
     from .io import copick_project
     from .io.mrc import open_volume
-    from .io.particles import (TomogramFrame, write_csv,
-                               write_eman2_json, write_star)
-    from .layer_data import tomogram_name
+    from .io.particles import write_csv, write_eman2_json, write_star
     from .picking import PickSettings, pick_particles, sample_along
+    from .tomogram import tomogram_name, volume_frame
 
     source = _copick_source(args)
     if not args.output and source is None:
@@ -410,8 +408,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
         table = pick_particles(np.asarray(probability), voxel, settings)
     table["feature"] = args.feature
     name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
-    frame = TomogramFrame(name=name, shape=info.shape, voxel_size=voxel, origin=info.origin,
-                          tilt_series_pixel_size=args.tilt_series_pixel_size)
+    frame = volume_frame(info, name, args.tilt_series_pixel_size)
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")

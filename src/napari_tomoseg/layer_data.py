@@ -20,6 +20,7 @@ import pandas as pd
 from .io.mrc import open_volume, robust_contrast_limits
 from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
 from .features import FEATURE_COLOURS, FEATURES
+from .tomogram import tomogram_name  # lives in tomogram.py; still importable from here
 
 LayerData = tuple[object, dict, str]
 _LABEL_HINTS = ("label", "mask", "seg") + FEATURES
@@ -62,13 +63,6 @@ def clean_tomo_name(name: str) -> str:
     if ":" in text:
         text = text.split(":", 1)[1].strip()
     return re.sub(r"\s+", "_", text) or "tomogram"
-
-
-def tomogram_name(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".bz2"):
-        name = name.removesuffix(suffix)
-    return Path(name).stem
 
 
 def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
