@@ -136,8 +136,9 @@ def test_average_of_noisy_particles_beats_any_wrong_alignment(field):
     n = len(sub.data)
     rng = np.random.default_rng(0)
     wrong = Alignment(Rotation.random(n, random_state=rng).as_matrix(), np.zeros((n, 3)), np.zeros(n))
-    from napari_tomoseg.averaging.refine import _Prepared
-    blurred = _Prepared(sub.data, settings, torch.device("cpu")).reconstruct(np.arange(n), wrong).volume()
+    from napari_tomoseg.averaging.search import PreparedParticles
+    prepared = PreparedParticles(sub.data, settings, torch.device("cpu"))
+    blurred = prepared.reconstruct(np.arange(n), wrong).volume()
     scrambled = compare_to_truth(blurred.numpy(), truth, voxel)
     assert aligned.correlation > 0.65
     assert aligned.correlation > scrambled.correlation + 0.2

@@ -77,7 +77,8 @@ class AnnotationController:
             self.masks_layer.selected_label = self.session.label_of(self.active)
         for feature in self.session.features:
             if overlay_name(feature.name) in self.viewer.layers:
-                self.viewer.layers[overlay_name(feature.name)].colormap = _fade_to(feature.colour)
+                layer = self.viewer.layers[overlay_name(feature.name)]
+                layer.colormap = fading_colormap(feature.colour)
         self.refresh_boxes()
 
     # boxes --------------------------------------------------------------------
@@ -205,7 +206,7 @@ class AnnotationController:
         if name not in self.viewer.layers:
             colour = self.session.feature(feature).colour
             self.viewer.add_image(np.zeros(self.shape, np.float16), name=name,
-                                  colormap=_fade_to(colour), blending="additive",
+                                  colormap=fading_colormap(colour), blending="additive",
                                   contrast_limits=(0.5, 1.0), scale=self.image.scale,
                                   translate=self.image.translate)
             self.viewer.layers.selection.active = self.masks_layer
@@ -218,6 +219,7 @@ def _rectangle(box: Box) -> np.ndarray:
     return np.array([[box.z, y0, x0], [box.z, y0, x1], [box.z, y1, x1], [box.z, y1, x0]], float)
 
 
-def _fade_to(colour: str) -> Colormap:
+def fading_colormap(colour: str) -> Colormap:
+    """Black to ``colour``: an additive overlay tints only where the probability is high."""
     rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
     return Colormap([[0, 0, 0, 1], rgb + [1]], name=f"tomoseg {colour}")

@@ -324,7 +324,7 @@ class TomosegWidget(Container):
                     self._use_threshold(feature, model)
                     held = model.info.get("held_out")
                     self.train_status.value += (
-                        f"  (model saved; held-out Dice {held['dice']:.2f} at threshold "
+                        f"  (model saved; held-out Dice {held['dice'] or 0:.2f} at threshold "
                         f"{model.threshold:.2f}, best step {held['step']})" if held
                         else "  (model saved)")
                 self._show_running(False)
@@ -411,13 +411,16 @@ class TomosegWidget(Container):
         return self.worker
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:
-        from .annotation import _fade_to
+        from .annotation import fading_colormap
 
         name = f"{overlay_name(feature)} [{layer.name}]"
         if name not in self.viewer.layers:
             self.viewer.add_image(np.zeros(layer.data.shape, np.float16), name=name,
-                                  colormap=_fade_to(self.controller.session.feature(feature).colour),
-                                  blending="additive", contrast_limits=(0.5, 1.0),
+                                  colormap=fading_colormap(
+                                      self.controller.session.feature(feature).colour),
+                                  blending="additive",
+                                  contrast_limits=(self.thresholds.get(feature, 0.5), 1.0),
+                                  metadata={"threshold": self.thresholds.get(feature, 0.5)},
                                   scale=layer.scale, translate=layer.translate)
         return self.viewer.layers[name]
 

@@ -20,7 +20,7 @@ from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
 from .align import Alignment
 from .refine import AverageSettings
-from .search import _Prepared, _search
+from .search import PreparedParticles, search_orientations
 from .volumes import lowpass, normalise_inside, soft_sphere
 
 
@@ -75,7 +75,7 @@ def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment
         raise InvalidSettingsError("the consensus alignment must have one orientation per particle.")
     device = pick_device(averaging.device)
     rng = np.random.default_rng(settings.seed)
-    prepared = _Prepared(particles, averaging, device)
+    prepared = PreparedParticles(particles, averaging, device)
     mask = soft_sphere(averaging.box, averaging.radius, 3.0, device)
     resolution = settings.resolution or voxel_size / averaging.start_cutoff(voxel_size)
     cutoff = min(0.5, voxel_size / resolution)
@@ -101,9 +101,9 @@ def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment
         averages = np.stack([r.cpu().numpy() for r in references])
         found = []
         for reference in references:
-            result = _search(prepared, reference, cutoff, np.arange(n), consensus,
-                             settings.angular_step, settings.angular_range, should_stop,
-                             highpass=settings.highpass_shells)
+            result = search_orientations(prepared, reference, cutoff, np.arange(n), consensus,
+                                         settings.angular_step, settings.angular_range,
+                                         should_stop, highpass=settings.highpass_shells)
             if should_stop and should_stop():
                 return
             found.append(result)

@@ -20,7 +20,7 @@ from .align import Alignment
 from .evaluate import superpose
 from .reconstruct import Reconstruction
 from .rotations import symmetry_operators
-from .search import _Prepared, _recentre, _search
+from .search import PreparedParticles, recentre, search_orientations
 from .validation import ResolutionCheck, check_resolution
 from .volumes import (fourier_shell_correlation, fsc_weighting, lowpass, normalise_inside,
                       resolution_from_fsc, soft_sphere, transform_volumes)
@@ -133,7 +133,7 @@ def _batches_per_pass(settings: AverageSettings, size: int) -> int:
     return max(1, size // batch)
 
 
-def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
+def _initial_model(prepared: PreparedParticles, voxel_size: float, rng: np.random.Generator,
                    should_stop, group: np.ndarray, offset: int = 0, total: int = 0):
     # a generator: yields IterationState per batch, returns the model (None when stopped)
     """Reference-free start from the particles in ``group`` only: a seed, then global passes.
@@ -167,8 +167,8 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
                 return None
             start = time.perf_counter()
             batch = np.sort(order[b * batch_size:(b + 1) * batch_size])
-            found = _search(prepared, reference, cutoff, batch, None, s.initial_step, 0.0,
-                            should_stop, known)
+            found = search_orientations(prepared, reference, cutoff, batch, None,
+                                        s.initial_step, 0.0, should_stop, known)
             full = Alignment(np.zeros((n, 3, 3)), np.zeros((n, 3)), np.zeros(n))
             full.matrices[batch], full.shifts[batch] = found.matrices, found.shifts
             rec = prepared.reconstruct(batch, full)
@@ -176,7 +176,7 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
             batch_known = rec.known()
             known = None if known is None or batch_known is None else torch.maximum(known, batch_known)
             reference = (1 - s.initial_rate) * reference + s.initial_rate * batch_average
-            reference = normalise_inside(_recentre(lowpass(reference, cutoff)), mask) * mask
+            reference = normalise_inside(recentre(lowpass(reference, cutoff)), mask) * mask
             step += 1
             yield IterationState("initial model", step, total, reference.cpu().numpy(),
                                  angular_step=s.initial_step, mean_score=float(found.scores.mean()),
@@ -184,7 +184,7 @@ def _initial_model(prepared: _Prepared, voxel_size: float, rng: np.random.Genera
     return reference
 
 
-def _independent_starts(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
+def _independent_starts(prepared: PreparedParticles, voxel_size: float, rng: np.random.Generator,
                         should_stop, groups: list[np.ndarray]):
     # a generator like _initial_model; returns one start model per half (None when stopped)
     """One reference-free start per half set, the second superposed on the first.
@@ -228,7 +228,7 @@ def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
     return particles, reference
 
 
-def _start_references(prepared: _Prepared, voxel_size: float, rng: np.random.Generator,
+def _start_references(prepared: PreparedParticles, voxel_size: float, rng: np.random.Generator,
                       should_stop, groups: list[np.ndarray], reference: np.ndarray | None):
     # a generator (initial-model progress); returns the two low-passed starts, None if stopped
     """A user reference starts both halves (low-passed); otherwise each half its own model."""
@@ -258,7 +258,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     particles, reference = _checked(particles, voxel_size, s, reference)
     device = pick_device(s.device)
     rng = np.random.default_rng(s.seed)
-    prepared = _Prepared(particles, s, device)
+    prepared = PreparedParticles(particles, s, device)
     n = len(particles)
     mask = soft_sphere(s.box, s.radius, 3.0, device)
     halves = np.ones(n, dtype=int)
@@ -278,7 +278,8 @@ def iter_average(particles: np.ndarray, voxel_size: float,
         recs = []
         for group, ref in zip(groups, references):
             current = None if iteration == 1 else alignment
-            found = _search(prepared, ref, cutoff, group, current, step, 2 * step, should_stop)
+            found = search_orientations(prepared, ref, cutoff, group, current, step, 2 * step,
+                                        should_stop)
             if should_stop and should_stop():
                 return
             alignment.matrices[group] = found.matrices
@@ -304,7 +305,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history)
 
 
-def _register(prepared: _Prepared, group: np.ndarray, alignment: Alignment,
+def _register(prepared: PreparedParticles, group: np.ndarray, alignment: Alignment,
               maps: list[torch.Tensor], mask: torch.Tensor) -> tuple[Reconstruction, torch.Tensor]:
     """Half 2 rigidly fitted onto half 1 (EMAN2 also registers its even/odd maps).
 

@@ -1,6 +1,6 @@
 """Particles on the device and the orientation search shared by refinement and classification.
 
-``_Prepared`` keeps the (contrast-flipped) boxes once and a Fourier-cropped
+``PreparedParticles`` keeps the (contrast-flipped) boxes once and a Fourier-cropped
 copy per working box, so searches at low resolution run on small boxes.
 """
 
@@ -27,7 +27,7 @@ def _working_box(box: int, cutoff: float) -> int:
     return int(min(box, max(16, needed + needed % 2)))
 
 
-class _Prepared:
+class PreparedParticles:
     """Particles on the device, with down-sampled copies cached per working box."""
 
     def __init__(self, data: np.ndarray, settings: AverageSettings, device: torch.device):
@@ -61,7 +61,8 @@ class _Prepared:
         return rec
 
 
-def _recentre(volume: torch.Tensor) -> torch.Tensor:
+def recentre(volume: torch.Tensor) -> torch.Tensor:
+    """``volume`` shifted so its centre of mass is at the box centre."""
     shift = centre_of_mass_shift(volume)
     eye = torch.eye(3, device=volume.device)[None]
     return transform_volumes(volume, eye, shift[None])[0]
@@ -75,9 +76,10 @@ def crop_centred(volume: torch.Tensor | None, box: int) -> torch.Tensor | None:
     return volume[..., lo:lo + box, lo:lo + box, lo:lo + box]
 
 
-def _search(prepared: _Prepared, reference: torch.Tensor, cutoff: float, indices: np.ndarray,
-            current: Alignment | None, step: float, search_range: float,
-            should_stop, known: torch.Tensor | None = None, highpass: float = 4.0) -> Alignment:
+def search_orientations(prepared: PreparedParticles, reference: torch.Tensor, cutoff: float,
+                        indices: np.ndarray, current: Alignment | None, step: float,
+                        search_range: float, should_stop, known: torch.Tensor | None = None,
+                        highpass: float = 4.0) -> Alignment:
     """Global search when ``current`` is None, local around it otherwise (full-box shifts).
 
     ``known``: the reference's measured Fourier voxels (centred), None if all;
@@ -95,3 +97,7 @@ def _search(prepared: _Prepared, reference: torch.Tensor, cutoff: float, indices
                                      small_known)
     found.shifts = found.shifts / scale
     return found
+
+
+# the names these had when only refine.py used them; new code uses the public ones
+_Prepared, _search, _recentre = PreparedParticles, search_orientations, recentre
