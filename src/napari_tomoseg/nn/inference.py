@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from ..errors import TomosegError
 from ..io.atomic import commit_partial, partial_path
-from ..preprocess import Preprocessor, unbin_slices
+from ..preprocess import Preprocessor
 from .devices import pick_device
 from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
@@ -92,7 +92,6 @@ MAX_RESCALE = 4.0  # beyond this a resampled tomogram costs too much or loses th
 
 
 def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float:
-    """model / tomogram voxel size: ``predict_planes`` resamples the planes by its inverse."""
     ratio = voxel_size / model.voxel_size
     if abs(ratio - 1.0) <= 0.05:
         return 1.0
@@ -106,7 +105,7 @@ def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float
         raise TomosegError(
             f"the '{model.feature}' model was trained at {model.voxel_size:g} A/voxel but this "
             f"tomogram has {voxel_size:g} A/voxel; allow rescaling or bin the tomogram to match.")
-    return 1.0 / ratio  # model / tomogram
+    return ratio
 
 
 class _MrcStream:
@@ -211,9 +210,16 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
             zb1 = min(zb0 + batch_slices, pre.shape[0])
             planes = stack_context(pre.slab(zb0 - context, zb1 + context), context)
             prob = predict_planes(network, planes, torch_device, scale=scale)
-            prob = np.repeat(unbin_slices(prob, binning, ny, nx), binning, axis=0)
+            if binning > 1:
+                prob = F.interpolate(torch.from_numpy(prob)[None], size=(ny, nx), mode="bilinear",
+                                     align_corners=False)[0].numpy()
+                prob = np.repeat(prob, binning, axis=0)
             z0, z1 = zb0 * binning, min(zb1 * binning, nz)
             prob = np.clip(prob[: z1 - z0], 0.0, 1.0)
+            if prob.shape[1:] != (ny, nx):  # binning trimmed odd edges: pad back
+                full = np.zeros((prob.shape[0], ny, nx), np.float32)
+                full[:, :prob.shape[1], :prob.shape[2]] = prob
+                prob = full
             if stream is not None:
                 stream.write(z0, _to_output(prob, dtype).astype(stream.dtype))
             done = z1
