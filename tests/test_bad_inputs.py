@@ -466,6 +466,28 @@ def test_error_policy_of_cli_and_widgets():
     assert user_message(KeyError("x")) is None  # a bug: shown with its traceback
 
 
+def test_user_errors_form_one_hierarchy_still_importable_from_their_old_modules(tmp_path):
+    from napari_tomoseg import errors
+    from napari_tomoseg._napari.writer import _write_volume
+    from napari_tomoseg.io import copick_project
+    from napari_tomoseg.nn import inference
+    from napari_tomoseg.tilt_series import read_imod_xf
+
+    assert inference.Cancelled is errors.Cancelled
+    assert model_file.InvalidModelError is errors.InvalidModelError
+    assert copick_project.CopickError is errors.CopickError
+    with pytest.raises(errors.InvalidVolumeError, match="only 3D"):
+        _write_volume(str(tmp_path / "flat.mrc"), np.zeros((4, 4), np.float32), {})
+    assert not (tmp_path / "flat.mrc").exists()
+    bad = tmp_path / "bad.xf"
+    bad.write_text("1 0 0 1 2.5\n")
+    with pytest.raises(errors.InvalidAlignmentError, match="6 numbers"):
+        read_imod_xf(bad)
+    bad.write_text("one two three four five six\n")
+    with pytest.raises(errors.InvalidAlignmentError, match="not an IMOD .xf file"):
+        read_imod_xf(bad)
+
+
 def test_widget_report_shows_user_errors_and_logs_bugs(caplog):
     pytest.importorskip("napari")
     from napari_tomoseg._napari.notify import guarded

@@ -59,3 +59,45 @@ def test_an_old_model_file_keeps_slices_mode_and_threshold_half(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     old = load_model(tmp_path / "old.pt")
     assert old.threshold == 0.5 and old.preprocess.mode == "slices"
+
+
+def test_a_model_sees_planes_at_its_own_voxel_size():
+    """A 40 A tomogram through a 20 A model is upsampled 2x before the network, not shrunk."""
+    import torch
+
+    from napari_tomoseg.nn.inference import segment
+    from napari_tomoseg.nn.model_file import TrainedModel
+
+    class Recorder(torch.nn.Module):
+        output_stride = 1
+        context = 0
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.shapes = []
+
+        def forward(self, x):
+            self.shapes.append(tuple(x.shape[-2:]))
+            return x[:, :1] * 0 + self.weight
+
+        @staticmethod
+        def probability(output):
+            return output.clamp(0, 1)
+
+    net = Recorder()
+    model = TrainedModel(net, "unet", {}, PreprocessSettings(), voxel_size=20.0, box_size=32)
+    volume = np.random.default_rng(0).normal(size=(4, 40, 48)).astype(np.float32)
+    prob = segment(volume, model, 40.0)
+    assert net.shapes[0] == (80, 96) and prob.shape == volume.shape
+
+
+def test_binned_maps_return_to_the_full_grid_without_stretching():
+    from napari_tomoseg.preprocess import bin_slab, unbin_slices
+
+    x = np.arange(101, dtype=np.float32)
+    ramp = np.broadcast_to(x, (2, 51, 101)).copy()
+    back = unbin_slices(bin_slab(ramp, 2), 2, 51, 101)
+    assert back.shape == (2, 51, 101)
+    # binned pixel i holds the mean of x = 2i, 2i+1; bilinear back lands on x to 0.5 px
+    assert np.abs(back[0, 10, 1:100] - x[1:100]).max() <= 0.5

@@ -111,3 +111,20 @@ def test_early_stopping_keeps_the_best_weights():
     assert stopper.update(30, HeldOutScore(0.7, 0.6, 0.5), net)  # two checks without gain
     stopper.restore(net)
     assert float(net.weight) == 1.0 and stopper.best_step == 10
+
+
+def test_binned_tiles_and_labels_are_registered_for_odd_corners():
+    """At binning 2 a box whose corner is odd must not shift its label against the image."""
+    truth = stripes_volume((8, 160, 160))
+    plain2 = PreprocessSettings(lowpass_sigma=0.0, highpass_pixels=0.0, binning=2)
+    pre = Preprocessor(truth, plain2)
+    boxes = [positive_box(truth, 4, 81.0, 77.0, 64), positive_box(truth, 4, 100.0, 60.0, 64)]
+    assert boxes[0].corner()[0] % 2 == 1  # the case that was misregistered
+    bank = TileBank(pre, boxes, context=0)
+    m, s = bank.margin, bank.size
+    image = bank.images[:, 0, m:m + s, m:m + s]
+    label = bank.labels[:, 0, m:m + s, m:m + s]
+    known = bank.weights[:, 0, m:m + s, m:m + s] > 0.5
+    expected = (image - image.min()) / (image.max() - image.min())  # binned truth, 0..1
+    assert torch.allclose(label[known], expected[known], atol=1e-4)
+    assert known.float().mean() > 0.9

@@ -220,8 +220,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     # a session folder keeps its boxes in session.json; a box folder in boxes.json
     boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
-    check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape,
-                    args.binning or 1)
     start_from = load_model(args.resume) if args.resume else None
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
@@ -232,6 +230,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.binning is not None:
         preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
                                         mode=preprocess.mode)
+    if start_from is not None:  # continuing keeps the model's own preprocessing
+        preprocess = start_from.preprocess
+    check_boxes_fit([b for b in boxes if b.feature == args.feature], volume.shape,
+                    preprocess.binning)
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
@@ -252,7 +254,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.set_postfix(loss=f"{update.loss:.4f}", held_out_dice=f"{held.dice:.3f}")
     save_model_or_rescue(model, output)
     held = model.info.get("held_out")
-    quality = (f"held-out Dice {held['dice']:.3f} at threshold {model.threshold:.2f} "
+    quality = (f"held-out Dice {held['dice'] or 0:.3f} at threshold {model.threshold:.2f} "
                f"(best step {held['step']})" if held else f"final loss {model.history[-1][1]:.4f}")
     print(f"{output}: '{args.feature}' {model.architecture} network, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
@@ -321,7 +323,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
             if source is not None:
                 from .io.copick_project import write_segmentation
 
-                mask = np.asarray(open_volume(target)[0]) > args.copick_threshold
+                from .picking import as_probability
+
+                threshold = (model.threshold if args.copick_threshold is None
+                             else args.copick_threshold)
+                mask = as_probability(open_volume(target)[0]) > threshold
                 print(write_segmentation(source, mask, model.feature, info.isotropic_voxel_size,
                                          overwrite=args.overwrite))
     return 0
@@ -376,7 +382,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from .io import copick_project
     from .io.mrc import open_volume
     from .io.particles import write_csv, write_eman2_json, write_star
-    from .picking import PickSettings, pick_particles, sample_along
+    from .picking import PickSettings, as_probability, pick_particles, sample_along
     from .tomogram import tomogram_name, volume_frame
 
     source = _copick_source(args)
@@ -400,11 +406,12 @@ def cmd_pick(args: argparse.Namespace) -> int:
     if source is not None:
         copick_project.check_extent(source, info.shape, voxel)
     if args.spacing is not None:
-        table = sample_along(np.asarray(probability) > threshold, args.spacing, voxel)
+        table = sample_along(as_probability(probability) > threshold, args.spacing, voxel)
     else:
         settings = PickSettings(diameter=args.diameter, threshold=threshold,
                                 min_distance=args.min_distance, edge=args.edge,
-                                split_touching=args.split, max_picks=args.max_picks)
+                                split_touching=args.split, max_picks=args.max_picks,
+                                method=args.method, min_size=args.min_size)
         table = pick_particles(np.asarray(probability), voxel, settings)
     table["feature"] = args.feature
     name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
@@ -704,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     _copick_options(segment, several_runs=True)
     segment.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
                          help="A per voxel, for tomograms whose header lacks it")
-    segment.add_argument("--copick-threshold", type=float, default=0.5,
-                         help="probability above which a voxel joins the copick segmentation")
+    segment.add_argument("--copick-threshold", type=_number(float, 0, inclusive=True, high=0.999),
+                         help="probability above which a voxel joins the copick segmentation "
+                              "(default: the model's calibrated threshold)")
     segment.set_defaults(func=cmd_segment)
 
     merge = sub.add_parser("merge", help="merge per-feature probabilities into one label volume")
@@ -732,8 +740,16 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
                       help="A per voxel, for a map whose header lacks it")
     pick.add_argument("--min-distance", type=POSITIVE, help="A between picks (default: radius)")
-    pick.add_argument("--edge", type=_number(float, 0, inclusive=True), help="A from the border (default: radius)")
-    pick.add_argument("--split", action="store_true", help="split touching particles (watershed)")
+    pick.add_argument("--edge", type=_number(float, 0, inclusive=True),
+                      help="drop picks closer than this to the border, A (default: keep all)")
+    pick.add_argument("--method", choices=("peaks", "components"), default="peaks",
+                      help="peaks: local maxima of the smoothed map (default; keeps touching "
+                           "particles apart); components: one pick per blob, as EMAN2")
+    pick.add_argument("--min-size", type=POSITIVE_INT,
+                      help="voxels above threshold a particle needs (default: 20%% of a sphere "
+                           "of --diameter)")
+    pick.add_argument("--split", action="store_true",
+                      help="components only: split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)
     pick.add_argument("--spacing", type=POSITIVE,
                       help="sample points every SPACING A along filaments/membranes instead")

@@ -39,6 +39,22 @@ class OutputNotWritableError(TomosegError, OSError):
     """An output folder cannot be written (read-only, missing rights, full disk)."""
 
 
+class InvalidModelError(TomosegError, ValueError):
+    """A model file is corrupt, truncated, foreign or from an incompatible version."""
+
+
+class InvalidAlignmentError(TomosegError, ValueError):
+    """A tilt-series alignment file (e.g. IMOD .xf) cannot be used."""
+
+
+class CopickError(TomosegError, ValueError):
+    """A copick project, run, tomogram or object cannot be used as asked."""
+
+
+class Cancelled(TomosegError):
+    """The user stopped a long job; nothing half-done was kept."""
+
+
 _ERRNO_HINTS = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is exceeded",

@@ -41,7 +41,7 @@ class PickSettings:
     diameter: float = 250.0  # Angstrom (a ribosome)
     threshold: float = 0.5
     min_size: int | None = None  # voxels above threshold; default: 20% of the particle's volume
-    max_size: int | None = None  # voxels; default none
+    max_size: int | None = None  # voxels of a connected blob above threshold; default none
     min_distance: float | None = None  # Angstrom between picks; default the radius
     edge: float | None = None  # Angstrom from the border; default 0 (a pick at the edge counts)
     split_touching: bool = False  # components only: watershed split
@@ -121,14 +121,22 @@ def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
     lies below it. Score: the smoothed probability at the peak.
     """
     radius = v["radius"]
-    smooth = ndimage.gaussian_filter(prob, max(radius / 3, 0.5))
+    # zero beyond the volume: a mirrored border would pull peaks onto the face
+    smooth = ndimage.gaussian_filter(prob, max(radius / 3, 0.5), mode="constant")
     reach = max(int(round(radius / 2)), 1)
-    local_max = ndimage.maximum_filter(smooth, size=2 * reach + 1, mode="nearest")
-    peaks = np.argwhere((smooth >= local_max) & (smooth >= 0.5 * settings.threshold))
+    local_max = ndimage.maximum_filter(smooth, size=2 * reach + 1, mode="constant")
+    floor = max(0.5 * settings.threshold, 0.05)  # flat zero regions are not peaks
+    peaks = np.argwhere((smooth >= local_max) & (smooth >= floor))
     if len(peaks) == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
-    return peaks.astype(float), smooth[tuple(peaks.T)], _mass_at(prob > settings.threshold,
-                                                                 peaks, radius)
+    above = prob > settings.threshold
+    mass = _mass_at(above, peaks, radius)
+    if v["max_size"] is not None:  # a blob too big to be one particle: its component's size
+        components, _ = ndimage.label(above, structure=np.ones((3, 3, 3)))
+        sizes = np.bincount(components.ravel())
+        component_size = sizes[components[tuple(peaks.T)]] * (components[tuple(peaks.T)] > 0)
+        mass = np.where(component_size > v["max_size"], component_size, mass)
+    return peaks.astype(float), smooth[tuple(peaks.T)], mass
 
 
 def _mass_at(above: np.ndarray, peaks: np.ndarray, radius: float) -> np.ndarray:

@@ -81,6 +81,25 @@ def bin_slab(slab: np.ndarray, factor: int) -> np.ndarray:
     return trimmed.reshape(nz, ny // factor, factor, nx // factor, factor).mean(axis=(2, 4))
 
 
+def unbin_slices(prob: np.ndarray, factor: int, ny: int, nx: int) -> np.ndarray:
+    """(n, y, x) maps on the binned grid back onto the (n, ny, nx) full-resolution grid.
+
+    Bilinear onto the part the binned grid covers (binned pixel i is
+    full-resolution pixels i*b..i*b+b-1, so nothing is stretched), then the
+    rows and columns that binning dropped repeat the last ones.
+    """
+    if factor == 1 and prob.shape[1:] == (ny, nx):
+        return prob
+    import torch
+    from torch.nn import functional as F
+
+    yb, xb = prob.shape[1] * factor, prob.shape[2] * factor
+    up = F.interpolate(torch.as_tensor(np.ascontiguousarray(prob), dtype=torch.float32)[None],
+                       size=(yb, xb), mode="bilinear", align_corners=False)[0].numpy()
+    return np.pad(up[:, :ny, :nx], ((0, 0), (0, max(ny - yb, 0)), (0, max(nx - xb, 0))),
+                  mode="edge")
+
+
 def bin_volume_z(slab: np.ndarray, factor: int) -> np.ndarray:
     """Mean of each group of ``factor`` slices (a trailing partial group is averaged too)."""
     if factor == 1:
@@ -181,8 +200,12 @@ def _eman2_whole(volume: np.ndarray, settings: PreprocessSettings) -> np.ndarray
     from .eman2_filters import eman2_preprocess_volume
 
     b = settings.binning
-    raw = read_slices(volume, 0, volume.shape[0]).astype(np.float32)
-    binned = bin_volume_z(bin_slab(raw, b), b)
+    nz = volume.shape[0]
+    binned = np.empty((-(-nz // b), volume.shape[1] // b, volume.shape[2] // b), np.float32)
+    step = 16 * b  # bin a few slices at a time: never a float32 copy of the whole raw volume
+    for z in range(0, nz, step):
+        raw = read_slices(volume, z, min(z + step, nz))
+        binned[z // b:z // b + -(-raw.shape[0] // b)] = bin_volume_z(bin_slab(raw, b), b)
     out = eman2_preprocess_volume(binned, settings.lowpass_sigma or None,
                                   settings.highpass_pixels or None,
                                   nsigma=settings.clamp_sigma, invert=settings.invert)

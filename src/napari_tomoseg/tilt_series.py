@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidSettingsError
+from .errors import InvalidAlignmentError, InvalidSettingsError
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -133,9 +133,13 @@ def apply_ctf(tilt_series: np.ndarray, pixel_size: float, defocus_um: float,
 
 def read_imod_xf(path) -> np.ndarray:
     """IMOD .xf file: one row ``a11 a12 a21 a22 dx dy`` per tilt -> (n, 2, 3)."""
-    rows = np.loadtxt(path, ndmin=2)
+    try:
+        rows = np.loadtxt(path, ndmin=2)
+    except ValueError as exc:
+        raise InvalidAlignmentError(f"{path}: not an IMOD .xf file ({exc}).") from None
     if rows.shape[1] != 6:
-        raise ValueError(f"{path}: an IMOD .xf file has 6 numbers per line, not {rows.shape[1]}.")
+        raise InvalidAlignmentError(f"{path}: an IMOD .xf file has 6 numbers per line, "
+                                    f"not {rows.shape[1]}.")
     return np.stack([np.stack([rows[:, 0], rows[:, 1], rows[:, 4]], axis=1),
                      np.stack([rows[:, 2], rows[:, 3], rows[:, 5]], axis=1)], axis=1)
 

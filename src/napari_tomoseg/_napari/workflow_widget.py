@@ -324,7 +324,7 @@ class TomosegWidget(Container):
                     self._use_threshold(feature, model)
                     held = model.info.get("held_out")
                     self.train_status.value += (
-                        f"  (model saved; held-out Dice {held['dice']:.2f} at threshold "
+                        f"  (model saved; held-out Dice {held['dice'] or 0:.2f} at threshold "
                         f"{model.threshold:.2f}, best step {held['step']})" if held
                         else "  (model saved)")
                 self._show_running(False)
@@ -418,7 +418,9 @@ class TomosegWidget(Container):
             self.viewer.add_image(np.zeros(layer.data.shape, np.float16), name=name,
                                   colormap=fading_colormap(
                                       self.controller.session.feature(feature).colour),
-                                  blending="additive", contrast_limits=(0.5, 1.0),
+                                  blending="additive",
+                                  contrast_limits=(self.thresholds.get(feature, 0.5), 1.0),
+                                  metadata={"threshold": self.thresholds.get(feature, 0.5)},
                                   scale=layer.scale, translate=layer.translate)
         return self.viewer.layers[name]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidCoordinatesError
+from ..errors import InvalidCoordinatesError, InvalidVolumeError
 from ..io.mrc import write_volume
 from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
 from ..layer_data import frame_from_metadata
@@ -20,7 +20,8 @@ from ..layer_data import frame_from_metadata
 def _write_volume(path: str, data, attributes: dict) -> list[str]:
     data = np.asarray(data)
     if data.ndim != 3:
-        raise ValueError(f"only 3D layers can be saved as MRC tomograms (this one is {data.ndim}D).")
+        raise InvalidVolumeError(f"only 3D layers can be saved as MRC tomograms "
+                                 f"(this one is {data.ndim}D).")
     scale = tuple(float(s) for s in attributes.get("scale", (1.0,) * 3))[-3:]
     translate = tuple(float(t) for t in attributes.get("translate", (0.0,) * 3))[-3:]
     return [str(write_volume(path, data, scale, translate, overwrite=True))]

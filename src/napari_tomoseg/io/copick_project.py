@@ -34,13 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import TomosegError
+from ..errors import CopickError, TomosegError  # CopickError: still importable from here
 from .mrc import VolumeInfo
 from .particles import ANGLE_COLUMNS, AXES, TomogramFrame
-
-
-class CopickError(TomosegError, ValueError):
-    """A copick project, run, tomogram or object cannot be used as asked."""
 
 
 @dataclass(frozen=True)

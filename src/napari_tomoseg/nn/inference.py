@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..errors import TomosegError
+from ..errors import Cancelled, TomosegError  # Cancelled: still importable from here
 from ..io.atomic import commit_partial, partial_path
-from ..preprocess import Preprocessor
+from ..preprocess import Preprocessor, unbin_slices
 from .devices import pick_device
 from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
@@ -33,10 +33,6 @@ from .models import size_multiple
 MAX_BATCH_PIXELS = 2 ** 20
 
 
-
-
-class Cancelled(TomosegError):
-    """The user stopped a long job; nothing half-done was kept."""
 
 
 def stack_context(slab: np.ndarray, context: int) -> np.ndarray:
@@ -92,6 +88,7 @@ MAX_RESCALE = 4.0  # beyond this a resampled tomogram costs too much or loses th
 
 
 def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float:
+    """model / tomogram voxel size: ``predict_planes`` resamples the planes by its inverse."""
     ratio = voxel_size / model.voxel_size
     if abs(ratio - 1.0) <= 0.05:
         return 1.0
@@ -105,7 +102,7 @@ def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float
         raise TomosegError(
             f"the '{model.feature}' model was trained at {model.voxel_size:g} A/voxel but this "
             f"tomogram has {voxel_size:g} A/voxel; allow rescaling or bin the tomogram to match.")
-    return ratio
+    return 1.0 / ratio  # model / tomogram
 
 
 class _MrcStream:
@@ -210,16 +207,9 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
             zb1 = min(zb0 + batch_slices, pre.shape[0])
             planes = stack_context(pre.slab(zb0 - context, zb1 + context), context)
             prob = predict_planes(network, planes, torch_device, scale=scale)
-            if binning > 1:
-                prob = F.interpolate(torch.from_numpy(prob)[None], size=(ny, nx), mode="bilinear",
-                                     align_corners=False)[0].numpy()
-                prob = np.repeat(prob, binning, axis=0)
+            prob = np.repeat(unbin_slices(prob, binning, ny, nx), binning, axis=0)
             z0, z1 = zb0 * binning, min(zb1 * binning, nz)
             prob = np.clip(prob[: z1 - z0], 0.0, 1.0)
-            if prob.shape[1:] != (ny, nx):  # binning trimmed odd edges: pad back
-                full = np.zeros((prob.shape[0], ny, nx), np.float32)
-                full[:, :prob.shape[1], :prob.shape[2]] = prob
-                prob = full
             if stream is not None:
                 stream.write(z0, _to_output(prob, dtype).astype(stream.dtype))
             done = z1

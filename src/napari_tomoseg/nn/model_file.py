@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import NonFiniteError, OutputNotWritableError, TomosegError, os_reason
+from ..errors import (InvalidModelError, NonFiniteError, OutputNotWritableError, TomosegError,
+                      os_reason)
 from ..io.atomic import atomic_path
 from ..io.mrc import VOXEL_SIZE_RANGE, sane_voxel_size
 from ..io.paths import safe_name
@@ -32,11 +33,8 @@ from ..preprocess import PreprocessSettings
 from .models import build_model
 
 FORMAT = "napari-tomoseg-model"
-FORMAT_VERSION = 1
-
-
-class InvalidModelError(TomosegError, ValueError):
-    """A model file is corrupt, truncated, foreign or from an incompatible version."""
+FORMAT_VERSION = 2  # 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -170,10 +168,10 @@ def _checked_metadata(path: Path, payload: dict) -> dict:
     if not isinstance(meta, dict):
         raise InvalidModelError(f"{path.name} has no readable metadata.")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise InvalidModelError(
             f"{path.name} was written by napari-tomoseg {meta.get('package_version', '?')} in model "
-            f"format {version}; this version ({__version__}) reads format {FORMAT_VERSION}. "
+            f"format {version}; this version ({__version__}) reads formats {READABLE_VERSIONS}. "
             "Retrain the model or use a matching napari-tomoseg.")
     voxel = meta.get("voxel_size")
     if isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not sane_voxel_size(voxel):

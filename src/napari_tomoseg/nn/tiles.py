@@ -26,7 +26,7 @@ class TileBank:
     The weight is 1 where a box's label is known and 0 in the rotation margin,
     so a rotated tile never teaches "background" where its image shows the
     feature beyond the painted box. With ``holdout`` > 0 one quadrant of every
-    box (chosen at random from ``seed``) is held out of the loss: those
+    box (chosen from ``seed`` and the box's place) is held out of the loss: those
     labelled pixels score the network while it trains (early stopping) and
     choose its threshold (calibration).
     """
@@ -38,25 +38,20 @@ class TileBank:
         self.size = max(8, boxes[0].size // b)
         self.padded = int(math.ceil(self.size * math.sqrt(2) / 2)) * 2
         self.margin = margin = (self.padded - self.size) // 2
-        rng = np.random.default_rng(seed)
         images, labels, weights, held, positive = [], [], [], [], []
         cache: dict[int, np.ndarray] = {}
         for box in boxes:
             zb = box.z // b
             if zb not in cache:
                 cache[zb] = preprocessor.slab(zb - context, zb + context + 1)
-            y0 = int(round(box.y / b - self.size / 2)) - margin
-            x0 = int(round(box.x / b - self.size / 2)) - margin
+            cy, cx = box.corner()  # full resolution; the binned grid starts at cy // b
+            y0, x0 = cy // b - margin, cx // b - margin
             images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
-            labels.append(self._pad(_binned_label(box, b, self.size)))
-            inside = np.ones((self.size, self.size), np.float32)
-            out = np.zeros_like(inside)
-            if holdout > 0:
-                half = self.size // 2
-                qy, qx = rng.integers(0, 2, 2) * half
-                out[qy:qy + half, qx:qx + half] = 1.0
-            weights.append(self._pad(inside - out))
-            held.append(self._pad(out))
+            label, known = _binned_label(box, b, self.size)
+            out = _held_out_quadrant(box, label, seed) if holdout > 0 else np.zeros_like(label)
+            labels.append(self._pad(label))
+            weights.append(self._pad(known * (1 - out)))
+            held.append(self._pad(known * out))
             positive.append(box.positive)
         self.images = torch.from_numpy(np.stack(images))
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
@@ -92,12 +87,49 @@ class TileBank:
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
 
 
-def _binned_label(box: Box, binning: int, size: int) -> np.ndarray:
+def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(label, known) of a box on the binned grid, registered with the binned image.
+
+    The binned grid has pixel i covering full-resolution rows i*b..i*b+b-1,
+    so a box whose corner is not a multiple of b is shifted by corner % b
+    before mean-shrinking; binned pixels only partly inside the box are
+    unknown (weight 0).
+    """
     label = box.label()
-    if binning > 1:
-        n = label.shape[0] // binning * binning
-        label = label[:n, :n].reshape(n // binning, binning, n // binning, binning).mean(axis=(1, 3))
-    return label[:size, :size]
+    if binning == 1:
+        return label[:size, :size], np.ones((size, size), np.float32)
+    cy, cx = box.corner()
+    oy, ox = cy % binning, cx % binning
+    n = size * binning
+    padded = np.zeros((n + 2 * binning, n + 2 * binning), np.float32)
+    inside = np.zeros_like(padded)
+    padded[oy:oy + label.shape[0], ox:ox + label.shape[1]] = label
+    inside[oy:oy + label.shape[0], ox:ox + label.shape[1]] = 1.0
+
+    def shrink(a: np.ndarray) -> np.ndarray:
+        return a[:n, :n].reshape(size, binning, size, binning).mean(axis=(1, 3))
+
+    return shrink(padded), (shrink(inside) > 0.999).astype(np.float32)
+
+
+def _held_out_quadrant(box: Box, label: np.ndarray, seed: int) -> np.ndarray:
+    """1 on the quadrant of ``box`` held out of the loss, chosen from the box's own place.
+
+    The choice depends on the box, not on its position in the list, so
+    continuing training with boxes added or removed keeps the same pixels
+    unseen. A positive box holds out a quadrant that contains the feature.
+    """
+    size = label.shape[0]
+    half = size // 2
+    corners = [(qy, qx) for qy in (0, half) for qx in (0, half)]
+    if box.positive:
+        with_feature = [c for c in corners if label[c[0]:c[0] + half, c[1]:c[1] + half].any()]
+        corners = with_feature or corners
+    rng = np.random.default_rng([seed, int(box.z), int(round(box.y)), int(round(box.x))])
+    qy, qx = corners[int(rng.integers(len(corners)))]
+    out = np.zeros_like(label)
+    out[qy:qy + half, qx:qx + half] = 1.0
+    return out
 
 
 def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,

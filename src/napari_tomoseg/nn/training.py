@@ -20,7 +20,8 @@ import torch
 
 from ..annotations import Box, check_boxes
 from ..errors import InvalidSettingsError, NonFiniteError
-from ..preprocess import PreprocessSettings, Preprocessor, default_preprocessing
+from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessing,
+                          unbin_slices)
 from .devices import pick_device
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
@@ -147,7 +148,8 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int)
     model.threshold = stopper.best.threshold
     model.info["held_out"] = {"step": first_step + stopper.best_step,
                               "loss": round(stopper.best.loss, 5),
-                              "dice": round(stopper.best.dice, 4),
+                              "dice": (round(stopper.best.dice, 4)
+                                       if np.isfinite(stopper.best.dice) else None),
                               "threshold": stopper.best.threshold}
 
 
@@ -189,6 +191,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
                          history=history,
+                         threshold=start_from.threshold if start_from is not None else 0.5,
                          info={"positives": int(sum(b.positive for b in boxes)),
                                "negatives": int(sum(not b.positive for b in boxes)),
                                "training": settings.to_dict()})
@@ -231,12 +234,20 @@ class _Previewer:
         if z not in self.cache:
             self.cache = {z: _preview_planes(self.pre, z, self.context, self.region)}
         network.eval()
-        image = predict_planes(network, self.cache[z], self.device)[0]
+        image = predict_planes(network, self.cache[z], self.device)
         b = self.pre.settings.binning
-        if b > 1:
-            image = np.kron(image, np.ones((b, b), np.float32))
+        if b > 1:  # back onto the tomogram's grid (or the preview region's)
+            ny, nx = self._full_shape()
+            image = unbin_slices(image, b, ny, nx)
+        image = image[0]
         self.last = elapsed
         return image, z
+
+    def _full_shape(self) -> tuple[int, int]:
+        if self.region is None:
+            return self.pre.volume.shape[1], self.pre.volume.shape[2]
+        ys, xs = self.region
+        return ys.stop - ys.start, xs.stop - xs.start
 
 
 def train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
