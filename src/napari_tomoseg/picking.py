@@ -75,11 +75,11 @@ class PickSettings:
 
 
 def as_probability(volume: np.ndarray) -> np.ndarray:
-    """float32 probabilities in [0, 1]; maps stored as 0-255 integers are rescaled."""
-    prob = np.asarray(volume)
-    if prob.dtype.kind in "ui" or (prob.size and float(prob.max()) > 1.0 + 1e-6):
-        return prob.astype(np.float32) / 255.0
-    return prob.astype(np.float32, copy=False)
+    """float32 probabilities in [0, 1]; maps stored as 0-255 are rescaled, 0/1 masks are not."""
+    prob = np.asarray(volume).astype(np.float32, copy=False)
+    if prob.size and float(prob.max()) > 1.0 + 1e-6:
+        return prob / 255.0
+    return prob
 
 
 def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) -> np.ndarray:
