@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_tomoseg.synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
@@ -19,3 +20,21 @@ def tiny_result():
 def tiny_files(tmp_path_factory, tiny_result):
     folder = tmp_path_factory.mktemp("tiny")
     return write_synthetic(tiny_result, folder, name="tiny", origin=(-150.0, 320.0, 1200.0))
+
+
+def _blobs(shape, centres, radius, rng=None) -> np.ndarray:
+    """A probability map of Gaussian blobs at known centres (plus noise with ``rng``)."""
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    prob = np.zeros(shape, np.float32)
+    for c in centres:
+        d2 = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2
+        prob = np.maximum(prob, np.exp(-d2 / (2 * (radius / 1.5) ** 2)))
+    if rng is not None:
+        prob = np.clip(prob + rng.normal(0, 0.05, shape), 0, 1).astype(np.float32)
+    return prob
+
+
+@pytest.fixture
+def blobs():
+    """``_blobs``, for the picking tests of the core and of the widget."""
+    return _blobs

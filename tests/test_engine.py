@@ -12,7 +12,7 @@ import torch
 from napari_tomoseg.annotations import (Box, boxes_from_truth, check_boxes, load_boxes, save_boxes,
                                         training_mask_volume)
 from napari_tomoseg.errors import TomosegError
-from napari_tomoseg.io.mrc import open_volume
+from napari_tomoseg.io.mrc import open_volume, write_volume
 from napari_tomoseg.merge import MergeSettings, merge_slab
 from napari_tomoseg.metrics import best_threshold_dice
 from napari_tomoseg.nn.inference import Cancelled, iter_segment, segment
@@ -259,7 +259,23 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
     assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
                  str(tmp_path / "seg")]) == 0
     prob = tmp_path / "seg" / "tiny_ribosome.mrc"
-    assert open_volume(prob)[1].origin == (-150.0, 320.0, 1200.0)
-    assert main(["merge", "--prob", f"ribosome={prob}", "-o", str(tmp_path / "labels.mrc")]) == 0
+    ribosome, info = open_volume(prob)
+    assert info.origin == (-150.0, 320.0, 1200.0)
+    # a second map on the same grid: a ramp along x, so both features win somewhere
+    ramp = np.broadcast_to(np.linspace(0, 1, info.shape[2], dtype=np.float32), info.shape)
+    membrane = write_volume(tmp_path / "membrane.mrc", np.ascontiguousarray(ramp),
+                            info.voxel_size, info.origin)
+    r = np.asarray(ribosome, np.float32)
+    threshold = float(r.min() + r.max()) / 2
+    assert main(["merge", "--prob", f"ribosome={prob}", "--prob", f"membrane={membrane}",
+                 "--threshold", f"ribosome={threshold!r}", "--threshold", "membrane=0.5",
+                 "-o", str(tmp_path / "labels.mrc")]) == 0
+    labels, labels_info = open_volume(tmp_path / "labels.mrc")
+    r_on, m_on = r > np.float32(threshold), ramp > np.float32(0.5)
+    # label 1 = ribosome, 2 = membrane; where both pass, the higher probability wins
+    expected = np.where(r_on & (~m_on | (r >= ramp)), 1, np.where(m_on, 2, 0))
+    assert {1, 2} <= set(np.unique(expected))
+    np.testing.assert_array_equal(labels, expected)
+    assert labels_info.origin == info.origin and labels_info.voxel_size == info.voxel_size
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "actin", "--steps", "3"]) == 2

@@ -140,10 +140,11 @@ def test_sample_data_contributions(make_napari_viewer):
     np.testing.assert_allclose(cell.scale, (20.0, 20.0, 20.0))
 
 
-def test_synthetic_widget_makes_and_shows_a_cell(make_napari_viewer, qtbot, tmp_path):
+def test_synthetic_widget_makes_and_shows_a_cell(make_napari_viewer, qtbot, tmp_path,
+                                                 monkeypatch):
     from napari_tomoseg._napari.synthetic_widget import SIZES, SyntheticCellWidget
 
-    SIZES["test (24 x 48 x 48)"] = (24, 48, 48)
+    monkeypatch.setitem(SIZES, "test (24 x 48 x 48)", (24, 48, 48))  # undone after the test
     viewer = make_napari_viewer()
     widget = SyntheticCellWidget(viewer)
     widget.size.choices = list(SIZES)

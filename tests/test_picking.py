@@ -10,18 +10,7 @@ from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.picking import PickSettings, match_picks, pick_particles, sample_along
 
 
-def blobs(shape, centres, radius, rng=None):
-    zz, yy, xx = np.indices(shape, dtype=np.float32)
-    prob = np.zeros(shape, np.float32)
-    for c in centres:
-        d2 = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2
-        prob = np.maximum(prob, np.exp(-d2 / (2 * (radius / 1.5) ** 2)))
-    if rng is not None:
-        prob = np.clip(prob + rng.normal(0, 0.05, shape), 0, 1).astype(np.float32)
-    return prob
-
-
-def test_known_blobs_are_found_at_their_centres():
+def test_known_blobs_are_found_at_their_centres(blobs):
     rng = np.random.default_rng(0)
     centres = np.array([[20.3, 20.0, 20.0], [20.0, 60.2, 30.0], [40.0, 40.0, 70.6],
                         [30.0, 75.0, 75.0], [45.0, 15.0, 60.0]])
@@ -33,7 +22,7 @@ def test_known_blobs_are_found_at_their_centres():
     assert picks["score_norm"].max() == pytest.approx(1.0)
 
 
-def test_distance_edge_size_and_count_rules():
+def test_distance_edge_size_and_count_rules(blobs):
     centres = np.array([[30.0, 30.0, 30.0], [30.0, 30.0, 38.0],  # 8 px apart
                         [30.0, 3.0, 60.0],  # near the edge
                         [30.0, 60.0, 60.0]])
@@ -66,7 +55,7 @@ def test_touching_particles_are_split_by_watershed():
     assert match_picks(peaks[["z", "y", "x"]].to_numpy(), centres, 3)["f1"] == 1.0
 
 
-def test_peaks_keep_recall_on_a_crowded_row_and_at_the_edges():
+def test_peaks_keep_recall_on_a_crowded_row_and_at_the_edges(blobs):
     """Ten touching particles in a row, and particles cut by every face of the volume."""
     radius = 5.0
     row = [[20.0, 30.0, 12.0 + 2 * radius * i] for i in range(10)]  # centres one diameter apart
@@ -85,7 +74,7 @@ def test_peaks_keep_recall_on_a_crowded_row_and_at_the_edges():
     assert match_picks(inner[["z", "y", "x"]].to_numpy(), centres[:10], radius)["f1"] == 1.0
 
 
-def test_scores_rank_particles_above_noise_and_suggest_a_cut():
+def test_scores_rank_particles_above_noise_and_suggest_a_cut(blobs):
     from napari_tomoseg.picking import suggest_score_cut
 
     rng = np.random.default_rng(5)
@@ -113,7 +102,7 @@ def test_points_along_a_filament_are_evenly_spaced():
     assert np.allclose(np.diff(xs), 10.0, atol=1.0)
 
 
-def test_cli_pick_writes_star_with_origin(tmp_path):
+def test_cli_pick_writes_star_with_origin(tmp_path, blobs):
     from napari_tomoseg.cli import main
     from napari_tomoseg.io.mrc import write_volume
     from napari_tomoseg.io.particles import TomogramFrame, read_star

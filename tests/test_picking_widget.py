@@ -10,8 +10,6 @@ napari = pytest.importorskip("napari")
 from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
 from napari_tomoseg.picking import match_picks  # noqa: E402
 
-from .test_picking import blobs  # noqa: E402
-
 CENTRES = np.array([[20.0, 20.0, 20.0], [20.0, 60.0, 30.0], [40.0, 40.0, 70.0],
                     [30.0, 75.0, 75.0]])
 
@@ -33,7 +31,7 @@ def _picked(make_napari_viewer, qtbot, prob, translate=(0.0, 0.0, 0.0)):
     return viewer, widget
 
 
-def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
+def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path, blobs):
     prob = sum((1.0 - 0.05 * i) * blobs((64, 96, 96), c[None], radius=6)
                for i, c in enumerate(CENTRES)).astype(np.float32)  # distinct scores
     viewer, widget = _picked(make_napari_viewer, qtbot, prob, translate=(50.0, -20.0, 5.0))
@@ -65,7 +63,8 @@ def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path):
     assert len(read_star(path, frame)) == int(kept.sum())
 
 
-def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot, tmp_path):
+def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot, tmp_path,
+                                                      blobs):
     prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
     viewer, widget = _picked(make_napari_viewer, qtbot, prob)
     points = widget.points
