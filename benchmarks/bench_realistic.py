@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
 from napari_tomoseg.nn.inference import segment  # noqa: E402
-from napari_tomoseg.nn.training import TrainingSettings, train  # noqa: E402
+from napari_tomoseg.nn.training import TrainingSettings, iter_train  # noqa: E402
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
 
@@ -43,9 +43,21 @@ def run_method(method: str, cells, boxes, feature: str,
         return [apply_forest(forest, Preprocessor(c["tomogram"])) for c in cells], 0.5, seconds
     from napari_tomoseg.preprocess import PreprocessSettings
 
-    model = train(cells[0]["tomogram"], boxes, 10.0, TrainingSettings(architecture=method),
-                  preprocess=PreprocessSettings(binning=binning) if binning else None)
+    tomogram = cells[0]["tomogram"]
+    first_preview, curve, model = None, [], None
+    for update in iter_train(tomogram, boxes, 10.0, TrainingSettings(architecture=method),
+                             preprocess=PreprocessSettings(binning=binning) if binning else None,
+                             preview_z=tomogram.shape[0] // 2):
+        model = update.model
+        if first_preview is None and update.preview is not None:
+            first_preview = time.perf_counter() - start
+        if update.held_out is not None:
+            curve.append((time.perf_counter() - start, update.held_out.dice))
     seconds = time.perf_counter() - start
+    best = model.info.get("held_out", {}).get("dice") or 0.0
+    good = next((t for t, d in curve if d >= best - 0.02), seconds)
+    print(f"  {method}: first preview after {first_preview:.1f} s; held-out Dice within 0.02 "
+          f"of its best ({best:.3f}) after {good:.0f} s", flush=True)
     threshold = float(getattr(model, "threshold", 0.5) or 0.5)
     steps = len(model.history)
     print(f"  {method}: {steps} steps in {seconds:.0f} s, binning {model.preprocess.binning}, "
