@@ -22,7 +22,7 @@ from napari.utils.notifications import show_info
 from ..errors import TomosegError
 from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
-from ..picking import PickSettings, pick_particles
+from ..picking import PickSettings, pick_particles, suggest_score_cut
 from .histogram import Histogram
 from .notify import guarded, report_error
 
@@ -155,8 +155,10 @@ class PickingWidget(Container):
             return
         scores = np.asarray(self.points.features["score_norm"], float)
         self.points.shown = scores >= float(self.min_score.value)
-        self.histogram.set_values(scores, self.min_score.value)
-        self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown"
+        suggested = suggest_score_cut(scores)
+        self.histogram.set_values(scores, self.min_score.value, suggested)
+        hint = f"; suggested score cut {suggested:.2f} (dashed)" if suggested is not None else ""
+        self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown{hint}"
 
     def _shown_indices(self) -> np.ndarray:
         return np.flatnonzero(self.points.shown) if self.points is not None else np.array([], int)
