@@ -38,3 +38,25 @@ def _blobs(shape, centres, radius, rng=None) -> np.ndarray:
 def blobs():
     """``_blobs``, for the picking tests of the core and of the widget."""
     return _blobs
+
+
+def _write_version1_box_folder(folder, boxes):
+    """A box folder as versions before 2 wrote it: boxes.json + masks.npz, two files."""
+    import json
+    from pathlib import Path
+
+    from napari_tomoseg.annotations import box_record
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "masks.npz", **{
+        b.id: np.asarray(b.mask, np.uint8) for b in boxes if b.mask is not None})
+    (folder / "boxes.json").write_text(json.dumps(
+        {"version": 1, "boxes": [box_record(b) for b in boxes]}, indent=1))
+    return folder
+
+
+@pytest.fixture
+def version1_box_folder():
+    """``_write_version1_box_folder``: the two-file layout that must still be read."""
+    return _write_version1_box_folder

@@ -323,7 +323,11 @@ def _truncated_json(f: Files) -> str:
 
 
 def _corrupt_masks(f: Files) -> str:
+    """A box folder of version 1 (boxes.json + masks.npz) whose masks.npz is damaged."""
+    from tests.conftest import _write_version1_box_folder
+
     folder = Path(f.boxes())
+    _write_version1_box_folder(folder, load_boxes(folder))
     raw = (folder / "masks.npz").read_bytes()
     (folder / "masks.npz").write_bytes(raw[:40] + b"\0" * 50 + raw[90:])
     return str(folder)

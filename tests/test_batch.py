@@ -170,3 +170,45 @@ def test_segment_overwrite_with_two_files_of_one_name_writes_both(project, tmp_p
         expected, _ = open_volume(next(single.iterdir()))
         got, _ = open_volume(out / f"{name}_ribosome.mrc")
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_batch_refuses_a_header_without_voxel_size_unless_given(project, tmp_path, monkeypatch,
+                                                                  capsys):
+    """Header voxel size 0 with a 2 A model: once taken as 1 A and rescaled 2x without a
+    word; now a failed row naming --voxel-size, no outputs, and --voxel-size processes it."""
+    import dataclasses
+
+    import mrcfile
+    from distributed import Client
+
+    from napari_tomoseg import cli
+    from napari_tomoseg.nn.model_file import load_model
+
+    folder, model, tomograms, _ = project
+    fine = load_model(model)
+    small = save_model(dataclasses.replace(fine, voxel_size=2.0), tmp_path / "small.pt")
+    volume, _ = open_volume(tomograms[0])
+    tomogram = write_volume(tmp_path / "novoxel.mrc", volume, 0.0)
+    with mrcfile.open(tomogram, permissive=True) as mrc:
+        assert float(mrc.voxel_size.x) == 0.0  # a real MRC whose header says 0 A
+
+    # the worker function: a failure of this tomogram, nothing written
+    settings = BatchSettings(models=(str(small),), output=str(tmp_path / "one"))
+    result = process_tomogram(str(tomogram), settings)
+    assert result["status"] == "failed" and not result["outputs"]
+    assert "no usable voxel size" in result["error"] and "--voxel-size" in result["error"]
+    assert not list((tmp_path / "one").glob("*.mrc"))
+
+    # the CLI: one failed row and exit 1; with --voxel-size the tomogram is segmented
+    monkeypatch.setattr("napari_tomoseg.batch.make_client", lambda *a, **k: Client(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0"))
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(tomogram), "-m", str(small), "-o", str(out),
+                     "--device", "cpu"]) == 1
+    report = capsys.readouterr().out
+    assert "| novoxel | failed |" in report and "no usable voxel size" in report
+    assert not list(out.glob("*.mrc"))
+    assert cli.main(["batch", str(tomogram), "-m", str(small), "-o", str(out), "--device", "cpu",
+                     "--voxel-size", "2"]) == 0
+    probability, info = open_volume(out / "novoxel_ribosome.mrc")
+    assert probability.shape == volume.shape and info.voxel_size == (2.0, 2.0, 2.0)

@@ -124,6 +124,30 @@ def test_snapshot_and_turntable_movie(make_napari_viewer, tmp_path):
     assert viewer.dims.ndisplay == 2  # the view is given back
 
 
+def test_a_failed_snapshot_or_turntable_write_leaves_no_half_file(make_napari_viewer, tmp_path,
+                                                                 monkeypatch):
+    """A disk that fills up mid-write: the error reaches the user, no file is left behind."""
+    import imageio.v3 as iio
+
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+
+    def half_then_full(uri, *args, **kwargs):
+        with open(uri, "wb") as handle:
+            handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 16, 16), np.float32), name="v")
+    widget = ExploreWidget(viewer)
+    widget.output.value = tmp_path / "pictures"
+    monkeypatch.setattr(iio, "imwrite", half_then_full)
+    widget.movie_frames.value = 4
+    for make in (widget.snapshot, widget.turntable):
+        with pytest.raises(OSError, match="No space"):
+            make()
+    assert list((tmp_path / "pictures").iterdir()) == []
+
+
 def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_viewer, tmp_path):
     from napari_tomoseg._napari.gallery_widget import GalleryWidget
     from napari_tomoseg.session import Session

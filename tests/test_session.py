@@ -94,9 +94,9 @@ def test_a_save_killed_between_any_two_file_operations_restores_old_or_new(tmp_p
     folder = tmp_path / "s.tomoseg"
     session = _session_with_boxes(folder)
     if legacy:  # the layout of version 1: session.json + boxes.json + masks.npz
-        from napari_tomoseg.annotations import save_boxes
+        from tests.conftest import _write_version1_box_folder
 
-        save_boxes(folder, session.boxes)
+        _write_version1_box_folder(folder, session.boxes)
         record = session.record()
         (folder / SESSION_FILE).write_text(json.dumps(dict(record, version=1)))
     old = _state(Session.load(folder))

@@ -2,9 +2,12 @@
 
 A box is a square on one z-slice of a tomogram, in the tomogram's pixels
 (unbinned), positive (with a painted mask of the feature) or negative
-(the feature is absent: the label is all zero). Boxes live in
-``boxes.json`` and their masks in ``masks.npz`` of a folder, both written
-atomically, so a crash never loses what was already saved.
+(the feature is absent: the label is all zero). A box folder holds one
+generation of boxes with their masks in ``boxes.json`` (with a checksum,
+written atomically) and the generation before it in
+``boxes.previous.json``, so a kill at any point leaves the old or the new
+boxes whole, never new boxes with old masks. Folders of version 1
+(``boxes.json`` + ``masks.npz``) are still read.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InvalidBoxesError, InvalidSettingsError, TomosegError
-from .io.atomic import atomic_path, write_text
+from .io.atomic import write_text
 
 BOXES_FILE = "boxes.json"
-MASKS_FILE = "masks.npz"
+BOXES_BACKUP_FILE = "boxes.previous.json"
+MASKS_FILE = "masks.npz"  # version 1 only
+BOXES_VERSION = 2
 
 
 @dataclass
@@ -182,28 +189,83 @@ def box_record(box: Box) -> dict:
 
 
 def save_boxes(folder: str | os.PathLike, boxes: list[Box]) -> None:
-    """A box folder for ``tomoseg train --boxes`` (sessions keep boxes in one file instead)."""
+    """A box folder for ``tomoseg train --boxes``: one generation, written whole.
+
+    Boxes and masks go into one ``boxes.json`` with a SHA-1 of its body
+    (one rename); the file it replaces becomes ``boxes.previous.json``.
+    A version-1 ``masks.npz`` is kept while the backup still needs it.
+    """
+    from .session_store import _digest, encode_mask
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    records = [box_record(b) for b in boxes]
-    masks = {b.id: np.asarray(b.mask, dtype=np.uint8) for b in boxes if b.mask is not None}
-    with atomic_path(folder / MASKS_FILE) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **masks)
-    write_text(folder / BOXES_FILE, json.dumps({"version": 1, "boxes": records}, indent=1))
+    body = {"boxes": [dict(box_record(b), mask=None if b.mask is None else encode_mask(b.mask))
+                      for b in boxes]}
+    text = json.dumps({"version": BOXES_VERSION, "sha1": _digest(body), "body": body}, indent=1)
+    replaced_is_generation = _is_generation(folder / BOXES_FILE)
+    write_text(folder / BOXES_FILE, text, backup=folder / BOXES_BACKUP_FILE)
+    if replaced_is_generation:  # the backup no longer needs the masks of version 1
+        (folder / MASKS_FILE).unlink(missing_ok=True)
+
+
+def _is_generation(path: Path) -> bool:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(document, dict) and document.get("version") == BOXES_VERSION
+
+
+def has_boxes(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds a box file (or only its backup, after a kill mid-save)."""
+    folder = Path(folder)
+    return (folder / BOXES_FILE).exists() or (folder / BOXES_BACKUP_FILE).exists()
+
+
+def _read_box_file(path: Path) -> list[Box]:
+    """The boxes of one box file (version 2, or version 1 with ``masks.npz``)."""
+    from .session_store import decode_mask, _digest
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBoxesError(f"{path} is not a valid box file ({exc}).") from exc
+    if isinstance(data, dict) and data.get("version") == BOXES_VERSION:
+        body = data.get("body")
+        if not isinstance(body, dict) or _digest(body) != data.get("sha1"):
+            raise InvalidBoxesError(f"{path} is not a valid box file (its checksum does not "
+                                    "match: damaged).")
+        records = check_box_records(body.get("boxes"), path)
+        try:
+            masks = {r["id"]: decode_mask(r["mask"]) for r in records if r.get("mask") is not None}
+        except (TypeError, ValueError, KeyError, AttributeError, zlib.error) as exc:
+            raise InvalidBoxesError(f"{path} holds a mask that cannot be read ({exc}).") from exc
+        return boxes_from_records(records, masks, path)
+    records = data.get("boxes") if isinstance(data, dict) else None
+    masks_path = path.parent / MASKS_FILE
+    masks = read_masks(masks_path) if masks_path.exists() else {}
+    return boxes_from_records(records, masks, path)
 
 
 def load_boxes(folder: str | os.PathLike) -> list[Box]:
+    """The boxes of a box folder; a missing or damaged ``boxes.json`` falls back to its backup."""
     folder = Path(folder)
-    path = folder / BOXES_FILE
-    if not path.exists():
+    path, backup = folder / BOXES_FILE, folder / BOXES_BACKUP_FILE
+    if not has_boxes(folder):
         raise TomosegError(f"{folder} has no {BOXES_FILE}: not a box folder or session.")
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidBoxesError(f"{path} is not a valid box file ({exc}).") from exc
-    records = data.get("boxes") if isinstance(data, dict) else None
-    masks = read_masks(folder / MASKS_FILE) if (folder / MASKS_FILE).exists() else {}
-    return boxes_from_records(records, masks, path)
+        return _read_box_file(path)
+    except (FileNotFoundError, InvalidBoxesError) as exc:
+        if not backup.exists():
+            raise
+        current = exc
+    try:
+        boxes = _read_box_file(backup)
+    except InvalidBoxesError:
+        raise current from None
+    warnings.warn(f"{path.name} is missing or damaged ({str(current).splitlines()[0][:160]}); "
+                  f"read the previous save ({len(boxes)} boxes) from {backup.name}.", stacklevel=2)
+    return boxes
 
 
 def boxes_from_records(records: list, masks: dict, source: str | os.PathLike) -> list[Box]:

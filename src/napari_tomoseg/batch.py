@@ -43,11 +43,14 @@ class BatchSettings:
     device: str = "auto"
     copick: CopickSource | None = None  # inputs are then run names of this project
     tilt_series_pixel_size: float | None = None  # Angstrom, RELION's; None = unknown
+    voxel_size: float | None = None  # Angstrom, for MRC headers without one (--voxel-size)
 
     def digest(self) -> str:
         record = asdict(self)
         record["models"] = [_file_digest(m) for m in self.models]
         record.pop("output")
+        if record["voxel_size"] is None:  # runs from before the option keep their digest
+            record.pop("voxel_size")
         return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -121,13 +124,21 @@ def _models(paths: Sequence[str], device: str):
 
 
 def _open_input(path: str, settings: BatchSettings):
-    """A tomogram file, or with ``settings.copick`` the tomogram of run ``path``."""
+    """A tomogram file, or with ``settings.copick`` the tomogram of run ``path``.
+
+    A file whose header has no usable voxel size (0, negative, absurd) is
+    refused unless ``settings.voxel_size`` gives one: it is never taken as
+    1 A, which would rescale the data to the model's voxel size by a wrong
+    factor (silently, when that factor is small).
+    """
     from .io import copick_project
-    from .io.mrc import open_volume
+    from .io.mrc import open_volume, require_voxel_size
 
     if settings.copick is not None:
         return copick_project.open_tomogram(settings.copick.at_run(path))
-    return open_volume(path)
+    volume, info = open_volume(path)
+    return volume, require_voxel_size(info, path, settings.voxel_size,
+                                      hint="give it with tomoseg batch --voxel-size")
 
 
 def _input_fingerprint(path: str, settings: BatchSettings) -> str:

@@ -176,7 +176,7 @@ def _voxel_checked(info, path, args: argparse.Namespace):
 
 def cmd_boxes(args: argparse.Namespace) -> int:
     """Boxes from a ground-truth mask, placed as a user would (for tests and benchmarks)."""
-    from .annotations import boxes_from_truth, load_boxes, save_boxes
+    from .annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
     from .io.mrc import open_volume
 
     from .io.paths import check_writable
@@ -189,7 +189,7 @@ def cmd_boxes(args: argparse.Namespace) -> int:
         raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
                            f"'{args.feature}' (is the mask empty?); nothing was written.")
     existing = []
-    if (args.output / "boxes.json").exists():
+    if has_boxes(args.output):  # boxes.json, or only its backup after a kill mid-save
         existing = [b for b in load_boxes(args.output) if b.feature != args.feature]
     save_boxes(args.output, existing + boxes)
     n_pos = sum(b.positive for b in boxes)
@@ -525,7 +525,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         thresholds=_thresholds(args.threshold),
         artifacts={k: tuple(v.split(",")) for k, v in _key_values(args.artifact, "--artifact").items()},
         pick=tuple(args.pick or ()), diameter=args.diameter, device=args.device,
-        tilt_series_pixel_size=args.tilt_series_pixel_size)
+        tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     from .io.paths import check_writable
 
     check_writable(args.output)
@@ -662,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
     boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
-    boxes.add_argument("output", type=Path, help="box folder (boxes.json + masks.npz)")
+    boxes.add_argument("output", type=Path, help="box folder (boxes.json: boxes and masks, with a backup)")
     boxes.add_argument("--feature", required=True)
     boxes.add_argument("--positives", type=COUNT, default=10)
     boxes.add_argument("--negatives", type=COUNT, default=50)
@@ -809,6 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
     batch.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
     _tilt_series_option(batch)
+    batch.add_argument("--voxel-size", type=_number(float, 0.1, inclusive=True, high=1000.0),
+                       help="A per voxel, for tomograms whose header lacks it")
     batch.add_argument("--workers", type=POSITIVE_INT, help="local workers (default: GPUs, else <= 4 cores)")
     batch.add_argument("--scheduler", help="address of a running dask scheduler")
     batch.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")

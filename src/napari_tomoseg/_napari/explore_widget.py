@@ -212,8 +212,14 @@ class ExploreWidget(Container):
 
     def snapshot(self) -> Path:
         """The canvas as it is now, as a PNG (numbered, never overwritten)."""
+        import imageio.v3 as iio
+
+        from ..io.atomic import atomic_path
+
         path = self._next_path("snapshot", ".png")
-        self.viewer.screenshot(str(path), canvas_only=True)
+        image = self.viewer.screenshot(canvas_only=True)
+        with atomic_path(path) as tmp:  # a failed write leaves no half PNG
+            iio.imwrite(tmp, image, extension=".png")
         show_info(f"saved {path}")
         return path
 
@@ -233,7 +239,10 @@ class ExploreWidget(Container):
                 images.append(self.viewer.screenshot(canvas_only=True)[..., :3])
         finally:
             self.viewer.dims.ndisplay, self.viewer.camera.angles = previous
-        iio.imwrite(path, np.stack(images), duration=80, loop=0)
+        from ..io.atomic import atomic_path
+
+        with atomic_path(path) as tmp:  # a failed write leaves no half GIF
+            iio.imwrite(tmp, np.stack(images), extension=".gif", duration=80, loop=0)
         show_info(f"saved {path} ({frames} frames)")
         return path
 
