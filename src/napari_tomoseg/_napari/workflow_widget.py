@@ -27,6 +27,7 @@ from ..session import Session, default_session_folder, open_session
 from .annotation import AnnotationController, overlay_name
 from .notify import guarded, report_error
 from .voxel_size import apply_voxel_size, voxel_size_of
+from .tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
 from .loss_plot import LossPlot
 
 
@@ -53,6 +54,10 @@ class TomosegWidget(Container):
         self.tomogram = ComboBox(label="Tomogram", choices=self._image_layers)
         self.voxel = FloatSpinBox(label="Voxel size (A)", value=0.0, min=0.0, max=1000.0,
                                   step=0.1, tooltip="0: from the file's header")
+        self.tilt_series = FloatSpinBox(
+            label="Tilt-series pixel size (A)", value=0.0, min=0.0, max=1000.0, step=0.001,
+            tooltip="pixel size of the unbinned tilt series (RELION's rlnTomoTiltSeriesPixelSize),"
+                    " written into STAR files of picks; 0: unknown (not written)")
         self.start = PushButton(text="Start / restore session")
         self.session_info = Label(value="Open a tomogram, then start a session.")
         # 2 features
@@ -92,7 +97,8 @@ class TomosegWidget(Container):
 
         self.loss_plot = LossPlot()
         self.extend([
-            Label(value="<b>1. Tomogram</b>"), self.tomogram, self.voxel, self.start,
+            Label(value="<b>1. Tomogram</b>"), self.tomogram, self.voxel, self.tilt_series,
+            self.start,
             self.session_info,
             Label(value="<b>2. Features</b>"), self.feature, self.new_name,
             Container(widgets=[self.add_feature, self.rename_feature, self.remove_feature],
@@ -114,6 +120,8 @@ class TomosegWidget(Container):
         self.start.changed.connect(self._guard(self.start_session))
         self.voxel.changed.connect(self._guard(
             lambda: apply_voxel_size(self.tomogram.value, self.voxel.value)))
+        self.tilt_series.changed.connect(self._guard(self._set_tilt_series_pixel_size))
+        self.tomogram.changed.connect(self._show_tilt_series_pixel_size)
         self.feature.changed.connect(self._guard(self._on_feature))
         self.add_feature.changed.connect(self._guard(self._add_feature))
         self.rename_feature.changed.connect(self._guard(self._rename_feature))
@@ -196,11 +204,31 @@ class TomosegWidget(Container):
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
         self.box_size.value = session.box_size
+        # the session's value wins; else the one typed (or carried by the layer) is saved
+        known = session.tilt_series_pixel_size or tilt_series_pixel_size_of(layer)
+        self.tilt_series.value = known or 0.0
+        self._set_tilt_series_pixel_size()
         self.target.reset_choices()
         self.target.value = layer
         self.session_info.value = f"Session folder: {folder}"
         self._refresh()
         return session
+
+    def _set_tilt_series_pixel_size(self, *args) -> None:
+        """The typed tilt-series pixel size goes into the tomogram layer's metadata (and so
+        into STAR files of picks on it) and into the session of that tomogram."""
+        layer = self.tomogram.value
+        apply_tilt_series_pixel_size(layer, self.tilt_series.value, self.viewer)
+        c = self.controller
+        if c is not None and c.image is layer:
+            size = float(self.tilt_series.value) or None
+            if c.session.tilt_series_pixel_size != size:
+                c.session.tilt_series_pixel_size = size
+                c.session.save()
+
+    def _show_tilt_series_pixel_size(self, *args) -> None:
+        """Another tomogram chosen: show its own value, not the last one's."""
+        self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0
 
     # 2 features ----------------------------------------------------------------------
     def _on_feature(self, *args) -> None:
