@@ -18,7 +18,7 @@ from skimage.measure import block_reduce
 from ..errors import InvalidSettingsError
 from ..features import FEATURE_COLOURS, FEATURES  # noqa: F401  (re-exported)
 from . import ribosome as ribo
-from .distractors import render_distractors
+from .distractors import add_distractors
 
 
 
@@ -392,11 +392,7 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
     _add_filaments(canvas, rng, inside)
     centres, angles = _add_ribosomes(canvas, rng, inside)
     if spec.distractor_density_per_um3 > 0:
-        density, _ = render_distractors(
-            spec.shape, spec.voxel_size, spec.distractor_density_per_um3,
-            inside & ~canvas.occupied, centres, _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2), rng)
-        canvas.density += density
-        canvas.occupied |= density > 0.2
+        add_distractors(canvas, rng, inside, centres, _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2))
     _add_crowding(canvas, rng, inside)
     return SyntheticCell(density=canvas.density, labels=canvas.labels,
                          particles=centres, angles=angles, spec=spec)

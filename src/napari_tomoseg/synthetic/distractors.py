@@ -86,3 +86,13 @@ def render_distractors(shape: tuple[int, int, int], voxel_size: float, density_p
         if len(centres) >= target:
             break
     return density, np.asarray(centres).reshape(-1, 3)
+
+
+def add_distractors(canvas, rng: np.random.Generator, inside: np.ndarray, ribosomes: np.ndarray,
+                    ribosome_radius: float) -> None:
+    """Render distractors into a cell's canvas (density, occupied) where it is free."""
+    spec = canvas.spec
+    density, _ = render_distractors(spec.shape, spec.voxel_size, spec.distractor_density_per_um3,
+                                    inside & ~canvas.occupied, ribosomes, ribosome_radius, rng)
+    canvas.density += density
+    canvas.occupied |= density > 0.2
