@@ -144,9 +144,12 @@ class TomosegWidget(Container):
                              overwrite=True)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
         self._closing = False
-        self.native.destroyed.connect(lambda *_: self.close_down())
+        # a default argument, not a closure: Qt may destroy the widget while Python tears
+        # down, when closure cells are already cleared (a NameError there aborts the process)
+        self.native.destroyed.connect(lambda *_, widget=self: _close_down_quietly(widget))
         try:  # stop workers when the whole viewer closes
-            self.viewer.window._qt_window.destroyed.connect(lambda *_: self.close_down())
+            self.viewer.window._qt_window.destroyed.connect(
+                lambda *_, widget=self: _close_down_quietly(widget))
         except AttributeError:
             pass
 
@@ -500,3 +503,15 @@ class TomosegWidget(Container):
         write_volume(path, labels, tuple(c.image.scale), tuple(c.image.translate), overwrite=True)
         show_info(f"Merged segmentation saved to {path}")
         return labels
+
+
+def _close_down_quietly(widget: "TomosegWidget") -> None:
+    """Stop the widget's work when Qt destroys it, also during interpreter shutdown.
+
+    An exception raised from a Qt slot aborts the whole process under PyQt6,
+    and at shutdown even the modules the widget uses may be gone already.
+    """
+    try:
+        widget.close_down()
+    except Exception:  # noqa: BLE001 - nothing can be reported while the process ends
+        pass

@@ -208,7 +208,10 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             if stopper is not None and (step % settings.check_every == 0 or step == settings.steps):
                 held = score_held_out(network, bank, device)
                 done = stopper.update(step, held, network) and step >= settings.min_steps
-            image, z = preview(network, elapsed, step == 1 or step == settings.steps or done)
+            last = done or step == settings.steps
+            if last:  # the last preview shows the weights that are kept, not the last step's
+                _finish(model, stopper, first_step)
+            image, z = preview(network, elapsed, step == 1 or last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
                                  model=model, preview=image, preview_z=z, held_out=held)
