@@ -207,7 +207,10 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             held, done = None, False
             if stopper is not None and (step % settings.check_every == 0 or step == settings.steps):
                 held = score_held_out(network, bank, device)
-                done = stopper.update(step, held, network) and step >= settings.min_steps
+                # the first checks are noisy (a membrane's best loss came at step 40): the best
+                # weights are chosen from min_steps on
+                warm = step >= min(settings.min_steps, settings.steps)
+                done = warm and stopper.update(step, held, network)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
                 _finish(model, stopper, first_step)
