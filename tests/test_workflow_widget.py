@@ -303,3 +303,16 @@ def test_a_changed_origin_keeps_every_box_on_reopening(make_napari_viewer, tiny_
     assert len(widget.controller.boxes_layer.data) == 6  # drawn again
     assert np.count_nonzero(widget.controller.masks_layer.data) == painted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.mrc", "t.mrc.tomoseg"]
+
+
+@pytest.mark.parametrize("threshold", [0.95, 0.05, 0.7])  # the held-out grid
+def test_a_calibrated_threshold_becomes_the_slider_value(workflow, threshold):
+    """Any stored threshold lands on the slider's 0.05 grid inside its range (0.95 once
+    became 0.9500000000000001 and raised)."""
+    from types import SimpleNamespace
+
+    _, widget = workflow
+    widget.controller.set_active("ribosome")
+    widget._use_threshold("ribosome", SimpleNamespace(threshold=threshold))
+    assert widget.thresholds["ribosome"] == threshold
+    assert widget.threshold.value == pytest.approx(round(threshold * 20) / 20)

@@ -459,7 +459,9 @@ class TomosegWidget(Container):
         """A new model's calibrated threshold becomes the feature's threshold."""
         self.thresholds[feature] = float(model.threshold)
         if self.controller is not None and self.controller.active == feature:
-            self.threshold.value = round(float(model.threshold) / 0.05) * 0.05
+            # the slider's range and 0.05 steps: 0.95 must not become 0.9500000000000001
+            self.threshold.value = min(max(round(float(model.threshold) / 0.05) * 5 / 100, 0.05),
+                                       0.95)
             self._apply_threshold()
 
     def _apply_threshold(self, *args) -> None:
