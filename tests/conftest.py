@@ -60,3 +60,37 @@ def _write_version1_box_folder(folder, boxes):
 def version1_box_folder():
     """``_write_version1_box_folder``: the two-file layout that must still be read."""
     return _write_version1_box_folder
+
+
+def _run_killed_at(kill_at: int, action) -> int:
+    """Run ``action`` in a forked child that SIGKILLs itself right before its ``kill_at``-th
+    file operation (os.open/fsync/replace/rename/unlink); returns the child's wait status
+    (0: the action finished before the k-th operation)."""
+    import os
+    import signal
+
+    pid = os.fork()
+    if pid:
+        return os.waitpid(pid, 0)[1]
+    try:
+        calls = [0]
+
+        def counted(original):
+            def call(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(*args, **kwargs)
+            return call
+
+        for name in ("open", "fsync", "replace", "rename", "unlink"):
+            setattr(os, name, counted(getattr(os, name)))
+        action()
+    finally:
+        os._exit(0)
+
+
+@pytest.fixture
+def run_killed_at():
+    """Kill a save between any two of its file operations (crash-consistency tests)."""
+    return _run_killed_at

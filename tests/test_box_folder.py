@@ -40,33 +40,9 @@ def _state(boxes: list[Box]) -> dict:
             for b in boxes}
 
 
-def _save_killed_at(folder, boxes: list[Box], kill_at: int) -> int:
-    """save_boxes in a forked child that SIGKILLs itself before its ``kill_at``-th file
-    operation (os.open/fsync/replace/rename/unlink); returns the wait status (0: finished)."""
-    pid = os.fork()
-    if pid:
-        return os.waitpid(pid, 0)[1]
-    try:
-        calls = [0]
-
-        def counted(original):
-            def call(*args, **kwargs):
-                calls[0] += 1
-                if calls[0] == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return original(*args, **kwargs)
-            return call
-
-        for name in ("open", "fsync", "replace", "rename", "unlink"):
-            setattr(os, name, counted(getattr(os, name)))
-        save_boxes(folder, boxes)
-    finally:
-        os._exit(0)
-
-
 @pytest.mark.parametrize("layout", ["generation", "version-1", "first-save-after-a-save"])
 def test_a_box_save_killed_between_any_two_file_operations_loads_old_or_new(
-        tmp_path, layout, version1_box_folder):
+        tmp_path, layout, version1_box_folder, run_killed_at):
     """SIGKILL before the k-th file operation of save_boxes, for every k: load_boxes gives
     the old boxes with their masks or the new ones, never new boxes with old masks."""
     if not hasattr(os, "fork"):
@@ -86,7 +62,7 @@ def test_a_box_save_killed_between_any_two_file_operations_loads_old_or_new(
     while True:
         work = tmp_path / f"k{k}"
         shutil.copytree(folder, work)
-        status = _save_killed_at(work, new, k)
+        status = run_killed_at(k, lambda: save_boxes(work, new))
         restored = _state(load_boxes(work))
         assert restored in (_state(old), _state(new)), f"a mix after a kill at file operation {k}"
         seen.append("old" if restored == _state(old) else "new")
