@@ -224,13 +224,17 @@ def table_to_points(table: pd.DataFrame, frame: TomogramFrame) -> tuple[np.ndarr
     return locations, transforms
 
 
+def _writable_run(source: CopickSource, feature: str):
+    """(run, object name) to write results of ``feature`` into, ids and object checked."""
+    root = open_project(source.config)
+    _check_ids(source)
+    return _run(source, root), _object_name(root, feature)
+
+
 def write_picks(source: CopickSource, table: pd.DataFrame, frame: TomogramFrame,
                 feature: str, overwrite: bool = False) -> str:
     """Store picks as copick points of object ``feature``; returns the file copick wrote."""
-    root = open_project(source.config)
-    _check_ids(source)
-    run = _run(source, root)
-    name = _object_name(root, feature)
+    run, name = _writable_run(source, feature)
     existing = run.get_picks(object_name=name, user_id=source.user_id,
                              session_id=source.session_id)
     if existing and not overwrite:
@@ -270,10 +274,7 @@ def read_picks(source: CopickSource, feature: str, voxel_size: float) -> pd.Data
 def write_segmentation(source: CopickSource, mask: np.ndarray, feature: str,
                        voxel_size: float, overwrite: bool = False) -> str:
     """Store a 0/1 mask as copick's binary segmentation of object ``feature`` (OME-Zarr)."""
-    root = open_project(source.config)
-    _check_ids(source)
-    run = _run(source, root)
-    name = _object_name(root, feature)
+    run, name = _writable_run(source, feature)
     if run.get_voxel_spacing(voxel_size) is None:
         run.new_voxel_spacing(voxel_size)
     query = dict(name=name, user_id=source.user_id, session_id=source.session_id,

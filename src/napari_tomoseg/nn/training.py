@@ -153,6 +153,26 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int)
                               "threshold": stopper.best.threshold}
 
 
+def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:
+    return {"positives": int(sum(b.positive for b in boxes)),
+            "negatives": int(sum(not b.positive for b in boxes)),
+            "training": settings.to_dict()}
+
+
+def _check_held_out(stopper: EarlyStopping | None, network, bank: TileBank, device, step: int,
+                    settings: TrainingSettings) -> tuple[HeldOutScore | None, bool]:
+    """(held-out score or None, stop now?) for this step.
+
+    The first checks are noisy (a membrane's best loss came at step 40), so the best
+    weights are chosen only from ``min_steps`` on.
+    """
+    if stopper is None or not (step % settings.check_every == 0 or step == settings.steps):
+        return None, False
+    held = score_held_out(network, bank, device)
+    warm = step >= min(settings.min_steps, settings.steps)
+    return held, warm and stopper.update(step, held, network)
+
+
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                settings: TrainingSettings = TrainingSettings(),
                preprocess: PreprocessSettings | None = None,
@@ -190,11 +210,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     model = TrainedModel(network=network, architecture=architecture, parameters=parameters,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
-                         history=history,
-                         threshold=start_from.threshold if start_from is not None else 0.5,
-                         info={"positives": int(sum(b.positive for b in boxes)),
-                               "negatives": int(sum(not b.positive for b in boxes)),
-                               "training": settings.to_dict()})
+                         history=history, info=_box_info(boxes, settings),
+                         threshold=start_from.threshold if start_from is not None else 0.5)
     first_step = history[-1][0] if history else 0
     start = time.perf_counter()
     try:
@@ -204,13 +221,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             value = step_once(step)
             history.append([first_step + step, value])
             elapsed = time.perf_counter() - start
-            held, done = None, False
-            if stopper is not None and (step % settings.check_every == 0 or step == settings.steps):
-                held = score_held_out(network, bank, device)
-                # the first checks are noisy (a membrane's best loss came at step 40): the best
-                # weights are chosen from min_steps on
-                warm = step >= min(settings.min_steps, settings.steps)
-                done = warm and stopper.update(step, held, network)
+            held, done = _check_held_out(stopper, network, bank, device, step, settings)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
                 _finish(model, stopper, first_step)
