@@ -4,7 +4,7 @@ Per voxel the feature with the highest probability wins, provided it
 exceeds that feature's threshold; artifact features (a carbon edge) do
 not get a label of their own by default but remove voxels from the
 features they are said to mask, as in Chen et al. 2017, Supp. Fig. 6.
-Works slab by slab so it streams through tomograms of any size.
+``jobs.merge.merge_maps`` streams whole tomograms through ``merge_slab``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InvalidSettingsError
-from .io.mrc import check_finite_slab
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,19 @@ class MergeSettings:
 
     def label_of(self, feature: str) -> int:
         return list(self.features).index(feature) + 1
+
+
+def artifact_rules(artifacts: dict[str, list[str]] | list[str], features: list[str]) -> dict:
+    """{artifact: features it removes voxels from}; an artifact given without features
+    (a list, or an empty list of victims) removes voxels from every other feature.
+
+    The one rule for the CLI (``--artifact carbon`` or ``--artifact carbon=membrane``),
+    batch and the widget's artifact field.
+    """
+    if not isinstance(artifacts, dict):
+        artifacts = {a: [] for a in artifacts}
+    return {a: (list(v) or [f for f in features if f != a and f not in artifacts])
+            for a, v in artifacts.items()}
 
 
 def merge_slab(probabilities: dict[str, np.ndarray], settings: MergeSettings) -> np.ndarray:
@@ -87,25 +99,3 @@ def check_same_grid(geometries: dict[str, tuple], tolerance: float = 0.01) -> No
         if max(abs(np.asarray(origin, float) - np.asarray(origin0, float))) > float(voxel0) / 2:
             raise InvalidSettingsError(f"the {feature} and {first} maps have different origins; "
                                        "merge maps of one tomogram.")
-
-
-def merge_volumes(probabilities: dict[str, np.ndarray], settings: MergeSettings,
-                  slab: int = 16, progress=None) -> np.ndarray:
-    """Merge whole (possibly memory-mapped) probability volumes slab by slab."""
-    first = probabilities[settings.features[0]]
-    shapes = {f: probabilities[f].shape for f in settings.features}
-    if len(set(shapes.values())) != 1:
-        raise InvalidSettingsError(f"probability maps differ in shape: {shapes}.")
-    out = np.zeros(first.shape, np.uint8 if len(settings.features) < 255 else np.uint16)
-    nz = first.shape[0]
-    for z in range(0, nz, slab):
-        part = {f: np.asarray(probabilities[f][z:z + slab], dtype=np.float32)
-                for f in settings.features}
-        for feature, values in part.items():
-            check_finite_slab(values, z, f"the {feature} map")
-        if first.dtype == np.uint16 or first.dtype == np.uint8:  # stored 0-255
-            part = {f: p / 255.0 for f, p in part.items()}
-        out[z:z + slab] = merge_slab(part, settings)
-        if progress:
-            progress(min(z + slab, nz), nz, "merging")
-    return out

@@ -20,6 +20,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from .probability_maps import as_probability  # noqa: F401 - also imported from here
 from .errors import InvalidSettingsError
 
 
@@ -72,14 +73,6 @@ class PickSettings:
                 "min_distance": (self.min_distance / voxel_size if self.min_distance is not None
                                  else radius),
                 "edge": self.edge / voxel_size if self.edge is not None else 0.0}
-
-
-def as_probability(volume: np.ndarray) -> np.ndarray:
-    """float32 probabilities in [0, 1]; maps stored as 0-255 are rescaled, 0/1 masks are not."""
-    prob = np.asarray(volume).astype(np.float32, copy=False)
-    if prob.size and float(prob.max()) > 1.0 + 1e-6:
-        return prob / 255.0
-    return prob
 
 
 def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) -> np.ndarray:

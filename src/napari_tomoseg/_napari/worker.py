@@ -1,35 +1,101 @@
-"""The one place widgets start background work: a napari thread worker per task.
+"""The one place widgets start background work: a job (see ``jobs.progress``) in a thread.
 
-Core functions report progress through a ``(step, total, message)``
-callback; here the callback emits a Qt signal, which Qt delivers on the
-GUI thread, so widgets are only ever touched from there.
+``start_job`` drives the job's generator in a napari thread worker. Its
+``Progress`` reports travel through a Qt signal, so every callback runs on
+the GUI thread and may touch layers and widgets. Cancelling sets a flag the
+driving thread checks between reports; that thread then closes the job,
+so the job's own cleanup (removing partial files, keeping a trained model)
+runs where the job ran. Errors go to ``notify.report_error`` unless the
+widget handles them: one line for a user's error, a logged traceback for a bug.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QObject, Signal
 
+from ..jobs.progress import Job, Progress
+from .notify import report_error
 
-class _ProgressRelay(QObject):
-    progressed = Signal(int, int, str)
+_CANCELLED = object()
 
 
-def run_with_progress(function: Callable, *args, on_progress: Callable | None = None,
-                      on_done: Callable | None = None, on_error: Callable | None = None,
-                      **kwargs):
-    """Start ``function(*args, progress=callback, **kwargs)`` in a thread; returns the worker."""
-    relay = _ProgressRelay()
-    worker = thread_worker(function, start_thread=False)(*args, progress=relay.progressed.emit,
-                                                         **kwargs)
-    worker._tomoseg_relay = relay  # keep the relay alive as long as the worker
-    if on_progress:
-        relay.progressed.connect(on_progress)
-    if on_done:
-        worker.returned.connect(on_done)
-    if on_error:
-        worker.errored.connect(on_error)
-    worker.start()
-    return worker
+class _Relay(QObject):
+    progressed = Signal(object)
+
+
+def _drive(job: Job, cancel: threading.Event, emit: Callable[[Progress], None]):
+    """Run ``job`` to its end or until ``cancel`` is set; ``_CANCELLED`` when cancelled."""
+    try:
+        while True:
+            if cancel.is_set():
+                job.close()
+                return _CANCELLED
+            try:
+                progress = next(job)
+            except StopIteration as end:
+                return end.value
+            emit(progress)
+    finally:
+        job.close()
+
+
+class JobHandle:
+    """A running job: ``cancel()`` it, ask ``is_running``, or ``wait()`` in tests."""
+
+    def __init__(self, job: Job, on_progress: Callable[[Progress], Any] | None,
+                 on_done: Callable[[Any], Any] | None,
+                 on_error: Callable[[BaseException], Any] | None,
+                 on_cancelled: Callable[[], Any] | None,
+                 on_finished: Callable[[], Any] | None):
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+        self._relay = _Relay()
+        if on_progress is not None:
+            self._relay.progressed.connect(on_progress)
+        self.worker = thread_worker(_drive, start_thread=False)(
+            job, self._cancel, self._relay.progressed.emit)
+        self.worker._tomoseg_relay = self._relay  # the relay lives as long as the worker
+        self.worker.returned.connect(lambda value: self._returned(value, on_done, on_cancelled))
+        self.worker.errored.connect(on_error or report_error)
+        self.worker.finished.connect(self._finished.set)
+        if on_finished is not None:
+            self.worker.finished.connect(on_finished)
+
+    @staticmethod
+    def _returned(value, on_done, on_cancelled) -> None:
+        if value is _CANCELLED:
+            if on_cancelled is not None:
+                on_cancelled()
+        elif on_done is not None:
+            on_done(value)
+
+    @property
+    def is_running(self) -> bool:
+        return not self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress report."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has ended (not on the GUI thread of a live app)."""
+        return self._finished.wait(timeout)
+
+
+def start_job(job: Job, on_progress: Callable[[Progress], Any] | None = None,
+              on_done: Callable[[Any], Any] | None = None,
+              on_error: Callable[[BaseException], Any] | None = None,
+              on_cancelled: Callable[[], Any] | None = None,
+              on_finished: Callable[[], Any] | None = None) -> JobHandle:
+    """Start ``job`` in a thread; callbacks run on the GUI thread (see module docstring).
+
+    ``on_finished`` runs last in every case: done, cancelled or failed.
+    """
+    handle = JobHandle(job, on_progress, on_done, on_error, on_cancelled, on_finished)
+    handle.worker.start()
+    return handle

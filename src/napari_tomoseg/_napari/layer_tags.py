@@ -1,0 +1,40 @@
+"""Layers are found by what they are, not by their name: a tag in ``layer.metadata``.
+
+A user may rename any layer; the plugin still finds the probability map of
+a feature, the boxes of a session or the picks to average. The tag is a
+small dict under ``metadata["tomoseg_role"]``: ``{"role": ..., **attributes}``.
+Roles: tomogram, truth, boxes, masks, probability, labels, picks, average, class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+KEY = "tomoseg_role"
+
+
+def tag(layer, role: str, **attributes) -> None:
+    """Mark ``layer`` as ``role`` (e.g. probability, feature='membrane', tomogram='t1')."""
+    layer.metadata[KEY] = {"role": role, **{k: v for k, v in attributes.items() if v is not None}}
+
+
+def tag_of(layer) -> dict:
+    """The layer's tag ({} for a layer the plugin did not make)."""
+    value = layer.metadata.get(KEY) if hasattr(layer, "metadata") else None
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def has_role(layer, role: str, **attributes) -> bool:
+    found = tag_of(layer)
+    return found.get("role") == role and all(found.get(k) == v for k, v in attributes.items())
+
+
+def layers_with(viewer, role: str, **attributes) -> Iterator:
+    """The viewer's layers tagged ``role`` (and those attributes), bottom to top."""
+    return (layer for layer in viewer.layers if has_role(layer, role, **attributes))
+
+
+def find(viewer, role: str, **attributes):
+    """The topmost layer tagged ``role`` with those attributes, or None."""
+    found = list(layers_with(viewer, role, **attributes))
+    return found[-1] if found else None

@@ -1,0 +1,64 @@
+"""Particle files chosen by suffix, in one place: STAR, EMAN2 JSON or CSV.
+
+Every face (CLI, batch, widgets, reader, averaging) reads and writes
+particles through these two functions, so a format is added, or a
+convention fixed, once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
+                        star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
+
+SUFFIXES = (".star", ".json", ".csv")
+
+
+def particle_format(path: str | os.PathLike) -> str:
+    """'star', 'json' or 'csv' from the suffix (anything else is CSV, as before)."""
+    suffix = Path(path).suffix.lower()
+    return {".star": "star", ".json": "json"}.get(suffix, "csv")
+
+
+def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
+                   tomo_name: str | None = None) -> tuple[pd.DataFrame, TomogramFrame | None]:
+    """(table in ``frame``'s pixels, frame completed from the file).
+
+    A STAR file lends its rlnTomoTiltSeriesPixelSize to a frame that has
+    none, so writing the picks back keeps it.
+    """
+    path = Path(path)
+    kind = particle_format(path)
+    if kind == "star":
+        table = read_star(path, frame, tomo_name=tomo_name)
+        if frame is not None and not frame.tilt_series_pixel_size:
+            known = star_tilt_series_pixel_size(path, tomo_name or frame.name)
+            if known:
+                frame = replace(frame, tilt_series_pixel_size=known)
+        return table, frame
+    if kind == "json":
+        if frame is None:
+            from ..errors import InvalidCoordinatesError
+
+            raise InvalidCoordinatesError(f"{path.name}: EMAN2 JSON coordinates are relative to "
+                                          "the tomogram centre; open the tomogram first.")
+        return read_eman2_json(path, frame), frame
+    return read_csv(path), frame
+
+
+def write_particles(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
+                    box_size: int | None = None, feature: str | None = None) -> Path:
+    """Write ``table`` (pixels of ``frame``) in the format its suffix names; atomic."""
+    kind = particle_format(path)
+    if kind == "json":
+        feature = feature or (str(table["feature"].iloc[0]) if "feature" in table and len(table)
+                              else "particle")
+        return write_eman2_json(path, table, frame, box_size=box_size or 32, feature=feature)
+    if kind == "star":
+        return write_star(path, table, frame)
+    return write_csv(path, table, frame)

@@ -1,0 +1,69 @@
+"""Subtomogram averaging and classification of picked particles, outputs on disk."""
+
+from __future__ import annotations
+
+import os
+from contextlib import closing
+
+import numpy as np
+import pandas as pd
+
+from ..averaging.align import Alignment
+from ..averaging.classify import ClassifySettings, ClassResult, iter_classify
+from ..averaging.extract import Subtomograms
+from ..averaging.files import write_average_result, write_class_result
+from ..averaging.pipeline import extract_particles
+from ..averaging.refine import AverageResult, AverageSettings, iter_average
+from ..averaging.rotations import relion_matrices
+from ..errors import InvalidCoordinatesError
+from ..io.particles import TomogramFrame
+from .progress import Job, Progress
+
+
+def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
+                settings: AverageSettings, output: str | os.PathLike,
+                reference: np.ndarray | None = None, edge: str = "skip",
+                name: str = "average") -> Job[tuple[AverageResult, Subtomograms, dict]]:
+    """(result, subtomograms, written files). Progress payloads are the
+    ``IterationState``s (current maps, resolution) for live display."""
+    yield Progress(0, 1, "extracting particles")
+    sub = extract_particles(volume, table, settings.box, edge)
+    result = None
+    states = iter_average(sub.data, frame.voxel_size, settings, reference)
+    with closing(states):
+        for state in states:
+            if isinstance(state, AverageResult):
+                result = state
+                continue
+            note = f" - {state.resolution:.1f} A" if state.resolution else ""
+            yield Progress(state.step, state.total, f"{state.stage}{note}", payload=state)
+    extra = {"feature": table["feature"].to_numpy()[sub.indices]} if "feature" in table else {}
+    written = write_average_result(output, result, frame, sub.origins, name, extra)
+    return result, sub, written
+
+
+def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
+                 averaging: AverageSettings, settings: ClassifySettings,
+                 output: str | os.PathLike, edge: str = "skip",
+                 name: str = "class") -> Job[tuple[ClassResult, Subtomograms, dict]]:
+    """Classify particles that carry orientations (e.g. from ``average_job``)."""
+    if not all(c in table for c in ("rot", "tilt", "psi")):
+        raise InvalidCoordinatesError("classification needs particles with orientations "
+                                      "(rlnAngleRot/Tilt/Psi): run tomoseg average first.")
+    yield Progress(0, 1, "extracting particles")
+    sub = extract_particles(volume, table, averaging.box, edge)
+    angles = table[["rot", "tilt", "psi"]].to_numpy(float)[sub.indices]
+    consensus = Alignment(relion_matrices(angles), sub.offsets[:, ::-1].copy(),
+                          np.zeros(len(angles)))
+    result = None
+    states = iter_classify(sub.data, frame.voxel_size, consensus, averaging, settings)
+    with closing(states):
+        for state in states:
+            if isinstance(state, ClassResult):
+                result = state
+                continue
+            yield Progress(state.iteration, state.total,
+                           f"classes {state.counts.tolist()}, {state.changed:.0%} moved",
+                           payload=state)
+    written = write_class_result(output, result, frame.voxel_size, frame, sub.origins, name)
+    return result, sub, written

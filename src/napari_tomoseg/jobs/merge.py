@@ -1,0 +1,60 @@
+"""Merge per-feature probability maps into one label volume, written atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..io.mrc import check_finite_slab, open_volume, write_volume
+from ..merge import MergeSettings, check_same_grid, merge_slab
+from ..probability_maps import as_probability, probability_scale
+from .progress import Job, Progress
+
+SLAB = 16
+
+
+def _open_maps(maps: Mapping[str, np.ndarray | str | os.PathLike]) -> dict[str, np.ndarray]:
+    """Arrays as given; files memory-mapped, and checked to share one voxel grid."""
+    arrays, grids = {}, {}
+    for feature, source in maps.items():
+        if isinstance(source, np.ndarray):
+            arrays[feature] = source
+        else:
+            arrays[feature], info = open_volume(source)
+            grids[feature] = (info.isotropic_voxel_size, info.origin)
+    check_same_grid(grids)
+    return arrays
+
+
+def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: MergeSettings,
+               output: str | os.PathLike | None, voxel_size: float,
+               origin: tuple[float, float, float], overwrite: bool = False) -> Job[np.ndarray]:
+    """Labels (0 = nothing, i + 1 = ``settings.features[i]``), slab by slab.
+
+    ``maps`` are arrays or MRC files (0-1 floats or 0-255 integers). With
+    ``output`` the labels are written there at the end, atomically.
+    """
+    arrays = _open_maps({f: maps[f] for f in settings.features})
+    shapes = {f: a.shape for f, a in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        from ..errors import InvalidSettingsError
+
+        raise InvalidSettingsError(f"probability maps differ in shape: {shapes}.")
+    shape = next(iter(shapes.values()))
+    scales = {f: probability_scale(a) for f, a in arrays.items()}
+    labels = np.zeros(shape, np.uint8 if len(arrays) < 255 else np.uint16)
+    nz = shape[0]
+    for z in range(0, nz, SLAB):
+        part = {}
+        for feature, array in arrays.items():
+            values = np.asarray(array[z:z + SLAB], dtype=np.float32)
+            check_finite_slab(values, z, f"the {feature} map")
+            part[feature] = as_probability(values, scales[feature])
+        labels[z:z + SLAB] = merge_slab(part, settings)
+        yield Progress(min(z + SLAB, nz), nz + 1, "merging")
+    if output is not None:
+        write_volume(output, labels, voxel_size, origin, overwrite=overwrite)
+    yield Progress(nz + 1, nz + 1, "merged")
+    return labels

@@ -1,0 +1,72 @@
+"""Train one feature's network from the boxes, and keep it on disk whatever happens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+
+from ..annotations import Box, check_boxes, check_boxes_fit
+from ..errors import InvalidSettingsError
+from ..features import FEATURE_COLOURS
+from ..io.paths import check_writable
+from ..nn.model_file import TrainedModel, save_model_or_rescue
+from ..nn.training import TrainingSettings, TrainingUpdate, iter_train
+from ..preprocess import PreprocessSettings, default_preprocessing
+from .progress import Job, Progress
+
+
+def _describe(update: TrainingUpdate) -> str:
+    text = f"step {update.step}/{update.total}, loss {update.loss:.4f}"
+    if update.held_out is not None and update.held_out.dice == update.held_out.dice:
+        text += f", held-out Dice {update.held_out.dice:.3f}"
+    return text
+
+
+def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], feature: str,
+                  settings: TrainingSettings = TrainingSettings(),
+                  preprocess: PreprocessSettings | None = None,
+                  start_from: TrainedModel | None = None,
+                  output: str | os.PathLike | None = None, overwrite: bool = True,
+                  colour: str | None = None,
+                  preview_z: int | Callable[[], int] | None = None) -> Job[TrainedModel]:
+    """The trained model, saved at ``output``; progress payloads are ``TrainingUpdate``s.
+
+    Cancelling ends training early: the best weights so far are kept and
+    saved, as when training stops by itself. A model continued from
+    ``start_from`` keeps that model's preprocessing, step count and history.
+    """
+    check_boxes(boxes, feature)
+    own = [b for b in boxes if b.feature == feature]
+    if start_from is not None:
+        preprocess = start_from.preprocess
+    elif preprocess is None:
+        preprocess = default_preprocessing(voxel_size, own[0].size,
+                                           architecture=settings.architecture)
+    check_boxes_fit(own, volume.shape, preprocess.binning)
+    if output is not None:
+        output = Path(output)
+        if output.exists() and not overwrite:
+            raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
+        check_writable(output.parent)  # before training, not after
+    model = None
+    updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
+                         colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),
+                         start_from=start_from, preview_z=preview_z)
+    try:
+        with closing(updates):
+            for update in updates:
+                model = update.model
+                yield Progress(update.step, update.total, _describe(update), payload=update)
+    except GeneratorExit:  # cancelled: the best weights so far are worth keeping
+        if model is not None and output is not None:
+            save_model_or_rescue(model, output)
+        raise
+    if model is None:
+        raise InvalidSettingsError("training stopped before its first step.")
+    if output is not None:
+        save_model_or_rescue(model, output)
+    return model
