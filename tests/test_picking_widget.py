@@ -18,15 +18,17 @@ def _picked(make_napari_viewer, qtbot, prob, translate=(0.0, 0.0, 0.0)):
     """A viewer with the probability map, and the picking widget after picking it."""
     from napari_tomoseg._napari.picking_widget import PickingWidget
 
+    from napari_tomoseg._napari.layer_tags import tag
+
     viewer = make_napari_viewer()
     layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10),
                              translate=translate)
+    tag(layer, "probability", feature="ribosome")
     widget = PickingWidget(viewer)
     widget.source.value = layer
     widget.diameter.value = 120.0
-    worker = widget.pick()
-    with qtbot.waitSignal(worker.finished, timeout=30_000):
-        pass
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
     qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
     return viewer, widget
 
@@ -78,3 +80,56 @@ def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot,
     exported = read_star(path, TomogramFrame("ribosome", (64, 96, 96), 10.0))
     assert len(exported) == len(CENTRES)
     assert np.min(np.linalg.norm(exported[["z", "y", "x"]].to_numpy() - [10.0, 10.0, 50.0], axis=1)) < 1e-3
+
+
+def test_pick_refuses_what_is_not_a_probability_map(make_napari_viewer, qtbot, tmp_path,
+                                                   monkeypatch):
+    """Only maps tagged ``probability`` are offered; a tomogram is refused with one clear line."""
+    from napari_tomoseg._napari import notify
+    from napari_tomoseg._napari.layer_tags import KEY, tag, tag_of
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg.errors import TomosegError
+
+    shown = []
+    monkeypatch.setattr(notify, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    tomogram = np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32)
+    plain = viewer.add_image(tomogram, name="prediction: ribosome", scale=(10.0,) * 3)
+    widget = PickingWidget(viewer)
+    assert plain not in widget.source.choices  # the name alone does not make a map
+    with pytest.raises(TomosegError, match="probability map first"):
+        widget.pick()
+    tag(plain, "probability", feature="ribosome")  # a tomogram tagged by mistake
+    widget.source.reset_choices()
+    widget.source.value = plain
+    assert widget.feature.value == "ribosome"
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert "is it a tomogram" in widget.status.value and widget.points is None
+    assert shown == [widget.status.value]  # one line, not a bug report
+    assert widget.pick_button.enabled
+    del plain.metadata[KEY]  # no longer a map: refused before any thread starts
+    assert tag_of(plain) == {}
+    with pytest.raises(TomosegError, match="not a probability map"):
+        widget.pick()
+    assert not list(tmp_path.iterdir())  # picking writes nothing; Export does
+
+
+def test_picks_are_tagged_and_export_writes_eman2_json(make_napari_viewer, qtbot, tmp_path,
+                                                       blobs):
+    import json
+
+    from napari_tomoseg._napari.layer_tags import tag_of
+
+    prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
+    viewer, widget = _picked(make_napari_viewer, qtbot, prob)
+    assert tag_of(widget.points) == {"role": "picks", "feature": "ribosome"}
+    first = widget.points
+    widget.pick()  # picking again replaces that feature's picks, found by tag
+    qtbot.waitUntil(lambda: widget.points is not first, timeout=30_000)
+    assert first not in viewer.layers
+    assert sum(tag_of(layer).get("role") == "picks" for layer in viewer.layers) == 1
+    widget.output.value = tmp_path / "picks.json"
+    widget.export()
+    boxes = json.loads((tmp_path / "picks.json").read_text())["boxes_3d"]
+    assert len(boxes) == len(CENTRES)

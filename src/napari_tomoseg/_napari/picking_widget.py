@@ -5,6 +5,10 @@ Points carry ``score``, ``score_norm``, ``size`` and ``status`` (1 accepted,
 picks below it (``shown``); QC steps through the picks, centring the view
 on each: **.** next, **,** previous, **a** accept, **r** reject. Export
 writes the shown, not rejected picks.
+
+Picking is ``jobs.pick.pick_job``, the CLI's, started in a thread; it
+writes nothing. Sources are the maps tagged ``probability`` (see
+``layer_tags``), so a renamed layer still counts and a tomogram never does.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox,
                               Label, LineEdit, PushButton)
-from napari.layers import Image, Labels, Points
-from napari.qt.threading import thread_worker
+from napari.layers import Image, Points
 from napari.utils.notifications import show_info
 
-from ..errors import TomosegError
-from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
+from ..errors import InvalidVolumeError, TomosegError
+from ..io.particle_files import write_particles
+from ..io.particles import TomogramFrame, particle_table
+from ..jobs.pick import pick_job
+from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
-from ..picking import PickSettings, pick_particles, suggest_score_cut
+from ..picking import PickSettings, suggest_score_cut
 from .histogram import Histogram
+from .layer_tags import find, has_role, tag, tag_of
 from .notify import guarded, report_error
+from .worker import JobHandle, start_job
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 
@@ -45,7 +53,7 @@ class PickingWidget(Container):
         self.accept = PushButton(text="accept  [a]")
         self.reject = PushButton(text="reject  [r]")
         self.status = Label(value="")
-        self.output = FileEdit(label="Export to", mode="w", filter="*.star *.csv",
+        self.output = FileEdit(label="Export to", mode="w", filter="*.star *.json *.csv",
                                value=Path.home() / "picks.star")
         self.export_button = PushButton(text="Export")
         self.histogram = Histogram()
@@ -57,7 +65,7 @@ class PickingWidget(Container):
                      self.status, self.output, self.export_button])
         self.points: Points | None = None
         self.current = -1
-        self.worker = None
+        self.handle: JobHandle | None = None
         self.pick_button.changed.connect(self._guard(self.pick))
         self.min_score.changed.connect(self._apply_filter)
         self.next.changed.connect(lambda: self.step(1))
@@ -69,14 +77,18 @@ class PickingWidget(Container):
                             ("a", lambda v: self.judge(1)), ("r", lambda v: self.judge(-1))):
             self.viewer.bind_key(key, action, overwrite=True)
         self.viewer.layers.events.inserted.connect(lambda e: self.source.reset_choices())
-        self.source.changed.connect(self._threshold_from_source)
-        self._threshold_from_source()
+        self.viewer.layers.events.removed.connect(lambda e: self.source.reset_choices())
+        self.source.changed.connect(self._defaults_from_source)
+        self._defaults_from_source()
 
-    def _threshold_from_source(self, *args) -> None:
-        """A probability map's calibrated threshold (layer metadata or MRC header) is the default."""
+    def _defaults_from_source(self, *args) -> None:
+        """The map's feature (its tag) and calibrated threshold (metadata or MRC header)."""
         layer = self.source.value
         if layer is None:
             return
+        feature = tag_of(layer).get("feature")
+        if feature:
+            self.feature.value = str(feature)
         stored = layer.metadata.get("threshold")
         if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
             from ..io.probability_header import stored_threshold
@@ -85,54 +97,61 @@ class PickingWidget(Container):
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
 
-    def _sources(self, widget=None):
-        return [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3]
+    def _sources(self, widget=None) -> list[Image]:
+        return [l for l in self.viewer.layers if _is_probability(l)]
 
     def _guard(self, action):
         return guarded(action)
 
     # picking ---------------------------------------------------------------------
-    def pick(self):
+    def pick(self) -> JobHandle:
+        """Start ``pick_job`` on the chosen map in a thread; the picks become a Points layer."""
         layer = self.source.value
         if layer is None:
-            raise TomosegError("open or compute a probability map first.")
-        voxel = float(layer.scale[-1])
+            raise TomosegError("open or compute a probability map first (Segment, or open a "
+                               "probability MRC): picking needs one.")
+        if not _is_probability(layer):
+            raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
+                               "Segment computed or a probability MRC, not from a tomogram.")
         settings = PickSettings(diameter=float(self.diameter.value),
                                 threshold=float(self.threshold.value),
                                 split_touching=bool(self.split.value))
-        data = layer.data if isinstance(layer, Image) else (np.asarray(layer.data) > 0)
-
-        @thread_worker
-        def work():
-            return pick_particles(np.asarray(data, np.float32), voxel, settings)
-
-        self.worker = work()
-        self.worker.returned.connect(lambda table: self.show_picks(table, layer))
-        self.worker.errored.connect(report_error)
+        feature = self.feature.value.strip() or "particle"
+        frame = self._source_frame(layer)
         self.pick_button.enabled = False
-        self.worker.finished.connect(lambda: setattr(self.pick_button, "enabled", True))
-        self.worker.start()
-        return self.worker
+        self.status.value = f"picking {feature}..."
+        self.handle = start_job(
+            checked_pick(layer.data, frame, settings, feature),
+            on_progress=lambda progress: setattr(self.status, "value", progress.message),
+            on_done=lambda table: self.show_picks(table, layer, feature),
+            on_error=self._failed,
+            on_finished=lambda: setattr(self.pick_button, "enabled", True))
+        return self.handle
 
-    def show_picks(self, table: pd.DataFrame, layer) -> Points:
+    def _failed(self, exc: BaseException) -> None:
+        self.status.value = report_error(exc)
+
+    def show_picks(self, table: pd.DataFrame, layer, feature: str | None = None) -> Points:
+        """A Points layer tagged ``picks`` (feature); it replaces that feature's earlier picks."""
+        feature = feature or self.feature.value
         table = table.copy()
-        table["feature"] = self.feature.value
+        table["feature"] = feature
         table["status"] = 0
         frame = self._source_frame(layer)
-        frame_meta = frame_metadata(frame)
-        kwargs = points_kwargs(table, frame, f"picks: {self.feature.value}")
+        kwargs = points_kwargs(table, frame, f"picks: {feature}")
         kwargs["size"] = float(self.diameter.value) / float(layer.scale[-1])
-        kwargs["metadata"] = frame_meta
+        kwargs["metadata"] = frame_metadata(frame)
         data = table[["z", "y", "x"]].to_numpy(float)
-        name = kwargs["name"]
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
+        earlier = find(self.viewer, "picks", feature=feature)
+        if earlier is not None:
+            self.viewer.layers.remove(earlier)
         self.points = self.viewer.add_points(data, **kwargs)
+        tag(self.points, "picks", feature=feature)
         self.points.border_color = [STATUS_COLOURS[0]] * len(data)
         self.current = -1
         self._apply_filter()
         self.status.value = f"{len(data)} picks"
-        show_info(f"{len(data)} {self.feature.value} picks")
+        show_info(f"{len(data)} {feature} picks")
         return self.points
 
     def _source_frame(self, layer) -> TomogramFrame:
@@ -202,11 +221,31 @@ class PickingWidget(Container):
         return table, frame
 
     def export(self) -> Path:
+        """Write the kept picks in the format the file's suffix names (STAR, EMAN2 JSON, CSV)."""
         table, frame = self.selected_table()
         path = Path(self.output.value)
-        (write_star if path.suffix.lower() == ".star" else write_csv)(path, table, frame)
+        box = int(round(1.5 * float(self.diameter.value) / frame.voxel_size))
+        feature = str(table["feature"].iloc[0]) if len(table) else self.feature.value
+        write_particles(path, table, frame, box_size=box, feature=feature)
         show_info(f"{len(table)} picks written to {path}")
         return path
+
+
+def _is_probability(layer) -> bool:
+    """Tagged ``probability``, or an older map that carries its calibrated threshold."""
+    return (isinstance(layer, Image) and layer.ndim == 3
+            and (has_role(layer, "probability") or "threshold" in layer.metadata))
+
+
+def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
+                 feature: str) -> Job[pd.DataFrame]:
+    """``pick_job`` after refusing values no probability map holds (a tomogram's, say)."""
+    yield Progress(0, 1, "checking the map")
+    low, high = float(np.min(probability)), float(np.max(probability))
+    if low < -1e-3 or high > 255.0:
+        raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
+                                 "a probability map holds 0-1 (or 0-255); is it a tomogram?")
+    return (yield from pick_job(probability, frame, settings, feature))
 
 
 def _rgba(colour: str) -> np.ndarray:
