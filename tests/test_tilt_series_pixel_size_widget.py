@@ -63,8 +63,11 @@ def binned(make_napari_viewer, tmp_path, blobs):
     viewer = make_napari_viewer()
     (image,) = viewer.open(str(path), plugin=PLUGIN)
     prob = blobs(SHAPE, CENTRES, radius=3).astype(np.float32)
-    viewer.add_image(prob, name="prediction: ribosome", scale=image.scale,
-                     translate=image.translate)
+    from napari_tomoseg._napari.layer_tags import tag
+
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=image.scale,
+                             translate=image.translate)
+    tag(layer, "probability", feature="ribosome")  # as segmentation or the reader tag it
     widget = TomosegWidget(viewer)
     widget.tomogram.value = image
     widget.start_session(tmp_path / "session")
@@ -108,11 +111,11 @@ def test_tilt_series_pixel_size_reaches_star_files_and_the_session(
     from napari_tomoseg._napari.workflow_widget import TomosegWidget
 
     viewer, widget, image, path = binned
-    assert widget.tilt_series.value == 0.0
+    assert widget.session_panel.tilt_series.value == 0.0
     picker = _pick(viewer, qtbot)  # picked while the size is still unknown
     assert len(picker.points.data) == len(CENTRES)
 
-    widget.tilt_series.value = TILT_SERIES
+    widget.session_panel.tilt_series.value = TILT_SERIES
     assert image.metadata["tomoseg"]["tilt_series_pixel_size"] == TILT_SERIES
     assert Session.load(tmp_path / "session").tilt_series_pixel_size == TILT_SERIES
 
@@ -137,9 +140,9 @@ def test_tilt_series_pixel_size_reaches_star_files_and_the_session(
     (image2,) = viewer2.open(str(path), plugin=PLUGIN)
     widget2 = TomosegWidget(viewer2)
     widget2.tomogram.value = image2
-    assert widget2.tilt_series.value == 0.0
+    assert widget2.session_panel.tilt_series.value == 0.0
     widget2.start_session(tmp_path / "session")
-    assert widget2.tilt_series.value == pytest.approx(TILT_SERIES)
+    assert widget2.session_panel.tilt_series.value == pytest.approx(TILT_SERIES)
     assert image2.metadata["tomoseg"]["tilt_series_pixel_size"] == TILT_SERIES
     again = viewer2.add_points(np.array([[5.0, 9.0, 11.0]]), scale=image2.scale,
                                translate=image2.translate)
@@ -149,8 +152,8 @@ def test_tilt_series_pixel_size_reaches_star_files_and_the_session(
 
 def test_unknown_tilt_series_pixel_size_warns_and_writes_no_guess(binned, qtbot, tmp_path):
     viewer, widget, image, _ = binned
-    widget.tilt_series.value = TILT_SERIES
-    widget.tilt_series.value = 0.0  # back to unknown
+    widget.session_panel.tilt_series.value = TILT_SERIES
+    widget.session_panel.tilt_series.value = 0.0  # back to unknown
     assert image.metadata["tomoseg"]["tilt_series_pixel_size"] is None
     assert Session.load(tmp_path / "session").tilt_series_pixel_size is None
     picker = _pick(viewer, qtbot)
@@ -166,6 +169,6 @@ def test_a_tilt_series_pixel_size_out_of_range_is_refused(binned):
     viewer, widget, image, _ = binned
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        widget.tilt_series.value = 0.01  # an error notification, nothing stored
+        widget.session_panel.tilt_series.value = 0.01  # an error notification, nothing stored
     assert not image.metadata["tomoseg"].get("tilt_series_pixel_size")
     assert widget.controller.session.tilt_series_pixel_size is None

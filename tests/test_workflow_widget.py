@@ -27,11 +27,19 @@ def workflow(make_napari_viewer, tiny_files, tmp_path):
     return viewer, widget
 
 
+def _merged(widget, qtbot) -> np.ndarray:
+    """Merge in the background, as the button does, and return the labels shown."""
+    handle = widget.merge()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "done"
+    return np.asarray(widget.viewer.layers["segmentation (merged)"].data)
+
+
 def _annotate(widget, truth, feature="ribosome", n_pos=6, n_neg=18):
     """Place boxes and paint masks through the layers, as the tools would."""
     c = widget.controller
     c.set_active(feature)
-    widget.box_size.value = 32
+    widget.boxes.box_size.value = 32
     for box in boxes_from_truth(truth, feature, n_pos, n_neg, size=32, seed=0):
         placed = widget.place_box(box.positive, box.z, box.y, box.x)
         if box.positive:  # paint the truth inside the box, like the brush would
@@ -43,17 +51,17 @@ def test_features_can_be_added_renamed_recoloured_removed(workflow):
     viewer, widget = workflow
     session = widget.controller.session
     assert session.feature_names() == ["membrane", "ribosome"]
-    widget.new_name.value = "microtubule"
-    widget._add_feature()
-    assert widget.feature.choices == ("membrane", "ribosome", "microtubule")
-    widget.feature.value = "microtubule"
-    widget.new_name.value = "MT"
-    widget._rename_feature()
+    widget.features.new_name.value = "microtubule"
+    widget.features.add()
+    assert widget.features.feature.choices == ("membrane", "ribosome", "microtubule")
+    widget.features.feature.value = "microtubule"
+    widget.features.new_name.value = "MT"
+    widget.features.rename()
     assert "MT" in session.feature_names()
-    widget.colour.value = "#123456"
-    widget._recolour()
+    widget.features.colour.value = "#123456"
+    widget.features.set_colour()
     assert session.feature("MT").colour == "#123456"
-    widget._remove_feature()
+    widget.features.remove()
     assert "MT" not in session.feature_names()
 
 
@@ -61,11 +69,11 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     viewer, widget = workflow
     c = widget.controller
     c.set_active("membrane")
-    widget.box_size.value = 32
+    widget.boxes.box_size.value = 32
     box = widget.place_box(True, 10, 40.0, 50.0)
     widget.place_box(False, 12, 60.0, 60.0)
     assert len(c.boxes_layer.data) == 2
-    assert "membrane: 1 positive, 1 negative" in widget.counts.value
+    assert "membrane: 1 positive, 1 negative" in widget.boxes.counts.value
     np.testing.assert_allclose(c.boxes_layer.data[0][:, 0], 10)
     # move the first box with the shape tools: shift its vertices by 5 px in x
     moved = [d.copy() for d in c.boxes_layer.data]
@@ -74,7 +82,7 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     assert c.session.box(box.id).x == pytest.approx(55.0)
     # toggle it negative, then delete the other one
     c.boxes_layer.selected_data = {0}
-    widget._toggle()
+    widget.boxes.toggle_selected()
     assert not c.session.box(box.id).positive
     c.boxes_layer.selected_data = {1}
     c.boxes_layer.remove_selected()
@@ -88,7 +96,7 @@ def test_painting_outside_positive_boxes_is_flagged(workflow):
     viewer, widget = workflow
     c = widget.controller
     c.set_active("membrane")
-    widget.box_size.value = 32
+    widget.boxes.box_size.value = 32
     widget.place_box(True, 5, 40.0, 40.0)
     label = c.session.label_of("membrane")
     c.masks_layer.data[5, 30:34, 30:34] = label  # inside the box
@@ -103,8 +111,8 @@ def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result,
     viewer, widget = workflow
     truth = tiny_result.cell.labels["ribosome"]
     _annotate(widget, truth)
-    widget.architecture.value = "unet"
-    widget.steps.value = 150
+    widget.training.architecture.value = "unet"
+    widget.training.steps.value = 150
     viewer.dims.set_point(0, viewer.layers[0].translate[0] + 16 * 20.0)  # slice 16
     worker = widget.start_training()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
@@ -128,7 +136,7 @@ def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result,
     whole = np.asarray(overlay.data, np.float32)
     assert dice(whole > 0.5, truth) > 0.4
     assert widget.controller.session.segmentation_path("ribosome").exists()
-    labels = widget.merge()
+    labels = _merged(widget, qtbot)
     # one feature: label 1 exactly where its probability passes its (calibrated) threshold
     threshold = np.float32(widget.thresholds.get("ribosome", 0.5))
     expected = (np.asarray(overlay.data, np.float32) > threshold).astype(np.uint8)
@@ -144,7 +152,7 @@ def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result,
 def test_stop_ends_training(workflow, tiny_result, qtbot):
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
-    widget.steps.value = 100000
+    widget.training.steps.value = 100000
     worker = widget.start_training()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 2, timeout=60_000)
     at_stop = len(widget.loss_plot.values)
@@ -152,7 +160,7 @@ def test_stop_ends_training(workflow, tiny_result, qtbot):
         widget.stop()
     # stopped within a step: at most the step in flight and a few queued updates follow
     assert at_stop <= len(widget.loss_plot.values) <= at_stop + 5
-    assert widget.train_button.enabled
+    assert widget.training.train_button.enabled
 
 
 def test_session_restores_exactly_in_a_new_viewer(workflow, tiny_result, make_napari_viewer,
@@ -179,14 +187,14 @@ def test_session_restores_exactly_in_a_new_viewer(workflow, tiny_result, make_na
 
 
 def test_errors_become_notifications_not_crashes(workflow, monkeypatch):
-    from napari_tomoseg._napari import workflow_widget
+    from napari_tomoseg._napari import notify
 
     messages = []
-    monkeypatch.setattr(workflow_widget, "show_error", messages.append)
+    monkeypatch.setattr(notify, "show_error", messages.append)
     viewer, widget = workflow
-    widget.train_button.changed.emit(True)  # no positives yet
+    widget.training.train_button.changed.emit(True)  # no positives yet
     assert messages and "no positive boxes" in messages[-1]
-    widget.segment_button.changed.emit(True)  # no model yet
+    widget.segmenting.segment_button.changed.emit(True)  # no model yet
     assert "train a network first" in messages[-1]
 
 
@@ -203,7 +211,7 @@ def test_closing_the_viewer_mid_training_stops_the_worker(make_napari_viewer, ti
     widget.tomogram.value = image
     widget.start_session(tmp_path / "s")
     _annotate(widget, tiny_result.cell.labels["ribosome"])
-    widget.steps.value = 100000
+    widget.training.steps.value = 100000
     worker = widget.start_training()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=60_000)
     viewer.close()
@@ -216,14 +224,15 @@ def test_a_click_places_a_box_where_it_lands(workflow):
     from types import SimpleNamespace
 
     viewer, widget = workflow
-    widget.click_places.value = True
+    assert widget.boxes.click_places.value  # on by default
     image = viewer.layers[0]
+    viewer.layers.selection.active = image  # with the masks active a click paints instead
     world = image.data_to_world((10, 40.0, 50.0))
     viewer.dims.set_point(0, world[0])
     for shift in (False, True):
         event = SimpleNamespace(button=1, type="mouse_press", position=world,
                                 modifiers=("Shift",) if shift else ())
-        handler = widget._on_click(viewer, event)
+        handler = widget.boxes.on_click(viewer, event)
         next(handler)
         event.type = "mouse_release"
         with pytest.raises(StopIteration):
@@ -238,15 +247,15 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
 
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
-    widget.steps.value = 5
+    widget.training.steps.value = 5
     worker = widget.start_training()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
     other_path = write_volume(tmp_path / "other.mrc", tiny_result.tomogram[:, :64, :80], 20.0,
                               (1.0, 2.0, 3.0))
     (other,) = viewer.open(str(other_path), plugin=PLUGIN)
-    widget.target.reset_choices()
-    widget.target.value = other
+    widget.segmenting.target.reset_choices()
+    widget.segmenting.target.value = other
     worker = widget.start_segmentation()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
@@ -256,17 +265,17 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
     assert (widget.controller.session.folder / "segmentations" / "other_ribosome.mrc").exists()
 
 
-def test_thresholds_are_per_feature(workflow):
+def test_thresholds_are_per_feature(workflow, qtbot):
     viewer, widget = workflow
     c = widget.controller
     for feature in ("membrane", "ribosome"):
         c.overlay(feature).data[:] = 0.6
-    widget.feature.value = "ribosome"
-    widget.threshold.value = 0.7
-    widget.feature.value = "membrane"
-    assert widget.threshold.value == 0.5
+    widget.features.feature.value = "ribosome"
+    widget.segmenting.threshold.value = 0.7
+    widget.features.feature.value = "membrane"
+    assert widget.segmenting.threshold.value == 0.5
     assert viewer.layers["prediction: ribosome"].contrast_limits == [0.7, 1.0]
-    labels = widget.merge()
+    labels = _merged(widget, qtbot)
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
 
 
@@ -313,6 +322,6 @@ def test_a_calibrated_threshold_becomes_the_slider_value(workflow, threshold):
 
     _, widget = workflow
     widget.controller.set_active("ribosome")
-    widget._use_threshold("ribosome", SimpleNamespace(threshold=threshold))
+    widget.segmenting.use_threshold("ribosome", SimpleNamespace(threshold=threshold))
     assert widget.thresholds["ribosome"] == threshold
-    assert widget.threshold.value == pytest.approx(round(threshold * 20) / 20)
+    assert widget.segmenting.threshold.value == pytest.approx(round(threshold * 20) / 20)

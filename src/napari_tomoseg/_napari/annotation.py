@@ -18,6 +18,7 @@ from napari.utils.notifications import show_warning
 from ..annotations import Box, crop_slice
 from ..errors import TomosegError
 from ..session import Session
+from .layer_tags import find, layers_with, tag
 
 NEGATIVE_FACE = "#9e9e9e55"
 BOXES_LAYER = "tomoseg boxes"
@@ -39,18 +40,21 @@ class AnnotationController:
         self._syncing = False
         geometry = {"scale": image.scale, "translate": image.translate}
         self.shape = tuple(image.data.shape)
-        self.boxes_layer = self._reuse(BOXES_LAYER) or viewer.add_shapes(
+        self.boxes_layer = self._reuse("boxes") or viewer.add_shapes(
             ndim=3, name=BOXES_LAYER, edge_width=2, **geometry)
-        self.masks_layer = self._reuse(MASKS_LAYER) or viewer.add_labels(
+        self.masks_layer = self._reuse("masks") or viewer.add_labels(
             np.zeros(self.shape, np.uint8), name=MASKS_LAYER, opacity=0.5, **geometry)
+        tag(self.boxes_layer, "boxes", tomogram=image.name)
+        tag(self.masks_layer, "masks", tomogram=image.name)
         self._restore_masks()
         self.refresh_boxes()
         self.refresh_colours()
         self.boxes_layer.events.data.connect(self._on_shapes_changed)
         self.masks_layer.events.paint.connect(self._on_paint)
 
-    def _reuse(self, name: str):
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+    def _reuse(self, role: str):
+        """This tomogram's layer of ``role`` from an earlier session start, if still open."""
+        return find(self.viewer, role, tomogram=self.image.name)
 
     # geometry ---------------------------------------------------------------
     def current_z(self) -> int:
@@ -76,8 +80,7 @@ class AnnotationController:
         if self.active:
             self.masks_layer.selected_label = self.session.label_of(self.active)
         for feature in self.session.features:
-            if overlay_name(feature.name) in self.viewer.layers:
-                layer = self.viewer.layers[overlay_name(feature.name)]
+            for layer in layers_with(self.viewer, "probability", feature=feature.name):
                 layer.colormap = fading_colormap(feature.colour)
         self.refresh_boxes()
 
@@ -202,15 +205,17 @@ class AnnotationController:
 
     # overlays ---------------------------------------------------------------------
     def overlay(self, feature: str) -> Image:
-        name = overlay_name(feature)
-        if name not in self.viewer.layers:
+        """The feature's probability layer on this tomogram (made on first use)."""
+        layer = find(self.viewer, "probability", feature=feature, tomogram=self.image.name)
+        if layer is None:
             colour = self.session.feature(feature).colour
-            self.viewer.add_image(np.zeros(self.shape, np.float16), name=name,
-                                  colormap=fading_colormap(colour), blending="additive",
-                                  contrast_limits=(0.5, 1.0), scale=self.image.scale,
-                                  translate=self.image.translate)
+            layer = self.viewer.add_image(
+                np.zeros(self.shape, np.float16), name=overlay_name(feature),
+                colormap=fading_colormap(colour), blending="additive", contrast_limits=(0.5, 1.0),
+                scale=self.image.scale, translate=self.image.translate)
+            tag(layer, "probability", feature=feature, tomogram=self.image.name)
             self.viewer.layers.selection.active = self.masks_layer
-        return self.viewer.layers[name]
+        return layer
 
 
 def _rectangle(box: Box) -> np.ndarray:

@@ -55,24 +55,34 @@ class JobHandle:
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._relay = _Relay()
+        self.outcome: str | None = None  # "done", "cancelled" or "failed" once ended
         if on_progress is not None:
             self._relay.progressed.connect(on_progress)
-        self.worker = thread_worker(_drive, start_thread=False)(
+        self.worker = thread_worker(_drive, start_thread=False, ignore_errors=True)(
             job, self._cancel, self._relay.progressed.emit)
         self.worker._tomoseg_relay = self._relay  # the relay lives as long as the worker
         self.worker.returned.connect(lambda value: self._returned(value, on_done, on_cancelled))
-        self.worker.errored.connect(on_error or report_error)
+        self.worker.errored.connect(lambda exc: self._failed(exc, on_error or report_error))
         self.worker.finished.connect(self._finished.set)
         if on_finished is not None:
             self.worker.finished.connect(on_finished)
 
-    @staticmethod
-    def _returned(value, on_done, on_cancelled) -> None:
+    def _returned(self, value, on_done, on_cancelled) -> None:
+        self.outcome = "cancelled" if value is _CANCELLED else "done"
         if value is _CANCELLED:
             if on_cancelled is not None:
                 on_cancelled()
         elif on_done is not None:
             on_done(value)
+
+    def _failed(self, exc: BaseException, on_error) -> None:
+        self.outcome = "failed"
+        on_error(exc)
+
+    @property
+    def finished(self):
+        """The worker's Qt signal, emitted last whatever the outcome."""
+        return self.worker.finished
 
     @property
     def is_running(self) -> bool:

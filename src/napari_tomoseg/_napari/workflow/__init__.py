@@ -1,0 +1,1 @@
+"""The TomoSeg dock's sections over one shared ``Workflow`` state."""

@@ -1,0 +1,107 @@
+"""Section 3: boxes (placed by key, button or click) and the masks painted inside them.
+
+Keys are bound on the layers the user works on (the tomogram, the masks
+and the boxes layer) as well as on the viewer, so **b** places a box
+whatever layer is active, instead of napari's own action for that layer;
+every binding is released when the widget closes.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox
+
+from ..notify import guarded
+from .state import Workflow
+
+KEYS = {"b": True, "Shift-B": False}  # key -> places a positive box
+
+
+class BoxesPanel(Container):
+    def __init__(self, workflow: Workflow):
+        super().__init__(labels=True)
+        self.workflow = workflow
+        self.box_size = SpinBox(label="Box size (px)", value=64, min=16, max=512, step=8)
+        self.add_positive = PushButton(text="+ positive box at cursor  [b]")
+        self.add_negative = PushButton(text="- negative box at cursor  [Shift-B]")
+        self.click_places = CheckBox(text="Click places boxes (Shift-click: negative)", value=True)
+        self.toggle = PushButton(text="Toggle selected boxes +/-")
+        self.counts = Label(value="")
+        self.extend([self.box_size, self.click_places, self.add_positive, self.add_negative,
+                     self.toggle, self.counts])
+        self.box_size.changed.connect(guarded(self._set_box_size))
+        self.add_positive.changed.connect(guarded(lambda: self.place_box(True)))
+        self.add_negative.changed.connect(guarded(lambda: self.place_box(False)))
+        self.toggle.changed.connect(guarded(self.toggle_selected))
+        self._bound: list = []
+        self._bind_keys(workflow.viewer)
+        workflow.viewer.mouse_drag_callbacks.append(self.on_click)
+
+    # keys and clicks --------------------------------------------------------------------
+    def _bind_keys(self, target) -> None:
+        for key, positive in KEYS.items():
+            target.bind_key(key, lambda _, p=positive: guarded(lambda: self.place_box(p))(),
+                            overwrite=True)
+        self._bound.append(target)
+
+    def bind_session_layers(self) -> None:
+        """The session's image, masks and boxes layers get the keys too (they win there)."""
+        c = self.workflow.controller
+        for layer in (c.image, c.masks_layer, c.boxes_layer):
+            if layer not in self._bound:
+                self._bind_keys(layer)
+
+    def release(self) -> None:
+        """Unbind every key this panel bound and stop listening to clicks."""
+        for target in self._bound:
+            for key in KEYS:
+                try:
+                    target.bind_key(key, None)
+                except (KeyError, RuntimeError):
+                    pass
+        self._bound = []
+        callbacks = self.workflow.viewer.mouse_drag_callbacks
+        if self.on_click in callbacks:
+            callbacks.remove(self.on_click)
+
+    def on_click(self, viewer, event):
+        """With 'Click places boxes' ticked, a click on the tomogram drops a box there."""
+        c = self.workflow.controller
+        if not self.click_places.value or c is None or event.button != 1:
+            return
+        if viewer.layers.selection.active not in (c.image, None):
+            return  # painting or editing shapes: the click belongs to that tool
+        yield  # wait for the release: a drag (pan) places nothing
+        dragged = False
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if dragged:
+            return
+        data = c.image.world_to_data(event.position)
+        positive = "Shift" not in event.modifiers
+        guarded(lambda: self.place_box(positive, c.current_z(), float(data[-2]),
+                                       float(data[-1])))()
+
+    # actions ------------------------------------------------------------------------------
+    def place_box(self, positive: bool, z=None, y=None, x=None):
+        box = self.workflow.require_session().place_box(positive, z, y, x)
+        self.workflow.notify_changed()
+        return box
+
+    def toggle_selected(self) -> None:
+        self.workflow.require_session().toggle_selected()
+        self.workflow.notify_changed()
+
+    def _set_box_size(self, *args) -> None:
+        c = self.workflow.controller
+        if c:
+            c.session.box_size = int(self.box_size.value)
+            c.session.save()
+
+    def refresh(self) -> None:
+        c = self.workflow.controller
+        if c is None:
+            return
+        lines = [f"{name}: {pos} positive, {neg} negative"
+                 for name in c.session.feature_names() for pos, neg in [c.session.counts(name)]]
+        self.counts.value = "\n".join(lines)

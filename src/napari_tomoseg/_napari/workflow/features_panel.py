@@ -1,0 +1,94 @@
+"""Section 2: the session's features (add, rename, recolour, remove) and the active one."""
+
+from __future__ import annotations
+
+from magicgui.widgets import ComboBox, Container, LineEdit, PushButton
+from napari.utils.notifications import show_info
+
+from ...errors import TomosegError
+from ..notify import guarded
+from .state import Workflow
+
+
+class FeaturesPanel(Container):
+    def __init__(self, workflow: Workflow):
+        super().__init__(labels=True)
+        self.workflow = workflow
+        # choices from a function: napari calls reset_choices() on docked containers
+        self.feature = ComboBox(label="Feature", choices=self._names)
+        self.new_name = LineEdit(label="Name", value="")
+        self.add_feature = PushButton(text="Add feature")
+        self.rename_feature = PushButton(text="Rename")
+        self.remove_feature = PushButton(text="Remove")
+        self.colour = LineEdit(label="Colour", value="")
+        self.recolour = PushButton(text="Set colour")
+        self.extend([self.feature, self.new_name,
+                     Container(widgets=[self.add_feature, self.rename_feature,
+                                        self.remove_feature], layout="horizontal", labels=False),
+                     Container(widgets=[self.colour, self.recolour], layout="horizontal")])
+        self.feature.changed.connect(guarded(self._on_feature))
+        self.add_feature.changed.connect(guarded(self.add))
+        self.rename_feature.changed.connect(guarded(self.rename))
+        self.remove_feature.changed.connect(guarded(self.remove))
+        self.recolour.changed.connect(guarded(self.set_colour))
+        self.on_active: list = []  # called with the feature made active by the user
+
+    def _names(self, widget=None) -> list[str]:
+        c = self.workflow.controller
+        return c.session.feature_names() if c else []
+
+    def refresh(self) -> None:
+        c = self.workflow.controller
+        if c is None:
+            return
+        active = c.active  # resetting the choices fires _on_feature: keep the intended one
+        self.feature.reset_choices()
+        if active in c.session.feature_names():
+            self.feature.value = active
+            c.set_active(active)
+
+    def _on_feature(self, *args) -> None:
+        c = self.workflow.controller
+        if c and self.feature.value:
+            c.set_active(self.feature.value)
+            for listener in self.on_active:
+                listener(self.feature.value)
+
+    def add(self) -> None:
+        c = self.workflow.require_session()
+        feature = c.session.add_feature(
+            self.new_name.value or f"feature {len(c.session.features) + 1}", self.colour.value or None)
+        c.refresh_colours()
+        c.set_active(feature.name)
+        self.workflow.notify_changed()
+
+    def rename(self) -> None:
+        c = self.workflow.require_session()
+        old, new = self.feature.value, self.new_name.value.strip()
+        c.session.rename_feature(old, new)
+        models, thresholds = self.workflow.models, self.workflow.thresholds
+        if old in models:
+            models[new] = models.pop(old)
+        if old in thresholds:
+            thresholds[new] = thresholds.pop(old)
+        c.active = new
+        c.refresh_colours()
+        self.workflow.notify_changed()
+
+    def remove(self) -> None:
+        c = self.workflow.require_session()
+        name = self.feature.value
+        removed = c.session.remove_feature(name)
+        self.workflow.models.pop(name, None)
+        c.active = c.session.features[0].name if c.session.features else None
+        c.refresh_colours()
+        self.workflow.notify_changed()
+        show_info(f"Removed '{name}' and its {removed} boxes.")
+
+    def set_colour(self) -> None:
+        c = self.workflow.require_session()
+        colour = self.colour.value.strip()
+        if not (len(colour) == 7 and colour.startswith("#")):
+            raise TomosegError("give the colour as #rrggbb, e.g. #f2c94c.")
+        c.session.recolour_feature(self.feature.value, colour)
+        c.refresh_colours()

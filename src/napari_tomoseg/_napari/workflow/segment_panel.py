@@ -1,0 +1,160 @@
+"""Section 5: apply the trained networks to a whole tomogram, set thresholds, merge."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, ProgressBar, PushButton
+from napari.layers import Image
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_info
+
+from ...errors import TomosegError
+from ...jobs.merge import merge_maps
+from ...jobs.progress import Progress
+from ...jobs.segment import SegmentOptions, segment_tomogram
+from ...merge import MergeSettings, artifact_rules
+from ..annotation import fading_colormap, overlay_name
+from ..layer_tags import find, layers_with, tag
+from ..notify import guarded
+from ..voxel_size import voxel_size_of
+from ..worker import JobHandle
+from .session_panel import tomogram_layers
+from .state import Workflow
+
+MERGED = "segmentation (merged)"
+
+
+class SegmentPanel(Container):
+    def __init__(self, workflow: Workflow):
+        super().__init__(labels=True)
+        self.workflow = workflow
+        self.target = ComboBox(label="Apply to", choices=lambda w: tomogram_layers(workflow.viewer),
+                               tooltip="the session's tomogram, or another open one")
+        self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+                                     tooltip="for the active feature (section 2)")
+        self.artifacts = LineEdit(label="Artifacts", value="carbon",
+                                  tooltip="features that remove voxels from every other one")
+        self.segment_button = PushButton(text="Segment whole tomogram")
+        self.merge_button = PushButton(text="Merge features")
+        self.progress = ProgressBar(value=0, max=1, visible=False)
+        self.extend([self.target, self.threshold, self.artifacts,
+                     Container(widgets=[self.segment_button, self.merge_button],
+                               layout="horizontal", labels=False), self.progress])
+        self.segment_button.changed.connect(guarded(self.start_segmentation))
+        self.merge_button.changed.connect(guarded(self.merge))
+        self.threshold.changed.connect(self.apply_threshold)
+
+    # segmentation -------------------------------------------------------------------------
+    def start_segmentation(self, features: list[str] | None = None) -> JobHandle:
+        workflow = self.workflow
+        c = workflow.require_session()
+        features = features or [f for f in c.session.feature_names() if f in workflow.models]
+        if not features:
+            raise TomosegError("train a network first (section 4).")
+        layer = self.target.value or c.image
+        if layer is c.image:
+            overlays = {f: c.overlay(f) for f in features}
+            outputs = [c.session.segmentation_path(f) for f in features]
+        else:  # another tomogram: its own prediction layers and files
+            overlays = {f: self._other_overlay(layer, f) for f in features}
+            outputs = [c.session.folder / "segmentations" / f"{layer.name}_{f}.mrc"
+                       for f in features]
+        job = segment_tomogram(layer.data, voxel_size_of(layer), tuple(layer.translate),
+                               [workflow.models[f] for f in features], outputs,
+                               SegmentOptions(overwrite=True))
+
+        def on_progress(progress: Progress) -> None:
+            feature, update = progress.payload
+            overlays[feature].data[update.z0:update.z1] = update.probability.astype(np.float16)
+            overlays[feature].refresh()
+            self.progress.max, self.progress.value = progress.total, progress.step
+            workflow.status(progress.message)
+
+        def on_done(written: dict) -> None:
+            show_info(f"Segmented {', '.join(written)}: {', '.join(map(str, written.values()))}")
+
+        self.progress.value, self.progress.max = 0, 1
+        return workflow.run(job, on_progress=on_progress, on_done=on_done)
+
+    def _other_overlay(self, layer: Image, feature: str) -> Image:
+        viewer, c = self.workflow.viewer, self.workflow.controller
+        found = find(viewer, "probability", feature=feature, tomogram=layer.name)
+        if found is not None:
+            return found
+        threshold = self.workflow.thresholds.get(feature, 0.5)
+        overlay = viewer.add_image(
+            np.zeros(layer.data.shape, np.float16), name=f"{overlay_name(feature)} [{layer.name}]",
+            colormap=fading_colormap(c.session.feature(feature).colour), blending="additive",
+            contrast_limits=(threshold, 1.0), metadata={"threshold": threshold},
+            scale=layer.scale, translate=layer.translate)
+        tag(overlay, "probability", feature=feature, tomogram=layer.name)
+        return overlay
+
+    # thresholds ---------------------------------------------------------------------------
+    def show_feature(self, feature: str) -> None:
+        self.threshold.value = self.workflow.thresholds.get(feature, 0.5)
+
+    def use_threshold(self, feature: str, model) -> None:
+        """A new model's calibrated threshold becomes the feature's threshold."""
+        self.workflow.thresholds[feature] = float(model.threshold)
+        c = self.workflow.controller
+        if c is not None and c.active == feature:
+            # the slider's range and 0.05 steps: 0.95 must not become 0.9500000000000001
+            self.threshold.value = min(max(round(float(model.threshold) / 0.05) * 5 / 100, 0.05),
+                                       0.95)
+            self.apply_threshold()
+
+    def apply_threshold(self, *args) -> None:
+        """The slider sets the active feature's threshold (display, merge and Pick)."""
+        c = self.workflow.controller
+        if c is None or not c.active:
+            return
+        value = float(self.threshold.value)
+        self.workflow.thresholds[c.active] = value
+        for layer in layers_with(self.workflow.viewer, "probability", feature=c.active):
+            layer.contrast_limits = (value, 1.0)
+            layer.metadata["threshold"] = value  # Pick's default
+
+    # merge --------------------------------------------------------------------------------
+    def merge(self) -> JobHandle:
+        workflow = self.workflow
+        c = workflow.require_session()
+        maps = {f: layer.data for f in c.session.feature_names()
+                for layer in [find(workflow.viewer, "probability", feature=f,
+                                   tomogram=c.image.name)] if layer is not None}
+        if not maps:
+            raise TomosegError("segment first: there is nothing to merge.")
+        features = list(maps)
+        artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
+        settings = MergeSettings(features=features,
+                                 thresholds={f: workflow.thresholds.get(f, 0.5) for f in features},
+                                 artifacts=artifact_rules(artifacts, features))
+        path = c.session.folder / "segmentations" / "merged.mrc"
+        job = merge_maps(maps, settings, path, voxel_size_of(c.image), tuple(c.image.translate),
+                         overwrite=True)
+
+        def on_done(labels: np.ndarray) -> None:
+            self._show_merged(labels, settings)
+            show_info(f"Merged segmentation saved to {path}")
+
+        return workflow.run(job, on_progress=lambda p: workflow.status(p.message),
+                            on_done=on_done)
+
+    def _show_merged(self, labels: np.ndarray, settings: MergeSettings) -> None:
+        viewer, c = self.workflow.viewer, self.workflow.controller
+        colours = {0: "transparent", None: "transparent"}
+        for f in settings.features:
+            colours[settings.label_of(f)] = c.session.feature(f).colour
+        layer = find(viewer, "labels", tomogram=c.image.name)
+        if layer is not None:
+            layer.data = labels
+            return
+        layer = viewer.add_labels(labels, name=MERGED, scale=c.image.scale,
+                                  translate=c.image.translate, opacity=0.6,
+                                  colormap=DirectLabelColormap(color_dict=colours))
+        tag(layer, "labels", tomogram=c.image.name)
+
+    def show_busy(self, busy: bool) -> None:
+        self.segment_button.enabled = not busy
+        self.merge_button.enabled = not busy
+        self.progress.visible = busy

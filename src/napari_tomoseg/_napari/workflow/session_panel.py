@@ -1,0 +1,69 @@
+"""Section 1: which tomogram, its voxel and tilt-series pixel sizes, and its session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from napari.layers import Image
+
+from ...session import Session
+from ..layer_tags import has_role
+from ..notify import guarded
+from ..tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
+from ..voxel_size import apply_voxel_size
+from .state import Workflow
+
+
+def tomogram_layers(viewer) -> list[Image]:
+    """3D images that are data, not the plugin's own probability maps."""
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and layer.ndim == 3
+            and not has_role(layer, "probability")]
+
+
+class SessionPanel(Container):
+    def __init__(self, workflow: Workflow):
+        super().__init__(labels=True)
+        self.workflow = workflow
+        viewer = workflow.viewer
+        self.tomogram = ComboBox(label="Tomogram", choices=lambda w: tomogram_layers(viewer))
+        self.voxel = FloatSpinBox(label="Voxel size (A)", value=0.0, min=0.0, max=1000.0,
+                                  step=0.1, tooltip="0: from the file's header")
+        self.tilt_series = FloatSpinBox(
+            label="Tilt-series pixel size (A)", value=0.0, min=0.0, max=1000.0, step=0.001,
+            tooltip="pixel size of the unbinned tilt series (RELION's rlnTomoTiltSeriesPixelSize),"
+                    " written into STAR files of picks; 0: unknown (not written)")
+        self.start = PushButton(text="Start / restore session")
+        self.info = Label(value="Open a tomogram, then start a session.")
+        self.extend([self.tomogram, self.voxel, self.tilt_series, self.start, self.info])
+        self.start.changed.connect(guarded(lambda: self.start_session()))
+        self.voxel.changed.connect(guarded(
+            lambda: apply_voxel_size(self.tomogram.value, self.voxel.value)))
+        self.tilt_series.changed.connect(guarded(self._set_tilt_series_pixel_size))
+        self.tomogram.changed.connect(self._show_tilt_series_pixel_size)
+
+    def start_session(self, folder: str | Path | None = None) -> Session:
+        layer = self.tomogram.value
+        session = self.workflow.open_session(layer, folder)
+        # the session's value wins; else the one typed (or carried by the layer) is saved
+        known = session.tilt_series_pixel_size or tilt_series_pixel_size_of(layer)
+        self.tilt_series.value = known or 0.0
+        self._set_tilt_series_pixel_size()
+        self.info.value = f"Session folder: {session.folder}"
+        return session
+
+    def _set_tilt_series_pixel_size(self, *args) -> None:
+        """The typed size goes into the layer's metadata (and so into STAR files of picks
+        on it) and into the session of that tomogram."""
+        layer = self.tomogram.value
+        apply_tilt_series_pixel_size(layer, self.tilt_series.value, self.workflow.viewer)
+        c = self.workflow.controller
+        if c is not None and c.image is layer:
+            size = float(self.tilt_series.value) or None
+            if c.session.tilt_series_pixel_size != size:
+                c.session.tilt_series_pixel_size = size
+                c.session.save()
+
+    def _show_tilt_series_pixel_size(self, *args) -> None:
+        """Another tomogram chosen: show its own value, not the last one's."""
+        self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0

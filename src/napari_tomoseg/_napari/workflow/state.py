@@ -1,0 +1,114 @@
+"""What the TomoSeg sections share: the session's layers, models, thresholds, the running job.
+
+Sections are small widgets; none holds state another needs. They read and
+change this object and listen to ``changed`` to redraw themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+
+from ...errors import TomosegError
+from ...jobs.progress import Job
+from ...nn.model_file import TrainedModel, load_model
+from ...session import Session, default_session_folder, open_session
+from ..annotation import AnnotationController
+from ..notify import report_error
+from ..voxel_size import voxel_size_of
+from ..worker import JobHandle, start_job
+
+
+def tomogram_path(layer: Image) -> str | None:
+    return (layer.metadata.get("tomoseg") or {}).get("path")
+
+
+class Workflow:
+    """The session of one tomogram and the one job that may run at a time."""
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.controller: AnnotationController | None = None
+        self.models: dict[str, TrainedModel] = {}
+        self.thresholds: dict[str, float] = {}
+        self.job: JobHandle | None = None
+        self.closing = False
+        self.changed: list[Callable[[], None]] = []  # session, features, boxes or models
+        self.session_started: list[Callable[[], None]] = []
+        self.busy_changed: list[Callable[[bool], None]] = []
+        self.status: Callable[[str], None] = lambda message: None  # the dock's status line
+
+    def notify_changed(self) -> None:
+        for listener in self.changed:
+            listener()
+
+    def require_session(self) -> AnnotationController:
+        if self.controller is None:
+            raise TomosegError("start a session first (section 1).")
+        return self.controller
+
+    def open_session(self, layer: Image | None, folder: str | Path | None = None) -> Session:
+        """Start or restore the session of ``layer``'s tomogram, with its trained models."""
+        if layer is None:
+            raise TomosegError("open a tomogram first (File > Open, or a sample).")
+        path = tomogram_path(layer)
+        if folder is None:
+            folder = default_session_folder(path) if path else Path.home() / f"{layer.name}.tomoseg"
+        session, message = open_session(folder, path, voxel_size_of(layer), layer.data.shape)
+        show_info(message)
+        self.controller = AnnotationController(self.viewer, layer, session)
+        self.models = {}
+        for feature, relative in session.models.items():
+            try:
+                self.models[feature] = load_model(session.folder / relative)
+                self.thresholds[feature] = self.models[feature].threshold
+            except TomosegError as exc:
+                show_error(f"model of '{feature}' not restored: {exc}")
+        for listener in self.session_started:
+            listener()
+        self.notify_changed()
+        return session
+
+    # the running job ------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and self.job.is_running
+
+    def run(self, job: Job, on_progress=None, on_done=None, on_cancelled=None,
+            on_finished=None) -> JobHandle:
+        """Start ``job`` (one at a time); callbacks are skipped once the widget is closing,
+        except ``on_finished``, which must leave nothing behind (e.g. save a model)."""
+        if self.busy:
+            job.close()
+            raise TomosegError("already busy: stop the running job first.")
+
+        def live(callback):
+            if callback is None:
+                return None
+            return lambda *args: None if self.closing else callback(*args)
+
+        def finished():
+            if on_finished is not None:
+                on_finished()
+            if not self.closing:
+                for listener in self.busy_changed:
+                    listener(False)
+
+        for listener in self.busy_changed:
+            listener(True)
+        self.job = start_job(job, on_progress=live(on_progress), on_done=live(on_done),
+                             on_error=live(report_error), on_cancelled=live(on_cancelled),
+                             on_finished=finished)
+        return self.job
+
+    def stop(self, *args) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def close_down(self) -> None:
+        """The widget or viewer is going away: stop work, touch no widget afterwards."""
+        self.closing = True
+        self.stop()
