@@ -102,13 +102,51 @@ def test_points_round_trip_through_napari_with_origin(make_napari_viewer, tiny_f
 
 def test_points_added_by_hand_are_saved_in_tomogram_pixels(make_napari_viewer, tiny_files,
                                                           tmp_path):
+    """A layer saves from its own metadata, never from what else the viewer holds."""
+    from napari_tomoseg.errors import InvalidCoordinatesError
+
     viewer = make_napari_viewer()
-    viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
     world = np.array([[ORIGIN[0] + 20.0 * 10, ORIGIN[1] + 20.0 * 40.5, ORIGIN[2] + 20.0 * 60]])
-    points = viewer.add_points(world)  # a plain layer: data in world Angstrom
+    points = viewer.add_points(world, metadata=dict(image.metadata))  # data in world Angstrom
     points.save(str(tmp_path / "hand.star"), plugin=PLUGIN)
     back = read_star(tmp_path / "hand.star", TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))
     np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), [[10.0, 40.5, 60.0]], atol=1e-3)
+    plain = viewer.add_points(world)  # says nothing of its tomogram: refused, not guessed
+    with pytest.raises(InvalidCoordinatesError, match="which tomogram"):
+        from napari_tomoseg._napari.writer import write_points_star
+
+        write_points_star(str(tmp_path / "plain.star"), plain.data,
+                          {"scale": plain.scale, "translate": plain.translate,
+                           "metadata": plain.metadata})
+    assert not (tmp_path / "plain.star").exists()
+
+
+def test_a_star_file_is_placed_the_same_whatever_the_viewer_holds(make_napari_viewer,
+                                                                  tiny_files, tmp_path):
+    """Placement comes from the tomogram the file names (beside it), not the open layers."""
+    from napari_tomoseg.errors import InvalidCoordinatesError
+    from napari_tomoseg.io.mrc import write_volume
+
+    viewer = make_napari_viewer()
+    write_volume(tmp_path / "decoy.mrc", np.zeros((8, 8, 8), np.float32), 5.0, (0.0, 0.0, 0.0))
+    viewer.open(str(tmp_path / "decoy.mrc"), plugin=PLUGIN)  # another tomogram, opened last
+    (points,) = viewer.open(str(tiny_files["particles"]), plugin=PLUGIN)
+    original = read_star(tiny_files["particles"], TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))
+    np.testing.assert_allclose(points.data, original[["z", "y", "x"]], atol=1e-4)
+    np.testing.assert_allclose(points.scale, (20.0,) * 3)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    import starfile
+
+    blocks = starfile.read(tiny_files["particles"], always_dict=True)
+    blocks["particles"] = blocks["particles"].drop(columns=[f"rlnCoordinate{a}" for a in "XYZ"])
+    starfile.write(blocks, alone / "picks.star")  # RELION's centred coordinates only, and
+    # its tomogram is elsewhere
+    with pytest.raises(InvalidCoordinatesError, match="not beside the file"):
+        from napari_tomoseg._napari.reader import read_files
+
+        read_files(str(alone / "picks.star"))
 
 
 def test_labels_and_images_save_with_voxel_size_and_origin(make_napari_viewer, tiny_files,

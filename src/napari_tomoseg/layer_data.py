@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io.mrc import open_volume, robust_contrast_limits
+from .io.mrc import MRC_SUFFIXES, open_volume, robust_contrast_limits
+from .io.probability_header import stored_probability
 from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
 from .features import FEATURE_COLOURS, FEATURES
 from .tomogram import tomogram_name  # lives in tomogram.py; still importable from here
 
 LayerData = tuple[object, dict, str]
+ROLE_KEY = "tomoseg_role"  # metadata[ROLE_KEY] = {"role": ..., ...}: see _napari.layer_tags
 _LABEL_HINTS = ("label", "mask", "seg") + FEATURES
 
 
@@ -85,6 +87,15 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
                                       str(path.resolve())),
     }
     kwargs["metadata"]["tomoseg"]["voxel_size_in_header"] = info.voxel_size_in_header
+    probability = stored_probability(path)
+    if probability is not None:  # a map from segment: shown and tagged as one
+        feature, threshold = probability
+        kwargs["metadata"].update({ROLE_KEY: {"role": "probability", "feature": feature},
+                                   "threshold": threshold})
+        colour = FEATURE_COLOURS.get(feature, "#f2c94c")
+        kwargs.update(colormap=_fading(colour), blending="additive",
+                      contrast_limits=(threshold, 1.0))
+        return data, kwargs, "image"
     if _looks_like_labels(path, data):
         feature = next((f for f in FEATURES if name.lower().endswith(f)), None)
         if feature:  # napari takes a {label: colour} dict as a direct colormap
@@ -93,6 +104,52 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         return np.array(data), kwargs, "labels"
     kwargs.update(colormap="gray", contrast_limits=robust_contrast_limits(data))
     return data, kwargs, "image"
+
+
+def _fading(colour: str) -> dict:
+    """Black to ``colour`` as napari's colormap dict: additive overlays tint where high."""
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    return {"colors": [[0, 0, 0, 1], rgb + [1]], "name": f"tomoseg {colour}"}
+
+
+def tomogram_next_to(path: str | os.PathLike, names: list[str]) -> Path | None:
+    """A tomogram called one of ``names`` beside a particle file (or in ../, tomograms/)."""
+    folder = Path(path).parent
+    places = (folder, folder.parent, folder / "tomograms", folder.parent / "tomograms")
+    for name in names:
+        for place in places:
+            for suffix in MRC_SUFFIXES:
+                for candidate in (place / f"{name}{suffix}", place / f"{name}{suffix}.gz"):
+                    if candidate.is_file():
+                        return candidate
+    return None
+
+
+def frame_for_particles(path: str | os.PathLike) -> TomogramFrame | None:
+    """The frame of the tomogram a STAR file's particles belong to, from files alone.
+
+    RELION 5 coordinates are relative to the tomogram centre, so placing them
+    needs the tomogram's size: it is read from the header of the tomogram
+    named by rlnTomoName next to the file. None when there is none.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".star":
+        return None
+    import starfile
+
+    try:
+        particles = starfile.read(path, always_dict=True).get("particles")
+        names = sorted(set(particles["rlnTomoName"].astype(str)))
+    except Exception:  # unreadable here: read_star gives the clear error later
+        return None
+    tomogram = tomogram_next_to(path, names)
+    if tomogram is None:
+        return None
+    from .io.mrc import read_header
+    from .tomogram import volume_frame
+
+    _, info = read_header(tomogram)
+    return volume_frame(info, tomogram_name(tomogram))
 
 
 def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
@@ -109,6 +166,7 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
         metadata = {}
     feature = str(extra["feature"].iloc[0]) if "feature" in extra and len(extra) else None
     colour = FEATURE_COLOURS.get(feature or "", "#eb5757")
+    metadata[ROLE_KEY] = {"role": "picks", **({"feature": feature} if feature else {})}
     diameter_px = 250.0 / scale[0] if feature == "ribosome" else 10.0
     return {"name": name, "scale": scale, "translate": translate, "features": extra,
             "metadata": metadata, "size": diameter_px, "face_color": "transparent",

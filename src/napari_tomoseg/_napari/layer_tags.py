@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-KEY = "tomoseg_role"
+from ..layer_data import ROLE_KEY as KEY
 
 
 def tag(layer, role: str, **attributes) -> None:

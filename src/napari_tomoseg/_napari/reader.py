@@ -1,6 +1,7 @@
 """Reader contribution: MRC volumes as Image/Labels, STAR/CSV particles as Points.
 
-Bad files raise a TomosegError whose message napari shows as a
+STAR particles are placed on the tomogram they name, found beside the
+file. Bad files raise a TomosegError whose message napari shows as a
 notification; the viewer keeps running.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io.mrc import COMPRESSED_SUFFIXES, MRC_SUFFIXES
-from ..layer_data import frame_from_metadata, points_layer, volume_layer
+from ..errors import InvalidCoordinatesError
+from ..layer_data import frame_for_particles, points_layer, volume_layer
 
 _POINT_SUFFIXES = (".star", ".csv")
 
@@ -32,40 +34,30 @@ def get_reader(path):
 
 
 def read_files(path) -> list:
+    """Layers placed from the files alone, never from what the viewer holds.
+
+    A STAR file's particles are placed on the tomogram its rlnTomoName names,
+    found next to it (see ``layer_data.frame_for_particles``).
+    """
     paths = [path] if isinstance(path, str) else list(path)
     layers = []
     for p in paths:
         if _suffix(p) in _POINT_SUFFIXES:
-            layers.append(points_layer(p, frame=_open_tomogram_frame(p)))
+            layers.append(_points(p))
         else:
             layers.append(volume_layer(p))
     return layers
 
 
-def _open_tomogram_frame(path: str):
-    """The geometry of the tomogram open in the current viewer these points belong to."""
+def _points(path: str):
+    frame = frame_for_particles(path)
     try:
-        import napari
-
-        viewer = napari.current_viewer()
-    except Exception:  # no Qt application: reading headless
-        return None
-    if viewer is None:
-        return None
-    frames = [frame_from_metadata(layer.metadata) for layer in viewer.layers
-              if layer._type_string == "image"]
-    frames = [f for f in frames if f is not None]
-    if not frames:
-        return None
-    if Path(path).suffix.lower() == ".star":
-        import starfile
-
-        try:
-            particles = starfile.read(path, always_dict=True).get("particles")
-            names = set(particles["rlnTomoName"].astype(str)) if "rlnTomoName" in particles else set()
-        except Exception:
-            names = set()
-        for frame in frames:
-            if frame.name in names:
-                return frame
-    return frames[-1]
+        return points_layer(path, frame=frame)
+    except InvalidCoordinatesError as exc:
+        if frame is not None or "centred coordinates" not in str(exc):
+            raise
+        raise InvalidCoordinatesError(
+            f"{Path(path).name}: RELION places particles relative to their tomogram's centre, "
+            "and the tomogram its rlnTomoName names is not beside the file: put it there "
+            "(NAME.mrc or NAME.rec), or convert with 'tomoseg points --tomogram T.mrc "
+            f"{Path(path).name} picks.csv'.") from exc

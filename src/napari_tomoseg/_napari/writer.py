@@ -1,8 +1,8 @@
 """Writer contributions: Image/Labels to MRC, Points to RELION 5 STAR and CSV.
 
 Geometry comes from the layer: voxel size = scale, origin = translate,
-and for points the tomogram they were picked on (``metadata['tomoseg']``,
-or the tomogram open in the viewer).
+and for points the tomogram they were picked on (``metadata['tomoseg']``);
+never from the viewer, so a layer saves the same whatever else is open.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidCoordinatesError, InvalidVolumeError
 from ..io.mrc import write_volume
-from ..io.particles import TomogramFrame, particle_table, write_csv, write_star
+from ..io.particles import particle_table, write_csv, write_star
 from ..layer_data import frame_from_metadata
 
 
@@ -39,11 +39,12 @@ def _points_table_and_frame(data, attributes: dict):
     data = np.asarray(data, dtype=float).reshape(-1, 3)
     scale = np.asarray(attributes.get("scale", (1.0,) * 3), dtype=float)[-3:]
     translate = np.asarray(attributes.get("translate", (0.0,) * 3), dtype=float)[-3:]
-    frame = frame_from_metadata(attributes.get("metadata")) or _viewer_frame()
+    frame = frame_from_metadata(attributes.get("metadata"))
     if frame is None:
         raise InvalidCoordinatesError(
-            "cannot tell which tomogram these points belong to: open the tomogram in the viewer "
-            "(or add the points to a layer created by napari-tomoseg) and save again.")
+            "cannot tell which tomogram these points belong to: add them to a points layer "
+            "made by napari-tomoseg (Pick, or a STAR/CSV file opened beside its tomogram), "
+            "whose metadata names the tomogram, and save again.")
     world = data * scale + translate
     pixels = frame.world_to_pixel(world)
     features = attributes.get("features")
@@ -52,22 +53,6 @@ def _points_table_and_frame(data, attributes: dict):
         for name in features.columns:
             columns[str(name)] = np.asarray(features[name])
     return particle_table(pixels, **columns), frame
-
-
-def _viewer_frame() -> TomogramFrame | None:
-    try:
-        import napari
-
-        viewer = napari.current_viewer()
-    except Exception:
-        return None
-    if viewer is None:
-        return None
-    for layer in reversed(list(viewer.layers)):
-        frame = frame_from_metadata(layer.metadata)
-        if frame is not None and layer._type_string == "image":
-            return frame
-    return None
 
 
 def write_points_star(path: str, data, attributes: dict) -> list[str]:

@@ -22,8 +22,8 @@ def threshold_label(feature: str, threshold: float) -> str:
     return _THRESHOLD_LABEL.format(feature=feature[:30], threshold=threshold)
 
 
-def stored_threshold(path: str | os.PathLike) -> float | None:
-    """The threshold a probability map's model chose on held-out pixels, if its header says."""
+def stored_probability(path: str | os.PathLike) -> tuple[str, float] | None:
+    """(feature, threshold) of a probability map written by ``segment``; None for other maps."""
     try:
         with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
             labels = [bytes(lab).decode("ascii", "ignore") for lab in
@@ -34,5 +34,11 @@ def stored_threshold(path: str | os.PathLike) -> float | None:
         found = _THRESHOLD_PATTERN.search(text)
         if found:
             value = float(found.group(2))
-            return value if 0 < value < 1 else None
+            return (found.group(1), value) if 0 < value < 1 else None
     return None
+
+
+def stored_threshold(path: str | os.PathLike) -> float | None:
+    """The threshold a probability map's model chose on held-out pixels, if its header says."""
+    found = stored_probability(path)
+    return found[1] if found else None
