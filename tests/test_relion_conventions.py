@@ -115,7 +115,8 @@ def test_averaging_writes_the_angles_relion_reads(tmp_path):
     import torch
 
     from napari_tomoseg.averaging import AverageSettings
-    from napari_tomoseg.averaging.pipeline import run_average
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.average import average_job
 
     torch.set_num_threads(1)
     box, voxel, spacing = 24, 15.0, 26
@@ -136,7 +137,8 @@ def test_averaging_writes_the_angles_relion_reads(tmp_path):
     settings = AverageSettings(box=box, iterations=2, angular_step=20.0, final_step=5.0,
                                start_resolution=35.0, mask_radius=11.5,
                                tilt_min=-90.0, tilt_max=90.0, device="cpu")
-    _, _, written = run_average(tomogram, frame, picks, settings, tmp_path, reference=reference)
+    _, _, written = run_job(average_job(tomogram, frame, picks, settings, tmp_path,
+                                        reference=reference))
     path = written["particles"]
     assert first_data_block(path) == "data_particles"
     table = starfile.read(path, always_dict=True)["particles"]

@@ -1,8 +1,8 @@
 """Segment, merge and pick many tomograms on dask.distributed, resumably.
 
-One dask task per tomogram runs ``process_tomogram`` (segment every
-feature, merge, pick, write files under temporary names renamed when
-complete). The client records each finished tomogram in
+One dask task per tomogram runs ``process_tomogram``: the same segment,
+merge and pick jobs (``napari_tomoseg.jobs``) as the CLI and the widgets,
+each writing its files under temporary names renamed when complete. The client records each finished tomogram in
 ``manifest.json`` (input fingerprint, settings hash, outputs), written
 atomically, so a rerun skips finished work and a killed run never leaves
 a half file that looks finished. A bad tomogram becomes a "failed" row in
@@ -110,19 +110,6 @@ def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-_MODEL_CACHE: dict = {}
-
-
-def _models(paths: Sequence[str], device: str):
-    from .nn.model_file import load_model
-
-    key = (tuple(paths), device)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = [load_model(p) for p in paths]
-    return _MODEL_CACHE[key]
-
-
 def _open_input(path: str, settings: BatchSettings):
     """A tomogram file, or with ``settings.copick`` the tomogram of run ``path``.
 
@@ -162,57 +149,68 @@ def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) 
     return written
 
 
-def process_tomogram(path: str, settings: BatchSettings, name: str | None = None) -> dict:
+def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence | None,
+                result: dict) -> None:
+    """segment -> merge -> pick, the jobs every face runs; outputs listed in ``result``."""
+    from .io.mrc import open_volume
+    from .jobs import run_job
+    from .jobs.merge import merge_maps
+    from .jobs.pick import pick_job
+    from .jobs.segment import SegmentOptions, segment_tomogram
+    from .merge import MergeSettings, artifact_rules
+    from .nn.model_file import load_model
+    from .picking import PickSettings
+    from .tomogram import volume_frame
+
+    out = Path(settings.output)
+    out.mkdir(parents=True, exist_ok=True)
+    volume, info = _open_input(path, settings)
+    voxel = info.isotropic_voxel_size
+    models = models if models is not None else [load_model(p) for p in settings.models]
+    thresholds = dict(settings.thresholds)
+    for model in models:
+        thresholds.setdefault(model.feature, model.threshold)  # calibrated when trained
+    maps = run_job(segment_tomogram(
+        volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
+        SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True)))
+    result["outputs"] += [target.name for target in maps.values()]
+    features = list(maps)
+    merge = MergeSettings(features=features, thresholds=thresholds, artifacts=artifact_rules(
+        {a: list(v) for a, v in settings.artifacts.items()}, features))
+    labels = run_job(merge_maps(maps, merge, out / f"{name}_labels.mrc", info.voxel_size,
+                                info.origin, overwrite=True))
+    result["outputs"].append(f"{name}_labels.mrc")
+    frame = volume_frame(info, name, settings.tilt_series_pixel_size)
+    tables = {}
+    for feature in settings.pick:
+        if feature not in maps:
+            raise TomosegError(f"cannot pick '{feature}': no model for it.")
+        pick = PickSettings(diameter=settings.diameter, threshold=thresholds.get(feature, 0.5))
+        target = out / f"{name}_{feature}.star"
+        tables[feature] = run_job(pick_job(open_volume(maps[feature])[0], frame, pick, feature,
+                                           target))
+        result["outputs"].append(target.name)
+        result["picks"][feature] = int(len(tables[feature]))
+    if settings.copick is not None:
+        result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
+
+
+def process_tomogram(path: str, settings: BatchSettings, name: str | None = None,
+                     models: Sequence | None = None) -> dict:
     """All the work for one tomogram; never raises (failures are reported in the result).
 
     ``name`` prefixes its outputs (default: the file name; see ``unique_names``).
+    ``models`` (``TrainedModel``s) default to ``settings.models``, loaded for this
+    call: a dask worker keeps no models between tomograms.
     """
-    from .io.mrc import open_volume, write_volume
-    from .io.particles import write_star
-    from .merge import MergeSettings, merge_volumes
-    from .nn.inference import iter_segment
-    from .picking import PickSettings, pick_particles
-    from .tomogram import tomogram_name, volume_frame
+    from .tomogram import tomogram_name
 
     start = time.perf_counter()
     name = name or tomogram_name(path)
-    out = Path(settings.output)
     result = {"tomogram": path, "name": name, "status": "failed", "picks": {}, "outputs": [],
               "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        volume, info = _open_input(path, settings)
-        voxel = info.isotropic_voxel_size
-        probabilities, tables = {}, {}
-        thresholds = dict(settings.thresholds)
-        for model in _models(settings.models, settings.device):
-            thresholds.setdefault(model.feature, model.threshold)  # calibrated when trained
-            target = out / f"{name}_{model.feature}.mrc"
-            for _ in iter_segment(volume, model, voxel, target, origin=info.origin,
-                                  dtype=settings.dtype, device=settings.device, overwrite=True):
-                pass
-            probabilities[model.feature] = open_volume(target)[0]
-            result["outputs"].append(target.name)
-        features = list(probabilities)
-        merge = MergeSettings(features=features, thresholds=thresholds,
-                              artifacts={a: list(v) for a, v in settings.artifacts.items()})
-        labels = merge_volumes(probabilities, merge)
-        write_volume(out / f"{name}_labels.mrc", labels, info.voxel_size, info.origin,
-                     overwrite=True)
-        result["outputs"].append(f"{name}_labels.mrc")
-        frame = volume_frame(info, name, settings.tilt_series_pixel_size)
-        for feature in settings.pick:
-            if feature not in probabilities:
-                raise TomosegError(f"cannot pick '{feature}': no model for it.")
-            table = pick_particles(probabilities[feature], voxel, PickSettings(
-                diameter=settings.diameter, threshold=thresholds.get(feature, 0.5)))
-            table["feature"] = feature
-            write_star(out / f"{name}_{feature}.star", table, frame)
-            result["outputs"].append(f"{name}_{feature}.star")
-            result["picks"][feature] = int(len(table))
-            tables[feature] = table
-        if settings.copick is not None:
-            result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
+        _chain_jobs(path, settings, name, models, result)
         result["status"] = "done"
     except TomosegError as exc:
         result["error"] = str(exc)

@@ -1,0 +1,49 @@
+"""``tomoseg``: every action of the plugin from a shell, for batches and clusters.
+
+Errors a user can cause end as one line on stderr and exit status 2;
+anything else is a bug and keeps its traceback.
+
+Each command parses its arguments, runs one job of ``napari_tomoseg.jobs``
+with one progress bar (``progress.run_with_bar``) and prints a summary;
+the commands live in modules by area: ``files``, ``engine``,
+``averaging``, ``batch`` and ``launch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import TomosegError, user_message
+from . import averaging, batch, engine, files, launch
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit status 2), like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tomoseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"napari-tomoseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (files, engine, averaging, batch, launch):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
+        print(f"tomoseg: error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tomoseg: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,120 @@
+"""Argument types and options that several commands share.
+
+Number types that refuse nonsense at parse time, ``NAME=VALUE`` lists
+(thresholds, probability maps, artifacts), the copick project options and
+RELION's tilt-series pixel size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InvalidSettingsError, TomosegError
+
+
+def number(kind: type, low: float = 0.0, inclusive: bool = False, high: float | None = None):
+    """An argparse type: a ``kind`` number above ``low`` (or from it), at most ``high``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} number, not '{text}'")
+        if value != value or (value < low if inclusive else value <= low) or (
+                high is not None and value > high):
+            bound = f"at least {low:g}" if inclusive else f"above {low:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be {bound}{f' and at most {high:g}' if high is not None else ''}, "
+                f"not {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE = number(float)
+POSITIVE_INT = number(int)
+COUNT = number(int, 0, inclusive=True)
+VOXEL_SIZE = number(float, 0.1, inclusive=True, high=1000.0)
+PROBABILITY = number(float, 0, inclusive=True, high=0.999)
+
+
+def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; each name once."""
+    result = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise TomosegError(f"{what} must be given as NAME=VALUE, not '{pair}'.")
+        key, value = pair.split("=", 1)
+        if key.strip() in result:
+            raise TomosegError(f"{what} names '{key.strip()}' twice; give each once.")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def thresholds(pairs: list[str] | None) -> dict[str, float]:
+    """--threshold FEATURE=VALUE pairs, each a number in [0, 1)."""
+    result = {}
+    for key, value in key_values(pairs, "--threshold").items():
+        try:
+            result[key] = float(value)
+        except ValueError:
+            raise InvalidSettingsError(f"--threshold {key}={value}: the threshold must be a "
+                                       "number in [0, 1).") from None
+        if not 0 <= result[key] < 1:
+            raise InvalidSettingsError(f"--threshold {key}={value}: the threshold must lie in [0, 1).")
+    return result
+
+
+def artifacts(given: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """--artifact ARTIFACT=FEATURE[,FEATURE] or a bare ARTIFACT: {artifact: features}.
+
+    A bare artifact (no features) removes voxels from every other feature;
+    ``merge.artifact_rules`` resolves that once the features are known.
+    """
+    pairs = [item if "=" in item else f"{item}=" for item in given or []]
+    return {key: tuple(f.strip() for f in value.split(",") if f.strip())
+            for key, value in key_values(pairs, "--artifact").items()}
+
+
+def voxel_checked(info, path, args: argparse.Namespace):
+    """``info`` with the voxel size of --voxel-size, or of a header that has a usable one."""
+    from ..io.mrc import require_voxel_size
+
+    return require_voxel_size(info, path, getattr(args, "voxel_size", None))
+
+
+def copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
+    group = p.add_argument_group("copick project (pip install 'napari-tomoseg[copick]')")
+    group.add_argument("--copick", type=Path, metavar="CONFIG", help="copick project config (JSON)")
+    group.add_argument("--run", action="append" if several_runs else "store",
+                       help="copick run" + (" (repeat; default: every run)" if several_runs else ""))
+    group.add_argument("--voxel-spacing", type=float, default=10.0, help="A (default 10)")
+    group.add_argument("--tomo-type", default="wbp", help="tomogram type (default wbp)")
+    group.add_argument("--user-id", default="tomoseg", help="copick user id of our results")
+    group.add_argument("--session-id", default="0", help="copick session id (default 0: a tool)")
+
+
+def copick_source(args: argparse.Namespace, run: str | None = None):
+    """The copick project location named by --copick/--run/... (None without --copick)."""
+    if not getattr(args, "copick", None):
+        return None
+    from ..io.copick_project import CopickSource
+
+    if run is None and isinstance(args.run, str):
+        run = args.run
+    return CopickSource(config=str(args.copick), run=run, voxel_spacing=args.voxel_spacing,
+                        tomo_type=args.tomo_type, user_id=args.user_id, session_id=args.session_id)
+
+
+def tilt_series_option(parser: argparse.ArgumentParser) -> None:
+    """RELION's rlnTomoTiltSeriesPixelSize: the tomogram header does not carry it."""
+    parser.add_argument("--tilt-series-pixel-size", "--unbinned-voxel-size",
+                        dest="tilt_series_pixel_size", type=VOXEL_SIZE,
+                        help="pixel size (A) of the unbinned tilt series the tomogram was "
+                             "reconstructed from (RELION's rlnTomoTiltSeriesPixelSize; "
+                             "not written when not given)")
+
+
+def voxel_size_option(parser: argparse.ArgumentParser, what: str = "a tomogram whose") -> None:
+    parser.add_argument("--voxel-size", type=VOXEL_SIZE,
+                        help=f"A per voxel, for {what} header lacks it")

@@ -1,0 +1,86 @@
+"""``tomoseg batch``: segment, merge and pick many tomograms on dask (see ``napari_tomoseg.batch``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import TomosegError
+from . import arguments
+from .arguments import POSITIVE, POSITIVE_INT, copick_options, copick_source, tilt_series_option
+from .arguments import voxel_size_option
+from .progress import progress_bar
+
+
+def _tomograms(args: argparse.Namespace, copick) -> list[str]:
+    from .. import batch
+
+    if copick is not None and args.tomograms:
+        raise TomosegError("give tomogram files or --copick, not both.")
+    if copick is not None:
+        from ..io.copick_project import run_names
+
+        return args.run or run_names(copick.config)
+    return batch.expand_inputs(args.tomograms)
+
+
+def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
+    print(f"| tomogram | status | {' | '.join(f'{f} picks' for f in pick)} | s | note |")
+    print("|---|---|" + "---|" * len(pick) + "---|---|")
+    for row in rows:
+        picks = " | ".join(str(row.get("picks", {}).get(f, "")) for f in pick)
+        note = (row.get("error") or "").splitlines()[0] if row.get("error") else ""
+        print(f"| {row['name']} | {row['status']} | {picks}{' | ' if picks else ''}"
+              f"{row.get('seconds', 0):.1f} | {note} |")
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{len(rows) - failed} of {len(rows)} tomograms finished; outputs in {output}")
+    return 1 if failed else 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .. import batch  # looked up at call time: tests replace batch.make_client
+    from ..io.paths import check_writable
+
+    copick = copick_source(args)
+    tomograms = _tomograms(args, copick)
+    settings = batch.BatchSettings(
+        copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
+        output=str(args.output), thresholds=arguments.thresholds(args.threshold),
+        artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
+        diameter=args.diameter, device=args.device,
+        tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
+    check_writable(args.output)
+    client = batch.make_client(args.workers, args.scheduler, args.jobqueue)
+    print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    with progress_bar("tomograms", unit="tomo") as show:
+        def progress(row, done, total):
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            show(done, total, ", ".join(f"{k}={v}" for k, v in counts.items()))
+        try:
+            rows = batch.run_batch(tomograms, settings, client=client, progress=progress)
+        finally:
+            client.close()
+    return _print_summary(rows, settings.pick, args.output)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("batch", help="segment, merge and pick many tomograms (dask)")
+    p.add_argument("tomograms", nargs="*", help="paths or globs (quote them), or --copick")
+    p.add_argument("--model", "-m", action="append", required=True)
+    p.add_argument("--output", "-o", type=Path, required=True)
+    p.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
+    p.add_argument("--artifact", action="append", metavar="ARTIFACT[=FEATURE[,FEATURE]]",
+                   help="remove the artifact's voxels from these features (default: from every "
+                        "other feature)")
+    p.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
+    p.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
+    tilt_series_option(p)
+    voxel_size_option(p, "tomograms whose")
+    p.add_argument("--workers", type=POSITIVE_INT, help="local workers (default: GPUs, else <= 4 cores)")
+    p.add_argument("--scheduler", help="address of a running dask scheduler")
+    p.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
+    p.add_argument("--device", default="auto")
+    copick_options(p, several_runs=True)
+    p.set_defaults(func=cmd_batch)

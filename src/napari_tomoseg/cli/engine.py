@@ -1,0 +1,306 @@
+"""The engine's commands: train, segment, merge, pick. Each runs one job with one bar."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import TomosegError
+from . import arguments
+from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
+                        key_values, number, tilt_series_option, voxel_checked, voxel_size_option)
+from .progress import run_with_bar
+
+
+def _training_inputs(args: argparse.Namespace):
+    """(volume, voxel size, boxes, model to continue, settings, preprocessing)."""
+    from ..annotations import check_boxes, load_boxes
+    from ..io.mrc import open_volume
+    from ..nn.model_file import load_model
+    from ..nn.training import TrainingSettings
+    from ..preprocess import PreprocessSettings, default_preprocessing
+    from ..session import Session
+    from ..session_store import is_session
+
+    volume, info = open_volume(args.tomogram)
+    info = voxel_checked(info, args.tomogram, args)
+    # a session folder keeps its boxes in session.json; a box folder in boxes.json
+    boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
+    check_boxes(boxes, args.feature)
+    start_from = load_model(args.resume) if args.resume else None
+    settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
+                                **({"steps": args.steps} if args.steps else {}),
+                                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                hold_out=not args.no_early_stop)
+    box_size = next(b.size for b in boxes if b.feature == args.feature)
+    preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
+    if args.binning is not None:
+        preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
+                                        mode=preprocess.mode)
+    return volume, info.isotropic_voxel_size, boxes, start_from, settings, preprocess
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..jobs.train import train_feature
+
+    volume, voxel, boxes, start_from, settings, preprocess = _training_inputs(args)
+    output = args.output or Path(f"{args.feature}.tomoseg.pt")
+    job = train_feature(volume, voxel, boxes, args.feature, settings, preprocess,
+                        start_from=start_from, output=output, overwrite=args.overwrite)
+    model = run_with_bar(job, f"training {args.feature}")
+    held = model.info.get("held_out")
+    quality = (f"held-out Dice {held['dice'] or 0:.3f} at threshold {model.threshold:.2f} "
+               f"(best step {held['step']})" if held else f"final loss {model.history[-1][1]:.4f}")
+    print(f"{output}: '{args.feature}' {model.architecture} network, "
+          f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
+          f"{len(model.history)} steps, {quality}")
+    return 0
+
+
+def _segment_inputs(args: argparse.Namespace):
+    """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
+    from ..batch import unique_names
+    from ..io.mrc import open_volume
+
+    if args.copick:
+        from ..io.copick_project import open_tomogram, run_names
+
+        if args.tomograms:
+            raise TomosegError("give tomogram files or --copick, not both.")
+        for run in args.run or run_names(args.copick):
+            source = copick_source(args, run)
+            yield (run, *open_tomogram(source), source)
+        return
+    if not args.tomograms:
+        raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")
+    tomograms = list(dict.fromkeys(str(Path(t).resolve()) for t in args.tomograms))
+    for tomogram, name in zip(tomograms, unique_names(tomograms)):
+        yield (name, *open_volume(tomogram), None)
+
+
+def _to_copick(args: argparse.Namespace, source, model, target: Path, voxel: float) -> None:
+    """The map above the model's (or --copick-threshold's) threshold as a copick segmentation."""
+    from ..io.copick_project import write_segmentation
+    from ..io.mrc import open_volume
+    from ..probability_maps import as_probability
+
+    threshold = model.threshold if args.copick_threshold is None else args.copick_threshold
+    mask = as_probability(open_volume(target)[0]) > threshold
+    print(write_segmentation(source, mask, model.feature, voxel, overwrite=args.overwrite))
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ..io.atomic import clean_stale_partials
+    from ..io.paths import check_writable
+    from ..jobs.segment import SegmentOptions, segment_tomogram
+    from ..nn.model_file import load_model
+
+    models = [load_model(path) for path in args.model]
+    check_writable(args.output_dir)
+    clean_stale_partials(args.output_dir)
+    options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
+                             rescale=not args.no_rescale, overwrite=args.overwrite)
+    for name, volume, info, source in _segment_inputs(args):
+        info = voxel_checked(info, name, args)
+        targets = [args.output_dir / f"{name}_{model.feature}.mrc" for model in models]
+        run_with_bar(segment_tomogram(volume, info.isotropic_voxel_size, info.origin, models,
+                                      targets, options), name, unit="slice")
+        for model, target in zip(models, targets):
+            print(f"{target}")
+            if source is not None:
+                _to_copick(args, source, model, target, info.isotropic_voxel_size)
+    return 0
+
+
+def map_threshold(given: float | None, path, feature: str) -> float:
+    """The user's threshold, else the one stored with the probability map, else 0.5."""
+    from ..io.probability_header import stored_threshold
+
+    if given is not None:
+        return float(given)
+    stored = stored_threshold(path) if path else None
+    if stored is not None:
+        print(f"{feature}: threshold {stored:.2f} (chosen by its model on held-out pixels)")
+        return stored
+    return 0.5
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from ..io.mrc import open_volume
+    from ..io.paths import check_writable
+    from ..jobs.merge import merge_maps
+    from ..merge import MergeSettings, artifact_rules
+
+    maps = key_values(args.prob, "--prob")
+    if not maps:
+        raise TomosegError("give at least one --prob FEATURE=FILE.")
+    given = arguments.thresholds(args.threshold)
+    artifacts = arguments.artifacts(args.artifact)
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
+    check_writable(args.output.parent)
+    infos = [open_volume(path)[1] for path in maps.values()]  # bad files first, then thresholds
+    thresholds = {f: map_threshold(given.get(f), path, f) for f, path in maps.items()}
+    settings = MergeSettings(features=list(maps), thresholds=thresholds,
+                             artifacts=artifact_rules(artifacts, list(maps)))
+    labels = run_with_bar(merge_maps(maps, settings, args.output, infos[0].voxel_size,
+                                     infos[0].origin, overwrite=args.overwrite), "merging")
+    counts = ", ".join(f"{f}: {int((labels == settings.label_of(f)).sum()):,}" for f in maps)
+    print(f"{args.output}: labels {', '.join(f'{i + 1}={f}' for i, f in enumerate(maps))} "
+          f"(voxels {counts})")
+    return 0
+
+
+def _pick_map(args: argparse.Namespace, source):
+    """(probability map, its info): the file given, else the feature's copick segmentation."""
+    from ..io import copick_project
+    from ..io.mrc import check_finite_volume, open_volume
+
+    if not args.output and source is None:
+        raise TomosegError("give an output file, or --copick CONFIG to write into a copick project.")
+    if args.probability:
+        probability, info = open_volume(args.probability)
+    elif source is not None:  # the feature's segmentation in the project (e.g. from segment)
+        probability, info = copick_project.read_segmentation(source, args.feature)
+    else:
+        raise TomosegError("give a probability MRC (or --copick to read a segmentation).")
+    info = voxel_checked(info, args.probability or args.feature, args)
+    check_finite_volume(probability, args.probability)  # naming the file, before any work
+    return probability, info
+
+
+def _pick_settings(args: argparse.Namespace, threshold: float):
+    from ..picking import PickSettings
+
+    if args.spacing is not None:  # points along a mask: only the threshold matters
+        return PickSettings(diameter=args.diameter, threshold=threshold)
+    return PickSettings(diameter=args.diameter, threshold=threshold,
+                        min_distance=args.min_distance, edge=args.edge,
+                        split_touching=args.split, max_picks=args.max_picks,
+                        method=args.method, min_size=args.min_size)
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    from ..io import copick_project
+    from ..io.paths import check_writable
+    from ..jobs.pick import pick_job
+    from ..tomogram import tomogram_name, volume_frame
+
+    source = copick_source(args)
+    probability, info = _pick_map(args, source)
+    threshold = map_threshold(args.threshold, args.probability, args.feature)
+    if args.output:
+        check_writable(Path(args.output).parent)
+    if source is not None:
+        copick_project.check_extent(source, info.shape, info.isotropic_voxel_size)
+    name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
+    frame = volume_frame(info, name, args.tilt_series_pixel_size)
+    table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
+                                  args.feature, args.output or None, args.spacing), "picking")
+    if source is not None:
+        written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
+        print(f"{written}: {len(table)} {args.feature} picks (copick)")
+    if args.output:
+        print(f"{args.output}: {len(table)} {args.feature} picks")
+    return 0
+
+
+def _train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train one feature's network from boxes")
+    train.add_argument("tomogram")
+    train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
+    train.add_argument("--feature", required=True)
+    train.add_argument("--arch", default="unet", choices=("unet", "eman2"))
+    train.add_argument("--steps", type=POSITIVE_INT,
+                       help="at most this many steps (default 1500); training stops earlier when the held-out "
+                            "quadrant of each box stops improving")
+    train.add_argument("--no-early-stop", action="store_true",
+                       help="train on whole boxes for exactly --steps steps (no held-out pixels, "
+                            "threshold 0.5)")
+    train.add_argument("--batch-size", type=POSITIVE_INT)
+    train.add_argument("--learning-rate", type=number(float, high=1.0))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    train.add_argument("--binning", type=POSITIVE_INT,
+                       help="bin the tomogram by this factor for the network (default: towards "
+                            "20 A per voxel, e.g. 2 for a 10 A tomogram)")
+    voxel_size_option(train, "a tomogram whose")
+    train.add_argument("--invert", action="store_true", help="invert contrast (protein white)")
+    train.add_argument("--resume", type=Path, help="continue training this model")
+    train.add_argument("--output", "-o", type=Path)
+    train.add_argument("--overwrite", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+
+def _segment_parser(sub) -> None:
+    segment = sub.add_parser("segment", help="apply trained networks to whole tomograms")
+    segment.add_argument("tomograms", nargs="*", help="MRC files (or --copick)")
+    segment.add_argument("--model", "-m", action="append", required=True,
+                         help="model file (repeat for several features)")
+    segment.add_argument("--output-dir", "-o", type=Path, default=Path("."))
+    segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16")
+    segment.add_argument("--batch", type=POSITIVE_INT, default=4, help="slices per batch")
+    segment.add_argument("--device", default="auto")
+    segment.add_argument("--no-rescale", action="store_true",
+                         help="refuse tomograms of another voxel size instead of rescaling")
+    segment.add_argument("--overwrite", action="store_true")
+    copick_options(segment, several_runs=True)
+    voxel_size_option(segment, "tomograms whose")
+    segment.add_argument("--copick-threshold", type=PROBABILITY,
+                         help="probability above which a voxel joins the copick segmentation "
+                              "(default: the model's calibrated threshold)")
+    segment.set_defaults(func=cmd_segment)
+
+
+def _merge_parser(sub) -> None:
+    merge = sub.add_parser("merge", help="merge per-feature probabilities into one label volume")
+    merge.add_argument("--prob", action="append", metavar="FEATURE=FILE")
+    merge.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
+    merge.add_argument("--artifact", action="append", metavar="ARTIFACT[=FEATURE[,FEATURE]]",
+                       help="remove the artifact's voxels from these features (default: from "
+                            "every other feature)")
+    merge.add_argument("--output", "-o", type=Path, required=True)
+    merge.add_argument("--overwrite", action="store_true")
+    merge.set_defaults(func=cmd_merge)
+
+
+def _pick_parser(sub) -> None:
+    pick = sub.add_parser("pick", help="particle coordinates from a probability map")
+    pick.add_argument("probability", nargs="?",
+                      help="probability MRC from tomoseg segment (with --copick: default the "
+                           "feature's copick segmentation)")
+    pick.add_argument("output", nargs="?",
+                      help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
+    tilt_series_option(pick)
+    pick.add_argument("--feature", default="ribosome")
+    pick.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
+    pick.add_argument("--threshold", type=PROBABILITY,
+                      help="default: the threshold the model chose on held-out pixels "
+                           "(stored in the probability map's header), else 0.5")
+    voxel_size_option(pick, "a map whose")
+    pick.add_argument("--min-distance", type=POSITIVE, help="A between picks (default: radius)")
+    pick.add_argument("--edge", type=number(float, 0, inclusive=True),
+                      help="drop picks closer than this to the border, A (default: keep all)")
+    pick.add_argument("--method", choices=("peaks", "components"), default="peaks",
+                      help="peaks: local maxima of the smoothed map (default; keeps touching "
+                           "particles apart); components: one pick per blob, as EMAN2")
+    pick.add_argument("--min-size", type=POSITIVE_INT,
+                      help="voxels above threshold a particle needs (default: 20%% of a sphere "
+                           "of --diameter)")
+    pick.add_argument("--split", action="store_true",
+                      help="components only: split touching particles (watershed)")
+    pick.add_argument("--max-picks", type=POSITIVE_INT)
+    pick.add_argument("--spacing", type=POSITIVE,
+                      help="sample points every SPACING A along filaments/membranes instead")
+    pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
+    copick_options(pick, several_runs=False)
+    pick.add_argument("--overwrite", action="store_true",
+                      help="replace copick picks of the same user and session")
+    pick.set_defaults(func=cmd_pick)
+
+
+def add_parsers(sub) -> None:
+    _train_parser(sub)
+    _segment_parser(sub)
+    _merge_parser(sub)
+    _pick_parser(sub)

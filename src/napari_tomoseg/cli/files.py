@@ -1,0 +1,155 @@
+"""Commands about files: synth, info, clean, points, boxes."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import TomosegError
+from .arguments import (COUNT, POSITIVE_INT, VOXEL_SIZE, number, tilt_series_option,
+                        voxel_checked, voxel_size_option)
+from .progress import progress_bar
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..io.paths import check_writable
+    from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
+
+    spec = CellSpec(shape=tuple(args.shape), voxel_size=args.voxel_size,
+                    n_vesicles=args.vesicles, n_microtubules=args.microtubules,
+                    n_actin=args.actin, carbon_edge=not args.no_carbon)
+    imaging = ImagingSpec(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
+                          tilt_step=args.tilt_range[2], snr=args.snr, defocus_um=args.defocus)
+    check_writable(args.output)
+    target = args.output / f"{args.name}.mrc"
+    if target.exists() and not args.overwrite:  # say so before minutes of simulation
+        raise FileExistsError(f"{target} exists; use --overwrite or another --name.")
+    start = time.perf_counter()
+    with progress_bar("synthetic cell") as show:
+        result = simulate(spec, imaging, seed=args.seed, progress=show)
+    files = write_synthetic(result, args.output, name=args.name, origin=tuple(args.origin),
+                            overwrite=args.overwrite, compact=args.compact)
+    print(f"synthetic cell {spec.shape} at {spec.voxel_size} A/voxel, seed {args.seed}, "
+          f"{len(result.cell.particles)} ribosomes, {time.perf_counter() - start:.1f} s")
+    for key, path in files.items():
+        print(f"  {key:12s} {path}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..io.mrc import open_volume
+
+    for path in args.files:
+        data, info = open_volume(path, check_finite=False)
+        z, y, x = info.shape
+        note = "" if info.voxel_size_in_header else " (not in header: assumed)"
+        print(f"{path}: {x} x {y} x {z} voxels (x y z), {info.dtype}, voxel "
+              f"{info.voxel_size[2]:g} x {info.voxel_size[1]:g} x {info.voxel_size[0]:g} A{note}, "
+              f"origin {info.origin[2]:g} {info.origin[1]:g} {info.origin[0]:g} A")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from ..io.mrc import replace_nonfinite
+    from ..io.paths import check_writable
+
+    check_writable(Path(args.output).parent)
+    replaced = replace_nonfinite(args.input, args.output)
+    print(f"{args.output}: replaced {replaced:,} NaN/Inf voxels with the mean")
+    return 0
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    """Convert particle files between STAR, CSV and EMAN2 JSON, placing them on a tomogram."""
+    from ..io.mrc import read_header
+    from ..io.particle_files import read_particles, write_particles
+    from ..tomogram import tomogram_name, volume_frame
+
+    _, info = read_header(args.tomogram)
+    info = voxel_checked(info, args.tomogram, args)
+    frame = volume_frame(info, args.tomo_name or tomogram_name(args.tomogram),
+                         args.tilt_series_pixel_size)
+    table, frame = read_particles(args.input, frame)
+    table = table.drop(columns=["tomo_name"], errors="ignore")
+    write_particles(args.output, table, frame)
+    print(f"{args.output}: {len(table)} particles")
+    return 0
+
+
+def cmd_boxes(args: argparse.Namespace) -> int:
+    """Boxes from a ground-truth mask, placed as a user would (for tests and benchmarks)."""
+    from ..annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
+    from ..io.mrc import open_volume
+    from ..io.paths import check_writable
+
+    truth, _ = open_volume(args.truth)
+    check_writable(args.output)
+    boxes = boxes_from_truth(truth, args.feature, args.positives, args.negatives, args.size,
+                             args.seed)
+    if args.positives and not any(b.positive for b in boxes):
+        raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
+                           f"'{args.feature}' (is the mask empty?); nothing was written.")
+    existing = []
+    if has_boxes(args.output):  # boxes.json, or only its backup after a kill mid-save
+        existing = [b for b in load_boxes(args.output) if b.feature != args.feature]
+    save_boxes(args.output, existing + boxes)
+    n_pos = sum(b.positive for b in boxes)
+    print(f"{args.output}: {n_pos} positive and {len(boxes) - n_pos} negative boxes "
+          f"for '{args.feature}'")
+    return 0
+
+
+def _synth_parser(sub) -> None:
+    synth = sub.add_parser("synth", help="make a synthetic cellular tomogram with ground truth")
+    synth.add_argument("output", type=Path, help="folder for the files")
+    synth.add_argument("--name", default="synthetic")
+    synth.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=(128, 512, 512), metavar=("Z", "Y", "X"))
+    synth.add_argument("--voxel-size", type=VOXEL_SIZE, default=10.0, help="Angstrom (default 10)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--snr", type=float, default=0.5, help="per-tilt signal-to-noise ratio")
+    synth.add_argument("--tilt-range", type=float, nargs=3, default=(-60.0, 60.0, 3.0),
+                       metavar=("MIN", "MAX", "STEP"))
+    synth.add_argument("--defocus", type=float, default=0.0, help="micrometres; 0 = no CTF")
+    synth.add_argument("--origin", type=float, nargs=3, default=(0.0, 0.0, 0.0),
+                       metavar=("Z", "Y", "X"), help="header origin in Angstrom")
+    synth.add_argument("--vesicles", type=COUNT, default=5)
+    synth.add_argument("--microtubules", type=COUNT, default=3)
+    synth.add_argument("--actin", type=COUNT, default=8)
+    synth.add_argument("--no-carbon", action="store_true")
+    synth.add_argument("--compact", action="store_true", help="int8 tomogram, gzipped labels")
+    synth.add_argument("--overwrite", action="store_true")
+    synth.set_defaults(func=cmd_synth)
+
+
+def add_parsers(sub) -> None:
+    _synth_parser(sub)
+
+    info = sub.add_parser("info", help="print the geometry of MRC files")
+    info.add_argument("files", nargs="+")
+    info.set_defaults(func=cmd_info)
+
+    clean = sub.add_parser("clean", help="copy an MRC file with NaN/Inf voxels replaced")
+    clean.add_argument("input")
+    clean.add_argument("output")
+    clean.set_defaults(func=cmd_clean)
+
+    points = sub.add_parser("points", help="convert particles between STAR and CSV")
+    points.add_argument("input")
+    points.add_argument("output")
+    points.add_argument("--tomogram", required=True, help="the MRC the particles belong to")
+    points.add_argument("--tomo-name", help="rlnTomoName (default: the tomogram's file name)")
+    tilt_series_option(points)
+    voxel_size_option(points, "a tomogram whose")
+    points.set_defaults(func=cmd_points)
+
+    boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
+    boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
+    boxes.add_argument("output", type=Path, help="box folder (boxes.json: boxes and masks, with a backup)")
+    boxes.add_argument("--feature", required=True)
+    boxes.add_argument("--positives", type=COUNT, default=10)
+    boxes.add_argument("--negatives", type=COUNT, default=50)
+    boxes.add_argument("--size", type=number(int, 8, inclusive=True), default=64,
+                       help="box size in pixels (at least 8)")
+    boxes.add_argument("--seed", type=int, default=0)
+    boxes.set_defaults(func=cmd_boxes)
