@@ -8,6 +8,7 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
+from napari_tomoseg._napari.layer_tags import find  # noqa: E402
 from napari_tomoseg.io.mrc import write_volume  # noqa: E402
 from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
 from napari_tomoseg.synthetic.particle_field import simulate_particle_field  # noqa: E402
@@ -23,7 +24,8 @@ def _viewer_with_particles(make_napari_viewer, field):
     origin = (30.0, -60.0, 90.0)
     tomogram = viewer.add_image(field.tomogram, name="field", scale=(15.0,) * 3, translate=origin)
     points = viewer.add_points(field.zyx * 15.0 + np.array(origin), name="picks",
-                               features=pd.DataFrame({"status": np.zeros(len(field.zyx), int)}))
+                               features=pd.DataFrame({"status": np.zeros(len(field.zyx), int),
+                                                      "feature": "ribosome"}))
     return viewer, tomogram, points
 
 
@@ -39,16 +41,16 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     widget.reference.value = reference
     widget.output.value = tmp_path / "out"
     np.testing.assert_allclose(widget.picked_voxels(), field.zyx[2:], atol=1e-6)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    handle = widget.run()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
     qtbot.waitUntil(lambda: widget.result is not None, timeout=5_000)
-    average = viewer.layers["average"]
+    average = find(viewer, "average")
     assert average.data.shape == (32, 32, 32) and average.rendering == "iso"
     frame = TomogramFrame("field", field.tomogram.shape, 15.0, (30.0, -60.0, 90.0))
     table = read_star(tmp_path / "out" / "average_particles.star", frame)
     kept = len(widget.subtomograms.data)
     assert len(table) == kept <= len(field.zyx) - 2
+    assert set(table["feature"]) == {"ribosome"}  # the picks' feature column is kept, as by the CLI
     assert len(viewer.layers["orientations"].data) == kept
     # refined centres stay on the true particles (world coordinates of the viewer)
     errors = np.linalg.norm(table[["z", "y", "x"]].to_numpy() - field.zyx[2:][widget.subtomograms.indices],
@@ -56,20 +58,66 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     assert np.median(errors) < 1.5
     assert widget.fsc_plot.fsc is not None and widget.classify_button.enabled
     assert widget.progress.value == widget.progress.max == 1 and not widget.progress.visible
+    assert average not in widget.tomogram.choices  # found by its tag, whatever its name
+    # classification runs the CLI's classify_job on the aligned particles, in the thread
+    widget.classes.value = 2
+    handle = widget.classify()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
+    classes = [find(viewer, "class", index=c) for c in (1, 2)]
+    assert all(layer is not None and layer.data.shape == (32, 32, 32) for layer in classes)
+    assert (tmp_path / "out" / "class_1.mrc").exists()
+    assert "written to" in widget.status.value
 
 
 def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field):
+    """Cancel mid-refinement: no output and no partial file in the folder, the widget is free."""
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg.io.atomic import is_partial
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    out = tmp_path / "out"
+    out.mkdir()
+    widget = AveragingWidget(viewer)
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    widget.output.value = out
+    handle = widget.run()  # reference-free: long enough to cancel
+    assert widget.cancel_button.enabled and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.state is not None, timeout=30_000)  # refining now
+    widget.cancel_button.clicked.emit()  # the one way to cancel: handle.cancel()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert widget.result is None and "cancelled" in widget.status.value
+    left = list(out.iterdir())
+    assert not [path for path in left if is_partial(path)]
+    assert left == []
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert not widget.classify_button.enabled
+
+
+def test_edge_and_feature_reach_the_job_as_the_cli_passes_them(make_napari_viewer, qtbot,
+                                                               tmp_path, field, monkeypatch):
+    """The widget calls the CLI's average_job with its edge option and the picks' features."""
+    from napari_tomoseg._napari import averaging_widget
     from napari_tomoseg._napari.averaging_widget import AveragingWidget
 
+    calls = []
+
+    def spy(volume, frame, table, settings, output, reference=None, edge="skip", name="average"):
+        calls.append((table.copy(), edge))
+        yield from ()  # a job that ends at once
+
+    monkeypatch.setattr(averaging_widget, "average_job", spy)
+    monkeypatch.setattr(AveragingWidget, "_on_averaged", lambda self, outcome: done.append(1))
+    monkeypatch.setattr(AveragingWidget, "_failed", lambda self, exc: done.append(exc))
+    done = []
     viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
     widget = AveragingWidget(viewer)
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.output.value = tmp_path / "out"
-    worker = widget.run()  # reference-free: long enough to cancel
-    qtbot.waitUntil(lambda: widget.subtomograms is not None, timeout=30_000)
-    widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
-    assert widget.result is None
-    assert not (tmp_path / "out" / "average.mrc").exists()
-    assert widget.run_button.enabled
+    for edge in ("pad", "skip"):
+        widget.edge.value = edge
+        handle = widget.run()
+        qtbot.waitUntil(lambda: not handle.is_running, timeout=10_000)
+    assert [edge for _, edge in calls] == ["pad", "skip"] and done == [1, 1]
+    table = calls[0][0]
+    assert list(table["feature"]) == ["ribosome"] * len(field.zyx)
+    np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), field.zyx, atol=1e-6)

@@ -1,11 +1,13 @@
 """Average the picked particles: gold-standard refinement with a live 3D average.
 
 Takes the shown, not rejected points of a Points layer (after QC in the
-picking widget), runs :func:`napari_tomoseg.averaging.iter_average` in a
-thread worker, and after every iteration replaces the ``average`` layer
-(isosurface in 3D) and the FSC curve. The result is written to the output
-folder; the particles' orientations appear as a Vectors layer. Classify
-splits the aligned particles into classes, one layer per class average.
+picking widget) and runs ``jobs.average.average_job``, the CLI's, through
+``start_job``: extraction, refinement and every file written happen in the
+thread. Each iteration replaces the layer tagged ``average`` (isosurface
+in 3D) and the FSC curve; the particles' orientations appear as a Vectors
+layer. Classify runs ``classify_job`` on the aligned particles, one layer
+tagged ``class`` (index) per class average. Cancel stops either job at its
+next step; nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
                               ProgressBar, PushButton, SpinBox)
-from napari.layers import Image, Points
-from napari.qt.threading import thread_worker
+from napari.layers import Image, Points, Vectors
 from napari.utils.notifications import show_info
 
-from ..averaging import (AverageResult, AverageSettings, ClassifySettings, ClassResult,
-                         extract_subtomograms, iter_average, iter_classify, write_average_result,
-                         write_class_result)
+from ..averaging import AverageResult, AverageSettings, ClassifySettings
+from ..averaging.extract import Subtomograms
+from ..averaging.files import aligned_particle_table
 from ..errors import TomosegError
 from ..io.mrc import open_volume
-from ..io.particles import TomogramFrame
+from ..io.particles import TomogramFrame, particle_table
+from ..jobs.average import average_job, classify_job
+from ..jobs.progress import Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
+from .layer_tags import find, has_role, tag
 from .notify import guarded, report_error
+from .worker import JobHandle, start_job
 
 
 class AveragingWidget(Container):
@@ -37,13 +43,15 @@ class AveragingWidget(Container):
         self.tomogram = ComboBox(label="Tomogram", choices=self._images)
         self.particles = ComboBox(label="Particles", choices=self._points)
         self.box = SpinBox(label="Box (voxels)", value=32, min=12, max=256, step=2)
+        self.edge = ComboBox(label="At the edge", choices=["skip", "pad"], value="skip",
+                             tooltip="skip particles whose box leaves the tomogram, or pad "
+                                     "the outside with the box mean (tomoseg average --edge)")
         self.symmetry = LineEdit(label="Symmetry", value="C1")
         self.iterations = SpinBox(label="Iterations", value=5, min=1, max=50)
         self.angular_step = FloatSpinBox(label="Global step (deg)", value=20.0, min=3.0, max=60.0)
         self.tilt_min = FloatSpinBox(label="Tilt min (deg)", value=-60.0, min=-90.0, max=0.0)
         self.tilt_max = FloatSpinBox(label="Tilt max (deg)", value=60.0, min=0.0, max=90.0)
-        self.reference = FileEdit(label="Reference (optional)", mode="r", filter="*.mrc",
-                                  value="")
+        self.reference = FileEdit(label="Reference (optional)", mode="r", filter="*.mrc", value="")
         self.output = FileEdit(label="Output folder", mode="d", value=Path.home() / "tomoseg_average")
         self.run_button = PushButton(text="Average")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -52,29 +60,35 @@ class AveragingWidget(Container):
         self.status = Label(value="")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.fsc_plot = FscPlot()
-        self.extend([self.tomogram, self.particles, self.box, self.symmetry, self.iterations,
-                     self.angular_step, self.tilt_min, self.tilt_max, self.reference, self.output,
+        self.extend([self.tomogram, self.particles, self.box, self.edge, self.symmetry,
+                     self.iterations, self.angular_step, self.tilt_min, self.tilt_max,
+                     self.reference, self.output,
                      Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                labels=False),
                      self.progress, self.status])
         self.native.layout().addWidget(self.fsc_plot)
         self.extend([self.classes, self.classify_button])
-        self.worker = None
+        self.handle: JobHandle | None = None
+        self.state = None  # the latest IterationState or ClassState shown
         self.result: AverageResult | None = None
-        self.subtomograms = None
-        self._stop = False
+        self.subtomograms: Subtomograms | None = None
+        self.orientations: Vectors | None = None
+        self._voxel = 1.0  # Angstrom per voxel of the tomogram being averaged
+        self._source: tuple | None = None  # (volume, frame) the aligned particles came from
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
         self.viewer.layers.events.removed.connect(lambda e: self._refresh())
 
-    def _images(self, widget=None):
+    def _images(self, widget=None) -> list[Image]:
         return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 3
-                and l.name != "average" and not l.name.startswith("class ")]
+                and not has_role(l, "average") and not has_role(l, "class")]
 
-    def _points(self, widget=None):
-        return [l for l in self.viewer.layers if isinstance(l, Points)]
+    def _points(self, widget=None) -> list[Points]:
+        """Points layers, the picking widget's (tagged ``picks``) first."""
+        points = [l for l in self.viewer.layers if isinstance(l, Points)]
+        return sorted(points, key=lambda l: not has_role(l, "picks"))
 
     def _refresh(self) -> None:
         self.tomogram.reset_choices()
@@ -89,16 +103,28 @@ class AveragingWidget(Container):
         return TomogramFrame(clean_tomo_name(layer.name), tuple(layer.data.shape),
                              float(layer.scale[-1]), tuple(float(t) for t in layer.translate))
 
+    def _kept(self) -> np.ndarray:
+        points = self.particles.value
+        keep = np.asarray(points.shown, bool)
+        if "status" in points.features:
+            keep &= np.asarray(points.features["status"]) >= 0
+        return keep
+
     def picked_voxels(self) -> np.ndarray:
         """Shown, not rejected points in the tomogram's voxel coordinates."""
         points, tomogram = self.particles.value, self.tomogram.value
         if tomogram is None or points is None:
             raise TomosegError("choose a tomogram and a Points layer of particles.")
-        keep = np.asarray(points.shown, bool)
-        if "status" in points.features:
-            keep &= np.asarray(points.features["status"]) >= 0
-        world = np.array([points.data_to_world(p) for p in points.data[keep]]).reshape(-1, 3)
+        world = np.array([points.data_to_world(p) for p in points.data[self._kept()]]).reshape(-1, 3)
         return (world - np.asarray(tomogram.translate)) / np.asarray(tomogram.scale)
+
+    def picked_table(self) -> pd.DataFrame:
+        """The kept picks as the CLI reads them: voxels, and each pick's feature if known."""
+        zyx = self.picked_voxels()
+        features = self.particles.value.features
+        feature = (features["feature"].to_numpy()[self._kept()] if "feature" in features
+                   else None)
+        return particle_table(zyx, feature=feature)
 
     def settings(self) -> AverageSettings:
         return AverageSettings(box=int(self.box.value), iterations=int(self.iterations.value),
@@ -113,89 +139,93 @@ class AveragingWidget(Container):
         return np.asarray(data, np.float32)
 
     # averaging ---------------------------------------------------------------------------
-    def run(self):
+    def run(self) -> JobHandle:
+        """Start ``average_job`` on the kept picks; files go to the output folder."""
         settings = self.settings()
+        table = self.picked_table()
+        if len(table) < 4:
+            raise TomosegError(f"{len(table)} particles: averaging needs at least 4.")
         tomogram = self.tomogram.value
-        zyx = self.picked_voxels()
-        if len(zyx) < 4:
-            raise TomosegError(f"{len(zyx)} particles: averaging needs at least 4.")
-        reference = self._reference()
-        voxel = float(tomogram.scale[-1])
         frame = self._frame(tomogram)
-        output = Path(self.output.value)
-        data = tomogram.data
-        self._stop = False
+        job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
+                          self._reference(), str(self.edge.value))
+        self._voxel, self._source = frame.voxel_size, (tomogram.data, frame)
+        self.result, self.subtomograms, self.state = None, None, None
+        self.status.value = f"extracting {len(table)} particles..."
+        return self._start(job, self._on_average_progress, self._on_averaged)
 
-        @thread_worker
-        def work():
-            sub = extract_subtomograms(data, zyx, settings.box)
-            if len(sub.data) < 4:
-                raise TomosegError(f"only {len(sub.data)} particles fit the box inside the tomogram.")
-            yield ("extracted", sub)
-            for state in iter_average(sub.data, voxel, settings, reference, lambda: self._stop):
-                yield ("state", state)
-            return sub
-
-        self.worker = work()
-        self.worker.yielded.connect(lambda item: self._on_yield(item, voxel, frame, output))
-        self.worker.errored.connect(report_error)
-        self.worker.finished.connect(self._finished)
+    def _start(self, job, on_progress, on_done) -> JobHandle:
         self._busy(True)
-        self.status.value = f"extracting {len(zyx)} particles..."
-        self.worker.start()
-        return self.worker
+        self.handle = start_job(job, on_progress=on_progress, on_done=on_done,
+                                on_error=self._failed, on_cancelled=self._on_cancelled,
+                                on_finished=lambda: self._busy(False))
+        return self.handle
 
-    def _on_yield(self, item, voxel: float, frame: TomogramFrame, output: Path) -> None:
-        kind, value = item
-        if kind == "extracted":
-            self.subtomograms = value
-            self.status.value = (f"{len(value.data)} particles ({value.skipped} too close to "
-                                 "the edge), building the start...")
+    def _on_average_progress(self, progress: Progress) -> None:
+        state = progress.payload
+        self.status.value = progress.message
+        if state is None:
             return
-        if isinstance(value, AverageResult):
-            self.result = value
-            self._show_volume(value.average, "average", voxel)
-            self.fsc_plot.set_curve(value.fsc, f"{value.resolution:.1f} A at FSC 0.143")
-            written = write_average_result(output, value, frame, self.subtomograms.origins)
-            self._show_orientations(frame)
-            verdict = "" if value.supported else " (NOT supported by the data)"
-            self.status.value = (f"{len(value.halves)} particles, {value.resolution:.1f} A{verdict}; "
-                                 f"written to {written['average'].parent}")
-            show_info(f"average at {value.resolution:.1f} A written to {output}; {value.note}")
-            return
-        self._show_volume(value.average, "average", voxel)
-        self.progress.max = value.total  # per stage: the start, then the refinement
-        self.progress.value = value.step
-        if value.fsc is not None:
-            self.fsc_plot.set_curve(value.fsc, f"iteration {value.step}: {value.resolution:.1f} A")
-        self.status.value = f"{value.stage} {value.step}/{value.total}"
+        self.state = state
+        self._show_volume(state.average, "average")
+        self.progress.max = state.total  # per stage: the start, then the refinement
+        self.progress.value = state.step
+        if state.fsc is not None:
+            self.fsc_plot.set_curve(state.fsc, f"iteration {state.step}: {state.resolution:.1f} A")
 
-    def _show_volume(self, volume: np.ndarray, name: str, voxel: float) -> Image:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
+    def _on_averaged(self, outcome: tuple[AverageResult, Subtomograms, dict]) -> None:
+        result, sub, written = outcome
+        self.result, self.subtomograms = result, sub
+        self._show_volume(result.average, "average")
+        self.fsc_plot.set_curve(result.fsc, f"{result.resolution:.1f} A at FSC 0.143")
+        self._show_orientations(self._source[1])
+        verdict = "" if result.supported else " (NOT supported by the data)"
+        self.status.value = (f"{len(result.halves)} particles ({sub.skipped} at the edge "
+                             f"{'skipped' if self.edge.value == 'skip' else 'padded'}), "
+                             f"{result.resolution:.1f} A{verdict}; written to "
+                             f"{written['average'].parent}")
+        show_info(f"average at {result.resolution:.1f} A written to {written['average'].parent}; "
+                  f"{result.note}")
+
+    def _show_volume(self, volume: np.ndarray, role: str, index: int | None = None) -> Image:
+        """Replace the data of the layer tagged ``role`` (and index), or add that layer."""
+        layer = find(self.viewer, role, **({"index": index} if index is not None else {}))
+        if layer is not None:
             layer.data = volume
             return layer
-        return self.viewer.add_image(volume, name=name, scale=(voxel,) * 3, rendering="iso",
-                                     iso_threshold=float(np.percentile(volume, 95)),
-                                     colormap="gold", blending="additive")
+        voxel = self._voxel
+        name = role if index is None else f"{role} {index}"
+        layer = self.viewer.add_image(volume, name=name, scale=(voxel,) * 3, rendering="iso",
+                                      iso_threshold=float(np.percentile(volume, 95)),
+                                      colormap="gold", blending="additive")
+        tag(layer, role, index=index)
+        return layer
 
-    def _show_orientations(self, frame: TomogramFrame):
+    def _show_orientations(self, frame: TomogramFrame) -> Vectors:
         """Each particle's reference z axis, drawn from its refined centre."""
         result, sub = self.result, self.subtomograms
         centres = sub.origins + result.alignment.shifts[:, ::-1]
         axis_xyz = np.einsum("nij,j->ni", result.alignment.matrices, np.array([0.0, 0.0, 1.0]))
         length = result.settings.box / 3
         vectors = np.stack([centres, axis_xyz[:, ::-1] * length], axis=1)
-        if "orientations" in self.viewer.layers:
-            self.viewer.layers.remove("orientations")
-        return self.viewer.add_vectors(vectors, name="orientations", scale=(frame.voxel_size,) * 3,
-                                       translate=frame.origin, edge_color="#f2c94c", edge_width=1.0)
+        if self.orientations is not None and self.orientations in self.viewer.layers:
+            self.viewer.layers.remove(self.orientations)
+        self.orientations = self.viewer.add_vectors(
+            vectors, name="orientations", scale=(frame.voxel_size,) * 3, translate=frame.origin,
+            edge_color="#f2c94c", edge_width=1.0)
+        return self.orientations
 
     def cancel(self) -> None:
-        self._stop = True
-        if self.worker is not None:
-            self.worker.quit()
-        self.status.value = "cancelled"
+        """Stop the running job at its next step; it writes nothing then."""
+        if self.handle is not None and self.handle.is_running:
+            self.handle.cancel()
+            self.status.value = "cancelling..."
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.value = report_error(exc)
+
+    def _on_cancelled(self) -> None:
+        self.status.value = "cancelled; nothing was written"
 
     def _busy(self, busy: bool) -> None:
         self.progress.visible = busy
@@ -205,42 +235,33 @@ class AveragingWidget(Container):
         self.cancel_button.enabled = busy
         self.classify_button.enabled = not busy and self.result is not None
 
-    def _finished(self) -> None:
-        self._busy(False)
-
     # classification ------------------------------------------------------------------------
-    def classify(self):
+    def classify(self) -> JobHandle:
+        """Start ``classify_job`` on the aligned particles (refined centres and angles)."""
         if self.result is None or self.subtomograms is None:
             raise TomosegError("average first: classification starts from aligned particles.")
         settings = ClassifySettings(classes=int(self.classes.value))
-        result, sub = self.result, self.subtomograms
-        voxel = result.voxel_size
-        frame = self._frame(self.tomogram.value)
-        output = Path(self.output.value)
-        self._stop = False
+        table = aligned_particle_table(self.subtomograms.origins, self.result.alignment)
+        volume, frame = self._source
+        job = classify_job(volume, frame, table, self.result.settings, settings,
+                           Path(self.output.value), str(self.edge.value))
+        self.status.value = "classifying..."
+        return self._start(job, self._on_class_progress, self._on_classified)
 
-        @thread_worker
-        def work():
-            yield from iter_classify(sub.data, voxel, result.alignment, result.settings, settings,
-                                     lambda: self._stop)
+    def _on_class_progress(self, progress: Progress) -> None:
+        self.status.value = f"classification: {progress.message}"
+        if progress.payload is None:
+            return
+        self.state = progress.payload
+        self.progress.max, self.progress.value = progress.total, progress.step
+        for c, volume in enumerate(self.state.averages, start=1):
+            self._show_volume(volume, "class", c)
 
-        def on_yield(state):
-            if isinstance(state, ClassResult):
-                write_class_result(output, state, voxel, frame, sub.origins)
-                counts = np.bincount(state.classes, minlength=settings.classes + 1)[1:]
-                self.status.value = f"classes: {counts.tolist()} particles; written to {output}"
-                averages = state.averages
-            else:
-                self.status.value = (f"classification {state.iteration}/{state.total}: "
-                                     f"{state.counts.tolist()}, {state.changed:.0%} moved")
-                averages = state.averages
-            for c, volume in enumerate(averages, start=1):
-                self._show_volume(volume, f"class {c}", voxel)
-
-        self.worker = work()
-        self.worker.yielded.connect(on_yield)
-        self.worker.errored.connect(report_error)
-        self.worker.finished.connect(self._finished)
-        self._busy(True)
-        self.worker.start()
-        return self.worker
+    def _on_classified(self, outcome) -> None:
+        result, _, written = outcome
+        counts = np.bincount(result.classes, minlength=len(result.averages) + 1)[1:]
+        for c, volume in enumerate(result.averages, start=1):
+            self._show_volume(volume, "class", c)
+        folder = written["particles"].parent
+        self.status.value = f"classes: {counts.tolist()} particles; written to {folder}"
+        show_info(self.status.value)
