@@ -73,7 +73,7 @@ def test_pyramid_opens_a_large_memory_mapped_file_without_reading_it(tmp_path):
 napari = pytest.importorskip("napari")
 
 
-def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napari_viewer):
+def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napari_viewer, qtbot):
     from napari_tomoseg._napari.explore_widget import ExploreWidget
 
     viewer = make_napari_viewer()
@@ -98,9 +98,13 @@ def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napa
     labels = viewer.add_labels(_sphere((24, 64, 64), 8).astype(np.uint8), name="seg: ribosome",
                                scale=(10.0,) * 3)
     widget.segmentation.value = labels
-    mesh = widget.add_surface()
-    assert len(mesh.data[1]) > 100
-    assert "1 components" in widget.show_numbers()
+    handle = widget.add_surface()  # whole-volume work runs in a thread
+    assert not widget.surface_button.enabled
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert len(widget.surface_layer.data[1]) > 100 and widget.surface_button.enabled
+    handle = widget.show_numbers()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert "1 components" in widget.numbers.value
 
 
 def test_snapshot_and_turntable_movie(make_napari_viewer, tmp_path):
@@ -164,8 +168,12 @@ def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_vi
     probability = np.zeros(volume.shape, np.float32)
     probability[5, 32:48, 32:48] = 1.0
     layer = viewer.add_image(volume, name="tomo", scale=(10.0,) * 3, translate=(0.0, 50.0, 0.0))
-    viewer.add_image(probability, name="prediction: ribosome", scale=(10.0,) * 3)
+    from napari_tomoseg._napari.layer_tags import tag
+
+    prediction = viewer.add_image(probability, name="renamed by the user", scale=(10.0,) * 3)
+    tag(prediction, "probability", feature="ribosome")
     widget = GalleryWidget(viewer)
+    assert prediction not in widget.tomogram.choices
     widget.tomogram.value = layer
     widget.folder.value = tmp_path / "s.tomoseg"
     items = widget.refresh()
@@ -197,3 +205,30 @@ def test_side_views_follow_the_cursor_and_ruler_measures_nm(make_napari_viewer):
     ruler.add_lines(np.array([[3.0, 0.0, 0.0], [3.0, 30.0, 40.0]]))  # data coordinates (voxels)
     assert widget.ruler_lengths_nm()[0] == pytest.approx(50 * (ruler.scale[-1] / 10.0))
     assert "nm" in widget.numbers.value
+
+
+def test_surface_of_a_tagged_map_takes_its_colour_and_errors_show_in_one_line(
+        make_napari_viewer, qtbot, monkeypatch):
+    from napari_tomoseg._napari import notify
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg.features import FEATURE_COLOURS
+
+    shown = []
+    monkeypatch.setattr(notify, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(_sphere((24, 48, 48), 8).astype(np.float32) * 0.8, name="map",
+                             scale=(10.0,) * 3)
+    tag(layer, "probability", feature="membrane")
+    widget = ExploreWidget(viewer)
+    widget.segmentation.value = layer
+    handle = widget.add_surface()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    colour = FEATURE_COLOURS["membrane"]
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    np.testing.assert_allclose(widget.surface_layer.colormap.colors[0][:3], rgb, atol=1e-6)
+    widget.threshold.value = 0.9  # above every voxel: no surface
+    handle = widget.add_surface()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert shown == [widget.numbers.value] and "internal error" not in shown[0]
+    assert widget.surface_button.enabled

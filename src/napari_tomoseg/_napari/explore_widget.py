@@ -1,5 +1,8 @@
 """Look at a tomogram: thick slabs with display filters, pyramids, surfaces and numbers.
 
+Surfaces and numbers cover whole volumes, so they run as ``jobs.explore``
+jobs through ``start_job``, never on the GUI thread.
+
 The slab layer is a :class:`~napari_tomoseg.explore.view.SlabView` of the
 tomogram: napari asks it for the plane in view (XY, or XZ/YZ after rolling
 the axes) and gets the filtered mean of ``thickness`` planes around it. The
@@ -17,12 +20,16 @@ from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info
 
 from ..errors import TomosegError
-from ..explore import DisplaySettings, feature_numbers, multiscale_pyramid, particle_density
-from ..explore import surface_from_volume
+from ..explore import DisplaySettings, multiscale_pyramid, particle_density
 from ..explore.display import display_plane
+from ..explore.surfaces import Surface
 from ..explore.view import SlabView
 from ..features import FEATURE_COLOURS
-from .notify import guarded
+from ..jobs.explore import numbers_job, surface_job
+from ..jobs.progress import Job
+from .layer_tags import tag_of
+from .notify import guarded, report_error
+from .worker import JobHandle, start_job
 
 
 class ExploreWidget(Container):
@@ -53,6 +60,8 @@ class ExploreWidget(Container):
                      self.mesh_step, self.surface_button, self.numbers_button, self.numbers,
                      self.output, self.snapshot_button, self.movie_frames, self.movie_button])
         self.slab_layer: Image | None = None
+        self.surface_layer = None
+        self.handle: JobHandle | None = None
         self.slab_button.changed.connect(guarded(self.show_slab))
         self.ortho_button.changed.connect(guarded(self.show_ortho_views))
         self.ruler_button.changed.connect(guarded(self.add_ruler))
@@ -90,10 +99,10 @@ class ExploreWidget(Container):
         if layer is None:
             raise TomosegError("open a tomogram first.")
         view, limits = self._slab_view(layer.data, float(layer.scale[-1]))
-        name = f"slab: {layer.name}"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.slab_layer = self.viewer.add_image(view, name=name, scale=layer.scale,
+        for old in [l for l in self.viewer.layers if isinstance(l.data, SlabView)
+                    and l.data.volume is layer.data]:  # this tomogram's earlier slab view
+            self.viewer.layers.remove(old)
+        self.slab_layer = self.viewer.add_image(view, name=f"slab: {layer.name}", scale=layer.scale,
                                                 translate=layer.translate, contrast_limits=limits,
                                                 colormap="gray")
         self.slab_layer.metadata["source"] = layer.name
@@ -170,36 +179,60 @@ class ExploreWidget(Container):
         return pyramid
 
     # surfaces and numbers ---------------------------------------------------------------------
-    def add_surface(self):
+    def _segmentation(self):
         layer = self.segmentation.value
         if layer is None:
             raise TomosegError("choose a segmentation (probability map or labels).")
-        threshold = 0.5 if isinstance(layer, Labels) else float(self.threshold.value)
-        data = (np.asarray(layer.data) > 0).astype(np.float32) if isinstance(layer, Labels) else layer.data
-        surface = surface_from_volume(data, threshold, float(layer.scale[-1]),
-                                      tuple(layer.translate), int(self.mesh_step.value))
-        feature = layer.name.split(":")[-1].strip()
-        colour = FEATURE_COLOURS.get(feature, "#f2c94c")
-        mesh = self.viewer.add_surface(surface.as_layer_data(), name=f"surface: {layer.name}",
-                                       colormap=_single_colour(colour), shading="smooth")
-        show_info(f"{len(surface.faces):,} triangles, {surface.area_nm2:,.0f} nm^2")
-        return mesh
+        return layer
 
-    def show_numbers(self) -> str:
-        layer = self.segmentation.value
-        if layer is None:
-            raise TomosegError("choose a segmentation (probability map or labels).")
+    def add_surface(self) -> JobHandle:
+        """Start ``surface_job`` in a thread; the mesh is added when it is done."""
+        layer = self._segmentation()
+        labels = isinstance(layer, Labels)
+        threshold = 0.5 if labels else float(self.threshold.value)
+        job = _surface(layer.data, labels, threshold, float(layer.scale[-1]),
+                       tuple(layer.translate), int(self.mesh_step.value))
+        self.surface_button.enabled = False
+        return self._start(job, lambda surface: self._show_surface(surface, layer),
+                           lambda: setattr(self.surface_button, "enabled", True))
+
+    def _start(self, job, on_done, on_finished) -> JobHandle:
+        self.handle = start_job(
+            job, on_progress=lambda progress: setattr(self.numbers, "value", progress.message),
+            on_done=on_done, on_error=self._failed, on_finished=on_finished)
+        return self.handle
+
+    def _failed(self, exc: BaseException) -> None:
+        self.numbers.value = report_error(exc)
+
+    def _show_surface(self, surface: Surface, layer):
+        feature = tag_of(layer).get("feature") or layer.name.split(":")[-1].strip()
+        colour = FEATURE_COLOURS.get(feature, "#f2c94c")
+        self.surface_layer = self.viewer.add_surface(
+            surface.as_layer_data(), name=f"surface: {layer.name}",
+            colormap=_single_colour(colour), shading="smooth")
+        self.numbers.value = f"{len(surface.faces):,} triangles, {surface.area_nm2:,.0f} nm^2"
+        show_info(self.numbers.value)
+        return self.surface_layer
+
+    def show_numbers(self) -> JobHandle:
+        """Start ``numbers_job`` in a thread; the numbers appear below when it is done."""
+        layer = self._segmentation()
+        threshold = 0 if isinstance(layer, Labels) else float(self.threshold.value)
+        self.numbers_button.enabled = False
+        job = numbers_job(layer.data, threshold, float(layer.scale[-1]))
+        return self._start(job, lambda numbers: self._show_numbers(numbers, layer),
+                           lambda: setattr(self.numbers_button, "enabled", True))
+
+    def _show_numbers(self, numbers: dict, layer) -> str:
         voxel = float(layer.scale[-1])
-        mask = np.asarray(layer.data) > (0 if isinstance(layer, Labels) else float(self.threshold.value))
-        numbers = feature_numbers(mask, voxel)
         lines = [f"{layer.name}: {numbers['fraction']:.2%} of the volume, "
                  f"{numbers['volume_um3']:.4f} um^3, {numbers['components']} components"]
         for points in (l for l in self.viewer.layers if isinstance(l, Points)):
-            density = particle_density(len(points.data), mask.shape, voxel)
+            density = particle_density(len(points.data), numbers["shape"], voxel)
             lines.append(f"{points.name}: {len(points.data)} particles, {density:,.0f} per um^3")
         self.numbers.value = "\n".join(lines)
         return self.numbers.value
-
 
     # pictures ---------------------------------------------------------------------------------
     def _next_path(self, stem: str, suffix: str) -> Path:
@@ -245,6 +278,13 @@ class ExploreWidget(Container):
             iio.imwrite(tmp, np.stack(images), extension=".gif", duration=80, loop=0)
         show_info(f"saved {path} ({frames} frames)")
         return path
+
+
+def _surface(data, labels: bool, threshold: float, voxel: float,
+             origin: tuple[float, float, float], step: int) -> Job[Surface]:
+    """``surface_job``; a Labels layer first becomes its 0/1 mask, in the thread too."""
+    volume = (np.asarray(data) > 0).astype(np.float32) if labels else data
+    return (yield from surface_job(volume, threshold, voxel, origin, step))
 
 
 def _single_colour(colour: str):

@@ -1,4 +1,8 @@
-"""A grid of every training box; click one to go to it in the viewer."""
+"""A grid of every training box; click one to go to it in the viewer.
+
+Boxes are sorted by how much the network disagrees with them, using the
+maps tagged ``probability`` (by feature), whatever their layer names.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from qtpy.QtWidgets import QGridLayout, QScrollArea, QToolButton, QWidget
 from ..errors import TomosegError
 from ..explore.gallery import GalleryItem, gallery_items, sort_items, thumbnail_rgb
 from ..session import Session, default_session_folder
-from .annotation import overlay_name
+from .layer_tags import has_role, layers_with
 from .notify import guarded
 
 COLUMNS = 4
@@ -45,7 +49,7 @@ class GalleryWidget(Container):
 
     def _images(self, widget=None):
         return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 3
-                and not l.name.startswith("prediction:")]
+                and not any(has_role(l, role) for role in ("probability", "average", "class"))]
 
     def _session(self, layer: Image) -> Session:
         folder = str(self.folder.value or "")
@@ -62,10 +66,10 @@ class GalleryWidget(Container):
             raise TomosegError("open a tomogram first.")
         session = self._session(layer)
         probabilities = {}
-        for feature in session.feature_names():
-            name = overlay_name(feature)
-            if name in self.viewer.layers and self.viewer.layers[name].data.shape == layer.data.shape:
-                probabilities[feature] = self.viewer.layers[name].data
+        for feature in session.feature_names():  # the topmost map of each feature on this grid
+            for candidate in layers_with(self.viewer, "probability", feature=feature):
+                if candidate.data.shape == layer.data.shape:
+                    probabilities[feature] = candidate.data
         by = "disagreement" if self.order.value == "disagreement" else "slice"
         self.items = sort_items(gallery_items(layer.data, session.boxes, probabilities), by)
         colours = {f.name: f.colour for f in session.features}
