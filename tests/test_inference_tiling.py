@@ -1,0 +1,177 @@
+"""Fast inference gives the eager network's numbers: tiles, folded BatchNorm, FFT convolutions.
+
+Also: segmentation leaves the trained model as it was, and a binned model's
+probability lands on the tomogram's grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_tomoseg.io.mrc import open_volume
+from napari_tomoseg.nn.fast_forward import (FFTConv2d, fold_batchnorm, inference_network,
+                                            receptive_halo, tiled_forward)
+from napari_tomoseg.nn.inference import iter_segment, predict_planes, segment
+from napari_tomoseg.nn.model_file import TrainedModel
+from napari_tomoseg.nn.models import build_model
+from napari_tomoseg.preprocess import PreprocessSettings
+
+CPU = torch.device("cpu")
+TILE = 64  # the planes below are 152 x 216 after padding: 3 x 4 tiles, the last ones partial
+
+
+def _network(architecture: str) -> nn.Module:
+    """A fresh network with BatchNorm statistics that are not the identity, in eval mode.
+
+    The U-Net's convolutions are doubled: at initialisation a pixel 40 px away
+    changes the output below float rounding, and the tests must see a short halo.
+    """
+    torch.manual_seed(0)
+    network = build_model(architecture)
+    for module in network.modules():
+        if architecture == "unet" and isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.data *= 2.0
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    return network.eval()
+
+
+def _planes(network: nn.Module, height: int = 150, width: int = 212) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    channels = 2 * network.context + 1
+    return rng.uniform(-1, 1, (2, channels, height, width)).astype(np.float32)
+
+
+def _eager(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return network(x)
+
+
+def test_receptive_halo_follows_the_deepest_path():
+    # U-Net: 3x3 pairs at strides 1, 2, 4, 8 down and 4, 2, 1 up, plus pooling and
+    # transposed convolutions: 51 pixels, 56 on its 8-pixel grid; eman2: 7 + 1 + 14 + 14
+    assert receptive_halo(build_model("unet")) == 56
+    assert receptive_halo(build_model("eman2")) == 36
+    assert receptive_halo(build_model("unet", {"levels": 2, "base": 8, "context": 1})) == 24
+
+
+@pytest.mark.parametrize("architecture", ["unet", "eman2"])
+def test_tiles_equal_the_whole_slice_at_tile_borders_too(architecture):
+    network = _network(architecture)
+    x = torch.from_numpy(_planes(network, 152, 216))  # padded size: multiples of 8
+    whole = _eager(network, x)
+    halo = receptive_halo(network)
+    with torch.inference_mode():
+        tiled = tiled_forward(network, x, TILE, halo)
+    assert tiled.shape == whole.shape
+    assert float((tiled - whole).abs().max()) < 1e-4
+    stride = network.output_stride
+    for border in (TILE, 2 * TILE):  # rows either side of each seam (columns: 3 seams)
+        edge = slice(border // stride - 1, border // stride + 1)
+        assert float((tiled[..., edge, :] - whole[..., edge, :]).abs().max()) < 1e-4
+    for border in (TILE, 2 * TILE, 3 * TILE):
+        edge = slice(border // stride - 1, border // stride + 1)
+        assert float((tiled[..., edge] - whole[..., edge]).abs().max()) < 1e-4
+    assert float(whole.abs().max()) > 1e-2  # a real signal was compared
+    with torch.inference_mode():  # and a halo 16 px short would have been caught
+        short = tiled_forward(network, x, TILE, halo - 16)
+    assert float((short - whole).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("architecture", ["unet", "eman2"])
+def test_fast_path_probability_equals_the_eager_whole_slice(architecture):
+    network = _network(architecture)
+    planes = _planes(network)  # 150 x 212: not a multiple of the tile nor of 8
+    reference = predict_planes(network, planes, CPU, tile=None)
+    fast = inference_network(network, CPU)
+    tiled = predict_planes(fast, planes, CPU, tile=TILE)
+    assert tiled.shape == (2, 150, 212)
+    assert float(np.abs(tiled - reference).max()) < 1e-4
+
+
+def test_folded_batchnorm_gives_the_same_output_and_leaves_the_original():
+    network = _network("unet")
+    folded = fold_batchnorm(network)
+    x = torch.from_numpy(_planes(network, 64, 64))
+    assert float((_eager(folded, x) - _eager(network, x)).abs().max()) < 1e-4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in network.modules()) == 14
+
+
+def test_fft_convolution_equals_conv2d():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 5, 15, padding=7)
+    x = torch.randn(2, 3, 70, 45)
+    with torch.no_grad():
+        assert float((FFTConv2d(conv)(x) - conv(x)).abs().max()) < 1e-4
+    assert not FFTConv2d.applies(nn.Conv2d(3, 5, 3, padding=1))
+    assert not FFTConv2d.applies(nn.Conv2d(3, 5, 15, padding=0))
+
+
+def _trained(network: nn.Module, binning: int = 1, voxel_size: float = 10.0) -> TrainedModel:
+    return TrainedModel(network=network, architecture="unet", parameters={},
+                        preprocess=PreprocessSettings(binning=binning), voxel_size=voxel_size,
+                        box_size=64)
+
+
+def test_segmentation_leaves_the_trained_model_as_it_was():
+    torch.manual_seed(0)
+    network = build_model("unet", {"levels": 2, "base": 8, "context": 1}).train()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    model = _trained(network)
+    volume = np.random.default_rng(0).normal(size=(6, 40, 48)).astype(np.float32)
+    segment(volume, model, 10.0, device="cpu", tile=16)
+    assert network.training and all(p.requires_grad for p in network.parameters())
+    after = network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in network.modules())
+    loss = network(torch.randn(2, 3, 32, 32)).mean()  # training can continue
+    loss.backward()
+    assert network.down[0][0].weight.grad is not None
+
+
+class _PassThrough(nn.Module):
+    """Probability = the preprocessed image (clamped): shows where a feature lands."""
+
+    output_stride = 1
+    context = 0
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0, 1, 1] = 1.0
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    @staticmethod
+    def probability(output: torch.Tensor) -> torch.Tensor:
+        return output.clamp(0.0, 1.0)
+
+
+def test_binned_segmentation_lands_on_the_tomograms_grid(tmp_path):
+    shape, centre, radius = (20, 64, 80), np.array([9.0, 30.0, 45.0]), 5.0
+    zz, yy, xx = np.indices(shape)
+    distance = np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2)
+    volume = (distance <= radius).astype(np.float32)
+    model = _trained(_PassThrough(), binning=2)
+    origin = (5.0, -7.0, 11.0)
+    path = tmp_path / "binned.mrc"
+    updates = list(iter_segment(volume, model, 10.0, path, origin=origin, dtype="float32",
+                                device="cpu"))
+    assert updates[-1].path == path
+    prob, info = open_volume(path)
+    assert prob.shape == shape
+    assert info.voxel_size == (10.0,) * 3 and info.origin == origin
+    weights = np.where(prob > 0.5 * prob.max(), prob, 0.0)
+    centroid = np.array([(weights * axis).sum() / weights.sum() for axis in (zz, yy, xx)])
+    assert np.abs(centroid - centre).max() <= 1.0, centroid
