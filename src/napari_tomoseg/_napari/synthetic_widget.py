@@ -1,4 +1,8 @@
-"""A widget that makes a synthetic cell (with ground truth) and shows it."""
+"""A widget that makes a synthetic cell (with ground truth) and shows it.
+
+Simulating and writing run as one small job (``synthetic_job``) through
+``start_job``; the opened layers are tagged tomogram and truth.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,26 @@ from magicgui.widgets import (ComboBox, Container, FileEdit, FloatSpinBox, Label
                               PushButton, SpinBox)
 from napari.utils.notifications import show_error, show_info
 
-from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..features import FEATURES
+from ..jobs.progress import Job, Progress
+from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
+from .layer_tags import tag
 from .notify import report_error
-from .worker import run_with_progress
+from .worker import JobHandle, start_job
 
 SIZES = {"small (48 x 192 x 192)": (48, 192, 192), "medium (64 x 256 x 256)": (64, 256, 256),
          "default (128 x 512 x 512)": (128, 512, 512)}
 
 
-def make_and_write(spec: CellSpec, imaging: ImagingSpec, seed: int, folder: Path, progress=None):
-    """Core call of the widget: simulate and write; returns the written paths."""
-    result = simulate(spec, imaging, seed=seed, progress=progress)
-    return write_synthetic(result, folder, name=f"synthetic_seed{seed}", overwrite=True)
+def synthetic_job(spec: CellSpec, imaging: ImagingSpec, seed: int, folder: Path) -> Job[dict]:
+    """Simulate and write as a job; coarse progress (simulate, write) is enough for a sample."""
+    yield Progress(0, 2, "simulating the cell and its tilt series")
+    result = simulate(spec, imaging, seed=seed)
+    yield Progress(1, 2, f"writing to {folder}")
+    files = write_synthetic(result, folder, name=f"synthetic_seed{seed}", overwrite=True)
+    yield Progress(2, 2, "written")
+    return files
 
 
 class SyntheticCellWidget(Container):
@@ -40,21 +50,27 @@ class SyntheticCellWidget(Container):
         super().__init__(widgets=[self.size, self.voxel, self.snr, self.seed, self.folder,
                                   self.button, self.progress, self.status])
         self.button.changed.connect(self._start)
-        self.worker = None
+        self.handle: JobHandle | None = None
+
+    @property
+    def worker(self):
+        """The running job's napari worker (its ``finished`` signal), or None."""
+        return self.handle.worker if self.handle is not None else None
 
     def _start(self) -> None:
         spec = CellSpec(shape=SIZES[self.size.value], voxel_size=float(self.voxel.value))
         imaging = ImagingSpec(snr=float(self.snr.value))
         self.button.enabled = False
         self.progress.visible = True
-        self.worker = run_with_progress(make_and_write, spec, imaging, int(self.seed.value),
-                                        Path(self.folder.value), on_progress=self._on_progress,
-                                        on_done=self._on_done, on_error=self._on_error)
+        self.handle = start_job(synthetic_job(spec, imaging, int(self.seed.value),
+                                              Path(self.folder.value)),
+                                on_progress=self._on_progress, on_done=self._on_done,
+                                on_error=self._on_error)
 
-    def _on_progress(self, step: int, total: int, message: str) -> None:
-        self.progress.max = total
-        self.progress.value = step
-        self.status.value = message
+    def _on_progress(self, progress: Progress) -> None:
+        self.progress.max = progress.total
+        self.progress.value = progress.step
+        self.status.value = progress.message
 
     def _on_error(self, exc: Exception) -> None:
         self.button.enabled = True
@@ -66,12 +82,13 @@ class SyntheticCellWidget(Container):
         self.progress.visible = False
         data, kwargs, _ = volume_layer(files["tomogram"])
         image = self.viewer.add_image(data, **kwargs)
+        tag(image, "tomogram")
         for feature in FEATURES:
             labels, lkw, _ = volume_layer(files[feature])
             lkw.update(name=f"truth: {feature}", opacity=0.5, visible=feature == "membrane")
-            self.viewer.add_labels(labels, **lkw)
+            tag(self.viewer.add_labels(labels, **lkw), "truth", feature=feature)
         pdata, pkw, _ = points_layer(files["particles"], frame_from_metadata(image.metadata))
         pkw.update(name="truth: ribosome centres", visible=False)
-        self.viewer.add_points(pdata, **pkw)
+        tag(self.viewer.add_points(pdata, **pkw), "truth", feature="ribosome")
         self.status.value = f"written to {files['tomogram'].parent}"
         show_info(f"Synthetic cell written to {files['tomogram'].parent}")
