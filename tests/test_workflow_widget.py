@@ -92,19 +92,25 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     assert [b.id for b in c.session.boxes] == [box.id]  # and nothing was added
 
 
-def test_painting_outside_positive_boxes_is_flagged(workflow):
+def test_a_positive_box_starts_the_brush_and_spilled_paint_is_dropped(workflow):
     viewer, widget = workflow
     c = widget.controller
     c.set_active("membrane")
     widget.boxes.box_size.value = 32
     widget.place_box(True, 5, 40.0, 40.0)
     label = c.session.label_of("membrane")
+    assert viewer.layers.selection.active is c.masks_layer
+    assert c.masks_layer.mode == "paint" and c.masks_layer.selected_label == label
+    assert c.masks_layer.brush_size == 4  # an eighth of the box
     c.masks_layer.data[5, 30:34, 30:34] = label  # inside the box
-    assert c.stray_paint(5) == 0
+    c.masks_layer.data[5, 54:58, 40:44] = label  # a stroke spilling 2 px over the edge (y 56)
     c.masks_layer.data[5, 80:82, 80:82] = label  # outside any box
-    assert c.stray_paint(5) == 4
-    c.collect_masks()
-    assert c.session.boxes[0].mask.sum() == 16
+    assert c.stray_paint(5) == 2 * 4 + 4
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c._on_paint()  # the end of a stroke, on the slice in view
+    assert c.stray_paint(5) == 0
+    assert np.count_nonzero(c.masks_layer.data[5]) == 16 + 8
+    assert c.session.boxes[0].mask.sum() == 16 + 8
 
 
 def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result, qtbot):
@@ -230,6 +236,7 @@ def test_a_click_places_a_box_where_it_lands(workflow):
     world = image.data_to_world((10, 40.0, 50.0))
     viewer.dims.set_point(0, world[0])
     for shift in (False, True):
+        viewer.layers.selection.active = image  # after a positive box the brush is active
         event = SimpleNamespace(button=1, type="mouse_press", position=world,
                                 modifiers=("Shift",) if shift else ())
         handler = widget.boxes.on_click(viewer, event)
@@ -274,7 +281,11 @@ def test_thresholds_are_per_feature(workflow, qtbot):
     widget.segmenting.threshold.value = 0.7
     widget.features.feature.value = "membrane"
     assert widget.segmenting.threshold.value == 0.5
-    assert viewer.layers["prediction: ribosome"].contrast_limits == [0.7, 1.0]
+    ribosome = viewer.layers["prediction: ribosome"]
+    assert ribosome.metadata["threshold"] == 0.7  # Pick's default
+    assert ribosome.contrast_limits == [0.0, 1.0]  # shown from 0; the step sits at 0.7
+    assert ribosome.colormap.map(np.array([0.69]))[0, 0] < ribosome.colormap.map(
+        np.array([0.71]))[0, 0] * 0.6
     labels = _merged(widget, qtbot)
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
 
@@ -325,3 +336,96 @@ def test_a_calibrated_threshold_becomes_the_slider_value(workflow, threshold):
     widget.segmenting.use_threshold("ribosome", SimpleNamespace(threshold=threshold))
     assert widget.thresholds["ribosome"] == threshold
     assert widget.segmenting.threshold.value == pytest.approx(round(threshold * 20) / 20)
+
+
+def test_b_places_a_box_whatever_layer_is_active(make_napari_viewer, tiny_files, tmp_path, qtbot):
+    """napari binds b on its own layers (e.g. Shapes: move to back); ours must win."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    widget = TomosegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.tomogram.value = image
+    widget.start_session(tmp_path / "s")
+    c = widget.controller
+    overlay = c.overlay("ribosome")
+    viewer.cursor.position = image.data_to_world((16, 48.0, 48.0))  # the mouse over the cell
+    canvas = viewer.window._qt_viewer.canvas.native
+    for n, layer in enumerate([image, c.masks_layer, c.boxes_layer, overlay], start=1):
+        viewer.layers.selection.active = layer
+        canvas.setFocus()
+        QTest.keyClick(canvas, Qt.Key.Key_B)
+        qtbot.waitUntil(lambda n=n: len(c.session.boxes) == n, timeout=5_000)
+    QTest.keyClick(canvas, Qt.Key.Key_B, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: len(c.session.boxes) == 5, timeout=5_000)
+    assert [b.positive for b in c.session.boxes] == [True] * 4 + [False]
+    widget.close_down()  # the keys are released with the widget
+    viewer.layers.selection.active = c.masks_layer
+    QTest.keyClick(canvas, Qt.Key.Key_B)
+    qtbot.wait(100)
+    assert len(c.session.boxes) == 5
+
+
+def test_training_shows_a_preview_from_step_one_and_continue_keeps_the_curve(workflow,
+                                                                             tiny_result, qtbot):
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 3
+    viewer.dims.set_point(0, viewer.layers[0].translate[0] + 16 * 20.0)
+    seen = []
+    overlay = widget.controller.overlay("ribosome")
+    overlay.events.set_data.connect(lambda e: seen.append(np.asarray(overlay.data[16]).copy()))
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert seen and np.count_nonzero(seen[0]) > 0  # the very first preview shows something
+    assert overlay.contrast_limits == [0.0, 1.0]  # from 0, not only what passes 0.5
+    first = list(widget.loss_plot.values)
+    assert len(first) == 3
+    assert "trained 3 steps" in widget.training.model_state.value
+    widget.training.continue_training.value = True
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert widget.loss_plot.values[:3] == pytest.approx(first)  # kept, not restarted
+    assert len(widget.loss_plot.values) == 6
+    assert len(widget.models["ribosome"].history) == 6
+
+
+def test_models_load_into_a_feature_and_export(workflow, tiny_result, qtbot, tmp_path):
+    from napari_tomoseg.nn.model_file import load_model
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 2
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    exported = widget.training.export_model(tmp_path / "mine")
+    assert exported.name == "mine.pt" and load_model(exported).feature == "ribosome"
+    widget.controller.set_active("membrane")
+    widget.training.load_model(exported)
+    assert widget.models["membrane"].history == widget.models["ribosome"].history
+    assert widget.controller.session.model_path("membrane").exists()
+    assert "trained 2 steps" in widget.training.model_state.value
+    with pytest.raises(TomosegError, match="choose a model file"):
+        widget.training.load_model(tmp_path / "missing.pt")
+
+
+def test_a_bundled_sample_keeps_its_session_in_the_user_data_folder(make_napari_viewer,
+                                                                    monkeypatch, tmp_path):
+    from napari_tomoseg import session as session_module
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+    from napari_tomoseg.sample_files import sample_folders
+
+    monkeypatch.setattr(session_module, "user_sessions_folder", lambda: tmp_path / "data")
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_cell")
+    widget = TomosegWidget(viewer)
+    widget.tomogram.value = viewer.layers["synthetic_cell"]
+    session = widget.start_session()
+    assert session.folder == tmp_path / "data" / "synthetic_cell.mrc.tomoseg"
+    for folder in sample_folders():
+        assert not list(folder.rglob("*.tomoseg"))
+    assert str(widget.session_panel.folder.value) == str(session.folder)

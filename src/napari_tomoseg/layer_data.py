@@ -93,8 +93,8 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         kwargs["metadata"].update({ROLE_KEY: {"role": "probability", "feature": feature},
                                    "threshold": threshold})
         colour = FEATURE_COLOURS.get(feature, "#f2c94c")
-        kwargs.update(colormap=_fading(colour), blending="additive",
-                      contrast_limits=(threshold, 1.0))
+        kwargs.update(colormap=_stepped(colour, threshold), blending="additive",
+                      contrast_limits=(0.0, 1.0))
         return data, kwargs, "image"
     if _looks_like_labels(path, data):
         feature = next((f for f in FEATURES if name.lower().endswith(f)), None)
@@ -106,10 +106,13 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
     return data, kwargs, "image"
 
 
-def _fading(colour: str) -> dict:
-    """Black to ``colour`` as napari's colormap dict: additive overlays tint where high."""
+def _stepped(colour: str, threshold: float) -> dict:
+    """The whole probability, dim below the threshold, full above (napari colormap dict;
+    the same as the widgets' ``probability_colormap``)."""
     rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-    return {"colors": [[0, 0, 0, 1], rgb + [1]], "name": f"tomoseg {colour}"}
+    t = min(max(float(threshold), 0.01), 0.99)
+    return {"colors": [[0, 0, 0, 1], [0.45 * c for c in rgb] + [1], rgb + [1], rgb + [1]],
+            "controls": [0.0, t - 0.005, t, 1.0], "name": f"tomoseg {colour} {t:.3f}"}
 
 
 def tomogram_next_to(path: str | os.PathLike, names: list[str]) -> Path | None:

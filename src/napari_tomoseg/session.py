@@ -36,8 +36,23 @@ class Feature:
     colour: str
 
 
+def user_sessions_folder() -> Path:
+    """Sessions of tomograms whose own folder cannot hold one (read-only, bundled)."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-tomoseg", appauthor=False)) / "sessions"
+
+
 def default_session_folder(tomogram: str | os.PathLike) -> Path:
-    path = Path(tomogram)
+    """``NAME.tomoseg`` beside the tomogram; in the user's data folder when the tomogram
+    is a bundled sample or its folder is read-only (never inside the installed package)."""
+    from .sample_files import sample_folders
+
+    path = Path(tomogram).resolve()
+    bundled = any(folder.resolve() in path.parents for folder in sample_folders()
+                  if folder.exists())
+    if bundled or not os.access(path.parent, os.W_OK):
+        return user_sessions_folder() / (path.name + SESSION_SUFFIX)
     return path.with_name(path.name + SESSION_SUFFIX)
 
 

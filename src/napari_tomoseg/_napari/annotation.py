@@ -2,7 +2,7 @@
 
 The session is the source of truth. Boxes are drawn as rectangles on
 their slice in a Shapes layer (edge in the feature's colour; negatives
-with a grey face so they read as "not this"); moving or deleting them
+grey, thin and shaded so they read as "not this"); moving or deleting them
 with napari's own shape tools updates the session. Masks are painted
 with napari's Labels tools in a layer whose label value is the feature's
 number; a positive box's mask is what is painted inside it.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image
 from napari.utils.colormaps import Colormap, DirectLabelColormap
-from napari.utils.notifications import show_warning
 
 from ..annotations import Box, crop_slice
 from ..errors import TomosegError
@@ -21,6 +20,7 @@ from ..session import Session
 from .layer_tags import find, layers_with, tag
 
 NEGATIVE_FACE = "#9e9e9e55"
+NEGATIVE_EDGE = "#bdbdbd"
 BOXES_LAYER = "tomoseg boxes"
 MASKS_LAYER = "tomoseg masks"
 
@@ -81,7 +81,8 @@ class AnnotationController:
             self.masks_layer.selected_label = self.session.label_of(self.active)
         for feature in self.session.features:
             for layer in layers_with(self.viewer, "probability", feature=feature.name):
-                layer.colormap = fading_colormap(feature.colour)
+                layer.colormap = probability_colormap(feature.colour,
+                                                      layer.metadata.get("threshold", 0.5))
         self.refresh_boxes()
 
     # boxes --------------------------------------------------------------------
@@ -96,8 +97,24 @@ class AnnotationController:
         if positive:
             box.mask = self._mask_crop(box)
             self.session.save()
-        self.refresh_boxes()
+        self._add_rectangle(box)  # one shape added, not the layer rebuilt: fast with many boxes
         return box
+
+    def _add_rectangle(self, box: Box) -> None:
+        layer = self.boxes_layer
+        if len(layer.data) == 0 or len(layer.data) != len(self.session.boxes) - 1:  # rebuild
+            self.refresh_boxes()
+            return
+        self._syncing = True
+        try:
+            layer.feature_defaults = {"id": box.id, "feature": box.feature,
+                                      "positive": box.positive}
+            layer.add_rectangles([_rectangle(box)], **_box_style([box], self._colours()))
+        finally:
+            self._syncing = False
+
+    def _colours(self) -> dict[str, str]:
+        return {f.name: f.colour for f in self.session.features}
 
     def toggle_selected(self) -> int:
         ids = [self.boxes_layer.features["id"][i] for i in self.boxes_layer.selected_data]
@@ -114,15 +131,11 @@ class AnnotationController:
         try:
             boxes = self.session.boxes
             rects = [_rectangle(b) for b in boxes]
-            colours = {f.name: f.colour for f in self.session.features}
             layer = self.boxes_layer
             layer.selected_data = set()
             layer.data = []
             if rects:
-                layer.add_rectangles(
-                    rects, edge_color=[colours.get(b.feature, "#ffffff") for b in boxes],
-                    face_color=["transparent" if b.positive else NEGATIVE_FACE for b in boxes],
-                    edge_width=[2 if b.positive else 1 for b in boxes])
+                layer.add_rectangles(rects, **_box_style(boxes, self._colours()))
             layer.features = {"id": [b.id for b in boxes], "feature": [b.feature for b in boxes],
                               "positive": [b.positive for b in boxes]}
         finally:
@@ -183,9 +196,8 @@ class AnnotationController:
                 box.mask = self._mask_crop(box)
         self.session.save()
 
-    def stray_paint(self, z: int) -> int:
-        """Painted voxels on slice z outside every positive box of their feature."""
-        plane = np.asarray(self.masks_layer.data[z])
+    def _allowed(self, plane: np.ndarray, z: int) -> np.ndarray:
+        """Where paint on slice z counts: inside a positive box, in that box's feature."""
         allowed = np.zeros(plane.shape, bool)
         for box in self.session.boxes:
             if box.z == z and box.positive:
@@ -193,15 +205,35 @@ class AnnotationController:
                 y0, x0 = box.corner()
                 window = np.s_[max(y0, 0):max(y0 + box.size, 0), max(x0, 0):max(x0 + box.size, 0)]
                 allowed[window] |= plane[window] == label
-        return int(np.count_nonzero((plane > 0) & ~allowed))
+        return allowed
+
+    def stray_paint(self, z: int) -> int:
+        """Painted voxels on slice z outside every positive box of their feature."""
+        plane = np.asarray(self.masks_layer.data[z])
+        return int(np.count_nonzero((plane > 0) & ~self._allowed(plane, z)))
+
+    def clip_stray_paint(self, z: int) -> int:
+        """Remove paint that spilled out of the positive boxes (it would not be used)."""
+        plane = self.masks_layer.data[z]
+        stray = (plane > 0) & ~self._allowed(np.asarray(plane), z)
+        count = int(np.count_nonzero(stray))
+        if count:
+            plane[stray] = 0
+            self.masks_layer.refresh()
+        return count
 
     def _on_paint(self, event=None) -> None:
-        z = self.current_z()
-        stray = self.stray_paint(z)
-        if stray:
-            show_warning(f"{stray} painted voxels on slice {z} are outside the positive boxes of "
-                         "their feature (or inside a negative box): they are not used for training.")
+        """A stroke ended: keep what lies inside the boxes, quietly drop what spilled over."""
+        self.clip_stray_paint(self.current_z())
         self.collect_masks()
+
+    def start_painting(self, box: Box) -> None:
+        """After a positive box: the brush on the masks layer, sized for the box, its label."""
+        layer = self.masks_layer
+        self.viewer.layers.selection.active = layer
+        layer.selected_label = self.session.label_of(box.feature)
+        layer.brush_size = max(2, box.size // 8)
+        layer.mode = "paint"
 
     # overlays ---------------------------------------------------------------------
     def overlay(self, feature: str) -> Image:
@@ -211,11 +243,21 @@ class AnnotationController:
             colour = self.session.feature(feature).colour
             layer = self.viewer.add_image(
                 np.zeros(self.shape, np.float16), name=overlay_name(feature),
-                colormap=fading_colormap(colour), blending="additive", contrast_limits=(0.5, 1.0),
+                colormap=probability_colormap(colour, 0.5), blending="additive",
+                contrast_limits=(0.0, 1.0), metadata={"threshold": 0.5},
                 scale=self.image.scale, translate=self.image.translate)
             tag(layer, "probability", feature=feature, tomogram=self.image.name)
             self.viewer.layers.selection.active = self.masks_layer
         return layer
+
+
+def _box_style(boxes: list[Box], colours: dict[str, str]) -> dict:
+    """Positives: an outline in the feature's colour. Negatives: grey, thin, shaded:
+    they must not read as one more example of the feature."""
+    return {"edge_color": [colours.get(b.feature, "#ffffff") if b.positive else NEGATIVE_EDGE
+                           for b in boxes],
+            "face_color": ["transparent" if b.positive else NEGATIVE_FACE for b in boxes],
+            "edge_width": [2 if b.positive else 1 for b in boxes]}
 
 
 def _rectangle(box: Box) -> np.ndarray:
@@ -228,3 +270,17 @@ def fading_colormap(colour: str) -> Colormap:
     """Black to ``colour``: an additive overlay tints only where the probability is high."""
     rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
     return Colormap([[0, 0, 0, 1], rgb + [1]], name=f"tomoseg {colour}")
+
+
+def probability_colormap(colour: str, threshold: float) -> Colormap:
+    """The whole probability from 0, dim below ``threshold`` and full above it.
+
+    A first preview of p = 0.3 is visible (a thresholded view stays empty for
+    the first minute of training), and the step at the threshold shows where
+    merge and Pick will cut.
+    """
+    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    t = float(np.clip(threshold, 0.01, 0.99))
+    dim = list(0.45 * rgb) + [1]
+    return Colormap([[0, 0, 0, 1], dim, list(rgb) + [1], list(rgb) + [1]],
+                    controls=[0.0, t - 0.005, t, 1.0], name=f"tomoseg {colour} {t:.3f}")

@@ -64,11 +64,12 @@ class TomosegWidget(Container):
     def _connect(self) -> None:
         workflow = self.workflow
         workflow.status = lambda message: setattr(self.status, "value", message)
-        workflow.changed += [self.features.refresh, self.boxes.refresh]
+        workflow.changed += [self.features.refresh, self.boxes.refresh,
+                             self.training.show_model_state]
         workflow.session_started.append(self._on_session)
         workflow.busy_changed += [self.training.show_busy, self.segmenting.show_busy]
-        self.features.on_active.append(self.segmenting.show_feature)
-        self.training.on_trained.append(self.segmenting.use_threshold)
+        self.features.on_active += [self.segmenting.show_feature, self.training.show_model_state]
+        self.training.on_trained += [self.segmenting.use_threshold, self.training.show_model_state]
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._reset_layer_choices)
         # a default argument, not a closure: Qt may destroy the widget while Python tears

@@ -24,9 +24,12 @@ class BoxesPanel(Container):
         self.add_positive = PushButton(text="+ positive box at cursor  [b]")
         self.add_negative = PushButton(text="- negative box at cursor  [Shift-B]")
         self.click_places = CheckBox(text="Click places boxes (Shift-click: negative)", value=True)
+        self.paint_after = CheckBox(text="Paint the mask after a positive box", value=True,
+                                    tooltip="selects the brush on 'tomoseg masks'; paint that "
+                                            "spills over the box is dropped")
         self.toggle = PushButton(text="Toggle selected boxes +/-")
         self.counts = Label(value="")
-        self.extend([self.box_size, self.click_places, self.add_positive, self.add_negative,
+        self.extend([self.box_size, self.click_places, self.paint_after, self.add_positive, self.add_negative,
                      self.toggle, self.counts])
         self.box_size.changed.connect(guarded(self._set_box_size))
         self.add_positive.changed.connect(guarded(lambda: self.place_box(True)))
@@ -84,7 +87,10 @@ class BoxesPanel(Container):
 
     # actions ------------------------------------------------------------------------------
     def place_box(self, positive: bool, z=None, y=None, x=None):
-        box = self.workflow.require_session().place_box(positive, z, y, x)
+        c = self.workflow.require_session()
+        box = c.place_box(positive, z, y, x)
+        if positive and self.paint_after.value:
+            c.start_painting(box)
         self.workflow.notify_changed()
         return box
 

@@ -13,7 +13,7 @@ from ...jobs.merge import merge_maps
 from ...jobs.progress import Progress
 from ...jobs.segment import SegmentOptions, segment_tomogram
 from ...merge import MergeSettings, artifact_rules
-from ..annotation import fading_colormap, overlay_name
+from ..annotation import overlay_name, probability_colormap
 from ..layer_tags import find, layers_with, tag
 from ..notify import guarded
 from ..voxel_size import voxel_size_of
@@ -74,7 +74,9 @@ class SegmentPanel(Container):
             show_info(f"Segmented {', '.join(written)}: {', '.join(map(str, written.values()))}")
 
         self.progress.value, self.progress.max = 0, 1
-        return workflow.run(job, on_progress=on_progress, on_done=on_done)
+        self.progress.visible = True  # only this job's bar: training shows steps instead
+        return workflow.run(job, on_progress=on_progress, on_done=on_done,
+                            on_finished=lambda: setattr(self.progress, "visible", False))
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:
         viewer, c = self.workflow.viewer, self.workflow.controller
@@ -84,8 +86,8 @@ class SegmentPanel(Container):
         threshold = self.workflow.thresholds.get(feature, 0.5)
         overlay = viewer.add_image(
             np.zeros(layer.data.shape, np.float16), name=f"{overlay_name(feature)} [{layer.name}]",
-            colormap=fading_colormap(c.session.feature(feature).colour), blending="additive",
-            contrast_limits=(threshold, 1.0), metadata={"threshold": threshold},
+            colormap=probability_colormap(c.session.feature(feature).colour, threshold),
+            blending="additive", contrast_limits=(0.0, 1.0), metadata={"threshold": threshold},
             scale=layer.scale, translate=layer.translate)
         tag(overlay, "probability", feature=feature, tomogram=layer.name)
         return overlay
@@ -111,8 +113,9 @@ class SegmentPanel(Container):
             return
         value = float(self.threshold.value)
         self.workflow.thresholds[c.active] = value
+        colour = c.session.feature(c.active).colour
         for layer in layers_with(self.workflow.viewer, "probability", feature=c.active):
-            layer.contrast_limits = (value, 1.0)
+            layer.colormap = probability_colormap(colour, value)
             layer.metadata["threshold"] = value  # Pick's default
 
     # merge --------------------------------------------------------------------------------
@@ -157,4 +160,3 @@ class SegmentPanel(Container):
     def show_busy(self, busy: bool) -> None:
         self.segment_button.enabled = not busy
         self.merge_button.enabled = not busy
-        self.progress.visible = busy

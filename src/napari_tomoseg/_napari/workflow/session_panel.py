@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 from napari.layers import Image
 
 from ...session import Session
@@ -33,9 +33,14 @@ class SessionPanel(Container):
             label="Tilt-series pixel size (A)", value=0.0, min=0.0, max=1000.0, step=0.001,
             tooltip="pixel size of the unbinned tilt series (RELION's rlnTomoTiltSeriesPixelSize),"
                     " written into STAR files of picks; 0: unknown (not written)")
+        self.folder = FileEdit(label="Session folder", mode="d", value="",
+                               tooltip="where boxes, masks and models are kept; empty: NAME.tomoseg "
+                                       "beside the tomogram (or in your data folder when that "
+                                       "one is read-only or a bundled sample)")
         self.start = PushButton(text="Start / restore session")
         self.info = Label(value="Open a tomogram, then start a session.")
-        self.extend([self.tomogram, self.voxel, self.tilt_series, self.start, self.info])
+        self.extend([self.tomogram, self.voxel, self.tilt_series, self.folder, self.start,
+                     self.info])
         self.start.changed.connect(guarded(lambda: self.start_session()))
         self.voxel.changed.connect(guarded(
             lambda: apply_voxel_size(self.tomogram.value, self.voxel.value)))
@@ -43,6 +48,10 @@ class SessionPanel(Container):
         self.tomogram.changed.connect(self._show_tilt_series_pixel_size)
 
     def start_session(self, folder: str | Path | None = None) -> Session:
+        """The chosen folder (else the typed one, else the default) holds the session."""
+        typed = str(self.folder.value)
+        if folder is None and typed not in ("", "."):
+            folder = Path(typed)
         layer = self.tomogram.value
         session = self.workflow.open_session(layer, folder)
         # the session's value wins; else the one typed (or carried by the layer) is saved
@@ -50,6 +59,7 @@ class SessionPanel(Container):
         self.tilt_series.value = known or 0.0
         self._set_tilt_series_pixel_size()
         self.info.value = f"Session folder: {session.folder}"
+        self.folder.value = session.folder
         return session
 
     def _set_tilt_series_pixel_size(self, *args) -> None:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.utils.notifications import show_info
 
 from ...annotations import check_boxes
 from ...jobs.progress import Progress
 from ...jobs.train import train_feature
+from ...errors import TomosegError
+from ...nn.model_file import TrainedModel, load_model, save_model
 from ...nn.training import TrainingSettings
 from ..loss_plot import LossPlot
 from ..notify import guarded
@@ -29,13 +34,22 @@ class TrainPanel(Container):
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.status = Label(value="")
+        self.model_state = Label(value="")
+        self.model_file = FileEdit(label="Model file", mode="r", filter="*.pt", value="")
+        self.load_button = PushButton(text="Load model...")
+        self.export_button = PushButton(text="Export model...")
         self.loss_plot = LossPlot()
         self.extend([self.architecture, self.steps, self.continue_training,
                      Container(widgets=[self.train_button, self.stop_button],
-                               layout="horizontal", labels=False), self.status])
+                               layout="horizontal", labels=False), self.status,
+                     self.model_state, self.model_file,
+                     Container(widgets=[self.load_button, self.export_button],
+                               layout="horizontal", labels=False)])
         self.native.layout().addWidget(self.loss_plot)
         self.train_button.changed.connect(guarded(self.start_training))
         self.stop_button.changed.connect(workflow.stop)
+        self.load_button.changed.connect(guarded(lambda: self.load_model()))
+        self.export_button.changed.connect(guarded(self._export_with_dialog))
         self.on_trained: list = []  # called with (feature, model) when a model is kept
 
     def start_training(self) -> JobHandle:
@@ -62,7 +76,7 @@ class TrainPanel(Container):
             self.loss_plot.append(update.loss)
             self.status.value = _status(progress, time.perf_counter() - state["start"])
             if update.preview is not None:
-                overlay.data[update.preview_z] = update.preview.astype(np.float16)
+                overlay.data[update.preview_z] = steady(state, update.preview_z, update.preview)
                 overlay.refresh()
 
         def on_finished() -> None:  # also when cancelled or closing: the job saved the model
@@ -83,11 +97,80 @@ class TrainPanel(Container):
     def show_busy(self, busy: bool) -> None:
         self.train_button.enabled = not busy
         self.stop_button.enabled = busy
+        self.load_button.enabled = not busy
+
+    # models ----------------------------------------------------------------------------
+    def show_model_state(self, *args) -> None:
+        """Untrained, or steps and held-out Dice of the active feature's model."""
+        c = self.workflow.controller
+        feature = c.active if c else None
+        model = self.workflow.models.get(feature) if feature else None
+        self.model_state.value = (f"'{feature}': " + model_summary(model)) if feature else ""
+
+    def load_model(self, path: str | Path | None = None) -> TrainedModel:
+        """A model file becomes the active feature's model (copied into the session)."""
+        c = self.workflow.require_session()
+        path = Path(path or self.model_file.value)
+        if not path.is_file():
+            raise TomosegError("choose a model file (.pt) first.")
+        model = load_model(path)
+        feature = c.active
+        save_model(model, c.session.model_path(feature))
+        c.session.register_model(feature)
+        self.workflow.models[feature] = model
+        for listener in self.on_trained:
+            listener(feature, model)
+        show_info(f"'{feature}' now uses {path.name} ({model_summary(model)}).")
+        return model
+
+    def export_model(self, path: str | Path) -> Path:
+        """Save the active feature's model where the user asks (e.g. for tomoseg batch)."""
+        c = self.workflow.require_session()
+        model = self.workflow.models.get(c.active)
+        if model is None:
+            raise TomosegError(f"'{c.active}' has no trained model to export.")
+        path = save_model(model, Path(path).with_suffix(".pt"))
+        show_info(f"Exported the '{c.active}' model to {path}")
+        return path
+
+    def _export_with_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        c = self.workflow.require_session()
+        path, _ = QFileDialog.getSaveFileName(self.native, "Export model",
+                                              f"{c.active}.tomoseg.pt", "Models (*.pt)")
+        if path:
+            self.export_model(path)
+
+
+def steady(state: dict, z: int, preview: np.ndarray) -> np.ndarray:
+    """The preview averaged with the last one on the same slice, so it does not flicker
+    from one update to the next; the last update of a run (the kept weights) still
+    dominates within two previews."""
+    last = state.get("preview")
+    if last is None or state.get("preview_z") != z or last.shape != preview.shape:
+        shown = preview.astype(np.float32)
+    else:
+        shown = 0.5 * last + 0.5 * preview.astype(np.float32)
+    state["preview"], state["preview_z"] = shown, z
+    return shown.astype(np.float16)
 
 
 def _status(progress: Progress, elapsed: float) -> str:
+    """Step, loss, speed and the most time left (held-out pixels may stop it sooner)."""
     rate = progress.step / elapsed if elapsed > 0 else 0.0
-    return f"{progress.message}  ({rate:.1f} steps/s)"
+    left = (progress.total - progress.step) / rate if rate > 0 else float("nan")
+    return f"{progress.message}  ({rate:.1f} steps/s, at most {left:.0f} s left)"
+
+
+def model_summary(model: TrainedModel | None) -> str:
+    if model is None:
+        return "untrained"
+    text = f"trained {len(model.history)} steps ({model.architecture})"
+    held = model.info.get("held_out") or {}
+    if held.get("dice") is not None:
+        text += f", held-out Dice {held['dice']:.2f} at threshold {model.threshold:.2f}"
+    return text
 
 
 def _quality(model) -> str:
