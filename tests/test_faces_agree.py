@@ -117,7 +117,7 @@ def test_cli_batch_and_jobs_write_the_same_files(project, tmp_path, artifacts, c
         np.testing.assert_allclose(got[["z", "y", "x"]].to_numpy(float),
                                    picks[["z", "y", "x"]].to_numpy(float), atol=1e-3,
                                    err_msg=face)
-    # (the napari widgets' side of this comparison is to be added here)
+    # the napari widgets' side: test_the_widgets_write_the_same_files
 
 
 def _files(folder: Path) -> list[str]:
@@ -161,3 +161,90 @@ def test_closing_merge_midway_leaves_no_file(project, tmp_path):
     labels = run_job(merge_maps(maps, MergeSettings(features=FEATURES), output, VOXEL,
                                 info.origin))
     assert _files(tmp_path) == ["labels.mrc"] and labels.max() == 2
+
+
+def test_the_widgets_write_the_same_files(project, tmp_path, make_napari_viewer, qtbot):
+    """The dock's Segment and Merge and the Pick widget write what the jobs write."""
+    pytest.importorskip("napari")
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    tomogram, models = project
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    volume, info = open_volume(tomogram)
+    loaded = [load_model(m) for m in models]
+    maps = run_job(segment_tomogram(volume, VOXEL, info.origin, loaded,
+                                    [direct / f"tomo_{m.feature}.mrc" for m in loaded],
+                                    SegmentOptions(overwrite=True)))
+    # thresholds on the sliders' 0.05 grid, high enough that labels and picks are not trivial
+    thresholds = {f: np.floor(float(np.quantile(np.asarray(open_volume(p)[0], np.float32), 0.85))
+                              * 20) / 20 for f, p in maps.items()}
+    order = ["membrane", "ribosome"]  # the session's feature order numbers the labels
+    settings = MergeSettings(features=order, thresholds=thresholds,
+                             artifacts=artifact_rules(["membrane"], order))
+    labels = run_job(merge_maps(maps, settings, direct / "labels.mrc", VOXEL, info.origin))
+    assert set(np.unique(labels).tolist()) == {0, 2}  # the artifact takes no label
+    frame = volume_frame(info, "tomo")
+    expected = run_job(pick_job(open_volume(maps["ribosome"])[0], frame, PickSettings(
+        diameter=DIAMETER, threshold=thresholds["ribosome"]), "ribosome"))
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tomogram), plugin="napari-tomoseg")
+    dock = TomosegWidget(viewer)
+    dock.tomogram.value = image
+    session = dock.start_session(tmp_path / "session").folder
+    dock.models.update({m.feature: m for m in loaded})
+    handle = dock.start_segmentation(list(FEATURES))
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    for feature in FEATURES:
+        got = open_volume(session / "segmentations" / f"{feature}.mrc")[0]
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(open_volume(maps[feature])[0]))
+    dock.thresholds.update(thresholds)
+    dock.segmenting.artifacts.value = "membrane"
+    handle = dock.merge()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    np.testing.assert_array_equal(open_volume(session / "segmentations" / "merged.mrc")[0],
+                                  labels)
+    picker = PickingWidget(viewer)
+    picker.source.value = dock.controller.overlay("ribosome")
+    picker.diameter.value = DIAMETER
+    picker.threshold.value = thresholds["ribosome"]
+    handle = picker.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    picker.output.value = tmp_path / "widget.star"
+    picker.export()
+    got = read_star(tmp_path / "widget.star", frame)
+    assert len(expected) > 0
+    np.testing.assert_allclose(np.sort(got[["z", "y", "x"]].to_numpy(float), axis=0),
+                               np.sort(expected[["z", "y", "x"]].to_numpy(float), axis=0),
+                               atol=1e-3)
+
+
+def test_cancelling_from_the_dock_leaves_no_partial_file(project, tmp_path, make_napari_viewer,
+                                                         qtbot, tiny_result):
+    """Stop during segmentation and merge: no partial file, no half-written output."""
+    pytest.importorskip("napari")
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    tomogram, models = project
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tomogram), plugin="napari-tomoseg")
+    dock = TomosegWidget(viewer)
+    dock.tomogram.value = image
+    folder = dock.start_session(tmp_path / "session").folder / "segmentations"
+    dock.models.update({m.feature: m for m in (load_model(p) for p in models)})
+    seen = []
+    handle = dock.start_segmentation(list(FEATURES))
+    handle._relay.progressed.connect(lambda p: (seen.append(p), handle.cancel()))
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "cancelled" and seen
+    assert not folder.exists() or _files(folder) == []
+    for feature in FEATURES:
+        dock.controller.overlay(feature).data[:] = 0.7
+    handle = dock.merge()
+    handle.cancel()  # before its first slab is merged
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "cancelled"
+    assert not folder.exists() or _files(folder) == []
+    assert not [p for p in tmp_path.rglob("*") if is_partial(p)]

@@ -9,8 +9,10 @@ thread, and they stop when asked, when the widget closes or the viewer does.
 from __future__ import annotations
 
 from magicgui.widgets import Container, Label
+from napari.layers import Points
 from qtpy.QtWidgets import QScrollArea, QTabWidget
 
+from ..layer_data import frame_from_metadata
 from .workflow.boxes_panel import BoxesPanel
 from .workflow.features_panel import FeaturesPanel
 from .workflow.segment_panel import SegmentPanel
@@ -82,9 +84,20 @@ class TomosegWidget(Container):
             pass
 
     def _reset_layer_choices(self, event=None) -> None:
+        if event is not None and event.type == "inserted":
+            self._adopt_points(event.value)
         if not self.workflow.closing:
             self.session_panel.tomogram.reset_choices()
             self.segmenting.target.reset_choices()
+
+    def _adopt_points(self, layer) -> None:
+        """A points layer made by hand while a session is open belongs to its tomogram:
+        it is saved on that tomogram's frame (the writer reads the layer alone)."""
+        c = self.workflow.controller
+        if c is None or not isinstance(layer, Points) or frame_from_metadata(layer.metadata):
+            return
+        if "tomoseg" in c.image.metadata:
+            layer.metadata["tomoseg"] = dict(c.image.metadata["tomoseg"])
 
     def _on_session(self) -> None:
         c = self.workflow.controller
