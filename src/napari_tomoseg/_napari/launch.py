@@ -1,4 +1,5 @@
-"""Open napari ready to work: the plugin's widgets docked and a tomogram loaded."""
+"""Open napari ready to work: the TomoSeg dock in front on its first tab, a tomogram
+loaded (a sample's truth layers hidden)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ def launch(files: list[str] | None = None, sample: str = "synthetic", run: bool 
     elif sample in SAMPLES:
         viewer.open_sample(PLUGIN, SAMPLES[sample])
     viewer.window.add_plugin_dock_widget(PLUGIN, "Synthetic cell", tabify=True)
-    viewer.window.add_plugin_dock_widget(PLUGIN, "TomoSeg", tabify=True)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "TomoSeg", tabify=True)  # in front
+    images = dock.tomogram.choices
+    if images:  # the tomogram just opened, ready for "Start / restore session"
+        dock.tomogram.value = images[0]
     if run:
         napari.run()
     return viewer

@@ -31,6 +31,7 @@ from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, p
 from ..picking import PickSettings, suggest_score_cut
 from .histogram import Histogram
 from .layer_tags import find, has_role, tag, tag_of
+from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
 from .worker import JobHandle, start_job
 
@@ -73,9 +74,11 @@ class PickingWidget(Container):
         self.accept.changed.connect(lambda: self.judge(1))
         self.reject.changed.connect(lambda: self.judge(-1))
         self.export_button.changed.connect(self._guard(self.export))
-        for key, action in ((".", lambda v: self.step(1)), (",", lambda v: self.step(-1)),
-                            ("a", lambda v: self.judge(1)), ("r", lambda v: self.judge(-1))):
-            self.viewer.bind_key(key, action, overwrite=True)
+        # bound on the picks layer too, where napari's own a (select all) would win
+        self.keys = KeyBindings(self.viewer, {".": lambda: self.step(1), ",": lambda: self.step(-1),
+                                              "a": lambda: self.judge(1),
+                                              "r": lambda: self.judge(-1)})
+        release_on_close(self, self.keys)
         self.viewer.layers.events.inserted.connect(lambda e: self.source.reset_choices())
         self.viewer.layers.events.removed.connect(lambda e: self.source.reset_choices())
         self.source.changed.connect(self._defaults_from_source)
@@ -147,6 +150,7 @@ class PickingWidget(Container):
             self.viewer.layers.remove(earlier)
         self.points = self.viewer.add_points(data, **kwargs)
         tag(self.points, "picks", feature=feature)
+        self.keys.bind(self.points)
         self.points.border_color = [STATUS_COLOURS[0]] * len(data)
         self.current = -1
         self._apply_filter()

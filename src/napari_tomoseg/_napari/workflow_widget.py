@@ -1,7 +1,9 @@
-"""The TomoSeg dock: annotate, train, segment and merge, as sections over one ``Workflow``.
+"""The TomoSeg dock: every step as a tab; annotate, train, segment and merge as sections.
 
-Each section is a small container in ``workflow/``; they share the state
-in ``workflow.state.Workflow`` and the one job that may run at a time.
+Pick, Average, Explore and Gallery are the plugin's other widgets, made
+when their tab is first opened. Each section is a small container in
+``workflow/``; they share the state in ``workflow.state.Workflow`` and the
+one job that may run at a time.
 Jobs run through ``worker.start_job``, so nothing heavy runs on the GUI
 thread, and they stop when asked, when the widget closes or the viewer does.
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 from magicgui.widgets import Container, Label
 from napari.layers import Points
-from qtpy.QtWidgets import QScrollArea, QTabWidget
 
 from ..layer_data import frame_from_metadata
+from .dock import LazyTabs
 from .workflow.boxes_panel import BoxesPanel
 from .workflow.features_panel import FeaturesPanel
 from .workflow.segment_panel import SegmentPanel
@@ -28,12 +30,11 @@ def _titled(title: str, panel: Container) -> list:
     return [Label(value=f"<b>{title}</b>"), panel]
 
 
-def _scrolled(container: Container) -> QScrollArea:
-    """A page that scrolls instead of growing the main window past the screen."""
-    area = QScrollArea()
-    area.setWidgetResizable(True)
-    area.setWidget(container.native)
-    return area
+def _widget(module: str, name: str, viewer):
+    """Another step's widget, imported when its tab is first opened."""
+    from importlib import import_module
+
+    return getattr(import_module(f"{__package__}.{module}"), name)(viewer)
 
 
 class TomosegWidget(Container):
@@ -56,9 +57,14 @@ class TomosegWidget(Container):
             *_titled("4. Train", self.training)], labels=False)
         segment = Container(widgets=_titled("5. Segment and merge", self.segmenting),
                             labels=False)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(_scrolled(annotate), "Annotate && train")
-        self.tabs.addTab(_scrolled(segment), "Segment && merge")
+        self.tabs = LazyTabs()
+        self.tabs.add_now("Annotate && train", annotate)
+        self.tabs.add_now("Segment && merge", segment)
+        viewer = napari_viewer
+        self.tabs.add("Pick", lambda: _widget("picking_widget", "PickingWidget", viewer))
+        self.tabs.add("Average", lambda: _widget("averaging_widget", "AveragingWidget", viewer))
+        self.tabs.add("Explore", lambda: _widget("explore_widget", "ExploreWidget", viewer))
+        self.tabs.add("Gallery", lambda: _widget("gallery_widget", "GalleryWidget", viewer))
         self.native.layout().addWidget(self.tabs)
         self.append(self.status)
         self._connect()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox
 
+from ..keys import KeyBindings
 from ..notify import guarded
 from .state import Workflow
 
-KEYS = {"b": True, "Shift-B": False}  # key -> places a positive box
 
 
 class BoxesPanel(Container):
@@ -35,33 +35,20 @@ class BoxesPanel(Container):
         self.add_positive.changed.connect(guarded(lambda: self.place_box(True)))
         self.add_negative.changed.connect(guarded(lambda: self.place_box(False)))
         self.toggle.changed.connect(guarded(self.toggle_selected))
-        self._bound: list = []
-        self._bind_keys(workflow.viewer)
+        self.keys = KeyBindings(workflow.viewer, {"b": lambda: self.place_box(True),
+                                                  "Shift-B": lambda: self.place_box(False)})
         workflow.viewer.mouse_drag_callbacks.append(self.on_click)
 
     # keys and clicks --------------------------------------------------------------------
-    def _bind_keys(self, target) -> None:
-        for key, positive in KEYS.items():
-            target.bind_key(key, lambda _, p=positive: guarded(lambda: self.place_box(p))(),
-                            overwrite=True)
-        self._bound.append(target)
-
     def bind_session_layers(self) -> None:
         """The session's image, masks and boxes layers get the keys too (they win there)."""
         c = self.workflow.controller
         for layer in (c.image, c.masks_layer, c.boxes_layer):
-            if layer not in self._bound:
-                self._bind_keys(layer)
+            self.keys.bind(layer)
 
     def release(self) -> None:
         """Unbind every key this panel bound and stop listening to clicks."""
-        for target in self._bound:
-            for key in KEYS:
-                try:
-                    target.bind_key(key, None)
-                except (KeyError, RuntimeError):
-                    pass
-        self._bound = []
+        self.keys.release()
         callbacks = self.workflow.viewer.mouse_drag_callbacks
         if self.on_click in callbacks:
             callbacks.remove(self.on_click)
