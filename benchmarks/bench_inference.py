@@ -1,0 +1,173 @@
+"""Seconds per feature and peak memory of segmentation: the eager reference against the fast path.
+
+    python benchmarks/bench_inference.py            # 32 slices of 512x512, scaled to 128
+    python benchmarks/bench_inference.py --short    # 8 slices of 512x512 (not written)
+    python benchmarks/bench_inference.py --full     # 512x512x128 and 1024x1024x256 in full
+
+Freshly initialised networks (``build_model``; accuracy does not matter for
+time), binning 1, so every slice of the given size goes through the network.
+Each figure comes from its own process, so its peak RSS is its own:
+
+* reference: the forward as it was at commit c3e0a6d: whole slices, torch.no_grad,
+  batches of 4 slices, the network itself (channels_last only for eman2);
+* fast: ``predict_planes`` on the frozen copy from ``inference_network``
+  (BatchNorm folded, FFT for 15x15 kernels, tiles of DEFAULT_TILE);
+* segment: the whole fast path, ``iter_segment`` into an MRC (preprocessing,
+  un-binning and writing included): what a user waits for per feature.
+
+Reference and fast run in turn in the same call; compare their ratio. The
+load average before each run is printed: above ~0.5 the machine was shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+RESULTS = Path(__file__).parent / "results" / "inference.txt"
+THREADS: dict[str, str] = {}  # --threads N: OMP_NUM_THREADS for the measured processes
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_mb() -> float:
+    """VmHWM: ru_maxrss survives exec and can report the parent's size (docs/engine.md)."""
+    with open("/proc/self/status") as handle:
+        line = next(l for l in handle if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def _model(architecture: str):
+    from napari_tomoseg.nn.model_file import TrainedModel
+    from napari_tomoseg.nn.models import build_model
+    from napari_tomoseg.preprocess import PreprocessSettings
+
+    torch.manual_seed(0)
+    mode = "eman2" if architecture == "eman2" else "slices"
+    return TrainedModel(network=build_model(architecture).eval(), architecture=architecture,
+                        parameters={}, preprocess=PreprocessSettings(mode=mode), voxel_size=10.0,
+                        box_size=64)
+
+
+def _reference(network, planes: np.ndarray) -> None:
+    """The eager forward of c3e0a6d, batches of 4 whole slices."""
+    from torch.nn import functional as F
+
+    with torch.no_grad():
+        for i in range(0, len(planes), 4):
+            x = torch.from_numpy(planes[i:i + 4])
+            if network.channels_last_on_cpu:
+                x = x.contiguous(memory_format=torch.channels_last)
+            prob = network.probability(network(x))
+            F.interpolate(prob, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _fast(network, planes: np.ndarray) -> None:
+    from napari_tomoseg.nn.fast_forward import inference_network
+    from napari_tomoseg.nn.inference import predict_planes
+
+    fast = inference_network(network, torch.device("cpu"))
+    for i in range(0, len(planes), 4):
+        predict_planes(fast, planes[i:i + 4], torch.device("cpu"))
+
+
+def one(architecture: str, shape: tuple[int, int, int], method: str) -> dict:
+    """Time one method in this process; peak RSS above what the input data holds."""
+    model = _model(architecture)
+    rng = np.random.default_rng(0)
+    if method == "segment":
+        data = rng.normal(size=shape).astype(np.float32)
+    else:  # preprocessed planes: the network's input, (slices, channels, y, x) in [-1, 1]
+        channels = 2 * model.network.context + 1
+        data = rng.uniform(-1, 1, (shape[0], channels) + shape[1:]).astype(np.float32)
+    if network_warm := method != "segment":  # primitive creation is start-up, not throughput
+        (_reference if method == "reference" else _fast)(model.network, data[:1])
+    before = _rss_mb()
+    start = time.perf_counter()
+    if method == "segment":
+        from napari_tomoseg.nn.inference import iter_segment
+
+        with tempfile.TemporaryDirectory() as folder:
+            for _ in iter_segment(data, model, 10.0, Path(folder) / "p.mrc", device="cpu"):
+                pass
+    else:
+        (_reference if method == "reference" else _fast)(model.network, data)
+    seconds = time.perf_counter() - start
+    peak = _peak_mb()
+    return {"seconds": seconds, "peak_mb": peak, "before_mb": before, "warm": network_warm}
+
+
+def _run(architecture: str, shape, method: str) -> dict:
+    load = os.getloadavg()[0]
+    command = [sys.executable, __file__, "--one", architecture, "x".join(map(str, shape)), method]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         env={**os.environ, **THREADS}).stdout
+    return {**json.loads(out.strip().splitlines()[-1]), "load": load}
+
+
+def table(shapes) -> str:
+    """Rows per network and size; s/feature scaled from the slices measured to the target depth."""
+    lines = ["network  size (measured z)    method     s/feature  speed-up  peak RSS MB (beyond data)"
+             "  load",
+             "-------  -------------------  ---------  ---------  --------  -------------------------"
+             "  ----"]
+    for shape, depth in shapes:
+        for architecture in ("unet", "eman2"):
+            results = {m: _run(architecture, shape, m) for m in ("reference", "fast", "segment")}
+            ref = results["reference"]["seconds"]
+            size = f"{shape[2]}x{shape[1]}x{depth} ({shape[0]})"
+            for method, r in results.items():
+                ratio = f"{ref / r['seconds']:.2f}x" if method != "reference" else "1"
+                lines.append(f"{architecture:7}  {size:19}  "
+                             f"{method:9}  {r['seconds'] * depth / shape[0]:9.1f}  {ratio:>8}  "
+                             f"{r['peak_mb']:6.0f} ({r['peak_mb'] - r['before_mb']:5.0f})"
+                             f"{'':13}  {r['load']:.1f}")
+                print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--short", action="store_true")
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--one", nargs=3, metavar=("ARCH", "ZxYxX", "METHOD"))
+    args = parser.parse_args()
+    if args.threads:
+        THREADS["OMP_NUM_THREADS"] = str(args.threads)
+    if args.one:
+        architecture, size, method = args.one
+        print(json.dumps(one(architecture, tuple(int(v) for v in size.split("x")), method)))
+        return
+    from realistic import provenance
+
+    shapes = [((8 if args.short else 32, 512, 512), 128)]
+    if args.full:
+        shapes = [((128, 512, 512), 128), ((256, 1024, 1024), 256)]
+    text = table(shapes)
+    header = (f"# bench_inference.py{' --short' if args.short else ''}"
+              f"{' --full' if args.full else ''}{f' --threads {args.threads}' * bool(args.threads)}"
+              f"\n# {provenance()}\n"
+              f"# load average at the end: {os.getloadavg()[0]:.1f}\n")
+    print(header)
+    if not args.short:
+        RESULTS.parent.mkdir(exist_ok=True)
+        with open(RESULTS, "a") as handle:  # runs accumulate: busy and quiet ones side by side
+            handle.write(header + text + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
