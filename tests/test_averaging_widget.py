@@ -39,13 +39,21 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.iterations.value = 1
     widget.reference.value = reference
+    from napari_tomoseg.session import user_sessions_folder
+
+    # defaults: the session folder of the tomogram (none on disk here: the user's data folder)
+    assert widget.output.value == user_sessions_folder() / "field.tomoseg" / "averages"
+    assert widget.particles.value is points  # the latest picks
     widget.output.value = tmp_path / "out"
     np.testing.assert_allclose(widget.picked_voxels(), field.zyx[2:], atol=1e-6)
     handle = widget.run()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
     qtbot.waitUntil(lambda: widget.result is not None, timeout=5_000)
-    average = find(viewer, "average")
+    view = widget.average_view.viewer  # the average has a 3D viewer of its own, centred on it
+    average = find(view, "average")
     assert average.data.shape == (32, 32, 32) and average.rendering == "iso"
+    assert find(viewer, "average") is None and view.dims.ndisplay == 3
+    np.testing.assert_allclose(view.camera.center, np.full(3, 15.0 * 31 / 2), atol=15.0)
     frame = TomogramFrame("field", field.tomogram.shape, 15.0, (30.0, -60.0, 90.0))
     table = read_star(tmp_path / "out" / "average_particles.star", frame)
     kept = len(widget.subtomograms.data)
@@ -63,10 +71,11 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     widget.classes.value = 2
     handle = widget.classify()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
-    classes = [find(viewer, "class", index=c) for c in (1, 2)]
+    classes = [find(view, "class", index=c) for c in (1, 2)]
     assert all(layer is not None and layer.data.shape == (32, 32, 32) for layer in classes)
     assert (tmp_path / "out" / "class_1.mrc").exists()
     assert "written to" in widget.status.value
+    widget.average_view.close()
 
 
 def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field):
@@ -91,6 +100,7 @@ def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field
     assert left == []
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert not widget.classify_button.enabled
+    widget.average_view.close()  # the live average's own viewer
 
 
 def test_edge_and_feature_reach_the_job_as_the_cli_passes_them(make_napari_viewer, qtbot,

@@ -24,6 +24,7 @@ from napari.utils.notifications import show_info
 from ..averaging import AverageResult, AverageSettings, ClassifySettings
 from ..averaging.extract import Subtomograms
 from ..averaging.files import aligned_particle_table
+from ..session import default_session_folder, user_sessions_folder
 from ..errors import TomosegError
 from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
@@ -33,6 +34,7 @@ from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
 from .layer_tags import find, has_role, tag
 from .notify import guarded, report_error
+from .average_view import AverageView
 from .worker import JobHandle, start_job
 
 
@@ -51,8 +53,10 @@ class AveragingWidget(Container):
         self.angular_step = FloatSpinBox(label="Global step (deg)", value=20.0, min=3.0, max=60.0)
         self.tilt_min = FloatSpinBox(label="Tilt min (deg)", value=-60.0, min=-90.0, max=0.0)
         self.tilt_max = FloatSpinBox(label="Tilt max (deg)", value=60.0, min=0.0, max=90.0)
-        self.reference = FileEdit(label="Reference (optional)", mode="r", filter="*.mrc", value="")
-        self.output = FileEdit(label="Output folder", mode="d", value=Path.home() / "tomoseg_average")
+        self.reference = FileEdit(label="Reference (optional)", mode="r", filter="*.mrc",
+                                  value=None, nullable=True)
+        self.output = FileEdit(label="Output folder", mode="d", value=None, nullable=True,
+                               tooltip="default: averages/ in the tomogram's session folder")
         self.run_button = PushButton(text="Average")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.classes = SpinBox(label="Classes", value=2, min=2, max=10)
@@ -78,6 +82,10 @@ class AveragingWidget(Container):
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
+        self.average_view = AverageView(show=napari_viewer.window._qt_window.isVisible())
+        self.native.destroyed.connect(lambda *_, view=self.average_view: _close_quietly(view))
+        self.tomogram.changed.connect(self._default_output)
+        self._default_output()
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
         self.viewer.layers.events.removed.connect(lambda e: self._refresh())
 
@@ -86,9 +94,19 @@ class AveragingWidget(Container):
                 and not has_role(l, "average") and not has_role(l, "class")]
 
     def _points(self, widget=None) -> list[Points]:
-        """Points layers, the picking widget's (tagged ``picks``) first."""
-        points = [l for l in self.viewer.layers if isinstance(l, Points)]
+        """Points layers: the latest picks (tagged ``picks``, topmost) first."""
+        points = [l for l in reversed(self.viewer.layers) if isinstance(l, Points)]
         return sorted(points, key=lambda l: not has_role(l, "picks"))
+
+    def _default_output(self, *args) -> None:
+        """averages/ in the session folder of the chosen tomogram, unless one was chosen."""
+        layer = self.tomogram.value
+        if layer is None or self.output.value not in (None, getattr(self, "_auto_output", None)):
+            return  # the user chose a folder: keep it
+        path = (layer.metadata.get("tomoseg") or {}).get("path")
+        folder = (default_session_folder(path) if path
+                  else user_sessions_folder() / f"{clean_tomo_name(layer.name)}.tomoseg")
+        self.output.value = self._auto_output = folder / "averages"
 
     def _refresh(self) -> None:
         self.tomogram.reset_choices()
@@ -132,8 +150,8 @@ class AveragingWidget(Container):
                                tilt_min=float(self.tilt_min.value), tilt_max=float(self.tilt_max.value))
 
     def _reference(self) -> np.ndarray | None:
-        path = str(self.reference.value or "")
-        if not path or path == "." or Path(path).is_dir():
+        path = self.reference.value
+        if path is None or Path(path).is_dir():
             return None
         data, _ = open_volume(path)
         return np.asarray(data, np.float32)
@@ -147,6 +165,8 @@ class AveragingWidget(Container):
             raise TomosegError(f"{len(table)} particles: averaging needs at least 4.")
         tomogram = self.tomogram.value
         frame = self._frame(tomogram)
+        if self.output.value is None:
+            raise TomosegError("choose an output folder for the average.")
         job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
                           self._reference(), str(self.edge.value))
         self._voxel, self._source = frame.voxel_size, (tomogram.data, frame)
@@ -188,18 +208,8 @@ class AveragingWidget(Container):
                   f"{result.note}")
 
     def _show_volume(self, volume: np.ndarray, role: str, index: int | None = None) -> Image:
-        """Replace the data of the layer tagged ``role`` (and index), or add that layer."""
-        layer = find(self.viewer, role, **({"index": index} if index is not None else {}))
-        if layer is not None:
-            layer.data = volume
-            return layer
-        voxel = self._voxel
-        name = role if index is None else f"{role} {index}"
-        layer = self.viewer.add_image(volume, name=name, scale=(voxel,) * 3, rendering="iso",
-                                      iso_threshold=float(np.percentile(volume, 95)),
-                                      colormap="gold", blending="additive")
-        tag(layer, role, index=index)
-        return layer
+        """In the averages' own viewer (see ``average_view``)."""
+        return self.average_view.show_volume(volume, role, self._voxel, index)
 
     def _show_orientations(self, frame: TomogramFrame) -> Vectors:
         """Each particle's reference z axis, drawn from its refined centre."""
@@ -265,3 +275,10 @@ class AveragingWidget(Container):
         folder = written["particles"].parent
         self.status.value = f"classes: {counts.tolist()} particles; written to {folder}"
         show_info(self.status.value)
+
+
+def _close_quietly(view: AverageView) -> None:
+    try:
+        view.close()
+    except Exception:  # noqa: BLE001 - Qt is tearing down
+        pass
