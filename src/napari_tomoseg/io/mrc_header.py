@@ -1,0 +1,191 @@
+"""MRC headers: parse, validate and describe a volume's geometry.
+
+The header is parsed by ``mrcfile`` and checked against the file size, the
+data mode, the axis mapping and the voxel size before any voxel is read,
+so a damaged or unusual file is refused with a reason instead of being
+read as garbage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from ..errors import InvalidSettingsError, InvalidVolumeError
+from .atomic import is_partial
+
+MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map", ".mrcs")
+COMPRESSED_SUFFIXES = (".gz", ".bz2")
+HEADER_BYTES = 1024
+# IMOD marks files it wrote with this stamp; bit 0 of imodFlags set means
+# mode 0 bytes are signed. Older IMOD files without the bit are unsigned.
+_IMOD_STAMP = 1146047817
+COMPLEX_MODES = (3, 4)
+# voxel sizes (Angstrom) outside this range are not believed: no tomogram is finer
+# than 0.1 A per voxel, and 1000 A per voxel would leave a cell a few voxels wide
+VOXEL_SIZE_RANGE = (0.1, 1000.0)
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """Geometry of a volume in napari's (z, y, x) order; lengths in Angstrom."""
+
+    shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    dtype: str
+    voxel_size_in_header: bool = True
+    header_voxel_size: float | None = None  # the x voxel size as the header gave it
+
+    @property
+    def isotropic_voxel_size(self) -> float:
+        return float(self.voxel_size[-1])
+
+
+def sane_voxel_size(value: float) -> bool:
+    return bool(np.isfinite(value)) and VOXEL_SIZE_RANGE[0] <= value <= VOXEL_SIZE_RANGE[1]
+
+
+def require_voxel_size(info: VolumeInfo, path: str | os.PathLike, given: float | None = None,
+                       hint: str = "give it with --voxel-size (Angstrom per voxel)") -> VolumeInfo:
+    """``info`` with a voxel size the user can trust, or a clear error.
+
+    ``given`` (e.g. ``--voxel-size``) replaces the header's value; a header
+    without a usable voxel size (0, negative, absurd) is refused instead of
+    being taken as 1 A, which would rescale the data by orders of magnitude.
+    """
+    low, high = VOXEL_SIZE_RANGE
+    if given is not None:
+        if not sane_voxel_size(given):
+            raise InvalidSettingsError(
+                f"the voxel size must lie between {low:g} and {high:g} A, not {given:g}.")
+        return dataclasses.replace(info, voxel_size=(float(given),) * 3, voxel_size_in_header=True)
+    if not info.voxel_size_in_header:
+        raise InvalidVolumeError(
+            f"{Path(path).name} has no usable voxel size in its header "
+            f"({info.header_voxel_size if info.header_voxel_size is not None else 'none'} A); "
+            f"{hint}.")
+    return info
+
+
+def _header_size_problem(path: Path, header, dtype: np.dtype, shape) -> str | None:
+    expected = HEADER_BYTES + int(header.nsymbt) + int(np.prod(shape)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual == expected:
+        return None
+    dims = " x ".join(str(int(n)) for n in (header.nx, header.ny, header.nz))
+    kind = "is truncated or its header is wrong" if actual < expected else (
+        "has more data than its header describes")
+    return (f"{path.name} {kind}: the header promises {dims} voxels of {dtype.name} "
+            f"({expected:,} bytes with headers) but the file holds {actual:,} bytes.")
+
+
+def stored_dtype(header, path: Path) -> np.dtype:
+    mode = int(header.mode)
+    if mode in COMPLEX_MODES:
+        raise InvalidVolumeError(
+            f"{path.name} holds complex numbers (MRC mode {mode}, e.g. a Fourier "
+            "transform); napari-tomoseg needs a real-valued tomogram.")
+    try:
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except ValueError as exc:
+        raise InvalidVolumeError(
+            f"{path.name} has an unknown MRC data mode {mode}.") from exc
+    if mode == 0 and _imod_unsigned_bytes(header):
+        dtype = np.dtype(np.uint8)
+    return dtype
+
+
+def imod_origin_sign(header) -> float:
+    """-1 for a file IMOD wrote with its own origin sign, else 1.
+
+    IMOD's origin is "the origin of the coordinate system relative to the
+    first pixel" (html/mrc_format.txt), the negative of the MRC2014 origin.
+    Its reader (libiimod/mrcfiles.c mrc_head_read) inverts the stored value
+    for files with a standard nversion or IMOD flag 4; files IMOD wrote
+    without that flag (IMOD writes it only when asked or when the origin is
+    zero) hold its own sign.
+    """
+    extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
+    order = "<" if header.mode.dtype.byteorder in "<=|" else ">"
+    stamp, flags = np.frombuffer(extra2[40:48], dtype=f"{order}i4")
+    standard = 20140 <= int(header.nversion) < 30000
+    return -1.0 if int(stamp) == _IMOD_STAMP and not int(flags) & 4 and not standard else 1.0
+
+
+def _imod_unsigned_bytes(header) -> bool:
+    """IMOD stamp (header bytes 152-155) without the signed-bytes flag (bytes 156-159)."""
+    extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
+    order = "<" if header.mode.dtype.byteorder in "<=|" else ">"
+    stamp, flags = np.frombuffer(extra2[40:48], dtype=f"{order}i4")
+    return int(stamp) == _IMOD_STAMP and not int(flags) & 1
+
+
+def axis_order(header, path: Path) -> tuple[int, int, int] | None:
+    """Transpose needed to bring the stored axes to (z, y, x), or None."""
+    mapping = (int(header.mapc), int(header.mapr), int(header.maps))
+    if mapping == (1, 2, 3) or mapping == (0, 0, 0):
+        return None
+    if sorted(mapping) != [1, 2, 3]:
+        raise InvalidVolumeError(
+            f"{path.name} has an invalid axis mapping (mapc, mapr, maps) = {mapping}.")
+    # stored array axes are (sections, rows, columns) = axes (maps, mapr, mapc)
+    stored = (mapping[2], mapping[1], mapping[0])
+    return tuple(stored.index(axis) for axis in (3, 2, 1))
+
+
+def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
+    """Parse and validate an MRC header; raises InvalidVolumeError with a clear reason."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidVolumeError(f"{path} does not exist.")
+    if path.is_dir():
+        raise InvalidVolumeError(f"{path} is a folder, not an MRC file.")
+    if is_partial(path):
+        raise InvalidVolumeError(f"{path.name} is an unfinished output (a partial file left by an "
+                                 "interrupted write), not a result; delete it.")
+    if path.stat().st_size < HEADER_BYTES:
+        raise InvalidVolumeError(
+            f"{path.name} is not an MRC file: it is {path.stat().st_size} bytes long, "
+            f"shorter than the {HEADER_BYTES}-byte MRC header.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
+                header = mrc.header.copy()
+                voxel = mrc.voxel_size.copy()
+    except ValueError as exc:
+        raise InvalidVolumeError(f"{path.name} is not a valid MRC file ({exc}).") from exc
+    dtype = stored_dtype(header, path)
+    if mrcfile.utils.spacegroup_is_volume_stack(int(header.ispg)):
+        raise InvalidVolumeError(
+            f"{path.name} is a stack of volumes (4D, space group {int(header.ispg)}); "
+            "open one tomogram at a time.")
+    shape_xyz = (int(header.nx), int(header.ny), int(header.nz))
+    if min(shape_xyz) < 1:
+        raise InvalidVolumeError(f"{path.name} has an empty dimension: nx, ny, nz = {shape_xyz}.")
+    stored_shape = (shape_xyz[2], shape_xyz[1], shape_xyz[0])
+    problem = _header_size_problem(path, header, dtype, stored_shape)
+    if problem:
+        raise InvalidVolumeError(problem)
+    vx, vy, vz = (float(voxel.x), float(voxel.y), float(voxel.z))
+    raw_voxel = vx
+    in_header = all(sane_voxel_size(v) for v in (vx, vy, vz))
+    if not in_header:
+        vx = vy = vz = 1.0
+    sign = imod_origin_sign(header)
+    origin = tuple(sign * float(getattr(header.origin, a)) for a in "zyx")
+    if not all(np.isfinite(origin)):
+        origin = (0.0, 0.0, 0.0)
+    order = axis_order(header, path)
+    shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
+    info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,
+                      dtype=dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
+                      header_voxel_size=raw_voxel)
+    return header, info
