@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
+import torch
 
 from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
@@ -75,11 +76,35 @@ class ClassResult:
     history: list[dict] = field(default_factory=list)
 
 
-def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment,
-                  averaging: AverageSettings = AverageSettings(),
-                  settings: ClassifySettings = ClassifySettings(),
-                  should_stop: Callable[[], bool] | None = None) -> Iterator[ClassState | ClassResult]:
-    """Yield a :class:`ClassState` per iteration, then the :class:`ClassResult`."""
+@dataclass
+class _Context:
+    """What every start of a classification shares."""
+
+    prepared: PreparedParticles
+    consensus: Alignment
+    averaging: AverageSettings
+    settings: ClassifySettings
+    mask: torch.Tensor
+    cutoff: float  # low-pass of the class averages, cycles per voxel
+    rng: np.random.Generator
+    should_stop: Callable[[], bool] | None
+
+    @property
+    def n(self) -> int:
+        return len(self.consensus.matrices)
+
+    @property
+    def k(self) -> int:
+        return self.settings.classes
+
+    def filtered(self, volume: torch.Tensor) -> torch.Tensor:
+        """A class average as it is compared and shown: low-passed, normalised, masked."""
+        return normalise_inside(lowpass(volume, self.cutoff), self.mask) * self.mask
+
+
+def _prepare(particles: np.ndarray, voxel_size: float, consensus: Alignment,
+             averaging: AverageSettings, settings: ClassifySettings,
+             should_stop: Callable[[], bool] | None) -> _Context:
     n, k = len(particles), settings.classes
     if n < 2 * k:
         raise InvalidSettingsError(f"{n} particles are too few for {k} classes (2 per class at least).")
@@ -91,68 +116,119 @@ def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment
     mask = soft_sphere(averaging.box, averaging.radius, 3.0, device)
     resolution = settings.resolution or voxel_size / averaging.start_cutoff(voxel_size)
     cutoff = min(0.5, voxel_size / resolution)
-    history: list[dict] = []
-    total = settings.n_init * settings.iterations
-    best = None  # (objective, classes, alignment, scores)
-    for run in range(settings.n_init):
-        classes = rng.integers(0, k, n)
-        alignment = Alignment(consensus.matrices.copy(), consensus.shifts.copy(),
-                              consensus.scores.copy())
-        scores = np.zeros((n, k))
-        for iteration in range(1, settings.iterations + 1):
-            start = time.perf_counter()
-            references = []
-            for c in range(k):
-                if np.sum(classes == c) < 2:  # reseed an empty class from the largest one
-                    largest = np.nonzero(classes == np.bincount(classes, minlength=k).argmax())[0]
-                    classes[rng.choice(largest, size=max(2, len(largest) // 2), replace=False)] = c
-            # every reference from as many particles as the smallest class has: an average of
-            # more particles is less noisy and would otherwise attract everyone
-            size = int(np.bincount(classes, minlength=k).min())
-            for c in range(k):
-                members = rng.choice(np.nonzero(classes == c)[0], size=size, replace=False)
-                volume = prepared.reconstruct(members, alignment).volume(averaging.symmetry)
-                references.append(normalise_inside(lowpass(volume, cutoff), mask) * mask)
-            averages = np.stack([r.cpu().numpy() for r in references])
-            found = []
-            for reference in references:
-                result = search_orientations(prepared, reference, cutoff, np.arange(n), consensus,
-                                             settings.angular_step, settings.angular_range,
-                                             should_stop, highpass=settings.highpass_shells)
-                if should_stop and should_stop():
-                    return
-                found.append(result)
-            scores = np.stack([f.scores for f in found], axis=1)
-            new = scores.argmax(axis=1)
-            changed = float(np.mean(new != classes))
-            classes = new
-            for c in range(k):
-                rows = classes == c
-                alignment.matrices[rows] = found[c].matrices[rows]
-                alignment.shifts[rows] = found[c].shifts[rows]
-                alignment.scores[rows] = found[c].scores[rows]
-            counts = np.bincount(classes, minlength=k)
-            seconds = time.perf_counter() - start
-            history.append({"start": run + 1, "iteration": iteration, "changed": changed,
-                            "counts": counts.tolist(), "seconds": seconds})
-            yield ClassState(run * settings.iterations + iteration, total, averages, counts,
-                             changed, seconds)
-        # k-means' rule for several starts: keep the one whose particles match their own
-        # class best (every run's references come from equally many particles)
-        objective = float(np.mean(scores[np.arange(n), classes]))
-        history[-1]["objective"] = objective
-        if best is None or objective > best[0]:
-            best = (objective, classes, alignment, scores)
-    _, classes, alignment, scores = best
-    final = []
+    return _Context(prepared, consensus, averaging, settings, mask, cutoff, rng, should_stop)
+
+
+def _reseed_empty(classes: np.ndarray, k: int, rng: np.random.Generator) -> None:
+    """Give every class with fewer than 2 particles half of the largest one, in place."""
     for c in range(k):
+        if np.sum(classes == c) < 2:
+            largest = np.nonzero(classes == np.bincount(classes, minlength=k).argmax())[0]
+            classes[rng.choice(largest, size=max(2, len(largest) // 2), replace=False)] = c
+
+
+def _class_references(ctx: _Context, classes: np.ndarray, alignment: Alignment) -> list:
+    """One reference per class, each averaged from as many particles as the smallest class.
+
+    An average of more particles is less noisy and would otherwise attract everyone.
+    """
+    _reseed_empty(classes, ctx.k, ctx.rng)
+    size = int(np.bincount(classes, minlength=ctx.k).min())
+    references = []
+    for c in range(ctx.k):
+        members = ctx.rng.choice(np.nonzero(classes == c)[0], size=size, replace=False)
+        volume = ctx.prepared.reconstruct(members, alignment).volume(ctx.averaging.symmetry)
+        references.append(ctx.filtered(volume))
+    return references
+
+
+def _search_classes(ctx: _Context, references: list) -> list | None:
+    """Every particle aligned locally to every reference; None when stopped."""
+    found = []
+    for reference in references:
+        result = search_orientations(ctx.prepared, reference, ctx.cutoff, np.arange(ctx.n),
+                                     ctx.consensus, ctx.settings.angular_step,
+                                     ctx.settings.angular_range, ctx.should_stop,
+                                     highpass=ctx.settings.highpass_shells)
+        if ctx.should_stop and ctx.should_stop():
+            return None
+        found.append(result)
+    return found
+
+
+def _adopt(found: list, classes: np.ndarray, alignment: Alignment) -> None:
+    """Each particle takes the orientation it found within its own class, in place."""
+    for c, result in enumerate(found):
+        rows = classes == c
+        alignment.matrices[rows] = result.matrices[rows]
+        alignment.shifts[rows] = result.shifts[rows]
+        alignment.scores[rows] = result.scores[rows]
+
+
+def _one_start(ctx: _Context, run: int, history: list[dict]
+               ) -> Generator[ClassState, None, tuple | None]:
+    """One random split refined for ``settings.iterations``; returns
+    (objective, classes, alignment, scores), or None when stopped."""
+    n, k, iterations = ctx.n, ctx.k, ctx.settings.iterations
+    classes = ctx.rng.integers(0, k, n)
+    alignment = Alignment(ctx.consensus.matrices.copy(), ctx.consensus.shifts.copy(),
+                          ctx.consensus.scores.copy())
+    scores = np.zeros((n, k))
+    for iteration in range(1, iterations + 1):
+        start = time.perf_counter()
+        references = _class_references(ctx, classes, alignment)
+        averages = np.stack([r.cpu().numpy() for r in references])
+        found = _search_classes(ctx, references)
+        if found is None:
+            return None
+        scores = np.stack([f.scores for f in found], axis=1)
+        new = scores.argmax(axis=1)
+        changed = float(np.mean(new != classes))
+        classes = new
+        _adopt(found, classes, alignment)
+        counts = np.bincount(classes, minlength=k)
+        seconds = time.perf_counter() - start
+        history.append({"start": run + 1, "iteration": iteration, "changed": changed,
+                        "counts": counts.tolist(), "seconds": seconds})
+        yield ClassState(run * iterations + iteration, ctx.settings.n_init * iterations,
+                         averages, counts, changed, seconds)
+    # k-means' rule for several starts: keep the one whose particles match their own
+    # class best (every run's references come from equally many particles)
+    objective = float(np.mean(scores[np.arange(n), classes]))
+    history[-1]["objective"] = objective
+    return objective, classes, alignment, scores
+
+
+def _final_averages(ctx: _Context, classes: np.ndarray, alignment: Alignment) -> np.ndarray:
+    """Each class averaged from all its members (zeros for an empty class)."""
+    final = []
+    for c in range(ctx.k):
         members = np.nonzero(classes == c)[0]
         if len(members) == 0:
-            final.append(np.zeros((averaging.box,) * 3, np.float32))
+            final.append(np.zeros((ctx.averaging.box,) * 3, np.float32))
             continue
-        volume = prepared.reconstruct(members, alignment).volume(averaging.symmetry)
-        final.append((normalise_inside(lowpass(volume, cutoff), mask) * mask).cpu().numpy())
-    yield ClassResult(np.stack(final), classes + 1, alignment, scores, history)
+        volume = ctx.prepared.reconstruct(members, alignment).volume(ctx.averaging.symmetry)
+        final.append(ctx.filtered(volume).cpu().numpy())
+    return np.stack(final)
+
+
+def iter_classify(particles: np.ndarray, voxel_size: float, consensus: Alignment,
+                  averaging: AverageSettings = AverageSettings(),
+                  settings: ClassifySettings = ClassifySettings(),
+                  should_stop: Callable[[], bool] | None = None) -> Iterator[ClassState | ClassResult]:
+    """Yield a :class:`ClassState` per iteration, then the :class:`ClassResult`."""
+    ctx = _prepare(particles, voxel_size, consensus, averaging, settings, should_stop)
+    history: list[dict] = []
+    best = None  # (objective, classes, alignment, scores)
+    for run in range(settings.n_init):
+        outcome = yield from _one_start(ctx, run, history)
+        if outcome is None:
+            return
+        if best is None or outcome[0] > best[0]:
+            best = outcome
+    _, classes, alignment, scores = best
+    yield ClassResult(_final_averages(ctx, classes, alignment), classes + 1, alignment, scores,
+                      history)
 
 
 def classify(particles: np.ndarray, voxel_size: float, consensus: Alignment,
