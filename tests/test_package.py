@@ -1,7 +1,8 @@
-"""The package as installed: manifest, console command, Qt-free core."""
+"""The package as installed: manifest, console command, Qt-free core, small files."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,49 @@ def test_annotation_session_does_not_import_the_simulator():
             "print(','.join(m for m in heavy if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(tree: ast.AST, prefix: str = "") -> list[tuple[str, int]]:
+    """(qualified name, lines from ``def`` to its last line) for every function over the limit."""
+    found = []
+    for node in ast.iter_child_nodes(tree):
+        name = prefix
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = f"{prefix}{node.name}."
+            lines = node.end_lineno - node.lineno + 1
+            if not isinstance(node, ast.ClassDef) and lines > MAX_FUNCTION_LINES:
+                found.append((name[:-1], lines))
+        found += _long_functions(node, name)
+    return found
+
+
+def test_files_and_functions_stay_small():
+    """No file in src/ over 400 lines and no function over 60, so each stays single-purpose."""
+    files = sorted((ROOT / "src").rglob("*.py"))
+    assert len(files) > 40
+    long_files, long_functions = [], []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            long_files.append(f"{where} ({len(text.splitlines())} lines)")
+        long_functions += [f"{where}:{name} ({lines} lines)"
+                           for name, lines in _long_functions(ast.parse(text, filename=where))]
+    assert not long_files, f"files over {MAX_FILE_LINES} lines: " + ", ".join(long_files)
+    assert not long_functions, (f"functions over {MAX_FUNCTION_LINES} lines: "
+                                + ", ".join(long_functions))
+
+
+def test_the_size_check_names_offenders():
+    """The walker finds a long method inside a class and a long function nested in another."""
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    code = f"class A:\n  def big(self):\n{body}\n\ndef outer():\n  def inner():\n{body}\n  return 1\n"
+    found = dict(_long_functions(ast.parse(code)))
+    assert found["A.big"] == MAX_FUNCTION_LINES + 1
+    assert found["outer.inner"] == MAX_FUNCTION_LINES + 1
+    assert found["outer"] == MAX_FUNCTION_LINES + 3
+    assert "A" not in found
