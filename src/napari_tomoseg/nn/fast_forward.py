@@ -122,8 +122,11 @@ def inference_network(network: nn.Module, device: torch.device) -> nn.Module:
     """A frozen copy of ``network`` for segmentation on ``device``; the original is untouched.
 
     Receptive field and output stride are those of the original (measured on
-    it), so tiling stays exact.
+    it), so tiling stays exact. A network without convolutions or BatchNorm
+    (a test double) has nothing to gain and is used itself, in eval mode.
     """
+    if not any(isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in network.modules()):
+        return network.to(device).eval()
     fast = fold_batchnorm(network).to(device)
     if device.type == "cpu":  # FFT and layout choices measured on CPU only
         swapped = _swap_fft_convs(fast)
@@ -133,7 +136,10 @@ def inference_network(network: nn.Module, device: torch.device) -> nn.Module:
             fast = fast.to(memory_format=torch.channels_last)
     for parameter in fast.parameters():
         parameter.requires_grad_(False)
-    fast.receptive_halo = receptive_halo(network)
+    try:
+        fast.receptive_halo = receptive_halo(network)
+    except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow): whole slices
+        fast.receptive_halo = None
     return fast
 
 

@@ -51,13 +51,13 @@ _stack_context = stack_context  # its old private name; training and inference s
 
 def _halo(network: torch.nn.Module) -> int | None:
     """The network's receptive halo, or None when it cannot be worked out (then no tiles)."""
-    halo = getattr(network, "receptive_halo", None)
-    if halo is None:
-        try:
-            halo = receptive_halo(network)
-        except Exception:  # noqa: BLE001 - an untraceable network runs on whole slices
-            return None
-    return int(halo)
+    if hasattr(network, "receptive_halo"):  # set by inference_network; None: untraceable
+        halo = network.receptive_halo
+        return None if halo is None else int(halo)
+    try:
+        return receptive_halo(network)
+    except Exception:  # noqa: BLE001 - an untraceable network runs on whole slices
+        return None
 
 
 def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> torch.Tensor:
