@@ -55,9 +55,13 @@ class StallMeter:
         self.last = time.perf_counter()
         self.timer.start()
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, float]:
+        """(longest gap, longest gap after the first second) in ms: the first draw of a new
+        layer compiles its shaders, a one-off that software OpenGL (Xvfb) makes slow."""
         self.timer.stop()
-        return 1000 * max(self.gaps[1:], default=0.0)
+        gaps = np.asarray(self.gaps[1:])
+        later = gaps[np.cumsum(gaps) > 1.0]
+        return 1000 * float(gaps.max(initial=0)), 1000 * float(later.max(initial=0))
 
 
 def wait(handle) -> None:
@@ -92,7 +96,7 @@ def box_times(dock, truth: np.ndarray) -> list[float]:
     return times
 
 
-def first_preview_s(dock, meter: StallMeter, steps: int) -> tuple[float, float]:
+def first_preview_s(dock, meter: StallMeter, steps: int) -> tuple[float, tuple]:
     dock.training.steps.value = steps
     overlay = dock.controller.overlay("ribosome")
     seen = {}
@@ -138,8 +142,10 @@ def main() -> None:
              f"| add a box, median of {len(times)} with 10-50 placed (ms) | "
              f"{1000 * float(np.median(times)):.1f} | < 50 |",
              f"| add a box, slowest (ms) | {1000 * max(times):.1f} | |",
-             f"| longest event-loop stall while training (ms) | {train_stall:.0f} | < 100 |",
-             f"| longest event-loop stall while segmenting (ms) | {segment_stall:.0f} | < 100 |",
+             f"| longest event-loop stall while training (ms) | {train_stall[0]:.0f} | < 100 |",
+             f"| same, after the first second (ms) | {train_stall[1]:.0f} | < 100 |",
+             f"| longest event-loop stall while segmenting (ms) | {segment_stall[0]:.0f} | < 100 |",
+             f"| same, after the first second (ms) | {segment_stall[1]:.0f} | < 100 |",
              f"| segment the whole tomogram in the dock (s) | {segment_s:.1f} | |"]
     text = "\n".join(lines)
     print(text)

@@ -153,6 +153,20 @@ def test_average_of_noisy_particles_beats_any_wrong_alignment(field):
     assert np.median(positions) < 1.5
 
 
+def test_an_unsupported_average_is_shown_at_the_start_resolution_not_blank(field):
+    """Too few particles for the FSC to pass the start: the map stays visible (at the
+    starting low-pass) and is flagged; FSC weighting used to make it a constant."""
+    box, voxel = 32, field.voxel_size
+    sub = extract_subtomograms(field.tomogram, field.zyx[:6], box)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=sub.data.shape).astype(np.float32)  # no signal: nothing to agree on
+    settings = AverageSettings(box=box, iterations=1, angular_step=30.0)
+    result = average(noise, voxel, settings)
+    assert not result.supported
+    inside = soft_sphere(box, settings.radius, 3.0, torch.device("cpu")).numpy() > 0.5
+    assert np.std(result.average[inside]) > 0.1  # not a constant
+
+
 def test_results_round_trip_through_star(field, tmp_path):
     box, voxel = 32, field.voxel_size
     sub = extract_subtomograms(field.tomogram, field.zyx[:12], box)

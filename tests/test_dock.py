@@ -19,7 +19,7 @@ def test_every_widget_open_fits_a_laptop_screen(make_napari_viewer, qtbot):
     window = viewer.window._qt_window
     docks = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in WIDGETS]
     tomoseg = docks[0]
-    for title in ("Pick", "Average", "Explore", "Gallery"):  # every tab made and shown
+    for title in ("Segment & merge", "Pick", "Average", "Explore", "Gallery"):  # each shown
         assert tomoseg.tabs.open(title) is not None
     QApplication.processEvents()
     assert window.minimumSizeHint().height() <= 768
@@ -41,3 +41,23 @@ def test_launch_opens_on_the_first_tab_with_the_truth_hidden(make_napari_viewer,
     widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("TomoSeg"))
     assert widget.tabs.currentIndex() == 0  # Annotate & train
     assert widget.tomogram.value is viewer.layers["synthetic_cell"]
+
+
+def test_other_steps_use_the_session_folder_chosen_in_the_dock(make_napari_viewer, tiny_files,
+                                                               tmp_path):
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    dock = TomosegWidget(viewer)
+    dock.tomogram.value = image
+    dock.session_panel.folder.value = tmp_path / "mine"
+    dock.start_session()
+    assert dock.controller.session.folder == tmp_path / "mine"
+    average = dock.tabs.open("Average")
+    average.tomogram.value = image
+    assert average.output.value == tmp_path / "mine" / "averages"
+    gallery = dock.tabs.open("Gallery")
+    gallery.tomogram.value = image
+    assert gallery._session(image).folder == tmp_path / "mine"
+    assert not dock.segmenting.stop_button.enabled  # Stop is on the Segment tab too

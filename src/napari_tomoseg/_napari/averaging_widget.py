@@ -24,7 +24,7 @@ from napari.utils.notifications import show_info
 from ..averaging import AverageResult, AverageSettings, ClassifySettings
 from ..averaging.extract import Subtomograms
 from ..averaging.files import aligned_particle_table
-from ..session import default_session_folder, user_sessions_folder
+from ..session import user_sessions_folder
 from ..errors import TomosegError
 from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
@@ -35,6 +35,7 @@ from .fsc_plot import FscPlot
 from .layer_tags import find, has_role, tag
 from .notify import guarded, report_error
 from .average_view import AverageView
+from .workflow.state import session_folder_of
 from .worker import JobHandle, start_job
 
 
@@ -103,9 +104,8 @@ class AveragingWidget(Container):
         layer = self.tomogram.value
         if layer is None or self.output.value not in (None, getattr(self, "_auto_output", None)):
             return  # the user chose a folder: keep it
-        path = (layer.metadata.get("tomoseg") or {}).get("path")
-        folder = (default_session_folder(path) if path
-                  else user_sessions_folder() / f"{clean_tomo_name(layer.name)}.tomoseg")
+        folder = (session_folder_of(layer)
+                  or user_sessions_folder() / f"{clean_tomo_name(layer.name)}.tomoseg")
         self.output.value = self._auto_output = folder / "averages"
 
     def _refresh(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QScrollArea, QTabWidget, QWidget
 
 
@@ -19,6 +20,7 @@ def scrolled(widget) -> QScrollArea:
     area.setWidgetResizable(True)
     area.setWidget(getattr(widget, "native", widget))
     area.setMinimumHeight(48)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # labels wrap
     area.tomoseg_widget = widget  # the Python object (and its callbacks) lives with the area
     return area
 
@@ -34,18 +36,18 @@ class LazyTabs(QTabWidget):
         self.currentChanged.connect(self._make)
 
     def add(self, title: str, make: Callable[[], object]) -> None:
-        index = self.addTab(QWidget(), title)
+        index = self.addTab(QWidget(), _escaped(title))
         self.makers[index] = lambda: self._place(index, title, make())
 
     def add_now(self, title: str, widget) -> None:
-        self.addTab(scrolled(widget), title)
+        self.addTab(scrolled(widget), _escaped(title))
         self.widgets[title] = widget
 
     def _place(self, index: int, title: str, widget) -> object:
         self.blockSignals(True)  # replacing the page must not re-enter _make
         current = self.currentIndex()
         self.removeTab(index)
-        self.insertTab(index, scrolled(widget), title)
+        self.insertTab(index, scrolled(widget), _escaped(title))
         self.setCurrentIndex(current)
         self.blockSignals(False)
         self.widgets[title] = widget
@@ -59,11 +61,16 @@ class LazyTabs(QTabWidget):
     def open(self, title: str):
         """Show the tab ``title`` (made now if needed) and return its widget."""
         for index in range(self.count()):
-            if self.tabText(index).replace("&&", "&") == title:
+            if self.tabText(index) == _escaped(title):
                 self.setCurrentIndex(index)
                 self._make(index)
                 return self.widgets[title]
         raise KeyError(title)
+
+
+def _escaped(title: str) -> str:
+    """Qt shows '&&' as '&' (a single '&' marks a shortcut)."""
+    return title.replace("&", "&&")
 
 
 class _ScrolledDock(QScrollArea):

@@ -16,7 +16,8 @@ from qtpy.QtWidgets import QGridLayout, QScrollArea, QToolButton, QWidget
 
 from ..errors import TomosegError
 from ..explore.gallery import GalleryItem, gallery_items, sort_items, thumbnail_rgb
-from ..session import Session, default_session_folder
+from .workflow.state import session_folder_of
+from ..session import Session
 from .layer_tags import has_role, layers_with
 from .notify import guarded
 
@@ -54,10 +55,9 @@ class GalleryWidget(Container):
     def _session(self, layer: Image) -> Session:
         folder = str(self.folder.value or "")
         if not folder or folder == ".":
-            path = (layer.metadata.get("tomoseg") or {}).get("path")
-            if not path:
+            folder = session_folder_of(layer)
+            if folder is None:
                 raise TomosegError("choose the session folder (<tomogram>.tomoseg).")
-            folder = str(default_session_folder(path))
         return Session.load(folder)
 
     def refresh(self) -> list[GalleryItem]:

@@ -50,16 +50,20 @@ class TomosegWidget(Container):
         self.training = TrainPanel(workflow)
         self.segmenting = SegmentPanel(workflow)
         self.status = Label(value="")
+        keys_help = Label(value=KEYS_HELP)
+        for label in (self.status, keys_help, self.session_panel.info, self.training.status,
+                      self.training.model_state, self.boxes.counts):
+            label.native.setWordWrap(True)  # long lines wrap instead of widening the dock
         annotate = Container(widgets=[
             *_titled("1. Tomogram and session", self.session_panel),
             *_titled("2. Features", self.features),
-            *_titled("3. Boxes and masks", self.boxes), Label(value=KEYS_HELP),
+            *_titled("3. Boxes and masks", self.boxes), keys_help,
             *_titled("4. Train", self.training)], labels=False)
         segment = Container(widgets=_titled("5. Segment and merge", self.segmenting),
                             labels=False)
         self.tabs = LazyTabs()
-        self.tabs.add_now("Annotate && train", annotate)
-        self.tabs.add_now("Segment && merge", segment)
+        self.tabs.add_now("Annotate & train", annotate)
+        self.tabs.add_now("Segment & merge", segment)
         viewer = napari_viewer
         self.tabs.add("Pick", lambda: _widget("picking_widget", "PickingWidget", viewer))
         self.tabs.add("Average", lambda: _widget("averaging_widget", "AveragingWidget", viewer))

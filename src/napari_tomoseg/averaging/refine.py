@@ -329,9 +329,13 @@ def _result(recs: list[Reconstruction], maps: list[torch.Tensor], mask: torch.Te
     check = check_resolution(maps[0], maps[1], mask, voxel_size,
                              voxel_size / s.start_cutoff(voxel_size), s.seed)
     merged = recs[0].merged_with(recs[1]).volume(s.symmetry)
-    weight = fsc_weighting(check.fsc_corrected, s.box, merged.device)
-    final = torch.fft.irfftn(torch.fft.rfftn(merged) * weight, s=merged.shape)
-    final = normalise_inside(lowpass(final, min(0.5, voxel_size / check.resolution)), mask)
+    if check.supported:
+        weight = fsc_weighting(check.fsc_corrected, s.box, merged.device)
+        final = torch.fft.irfftn(torch.fft.rfftn(merged) * weight, s=merged.shape)
+        final = lowpass(final, min(0.5, voxel_size / check.resolution))
+    else:  # FSC weighting would blank it (a constant map): show it at the starting low-pass
+        final = lowpass(merged, s.start_cutoff(voxel_size))
+    final = normalise_inside(final, mask)
     half_maps = tuple(m.cpu().numpy() for m in maps)  # the last iteration's, already normalised
     return AverageResult(average=final.cpu().numpy(), half_maps=half_maps, fsc=check.fsc_masked,
                          resolution=check.resolution, alignment=alignment, halves=halves,

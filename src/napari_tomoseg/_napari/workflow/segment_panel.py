@@ -36,13 +36,16 @@ class SegmentPanel(Container):
                                   tooltip="features that remove voxels from every other one")
         self.segment_button = PushButton(text="Segment whole tomogram")
         self.merge_button = PushButton(text="Merge features")
+        self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, max=1, visible=False)
         self.extend([self.target, self.threshold, self.artifacts,
-                     Container(widgets=[self.segment_button, self.merge_button],
-                               layout="horizontal", labels=False), self.progress])
+                     Container(widgets=[self.segment_button, self.merge_button,
+                                        self.stop_button], layout="horizontal", labels=False),
+                     self.progress])
         self.segment_button.changed.connect(guarded(self.start_segmentation))
         self.merge_button.changed.connect(guarded(self.merge))
         self.threshold.changed.connect(self.apply_threshold)
+        self.stop_button.changed.connect(workflow.stop)
 
     # segmentation -------------------------------------------------------------------------
     def start_segmentation(self, features: list[str] | None = None) -> JobHandle:
@@ -160,3 +163,4 @@ class SegmentPanel(Container):
     def show_busy(self, busy: bool) -> None:
         self.segment_button.enabled = not busy
         self.merge_button.enabled = not busy
+        self.stop_button.enabled = busy

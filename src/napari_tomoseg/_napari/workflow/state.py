@@ -15,7 +15,8 @@ from napari.utils.notifications import show_error, show_info
 from ...errors import TomosegError
 from ...jobs.progress import Job
 from ...nn.model_file import TrainedModel, load_model
-from ...session import Session, default_session_folder, open_session
+from ...layer_data import clean_tomo_name
+from ...session import Session, default_session_folder, open_session, user_sessions_folder
 from ..annotation import AnnotationController
 from ..notify import report_error
 from ..voxel_size import voxel_size_of
@@ -24,6 +25,15 @@ from ..worker import JobHandle, start_job
 
 def tomogram_path(layer: Image) -> str | None:
     return (layer.metadata.get("tomoseg") or {}).get("path")
+
+
+def session_folder_of(layer: Image) -> Path | None:
+    """The session folder of a tomogram layer: the one started on it in the dock (kept in
+    its metadata), else the default one for its file; None for a layer without a file."""
+    geometry = layer.metadata.get("tomoseg") or {}
+    if geometry.get("session"):
+        return Path(geometry["session"])
+    return default_session_folder(geometry["path"]) if geometry.get("path") else None
 
 
 class Workflow:
@@ -56,9 +66,12 @@ class Workflow:
             raise TomosegError("open a tomogram first (File > Open, or a sample).")
         path = tomogram_path(layer)
         if folder is None:
-            folder = default_session_folder(path) if path else Path.home() / f"{layer.name}.tomoseg"
+            folder = (default_session_folder(path) if path
+                      else user_sessions_folder() / f"{clean_tomo_name(layer.name)}.tomoseg")
         session, message = open_session(folder, path, voxel_size_of(layer), layer.data.shape)
         show_info(message)
+        if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
+            layer.metadata["tomoseg"]["session"] = str(session.folder)
         self.controller = AnnotationController(self.viewer, layer, session)
         self.models = {}
         for feature, relative in session.models.items():
