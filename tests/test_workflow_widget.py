@@ -429,3 +429,13 @@ def test_a_bundled_sample_keeps_its_session_in_the_user_data_folder(make_napari_
     for folder in sample_folders():
         assert not list(folder.rglob("*.tomoseg"))
     assert str(widget.session_panel.folder.value) == str(session.folder)
+
+
+def test_a_thick_slab_averages_slices_in_the_annotation_view(workflow):
+    viewer, widget = workflow
+    image = widget.controller.image
+    widget.boxes.slab.value = 7
+    assert image.projection_mode == "mean"
+    assert viewer.dims.thickness[0] == pytest.approx(7 * image.scale[0])
+    widget.boxes.slab.value = 1
+    assert image.projection_mode == "none"

@@ -83,7 +83,7 @@ class AveragingWidget(Container):
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
-        self.average_view = AverageView(show=napari_viewer.window._qt_window.isVisible())
+        self.average_view = AverageView()
         self.native.destroyed.connect(lambda *_, view=self.average_view: _close_quietly(view))
         self.tomogram.changed.connect(self._default_output)
         self._default_output()

@@ -12,9 +12,9 @@ class LossPlot(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.values: list[float] = []
-        self.setMinimumHeight(90)
+        self.setMinimumHeight(100)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("training loss per step (lower is better)")
+        self.setToolTip("training loss (y) per step (x); lower is better")
 
     def set_values(self, values) -> None:
         self.values = [float(v) for v in values]
@@ -37,11 +37,19 @@ class LossPlot(QWidget):
             values = values[:: len(values) // 400 + 1]
         lo, hi = float(values.min()), float(values.max())
         span = hi - lo or 1.0
-        w, h = self.width() - 8, self.height() - 20
-        points = QPolygonF([QPointF(4 + w * i / (len(values) - 1), 4 + h * (hi - v) / span)
+        left, top, bottom = 46, 6, 18  # room for the axes' numbers
+        w, h = self.width() - left - 6, self.height() - top - bottom
+        painter.setPen(QColor(110, 110, 110))
+        painter.drawLine(left, top, left, top + h)  # y axis: loss
+        painter.drawLine(left, top + h, left + w, top + h)  # x axis: step
+        painter.setPen(QColor(170, 170, 170))
+        painter.drawText(2, top + 10, f"{hi:.3g}")
+        painter.drawText(2, top + h, f"{lo:.3g}")
+        painter.drawText(left, self.height() - 3, "0")
+        painter.drawText(left + w - 40, self.height() - 3, f"step {len(self.values)}")
+        points = QPolygonF([QPointF(left + w * i / (len(values) - 1), top + h * (hi - v) / span)
                             for i, v in enumerate(values)])
         painter.setPen(QPen(QColor(86, 204, 242), 1.5))
         painter.drawPolyline(points)
         painter.setPen(QColor(170, 170, 170))
-        painter.drawText(4, self.height() - 4,
-                         f"step {len(self.values)}   loss {self.values[-1]:.4f}")
+        painter.drawText(left + 6, top + 10, f"loss {self.values[-1]:.4f}")

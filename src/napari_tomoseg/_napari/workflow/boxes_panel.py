@@ -27,11 +27,15 @@ class BoxesPanel(Container):
         self.paint_after = CheckBox(text="Paint the mask after a positive box", value=True,
                                     tooltip="selects the brush on 'tomoseg masks'; paint that "
                                             "spills over the box is dropped")
+        self.slab = SpinBox(label="Slab (slices)", value=1, min=1, max=31, step=2,
+                            tooltip="show the mean of this many slices around the one in view: "
+                                    "ribosomes and membranes stand out of the noise")
         self.toggle = PushButton(text="Toggle selected boxes +/-")
         self.counts = Label(value="")
-        self.extend([self.box_size, self.click_places, self.paint_after, self.add_positive, self.add_negative,
+        self.extend([self.box_size, self.slab, self.click_places, self.paint_after, self.add_positive, self.add_negative,
                      self.toggle, self.counts])
         self.box_size.changed.connect(guarded(self._set_box_size))
+        self.slab.changed.connect(guarded(self.show_slab))
         self.add_positive.changed.connect(guarded(lambda: self.place_box(True)))
         self.add_negative.changed.connect(guarded(lambda: self.place_box(False)))
         self.toggle.changed.connect(guarded(self.toggle_selected))
@@ -84,6 +88,16 @@ class BoxesPanel(Container):
     def toggle_selected(self) -> None:
         self.workflow.require_session().toggle_selected()
         self.workflow.notify_changed()
+
+    def show_slab(self, *args) -> None:
+        """A thick slab in the annotation view: napari's mean projection over z."""
+        c = self.workflow.require_session()
+        n = int(self.slab.value)
+        dims = self.workflow.viewer.dims
+        thickness = list(dims.thickness)
+        thickness[0] = n * float(c.image.scale[0])
+        dims.thickness = tuple(thickness)
+        c.image.projection_mode = "mean" if n > 1 else "none"
 
     def _set_box_size(self, *args) -> None:
         c = self.workflow.controller

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSlider, LineEdit, ProgressBar, PushButton
 from napari.layers import Image
@@ -74,8 +76,11 @@ class SegmentPanel(Container):
             workflow.status(progress.message)
 
         def on_done(written: dict) -> None:
-            show_info(f"Segmented {', '.join(written)}: {', '.join(map(str, written.values()))}")
+            seconds = time.perf_counter() - started
+            show_info(f"Segmented {', '.join(written)} in {seconds:.0f} s: "
+                      f"{', '.join(map(str, written.values()))}")
 
+        started = time.perf_counter()
         self.progress.value, self.progress.max = 0, 1
         self.progress.visible = True  # only this job's bar: training shows steps instead
         return workflow.run(job, on_progress=on_progress, on_done=on_done,

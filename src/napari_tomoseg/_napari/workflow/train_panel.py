@@ -92,6 +92,8 @@ class TrainPanel(Container):
                 self.status.value += "  (model saved" + _quality(model) + ")"
 
         self.status.value = f"training '{feature}'..."
+        self.model_state.value = f"'{feature}': training" + (
+            f" on from {len(start_from.history)} steps" if start_from else "")
         return workflow.run(job, on_progress=on_progress, on_finished=on_finished)
 
     def show_busy(self, busy: bool) -> None:
