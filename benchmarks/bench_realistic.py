@@ -31,8 +31,8 @@ from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
 
 
-def run_method(method: str, cells, boxes, feature: str,
-               binning: int | None = None) -> tuple[list, float, float]:
+def run_method(method: str, cells, boxes, feature: str, binning: int | None = None,
+               intensity: float | None = None) -> tuple[list, float, float]:
     """(probability maps for each cell, stored threshold, training seconds)."""
     start = time.perf_counter()
     if method == "forest":
@@ -45,7 +45,8 @@ def run_method(method: str, cells, boxes, feature: str,
 
     tomogram = cells[0]["tomogram"]
     first_preview, curve, model = None, [], None
-    for update in iter_train(tomogram, boxes, 10.0, TrainingSettings(architecture=method),
+    extra = {} if intensity is None else {"intensity_augment": intensity}
+    for update in iter_train(tomogram, boxes, 10.0, TrainingSettings(architecture=method, **extra),
                              preprocess=PreprocessSettings(binning=binning) if binning else None,
                              preview_z=tomogram.shape[0] // 2):
         model = update.model
@@ -92,6 +93,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--binning", type=int, help="default: the training default (auto)")
     parser.add_argument("--save", type=Path, help="keep the probability maps here (.npy)")
+    parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
+                        "training default)")
     args = parser.parse_args()
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []
@@ -99,7 +102,8 @@ def main() -> None:
         for n_pos in args.boxes:
             boxes = rs.user_boxes(cells[0], feature, n_pos, 50)
             for method in args.methods:
-                probs, threshold, seconds = run_method(method, cells, boxes, feature, args.binning)
+                probs, threshold, seconds = run_method(method, cells, boxes, feature, args.binning,
+                                                       args.intensity)
                 if args.save:
                     args.save.mkdir(parents=True, exist_ok=True)
                     for i, prob in enumerate(probs):
@@ -113,7 +117,9 @@ def main() -> None:
     lines = [f"# Realistic benchmark, {rs.provenance()}",
              f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A, SNR {rs.IMAGING.snr} per tilt, "
              f"CTF {rs.IMAGING.defocus_um} um phase-flipped, {len(cells[0]['particles'])} / "
-             f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse",
+             f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse"
+             + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
+                else ""),
              "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
              "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
              "| stored threshold | train s |",

@@ -69,7 +69,8 @@ class TileBank:
     def has_holdout(self) -> bool:
         return bool(self.held_out.sum() > 0)
 
-    def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True):
+    def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True,
+              intensity: float = 0.0):
         """(images, labels, weights) of a batch, half positives, randomly rotated and flipped."""
         pos = np.flatnonzero(self.positive)
         neg = np.flatnonzero(~self.positive)
@@ -82,9 +83,28 @@ class TileBank:
         if augment:
             images, labels, weights = rotate_and_flip(images, labels, rng, weights)
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
+        if intensity > 0:
+            images = jitter_intensity(images, rng, intensity)
         m, s = self.margin, self.size
         crop = (..., slice(m, m + s), slice(m, m + s))
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
+
+
+def jitter_intensity(images: torch.Tensor, rng: np.random.Generator,
+                     strength: float) -> torch.Tensor:
+    """Per tile: contrast scaled by up to +-``strength``, offset, and extra noise.
+
+    Another tomogram differs in contrast, noise and defocus; a network that
+    saw only one cell's grey levels learns them instead of the feature's shape.
+    """
+    n = images.shape[0]
+    shape = (n,) + (1,) * (images.ndim - 1)
+    gain = torch.from_numpy(rng.uniform(1 - strength, 1 + strength, n)).float().reshape(shape)
+    offset = torch.from_numpy(rng.normal(0, 0.3 * strength, n)).float().reshape(shape)
+    sigma = torch.from_numpy(rng.uniform(0, strength, n)).float().reshape(shape)
+    generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+    noise = torch.randn(images.shape, generator=generator) * sigma * images.std()
+    return images * gain + offset + noise
 
 
 def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.ndarray]:

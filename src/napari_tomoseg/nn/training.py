@@ -46,6 +46,7 @@ class TrainingSettings:
     device: str = "auto"
     preview_every_s: float = 2.0
     augment: bool = True
+    intensity_augment: float = 0.0  # contrast, offset and noise jitter (see tiles.jitter_intensity)
     hold_out: bool = True  # a quadrant of each box scores the network: early stop + threshold
     check_every: int = 20  # steps between held-out checks
     patience: int = 10  # checks without improvement before stopping
@@ -115,6 +116,7 @@ class _Step:
         self.rng = np.random.default_rng(settings.seed)
         self.batch_size = settings.resolved_batch_size()
         self.augment = settings.augment
+        self.intensity = settings.intensity_augment if settings.augment else 0.0
         self.channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu",
                                                               False)
         if self.channels_last:  # large kernels run ~3x faster in this layout on CPU
@@ -125,7 +127,7 @@ class _Step:
     def __call__(self, step: int) -> float:
         self.network.train()
         images, labels, weights = (t.to(self.device) for t in self.bank.batch(
-            self.rng, self.batch_size, augment=self.augment))
+            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity))
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         self.optimiser.zero_grad(set_to_none=True)
