@@ -106,3 +106,55 @@ def provenance() -> str:
             f"({torch.get_num_threads()} threads); numpy {numpy.__version__}; "
             f"napari {napari_version}; {platform.platform()}; {platform.processor() or ''} "
             f"{os.cpu_count()} CPUs")
+
+
+def correction_boxes(prob: np.ndarray, truth: np.ndarray, feature: str, boxes: list,
+                     threshold: float, n_pos: int = 5, n_neg: int = 10, size: int = 64,
+                     seed: int = 2) -> list:
+    """A user's second round: negatives on the largest false detections, positives (with
+    masks) on the largest missed stretches of the feature, in the training cell.
+
+    This is the loop the widget is built for (train, look at the preview, box its
+    mistakes, continue); the truth stands in for the user's eye.
+    """
+    from scipy import ndimage
+
+    from napari_tomoseg.annotations import Box, crop_slice
+
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = truth.shape
+    half = size // 2
+    added: list = []
+
+    def free(box) -> bool:
+        return not any(b.z == box.z and abs(b.y - box.y) < half and abs(b.x - box.x) < half
+                       for b in boxes + added)
+
+    def largest(mask: np.ndarray):
+        labels, n = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())[1:]
+        return labels, np.argsort(sizes)[::-1] + 1
+
+    labels, order = largest((prob > threshold) & (truth == 0))
+    for component in order:
+        if sum(not b.positive for b in added) >= n_neg:
+            break
+        voxels = np.argwhere(labels == component)
+        z, y, x = voxels[rng.integers(len(voxels))]
+        y, x = float(np.clip(y, half, ny - half)), float(np.clip(x, half, nx - half))
+        box = Box(feature, int(z), y, x, size, False)
+        if free(box) and not np.any(crop_slice(truth[z], box.corner(), size)):
+            added.append(box)
+    labels, order = largest((prob <= threshold) & (truth > 0))
+    for component in order:
+        if sum(b.positive for b in added) >= n_pos:
+            break
+        voxels = np.argwhere(labels == component)
+        z, y, x = voxels[rng.integers(len(voxels))]
+        y, x = float(np.clip(y, half, ny - half)), float(np.clip(x, half, nx - half))
+        box = Box(feature, int(z), y, x, size, True)
+        mask = crop_slice(truth[z], box.corner(), size)
+        if free(box) and 0.02 <= mask.mean() <= MAX_FRACTION.get(feature, 1.0):
+            box.mask = (mask > 0).astype(np.uint8)
+            added.append(box)
+    return added
