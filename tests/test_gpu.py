@@ -15,7 +15,7 @@ from napari_tomoseg.annotations import boxes_from_truth
 from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.nn.devices import pick_device
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 VOXEL = 20.0
 
 
@@ -28,10 +28,12 @@ def _allocated_by(action) -> tuple[object, int]:
     return result, torch.cuda.max_memory_allocated() - before
 
 
+@cuda
 def test_auto_picks_the_gpu():
     assert pick_device("auto").type == "cuda"
 
 
+@cuda
 def test_training_segmentation_and_averaging_use_the_gpu(tiny_result):
     from napari_tomoseg.averaging import AverageSettings, average
     from napari_tomoseg.averaging.extract import extract_subtomograms
