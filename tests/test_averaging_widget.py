@@ -131,3 +131,23 @@ def test_edge_and_feature_reach_the_job_as_the_cli_passes_them(make_napari_viewe
     table = calls[0][0]
     assert list(table["feature"]) == ["ribosome"] * len(field.zyx)
     np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), field.zyx, atol=1e-6)
+
+
+def test_closing_the_widget_cancels_its_job_and_touches_nothing(make_napari_viewer, qtbot,
+                                                               tmp_path, field):
+    """A dock closed mid-average: the job stops, and no callback reaches the deleted widget."""
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg.io.atomic import is_partial
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    widget = AveragingWidget(viewer)
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    widget.output.value = tmp_path / "out"
+    handle = widget.run()
+    qtbot.waitUntil(lambda: widget.state is not None, timeout=30_000)
+    view = widget.average_view
+    widget.native.deleteLater()  # the dock is closed
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert not handle.alive and handle.outcome == "cancelled"
+    assert not [p for p in tmp_path.rglob("*") if is_partial(p)]
+    assert view.viewer is None  # its averages window went with it

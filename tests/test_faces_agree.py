@@ -240,11 +240,13 @@ def test_cancelling_from_the_dock_leaves_no_partial_file(project, tmp_path, make
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     assert handle.outcome == "cancelled" and seen
     assert not folder.exists() or _files(folder) == []
-    for feature in FEATURES:
-        dock.controller.overlay(feature).data[:] = 0.7
+    session = dock.controller.session
+    for feature in FEATURES:  # finished maps, as a completed segmentation leaves them
+        write_volume(session.segmentation_path(feature),
+                     np.full(image.data.shape, 0.7, np.float16), VOXEL, image.translate)
     handle = dock.merge()
     handle.cancel()  # before its first slab is merged
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     assert handle.outcome == "cancelled"
-    assert not folder.exists() or _files(folder) == []
+    assert _files(folder) == sorted(f"{f}.mrc" for f in FEATURES)  # no merged.mrc
     assert not [p for p in tmp_path.rglob("*") if is_partial(p)]

@@ -273,10 +273,17 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
 
 
 def test_thresholds_are_per_feature(workflow, qtbot):
+    from napari_tomoseg.io.mrc import write_volume
+
     viewer, widget = workflow
     c = widget.controller
+    with pytest.raises(TomosegError, match="segment the whole tomogram first"):
+        widget.merge()  # previews alone are never merged
     for feature in ("membrane", "ribosome"):
         c.overlay(feature).data[:] = 0.6
+        write_volume(c.session.segmentation_path(feature),  # what a finished segment leaves
+                     np.full(c.image.data.shape, 0.6, np.float16), tuple(c.image.scale),
+                     tuple(c.image.translate))
     widget.features.feature.value = "ribosome"
     widget.segmenting.threshold.value = 0.7
     widget.features.feature.value = "membrane"
@@ -288,6 +295,42 @@ def test_thresholds_are_per_feature(workflow, qtbot):
         np.array([0.71]))[0, 0] * 0.6
     labels = _merged(widget, qtbot)
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
+
+
+def test_a_calibrated_threshold_is_kept_exactly_for_merge_and_pick(workflow):
+    from types import SimpleNamespace
+
+    _, widget = workflow
+    widget.controller.set_active("ribosome")
+    widget.segmenting.use_threshold("ribosome", SimpleNamespace(threshold=0.37))
+    assert widget.segmenting.threshold.value == pytest.approx(0.35)  # the slider's grid
+    assert widget.thresholds["ribosome"] == 0.37  # what merge and Pick use
+    widget.segmenting.threshold.value = 0.5  # the user moves it: that value counts
+    assert widget.thresholds["ribosome"] == 0.5
+
+
+def test_renaming_a_trained_feature_keeps_its_model_working(workflow, tiny_result, qtbot):
+    from napari_tomoseg.jobs.train import previous_model_path
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 2
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    first = widget.controller.session.model_path("ribosome").read_bytes()
+    handle = widget.start_training()  # again: the first model is kept beside the new one
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert previous_model_path(widget.controller.session.model_path("ribosome")).read_bytes() \
+        == first
+    widget.features.feature.value = "ribosome"
+    widget.features.new_name.value = "80S"
+    widget.features.rename()
+    assert widget.models["80S"].feature == "80S"
+    assert widget.controller.session.model_path("80S").exists()
+    handle = widget.start_segmentation()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "done"
+    assert np.asarray(viewer.layers["prediction: 80S"].data).any()
 
 
 def test_a_changed_origin_keeps_every_box_on_reopening(make_napari_viewer, tiny_files, tiny_result,

@@ -178,7 +178,7 @@ class AveragingWidget(Container):
         self._busy(True)
         self.handle = start_job(job, on_progress=on_progress, on_done=on_done,
                                 on_error=self._failed, on_cancelled=self._on_cancelled,
-                                on_finished=lambda: self._busy(False))
+                                on_finished=lambda: self._busy(False), owner=self)
         return self.handle
 
     def _on_average_progress(self, progress: Progress) -> None:

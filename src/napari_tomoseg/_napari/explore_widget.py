@@ -199,7 +199,7 @@ class ExploreWidget(Container):
     def _start(self, job, on_done, on_finished) -> JobHandle:
         self.handle = start_job(
             job, on_progress=lambda progress: setattr(self.numbers, "value", progress.message),
-            on_done=on_done, on_error=self._failed, on_finished=on_finished)
+            on_done=on_done, on_error=self._failed, on_finished=on_finished, owner=self)
         return self.handle
 
     def _failed(self, exc: BaseException) -> None:

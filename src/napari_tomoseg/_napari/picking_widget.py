@@ -113,6 +113,8 @@ class PickingWidget(Container):
         if layer is None:
             raise TomosegError("open or compute a probability map first (Segment, or open a "
                                "probability MRC): picking needs one.")
+        if layer.metadata.get("tomoseg_filling"):
+            raise TomosegError(f"'{layer.name}' is still being segmented: pick when it is done.")
         if not _is_probability(layer):
             raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
                                "Segment computed or a probability MRC, not from a tomogram.")
@@ -128,7 +130,7 @@ class PickingWidget(Container):
             on_progress=lambda progress: setattr(self.status, "value", progress.message),
             on_done=lambda table: self.show_picks(table, layer, feature),
             on_error=self._failed,
-            on_finished=lambda: setattr(self.pick_button, "enabled", True))
+            on_finished=lambda: setattr(self.pick_button, "enabled", True), owner=self)
         return self.handle
 
     def _failed(self, exc: BaseException) -> None:

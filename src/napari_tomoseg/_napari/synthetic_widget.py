@@ -65,7 +65,7 @@ class SyntheticCellWidget(Container):
         self.handle = start_job(synthetic_job(spec, imaging, int(self.seed.value),
                                               Path(self.folder.value)),
                                 on_progress=self._on_progress, on_done=self._on_done,
-                                on_error=self._on_error)
+                                on_error=self._on_error, owner=self)
 
     def _on_progress(self, progress: Progress) -> None:
         self.progress.max = progress.total

@@ -51,8 +51,15 @@ class JobHandle:
                  on_done: Callable[[Any], Any] | None,
                  on_error: Callable[[BaseException], Any] | None,
                  on_cancelled: Callable[[], Any] | None,
-                 on_finished: Callable[[], Any] | None):
+                 on_finished: Callable[[], Any] | None, owner=None):
         self._cancel = threading.Event()
+        self.alive = True  # False once the owning widget is gone: no callback touches it
+        if owner is not None:
+            native = getattr(owner, "native", owner)
+            native.destroyed.connect(lambda *_, handle=self: handle.orphan())
+        on_progress, on_done, on_cancelled, on_finished = (
+            self._while_alive(c) for c in (on_progress, on_done, on_cancelled, on_finished))
+        on_error = self._while_alive(on_error or report_error)
         self._finished = threading.Event()
         self._relay = _Relay()
         self.outcome: str | None = None  # "done", "cancelled" or "failed" once ended
@@ -62,10 +69,20 @@ class JobHandle:
             job, self._cancel, self._relay.progressed.emit)
         self.worker._tomoseg_relay = self._relay  # the relay lives as long as the worker
         self.worker.returned.connect(lambda value: self._returned(value, on_done, on_cancelled))
-        self.worker.errored.connect(lambda exc: self._failed(exc, on_error or report_error))
+        self.worker.errored.connect(lambda exc: self._failed(exc, on_error))
         self.worker.finished.connect(self._finished.set)
         if on_finished is not None:
             self.worker.finished.connect(on_finished)
+
+    def _while_alive(self, callback):
+        if callback is None:
+            return None
+        return lambda *args: callback(*args) if self.alive else None
+
+    def orphan(self) -> None:
+        """The owning widget was destroyed: cancel, and call nothing of it any more."""
+        self.alive = False
+        self.cancel()
 
     def _returned(self, value, on_done, on_cancelled) -> None:
         self.outcome = "cancelled" if value is _CANCELLED else "done"
@@ -101,11 +118,12 @@ def start_job(job: Job, on_progress: Callable[[Progress], Any] | None = None,
               on_done: Callable[[Any], Any] | None = None,
               on_error: Callable[[BaseException], Any] | None = None,
               on_cancelled: Callable[[], Any] | None = None,
-              on_finished: Callable[[], Any] | None = None) -> JobHandle:
+              on_finished: Callable[[], Any] | None = None, owner=None) -> JobHandle:
     """Start ``job`` in a thread; callbacks run on the GUI thread (see module docstring).
 
-    ``on_finished`` runs last in every case: done, cancelled or failed.
+    ``on_finished`` runs last in every case: done, cancelled or failed. When
+    ``owner`` (the widget) is destroyed, the job is cancelled and no callback runs.
     """
-    handle = JobHandle(job, on_progress, on_done, on_error, on_cancelled, on_finished)
+    handle = JobHandle(job, on_progress, on_done, on_error, on_cancelled, on_finished, owner)
     handle.worker.start()
     return handle

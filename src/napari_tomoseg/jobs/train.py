@@ -12,11 +12,17 @@ import numpy as np
 from ..annotations import Box, check_boxes, check_boxes_fit
 from ..errors import InvalidSettingsError
 from ..features import FEATURE_COLOURS
+from ..io.atomic import write_bytes
 from ..io.paths import check_writable
 from ..nn.model_file import TrainedModel, save_model_or_rescue
 from ..nn.training import TrainingSettings, TrainingUpdate, iter_train
 from ..preprocess import PreprocessSettings, default_preprocessing
 from .progress import Job, Progress
+
+
+def previous_model_path(output: Path) -> Path:
+    """Where the model a new training replaces is kept (``NAME.previous.pt``)."""
+    return output.with_name(output.name.removesuffix(".pt") + ".previous.pt")
 
 
 def _describe(update: TrainingUpdate) -> str:
@@ -36,7 +42,8 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     """The trained model, saved at ``output``; progress payloads are ``TrainingUpdate``s.
 
     Cancelling ends training early: the best weights so far are kept and
-    saved, as when training stops by itself. A model continued from
+    saved, as when training stops by itself. A model file already at
+    ``output`` is first copied to ``NAME.previous.pt``. A model continued from
     ``start_from`` keeps that model's preprocessing, step count and history.
     """
     check_boxes(boxes, feature)
@@ -52,6 +59,8 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         if output.exists() and not overwrite:
             raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
         check_writable(output.parent)  # before training, not after
+        if output.exists():  # the model this run replaces stays at hand
+            write_bytes(previous_model_path(output), output.read_bytes())
     model = None
     updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
                          colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),

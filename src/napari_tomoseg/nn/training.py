@@ -10,6 +10,7 @@ always available as ``update.model``.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,8 +98,9 @@ def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarr
 def _network_for(settings: TrainingSettings, start_from: TrainedModel | None,
                  preprocess: PreprocessSettings):
     """(network, architecture, parameters, preprocessing, history): fresh or continued."""
-    if start_from is not None:  # continue: same network, same preprocessing
-        return (start_from.network, start_from.architecture, start_from.parameters,
+    if start_from is not None:  # continue: a copy of its network, same preprocessing
+        # (the model given stays as it was, e.g. for an export while this one trains)
+        return (copy.deepcopy(start_from.network), start_from.architecture, start_from.parameters,
                 start_from.preprocess, list(start_from.history))
     architecture = settings.architecture
     if architecture not in ARCHITECTURES:

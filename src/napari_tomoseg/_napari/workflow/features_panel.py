@@ -6,6 +6,8 @@ from magicgui.widgets import ComboBox, Container, LineEdit, PushButton
 from napari.utils.notifications import show_info
 
 from ...errors import TomosegError
+from ...nn.model_file import save_model
+from ..layer_tags import layers_with, tag, tag_of
 from ..notify import guarded
 from .state import Workflow
 
@@ -65,12 +67,22 @@ class FeaturesPanel(Container):
     def rename(self) -> None:
         c = self.workflow.require_session()
         old, new = self.feature.value, self.new_name.value.strip()
+        if self.workflow.busy:
+            raise TomosegError("a job is running: stop it before renaming a feature.")
         c.session.rename_feature(old, new)
         models, thresholds = self.workflow.models, self.workflow.thresholds
-        if old in models:
-            models[new] = models.pop(old)
+        if old in models:  # the model, its file and its maps carry the new name too
+            model = models.pop(old)
+            model.feature = new
+            save_model(model, c.session.model_path(new))
+            c.session.register_model(new)
+            models[new] = model
         if old in thresholds:
             thresholds[new] = thresholds.pop(old)
+        for layer in layers_with(self.workflow.viewer, "probability", feature=old):
+            attributes = {k: v for k, v in tag_of(layer).items() if k != "role"}
+            tag(layer, "probability", **{**attributes, "feature": new})
+            layer.name = layer.name.replace(old, new)
         c.active = new
         c.refresh_colours()
         self.workflow.notify_changed()

@@ -24,6 +24,7 @@ from .session_panel import tomogram_layers
 from .state import Workflow
 
 MERGED = "segmentation (merged)"
+FILLING = "tomoseg_filling"  # metadata flag of a probability layer a segmentation is writing
 
 
 class SegmentPanel(Container):
@@ -83,8 +84,17 @@ class SegmentPanel(Container):
         started = time.perf_counter()
         self.progress.value, self.progress.max = 0, 1
         self.progress.visible = True  # only this job's bar: training shows steps instead
+        for overlay in overlays.values():
+            overlay.metadata[FILLING] = True  # Pick refuses a map still being computed
+
+        def on_finished() -> None:
+            for overlay in overlays.values():
+                overlay.metadata.pop(FILLING, None)
+            if not workflow.closing:
+                self.progress.visible = False
+
         return workflow.run(job, on_progress=on_progress, on_done=on_done,
-                            on_finished=lambda: setattr(self.progress, "visible", False))
+                            on_finished=on_finished)
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:
         viewer, c = self.workflow.viewer, self.workflow.controller
@@ -120,6 +130,9 @@ class SegmentPanel(Container):
         if c is None or not c.active:
             return
         value = float(self.threshold.value)
+        known = self.workflow.thresholds.get(c.active)
+        if known is not None and abs(known - value) < 0.025 + 1e-9:
+            value = known  # the slider's 0.05 grid: keep a calibrated 0.37, not 0.35
         self.workflow.thresholds[c.active] = value
         colour = c.session.feature(c.active).colour
         for layer in layers_with(self.workflow.viewer, "probability", feature=c.active):
@@ -130,11 +143,11 @@ class SegmentPanel(Container):
     def merge(self) -> JobHandle:
         workflow = self.workflow
         c = workflow.require_session()
-        maps = {f: layer.data for f in c.session.feature_names()
-                for layer in [find(workflow.viewer, "probability", feature=f,
-                                   tomogram=c.image.name)] if layer is not None}
+        # the finished maps on disk (written whole, atomically): never a half-filled overlay
+        maps = {f: c.session.segmentation_path(f) for f in c.session.feature_names()
+                if c.session.segmentation_path(f).exists()}
         if not maps:
-            raise TomosegError("segment first: there is nothing to merge.")
+            raise TomosegError("segment the whole tomogram first: there is nothing to merge.")
         features = list(maps)
         artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
         settings = MergeSettings(features=features,
@@ -157,8 +170,9 @@ class SegmentPanel(Container):
         for f in settings.features:
             colours[settings.label_of(f)] = c.session.feature(f).colour
         layer = find(viewer, "labels", tomogram=c.image.name)
-        if layer is not None:
+        if layer is not None:  # the numbering follows the features merged: colours too
             layer.data = labels
+            layer.colormap = DirectLabelColormap(color_dict=colours)
             return
         layer = viewer.add_labels(labels, name=MERGED, scale=c.image.scale,
                                   translate=c.image.translate, opacity=0.6,

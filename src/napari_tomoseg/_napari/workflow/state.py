@@ -64,6 +64,8 @@ class Workflow:
         """Start or restore the session of ``layer``'s tomogram, with its trained models."""
         if layer is None:
             raise TomosegError("open a tomogram first (File > Open, or a sample).")
+        if self.busy:
+            raise TomosegError("a job is running: stop it before starting another session.")
         path = tomogram_path(layer)
         if folder is None:
             folder = (default_session_folder(path) if path
@@ -73,7 +75,7 @@ class Workflow:
         if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
             layer.metadata["tomoseg"]["session"] = str(session.folder)
         self.controller = AnnotationController(self.viewer, layer, session)
-        self.models = {}
+        self.models, self.thresholds = {}, {}
         for feature, relative in session.models.items():
             try:
                 self.models[feature] = load_model(session.folder / relative)

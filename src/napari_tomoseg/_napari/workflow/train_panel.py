@@ -83,7 +83,9 @@ class TrainPanel(Container):
             model = state["model"]
             if workflow.job.outcome not in ("done", "cancelled") or model is None \
                     or model is start_from:
-                return  # failed: the job saved nothing
+                if not workflow.closing:
+                    self.show_model_state()  # failed: the job saved nothing
+                return
             workflow.models[feature] = model
             c.session.register_model(feature)
             if not workflow.closing:
@@ -100,6 +102,7 @@ class TrainPanel(Container):
         self.train_button.enabled = not busy
         self.stop_button.enabled = busy
         self.load_button.enabled = not busy
+        self.export_button.enabled = not busy
 
     # models ----------------------------------------------------------------------------
     def show_model_state(self, *args) -> None:
