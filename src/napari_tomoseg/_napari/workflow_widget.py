@@ -15,6 +15,7 @@ from napari.layers import Points
 
 from ..layer_data import frame_from_metadata
 from .dock import LazyTabs
+from .warmup import preload_in_background
 from .workflow.boxes_panel import BoxesPanel
 from .workflow.features_panel import FeaturesPanel
 from .workflow.segment_panel import SegmentPanel
@@ -28,6 +29,15 @@ KEYS_HELP = ("<b>Keys</b>: b positive box at the cursor, Shift-B negative box; c
 
 def _titled(title: str, panel: Container) -> list:
     return [Label(value=f"<b>{title}</b>"), panel]
+
+
+def _one_line(label: Label) -> None:
+    """A label whose text changes often: its length neither widens nor relayouts the dock
+    (a relayout of wrapped labels on every progress report stalled the viewer)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(False)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
 
 
 def _widget(module: str, name: str, viewer):
@@ -51,9 +61,11 @@ class TomosegWidget(Container):
         self.segmenting = SegmentPanel(workflow)
         self.status = Label(value="")
         keys_help = Label(value=KEYS_HELP)
-        for label in (self.status, keys_help, self.session_panel.info, self.training.status,
-                      self.training.model_state, self.boxes.counts):
+        for label in (keys_help, self.session_panel.info, self.training.model_state,
+                      self.boxes.counts):
             label.native.setWordWrap(True)  # long lines wrap instead of widening the dock
+        for label in (self.status, self.training.status):  # updated at every step: one line
+            _one_line(label)  # whose width never relayouts the dock
         annotate = Container(widgets=[
             *_titled("1. Tomogram and session", self.session_panel),
             *_titled("2. Features", self.features),
@@ -72,6 +84,7 @@ class TomosegWidget(Container):
         self.native.layout().addWidget(self.tabs)
         self.append(self.status)
         self._connect()
+        preload_in_background()  # torch's first optimiser would otherwise stall the first Train
 
     def _connect(self) -> None:
         workflow = self.workflow

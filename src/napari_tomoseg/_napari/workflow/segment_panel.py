@@ -41,6 +41,9 @@ class SegmentPanel(Container):
         self.merge_button = PushButton(text="Merge features")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, max=1, visible=False)
+        policy = self.progress.native.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # showing it must not relayout the dock
+        self.progress.native.setSizePolicy(policy)
         self.extend([self.target, self.threshold, self.artifacts,
                      Container(widgets=[self.segment_button, self.merge_button,
                                         self.stop_button], layout="horizontal", labels=False),
