@@ -93,7 +93,7 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         kwargs["metadata"].update({ROLE_KEY: {"role": "probability", "feature": feature},
                                    "threshold": threshold})
         colour = FEATURE_COLOURS.get(feature, "#f2c94c")
-        kwargs.update(colormap=_stepped(colour, threshold), blending="additive",
+        kwargs.update(colormap=probability_colormap_spec(colour, threshold), blending="additive",
                       contrast_limits=(0.0, 1.0))
         return data, kwargs, "image"
     if _looks_like_labels(path, data):
@@ -106,9 +106,10 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
     return data, kwargs, "image"
 
 
-def _stepped(colour: str, threshold: float) -> dict:
-    """The whole probability, dim below the threshold, full above (napari colormap dict;
-    the same as the widgets' ``probability_colormap``)."""
+def probability_colormap_spec(colour: str, threshold: float) -> dict:
+    """A probability map's colours as napari's colormap fields: the whole probability from
+    0 (a first preview of p = 0.3 is visible), dim below ``threshold`` and full above it,
+    so the step shows where merge and Pick will cut. Used by the reader and the widgets."""
     rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
     t = min(max(float(threshold), 0.01), 0.99)
     return {"colors": [[0, 0, 0, 1], [0.45 * c for c in rgb] + [1], rgb + [1], rgb + [1]],

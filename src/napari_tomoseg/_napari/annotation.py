@@ -17,6 +17,7 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap
 from ..annotations import Box, crop_slice
 from ..errors import TomosegError
 from ..session import Session
+from ..layer_data import probability_colormap_spec
 from .layer_tags import find, layers_with, tag
 
 NEGATIVE_FACE = "#9e9e9e55"
@@ -266,21 +267,6 @@ def _rectangle(box: Box) -> np.ndarray:
     return np.array([[box.z, y0, x0], [box.z, y0, x1], [box.z, y1, x1], [box.z, y1, x0]], float)
 
 
-def fading_colormap(colour: str) -> Colormap:
-    """Black to ``colour``: an additive overlay tints only where the probability is high."""
-    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-    return Colormap([[0, 0, 0, 1], rgb + [1]], name=f"tomoseg {colour}")
-
-
 def probability_colormap(colour: str, threshold: float) -> Colormap:
-    """The whole probability from 0, dim below ``threshold`` and full above it.
-
-    A first preview of p = 0.3 is visible (a thresholded view stays empty for
-    the first minute of training), and the step at the threshold shows where
-    merge and Pick will cut.
-    """
-    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
-    t = float(np.clip(threshold, 0.01, 0.99))
-    dim = list(0.45 * rgb) + [1]
-    return Colormap([[0, 0, 0, 1], dim, list(rgb) + [1], list(rgb) + [1]],
-                    controls=[0.0, t - 0.005, t, 1.0], name=f"tomoseg {colour} {t:.3f}")
+    """``layer_data.probability_colormap_spec`` as a napari Colormap."""
+    return Colormap(**probability_colormap_spec(colour, threshold))

@@ -32,8 +32,8 @@ from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
-from .layer_tags import find, has_role, tag
-from .notify import guarded, report_error
+from .layer_tags import has_role
+from .notify import guarded, quietly, report_error
 from .average_view import AverageView
 from .workflow.state import session_folder_of
 from .worker import JobHandle, start_job
@@ -84,7 +84,7 @@ class AveragingWidget(Container):
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
         self.average_view = AverageView()
-        self.native.destroyed.connect(lambda *_, view=self.average_view: _close_quietly(view))
+        self.native.destroyed.connect(lambda *_, view=self.average_view: quietly(view.close))
         self.tomogram.changed.connect(self._default_output)
         self._default_output()
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
@@ -276,9 +276,3 @@ class AveragingWidget(Container):
         self.status.value = f"classes: {counts.tolist()} particles; written to {folder}"
         show_info(self.status.value)
 
-
-def _close_quietly(view: AverageView) -> None:
-    try:
-        view.close()
-    except Exception:  # noqa: BLE001 - Qt is tearing down
-        pass

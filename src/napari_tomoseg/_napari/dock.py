@@ -14,9 +14,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QScrollArea, QTabWidget, QWidget
 
 
-def scrolled(widget) -> QScrollArea:
-    """``widget`` (magicgui or Qt) in a scroll area that keeps it alive."""
-    area = QScrollArea()
+def scrolled(widget, area: QScrollArea | None = None) -> QScrollArea:
+    """``widget`` (magicgui or Qt) in a (new or given) scroll area that keeps it alive."""
+    area = area if area is not None else QScrollArea()
     area.setWidgetResizable(True)
     area.setWidget(getattr(widget, "native", widget))
     area.setMinimumHeight(48)
@@ -84,11 +84,8 @@ class _ScrolledDock(QScrollArea):
         super().__init__()
         from importlib import import_module
 
-        widget = getattr(import_module(f"{__package__}.{self.module}"), self.name)(napari_viewer)
-        self.setWidgetResizable(True)
-        self.setWidget(widget.native)
-        self.setMinimumHeight(48)
-        self.tomoseg_widget = widget
+        scrolled(getattr(import_module(f"{__package__}.{self.module}"), self.name)(napari_viewer),
+                 self)
 
 
 class PickingDock(_ScrolledDock):

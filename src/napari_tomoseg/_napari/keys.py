@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .notify import guarded
+from .notify import guarded, quietly
 
 
 class KeyBindings:
@@ -39,11 +39,5 @@ class KeyBindings:
 
 def release_on_close(widget, bindings: KeyBindings) -> None:
     """Release ``bindings`` when the widget's Qt object is destroyed."""
-    widget.native.destroyed.connect(lambda *_, b=bindings: _quietly(b.release))
+    widget.native.destroyed.connect(lambda *_, b=bindings: quietly(b.release))
 
-
-def _quietly(action: Callable[[], object]) -> None:
-    try:
-        action()
-    except Exception:  # noqa: BLE001 - Qt is tearing down; nothing can be reported
-        pass

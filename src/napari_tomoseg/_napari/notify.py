@@ -38,3 +38,12 @@ def guarded(action: Callable, report: Callable[[str], None] | None = None) -> Ca
         except Exception as exc:  # noqa: BLE001 - every error is shown or logged, none lost
             report_error(exc, report)
     return run
+
+
+def quietly(action: Callable[[], object]) -> None:
+    """Run ``action`` while Qt tears a widget down: nothing can be reported then, and an
+    exception raised from a Qt slot would abort the process under PyQt6."""
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

@@ -23,7 +23,7 @@ from napari.layers import Image, Points
 from napari.utils.notifications import show_info
 
 from ..errors import InvalidVolumeError, TomosegError
-from ..io.particle_files import write_particles
+from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
@@ -230,7 +230,7 @@ class PickingWidget(Container):
         """Write the kept picks in the format the file's suffix names (STAR, EMAN2 JSON, CSV)."""
         table, frame = self.selected_table()
         path = Path(self.output.value)
-        box = int(round(1.5 * float(self.diameter.value) / frame.voxel_size))
+        box = eman2_box_size(float(self.diameter.value), frame.voxel_size)
         feature = str(table["feature"].iloc[0]) if len(table) else self.feature.value
         write_particles(path, table, frame, box_size=box, feature=feature)
         show_info(f"{len(table)} picks written to {path}")

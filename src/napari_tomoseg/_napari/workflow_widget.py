@@ -15,6 +15,7 @@ from napari.layers import Points
 
 from ..layer_data import frame_from_metadata
 from .dock import LazyTabs
+from .notify import quietly
 from .warmup import preload_in_background
 from .workflow.boxes_panel import BoxesPanel
 from .workflow.features_panel import FeaturesPanel
@@ -99,10 +100,11 @@ class TomosegWidget(Container):
             event.connect(self._reset_layer_choices)
         # a default argument, not a closure: Qt may destroy the widget while Python tears
         # down, when closure cells are already cleared (a NameError there aborts the process)
-        self.native.destroyed.connect(lambda *_, widget=self: _close_down_quietly(widget))
+        # (and at shutdown even the modules the widget uses may be gone: ``quietly``)
+        self.native.destroyed.connect(lambda *_, widget=self: quietly(widget.close_down))
         try:  # stop workers when the whole viewer closes
             self.viewer.window._qt_window.destroyed.connect(
-                lambda *_, widget=self: _close_down_quietly(widget))
+                lambda *_, widget=self: quietly(widget.close_down))
         except AttributeError:
             pass
 
@@ -175,14 +177,3 @@ class TomosegWidget(Container):
         self.workflow.close_down()
         self.boxes.release()
 
-
-def _close_down_quietly(widget: "TomosegWidget") -> None:
-    """Stop the widget's work when Qt destroys it, also during interpreter shutdown.
-
-    An exception raised from a Qt slot aborts the whole process under PyQt6,
-    and at shutdown even the modules the widget uses may be gone already.
-    """
-    try:
-        widget.close_down()
-    except Exception:  # noqa: BLE001 - nothing can be reported while the process ends
-        pass

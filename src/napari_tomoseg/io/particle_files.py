@@ -19,6 +19,11 @@ from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
 SUFFIXES = (".star", ".json", ".csv")
 
 
+def eman2_box_size(diameter: float, voxel_size: float) -> int:
+    """Boxes 1.5 particle diameters wide, as e2spt_boxer would draw them (voxels)."""
+    return int(round(1.5 * diameter / voxel_size))
+
+
 def particle_format(path: str | os.PathLike) -> str:
     """'star', 'json' or 'csv' from the suffix (anything else is CSV, as before)."""
     suffix = Path(path).suffix.lower()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.mrc import check_finite_volume
-from ..io.particle_files import write_particles
+from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
 from ..picking import PickSettings, pick_particles, sample_along
 from ..probability_maps import as_probability
@@ -22,8 +22,7 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
     """Particles of ``feature`` in ``frame``'s pixels; written to ``output`` (STAR, JSON, CSV).
 
     With ``spacing`` (Angstrom) points are laid along the mask above the
-    threshold instead (filaments, membranes). EMAN2 JSON boxes are 1.5
-    particle diameters wide, as e2spt_boxer would draw them.
+    threshold instead (filaments, membranes).
     """
     yield Progress(0, 2, f"picking {feature}")
     check_finite_volume(probability, feature)
@@ -35,7 +34,7 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
     table["feature"] = feature
     yield Progress(1, 2, f"{len(table)} {feature} picks")
     if output is not None:
-        box = int(round(1.5 * settings.diameter / frame.voxel_size))
-        write_particles(Path(output), table, frame, box_size=box, feature=feature)
+        write_particles(Path(output), table, frame, feature=feature,
+                        box_size=eman2_box_size(settings.diameter, frame.voxel_size))
     yield Progress(2, 2, f"{len(table)} {feature} picks")
     return table
