@@ -14,7 +14,7 @@ from torch import nn
 from napari_tomoseg.io.mrc import open_volume
 from napari_tomoseg.nn.fast_forward import (FFTConv2d, fold_batchnorm, inference_network,
                                             receptive_halo, tiled_forward)
-from napari_tomoseg.nn.inference import iter_segment, predict_planes, segment
+from napari_tomoseg.nn.inference import ZUpsampler, iter_segment, predict_planes, segment
 from napari_tomoseg.nn.model_file import TrainedModel
 from napari_tomoseg.nn.models import build_model
 from napari_tomoseg.preprocess import PreprocessSettings
@@ -175,3 +175,24 @@ def test_binned_segmentation_lands_on_the_tomograms_grid(tmp_path):
     weights = np.where(prob > 0.5 * prob.max(), prob, 0.0)
     centroid = np.array([(weights * axis).sum() / weights.sum() for axis in (zz, yy, xx)])
     assert np.abs(centroid - centre).max() <= 1.0, centroid
+
+
+@pytest.mark.parametrize("binning, nz", [(2, 20), (2, 21), (3, 17)])
+@pytest.mark.parametrize("slab", [1, 3, 50])
+def test_binned_slices_are_interpolated_linearly_in_z(binning, nz, slab):
+    """A binned slice's value belongs at its centre, i*b + (b-1)/2: a map that is linear in z
+    comes back linear on every full slice, whatever the slab size (no steps of b slices)."""
+    nzb = -(-nz // binning)
+    centres = np.arange(nzb) * binning + (binning - 1) / 2
+    binned = np.broadcast_to(centres[:, None, None], (nzb, 2, 3)).astype(np.float32)
+    upsample, parts, ranges = ZUpsampler(binning, nz, nzb), [], []
+    for zb0 in range(0, nzb, slab):
+        z0, z1, part = upsample.push(zb0, binned[zb0:zb0 + slab])
+        assert part.shape == (z1 - z0, 2, 3)
+        parts.append(part)
+        ranges.append((z0, z1))
+    assert ranges[0][0] == 0 and ranges[-1][1] == nz
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no gaps
+    full = np.concatenate(parts)[:, 0, 0]
+    expected = np.clip(np.arange(nz), centres[0], centres[-1])
+    np.testing.assert_allclose(full, expected, atol=1e-5)

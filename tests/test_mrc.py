@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_tomoseg.errors import InvalidVolumeError
-from napari_tomoseg.io.mrc import (new_volume, open_volume, read_header, replace_nonfinite,
+from napari_tomoseg.io.mrc import (MrcStream, open_volume, read_header, replace_nonfinite,
                                    robust_contrast_limits, write_volume)
 
 
@@ -182,13 +182,13 @@ def test_writing_never_overwrites_unless_asked(tmp_path):
 def test_streamed_volume_appears_only_when_complete(tmp_path):
     target = tmp_path / "seg.mrc"
     with pytest.raises(RuntimeError):
-        with new_volume(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
-            out[0] = 1.0
+        with MrcStream(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
+            out.write(0, np.ones((1, 8, 8)))
             raise RuntimeError("cancelled")
     assert not target.exists() and not list(tmp_path.iterdir())
-    with new_volume(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
+    with MrcStream(target, (4, 8, 8), np.float16, voxel_size=20.0, origin=(1, 2, 3)) as out:
         for z in range(4):
-            out[z] = z
+            out.write(z, np.full((1, 8, 8), z))
     data, info = open_volume(target)
     assert data.dtype == np.float16 and float(data[3, 0, 0]) == 3.0
     assert info.voxel_size == (20.0, 20.0, 20.0) and info.origin == (1.0, 2.0, 3.0)

@@ -7,16 +7,14 @@ file that looks finished.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
 from ..errors import InvalidVolumeError
-from .atomic import atomic_path
+from .atomic import atomic_path, commit_partial, partial_path
 from .mrc_read import open_volume
 
 
@@ -78,24 +76,76 @@ def write_volume(path: str | os.PathLike, data: np.ndarray,
     return path
 
 
-@contextlib.contextmanager
-def new_volume(path: str | os.PathLike, shape: tuple[int, int, int], dtype=np.float32,
-               voxel_size: float | tuple[float, float, float] = 1.0,
-               origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               overwrite: bool = False) -> Iterator[np.ndarray]:
-    """A writable memory-mapped volume that appears at ``path`` only on success.
-
-    Large outputs (segmentations) are written slice by slice into the
-    yielded array; an exception inside the block removes the partial file.
+class MrcStream:
+    """Write an MRC slab by slab with ordinary file writes; it appears at ``path`` only
+    when ``finish`` renames it into place (``abort``, or leaving a ``with`` block by an
+    exception, removes it). Header statistics are gathered on the way, so nothing is
+    read back. Plain writes, not a memory map: pages are not kept dirty in memory.
     """
-    path = Path(path)
-    _check_target(path, overwrite)
-    with atomic_path(path) as tmp:
-        with mrcfile.new_mmap(tmp, shape=tuple(shape), mrc_mode=mrcfile.utils.mode_from_dtype(
-                np.dtype(dtype)), overwrite=True) as mrc:
-            _set_geometry(mrc, voxel_size, origin)
-            yield mrc.data
-            mrc.update_header_stats()
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], dtype=np.float32,
+                 voxel_size: float | tuple[float, float, float] = 1.0,
+                 origin: tuple[float, float, float] = (0.0, 0.0, 0.0), overwrite: bool = False,
+                 labels: tuple[str, ...] = ()):
+        self.path = Path(path)
+        _check_target(self.path, overwrite)
+        self.tmp = partial_path(self.path)
+        self.dtype = np.dtype(dtype)
+        voxel = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
+        with mrcfile.new(self.tmp, overwrite=True) as mrc:
+            mrc.set_data(np.zeros((1, 1, 1), self.dtype))
+            mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
+            mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
+            mrc.header.cella = (shape[2] * voxel[2], shape[1] * voxel[1], shape[0] * voxel[0])
+            mrc.header.origin = (origin[2], origin[1], origin[0])
+            for text in labels:
+                mrc.add_label(text)
+            self.offset = 1024 + int(mrc.header.nsymbt)
+        self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
+        self.handle = open(self.tmp, "r+b")
+        try:  # a full disk or a file-size limit fails here: leave no partial behind
+            self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        except OSError:
+            self.abort()
+            raise
+        self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
+
+    def write(self, z0: int, data: np.ndarray) -> None:
+        """Slices z0.. of the volume."""
+        data = np.ascontiguousarray(data, dtype=self.dtype)
+        if data.size == 0:
+            return
+        self.handle.seek(self.offset + z0 * self.slice_bytes)
+        self.handle.write(data.tobytes())
+        values = data.astype(np.float64)
+        self.stats[0] = min(self.stats[0], float(values.min()))
+        self.stats[1] = max(self.stats[1], float(values.max()))
+        self.stats[2] += float(values.sum())
+        self.stats[3] += float((values ** 2).sum())
+        self.stats[4] += values.size
+
+    def finish(self) -> Path:
+        self.handle.close()
+        lo, hi, total, squares, count = self.stats
+        with mrcfile.mmap(self.tmp, mode="r+") as mrc:
+            mean = total / max(count, 1)
+            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
+            mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
+        return commit_partial(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "MrcStream":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
@@ -115,10 +165,10 @@ def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
     fill = total / count if count else 0.0
     replaced = 0
     out_dtype = np.float32 if data.dtype.kind == "f" else data.dtype
-    with new_volume(dst, info.shape, out_dtype, info.voxel_size, info.origin) as out:
+    with MrcStream(dst, info.shape, out_dtype, info.voxel_size, info.origin) as out:
         for z in range(0, data.shape[0], chunk_slices):
             slab = np.asarray(data[z:z + chunk_slices])
             bad = ~np.isfinite(slab)
             replaced += int(bad.sum())
-            out[z:z + chunk_slices] = np.where(bad, fill, slab)
+            out.write(z, np.where(bad, fill, slab))
     return replaced

@@ -20,13 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..errors import Cancelled, TomosegError  # Cancelled: still importable from here
-from ..io.atomic import commit_partial, partial_path
+from ..io.mrc_write import MrcStream
 from ..preprocess import Preprocessor, unbin_slices
 from .devices import pick_device
 from ..io.probability_header import threshold_label
@@ -133,59 +132,40 @@ def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float
     return 1.0 / ratio  # model / tomogram
 
 
-class _MrcStream:
-    """Write an MRC slab by slab with ordinary file writes; rename into place at the end."""
+class ZUpsampler:
+    """Binned slices back onto the tomogram's slices, linearly in z, slab by slab.
 
-    def __init__(self, path: Path, shape, dtype, voxel_size, origin, overwrite: bool,
-                 labels: tuple[str, ...] = ()):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; choose another name or allow overwriting.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = partial_path(self.path)
-        self.dtype = np.dtype(dtype)
-        with mrcfile.new(self.tmp, overwrite=True) as mrc:
-            mrc.set_data(np.zeros((1, 1, 1), self.dtype))
-            mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
-            mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
-            mrc.header.cella = (shape[2] * voxel_size, shape[1] * voxel_size, shape[0] * voxel_size)
-            mrc.header.origin = (origin[2], origin[1], origin[0])
-            for text in labels:
-                mrc.add_label(text)
-            self.offset = 1024 + int(mrc.header.nsymbt)
-        self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
-        self.handle = open(self.tmp, "r+b")
-        try:  # a full disk or a file-size limit fails here: leave no partial behind
-            self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
-        except OSError:
-            self.abort()
-            raise
-        self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
+    Binned slice i averages slices i*b..i*b+b-1, so its centre lies at
+    i*b + (b-1)/2; each full slice is interpolated between the two binned
+    slices around it (as y and x are, bilinearly), not repeated, which
+    would make steps of b slices. A slice past the last binned centre must
+    wait for the next slab, so each push returns (z0, z1, slices) of what is
+    finished; the last push finishes everything.
+    """
 
-    def write(self, z0: int, data: np.ndarray) -> None:
-        data = np.ascontiguousarray(data, dtype=self.dtype)
-        self.handle.seek(self.offset + z0 * self.slice_bytes)
-        self.handle.write(data.tobytes())
-        values = data.astype(np.float64)
-        self.stats[0] = min(self.stats[0], float(values.min()))
-        self.stats[1] = max(self.stats[1], float(values.max()))
-        self.stats[2] += float(values.sum())
-        self.stats[3] += float((values ** 2).sum())
-        self.stats[4] += values.size
+    def __init__(self, binning: int, nz: int, nz_binned: int):
+        self.b, self.nz, self.nzb = binning, nz, nz_binned
+        self.done = 0
+        self.carry: np.ndarray | None = None  # the previous slab's last binned slice
 
-    def finish(self) -> Path:
-        self.handle.close()
-        lo, hi, total, squares, count = self.stats
-        with mrcfile.mmap(self.tmp, mode="r+") as mrc:
-            mean = total / max(count, 1)
-            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
-            mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
-        return commit_partial(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self.handle.closed:
-            self.handle.close()
-        self.tmp.unlink(missing_ok=True)
+    def push(self, zb0: int, slab: np.ndarray) -> tuple[int, int, np.ndarray]:
+        b, zb1 = self.b, zb0 + len(slab)
+        if b == 1:
+            self.done = min(zb1, self.nz)
+            return zb0, self.done, slab[: self.done - zb0]
+        known = slab if self.carry is None else np.concatenate([self.carry[None], slab])
+        first = zb0 - (0 if self.carry is None else 1)  # binned index of known[0]
+        last = zb1 >= self.nzb
+        # full slices whose binned position lies at or before the last known centre
+        end = self.nz if last else min(self.nz, int(np.floor(b * (zb1 - 1) + (b - 1) / 2)) + 1)
+        z = np.arange(self.done, end)
+        u = np.clip((z + 0.5) / b - 0.5, 0, self.nzb - 1) - first
+        i0 = np.clip(np.floor(u).astype(int), 0, len(known) - 1)
+        i1 = np.minimum(i0 + 1, len(known) - 1)
+        w = (u - i0).astype(np.float32)[:, None, None]
+        out = known[i0] * (1 - w) + known[i1] * w
+        z0, self.done, self.carry = self.done, end, slab[-1]
+        return z0, end, out.astype(np.float32)
 
 
 def _to_output(prob: np.ndarray, dtype: str) -> np.ndarray:
@@ -225,19 +205,19 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
-        stream = _MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite,
-                            labels=(threshold_label(model.feature, model.threshold),))
+        stream = MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite,
+                           labels=(threshold_label(model.feature, model.threshold),))
     try:
         done = 0
+        upsample = ZUpsampler(binning, nz, pre.shape[0])
         for zb0 in range(0, pre.shape[0], batch_slices):
             if stop is not None and stop.is_set():
                 raise Cancelled("segmentation cancelled; no output was kept.")
             zb1 = min(zb0 + batch_slices, pre.shape[0])
             planes = stack_context(pre.slab(zb0 - context, zb1 + context), context)
             prob = predict_planes(network, planes, torch_device, scale=scale, tile=tile)
-            prob = np.repeat(unbin_slices(prob, binning, ny, nx), binning, axis=0)
-            z0, z1 = zb0 * binning, min(zb1 * binning, nz)
-            prob = np.clip(prob[: z1 - z0], 0.0, 1.0)
+            z0, z1, prob = upsample.push(zb0, unbin_slices(prob, binning, ny, nx))
+            prob = np.clip(prob, 0.0, 1.0)
             if stream is not None:
                 stream.write(z0, _to_output(prob, dtype).astype(stream.dtype))
             done = z1
