@@ -1,7 +1,8 @@
 """The default accuracy benchmark: realistic cells, user-like boxes, reuse on a second cell.
 
     python benchmarks/bench_realistic.py [--short] [--features ribosome ...]
-        [--boxes 5 10] [--methods unet eman2 forest] [--out FILE]
+        [--boxes 5 10] [--methods unet eman2 forest] [--seeds 3]
+        [--settings '{"shear_augment": 2}'] [--out FILE]
 
 See realistic.py for the data. Per feature and box set, each method is
 trained on cell 0 and applied to cell 0 (scored on voxels no box covered)
@@ -14,12 +15,15 @@ diameter of the true centres. The forest is the ilastik recipe
 ``--correct`` each network gets a second round as a user would give it:
 5 positives on the largest missed stretches and 10 negatives on the largest
 false detections in cell 0 (``realistic.correction_boxes``), training
-continued; cell 0 is then scored outside all boxes of both rounds.
+continued; cell 0 is then scored outside all boxes of both rounds. One
+training seed moves a row by up to ~0.1 Dice, so decide with ``--seeds 3``:
+each row then gives the mean over seeds and their range (the boxes stay).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,13 +40,14 @@ from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
 
 
 def run_method(method: str, cells, boxes, feature: str, binning: int | None = None,
-               intensity: float | None = None, start_from=None) -> tuple[list, float, float]:
+               intensity: float | None = None, start_from=None, seed: int = 0,
+               settings: dict | None = None) -> tuple[list, float, float]:
     """(probability maps for each cell, stored threshold, training seconds)."""
     start = time.perf_counter()
     if method == "forest":
         from baseline_forest import apply_forest, train_forest
 
-        forest = train_forest(Preprocessor(cells[0]["tomogram"]), boxes)
+        forest = train_forest(Preprocessor(cells[0]["tomogram"]), boxes, seed=seed)
         seconds = time.perf_counter() - start
         return [apply_forest(forest, Preprocessor(c["tomogram"])) for c in cells], 0.5, seconds
     from napari_tomoseg.preprocess import PreprocessSettings
@@ -50,6 +55,7 @@ def run_method(method: str, cells, boxes, feature: str, binning: int | None = No
     tomogram = cells[0]["tomogram"]
     first_preview, curve, model = None, [], None
     extra = {} if intensity is None else {"intensity_augment": intensity}
+    extra = {**extra, **(settings or {}), "seed": seed}
     for update in iter_train(tomogram, boxes, 10.0, TrainingSettings(architecture=method, **extra),
                              preprocess=PreprocessSettings(binning=binning) if binning else None,
                              preview_z=tomogram.shape[0] // 2, start_from=start_from):
@@ -71,22 +77,41 @@ def run_method(method: str, cells, boxes, feature: str, binning: int | None = No
     return [segment(c["tomogram"], model, 10.0) for c in cells], threshold, seconds
 
 
-def score_row(feature: str, boxes, cells, probs, threshold: float) -> list[str]:
-    out = []
+def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, float]:
+    """Numbers of one trained method: per cell Dice at 0.5, at the stored threshold, the best
+    and where it lies; for ribosomes the picks' F1, precision and recall."""
+    out: dict[str, float] = {}
     for i, (cell, prob) in enumerate(zip(cells, probs)):
         where = rs.held_out(boxes, prob.shape) if i == 0 else None
         d = rs.dice_scores(prob, cell["labels"][feature], where, threshold)
-        out.append(f"{d['dice_05']:.2f} / {d['dice_stored']:.2f} / "
-                   f"{d['best']:.2f}@{d['best_threshold']:.2f}")
-    if feature == "ribosome":
-        for cell, prob in zip(cells, probs):
+        out.update({f"dice_05_{i}": d["dice_05"], f"dice_stored_{i}": d["dice_stored"],
+                    f"best_{i}": d["best"], f"best_threshold_{i}": d["best_threshold"]})
+        if feature == "ribosome":
             picks = pick_particles(prob, 10.0, PickSettings(diameter=rs.RIBOSOME_DIAMETER_A,
                                                             threshold=threshold))
             m = rs.pick_scores(picks[["z", "y", "x"]].to_numpy(), cell)
-            out.append(f"{m['f1']:.2f} ({m['precision']:.2f}/{m['recall']:.2f})")
-    else:
-        out += ["-", "-"]
+            out.update({f"f1_{i}": m["f1"], f"precision_{i}": m["precision"],
+                        f"recall_{i}": m["recall"]})
+    out["threshold"] = threshold
     return out
+
+
+def _spread(runs: list[dict], key: str, digits: int = 2) -> str:
+    """Mean over seeds, with the range when there are several."""
+    values = np.array([r[key] for r in runs], float)
+    text = f"{values.mean():.{digits}f}"
+    return text if len(values) == 1 else f"{text} ({values.min():.{digits}f}-{values.max():.{digits}f})"
+
+
+def row_cells(feature: str, runs: list[dict]) -> list[str]:
+    out = []
+    for i in (0, 1):
+        out.append(f"{_spread(runs, f'dice_05_{i}')} / {_spread(runs, f'dice_stored_{i}')} / "
+                   f"{_spread(runs, f'best_{i}')}@{_spread(runs, f'best_threshold_{i}')}")
+    for i in (0, 1):
+        out.append(f"{_spread(runs, f'f1_{i}')} ({_spread(runs, f'precision_{i}')}/"
+                   f"{_spread(runs, f'recall_{i}')})" if feature == "ribosome" else "-")
+    return out + [_spread(runs, "threshold")]
 
 
 def main() -> None:
@@ -103,6 +128,10 @@ def main() -> None:
                              "missed stretches, 10 negatives on false detections, continued)")
     parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
                         "training default)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per row (the "
+                        "boxes stay); rows give the mean and the range")
+    parser.add_argument("--settings", type=json.loads, default=None,
+                        help='extra TrainingSettings as JSON, e.g. \'{"shear_augment": 2}\'')
     args = parser.parse_args()
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []
@@ -110,29 +139,36 @@ def main() -> None:
         for n_pos in args.boxes:
             boxes = rs.user_boxes(cells[0], feature, n_pos, 50)
             for method in args.methods:
-                probs, threshold, seconds = run_method(method, cells, boxes, feature, args.binning,
-                                                       args.intensity)
-                if args.save:
-                    args.save.mkdir(parents=True, exist_ok=True)
-                    for i, prob in enumerate(probs):
-                        np.save(args.save / f"{feature}_{n_pos}_{method}_{i}.npy",
-                                prob.astype(np.float16))
-                rows.append([feature, f"{n_pos}/50", method, *score_row(
-                    feature, boxes, cells, probs, threshold), f"{threshold:.2f}",
-                    f"{seconds:.0f}"])
+                runs, second, seconds = [], [], []
+                for seed in range(args.seeds):
+                    probs, threshold, took = run_method(
+                        method, cells, boxes, feature, args.binning, args.intensity, seed=seed,
+                        settings=args.settings)
+                    seconds.append(took)
+                    runs.append(score(feature, boxes, cells, probs, threshold))
+                    if args.save:
+                        args.save.mkdir(parents=True, exist_ok=True)
+                        for i, prob in enumerate(probs):
+                            np.save(args.save / f"{feature}_{n_pos}_{method}_{seed}_{i}.npy",
+                                    prob.astype(np.float16))
+                    if args.correct and method != "forest":
+                        extra = rs.correction_boxes(probs[0], cells[0]["labels"][feature],
+                                                    feature, boxes, threshold)
+                        more = boxes + extra
+                        probs, threshold, took2 = run_method(
+                            method, cells, more, feature, args.binning, args.intensity,
+                            start_from=run_method.last_model, seed=seed, settings=args.settings)
+                        second.append((score(feature, more, cells, probs, threshold),
+                                       took + took2, sum(b.positive for b in extra),
+                                       sum(not b.positive for b in extra)))
+                rows.append([feature, f"{n_pos}/50", method, *row_cells(feature, runs),
+                             f"{np.mean(seconds):.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
-                if args.correct and method != "forest":
-                    extra = rs.correction_boxes(probs[0], cells[0]["labels"][feature], feature,
-                                                boxes, threshold)
-                    more = boxes + extra
-                    probs, threshold, seconds2 = run_method(
-                        method, cells, more, feature, args.binning, args.intensity,
-                        start_from=run_method.last_model)
-                    n_more = sum(b.positive for b in more)
-                    rows.append([feature, f"{n_pos}/50 +{n_more - n_pos}/"
-                                 f"{sum(not b.positive for b in extra)}", f"{method}, round 2",
-                                 *score_row(feature, more, cells, probs, threshold),
-                                 f"{threshold:.2f}", f"{seconds + seconds2:.0f}"])
+                if second:
+                    n_more, n_neg = second[0][2], second[0][3]
+                    rows.append([feature, f"{n_pos}/50 +{n_more}/{n_neg}", f"{method}, round 2",
+                                 *row_cells(feature, [s[0] for s in second]),
+                                 f"{np.mean([s[1] for s in second]):.0f}"])
                     print(" | ".join(rows[-1]), flush=True)
     shape = cells[0]["tomogram"].shape
     lines = [f"# Realistic benchmark, {rs.provenance()}",
@@ -140,7 +176,9 @@ def main() -> None:
              f"CTF {rs.IMAGING.defocus_um} um phase-flipped, {len(cells[0]['particles'])} / "
              f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse"
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
-                else ""),
+                else "")
+             + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
+             + f"; {args.seeds} training seed(s) per row: mean (range)",
              "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
              "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
              "| stored threshold | train s |",

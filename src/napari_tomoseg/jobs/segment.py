@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidSettingsError
+from ..nn.fast_forward import PRECISIONS
 from ..nn.inference import iter_segment
 from ..nn.model_file import TrainedModel
 from .progress import Job, Progress
@@ -25,11 +26,15 @@ class SegmentOptions:
     batch_slices: int = 4
     rescale: bool = True  # resample when the model was trained at another voxel size
     overwrite: bool = False
+    precision: str = "auto"  # bfloat16 where the CPU has it; "float32": reproducible maps
 
     def __post_init__(self):
         if self.dtype not in ("float16", "float32", "uint8"):
             raise InvalidSettingsError(f"the map type must be float16, float32 or uint8, "
                                        f"not {self.dtype!r}.")
+        if self.precision not in PRECISIONS:
+            raise InvalidSettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                                       f"not {self.precision!r}.")
         if self.batch_slices < 1:
             raise InvalidSettingsError("segment at least one slice per batch.")
 
@@ -51,7 +56,7 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
         slabs = iter_segment(volume, model, voxel_size, output, origin=origin,
                              batch_slices=options.batch_slices, dtype=options.dtype,
                              device=options.device, rescale=options.rescale,
-                             overwrite=options.overwrite)
+                             overwrite=options.overwrite, precision=options.precision)
         with closing(slabs):
             for update in slabs:
                 yield Progress(index * nz + update.done, total,

@@ -118,13 +118,32 @@ def _swap_fft_convs(network: nn.Module) -> int:
     return swapped
 
 
-def inference_network(network: nn.Module, device: torch.device) -> nn.Module:
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def bfloat16_pays(device: torch.device) -> bool:
+    """True on CPUs with native bfloat16 arithmetic (avx512_bf16 or AMX), where oneDNN runs
+    bfloat16 convolutions faster; elsewhere it is emulated and slower."""
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_network(network: nn.Module, device: torch.device,
+                      precision: str = "float32") -> nn.Module:
     """A frozen copy of ``network`` for segmentation on ``device``; the original is untouched.
 
     Receptive field and output stride are those of the original (measured on
     it), so tiling stays exact. A network without convolutions or BatchNorm
     (a test double) has nothing to gain and is used itself, in eval mode.
+    ``precision`` "auto" computes in bfloat16 on CPUs where that pays (``bfloat16_pays``)
+    for networks of small convolutions (not the FFT ones); the map is float32 either way.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if not any(isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in network.modules()):
         return network.to(device).eval()
     fast = fold_batchnorm(network).to(device)
@@ -134,6 +153,9 @@ def inference_network(network: nn.Module, device: torch.device) -> nn.Module:
         fast.channels_last_on_cpu = swapped == 0
         if fast.channels_last_on_cpu:
             fast = fast.to(memory_format=torch.channels_last)
+        wanted = precision == "bfloat16" or (precision == "auto" and bfloat16_pays(device))
+        if wanted and swapped == 0:
+            fast = fast.to(torch.bfloat16)
     for parameter in fast.parameters():
         parameter.requires_grad_(False)
     try:
@@ -242,15 +264,16 @@ def tiled_forward(network: nn.Module, x: torch.Tensor, tile: int, halo: int,
     """
     n, _, height, width = x.shape
     stride = getattr(network, "output_stride", 1)
+    dtype = next((p.dtype for p in network.parameters()), torch.float32)  # bfloat16 or float32
     chunk = max(1, (tile + 2 * halo) ** 2 // (height * width))  # small planes: several at once
     out = None
     for s0 in range(0, n, chunk):
         for y0, y1, wy0, wy1 in _spans(height, tile, halo):
             for x0, x1, wx0, wx1 in _spans(width, tile, halo):
-                window = x[s0:s0 + chunk, :, wy0:wy1, wx0:wx1]
+                window = x[s0:s0 + chunk, :, wy0:wy1, wx0:wx1].to(dtype)
                 if channels_last:
                     window = window.contiguous(memory_format=torch.channels_last)
-                result = network(window)
+                result = network(window).float()
                 if out is None:
                     out = result.new_empty((n, result.shape[1], height // stride, width // stride))
                 out[s0:s0 + chunk, :, y0 // stride:y1 // stride, x0 // stride:x1 // stride] = \

@@ -180,7 +180,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
                  dtype: str = "float16", device: str | None = "auto", rescale: bool = True,
                  stop: threading.Event | None = None, overwrite: bool = False,
                  preprocessor: Preprocessor | None = None,
-                 tile: int | None = DEFAULT_TILE) -> Iterator[SegmentProgress]:
+                 tile: int | None = DEFAULT_TILE,
+                 precision: str = "auto") -> Iterator[SegmentProgress]:
     """Segment a tomogram slab by slab, yielding each finished slab.
 
     With ``output`` the probabilities stream into that MRC (float16, float32,
@@ -188,10 +189,13 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     uint16 0-255. ``roi`` (z, y, x slices) restricts the work to a
     region, for previews. Setting ``stop`` or closing the generator cancels:
     the partial file is removed. ``tile``: see ``predict_planes``. The
-    network runs as a frozen copy; ``model`` is left as it was.
+    network runs as a frozen copy; ``model`` is left as it was. ``precision``:
+    "auto" uses bfloat16 where the CPU has it (``fast_forward.inference_network``;
+    Dice on the realistic benchmark moved by at most 0.0015), "float32" for
+    bit-for-bit reproducible maps across machines.
     """
     torch_device = pick_device(device)
-    network = inference_network(model.network, torch_device)
+    network = inference_network(model.network, torch_device, precision)
     scale = _voxel_scale(model, voxel_size, rescale)
     binning = model.preprocess.binning
     context = getattr(network, "context", 0)
