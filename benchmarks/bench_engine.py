@@ -171,12 +171,12 @@ def memory(short: bool) -> None:
     shape = (64, 1024, 1024) if short else (256, 1024, 1024)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.mrc"
-        from napari_tomoseg.io.mrc import new_volume
+        from napari_tomoseg.io.mrc import MrcStream
 
         rng = np.random.default_rng(0)
-        with new_volume(path, shape, np.float32, 10.0) as out:
+        with MrcStream(path, shape, np.float32, 10.0) as out:
             for z in range(0, shape[0], 16):
-                out[z:z + 16] = rng.normal(size=(min(16, shape[0] - z),) + shape[1:])
+                out.write(z, rng.normal(size=(min(16, shape[0] - z),) + shape[1:]))
         code = (
             "import resource, sys, time\n"
             "from napari_tomoseg.io.mrc import open_volume\n"

@@ -13,7 +13,9 @@ Each figure comes from its own process, so its peak RSS is its own:
 * fast: ``predict_planes`` on the frozen copy from ``inference_network``
   (BatchNorm folded, FFT for 15x15 kernels, tiles of DEFAULT_TILE);
 * segment: the whole fast path, ``iter_segment`` into an MRC (preprocessing,
-  un-binning and writing included): what a user waits for per feature.
+  un-binning and writing included), in float32: what a user waits for per feature;
+* seg-auto: the same with the default precision (bfloat16 where the CPU has it);
+* seg-bin2: the default for a 10 A tomogram: the model works at binning 2.
 
 Reference and fast run in turn in the same call; compare their ratio. The
 load average before each run is printed: above ~0.5 the machine was shared.
@@ -84,25 +86,34 @@ def _fast(network, planes: np.ndarray) -> None:
         predict_planes(fast, planes[i:i + 4], torch.device("cpu"))
 
 
+SEGMENT_METHODS = {  # method: (precision, binning)
+    "segment": ("float32", 1), "seg-auto": ("auto", 1), "seg-bin2": ("auto", 2)}
+
+
 def one(architecture: str, shape: tuple[int, int, int], method: str) -> dict:
     """Time one method in this process; peak RSS above what the input data holds."""
     model = _model(architecture)
     rng = np.random.default_rng(0)
-    if method == "segment":
+    if method in SEGMENT_METHODS:
         data = rng.standard_normal(size=shape, dtype=np.float32)  # no float64 copy in the peak
     else:  # preprocessed planes: the network's input, (slices, channels, y, x) in [-1, 1]
         channels = 2 * model.network.context + 1
         data = rng.random((shape[0], channels) + shape[1:], dtype=np.float32)
         data = np.subtract(np.multiply(data, 2, out=data), 1, out=data)
-    if network_warm := method != "segment":  # primitive creation is start-up, not throughput
+    if network_warm := method not in SEGMENT_METHODS:  # primitive creation is start-up
         (_reference if method == "reference" else _fast)(model.network, data[:1])
     before = _rss_mb()
     start = time.perf_counter()
-    if method == "segment":
+    if method in SEGMENT_METHODS:
+        from dataclasses import replace
+
         from napari_tomoseg.nn.inference import iter_segment
 
+        precision, binning = SEGMENT_METHODS[method]
+        model.preprocess = replace(model.preprocess, binning=binning)
         with tempfile.TemporaryDirectory() as folder:
-            for _ in iter_segment(data, model, 10.0, Path(folder) / "p.mrc", device="cpu"):
+            for _ in iter_segment(data, model, 10.0, Path(folder) / "p.mrc", device="cpu",
+                                  precision=precision):
                 pass
     else:
         (_reference if method == "reference" else _fast)(model.network, data)
@@ -127,7 +138,8 @@ def table(shapes) -> str:
              "  ----"]
     for shape, depth in shapes:
         for architecture in ("unet", "eman2"):
-            results = {m: _run(architecture, shape, m) for m in ("reference", "fast", "segment")}
+            methods = ("reference", "fast", "segment", "seg-auto", "seg-bin2")
+            results = {m: _run(architecture, shape, m) for m in methods}
             ref = results["reference"]["seconds"]
             size = f"{shape[2]}x{shape[1]}x{depth} ({shape[0]})"
             for method, r in results.items():

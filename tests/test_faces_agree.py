@@ -51,13 +51,14 @@ def project(tmp_path_factory, tiny_result):
     return tomogram, models
 
 
-def _direct(tomogram: Path, models: list[str], out: Path, artifacts: list[str]):
+def _direct(tomogram: Path, models: list[str], out: Path, artifacts: list[str],
+            precision: str = "auto"):
     """The jobs called as a script would: maps, then thresholds from them, merge and pick."""
     volume, info = open_volume(tomogram)
     loaded = [load_model(m) for m in models]
     targets = [out / f"tomo_{m.feature}.mrc" for m in loaded]
     maps = run_job(segment_tomogram(volume, info.isotropic_voxel_size, info.origin, loaded,
-                                    targets, SegmentOptions(device="cpu")))
+                                    targets, SegmentOptions(device="cpu", precision=precision)))
     # thresholds from the maps themselves, so labels and picks are never trivially empty
     thresholds = {f: round(float(np.quantile(np.asarray(open_volume(p)[0], np.float32), 0.85)), 4)
                   for f, p in maps.items()}
@@ -72,8 +73,10 @@ def _direct(tomogram: Path, models: list[str], out: Path, artifacts: list[str]):
     return thresholds, labels, frame
 
 
-def _cli(tomogram: Path, models: list[str], out: Path, thresholds: dict, artifacts: list[str]):
-    segment = ["segment", str(tomogram), "-o", str(out), "--device", "cpu"]
+def _cli(tomogram: Path, models: list[str], out: Path, thresholds: dict, artifacts: list[str],
+         precision: str = "auto"):
+    segment = ["segment", str(tomogram), "-o", str(out), "--device", "cpu",
+               "--precision", precision]
     assert main(segment + [arg for m in models for arg in ("-m", m)]) == 0
     merge = ["merge", "-o", str(out / "tomo_labels.mrc")]
     for feature in FEATURES:
@@ -85,17 +88,20 @@ def _cli(tomogram: Path, models: list[str], out: Path, thresholds: dict, artifac
                  "--threshold", repr(thresholds["ribosome"])]) == 0
 
 
-@pytest.mark.parametrize("artifacts", [[], ["membrane"]], ids=["plain", "bare-artifact"])
-def test_cli_batch_and_jobs_write_the_same_files(project, tmp_path, artifacts, capsys):
+@pytest.mark.parametrize("artifacts, precision", [([], "bfloat16"), (["membrane"], "float32")],
+                         ids=["plain", "bare-artifact"])
+def test_cli_batch_and_jobs_write_the_same_files(project, tmp_path, artifacts, precision, capsys):
+    """Also: the chosen arithmetic (bfloat16 changes maps slightly) reaches every face."""
     tomogram, models = project
     faces = {face: tmp_path / face for face in ("direct", "cli", "batch")}
     for folder in faces.values():
         folder.mkdir()
-    thresholds, labels, frame = _direct(tomogram, models, faces["direct"], artifacts)
-    _cli(tomogram, models, faces["cli"], thresholds, artifacts)
+    thresholds, labels, frame = _direct(tomogram, models, faces["direct"], artifacts, precision)
+    _cli(tomogram, models, faces["cli"], thresholds, artifacts, precision)
     settings = BatchSettings(models=tuple(models), output=str(faces["batch"]),
                              thresholds=thresholds, pick=("ribosome",), diameter=DIAMETER,
-                             device="cpu", artifacts={a: () for a in artifacts})
+                             device="cpu", artifacts={a: () for a in artifacts},
+                             precision=precision)
     row = process_tomogram(str(tomogram), settings)
     assert row["status"] == "done", row["error"]
 

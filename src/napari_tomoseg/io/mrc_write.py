@@ -90,10 +90,22 @@ class MrcStream:
         self.path = Path(path)
         _check_target(self.path, overwrite)
         self.tmp = partial_path(self.path)
-        self.dtype = np.dtype(dtype)
+        self.handle = None
+        try:  # a bad header, a full disk or a file-size limit: leave no partial behind
+            self.dtype = self._start(shape, np.dtype(dtype), voxel_size, origin, labels)
+            self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
+            self.handle = open(self.tmp, "r+b")
+            self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        except BaseException:
+            self.abort()
+            raise
+        self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
+
+    def _start(self, shape, dtype: np.dtype, voxel_size, origin, labels) -> np.dtype:
+        """Write the header; returns the type stored (mrcfile widens uint8 to uint16)."""
         voxel = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
         with mrcfile.new(self.tmp, overwrite=True) as mrc:
-            mrc.set_data(np.zeros((1, 1, 1), self.dtype))
+            mrc.set_data(np.zeros((1, 1, 1), dtype))
             mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
             mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
             mrc.header.cella = (shape[2] * voxel[2], shape[1] * voxel[1], shape[0] * voxel[0])
@@ -101,14 +113,7 @@ class MrcStream:
             for text in labels:
                 mrc.add_label(text)
             self.offset = 1024 + int(mrc.header.nsymbt)
-        self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
-        self.handle = open(self.tmp, "r+b")
-        try:  # a full disk or a file-size limit fails here: leave no partial behind
-            self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
-        except OSError:
-            self.abort()
-            raise
-        self.stats = [np.inf, -np.inf, 0.0, 0.0, 0]  # min, max, sum, sum of squares, count
+            return np.dtype(mrc.data.dtype).newbyteorder("=")
 
     def write(self, z0: int, data: np.ndarray) -> None:
         """Slices z0.. of the volume."""
@@ -125,16 +130,20 @@ class MrcStream:
         self.stats[4] += values.size
 
     def finish(self) -> Path:
-        self.handle.close()
-        lo, hi, total, squares, count = self.stats
-        with mrcfile.mmap(self.tmp, mode="r+") as mrc:
-            mean = total / max(count, 1)
-            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
-            mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
-        return commit_partial(self.tmp, self.path)
+        try:
+            self.handle.close()
+            lo, hi, total, squares, count = self.stats
+            with mrcfile.mmap(self.tmp, mode="r+") as mrc:
+                mean = total / max(count, 1)
+                mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
+                mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
+            return commit_partial(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        if not self.handle.closed:
+        if self.handle is not None and not self.handle.closed:
             self.handle.close()
         self.tmp.unlink(missing_ok=True)
 

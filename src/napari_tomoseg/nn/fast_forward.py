@@ -123,13 +123,16 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 def bfloat16_pays(device: torch.device) -> bool:
     """True on CPUs with native bfloat16 arithmetic (avx512_bf16 or AMX), where oneDNN runs
-    bfloat16 convolutions faster; elsewhere it is emulated and slower."""
+    bfloat16 convolutions faster; elsewhere it is emulated and slower. oneDNN's own check
+    accepts any AVX-512 CPU, so the CPU's flags are read (Linux; other systems: float32)."""
     if device.type != "cpu":
         return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
         return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def inference_network(network: nn.Module, device: torch.device,

@@ -135,37 +135,39 @@ def _voxel_scale(model: TrainedModel, voxel_size: float, rescale: bool) -> float
 class ZUpsampler:
     """Binned slices back onto the tomogram's slices, linearly in z, slab by slab.
 
-    Binned slice i averages slices i*b..i*b+b-1, so its centre lies at
-    i*b + (b-1)/2; each full slice is interpolated between the two binned
-    slices around it (as y and x are, bilinearly), not repeated, which
-    would make steps of b slices. A slice past the last binned centre must
-    wait for the next slab, so each push returns (z0, z1, slices) of what is
-    finished; the last push finishes everything.
+    Binned slice i averages slices i*b..i*b+b-1 (the last one fewer when b does
+    not divide nz), so its value belongs at their centre; each full slice is
+    interpolated between the two binned slices around it (as y and x are,
+    bilinearly), not repeated, which would make steps of b slices. A slice past
+    the last binned centre seen must wait for the next slab, so each push
+    returns (z0, z1, slices) of what is finished; the last push finishes all.
     """
 
     def __init__(self, binning: int, nz: int, nz_binned: int):
         self.b, self.nz, self.nzb = binning, nz, nz_binned
+        starts = np.arange(nz_binned) * binning
+        self.centres = (starts + np.minimum(starts + binning, nz) - 1) / 2
         self.done = 0
         self.carry: np.ndarray | None = None  # the previous slab's last binned slice
 
     def push(self, zb0: int, slab: np.ndarray) -> tuple[int, int, np.ndarray]:
-        b, zb1 = self.b, zb0 + len(slab)
-        if b == 1:
+        zb1 = zb0 + len(slab)
+        if self.b == 1:
             self.done = min(zb1, self.nz)
             return zb0, self.done, slab[: self.done - zb0]
         known = slab if self.carry is None else np.concatenate([self.carry[None], slab])
         first = zb0 - (0 if self.carry is None else 1)  # binned index of known[0]
-        last = zb1 >= self.nzb
-        # full slices whose binned position lies at or before the last known centre
-        end = self.nz if last else min(self.nz, int(np.floor(b * (zb1 - 1) + (b - 1) / 2)) + 1)
+        # full slices at or before the last binned centre known (all of them at the end)
+        end = self.nz if zb1 >= self.nzb else int(np.floor(self.centres[zb1 - 1])) + 1
         z = np.arange(self.done, end)
-        u = np.clip((z + 0.5) / b - 0.5, 0, self.nzb - 1) - first
+        u = np.interp(z, self.centres, np.arange(self.nzb)) - first  # clamped at both ends
         i0 = np.clip(np.floor(u).astype(int), 0, len(known) - 1)
         i1 = np.minimum(i0 + 1, len(known) - 1)
         w = (u - i0).astype(np.float32)[:, None, None]
-        out = known[i0] * (1 - w) + known[i1] * w
+        out = known[i0] * (1 - w)
+        out += known[i1] * w
         z0, self.done, self.carry = self.done, end, slab[-1]
-        return z0, end, out.astype(np.float32)
+        return z0, end, out.astype(np.float32, copy=False)
 
 
 def _to_output(prob: np.ndarray, dtype: str) -> np.ndarray:
