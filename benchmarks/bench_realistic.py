@@ -128,8 +128,9 @@ def main() -> None:
                              "missed stretches, 10 negatives on false detections, continued)")
     parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
                         "training default)")
-    parser.add_argument("--seeds", type=int, default=1, help="training seeds per row (the "
-                        "boxes stay); rows give the mean and the range")
+    parser.add_argument("--seeds", type=lambda v: max(1, int(v)), default=1,
+                        help="training seeds 0..N-1 per row (the boxes stay; a 'seed' in "
+                             "--settings is replaced); rows give the mean and the range")
     parser.add_argument("--settings", type=json.loads, default=None,
                         help='extra TrainingSettings as JSON, e.g. \'{"shear_augment": 2}\'')
     args = parser.parse_args()
