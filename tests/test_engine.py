@@ -279,3 +279,20 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
     assert labels_info.origin == info.origin and labels_info.voxel_size == info.voxel_size
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "actin", "--steps", "3"]) == 2
+
+
+def test_3d_stem_trains_saves_and_segments(tmp_path, tiny_result, ribosome_boxes):
+    """The experimental 3D stem (``stem3d``): context slices pass through 3D convolutions
+    that shrink z to one slice; it learns, survives the model file and segments whole."""
+    settings = TrainingSettings(**{**FAST.to_dict(), "steps": 30, "hold_out": False,
+                                   "parameters": {"base": 8, "levels": 2, "context": 2,
+                                                  "stem3d": 4}})
+    model = train(tiny_result.tomogram, ribosome_boxes, VOXEL, settings)
+    assert any(isinstance(m, torch.nn.Conv3d) for m in model.network.modules())
+    losses = [loss for _, loss in model.history]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    loaded = load_model(save_model(model, tmp_path / "stem.pt"))
+    a = segment(tiny_result.tomogram, model, VOXEL, device="cpu", precision="float32")
+    b = segment(tiny_result.tomogram, loaded, VOXEL, device="cpu", precision="float32")
+    assert a.shape == tiny_result.tomogram.shape
+    np.testing.assert_array_equal(a, b)

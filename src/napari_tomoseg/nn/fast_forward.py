@@ -153,7 +153,8 @@ def inference_network(network: nn.Module, device: torch.device,
     if device.type == "cpu":  # FFT and layout choices measured on CPU only
         swapped = _swap_fft_convs(fast)
         # folded 3x3 convolutions run ~1.7x faster channels_last in oneDNN
-        fast.channels_last_on_cpu = swapped == 0
+        fast.channels_last_on_cpu = swapped == 0 and not any(
+            isinstance(m, nn.Conv3d) for m in fast.modules())  # 5D weights have no such layout
         if fast.channels_last_on_cpu:
             fast = fast.to(memory_format=torch.channels_last)
         wanted = precision == "bfloat16" or (precision == "auto" and bfloat16_pays(device))

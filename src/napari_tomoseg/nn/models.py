@@ -72,13 +72,26 @@ def _block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _stem3d(context: int, width: int, norm: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    cin = 1
+    for _ in range(context):
+        layers.append(nn.Conv3d(cin, width, 3, padding=(0, 1, 1), bias=norm != "batch"))
+        if norm == "batch":
+            layers.append(nn.BatchNorm3d(width))
+        layers.append(nn.ReLU(inplace=True))
+        cin = width
+    return nn.Sequential(*layers)
+
+
 class UNet25D(nn.Module):
     """Small U-Net over 2k+1 neighbouring slices; probability = sigmoid(logits)."""
 
     output_stride = 1
     channels_last_on_cpu = False  # 3x3 kernels gain nothing; the layout costs memory
 
-    def __init__(self, context: int = 2, base: int = 16, levels: int = 3, norm: str = "batch"):
+    def __init__(self, context: int = 2, base: int = 16, levels: int = 3, norm: str = "batch",
+                 stem3d: int = 0):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', not {norm!r}")
@@ -87,6 +100,10 @@ class UNet25D(nn.Module):
         widths = [base * 2 ** i for i in range(levels + 1)]
         self.down = nn.ModuleList()
         cin = 2 * context + 1
+        # experimental (off): 3D convolutions over the context slices first, each shrinking z
+        # by 2, so the same filter sees an oblique filament at every depth
+        self.stem = _stem3d(context, stem3d, norm) if stem3d and context else None
+        cin = stem3d if self.stem is not None else cin
         for width in widths[:-1]:
             self.down.append(_block(cin, width, norm))
             cin = width
@@ -103,6 +120,8 @@ class UNet25D(nn.Module):
         return 2 ** self.levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem is not None:
+            x = self.stem(x.unsqueeze(1)).squeeze(2)
         skips = []
         for block in self.down:
             x = block(x)
