@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--settings", type=json.loads, default=None,
                         help='extra TrainingSettings as JSON, e.g. \'{"shear_augment": 2}\'')
     args = parser.parse_args()
+    provenance = rs.provenance()  # the code that runs, not what is checked out at the end
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []
     for feature in args.features:
@@ -172,7 +173,7 @@ def main() -> None:
                                  f"{np.mean([s[1] for s in second]):.0f}"])
                     print(" | ".join(rows[-1]), flush=True)
     shape = cells[0]["tomogram"].shape
-    lines = [f"# Realistic benchmark, {rs.provenance()}",
+    lines = [f"# Realistic benchmark, {provenance}",
              f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A, SNR {rs.IMAGING.snr} per tilt, "
              f"CTF {rs.IMAGING.defocus_um} um phase-flipped, {len(cells[0]['particles'])} / "
              f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse"
