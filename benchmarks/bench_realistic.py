@@ -2,7 +2,7 @@
 
     python benchmarks/bench_realistic.py [--short] [--features ribosome ...]
         [--boxes 5 10] [--methods unet eman2 forest] [--seeds 3]
-        [--settings '{"shear_augment": 2}'] [--out FILE]
+        [--settings '{"parameters": {"stem3d": 16, "context": 4}}'] [--out FILE]
 
 See realistic.py for the data. Per feature and box set, each method is
 trained on cell 0 and applied to cell 0 (scored on voxels no box covered)
@@ -132,7 +132,7 @@ def main() -> None:
                         help="training seeds 0..N-1 per row (the boxes stay; a 'seed' in "
                              "--settings is replaced); rows give the mean and the range")
     parser.add_argument("--settings", type=json.loads, default=None,
-                        help='extra TrainingSettings as JSON, e.g. \'{"shear_augment": 2}\'')
+                        help='extra TrainingSettings as JSON, e.g. \'{"batch_size": 32}\'')
     args = parser.parse_args()
     provenance = rs.provenance()  # the code that runs, not what is checked out at the end
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]

@@ -129,32 +129,3 @@ def test_binned_tiles_and_labels_are_registered_for_odd_corners():
     assert torch.allclose(label[known], expected[known], atol=1e-4)
     assert known.float().mean() > 0.9
 
-
-def test_context_shear_tilts_neighbours_and_keeps_the_labelled_slice():
-    """A point on every slice (an upright filament) leans by the shear: slice k moves by
-    (k - middle) * shift, the middle slice, which carries the label, does not move."""
-    from napari_tomoseg.nn.tiles import shear_and_flip_context
-
-    images = torch.zeros(6, 5, 32, 32)
-    images[:, :, 16, 16] = 1.0
-    sheared = shear_and_flip_context(images, np.random.default_rng(0), shear=2.0, z_flip=False)
-    assert torch.equal(sheared[:, 2], images[:, 2])
-
-    def centre(plane: torch.Tensor) -> np.ndarray:
-        yy, xx = np.indices(plane.shape)
-        p = plane.numpy()
-        return np.array([(p * yy).sum(), (p * xx).sum()]) / p.sum()
-
-    for tile in sheared:
-        steps = np.array([centre(tile[k]) for k in range(5)]) - centre(tile[2])
-        per_slice = steps[3]  # the shift one slice away
-        assert 0.05 < np.abs(per_slice).max() <= 2.0 + 1e-4, per_slice
-        for k in range(5):
-            np.testing.assert_allclose(steps[k], (k - 2) * per_slice, atol=1e-4)
-    # z-flip mirrors the context in z: a point only above the middle moves below it
-    above = torch.zeros(64, 3, 8, 8)
-    above[:, 2, 4, 4] = 1.0
-    flipped = shear_and_flip_context(above, np.random.default_rng(1), shear=0.0, z_flip=True)
-    moved = flipped[:, 0].sum((1, 2)) > 0
-    assert 10 < int(moved.sum()) < 54 and torch.equal(flipped[moved][:, 2], torch.zeros(
-        int(moved.sum()), 8, 8))

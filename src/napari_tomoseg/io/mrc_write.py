@@ -103,13 +103,11 @@ class MrcStream:
 
     def _start(self, shape, dtype: np.dtype, voxel_size, origin, labels) -> np.dtype:
         """Write the header; returns the type stored (mrcfile widens uint8 to uint16)."""
-        voxel = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
         with mrcfile.new(self.tmp, overwrite=True) as mrc:
-            mrc.set_data(np.zeros((1, 1, 1), dtype))
+            mrc.set_data(np.zeros((1, 1, 1), dtype))  # a header for the whole shape follows
             mrc.header.nx, mrc.header.ny, mrc.header.nz = shape[2], shape[1], shape[0]
             mrc.header.mx, mrc.header.my, mrc.header.mz = shape[2], shape[1], shape[0]
-            mrc.header.cella = (shape[2] * voxel[2], shape[1] * voxel[1], shape[0] * voxel[0])
-            mrc.header.origin = (origin[2], origin[1], origin[0])
+            _set_geometry(mrc, voxel_size, origin)
             for text in labels:
                 mrc.add_label(text)
             self.offset = 1024 + int(mrc.header.nsymbt)

@@ -32,7 +32,7 @@ class TileBank:
     """
 
     def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int,
-                 holdout: float = 0.0, seed: int = 0, whole: int = 0):
+                 holdout: float = 0.0, seed: int = 0):
         b = preprocessor.settings.binning
         check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
@@ -40,8 +40,7 @@ class TileBank:
         self.margin = margin = (self.padded - self.size) // 2
         images, labels, weights, held, positive = [], [], [], [], []
         cache: dict[int, np.ndarray] = {}
-        self.whole = _whole_boxes_held_out(boxes, whole, seed)
-        for box, unseen in zip(boxes, self.whole):
+        for box in boxes:
             zb = box.z // b
             if zb not in cache:
                 cache[zb] = preprocessor.slab(zb - context, zb + context + 1)
@@ -49,8 +48,7 @@ class TileBank:
             y0, x0 = cy // b - margin, cx // b - margin
             images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
             label, known = _binned_label(box, b, self.size)
-            out = (np.ones_like(label) if unseen else _held_out_quadrant(box, label, seed)
-                   if holdout > 0 else np.zeros_like(label))
+            out = _held_out_quadrant(box, label, seed) if holdout > 0 else np.zeros_like(label)
             labels.append(self._pad(label))
             weights.append(self._pad(known * (1 - out)))
             held.append(self._pad(known * out))
@@ -72,18 +70,16 @@ class TileBank:
         return bool(self.held_out.sum() > 0)
 
     def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True,
-              intensity: float = 0.0, shear: float = 0.0, z_flip: bool = False):
+              intensity: float = 0.0):
         """(images, labels, weights) of a batch, half positives, randomly rotated and flipped."""
-        pos = np.flatnonzero(self.positive & ~self.whole)
-        neg = np.flatnonzero(~self.positive & ~self.whole)
+        pos = np.flatnonzero(self.positive)
+        neg = np.flatnonzero(~self.positive)
         n_pos = rng.binomial(batch_size, 0.5) if len(neg) else batch_size
         n_pos = min(max(n_pos, 1 if len(pos) else 0), batch_size) if len(pos) else 0
         picks = np.concatenate([rng.choice(pos, n_pos) if n_pos else np.empty(0, int),
                                 rng.choice(neg, batch_size - n_pos) if batch_size - n_pos
                                 else np.empty(0, int)]).astype(int)
         images, labels, weights = self.images[picks], self.labels[picks], self.weights[picks]
-        if augment and images.shape[1] > 1:  # 2.5D: the labelled middle slice stays put
-            images = shear_and_flip_context(images, rng, shear, z_flip)
         if augment:
             images, labels, weights = rotate_and_flip(images, labels, rng, weights)
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
@@ -92,35 +88,6 @@ class TileBank:
         m, s = self.margin, self.size
         crop = (..., slice(m, m + s), slice(m, m + s))
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
-
-
-def shear_and_flip_context(images: torch.Tensor, rng: np.random.Generator, shear: float,
-                           z_flip: bool) -> torch.Tensor:
-    """Per tile: neighbouring slices shifted by up to ``shear`` pixels per slice of distance
-    (a random direction), and their order reversed half of the time.
-
-    An oblique filament or membrane moves sideways from slice to slice by an amount set by
-    its tilt; shearing the context changes that tilt, and reversing it mirrors the tile in
-    z (the missing wedge is symmetric), while the middle slice, the only one with a label,
-    is unchanged. Five boxes on one microtubule then teach more than its one tilt.
-    """
-    n, c = images.shape[:2]
-    if z_flip:
-        flip = torch.from_numpy(rng.random(n) < 0.5)
-        images = torch.where(flip[:, None, None, None], images.flip(1), images)
-    if shear <= 0:
-        return images
-    h, w = images.shape[-2:]
-    shift = torch.from_numpy(rng.uniform(-shear, shear, (n, 2))).float()  # (dy, dx) per slice
-    dz = torch.arange(c, dtype=torch.float32) - (c - 1) / 2
-    theta = torch.zeros(n, c, 2, 3)
-    theta[..., 0, 0] = theta[..., 1, 1] = 1.0
-    theta[..., 0, 2] = shift[:, None, 1] * dz * 2 / w  # grid x, normalised
-    theta[..., 1, 2] = shift[:, None, 0] * dz * 2 / h
-    flat = images.reshape(n * c, 1, h, w)
-    grid = F.affine_grid(theta.reshape(n * c, 2, 3), list(flat.shape), align_corners=False)
-    moved = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return moved.reshape(n, c, h, w)
 
 
 def jitter_intensity(images: torch.Tensor, rng: np.random.Generator,
@@ -163,24 +130,6 @@ def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.nda
         return a[:n, :n].reshape(size, binning, size, binning).mean(axis=(1, 3))
 
     return shrink(padded), (shrink(inside) > 0.999).astype(np.float32)
-
-
-def _whole_boxes_held_out(boxes: list[Box], n_positive: int, seed: int) -> np.ndarray:
-    """True for boxes held out whole: ``n_positive`` positives (never all of them) and the
-    same share of negatives, chosen from the boxes' places, so the choice is stable."""
-    chosen = np.zeros(len(boxes), bool)
-    if n_positive <= 0:
-        return chosen
-    for positive in (True, False):
-        index = [i for i, b in enumerate(boxes) if b.positive == positive]
-        share = n_positive / max(sum(b.positive for b in boxes), 1)
-        n = min(len(index) - 1, int(round(share * len(index))))
-        if n <= 0:
-            continue
-        keys = [np.random.default_rng([seed, boxes[i].z, int(round(boxes[i].y)),
-                                       int(round(boxes[i].x))]).random() for i in index]
-        chosen[np.array(index)[np.argsort(keys)[:n]]] = True
-    return chosen
 
 
 def _held_out_quadrant(box: Box, label: np.ndarray, seed: int) -> np.ndarray:

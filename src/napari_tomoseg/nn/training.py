@@ -48,10 +48,7 @@ class TrainingSettings:
     preview_every_s: float = 2.0
     augment: bool = True
     intensity_augment: float = 0.0  # contrast, offset and noise jitter (see tiles.jitter_intensity)
-    shear_augment: float = 0.0  # px per slice: tilts 2.5D context (tiles.shear_and_flip_context)
-    z_flip: bool = False  # mirror 2.5D context in z half of the time
     hold_out: bool = True  # a quadrant of each box scores the network: early stop + threshold
-    hold_out_whole: int = 0  # positive boxes (and as many negatives pro rata) held out whole
     check_every: int = 20  # steps between held-out checks
     patience: int = 10  # checks without improvement before stopping
     min_steps: int = 150
@@ -122,7 +119,6 @@ class _Step:
         self.batch_size = settings.resolved_batch_size()
         self.augment = settings.augment
         self.intensity = settings.intensity_augment if settings.augment else 0.0
-        self.shear, self.z_flip = settings.shear_augment, settings.z_flip
         self.channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu",
                                                               False)
         if self.channels_last:  # large kernels run ~3x faster in this layout on CPU
@@ -133,8 +129,7 @@ class _Step:
     def __call__(self, step: int) -> float:
         self.network.train()
         images, labels, weights = (t.to(self.device) for t in self.bank.batch(
-            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity,
-            shear=self.shear, z_flip=self.z_flip))
+            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity))
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         self.optimiser.zero_grad(set_to_none=True)
@@ -212,7 +207,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     pre = preprocessor or Preprocessor(volume, preprocess)
     context = getattr(network, "context", 0)
     bank = TileBank(pre, boxes, context, holdout=0.25 if settings.hold_out else 0.0,
-                    seed=settings.seed, whole=settings.hold_out_whole if settings.hold_out else 0)
+                    seed=settings.seed)
     step_once = _Step(network, bank, settings, device, feature)
     stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
     preview = _Previewer(pre, context, preview_z, preview_region, settings, device)

@@ -39,7 +39,6 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     held = bank.held_out[:, 0].numpy() > 0.5
     p = np.clip(prob[held], 1e-6, 1 - 1e-6)
     truth = bank.labels[:, 0].numpy()[held] > 0.5
-    whole = np.broadcast_to(bank.whole[:, None, None], held.shape)[held]
     if truth.any():
         loss = 0.5 * (-np.log(p[truth]).mean() - np.log(1 - p[~truth]).mean()) \
             if (~truth).any() else -np.log(p[truth]).mean()
@@ -47,8 +46,6 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
         loss = -np.log(1 - p).mean()
     if not truth.any():
         return HeldOutScore(float(loss), float("nan"), 0.5)
-    if (truth & whole).any():  # boxes held out whole are the most honest: calibrate on them
-        p, truth = p[whole], truth[whole]
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
     # the lowest threshold within TOLERANCE of the best: held-out quadrants lie beside trained
     # pixels, where the network is surer than elsewhere, and Dice is flat near its top
