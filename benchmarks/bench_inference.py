@@ -17,6 +17,11 @@ Each figure comes from its own process, so its peak RSS is its own:
 * seg-auto: the same with the default precision (bfloat16 where the CPU has it);
 * seg-bin2: the default for a 10 A tomogram: the model works at binning 2.
 
+``--features 4`` times all features of one tomogram instead (default
+settings, binning 2): four models one after the other (apart) against
+``jobs.segment.segment_tomogram``, which runs them in one pass and
+preprocesses each slice once for all (one-pass).
+
 Reference and fast run in turn in the same call; compare their ratio. The
 load average before each run is printed: above ~0.5 the machine was shared.
 """
@@ -52,12 +57,12 @@ def _peak_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def _model(architecture: str):
+def _model(architecture: str, seed: int = 0):
     from napari_tomoseg.nn.model_file import TrainedModel
     from napari_tomoseg.nn.models import build_model
     from napari_tomoseg.preprocess import PreprocessSettings
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     mode = "eman2" if architecture == "eman2" else "slices"
     return TrainedModel(network=build_model(architecture).eval(), architecture=architecture,
                         parameters={}, preprocess=PreprocessSettings(mode=mode), voxel_size=10.0,
@@ -88,23 +93,52 @@ def _fast(network, planes: np.ndarray) -> None:
 
 SEGMENT_METHODS = {  # method: (precision, binning)
     "segment": ("float32", 1), "seg-auto": ("auto", 1), "seg-bin2": ("auto", 2)}
+FEATURE_METHODS = ("apart", "one-pass")
+N_FEATURES = 4
+
+
+def _all_features(data: np.ndarray, method: str) -> None:
+    """Four U-Nets at binning 2 over one tomogram: one after the other, or in one pass."""
+    from dataclasses import replace
+
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
+    from napari_tomoseg.nn.inference import iter_segment
+
+    models = []
+    for index in range(N_FEATURES):
+        model = _model("unet", seed=index)
+        model.feature = f"feature{index}"
+        model.preprocess = replace(model.preprocess, binning=2)
+        models.append(model)
+    with tempfile.TemporaryDirectory() as folder:
+        outputs = [Path(folder) / f"{m.feature}.mrc" for m in models]
+        if method == "apart":
+            for model, output in zip(models, outputs):
+                for _ in iter_segment(data, model, 10.0, output, device="cpu"):
+                    pass
+        else:
+            run_job(segment_tomogram(data, 10.0, (0.0, 0.0, 0.0), models, outputs,
+                                     SegmentOptions(device="cpu")))
 
 
 def one(architecture: str, shape: tuple[int, int, int], method: str) -> dict:
     """Time one method in this process; peak RSS above what the input data holds."""
     model = _model(architecture)
     rng = np.random.default_rng(0)
-    if method in SEGMENT_METHODS:
+    if method in SEGMENT_METHODS or method in FEATURE_METHODS:
         data = rng.standard_normal(size=shape, dtype=np.float32)  # no float64 copy in the peak
     else:  # preprocessed planes: the network's input, (slices, channels, y, x) in [-1, 1]
         channels = 2 * model.network.context + 1
         data = rng.random((shape[0], channels) + shape[1:], dtype=np.float32)
         data = np.subtract(np.multiply(data, 2, out=data), 1, out=data)
-    if network_warm := method not in SEGMENT_METHODS:  # primitive creation is start-up
+    if network_warm := method in ("reference", "fast"):  # primitive creation is start-up
         (_reference if method == "reference" else _fast)(model.network, data[:1])
     before = _rss_mb()
     start = time.perf_counter()
-    if method in SEGMENT_METHODS:
+    if method in FEATURE_METHODS:
+        _all_features(data, method)
+    elif method in SEGMENT_METHODS:
         from dataclasses import replace
 
         from napari_tomoseg.nn.inference import iter_segment
@@ -152,11 +186,30 @@ def table(shapes) -> str:
     return "\n".join(lines)
 
 
+def features_table(shape, depth: int) -> str:
+    """All features of one tomogram: apart against one pass, in turn, same call."""
+    lines = [f"{N_FEATURES} U-Nets, binning 2  size (measured z)    method     s for all  "
+             "speed-up  peak RSS MB (beyond data)  load",
+             "-------------------  -------------------  ---------  ---------  --------  "
+             "-------------------------  ----"]
+    results = {m: _run("unet", shape, m) for m in FEATURE_METHODS}
+    apart = results["apart"]["seconds"]
+    size = f"{shape[2]}x{shape[1]}x{depth} ({shape[0]})"
+    for method, r in results.items():
+        lines.append(f"{'':19}  {size:19}  {method:9}  {r['seconds'] * depth / shape[0]:9.1f}  "
+                     f"{apart / r['seconds']:7.2f}x  {r['peak_mb']:6.0f} "
+                     f"({r['peak_mb'] - r['before_mb']:5.0f}){'':13}  {r['load']:.1f}")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--short", action="store_true")
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--features", action="store_true",
+                        help=f"all {N_FEATURES} features of one tomogram: apart vs one pass")
     parser.add_argument("--one", nargs=3, metavar=("ARCH", "ZxYxX", "METHOD"))
     args = parser.parse_args()
     if args.threads:
@@ -170,9 +223,9 @@ def main() -> None:
     shapes = [((8 if args.short else 32, 512, 512), 128)]
     if args.full:
         shapes = [((128, 512, 512), 128), ((256, 1024, 1024), 256)]
-    text = table(shapes)
+    text = features_table(*shapes[0]) if args.features else table(shapes)
     header = (f"# bench_inference.py{' --short' if args.short else ''}"
-              f"{' --full' if args.full else ''}{f' --threads {args.threads}' * bool(args.threads)}"
+              f"{' --full' if args.full else ''}{' --features' * args.features}{f' --threads {args.threads}' * bool(args.threads)}"
               f"\n# {provenance()}\n"
               f"# load average at the end: {os.getloadavg()[0]:.1f}\n")
     print(header)

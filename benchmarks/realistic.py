@@ -89,11 +89,12 @@ def provenance() -> str:
     import numpy
     import torch
 
+    root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
+                                text=True, cwd=root).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, cwd=root).stdout.strip()
     except OSError:
         commit, dirty = "unknown", ""
     try:

@@ -17,6 +17,7 @@ import pytest
 from napari_tomoseg.annotations import boxes_from_truth
 from napari_tomoseg.batch import BatchSettings, process_tomogram
 from napari_tomoseg.cli import main
+from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.io.atomic import is_partial
 from napari_tomoseg.io.mrc import open_volume, write_volume
 from napari_tomoseg.io.particles import read_star
@@ -25,9 +26,11 @@ from napari_tomoseg.jobs.merge import merge_maps
 from napari_tomoseg.jobs.pick import pick_job
 from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
 from napari_tomoseg.merge import MergeSettings, artifact_rules
+from napari_tomoseg.nn.inference import segment
 from napari_tomoseg.nn.model_file import load_model, save_model
 from napari_tomoseg.nn.training import TrainingSettings, train
 from napari_tomoseg.picking import PickSettings
+from napari_tomoseg.preprocess import PreprocessSettings, Preprocessor, SharedSlices
 from napari_tomoseg.tomogram import volume_frame
 
 FEATURES = ("ribosome", "membrane")
@@ -138,18 +141,56 @@ def test_closing_segment_midway_leaves_no_file(project, tmp_path):
     job = segment_tomogram(volume, VOXEL, info.origin, loaded, targets,
                            SegmentOptions(device="cpu", batch_slices=4))
     first = next(job)
-    assert 0 < first.step < volume.shape[0]  # inside the first map
+    assert 0 < first.step < volume.shape[0]
     assert any(is_partial(p) for p in tmp_path.iterdir())  # it is being written
     job.close()
     assert _files(tmp_path) == []
-    # cancelled inside the second map: the finished first map stays, nothing else
+    # one pass: the maps fill together, so a cancel late in the run still keeps nothing
     job = segment_tomogram(volume, VOXEL, info.origin, loaded, targets,
                            SegmentOptions(device="cpu", batch_slices=4))
     for progress in job:
         if progress.step > volume.shape[0]:
             break
+    assert sum(is_partial(p) for p in tmp_path.iterdir()) == 2  # both maps under way
     job.close()
-    assert _files(tmp_path) == [targets[0].name]
+    assert _files(tmp_path) == []
+
+
+def test_one_pass_equals_each_model_alone_and_preprocesses_each_slice_once(project, tmp_path):
+    """Every feature in one pass gives the maps each model gives by itself, bit for bit."""
+    tomogram, models = project
+    volume, info = open_volume(tomogram)
+    loaded = [load_model(m) for m in models]
+    targets = [tmp_path / f"{m.feature}.mrc" for m in loaded]
+    updates = []
+    maps = run_job(segment_tomogram(volume, VOXEL, info.origin, loaded, targets,
+                                    SegmentOptions(device="cpu", batch_slices=3,
+                                                   precision="float32", dtype="float32")),
+                   on_progress=updates.append)
+    features = [u.payload[0] for u in updates]
+    assert features[:4] == ["ribosome", "membrane"] * 2  # in step, not one after the other
+    assert updates[-1].step == updates[-1].total == 2 * volume.shape[0]
+    for model in loaded:
+        alone = segment(volume, model, VOXEL, device="cpu", precision="float32", batch_slices=3)
+        np.testing.assert_array_equal(np.asarray(open_volume(maps[model.feature])[0]), alone)
+    with pytest.raises(InvalidSettingsError, match="own output"):
+        next(segment_tomogram(volume, VOXEL, info.origin, loaded, [targets[0]] * 2))
+    with pytest.raises(InvalidSettingsError, match="one model per feature"):
+        next(segment_tomogram(volume, VOXEL, info.origin, [loaded[0]] * 2, targets))
+
+
+def test_shared_slices_equal_the_preprocessor_and_compute_each_slice_once(tiny_result):
+    pre = Preprocessor(tiny_result.tomogram, PreprocessSettings(binning=2))
+    shared = SharedSlices(Preprocessor(tiny_result.tomogram, PreprocessSettings(binning=2)),
+                          keep=2 * (4 + 2 * 2))
+    nzb = pre.shape[0]
+    for zb0 in range(0, nzb, 4):  # two networks in step: context 2 and context 0
+        zb1 = min(zb0 + 4, nzb)
+        for context in (2, 0):
+            np.testing.assert_array_equal(shared.slab(zb0 - context, zb1 + context),
+                                          pre.slab(zb0 - context, zb1 + context))
+    assert shared.computed == nzb + 4  # each slice once, plus the 2 + 2 padding slices
+    assert len(shared._slices) <= shared.keep
 
 
 def test_closing_merge_midway_leaves_no_file(project, tmp_path):

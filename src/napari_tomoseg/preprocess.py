@@ -196,6 +196,37 @@ class Preprocessor:
         return self.slab(0, self.shape[0])
 
 
+class SharedSlices:
+    """One Preprocessor read by several networks in one pass (``jobs.segment``).
+
+    Networks that segment a tomogram in step ask for overlapping slabs; the
+    slices computed last stay in memory (at most ``keep``), so each slice is
+    read, binned and filtered once for all of them. Same interface as
+    Preprocessor for ``iter_segment``.
+    """
+
+    def __init__(self, preprocessor: Preprocessor, keep: int = 32):
+        self.preprocessor = preprocessor
+        self.settings, self.shape = preprocessor.settings, preprocessor.shape
+        self.keep = max(1, keep)
+        self._slices: dict[int, np.ndarray] = {}  # binned z -> slice, oldest first
+        self.computed = 0  # slices preprocessed so far (each once while it is kept)
+
+    def slab(self, z0: int, z1: int) -> np.ndarray:
+        missing = [z for z in range(z0, z1) if z not in self._slices]
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            for z, plane in zip(range(lo, hi), self.preprocessor.slab(lo, hi)):
+                self._slices.setdefault(z, plane)
+            self.computed += hi - lo
+        out = np.stack([self._slices[z] for z in range(z0, z1)]) if z1 > z0 else \
+            np.zeros((0,) + self.shape[1:], np.float32)
+        for z in sorted(self._slices)[:max(0, len(self._slices) - self.keep)]:
+            if not z0 <= z < z1:
+                del self._slices[z]
+        return out
+
+
 def _eman2_whole(volume: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
     """The whole binned volume through EMAN2's e2tomoseg_preproc chain, divided by 3."""
     from .eman2_filters import eman2_preprocess_volume

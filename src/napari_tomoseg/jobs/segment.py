@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ..errors import InvalidSettingsError
 from ..nn.fast_forward import PRECISIONS
 from ..nn.inference import iter_segment
 from ..nn.model_file import TrainedModel
+from ..preprocess import PreprocessSettings, Preprocessor, SharedSlices
 from .progress import Job, Progress
 
 
@@ -42,25 +42,50 @@ class SegmentOptions:
 def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float, float, float],
                      models: Sequence[TrainedModel], outputs: Sequence[str | os.PathLike],
                      options: SegmentOptions = SegmentOptions()) -> Job[dict[str, Path]]:
-    """{feature: written map}. Progress counts slices over all models; its payload is
-    ``(feature, SegmentProgress)`` with the slab just finished, for live display.
+    """{feature: written map}, every model in one pass over the tomogram.
 
-    Cancelling removes the map being written; maps already finished stay.
+    The models advance slab by slab together, and models with the same
+    preprocessing share it (``SharedSlices``): each slice is read, binned and
+    filtered once, not once per feature, and all maps fill from the top down
+    at the same pace. Progress counts slices over all models; its payload is
+    ``(feature, SegmentProgress)`` with the slab just finished, for live
+    display. Cancelling removes every map not yet finished.
     """
     if len(models) != len(outputs):
         raise InvalidSettingsError("give one output file per model.")
+    if len({Path(o).resolve() for o in outputs}) != len(outputs):
+        raise InvalidSettingsError("give each model its own output file.")
+    if len({m.feature for m in models}) != len(models):
+        raise InvalidSettingsError("give one model per feature.")
     nz = volume.shape[0]
     total = nz * len(models)
+    shared: dict[PreprocessSettings, SharedSlices] = {}
+    # what one step of all models reads: a batch and its context, with room to spare
+    keep = 2 * (options.batch_slices + 2 * max(getattr(m.network, "context", 0) for m in models))
+    runs = []
+    for model, output in zip(models, outputs):
+        if model.preprocess not in shared:
+            shared[model.preprocess] = SharedSlices(Preprocessor(volume, model.preprocess), keep)
+        runs.append(iter_segment(volume, model, voxel_size, output, origin=origin,
+                                 batch_slices=options.batch_slices, dtype=options.dtype,
+                                 device=options.device, rescale=options.rescale,
+                                 overwrite=options.overwrite, precision=options.precision,
+                                 preprocessor=shared[model.preprocess]))
+    done = [0] * len(models)
     written: dict[str, Path] = {}
-    for index, (model, output) in enumerate(zip(models, outputs)):
-        slabs = iter_segment(volume, model, voxel_size, output, origin=origin,
-                             batch_slices=options.batch_slices, dtype=options.dtype,
-                             device=options.device, rescale=options.rescale,
-                             overwrite=options.overwrite, precision=options.precision)
-        with closing(slabs):
-            for update in slabs:
-                yield Progress(index * nz + update.done, total,
+    try:
+        while len(written) < len(models):
+            for index, (model, slabs) in enumerate(zip(models, runs)):
+                if model.feature in written:
+                    continue
+                update = next(slabs)
+                done[index] = update.done
+                if update.path is not None:
+                    written[model.feature] = update.path
+                yield Progress(sum(done), total,
                                f"segmenting {model.feature}: {update.done}/{nz} slices",
                                payload=(model.feature, update))
-        written[model.feature] = Path(output)
-    return written
+    finally:
+        for slabs in runs:
+            slabs.close()  # an unfinished map's partial file goes with its generator
+    return {model.feature: written[model.feature] for model in models}

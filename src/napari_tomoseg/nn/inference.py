@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..errors import Cancelled, TomosegError  # Cancelled: still importable from here
 from ..io.mrc_write import MrcStream
-from ..preprocess import Preprocessor, unbin_slices
+from ..preprocess import Preprocessor, SharedSlices, unbin_slices
 from .devices import pick_device
 from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
@@ -181,7 +181,7 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
                  batch_slices: int = 4, roi: tuple[slice, slice, slice] | None = None,
                  dtype: str = "float16", device: str | None = "auto", rescale: bool = True,
                  stop: threading.Event | None = None, overwrite: bool = False,
-                 preprocessor: Preprocessor | None = None,
+                 preprocessor: Preprocessor | SharedSlices | None = None,
                  tile: int | None = DEFAULT_TILE,
                  precision: str = "auto") -> Iterator[SegmentProgress]:
     """Segment a tomogram slab by slab, yielding each finished slab.
@@ -204,6 +204,9 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     if roi is not None:
         volume = volume[roi]
         origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
+    if preprocessor is not None and preprocessor.settings != model.preprocess:
+        raise TomosegError(f"the '{model.feature}' model needs its own preprocessing "
+                           "(a shared preprocessor has other settings).")
     pre = preprocessor or Preprocessor(volume, model.preprocess)
     nz, ny, nx = volume.shape
     # whole-slice inference: activations scale with pixels per batch, so cap them (~1 Mpixel)
