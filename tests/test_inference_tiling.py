@@ -23,18 +23,23 @@ CPU = torch.device("cpu")
 TILE = 64  # the planes below are 152 x 216 after padding: 3 x 4 tiles, the last ones partial
 
 
-def _network(architecture: str) -> nn.Module:
+ARCHITECTURES = {"unet": ("unet", None), "eman2": ("eman2", None),
+                 "unet-stem3d": ("unet", {"context": 2, "stem3d": 8})}
+
+
+def _network(name: str) -> nn.Module:
     """A fresh network with BatchNorm statistics that are not the identity, in eval mode.
 
     The U-Net's convolutions are doubled: at initialisation a pixel 40 px away
     changes the output below float rounding, and the tests must see a short halo.
     """
     torch.manual_seed(0)
-    network = build_model(architecture)
+    architecture, parameters = ARCHITECTURES[name]
+    network = build_model(architecture, parameters)
     for module in network.modules():
         if architecture == "unet" and isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             module.weight.data *= 2.0
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d)):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
@@ -59,9 +64,13 @@ def test_receptive_halo_follows_the_deepest_path():
     assert receptive_halo(build_model("unet")) == 56
     assert receptive_halo(build_model("eman2")) == 36
     assert receptive_halo(build_model("unet", {"levels": 2, "base": 8, "context": 1})) == 24
+    # the 3D stem's convolutions each add a pixel in y and x (their z extent does not count):
+    # 4 of them push that 2-level U-Net past its 24, onto the next multiple of 4
+    assert receptive_halo(build_model("unet", {"levels": 2, "base": 8, "context": 4,
+                                               "stem3d": 4})) == 28
 
 
-@pytest.mark.parametrize("architecture", ["unet", "eman2"])
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_tiles_equal_the_whole_slice_at_tile_borders_too(architecture):
     network = _network(architecture)
     x = torch.from_numpy(_planes(network, 152, 216))  # padded size: multiples of 8
@@ -84,7 +93,7 @@ def test_tiles_equal_the_whole_slice_at_tile_borders_too(architecture):
     assert float((short - whole).abs().max()) > 1e-4
 
 
-@pytest.mark.parametrize("architecture", ["unet", "eman2"])
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_fast_path_probability_equals_the_eager_whole_slice(architecture):
     network = _network(architecture)
     planes = _planes(network)  # 150 x 212: not a multiple of the tile nor of 8

@@ -169,17 +169,21 @@ def inference_network(network: nn.Module, device: torch.device,
     return fast
 
 
-_POINTWISE_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.Dropout,
+_POINTWISE_MODULES = (nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Identity, nn.Dropout,
                       nn.Dropout2d, nn.GELU, nn.SiLU, nn.Tanh)
 _POINTWISE_FUNCTIONS = {F.relu, F.leaky_relu, torch.relu, torch.sigmoid, torch.tanh, torch.cat,
                         torch.add, torch.mul, operator.add, operator.mul, operator.getitem}
 
 
 def _window(kernel, stride, padding, dilation=1) -> tuple[int, int, int, int]:
-    """One axis of a layer as (kernel, stride, padding, dilation)."""
-    first = (lambda v: v[0] if isinstance(v, (tuple, list)) else v)
+    """The x axis of a layer as (kernel, stride, padding, dilation).
+
+    Square in y and x throughout; a 3D layer's (z, y, x) gives its in-plane
+    window, which is what tiles of a slice depend on.
+    """
+    x_axis = (lambda v: v[-1] if isinstance(v, (tuple, list)) else v)
     stride = kernel if stride is None else stride
-    return first(kernel), first(stride), first(padding), first(dilation)
+    return x_axis(kernel), x_axis(stride), x_axis(padding), x_axis(dilation)
 
 
 def _propagate(extent: tuple, layer: tuple[int, int, int, int], transposed: bool) -> tuple:
@@ -200,7 +204,7 @@ def _layer_of(node, modules: dict) -> tuple[tuple[int, int, int, int], bool] | N
     """The spatial window of an fx node, or None for pointwise ones; raises if unknown."""
     if node.op == "call_module":
         m = modules[node.target]
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
             return _window(m.kernel_size, m.stride, m.padding, m.dilation), isinstance(
                 m, nn.ConvTranspose2d)
         if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
