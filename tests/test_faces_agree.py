@@ -17,7 +17,7 @@ import pytest
 from napari_tomoseg.annotations import boxes_from_truth
 from napari_tomoseg.batch import BatchSettings, process_tomogram
 from napari_tomoseg.cli import main
-from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.errors import InvalidSettingsError, TomosegError
 from napari_tomoseg.io.atomic import is_partial
 from napari_tomoseg.io.mrc import open_volume, write_volume
 from napari_tomoseg.io.particles import read_star
@@ -26,7 +26,7 @@ from napari_tomoseg.jobs.merge import merge_maps
 from napari_tomoseg.jobs.pick import pick_job
 from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
 from napari_tomoseg.merge import MergeSettings, artifact_rules
-from napari_tomoseg.nn.inference import segment
+from napari_tomoseg.nn.inference import iter_segment, segment
 from napari_tomoseg.nn.model_file import load_model, save_model
 from napari_tomoseg.nn.training import TrainingSettings, train
 from napari_tomoseg.picking import PickSettings
@@ -177,6 +177,9 @@ def test_one_pass_equals_each_model_alone_and_preprocesses_each_slice_once(proje
         next(segment_tomogram(volume, VOXEL, info.origin, loaded, [targets[0]] * 2))
     with pytest.raises(InvalidSettingsError, match="one model per feature"):
         next(segment_tomogram(volume, VOXEL, info.origin, [loaded[0]] * 2, targets))
+    other = SharedSlices(Preprocessor(volume, PreprocessSettings(binning=2)))
+    with pytest.raises(TomosegError, match="own preprocessing"):
+        next(iter_segment(volume, loaded[0], VOXEL, preprocessor=other))
 
 
 def test_shared_slices_equal_the_preprocessor_and_compute_each_slice_once(tiny_result):
