@@ -15,7 +15,11 @@ Each figure comes from its own process, so its peak RSS is its own:
 * segment: the whole fast path, ``iter_segment`` into an MRC (preprocessing,
   un-binning and writing included), in float32: what a user waits for per feature;
 * seg-auto: the same with the default precision (bfloat16 where the CPU has it);
-* seg-bin2: the default for a 10 A tomogram: the model works at binning 2.
+* seg-bin2: the model works at binning 2, as by default for a 10 A tomogram;
+* default: seg-bin2 with the default U-Net's 4 averaged quarter turns (eman2: 1).
+
+All rows but the last run one prediction per slice (``rotations`` 1), so
+they compare the same work.
 
 ``--features 4`` times all features of one tomogram instead (default
 settings, binning 2): four models one after the other (apart) against
@@ -57,15 +61,16 @@ def _peak_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def _model(architecture: str, seed: int = 0):
+def _model(architecture: str, seed: int = 0, rotations: int | None = None):
     from napari_tomoseg.nn.model_file import TrainedModel
     from napari_tomoseg.nn.models import build_model
     from napari_tomoseg.preprocess import PreprocessSettings
 
     torch.manual_seed(seed)
     mode = "eman2" if architecture == "eman2" else "slices"
-    return TrainedModel(network=build_model(architecture).eval(), architecture=architecture,
-                        parameters={}, preprocess=PreprocessSettings(mode=mode), voxel_size=10.0,
+    parameters = {} if rotations is None else {"rotations": rotations}
+    return TrainedModel(network=build_model(architecture, parameters).eval(),
+                        architecture=architecture, parameters=parameters, preprocess=PreprocessSettings(mode=mode), voxel_size=10.0,
                         box_size=64)
 
 
@@ -91,8 +96,9 @@ def _fast(network, planes: np.ndarray) -> None:
         predict_planes(fast, planes[i:i + 4], torch.device("cpu"))
 
 
-SEGMENT_METHODS = {  # method: (precision, binning)
-    "segment": ("float32", 1), "seg-auto": ("auto", 1), "seg-bin2": ("auto", 2)}
+SEGMENT_METHODS = {  # method: (precision, binning, rotations; None: the default)
+    "segment": ("float32", 1, 1), "seg-auto": ("auto", 1, 1), "seg-bin2": ("auto", 2, 1),
+    "default": ("auto", 2, None)}
 FEATURE_METHODS = ("apart", "one-pass")
 N_FEATURES = 4
 
@@ -124,7 +130,8 @@ def _all_features(data: np.ndarray, method: str) -> None:
 
 def one(architecture: str, shape: tuple[int, int, int], method: str) -> dict:
     """Time one method in this process; peak RSS above what the input data holds."""
-    model = _model(architecture)
+    rotations = SEGMENT_METHODS[method][2] if method in SEGMENT_METHODS else 1
+    model = _model(architecture, rotations=rotations)
     rng = np.random.default_rng(0)
     if method in SEGMENT_METHODS or method in FEATURE_METHODS:
         data = rng.standard_normal(size=shape, dtype=np.float32)  # no float64 copy in the peak
@@ -143,7 +150,7 @@ def one(architecture: str, shape: tuple[int, int, int], method: str) -> dict:
 
         from napari_tomoseg.nn.inference import iter_segment
 
-        precision, binning = SEGMENT_METHODS[method]
+        precision, binning, _ = SEGMENT_METHODS[method]
         model.preprocess = replace(model.preprocess, binning=binning)
         with tempfile.TemporaryDirectory() as folder:
             for _ in iter_segment(data, model, 10.0, Path(folder) / "p.mrc", device="cpu",
@@ -172,7 +179,7 @@ def table(shapes) -> str:
              "  ----"]
     for shape, depth in shapes:
         for architecture in ("unet", "eman2"):
-            methods = ("reference", "fast", "segment", "seg-auto", "seg-bin2")
+            methods = ("reference", "fast", "segment", "seg-auto", "seg-bin2", "default")
             results = {m: _run(architecture, shape, m) for m in methods}
             ref = results["reference"]["seconds"]
             size = f"{shape[2]}x{shape[1]}x{depth} ({shape[0]})"

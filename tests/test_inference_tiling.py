@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.io.mrc import open_volume
 from napari_tomoseg.nn.fast_forward import (FFTConv2d, fold_batchnorm, inference_network,
                                             receptive_halo, tiled_forward)
 from napari_tomoseg.nn.inference import ZUpsampler, iter_segment, predict_planes, segment
-from napari_tomoseg.nn.model_file import TrainedModel
+from napari_tomoseg.nn.model_file import TrainedModel, load_model, save_model
 from napari_tomoseg.nn.models import build_model
 from napari_tomoseg.preprocess import PreprocessSettings
 
@@ -238,3 +239,35 @@ def test_segment_options_refuse_an_unknown_precision():
 
     with pytest.raises(InvalidSettingsError, match="precision"):
         SegmentOptions(precision="float8")
+
+
+def test_averaged_quarter_turns_make_the_map_turn_with_the_slice():
+    """With rotations=4 the map of a turned slice is the turned map (no orientation bias);
+    a single prediction is not, so the test can tell them apart."""
+    planes = np.random.default_rng(3).uniform(-1, 1, (2, 5, 64, 96)).astype(np.float32)
+    turned = np.ascontiguousarray(np.rot90(planes, 1, axes=(-2, -1)))
+    gaps = {}
+    for rotations in (1, 4):
+        torch.manual_seed(0)
+        network = build_model("unet", {"rotations": rotations}).eval()
+        straight = predict_planes(network, planes, CPU)
+        gaps[rotations] = float(np.abs(predict_planes(network, turned, CPU)
+                                       - np.rot90(straight, 1, axes=(-2, -1))).max())
+    assert gaps[4] < 1e-5
+    assert gaps[1] > 1e-3
+    with pytest.raises(InvalidSettingsError, match="rotations"):
+        build_model("unet", {"rotations": 3})
+
+
+def test_model_files_keep_how_their_threshold_was_chosen(tmp_path):
+    """New U-Nets average 4 quarter turns; a file without the setting (older) keeps single
+    predictions, on which its stored threshold was chosen."""
+    old = {"context": 1, "base": 8, "levels": 2}
+    for parameters, expected in ((old, 1), ({**old, "rotations": 4}, 4)):
+        model = TrainedModel(network=build_model("unet", parameters), architecture="unet",
+                             parameters=parameters, preprocess=PreprocessSettings(),
+                             voxel_size=10.0, box_size=64)
+        loaded = load_model(save_model(model, tmp_path / f"r{expected}.pt"))
+        assert loaded.network.rotations == expected
+        assert inference_network(loaded.network, CPU).rotations == expected
+    assert build_model("unet").rotations == 4 and build_model("eman2").rotations == 1

@@ -71,6 +71,26 @@ def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> tor
     return tiled_forward(network, x, tile, halo, channels_last)
 
 
+def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
+                            tile: int | None) -> torch.Tensor:
+    """The probability, averaged over ``network.rotations`` quarter turns of the planes.
+
+    A network trained on randomly rotated tiles still answers a little differently
+    for each orientation of the same slice; the mean of 4 quarter turns removed
+    false detections in the noise (realistic membranes 5/50: best Dice +0.04-0.08)
+    at 4x the work. The threshold stored with a model was chosen on predictions
+    made the same way (``validation.score_held_out`` calls ``predict_planes``).
+    """
+    rotations = getattr(network, "rotations", 1)
+    total = None
+    for k in range(0, 4, 4 // rotations):
+        turned = torch.rot90(x, k, dims=(-2, -1)).contiguous() if k else x
+        prob = network.probability(_forward(network, turned, tile))
+        prob = torch.rot90(prob, -k, dims=(-2, -1)) if k else prob
+        total = prob.float() if total is None else total + prob.float()
+    return total / rotations
+
+
 @torch.inference_mode()
 def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
                    device: torch.device | None = None, scale: float = 1.0,
@@ -91,8 +111,7 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     pad_x = (-x.shape[-1]) % multiple
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
-    output = _forward(network, x, tile)
-    prob = network.probability(output)
+    prob = _averaged_over_rotations(network, x, tile)
     stride = getattr(network, "output_stride", 1)
     valid_y = -(-(x.shape[-2] - pad_y) // stride)
     valid_x = -(-(x.shape[-1] - pad_x) // stride)

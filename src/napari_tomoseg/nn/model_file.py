@@ -205,7 +205,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
     meta = _checked_metadata(path, payload)
     _check_weights(path, payload)
     try:
-        network = build_model(meta["architecture"], meta["parameters"])
+        # files from before averaged rotations were calibrated on single predictions
+        network = build_model(meta["architecture"], {"rotations": 1, **meta["parameters"]})
         network.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError, TomosegError) as exc:
         raise InvalidModelError(

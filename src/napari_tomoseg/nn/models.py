@@ -21,15 +21,26 @@ from torch.nn import functional as F
 from ..errors import InvalidSettingsError
 
 
+ROTATIONS = (1, 2, 4)
+
+
+def check_rotations(rotations: int) -> int:
+    """How many in-plane quarter turns a prediction averages (``inference.predict_planes``)."""
+    if rotations not in ROTATIONS:
+        raise InvalidSettingsError(f"rotations must be one of {ROTATIONS}, not {rotations!r}.")
+    return int(rotations)
+
+
 class EMAN2Net(nn.Module):
     """EMAN2's tomoseg CNN; probability = clip(output, 0, 1)."""
 
     output_stride = 2
     channels_last_on_cpu = True  # 15x15 kernels: ~2x faster in this layout on CPU
 
-    def __init__(self, filters: int = 40, kernel: int = 15, context: int = 0):
+    def __init__(self, filters: int = 40, kernel: int = 15, context: int = 0, rotations: int = 1):
         super().__init__()
         self.context = context
+        self.rotations = check_rotations(rotations)
         channels = 2 * context + 1
         pad = kernel // 2
         self.conv1 = nn.Conv2d(channels, filters, kernel, padding=pad)
@@ -91,11 +102,12 @@ class UNet25D(nn.Module):
     channels_last_on_cpu = False  # 3x3 kernels gain nothing; the layout costs memory
 
     def __init__(self, context: int = 2, base: int = 16, levels: int = 3, norm: str = "batch",
-                 stem3d: int = 0):
+                 stem3d: int = 0, rotations: int = 1):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', not {norm!r}")
         self.context = context
+        self.rotations = check_rotations(rotations)
         self.levels = levels
         widths = [base * 2 ** i for i in range(levels + 1)]
         self.down = nn.ModuleList()
@@ -162,7 +174,7 @@ class UNet25D(nn.Module):
 
 ARCHITECTURES = {"eman2": EMAN2Net, "unet": UNet25D}
 DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0},
-                      "unet": {"context": 2, "base": 16, "levels": 3}}
+                      "unet": {"context": 2, "base": 16, "levels": 3, "rotations": 4}}
 
 
 def build_model(name: str, parameters: dict | None = None) -> nn.Module:
