@@ -256,6 +256,11 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
     model = tmp_path / "ribosome.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "ribosome", "--steps", "3", "--output", str(model)]) == 0
+    assert load_model(model).network.rotations == 4  # the U-Net's default
+    single = tmp_path / "single.pt"
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "3", "--rotations", "1", "--output", str(single)]) == 0
+    assert load_model(single).network.rotations == 1
     assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
                  str(tmp_path / "seg")]) == 0
     prob = tmp_path / "seg" / "tiny_ribosome.mrc"

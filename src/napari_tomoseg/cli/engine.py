@@ -31,7 +31,9 @@ def _training_inputs(args: argparse.Namespace):
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                hold_out=not args.no_early_stop)
+                                hold_out=not args.no_early_stop,
+                                parameters=({"rotations": args.rotations}
+                                            if args.rotations is not None else {}))
     box_size = next(b.size for b in boxes if b.feature == args.feature)
     preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
     if args.binning is not None:
@@ -218,6 +220,9 @@ def _train_parser(sub) -> None:
     train.add_argument("--no-early-stop", action="store_true",
                        help="train on whole boxes for exactly --steps steps (no held-out pixels, "
                             "threshold 0.5)")
+    train.add_argument("--rotations", type=int, choices=(1, 2, 4),
+                       help="quarter turns of each slice averaged per prediction (default: 4 for "
+                            "unet, 1 for eman2); 1 segments about 4x faster, less accurately")
     train.add_argument("--batch-size", type=POSITIVE_INT)
     train.add_argument("--learning-rate", type=number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)

@@ -143,18 +143,23 @@ class _Step:
         return float(loss.detach())
 
 
-def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int) -> None:
-    """Keep the best weights by held-out loss and the threshold chosen on held-out pixels."""
+def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
+            bank: TileBank, device) -> None:
+    """Keep the best weights by held-out loss and the threshold chosen on held-out pixels.
+
+    The checks that chose the weights used single predictions (cheap); the threshold
+    is chosen on the prediction segmentation makes (averaged rotations), once.
+    """
     model.network.eval()
-    if stopper is None or stopper.best is None:
+    if stopper is None or stopper.best is None or model.info.get("held_out"):
         return
     stopper.restore(model.network)
-    model.threshold = stopper.best.threshold
+    final = score_held_out(model.network, bank, device)
+    model.threshold = final.threshold
     model.info["held_out"] = {"step": first_step + stopper.best_step,
-                              "loss": round(stopper.best.loss, 5),
-                              "dice": (round(stopper.best.dice, 4)
-                                       if np.isfinite(stopper.best.dice) else None),
-                              "threshold": stopper.best.threshold}
+                              "loss": round(final.loss, 5),
+                              "dice": round(final.dice, 4) if np.isfinite(final.dice) else None,
+                              "threshold": final.threshold}
 
 
 def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:
@@ -172,7 +177,7 @@ def _check_held_out(stopper: EarlyStopping | None, network, bank: TileBank, devi
     """
     if stopper is None or not (step % settings.check_every == 0 or step == settings.steps):
         return None, False
-    held = score_held_out(network, bank, device)
+    held = score_held_out(network, bank, device, rotations=1)
     warm = step >= min(settings.min_steps, settings.steps)
     return held, warm and stopper.update(step, held, network)
 
@@ -228,15 +233,15 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             held, done = _check_held_out(stopper, network, bank, device, step, settings)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
-                _finish(model, stopper, first_step)
-            image, z = preview(network, elapsed, step == 1 or last)
+                _finish(model, stopper, first_step, bank, device)
+            image, z = preview(network, elapsed, step == 1 or last, final=last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
                                  model=model, preview=image, preview_z=z, held_out=held)
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
-        _finish(model, stopper, first_step)
+        _finish(model, stopper, first_step, bank, device)
 
 
 class _Previewer:
@@ -248,14 +253,17 @@ class _Previewer:
         self.last = -np.inf
         self.cache: dict[int, np.ndarray] = {}
 
-    def __call__(self, network, elapsed: float, force: bool):
+    def __call__(self, network, elapsed: float, force: bool, final: bool = False):
+        """The probability on the slice in view: single predictions while training (fast),
+        the model's own (averaged rotations) for the weights that are kept."""
         if self.preview_z is None or not (force or elapsed - self.last >= self.every):
             return None, None
         z = int(self.preview_z() if callable(self.preview_z) else self.preview_z)
         if z not in self.cache:
             self.cache = {z: _preview_planes(self.pre, z, self.context, self.region)}
         network.eval()
-        image = predict_planes(network, self.cache[z], self.device)
+        image = predict_planes(network, self.cache[z], self.device,
+                               rotations=None if final else 1)
         b = self.pre.settings.binning
         if b > 1:  # back onto the tomogram's grid (or the preview region's)
             ny, nx = self._full_shape()

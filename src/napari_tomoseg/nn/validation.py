@@ -30,11 +30,15 @@ class HeldOutScore:
 
 
 def score_held_out(network: torch.nn.Module, bank: TileBank,
-                   device: torch.device | None = None) -> HeldOutScore:
-    """Score ``network`` on the held-out quadrants of ``bank`` (unrotated tiles)."""
+                   device: torch.device | None = None, rotations: int | None = None) -> HeldOutScore:
+    """Score ``network`` on the held-out quadrants of ``bank`` (unrotated tiles).
+
+    ``rotations`` 1 gives the cheap single prediction that early stopping compares;
+    None predicts as segmentation will (the kept weights' threshold comes from that).
+    """
     was_training = network.training
     network.eval()
-    prob = predict_planes(network, bank.images, device)
+    prob = predict_planes(network, bank.images, device, rotations=rotations)
     network.train(was_training)
     held = bank.held_out[:, 0].numpy() > 0.5
     p = np.clip(prob[held], 1e-6, 1 - 1e-6)
