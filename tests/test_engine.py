@@ -261,6 +261,10 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "ribosome", "--steps", "3", "--rotations", "1", "--output", str(single)]) == 0
     assert load_model(single).network.rotations == 1
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "3", "--resume", str(model), "--rotations", "1",
+                 "--output", str(tmp_path / "resumed.pt")]) == 2  # a resumed model keeps its own
+    assert not (tmp_path / "resumed.pt").exists()
     assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
                  str(tmp_path / "seg")]) == 0
     prob = tmp_path / "seg" / "tiny_ribosome.mrc"

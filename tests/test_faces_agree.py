@@ -156,17 +156,28 @@ def test_closing_segment_midway_leaves_no_file(project, tmp_path):
     assert _files(tmp_path) == []
 
 
-def test_one_pass_equals_each_model_alone_and_preprocesses_each_slice_once(project, tmp_path):
+def test_one_pass_equals_each_model_alone_and_preprocesses_each_slice_once(project, tmp_path,
+                                                                          monkeypatch):
     """Every feature in one pass gives the maps each model gives by itself, bit for bit."""
     tomogram, models = project
     volume, info = open_volume(tomogram)
     loaded = [load_model(m) for m in models]
     targets = [tmp_path / f"{m.feature}.mrc" for m in loaded]
-    updates = []
+    updates, read = [], []
+    real_slab = Preprocessor.slab
+
+    def counted_slab(self, z0, z1):  # the real method, counting the slices it preprocesses
+        read.append(min(z1, self.shape[0]) - max(z0, 0))
+        return real_slab(self, z0, z1)
+
+    monkeypatch.setattr(Preprocessor, "slab", counted_slab)
     maps = run_job(segment_tomogram(volume, VOXEL, info.origin, loaded, targets,
                                     SegmentOptions(device="cpu", batch_slices=3,
                                                    precision="float32", dtype="float32")),
                    on_progress=updates.append)
+    # each slice once for both models (the first and last slabs read their context too)
+    assert sum(read) <= volume.shape[0] + 2 * loaded[0].network.context
+    monkeypatch.undo()
     features = [u.payload[0] for u in updates]
     assert features[:4] == ["ribosome", "membrane"] * 2  # in step, not one after the other
     assert updates[-1].step == updates[-1].total == 2 * volume.shape[0]
@@ -177,6 +188,7 @@ def test_one_pass_equals_each_model_alone_and_preprocesses_each_slice_once(proje
         next(segment_tomogram(volume, VOXEL, info.origin, loaded, [targets[0]] * 2))
     with pytest.raises(InvalidSettingsError, match="one model per feature"):
         next(segment_tomogram(volume, VOXEL, info.origin, [loaded[0]] * 2, targets))
+    assert run_job(segment_tomogram(volume, VOXEL, info.origin, [], [])) == {}
     other = SharedSlices(Preprocessor(volume, PreprocessSettings(binning=2)))
     with pytest.raises(TomosegError, match="own preprocessing"):
         next(iter_segment(volume, loaded[0], VOXEL, preprocessor=other))

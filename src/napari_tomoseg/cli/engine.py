@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import TomosegError
+from ..errors import InvalidSettingsError, TomosegError
 from . import arguments
 from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
                         key_values, number, tilt_series_option, voxel_checked, voxel_size_option)
@@ -28,6 +28,9 @@ def _training_inputs(args: argparse.Namespace):
     boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
     start_from = load_model(args.resume) if args.resume else None
+    if start_from is not None and args.rotations is not None:
+        raise InvalidSettingsError("--rotations is fixed when a model is first trained; a "
+                                   "resumed model keeps its own.")
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,

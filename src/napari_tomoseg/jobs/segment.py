@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InvalidSettingsError
 from ..nn.fast_forward import PRECISIONS
-from ..nn.inference import iter_segment
+from ..nn.inference import MAX_BATCH_PIXELS, iter_segment
 from ..nn.model_file import TrainedModel
 from ..preprocess import PreprocessSettings, Preprocessor, SharedSlices
 from .progress import Job, Progress
@@ -53,24 +53,21 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
     """
     if len(models) != len(outputs):
         raise InvalidSettingsError("give one output file per model.")
+    if not models:
+        return {}
     if len({Path(o).resolve() for o in outputs}) != len(outputs):
         raise InvalidSettingsError("give each model its own output file.")
     if len({m.feature for m in models}) != len(models):
         raise InvalidSettingsError("give one model per feature.")
     nz = volume.shape[0]
     total = nz * len(models)
-    shared: dict[PreprocessSettings, SharedSlices] = {}
-    # what one step of all models reads: a batch and its context, with room to spare
-    keep = 2 * (options.batch_slices + 2 * max(getattr(m.network, "context", 0) for m in models))
-    runs = []
-    for model, output in zip(models, outputs):
-        if model.preprocess not in shared:
-            shared[model.preprocess] = SharedSlices(Preprocessor(volume, model.preprocess), keep)
-        runs.append(iter_segment(volume, model, voxel_size, output, origin=origin,
-                                 batch_slices=options.batch_slices, dtype=options.dtype,
-                                 device=options.device, rescale=options.rescale,
-                                 overwrite=options.overwrite, precision=options.precision,
-                                 preprocessor=shared[model.preprocess]))
+    shared = _shared_preprocessing(volume, models, options.batch_slices)
+    runs = [iter_segment(volume, model, voxel_size, output, origin=origin,
+                         batch_slices=options.batch_slices, dtype=options.dtype,
+                         device=options.device, rescale=options.rescale,
+                         overwrite=options.overwrite, precision=options.precision,
+                         preprocessor=shared.get(model.preprocess))
+            for model, output in zip(models, outputs)]
     done = [0] * len(models)
     written: dict[str, Path] = {}
     try:
@@ -85,7 +82,32 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
                 yield Progress(sum(done), total,
                                f"segmenting {model.feature}: {update.done}/{nz} slices",
                                payload=(model.feature, update))
-    finally:
+    finally:  # an unfinished map's partial file goes with its generator, whatever the others do
+        errors = []
         for slabs in runs:
-            slabs.close()  # an unfinished map's partial file goes with its generator
+            try:
+                slabs.close()
+            except Exception as exc:  # noqa: BLE001 - close the rest first, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
     return {model.feature: written[model.feature] for model in models}
+
+
+def _shared_preprocessing(volume: np.ndarray, models: Sequence[TrainedModel],
+                          batch_slices: int) -> dict[PreprocessSettings, SharedSlices]:
+    """One cached preprocessing per settings that two or more models use.
+
+    The cache holds what one step of all of them reads (a batch, as ``iter_segment``
+    caps it, and the widest context) twice over; a model alone reads its slabs directly.
+    """
+    shared: dict[PreprocessSettings, SharedSlices] = {}
+    for settings in {m.preprocess for m in models}:
+        users = [m for m in models if m.preprocess == settings]
+        if len(users) < 2:
+            continue
+        pre = Preprocessor(volume, settings)
+        batch = max(1, min(batch_slices, MAX_BATCH_PIXELS // (pre.shape[1] * pre.shape[2])))
+        context = max(getattr(m.network, "context", 0) for m in users)
+        shared[settings] = SharedSlices(pre, keep=2 * (batch + 2 * context))
+    return shared

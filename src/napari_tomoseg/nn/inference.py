@@ -31,7 +31,7 @@ from .devices import pick_device
 from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
 from .fast_forward import inference_network, receptive_halo, tiled_forward
-from .models import size_multiple
+from .models import check_rotations, size_multiple
 
 
 MAX_BATCH_PIXELS = 2 ** 20
@@ -82,7 +82,7 @@ def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
     made the same way (``training._finish``). ``rotations`` overrides the network's
     (1: a cheaper look while training).
     """
-    rotations = rotations or getattr(network, "rotations", 1)
+    rotations = getattr(network, "rotations", 1) if rotations is None else check_rotations(rotations)
     total = None
     for k in range(0, 4, 4 // rotations):
         turned = torch.rot90(x, k, dims=(-2, -1)).contiguous() if k else x
@@ -191,6 +191,14 @@ class ZUpsampler:
         return z0, end, out.astype(np.float32, copy=False)
 
 
+def _preprocessor_for(model: TrainedModel, volume: np.ndarray,
+                      shared: Preprocessor | SharedSlices | None):
+    if shared is not None and shared.settings != model.preprocess:
+        raise TomosegError(f"the '{model.feature}' model needs its own preprocessing "
+                           "(a shared preprocessor has other settings).")
+    return shared or Preprocessor(volume, model.preprocess)
+
+
 def _to_output(prob: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.round(prob * 255).astype(np.uint8)
@@ -225,10 +233,7 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     if roi is not None:
         volume = volume[roi]
         origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
-    if preprocessor is not None and preprocessor.settings != model.preprocess:
-        raise TomosegError(f"the '{model.feature}' model needs its own preprocessing "
-                           "(a shared preprocessor has other settings).")
-    pre = preprocessor or Preprocessor(volume, model.preprocess)
+    pre = _preprocessor_for(model, volume, preprocessor)
     nz, ny, nx = volume.shape
     # whole-slice inference: activations scale with pixels per batch, so cap them (~1 Mpixel)
     batch_slices = max(1, min(batch_slices, MAX_BATCH_PIXELS // (pre.shape[1] * pre.shape[2])))

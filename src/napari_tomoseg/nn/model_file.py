@@ -33,8 +33,10 @@ from ..preprocess import PreprocessSettings
 from .models import build_model
 
 FORMAT = "napari-tomoseg-model"
-FORMAT_VERSION = 2  # 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices)
-READABLE_VERSIONS = (1, 2)
+# 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices);
+# 3: U-Net predictions averaged over quarter turns ("rotations"; 2 and 1 are read as 1)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass

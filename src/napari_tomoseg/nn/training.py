@@ -154,7 +154,10 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     if stopper is None or stopper.best is None or model.info.get("held_out"):
         return
     stopper.restore(model.network)
-    final = score_held_out(model.network, bank, device)
+    try:
+        final = score_held_out(model.network, bank, device)
+    except Exception:  # noqa: BLE001 - e.g. out of memory on cancel: keep the weights, and
+        final = stopper.best  # the threshold of the single prediction that chose them
     model.threshold = final.threshold
     model.info["held_out"] = {"step": first_step + stopper.best_step,
                               "loss": round(final.loss, 5),
