@@ -209,7 +209,7 @@ class SharedSlices:
         self.preprocessor = preprocessor
         self.settings, self.shape = preprocessor.settings, preprocessor.shape
         self.keep = max(1, keep)
-        self._slices: dict[int, np.ndarray] = {}  # binned z -> slice, oldest first
+        self._slices: dict[int, np.ndarray] = {}  # binned z -> slice; the lowest z go first
         self.computed = 0  # slices preprocessed so far (each once while it is kept)
 
     def slab(self, z0: int, z1: int) -> np.ndarray:

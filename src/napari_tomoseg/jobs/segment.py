@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InvalidSettingsError
 from ..nn.fast_forward import PRECISIONS
-from ..nn.inference import MAX_BATCH_PIXELS, iter_segment
+from ..nn.inference import capped_batch, iter_segment
 from ..nn.model_file import TrainedModel
 from ..preprocess import PreprocessSettings, Preprocessor, SharedSlices
 from .progress import Job, Progress
@@ -107,7 +107,7 @@ def _shared_preprocessing(volume: np.ndarray, models: Sequence[TrainedModel],
         if len(users) < 2:
             continue
         pre = Preprocessor(volume, settings)
-        batch = max(1, min(batch_slices, MAX_BATCH_PIXELS // (pre.shape[1] * pre.shape[2])))
+        batch = capped_batch(batch_slices, pre.shape)
         context = max(getattr(m.network, "context", 0) for m in users)
         shared[settings] = SharedSlices(pre, keep=2 * (batch + 2 * context))
     return shared

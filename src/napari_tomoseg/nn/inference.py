@@ -191,6 +191,11 @@ class ZUpsampler:
         return z0, end, out.astype(np.float32, copy=False)
 
 
+def capped_batch(batch_slices: int, binned_shape: tuple[int, int, int]) -> int:
+    """Slices per batch: activations scale with pixels per batch, so ~1 Mpixel at most."""
+    return max(1, min(batch_slices, MAX_BATCH_PIXELS // (binned_shape[1] * binned_shape[2])))
+
+
 def _preprocessor_for(model: TrainedModel, volume: np.ndarray,
                       shared: Preprocessor | SharedSlices | None):
     if shared is not None and shared.settings != model.preprocess:
@@ -235,8 +240,7 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
         origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
     pre = _preprocessor_for(model, volume, preprocessor)
     nz, ny, nx = volume.shape
-    # whole-slice inference: activations scale with pixels per batch, so cap them (~1 Mpixel)
-    batch_slices = max(1, min(batch_slices, MAX_BATCH_PIXELS // (pre.shape[1] * pre.shape[2])))
+    batch_slices = capped_batch(batch_slices, pre.shape)
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
