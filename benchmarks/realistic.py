@@ -42,7 +42,7 @@ def cell_spec(short: bool) -> CellSpec:
 def load_cell(seed: int, short: bool) -> dict:
     """{'tomogram', 'labels': {feature: volume}, 'particles'} for a seed, cached on disk."""
     spec = cell_spec(short)
-    key = hashlib.sha1(json.dumps([asdict(spec), asdict(IMAGING), seed, 3],
+    key = hashlib.sha1(json.dumps([asdict(spec), asdict(IMAGING), seed, 4],
                                   default=str).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("TOMOSEG_BENCH_CACHE", Path.home() / ".cache/tomoseg-bench"))
     path = cache / f"cell_{key}.npz"

@@ -127,3 +127,18 @@ def test_bad_settings_are_refused():
         generate_cell(CellSpec(shape=(8, 64, 64)))
     with pytest.raises(InvalidSettingsError):
         simulate(TINY, imaging=ImagingSpec(snr=0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_filaments_cross_the_field_even_when_its_centre_is_crowded(seed):
+    """A crowded centre once made the least obstructed path a corner stub (fewest hits
+    because most of it lay outside the field): two of three realistic microtubules."""
+    from napari_tomoseg.synthetic.cell import _clear_path
+
+    spec = CellSpec(shape=(32, 128, 128), voxel_size=10.0)
+    occupied = np.zeros(spec.shape, bool)
+    occupied[:, 32:96, 32:96] = True
+    path = _clear_path(np.random.default_rng(seed), spec, occupied, radius=3.0, straight=True)
+    inside = path[np.all((path >= 0) & (path < np.array(spec.shape)), axis=1)]
+    extent = np.linalg.norm(inside[-1, 1:] - inside[0, 1:])
+    assert extent >= 0.7 * 128
