@@ -305,3 +305,47 @@ def test_3d_stem_trains_saves_and_segments(tmp_path, tiny_result, ribosome_boxes
     b = segment(tiny_result.tomogram, loaded, VOXEL, device="cpu", precision="float32")
     assert a.shape == tiny_result.tomogram.shape
     np.testing.assert_array_equal(a, b)
+
+
+def test_membranes_get_the_3d_stem_by_default_and_a_user_choice_wins():
+    """Measured on the realistic cells: membranes gain from the stem, microtubules and
+    ribosomes lose; a user's explicit choice (on/off) beats the feature's default."""
+    from napari_tomoseg.nn.models import default_parameters, stem_parameters
+
+    for name in ("membrane", "Membranes", "plasma membrane", "outer-membrane"):
+        assert default_parameters("unet", name)["stem3d"] == 16, name
+        assert default_parameters("unet", name)["context"] == 4, name
+    for name in ("ribosome", "microtubule", "membraneless", None):
+        assert default_parameters("unet", name).get("stem3d", 0) == 0, name
+        assert default_parameters("unet", name)["context"] == 2, name
+    assert "stem3d" not in default_parameters("eman2", "membrane")
+    off = {**default_parameters("unet", "membrane"), **stem_parameters("unet", "off")}
+    assert off["stem3d"] == 0 and off["context"] == 2
+    assert stem_parameters("unet", "on") == {"stem3d": 16, "context": 4}
+    assert stem_parameters("eman2", "off") == {} and stem_parameters("unet", "auto") == {}
+    with pytest.raises(TomosegError, match="U-Net option"):
+        stem_parameters("eman2", "on")
+    with pytest.raises(TomosegError, match="one of"):
+        stem_parameters("unet", "yes")
+    with pytest.raises(TomosegError, match="unknown network"):
+        default_parameters("resnet", "membrane")
+
+
+def test_cli_trains_membranes_with_the_stem_unless_told_otherwise(tmp_path, tiny_files):
+    from napari_tomoseg.cli import main
+
+    boxes = tmp_path / "boxes"
+    assert main(["boxes", str(tiny_files["membrane"]), str(boxes), "--feature", "membrane",
+                 "--positives", "2", "--negatives", "4", "--size", "32"]) == 0
+    common = ["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+              "membrane", "--steps", "2", "--no-early-stop", "--rotations", "1"]
+    assert main(common + ["--output", str(tmp_path / "auto.pt")]) == 0
+    auto = load_model(tmp_path / "auto.pt")
+    assert auto.parameters["stem3d"] == 16 and auto.network.stem is not None
+    assert main(common + ["--stem3d", "off", "--output", str(tmp_path / "off.pt")]) == 0
+    assert load_model(tmp_path / "off.pt").network.stem is None
+    assert main(common[:-2] + ["--resume", str(tmp_path / "auto.pt"), "--stem3d", "off",
+                               "--output", str(tmp_path / "resumed.pt")]) == 2
+    assert main(common + ["--arch", "eman2", "--stem3d", "on",
+                          "--output", str(tmp_path / "e.pt")]) == 2
+    assert not (tmp_path / "resumed.pt").exists() and not (tmp_path / "e.pt").exists()

@@ -17,6 +17,7 @@ def _training_inputs(args: argparse.Namespace):
     from ..annotations import check_boxes, load_boxes
     from ..io.mrc import open_volume
     from ..nn.model_file import load_model
+    from ..nn.models import stem_parameters
     from ..nn.training import TrainingSettings
     from ..preprocess import PreprocessSettings, default_preprocessing
     from ..session import Session
@@ -28,15 +29,17 @@ def _training_inputs(args: argparse.Namespace):
     boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
     check_boxes(boxes, args.feature)
     start_from = load_model(args.resume) if args.resume else None
-    if start_from is not None and args.rotations is not None:
-        raise InvalidSettingsError("--rotations is fixed when a model is first trained; a "
-                                   "resumed model keeps its own.")
+    if start_from is not None and (args.rotations is not None or args.stem3d != "auto"):
+        raise InvalidSettingsError("--rotations and --stem3d are fixed when a model is first "
+                                   "trained; a resumed model keeps its own.")
+    parameters = stem_parameters(args.arch, args.stem3d)
+    if args.rotations is not None:
+        parameters["rotations"] = args.rotations
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 hold_out=not args.no_early_stop,
-                                parameters=({"rotations": args.rotations}
-                                            if args.rotations is not None else {}))
+                                parameters=parameters)
     box_size = next(b.size for b in boxes if b.feature == args.feature)
     preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
     if args.binning is not None:
@@ -226,6 +229,10 @@ def _train_parser(sub) -> None:
     train.add_argument("--rotations", type=int, choices=(1, 2, 4),
                        help="quarter turns of each slice averaged per prediction (default: 4 for "
                             "unet, 1 for eman2); 1 segments about 4x faster, less accurately")
+    train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",
+                       help="unet: 3D convolutions over +-4 slices before the 2D U-Net (auto: on "
+                            "for a feature named membrane; better membranes, ~4x the training "
+                            "time)")
     train.add_argument("--batch-size", type=POSITIVE_INT)
     train.add_argument("--learning-rate", type=number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,8 @@ so training and inference need no per-architecture code paths.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -175,6 +177,38 @@ class UNet25D(nn.Module):
 ARCHITECTURES = {"eman2": EMAN2Net, "unet": UNet25D}
 DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0},
                       "unet": {"context": 2, "base": 16, "levels": 3, "rotations": 4}}
+# Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
+# gain from 3D convolutions over +-4 slices (best Dice +0.03-0.07 on both cells, at 4x the
+# training time); microtubules and ribosomes do not.
+STEM3D = {"stem3d": 16, "context": 4}
+FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D}}
+STEM_CHOICES = ("auto", "on", "off")
+
+
+def stem_parameters(architecture: str, choice: str) -> dict:
+    """Parameters for a user's 3D-stem choice: ``auto`` (the feature's default), ``on``, ``off``."""
+    if choice not in STEM_CHOICES:
+        raise InvalidSettingsError(f"the 3D stem is one of {', '.join(STEM_CHOICES)}, not {choice!r}.")
+    if choice == "auto":
+        return {}
+    if architecture != "unet":
+        if choice == "on":
+            raise InvalidSettingsError("the 3D stem is a U-Net option; the eman2 network is 2D.")
+        return {}
+    if choice == "on":
+        return dict(STEM3D)
+    return {"stem3d": 0, "context": DEFAULT_PARAMETERS["unet"]["context"]}
+
+
+def default_parameters(architecture: str, feature: str | None = None) -> dict:
+    """The network's defaults for ``feature``: the architecture's, then the feature's own."""
+    if architecture not in ARCHITECTURES:
+        build_model(architecture)  # the clear error for an unknown name
+    words = set(re.findall(r"[a-z]+", (feature or "").lower()))
+    words |= {w[:-1] for w in words if w.endswith("s")}  # "membranes", "plasma membrane"
+    own = FEATURE_PARAMETERS.get(architecture, {})
+    feature_own = next((own[name] for name in own if name in words), {})
+    return {**DEFAULT_PARAMETERS[architecture], **feature_own}
 
 
 def build_model(name: str, parameters: dict | None = None) -> nn.Module:

@@ -26,7 +26,7 @@ from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessin
 from .devices import pick_device
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
-from .models import ARCHITECTURES, DEFAULT_PARAMETERS, build_model
+from .models import build_model, default_parameters
 from .tiles import TileBank
 from .validation import EarlyStopping, HeldOutScore, score_held_out
 
@@ -96,16 +96,18 @@ def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarr
 
 
 def _network_for(settings: TrainingSettings, start_from: TrainedModel | None,
-                 preprocess: PreprocessSettings):
-    """(network, architecture, parameters, preprocessing, history): fresh or continued."""
+                 preprocess: PreprocessSettings, feature: str | None = None):
+    """(network, architecture, parameters, preprocessing, history): fresh or continued.
+
+    A fresh network takes the defaults for ``feature`` (``models.default_parameters``),
+    overridden by ``settings.parameters``.
+    """
     if start_from is not None:  # continue: a copy of its network, same preprocessing
         # (the model given stays as it was, e.g. for an export while this one trains)
         return (copy.deepcopy(start_from.network), start_from.architecture, start_from.parameters,
                 start_from.preprocess, list(start_from.history))
     architecture = settings.architecture
-    if architecture not in ARCHITECTURES:
-        build_model(architecture)  # a clear error for an unknown name before any work
-    parameters = {**DEFAULT_PARAMETERS[architecture], **settings.parameters}
+    parameters = {**default_parameters(architecture, feature), **settings.parameters}
     torch.manual_seed(settings.seed)  # a fresh network is initialised from the seed, on the CPU
     return build_model(architecture, parameters), architecture, parameters, preprocess, []
 
@@ -209,7 +211,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         preprocess = default_preprocessing(voxel_size, boxes[0].size,
                                            architecture=settings.architecture)
     network, architecture, parameters, preprocess, history = _network_for(
-        settings, start_from, preprocess)
+        settings, start_from, preprocess, feature)
     device = pick_device(settings.device)
     network.to(device)
     pre = preprocessor or Preprocessor(volume, preprocess)

@@ -201,11 +201,8 @@ def _random_polyline(rng, spec: CellSpec, straight: bool, n_points: int = 60) ->
     angle = rng.uniform(0, np.pi)
     direction = np.array([rng.uniform(-0.1, 0.1), np.sin(angle), np.cos(angle)])
     direction /= np.linalg.norm(direction)
-    # through the central half of the field, so every path crosses at least ~0.7 of it:
-    # a start anywhere let corner stubs through (two of three microtubules in the
-    # realistic cells were stubs cut by two edges)
-    start = np.array([rng.uniform(0.25, 0.75) * nz, rng.uniform(0.25, 0.75) * ny,
-                      rng.uniform(0.25, 0.75) * nx])
+    # through the central half, so a path crosses >= 0.7 of the field (not a corner stub)
+    start = np.array([rng.uniform(0.25, 0.75) * n for n in (nz, ny, nx)])
     length = 2.0 * max(ny, nx)
     t = np.linspace(-length / 2, length / 2, n_points * 8)
     path = start[None, :] + t[:, None] * direction[None, :]
@@ -223,9 +220,8 @@ def _clear_path(rng, spec: CellSpec, occupied: np.ndarray, radius: float, straig
 
     Paths are drawn until one keeps ``radius`` away from occupied space
     (checked on the centre line and six points around it); after ``tries``
-    the one with the smallest obstructed share of its points inside the
-    field is used (a share, not a count: counts favour paths that mostly
-    run outside the field).
+    the one with the smallest obstructed share of its in-field points is used
+    (a count would favour paths that run mostly outside the field).
     """
     offsets = np.array([[0, 0, 0], [radius, 0, 0], [-radius, 0, 0], [0, radius, 0],
                         [0, -radius, 0], [0, 0, radius], [0, 0, -radius]])

@@ -15,6 +15,7 @@ from ...jobs.progress import Progress
 from ...jobs.train import train_feature
 from ...errors import TomosegError
 from ...nn.model_file import TrainedModel, load_model, save_model
+from ...nn.models import STEM_CHOICES, stem_parameters
 from ...nn.training import TrainingSettings
 from ..loss_plot import LossPlot
 from ..notify import guarded
@@ -28,6 +29,9 @@ class TrainPanel(Container):
         super().__init__(labels=True)
         self.workflow = workflow
         self.architecture = ComboBox(label="Network", choices=["unet", "eman2"], value="unet")
+        self.stem3d = ComboBox(label="3D stem", choices=list(STEM_CHOICES), value="auto",
+                               tooltip="unet: 3D convolutions over +-4 slices first. auto: on for "
+                                       "membranes (better Dice, ~4x the training time)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
@@ -39,7 +43,7 @@ class TrainPanel(Container):
         self.load_button = PushButton(text="Load model...")
         self.export_button = PushButton(text="Export model...")
         self.loss_plot = LossPlot()
-        self.extend([self.architecture, self.steps, self.continue_training,
+        self.extend([self.architecture, self.stem3d, self.steps, self.continue_training,
                      Container(widgets=[self.train_button, self.stop_button],
                                layout="horizontal", labels=False), self.status,
                      self.model_state, self.model_file,
@@ -59,8 +63,10 @@ class TrainPanel(Container):
         feature = c.active
         check_boxes(c.session.boxes, feature)
         start_from = workflow.models.get(feature) if self.continue_training.value else None
+        stem = "auto" if start_from is not None else self.stem3d.value  # a model keeps its own
         settings = TrainingSettings(architecture=self.architecture.value,
-                                    steps=int(self.steps.value))
+                                    steps=int(self.steps.value),
+                                    parameters=stem_parameters(self.architecture.value, stem))
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
@@ -171,7 +177,8 @@ def _status(progress: Progress, elapsed: float) -> str:
 def model_summary(model: TrainedModel | None) -> str:
     if model is None:
         return "untrained"
-    text = f"trained {len(model.history)} steps ({model.architecture})"
+    stem = ", 3D stem" if (model.parameters or {}).get("stem3d") else ""
+    text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
     held = model.info.get("held_out") or {}
     if held.get("dice") is not None:
         text += f", held-out Dice {held['dice']:.2f} at threshold {model.threshold:.2f}"
