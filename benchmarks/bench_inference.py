@@ -21,8 +21,8 @@ Each figure comes from its own process, so its peak RSS is its own:
 All rows but the last run one prediction per slice (``rotations`` 1), so
 they compare the same work.
 
-``--features 4`` times all features of one tomogram instead (default
-settings, binning 2): four models one after the other (apart) against
+``--features`` times all features of one tomogram instead (each feature's
+default network, binning 2; membrane with the 3D stem): four models one after the other (apart) against
 ``jobs.segment.segment_tomogram``, which runs them in one pass and
 preprocesses each slice once for all (one-pass).
 
@@ -100,23 +100,29 @@ SEGMENT_METHODS = {  # method: (precision, binning, rotations; None: the default
     "segment": ("float32", 1, 1), "seg-auto": ("auto", 1, 1), "seg-bin2": ("auto", 2, 1),
     "default": ("auto", 2, None)}
 FEATURE_METHODS = ("apart", "one-pass")
-N_FEATURES = 4
+FEATURE_NAMES = ("membrane", "ribosome", "microtubule", "actin")  # membrane: the 3D stem
+N_FEATURES = len(FEATURE_NAMES)
 
 
 def _all_features(data: np.ndarray, method: str) -> None:
-    """Four U-Nets at binning 2 over one tomogram: one after the other, or in one pass."""
-    from dataclasses import replace
-
+    """The four features' default U-Nets at binning 2 over one tomogram (the membrane's with
+    the 3D stem): one after the other, or in one pass."""
     from napari_tomoseg.jobs import run_job
     from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
     from napari_tomoseg.nn.inference import iter_segment
 
+    from napari_tomoseg.nn.model_file import TrainedModel
+    from napari_tomoseg.nn.models import build_model, default_parameters
+    from napari_tomoseg.preprocess import PreprocessSettings
+
     models = []
-    for index in range(N_FEATURES):
-        model = _model("unet", seed=index)
-        model.feature = f"feature{index}"
-        model.preprocess = replace(model.preprocess, binning=2)
-        models.append(model)
+    for index, feature in enumerate(FEATURE_NAMES):  # each with its default network
+        torch.manual_seed(index)
+        parameters = default_parameters("unet", feature)
+        models.append(TrainedModel(network=build_model("unet", parameters).eval(),
+                                   architecture="unet", parameters=parameters,
+                                   preprocess=PreprocessSettings(binning=2), voxel_size=10.0,
+                                   box_size=64, feature=feature))
     with tempfile.TemporaryDirectory() as folder:
         outputs = [Path(folder) / f"{m.feature}.mrc" for m in models]
         if method == "apart":
@@ -195,7 +201,7 @@ def table(shapes) -> str:
 
 def features_table(shape, depth: int) -> str:
     """All features of one tomogram: apart against one pass, in turn, same call."""
-    lines = [f"{N_FEATURES} U-Nets, binning 2  size (measured z)    method     s for all  "
+    lines = [f"{N_FEATURES} default U-Nets, bin 2  size (measured z)    method     s for all  "
              "speed-up  peak RSS MB (beyond data)  load",
              "-------------------  -------------------  ---------  ---------  --------  "
              "-------------------------  ----"]

@@ -32,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
-from bench_realistic import row_cells, score  # noqa: E402
+from bench_realistic import row_cells, score, write_table  # noqa: E402
 
 from napari_tomoseg.nn.inference import predict_planes, segment  # noqa: E402
 from napari_tomoseg.nn.model_file import TrainedModel  # noqa: E402
@@ -174,16 +174,8 @@ def main() -> None:
              f"{len(FEATURES)} features together",
              f"# forward over 64 binned 256x256 slices, 4 quarter turns: 1 output {one:.2f} s, "
              f"{len(FEATURES)} outputs {three:.2f} s (one network each: "
-             f"{len(FEATURES) * one:.2f} s)",
-             "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
-             "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
-             "| stored threshold | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        args.out.write_text(text + "\n")
+             f"{len(FEATURES) * one:.2f} s)"]
+    write_table(lines, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -180,16 +180,22 @@ def main() -> None:
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
                 else "")
              + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
-             + f"; {args.seeds} training seed(s) per row: mean (range)",
-             "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
-             "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
-             "| stored threshold | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + f"; {args.seeds} training seed(s) per row: mean (range)"]
+    write_table(lines, rows, args.out)
+
+
+def write_table(comments: list[str], rows: list[list[str]], out: Path | None) -> None:
+    """Print the results table under its comment lines, and write it to ``out`` if given."""
+    lines = comments + [
+        "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
+        "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
+        "| stored threshold | train s |",
+        "|---|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     text = "\n".join(lines)
     print("\n" + text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

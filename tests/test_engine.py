@@ -291,7 +291,7 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
 
 
 def test_3d_stem_trains_saves_and_segments(tmp_path, tiny_result, ribosome_boxes):
-    """The experimental 3D stem (``stem3d``): context slices pass through 3D convolutions
+    """The 3D stem (``stem3d``; membranes' default): context slices pass through 3D convolutions
     that shrink z to one slice; it learns, survives the model file and segments whole."""
     settings = TrainingSettings(**{**FAST.to_dict(), "steps": 30, "hold_out": False,
                                    "parameters": {"base": 8, "levels": 2, "context": 2,
@@ -315,9 +315,13 @@ def test_membranes_get_the_3d_stem_by_default_and_a_user_choice_wins():
     for name in ("membrane", "Membranes", "plasma membrane", "outer-membrane"):
         assert default_parameters("unet", name)["stem3d"] == 16, name
         assert default_parameters("unet", name)["context"] == 4, name
-    for name in ("ribosome", "microtubule", "membraneless", None):
+    for name in ("ribosome", "microtubule", "membraneless", "membrane-bound vesicle", None):
         assert default_parameters("unet", name).get("stem3d", 0) == 0, name
         assert default_parameters("unet", name)["context"] == 2, name
+    # an explicit context or stem takes the feature's default out whole; other keys keep it
+    assert default_parameters("unet", "membrane", {"context": 2}).get("stem3d", 0) == 0
+    kept = default_parameters("unet", "membrane", {"base": 8})
+    assert kept["stem3d"] == 16 and kept["base"] == 8
     assert "stem3d" not in default_parameters("eman2", "membrane")
     off = {**default_parameters("unet", "membrane"), **stem_parameters("unet", "off")}
     assert off["stem3d"] == 0 and off["context"] == 2

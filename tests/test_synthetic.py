@@ -142,3 +142,20 @@ def test_filaments_cross_the_field_even_when_its_centre_is_crowded(seed):
     inside = path[np.all((path >= 0) & (path < np.array(spec.shape)), axis=1)]
     extent = np.linalg.norm(inside[-1, 1:] - inside[0, 1:])
     assert extent >= 0.7 * 128
+
+
+def test_the_least_obstructed_share_wins_not_the_fewest_hits(monkeypatch):
+    """A path mostly outside the field has few points to hit; its share of them counts."""
+    from napari_tomoseg.synthetic import cell as cell_module
+
+    spec = CellSpec(shape=(32, 128, 128), voxel_size=10.0)
+    occupied = np.zeros(spec.shape, bool)
+    occupied[16, 4:7, 10] = True  # hit by the stub: a few of its few points
+    occupied[16, 60:66, 64] = True  # hit by the crossing path: more points, a smaller share
+    stub = np.linspace([16.0, -200.0, 10.0], [16.0, 10.0, 10.0], 400)
+    crossing = np.linspace([16.0, 0.0, 64.0], [16.0, 127.0, 64.0], 400)
+    paths = iter([stub, crossing])
+    monkeypatch.setattr(cell_module, "_random_polyline", lambda *args: next(paths))
+    chosen = cell_module._clear_path(np.random.default_rng(0), spec, occupied, radius=1.0,
+                                     straight=True, tries=2)
+    np.testing.assert_array_equal(chosen, crossing)

@@ -482,3 +482,23 @@ def test_a_thick_slab_averages_slices_in_the_annotation_view(workflow):
     assert viewer.dims.thickness[0] == pytest.approx(7 * image.scale[0])
     widget.boxes.slab.value = 1
     assert image.projection_mode == "none"
+
+
+def test_the_3d_stem_choice_reaches_the_network_and_a_continued_model_keeps_its_own(
+        workflow, tiny_result, qtbot):
+    from napari_tomoseg.errors import InvalidSettingsError
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=6)
+    widget.training.steps.value = 2
+    widget.training.stem3d.value = "on"  # a ribosome has no stem unless asked
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    model = widget.models["ribosome"]
+    assert model.network.stem is not None and model.parameters["context"] == 4
+    assert "3D stem" in widget.training.model_state.value
+    widget.training.continue_training.value = True
+    widget.training.stem3d.value = "off"
+    with pytest.raises(InvalidSettingsError, match="keeps its own"):
+        widget.start_training()
+    assert widget.models["ribosome"] is model  # nothing trained, nothing replaced

@@ -114,8 +114,9 @@ class UNet25D(nn.Module):
         widths = [base * 2 ** i for i in range(levels + 1)]
         self.down = nn.ModuleList()
         cin = 2 * context + 1
-        # experimental (off): 3D convolutions over the context slices first, each shrinking z
-        # by 2, so the same filter sees an oblique filament at every depth
+        # optional (on by default for membranes, FEATURE_PARAMETERS): 3D convolutions over the
+        # context slices first, each shrinking z by 2, so a filter sees an oblique membrane
+        # at every depth
         self.stem = _stem3d(context, stem3d, norm) if stem3d and context else None
         cin = stem3d if self.stem is not None else cin
         for width in widths[:-1]:
@@ -178,8 +179,8 @@ ARCHITECTURES = {"eman2": EMAN2Net, "unet": UNet25D}
 DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0},
                       "unet": {"context": 2, "base": 16, "levels": 3, "rotations": 4}}
 # Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
-# gain from 3D convolutions over +-4 slices (best Dice +0.03-0.07 on both cells, at 4x the
-# training time); microtubules and ribosomes do not.
+# gain from 3D convolutions over +-4 slices (best Dice +0.01-0.07, at the stored threshold
+# +0.02-0.09, for ~4x the training time); microtubules and ribosomes do not.
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D}}
 STEM_CHOICES = ("auto", "on", "off")
@@ -200,15 +201,24 @@ def stem_parameters(architecture: str, choice: str) -> dict:
     return {"stem3d": 0, "context": DEFAULT_PARAMETERS["unet"]["context"]}
 
 
-def default_parameters(architecture: str, feature: str | None = None) -> dict:
-    """The network's defaults for ``feature``: the architecture's, then the feature's own."""
+def default_parameters(architecture: str, feature: str | None = None,
+                       overrides: dict | None = None) -> dict:
+    """The network's parameters for ``feature``: the architecture's defaults, the feature's
+    own (whole, and only where ``overrides`` sets none of their keys), then ``overrides``.
+
+    A feature matches by the last word of its name ("membranes", "plasma membrane",
+    not "membrane-bound vesicle").
+    """
     if architecture not in ARCHITECTURES:
         build_model(architecture)  # the clear error for an unknown name
-    words = set(re.findall(r"[a-z]+", (feature or "").lower()))
-    words |= {w[:-1] for w in words if w.endswith("s")}  # "membranes", "plasma membrane"
+    overrides = dict(overrides or {})
+    words = re.findall(r"[a-z]+", (feature or "").lower())
+    last = words[-1] if words else ""
     own = FEATURE_PARAMETERS.get(architecture, {})
-    feature_own = next((own[name] for name in own if name in words), {})
-    return {**DEFAULT_PARAMETERS[architecture], **feature_own}
+    feature_own = own.get(last, own.get(last[:-1], {}) if last.endswith("s") else {})
+    if overrides.keys() & feature_own.keys():  # e.g. an explicit context: no stem added to it
+        feature_own = {}
+    return {**DEFAULT_PARAMETERS[architecture], **feature_own, **overrides}
 
 
 def build_model(name: str, parameters: dict | None = None) -> nn.Module:

@@ -107,7 +107,7 @@ def _network_for(settings: TrainingSettings, start_from: TrainedModel | None,
         return (copy.deepcopy(start_from.network), start_from.architecture, start_from.parameters,
                 start_from.preprocess, list(start_from.history))
     architecture = settings.architecture
-    parameters = {**default_parameters(architecture, feature), **settings.parameters}
+    parameters = default_parameters(architecture, feature, settings.parameters)
     torch.manual_seed(settings.seed)  # a fresh network is initialised from the seed, on the CPU
     return build_model(architecture, parameters), architecture, parameters, preprocess, []
 

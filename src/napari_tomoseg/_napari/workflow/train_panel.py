@@ -13,7 +13,7 @@ from napari.utils.notifications import show_info
 from ...annotations import check_boxes
 from ...jobs.progress import Progress
 from ...jobs.train import train_feature
-from ...errors import TomosegError
+from ...errors import InvalidSettingsError, TomosegError
 from ...nn.model_file import TrainedModel, load_model, save_model
 from ...nn.models import STEM_CHOICES, stem_parameters
 from ...nn.training import TrainingSettings
@@ -63,10 +63,13 @@ class TrainPanel(Container):
         feature = c.active
         check_boxes(c.session.boxes, feature)
         start_from = workflow.models.get(feature) if self.continue_training.value else None
-        stem = "auto" if start_from is not None else self.stem3d.value  # a model keeps its own
+        if start_from is not None and self.stem3d.value != "auto":
+            raise InvalidSettingsError("the 3D stem is fixed when a model is first trained; a "
+                                       "continued model keeps its own (set 3D stem to auto).")
         settings = TrainingSettings(architecture=self.architecture.value,
                                     steps=int(self.steps.value),
-                                    parameters=stem_parameters(self.architecture.value, stem))
+                                    parameters=stem_parameters(self.architecture.value,
+                                                               self.stem3d.value))
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
@@ -177,7 +180,7 @@ def _status(progress: Progress, elapsed: float) -> str:
 def model_summary(model: TrainedModel | None) -> str:
     if model is None:
         return "untrained"
-    stem = ", 3D stem" if (model.parameters or {}).get("stem3d") else ""
+    stem = ", 3D stem" if getattr(model.network, "stem", None) is not None else ""
     text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
     held = model.info.get("held_out") or {}
     if held.get("dice") is not None:
