@@ -114,6 +114,27 @@ def test_folded_batchnorm_gives_the_same_output_and_leaves_the_original():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in network.modules()) == 14
 
 
+def test_the_3d_stem_runs_once_over_consecutive_slices_with_the_same_numbers():
+    """Segmentation's batches are consecutive slices with their neighbours: the frozen
+    stem runs once over the slab (one call, batch 1); any other batch window by window."""
+    from napari_tomoseg.nn.inference import stack_context
+
+    network = _network("unet-stem3d")
+    slab = np.random.default_rng(3).uniform(-1, 1, (6 + 2 * network.context, 40, 48))
+    consecutive = torch.from_numpy(stack_context(slab.astype(np.float32), network.context))
+    fast = inference_network(network, CPU)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in fast.modules())  # folded too
+    batches: list[int] = []
+    fast.stem.stem.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    for order in (torch.arange(6), torch.tensor([4, 0, 5, 2, 1, 3])):
+        x = consecutive[order]
+        reference = _eager(network, x)
+        with torch.no_grad():
+            out = fast(x)
+        assert float((out - reference).abs().max()) < 1e-4
+    assert batches == [1, 6]  # the slab once; the shuffled batch window by window
+
+
 def test_fft_convolution_equals_conv2d():
     torch.manual_seed(2)
     conv = nn.Conv2d(3, 5, 15, padding=7)
