@@ -125,14 +125,22 @@ def test_the_3d_stem_runs_once_over_consecutive_slices_with_the_same_numbers():
     fast = inference_network(network, CPU)
     assert not any(isinstance(m, nn.BatchNorm3d) for m in fast.modules())  # folded too
     batches: list[int] = []
-    fast.stem.stem.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    fast.stem.stem.register_forward_hook(  # (batch, depth) of each call
+        lambda module, args, out: batches.append(tuple(args[0].shape[:3:2])))
     for order in (torch.arange(6), torch.tensor([4, 0, 5, 2, 1, 3])):
         x = consecutive[order]
         reference = _eager(network, x)
         with torch.no_grad():
             out = fast(x)
         assert float((out - reference).abs().max()) < 1e-4
-    assert batches == [1, 6]  # the slab once; the shuffled batch window by window
+    depth = 2 * network.context + 1
+    assert batches == [(1, 6 + depth - 1), (6, depth)]  # one slab; shuffled: window by window
+    batches.clear()  # segmentation's path: slices small against the tile go several at once
+    planes = consecutive.numpy()
+    np.testing.assert_allclose(predict_planes(fast, planes, CPU, tile=64, rotations=1),
+                               predict_planes(network, planes, CPU, tile=64, rotations=1),
+                               atol=1e-5)
+    assert batches == [(1, 2 + depth - 1)] * 3  # 64 x 64 px hold two 40 x 48 slices
 
 
 def test_fft_convolution_equals_conv2d():

@@ -175,6 +175,7 @@ def inference_network(network: nn.Module, device: torch.device,
     fast = fold_batchnorm(network).to(device)
     if isinstance(getattr(fast, "stem", None), nn.Module):  # the halo is traced on `network`
         fast.stem = SlidingStem(fast.stem)
+        fast.slides_slabs = True  # inference.predict_planes then passes several slices at once
     if device.type == "cpu":  # FFT and layout choices measured on CPU only
         swapped = _swap_fft_convs(fast)
         # folded 3x3 convolutions run ~1.7x faster channels_last in oneDNN
@@ -288,17 +289,18 @@ def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
 
 
 def tiled_forward(network: nn.Module, x: torch.Tensor, tile: int, halo: int,
-                  channels_last: bool = False) -> torch.Tensor:
+                  channels_last: bool = False, min_pixels: int = 0) -> torch.Tensor:
     """``network(x)`` computed in windows of (tile + 2 halo)^2 pixels and slices in chunks.
 
     ``x`` is already padded to ``size_multiple``; ``tile`` and ``halo`` are
     multiples of it, so every window starts on the pooling grid and sees
     the same zero padding as the whole slice where it meets the slice edge.
+    Slices go one at a time unless ``min_pixels`` holds several (a sliding stem).
     """
     n, _, height, width = x.shape
     stride = getattr(network, "output_stride", 1)
     dtype = next((p.dtype for p in network.parameters()), torch.float32)  # bfloat16 or float32
-    chunk = max(1, (tile + 2 * halo) ** 2 // (height * width))  # small planes: several at once
+    chunk = max(1, max((tile + 2 * halo) ** 2, min_pixels) // (height * width))
     out = None
     for s0 in range(0, n, chunk):
         for y0, y1, wy0, wy1 in _spans(height, tile, halo):

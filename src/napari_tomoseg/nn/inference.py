@@ -63,12 +63,16 @@ def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> tor
     """``network(x)``, in tiles of ``tile`` pixels where a slice is larger (same numbers)."""
     multiple = size_multiple(network)
     whole = max(x.shape[-2:])
+    requested = tile
     halo = _halo(network) if tile and whole > tile else None
     if halo is None:
         tile, halo = whole, 0
     tile = multiple * -(-tile // multiple)
     channels_last = x.device.type == "cpu" and getattr(network, "channels_last_on_cpu", False)
-    return tiled_forward(network, x, tile, halo, channels_last)
+    # a sliding 3D stem gains only from several consecutive slices per call: as many as fit
+    # in one requested tile's pixels (membranes' U-Net, 256 px slices: 4 at once, 1.5x faster)
+    pixels = requested ** 2 if requested and getattr(network, "slides_slabs", False) else 0
+    return tiled_forward(network, x, tile, halo, channels_last, min_pixels=pixels)
 
 
 def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
