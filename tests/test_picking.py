@@ -114,3 +114,32 @@ def test_cli_pick_writes_star_with_origin(tmp_path, blobs):
     frame = TomogramFrame("prob", (64, 96, 96), 20.0, (100.0, -40.0, 60.0))
     back = read_star(tmp_path / "p.star", frame)
     assert match_picks(back[["z", "y", "x"]].to_numpy(), centres, 1.0)["f1"] == 1.0
+
+
+def test_an_artifact_map_keeps_picks_off_it_in_the_core_and_the_cli(tmp_path, blobs):
+    """Picks centred on an artifact (carbon, above its own threshold) are dropped; others
+    stay, also one beside the artifact; a map of another grid is refused."""
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.particles import TomogramFrame, read_star
+
+    centres = np.array([[20.0, 30.0, 30.0], [40.0, 60.0, 50.0], [30.0, 20.0, 80.0]])
+    prob = blobs((64, 96, 96), centres, 5)
+    carbon = np.zeros(prob.shape, np.float32)
+    carbon[:, :, 72:] = 0.9  # a carbon edge under the third particle
+    settings = PickSettings(diameter=200.0, threshold=0.5)
+    assert len(pick_particles(prob, 20.0, settings)) == 3
+    kept = pick_particles(prob, 20.0, settings, exclude=carbon > 0.5)
+    assert match_picks(kept[["z", "y", "x"]].to_numpy(), centres[:2], 1.0)["f1"] == 1.0
+    with pytest.raises(InvalidSettingsError, match="share a grid"):
+        pick_particles(prob, 20.0, settings, exclude=np.zeros((64, 96, 95), bool))
+    path = write_volume(tmp_path / "prob.mrc", prob.astype(np.float16), 20.0, (0.0, 0.0, 0.0))
+    artifact = write_volume(tmp_path / "carbon.mrc", carbon, 20.0, (0.0, 0.0, 0.0))
+    assert main(["pick", str(path), str(tmp_path / "p.star"), "--diameter", "200",
+                 "--exclude", str(artifact)]) == 0
+    back = read_star(tmp_path / "p.star", TomogramFrame("prob", prob.shape, 20.0, (0, 0, 0)))
+    assert match_picks(back[["z", "y", "x"]].to_numpy(), centres[:2], 1.0)["f1"] == 1.0
+    other = write_volume(tmp_path / "other.mrc", carbon[:, :, :90].copy(), 20.0, (0.0, 0.0, 0.0))
+    assert main(["pick", str(path), str(tmp_path / "q.star"), "--diameter", "200",
+                 "--exclude", str(other)]) == 2
+    assert not (tmp_path / "q.star").exists()

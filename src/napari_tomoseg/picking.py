@@ -159,11 +159,21 @@ def _suppress(centres: np.ndarray, scores: np.ndarray, min_distance: float,
 
 
 def pick_particles(probability: np.ndarray, voxel_size: float,
-                   settings: PickSettings = PickSettings()) -> pd.DataFrame:
-    """Particles as a table: z y x (pixels), score, size (voxels above threshold), score_norm."""
+                   settings: PickSettings = PickSettings(),
+                   exclude: np.ndarray | None = None) -> pd.DataFrame:
+    """Particles as a table: z y x (pixels), score, size (voxels above threshold), score_norm.
+
+    ``exclude`` (a boolean volume, e.g. a carbon model's map above its threshold) drops
+    candidates centred in it before suppression, as merge removes an artifact's voxels
+    (Chen et al. 2017, Supplementary Figure 6): the carbon edge is where ribosome models
+    pick falsely.
+    """
     prob = as_probability(probability)
     if prob.ndim != 3:
         raise InvalidSettingsError("picking needs a 3D probability map.")
+    if exclude is not None and np.shape(exclude) != prob.shape:
+        raise InvalidSettingsError(f"the excluded region is {np.shape(exclude)} voxels, the "
+                                   f"probability map {prob.shape}: they must share a grid.")
     v = settings.in_voxels(voxel_size)
     find = _peak_candidates if settings.method == "peaks" else _component_candidates
     centres, scores, sizes = find(prob, settings, v)
@@ -172,6 +182,9 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
         keep &= sizes <= v["max_size"]
     edge, shape = v["edge"], np.asarray(prob.shape, float)
     keep &= np.all((centres >= edge) & (centres <= shape - 1 - edge), axis=1)
+    if exclude is not None and len(centres):
+        index = tuple(np.clip(np.rint(centres).astype(int), 0, shape.astype(int) - 1).T)
+        keep &= ~np.asarray(exclude, bool)[index]
     centres, scores, sizes = centres[keep], scores[keep], sizes[keep]
     accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks)
     table = pd.DataFrame(centres[accepted].reshape(-1, 3), columns=["z", "y", "x"])

@@ -189,6 +189,23 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
                         method=args.method, min_size=args.min_size)
 
 
+def _excluded(paths: list[str], shape: tuple[int, int, int]):
+    """The union of the artifact maps above their thresholds, or None (no --exclude)."""
+    from ..io.mrc import check_finite_volume, open_volume
+    from ..probability_maps import as_probability
+
+    region = None
+    for path in paths:
+        artifact, info = open_volume(path)
+        if tuple(info.shape) != tuple(shape):
+            raise TomosegError(f"{path}: {info.shape} voxels, the probability map {shape}; "
+                               "--exclude needs a map of the same tomogram and grid.")
+        check_finite_volume(artifact, path)
+        above = as_probability(artifact) > map_threshold(None, path, Path(path).stem)
+        region = above if region is None else region | above
+    return region
+
+
 def cmd_pick(args: argparse.Namespace) -> int:
     from ..io import copick_project
     from ..io.paths import check_writable
@@ -205,7 +222,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
     name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
     frame = volume_frame(info, name, args.tilt_series_pixel_size)
     table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
-                                  args.feature, args.output or None, args.spacing), "picking")
+                                  args.feature, args.output or None, args.spacing,
+                                  _excluded(args.exclude, info.shape)), "picking")
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
@@ -309,6 +327,9 @@ def _pick_parser(sub) -> None:
     pick.add_argument("--max-picks", type=POSITIVE_INT)
     pick.add_argument("--spacing", type=POSITIVE,
                       help="sample points every SPACING A along filaments/membranes instead")
+    pick.add_argument("--exclude", action="append", default=[], metavar="MAP",
+                      help="an artifact's probability MRC (e.g. carbon); no pick where it is "
+                           "above its stored threshold (else 0.5); repeatable")
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
     copick_options(pick, several_runs=False)
     pick.add_argument("--overwrite", action="store_true",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InvalidSettingsError
 from ..io.mrc import check_finite_volume
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
@@ -18,19 +19,26 @@ from .progress import Job, Progress
 
 def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettings,
              feature: str, output: str | os.PathLike | None = None,
-             spacing: float | None = None) -> Job[pd.DataFrame]:
+             spacing: float | None = None,
+             exclude: np.ndarray | None = None) -> Job[pd.DataFrame]:
     """Particles of ``feature`` in ``frame``'s pixels; written to ``output`` (STAR, JSON, CSV).
 
     With ``spacing`` (Angstrom) points are laid along the mask above the
-    threshold instead (filaments, membranes).
+    threshold instead (filaments, membranes). ``exclude``: voxels of artifacts
+    (carbon) where no pick may lie.
     """
     yield Progress(0, 2, f"picking {feature}")
     check_finite_volume(probability, feature)
     if spacing is not None:
-        table = sample_along(as_probability(probability) > settings.threshold, spacing,
-                             frame.voxel_size)
+        mask = as_probability(probability) > settings.threshold
+        if exclude is not None:
+            if np.shape(exclude) != mask.shape:
+                raise InvalidSettingsError("the excluded region and the probability map must "
+                                           "share a grid.")
+            mask &= ~np.asarray(exclude, bool)
+        table = sample_along(mask, spacing, frame.voxel_size)
     else:
-        table = pick_particles(np.asarray(probability), frame.voxel_size, settings)
+        table = pick_particles(np.asarray(probability), frame.voxel_size, settings, exclude)
     table["feature"] = feature
     yield Progress(1, 2, f"{len(table)} {feature} picks")
     if output is not None:
