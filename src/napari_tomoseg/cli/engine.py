@@ -189,7 +189,7 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
                         method=args.method, min_size=args.min_size)
 
 
-def _excluded(paths: list[str], shape: tuple[int, int, int]):
+def _excluded(paths: list[str], grid):
     """The union of the artifact maps above their thresholds, or None (no --exclude)."""
     from ..io.mrc import check_finite_volume, open_volume
     from ..probability_maps import as_probability
@@ -197,8 +197,9 @@ def _excluded(paths: list[str], shape: tuple[int, int, int]):
     region = None
     for path in paths:
         artifact, info = open_volume(path)
-        if tuple(info.shape) != tuple(shape):
-            raise TomosegError(f"{path}: {info.shape} voxels, the probability map {shape}; "
+        # shapes only: a --voxel-size given for the picked map may override both headers
+        if tuple(info.shape) != tuple(grid.shape):
+            raise TomosegError(f"{path}: {info.shape} voxels, the probability map {grid.shape}; "
                                "--exclude needs a map of the same tomogram and grid.")
         check_finite_volume(artifact, path)
         above = as_probability(artifact) > map_threshold(None, path, Path(path).stem)
@@ -223,7 +224,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     frame = volume_frame(info, name, args.tilt_series_pixel_size)
     table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
                                   args.feature, args.output or None, args.spacing,
-                                  _excluded(args.exclude, info.shape)), "picking")
+                                  _excluded(args.exclude, info)), "picking")
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
@@ -329,7 +330,8 @@ def _pick_parser(sub) -> None:
                       help="sample points every SPACING A along filaments/membranes instead")
     pick.add_argument("--exclude", action="append", default=[], metavar="MAP",
                       help="an artifact's probability MRC (e.g. carbon); no pick where it is "
-                           "above its stored threshold (else 0.5); repeatable")
+                           "above its stored threshold (else 0.5; --threshold is for the "
+                           "picked map only); same grid as the picked map; repeatable")
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
     copick_options(pick, several_runs=False)
     pick.add_argument("--overwrite", action="store_true",

@@ -33,8 +33,9 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
         mask = as_probability(probability) > settings.threshold
         if exclude is not None:
             if np.shape(exclude) != mask.shape:
-                raise InvalidSettingsError("the excluded region and the probability map must "
-                                           "share a grid.")
+                raise InvalidSettingsError(f"the excluded region is {np.shape(exclude)} voxels, "
+                                           f"the probability map {mask.shape}: they must share "
+                                           "a grid.")
             mask &= ~np.asarray(exclude, bool)
         table = sample_along(mask, spacing, frame.voxel_size)
     else:
