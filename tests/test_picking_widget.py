@@ -133,3 +133,34 @@ def test_picks_are_tagged_and_export_writes_eman2_json(make_napari_viewer, qtbot
     widget.export()
     boxes = json.loads((tmp_path / "picks.json").read_text())["boxes_3d"]
     assert len(boxes) == len(CENTRES)
+
+
+def test_an_artifact_map_chosen_to_exclude_keeps_picks_off_it(make_napari_viewer, qtbot, blobs):
+    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg.errors import TomosegError
+
+    viewer = make_napari_viewer()
+    prob = blobs((64, 96, 96), CENTRES, radius=6).astype(np.float32)
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10))
+    tag(layer, "probability", feature="ribosome")
+    carbon = np.zeros_like(prob)
+    carbon[:, :, 60:] = 0.7  # above its own threshold (0.6), under the last two particles
+    artifact = viewer.add_image(carbon, name="prediction: carbon", scale=(10, 10, 10),
+                                metadata={"threshold": 0.6})
+    tag(artifact, "probability", feature="carbon")
+    widget = PickingWidget(viewer)
+    widget.source.value = layer
+    widget.diameter.value = 120.0
+    widget.exclude.value = layer
+    with pytest.raises(TomosegError, match="being picked"):
+        widget.pick()
+    widget.exclude.value = artifact
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    assert match_picks(widget.points.data, CENTRES[:2], 1.0)["f1"] == 1.0
+    artifact.metadata["threshold"] = 0.8  # now below its threshold: nothing excluded
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: len(widget.points.data) == 4, timeout=5_000)

@@ -26,6 +26,7 @@ from ..errors import InvalidVolumeError, TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
+from ..probability_maps import as_probability
 from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
 from ..picking import PickSettings, suggest_score_cut
@@ -47,6 +48,9 @@ class PickingWidget(Container):
         self.diameter = FloatSpinBox(label="Diameter (A)", value=250.0, min=10.0, max=5000.0, step=10.0)
         self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
         self.split = CheckBox(text="Split touching particles", value=False)
+        self.exclude = ComboBox(label="Exclude", choices=self._sources, nullable=True, value=None,
+                                tooltip="an artifact's map (carbon): no pick where it is above "
+                                        "its threshold")
         self.pick_button = PushButton(text="Pick")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")
@@ -59,7 +63,7 @@ class PickingWidget(Container):
         self.export_button = PushButton(text="Export")
         self.histogram = Histogram()
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.split,
-                     self.pick_button, self.min_score])
+                     self.exclude, self.pick_button, self.min_score])
         self.native.layout().addWidget(self.histogram)
         self.extend([Container(widgets=[self.previous, self.next], layout="horizontal", labels=False),
                      Container(widgets=[self.accept, self.reject], layout="horizontal", labels=False),
@@ -79,8 +83,9 @@ class PickingWidget(Container):
                                               "a": lambda: self.judge(1),
                                               "r": lambda: self.judge(-1)})
         release_on_close(self, self.keys)
-        self.viewer.layers.events.inserted.connect(lambda e: self.source.reset_choices())
-        self.viewer.layers.events.removed.connect(lambda e: self.source.reset_choices())
+        for choice in (self.source, self.exclude):
+            self.viewer.layers.events.inserted.connect(lambda e, c=choice: c.reset_choices())
+            self.viewer.layers.events.removed.connect(lambda e, c=choice: c.reset_choices())
         self.source.changed.connect(self._defaults_from_source)
         self._defaults_from_source()
 
@@ -92,13 +97,25 @@ class PickingWidget(Container):
         feature = tag_of(layer).get("feature")
         if feature:
             self.feature.value = str(feature)
-        stored = layer.metadata.get("threshold")
-        if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
-            from ..io.probability_header import stored_threshold
-
-            stored = stored_threshold(layer.metadata["tomoseg"]["path"])
+        stored = _stored_threshold(layer)
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
+
+    def _excluded_region(self, layer) -> np.ndarray | None:
+        """The chosen artifact map above its own threshold (0.5 without one), or None."""
+        artifact = self.exclude.value
+        if artifact is None:
+            return None
+        if artifact is layer:
+            raise TomosegError("the map to exclude is the map being picked: choose an "
+                               "artifact's map (carbon) or none.")
+        if tuple(artifact.data.shape) != tuple(layer.data.shape):
+            raise TomosegError(f"'{artifact.name}' is {artifact.data.shape} voxels and "
+                               f"'{layer.name}' {layer.data.shape}: exclude a map of the same "
+                               "tomogram.")
+        threshold = _stored_threshold(artifact)
+        return as_probability(np.asarray(artifact.data)) > (0.5 if threshold is None
+                                                            else float(threshold))
 
     def _sources(self, widget=None) -> list[Image]:
         return [l for l in self.viewer.layers if _is_probability(l)]
@@ -123,10 +140,11 @@ class PickingWidget(Container):
                                 split_touching=bool(self.split.value))
         feature = self.feature.value.strip() or "particle"
         frame = self._source_frame(layer)
+        exclude = self._excluded_region(layer)
         self.pick_button.enabled = False
         self.status.value = f"picking {feature}..."
         self.handle = start_job(
-            checked_pick(layer.data, frame, settings, feature),
+            checked_pick(layer.data, frame, settings, feature, exclude),
             on_progress=lambda progress: setattr(self.status, "value", progress.message),
             on_done=lambda table: self.show_picks(table, layer, feature),
             on_error=self._failed,
@@ -243,15 +261,25 @@ def _is_probability(layer) -> bool:
             and (has_role(layer, "probability") or "threshold" in layer.metadata))
 
 
+def _stored_threshold(layer) -> float | None:
+    """A map's calibrated threshold: its metadata, else its MRC header, else None."""
+    stored = layer.metadata.get("threshold")
+    if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
+        from ..io.probability_header import stored_threshold
+
+        stored = stored_threshold(layer.metadata["tomoseg"]["path"])
+    return None if stored is None else float(stored)
+
+
 def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
-                 feature: str) -> Job[pd.DataFrame]:
+                 feature: str, exclude: np.ndarray | None = None) -> Job[pd.DataFrame]:
     """``pick_job`` after refusing values no probability map holds (a tomogram's, say)."""
     yield Progress(0, 1, "checking the map")
     low, high = float(np.min(probability)), float(np.max(probability))
     if low < -1e-3 or high > 255.0:
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
-    return (yield from pick_job(probability, frame, settings, feature))
+    return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
 
 
 def _rgba(colour: str) -> np.ndarray:
