@@ -171,9 +171,8 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     prob = as_probability(probability)
     if prob.ndim != 3:
         raise InvalidSettingsError("picking needs a 3D probability map.")
-    if exclude is not None and np.shape(exclude) != prob.shape:
-        raise InvalidSettingsError(f"the excluded region is {np.shape(exclude)} voxels, the "
-                                   f"probability map {prob.shape}: they must share a grid.")
+    if exclude is not None:
+        check_same_grid(exclude, prob.shape)
     v = settings.in_voxels(voxel_size)
     find = _peak_candidates if settings.method == "peaks" else _component_candidates
     centres, scores, sizes = find(prob, settings, v)
@@ -192,6 +191,22 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     table["size"] = sizes[accepted].astype(int)
     table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
     return table
+
+
+def check_same_grid(exclude: np.ndarray, shape: tuple[int, ...], name: str = "the excluded "
+                    "region") -> None:
+    """Refuse an excluded region (an artifact's map) on another grid than the picked map."""
+    if tuple(np.shape(exclude)) != tuple(shape):
+        raise InvalidSettingsError(f"{name} is {tuple(np.shape(exclude))} voxels, the probability "
+                                   f"map {tuple(shape)}: they must share a grid (exclude a map "
+                                   "of the same tomogram).")
+
+
+def artifact_region(artifact: np.ndarray, threshold: float | None, shape: tuple[int, ...],
+                    name: str = "the artifact map") -> np.ndarray:
+    """Where an artifact's map (carbon) is above its threshold (0.5 without one): no picks."""
+    check_same_grid(artifact, shape, name)
+    return as_probability(np.asarray(artifact)) > (0.5 if threshold is None else float(threshold))
 
 
 def suggest_score_cut(scores: np.ndarray) -> float | None:

@@ -26,10 +26,9 @@ from ..errors import InvalidVolumeError, TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
-from ..probability_maps import as_probability
 from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
-from ..picking import PickSettings, suggest_score_cut
+from ..picking import PickSettings, artifact_region, suggest_score_cut
 from .histogram import Histogram
 from .layer_tags import find, has_role, tag, tag_of
 from .keys import KeyBindings, release_on_close
@@ -109,13 +108,8 @@ class PickingWidget(Container):
         if artifact is layer:
             raise TomosegError("the map to exclude is the map being picked: choose an "
                                "artifact's map (carbon) or none.")
-        if tuple(artifact.data.shape) != tuple(layer.data.shape):
-            raise TomosegError(f"'{artifact.name}' is {artifact.data.shape} voxels and "
-                               f"'{layer.name}' {layer.data.shape}: exclude a map of the same "
-                               "tomogram.")
-        threshold = _stored_threshold(artifact)
-        return as_probability(np.asarray(artifact.data)) > (0.5 if threshold is None
-                                                            else float(threshold))
+        return artifact_region(artifact.data, _stored_threshold(artifact), layer.data.shape,
+                               name=f"'{artifact.name}'")
 
     def _sources(self, widget=None) -> list[Image]:
         return [l for l in self.viewer.layers if _is_probability(l)]

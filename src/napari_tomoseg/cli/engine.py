@@ -192,17 +192,15 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
 def _excluded(paths: list[str], grid):
     """The union of the artifact maps above their thresholds, or None (no --exclude)."""
     from ..io.mrc import check_finite_volume, open_volume
-    from ..probability_maps import as_probability
+    from ..picking import artifact_region
 
     region = None
     for path in paths:
-        artifact, info = open_volume(path)
-        # shapes only: a --voxel-size given for the picked map may override both headers
-        if tuple(info.shape) != tuple(grid.shape):
-            raise TomosegError(f"{path}: {info.shape} voxels, the probability map {grid.shape}; "
-                               "--exclude needs a map of the same tomogram and grid.")
+        artifact, _ = open_volume(path)
         check_finite_volume(artifact, path)
-        above = as_probability(artifact) > map_threshold(None, path, Path(path).stem)
+        # shapes only: a --voxel-size given for the picked map may override both headers
+        above = artifact_region(artifact, map_threshold(None, path, Path(path).stem),
+                                grid.shape, name=str(path))
         region = above if region is None else region | above
     return region
 

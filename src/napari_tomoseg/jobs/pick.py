@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidSettingsError
 from ..io.mrc import check_finite_volume
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
-from ..picking import PickSettings, pick_particles, sample_along
+from ..picking import PickSettings, check_same_grid, pick_particles, sample_along
 from ..probability_maps import as_probability
 from .progress import Job, Progress
 
@@ -32,10 +31,7 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
     if spacing is not None:
         mask = as_probability(probability) > settings.threshold
         if exclude is not None:
-            if np.shape(exclude) != mask.shape:
-                raise InvalidSettingsError(f"the excluded region is {np.shape(exclude)} voxels, "
-                                           f"the probability map {mask.shape}: they must share "
-                                           "a grid.")
+            check_same_grid(exclude, mask.shape)
             mask &= ~np.asarray(exclude, bool)
         table = sample_along(mask, spacing, frame.voxel_size)
     else:

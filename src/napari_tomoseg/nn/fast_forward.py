@@ -178,7 +178,6 @@ def inference_network(network: nn.Module, device: torch.device,
     if isinstance(stem, nn.Module) and any(isinstance(m, nn.Conv3d) for m in stem.modules()):
         # a z-valid 3D stem (UNet25D); the halo is traced on `network`, never on the wrapper
         fast.stem = SlidingStem(fast.stem)
-        fast.slides_slabs = True  # inference.predict_planes then passes several slices at once
     if device.type == "cpu":  # FFT and layout choices measured on CPU only
         swapped = _swap_fft_convs(fast)
         # folded 3x3 convolutions run ~1.7x faster channels_last in oneDNN
@@ -289,6 +288,11 @@ def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
         return [(0, size, 0, size)]
     return [(a, min(a + tile, size), max(a - halo, 0), min(a + tile + halo, size))
             for a in range(0, size, tile)]
+
+
+def slides_slabs(network: nn.Module) -> bool:
+    """True for a frozen network whose 3D stem runs over slabs (several slices per call pay)."""
+    return isinstance(getattr(network, "stem", None), SlidingStem)
 
 
 def tiled_forward(network: nn.Module, x: torch.Tensor, tile: int, halo: int,

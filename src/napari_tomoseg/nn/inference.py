@@ -30,7 +30,7 @@ from ..preprocess import Preprocessor, SharedSlices, unbin_slices
 from .devices import pick_device
 from ..io.probability_header import threshold_label
 from .model_file import TrainedModel
-from .fast_forward import inference_network, receptive_halo, tiled_forward
+from .fast_forward import inference_network, receptive_halo, slides_slabs, tiled_forward
 from .models import check_rotations, size_multiple
 
 
@@ -71,7 +71,7 @@ def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> tor
     channels_last = x.device.type == "cpu" and getattr(network, "channels_last_on_cpu", False)
     # a sliding 3D stem gains only from several consecutive slices per call: as many as fit
     # in one requested tile's pixels (membranes' U-Net, 256 px slices: 4 at once, 1.5x faster)
-    pixels = requested ** 2 if requested and getattr(network, "slides_slabs", False) else 0
+    pixels = requested ** 2 if requested and slides_slabs(network) else 0
     return tiled_forward(network, x, tile, halo, channels_last, min_pixels=pixels)
 
 
