@@ -97,6 +97,18 @@ def test_calibration_finds_the_known_threshold():
     assert score.dice > 0.95
 
 
+def test_threshold_is_the_lowest_near_the_held_out_best():
+    """Held-out Dice rises towards high thresholds beside trained pixels; the tomogram's best
+    lies lower, so the lowest threshold within TOLERANCE of the best is stored."""
+    from napari_tomoseg.nn.validation import THRESHOLDS, TOLERANCE, choose_threshold
+
+    scores = np.clip(0.4 + THRESHOLDS / 2, 0, 0.8)  # 0.8 from 0.8 on, 0.05 Dice per 0.1
+    chosen = choose_threshold(scores)
+    assert scores.max() - scores[list(THRESHOLDS).index(chosen)] <= TOLERANCE + 1e-9
+    assert chosen < 0.8 and abs(chosen - (0.8 - 2 * TOLERANCE)) < 1e-6
+    assert choose_threshold(np.full(len(THRESHOLDS), 0.3)) == THRESHOLDS[0]
+
+
 def test_early_stopping_keeps_the_best_weights():
     net = torch.nn.Linear(1, 1)
     stopper = EarlyStopping(patience=2)

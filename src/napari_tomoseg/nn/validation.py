@@ -19,7 +19,15 @@ from .inference import predict_planes
 from .tiles import TileBank
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
-TOLERANCE = 0.02  # Dice a lower threshold may give up on held-out pixels
+# Dice a lower threshold may give up on held-out pixels. Held-out quadrants lie beside trained
+# pixels, where the network is surer than elsewhere, and hold 2-6x fewer feature pixels per
+# background pixel than a tomogram (50 negative boxes to 5 positive), so their best threshold
+# lies above the tomogram's. On the realistic benchmark (3 features x 5/10 boxes x 2 seeds,
+# 24 model/tomogram pairs) 0.02 put the stored threshold within 0.1 of the tomogram's best in
+# 11 of 24 and lost 0.029 Dice on average; 0.05 did so in 18 of 24 and lost 0.011 (0.04: 19,
+# 0.014; 0.1: 12, 0.021). Estimating the tomogram's prevalence from sampled slices
+# (adjusted classify-and-count) did worse on membranes (10 of 24, 0.049).
+TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,12 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     if not truth.any():
         return HeldOutScore(float(loss), float("nan"), 0.5)
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
-    # the lowest threshold within TOLERANCE of the best: held-out quadrants lie beside trained
-    # pixels, where the network is surer than elsewhere, and Dice is flat near its top
-    chosen = int(np.flatnonzero(scores >= scores.max() - TOLERANCE)[0])
-    return HeldOutScore(float(loss), float(scores.max()), float(THRESHOLDS[chosen]))
+    return HeldOutScore(float(loss), float(scores.max()), choose_threshold(scores))
+
+
+def choose_threshold(scores: np.ndarray) -> float:
+    """The lowest of THRESHOLDS whose held-out Dice is within TOLERANCE of the best (see there)."""
+    return float(THRESHOLDS[int(np.flatnonzero(scores >= np.max(scores) - TOLERANCE)[0])])
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
