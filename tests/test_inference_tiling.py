@@ -105,6 +105,18 @@ def test_fast_path_probability_equals_the_eager_whole_slice(architecture):
     assert float(np.abs(tiled - reference).max()) < 1e-4
 
 
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_small_planes_sent_together_equal_one_at_a_time(architecture):
+    """Held-out tiles (48 px) go many per forward call; each must come out as if alone."""
+    network = _network(architecture)
+    rng = np.random.default_rng(3)
+    planes = rng.uniform(-1, 1, (12, 2 * network.context + 1, 48, 48)).astype(np.float32)
+    together = predict_planes(network, planes, CPU)
+    alone = np.concatenate([predict_planes(network, planes[i:i + 1], CPU) for i in range(12)])
+    assert together.shape == (12, 48, 48)
+    assert float(np.abs(together - alone).max()) < 1e-5
+
+
 def test_folded_batchnorm_gives_the_same_output_and_leaves_the_original():
     network = _network("unet")
     folded = fold_batchnorm(network)

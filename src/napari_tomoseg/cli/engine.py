@@ -50,6 +50,7 @@ def _training_inputs(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..jobs.train import train_feature
+    from ..nn.validation import describe_held_out
 
     volume, voxel, boxes, start_from, settings, preprocess = _training_inputs(args)
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
@@ -57,8 +58,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                         start_from=start_from, output=output, overwrite=args.overwrite)
     model = run_with_bar(job, f"training {args.feature}")
     held = model.info.get("held_out")
-    quality = (f"held-out Dice {held['dice'] or 0:.3f} at threshold {model.threshold:.2f} "
-               f"(best step {held['step']})" if held else f"final loss {model.history[-1][1]:.4f}")
+    described = describe_held_out(held, model.threshold, digits=3)
+    quality = (f"{described}, best step {held['step']}" if described
+               else f"final loss {model.history[-1][1]:.4f}")
     print(f"{output}: '{args.feature}' {model.architecture} network, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
           f"{len(model.history)} steps, {quality}")

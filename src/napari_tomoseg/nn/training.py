@@ -163,8 +163,13 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     model.threshold = final.threshold
     model.info["held_out"] = {"step": first_step + stopper.best_step,
                               "loss": round(final.loss, 5),
-                              "dice": round(final.dice, 4) if np.isfinite(final.dice) else None,
+                              "dice": _rounded(final.dice),
+                              "dice_at_threshold": _rounded(final.dice_at_threshold),
                               "threshold": final.threshold}
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return round(value, digits) if np.isfinite(value) else None
 
 
 def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:

@@ -2,9 +2,10 @@
 
 One quadrant of every box is left out of the loss (``TileBank(holdout=...)``).
 Scoring the network on those labelled pixels gives an honest loss for early
-stopping and the threshold that maximises Dice there, which is stored with
-the model, so "above threshold" means "feature" on data the network did not
-train on (a 5-box network's best threshold was 0.97 when 0.5 was assumed).
+stopping and a threshold chosen by Dice there (the lowest within TOLERANCE of
+the best), which is stored with the model, so "above threshold" means
+"feature" on data the network did not train on (a 5-box network's best
+threshold was 0.97 when 0.5 was assumed).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class HeldOutScore:
     loss: float  # class-balanced cross-entropy on held-out pixels (lower is better)
     dice: float  # best Dice over THRESHOLDS
     threshold: float  # the lowest within TOLERANCE of it (0.5 when no held-out pixel is a feature)
+    dice_at_threshold: float = float("nan")  # what the stored threshold gives there
 
 
 def score_held_out(network: torch.nn.Module, bank: TileBank,
@@ -59,7 +61,9 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     if not truth.any():
         return HeldOutScore(float(loss), float("nan"), 0.5)
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
-    return HeldOutScore(float(loss), float(scores.max()), choose_threshold(scores))
+    threshold = choose_threshold(scores)
+    return HeldOutScore(float(loss), float(scores.max()), threshold,
+                        float(scores[np.flatnonzero(THRESHOLDS == threshold)[0]]))
 
 
 def choose_threshold(scores: np.ndarray) -> float:
@@ -95,3 +99,18 @@ class EarlyStopping:
     def restore(self, network: torch.nn.Module) -> None:
         if self.best_state is not None:
             network.load_state_dict(self.best_state)
+
+
+def describe_held_out(info: dict | None, threshold: float, digits: int = 2) -> str | None:
+    """'held-out Dice D at threshold T (best B)' for a model's ``info['held_out']``, or None.
+
+    The stored threshold lies up to TOLERANCE below the held-out best, so the Dice it gives
+    is said first; model files from before it was recorded give the best alone.
+    """
+    if not info or info.get("dice") is None:
+        return None
+    at = info.get("dice_at_threshold")
+    if at is None:
+        return f"best held-out Dice {info['dice']:.{digits}f}; threshold {threshold:.2f}"
+    return (f"held-out Dice {at:.{digits}f} at threshold {threshold:.2f} "
+            f"(best {info['dice']:.{digits}f})")

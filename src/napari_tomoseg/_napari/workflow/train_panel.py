@@ -17,6 +17,7 @@ from ...errors import InvalidSettingsError, TomosegError
 from ...nn.model_file import TrainedModel, load_model, save_model
 from ...nn.models import STEM_CHOICES, stem_parameters
 from ...nn.training import TrainingSettings
+from ...nn.validation import describe_held_out
 from ..loss_plot import LossPlot
 from ..notify import guarded
 from ..voxel_size import voxel_size_of
@@ -182,15 +183,11 @@ def model_summary(model: TrainedModel | None) -> str:
         return "untrained"
     stem = ", 3D stem" if getattr(model.network, "stem", None) is not None else ""
     text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
-    held = model.info.get("held_out") or {}
-    if held.get("dice") is not None:
-        text += f", held-out Dice {held['dice']:.2f} at threshold {model.threshold:.2f}"
-    return text
+    described = describe_held_out(model.info.get("held_out"), model.threshold)
+    return text + (f", {described}" if described else "")
 
 
 def _quality(model) -> str:
     held = model.info.get("held_out")
-    if not held:
-        return ""
-    return (f"; held-out Dice {held['dice'] or 0:.2f} at threshold {model.threshold:.2f}, "
-            f"best step {held['step']}")
+    described = describe_held_out(held, model.threshold)
+    return f"; {described}, best step {held['step']}" if described else ""
