@@ -106,6 +106,9 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
                    tile: int | None = DEFAULT_TILE, rotations: int | None = None) -> np.ndarray:
     """Probabilities (n, y, x) for (n, channels, y, x) preprocessed planes.
 
+    ``network`` must be in eval mode: small planes go several per call, and BatchNorm in
+    training mode would pool its statistics over them.
+
     ``scale`` resamples the planes first (model voxel size / tomogram voxel
     size) and the result back, for a model trained at another voxel size.
     ``tile`` (pixels; None: whole slices) bounds the activations. ``rotations``:
