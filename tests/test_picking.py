@@ -143,3 +143,32 @@ def test_an_artifact_map_keeps_picks_off_it_in_the_core_and_the_cli(tmp_path, bl
     assert main(["pick", str(path), str(tmp_path / "q.star"), "--diameter", "200",
                  "--exclude", str(other)]) == 2
     assert not (tmp_path / "q.star").exists()
+
+
+def test_max_blob_drops_picks_along_a_carbon_edge_and_says_what_else_it_drops(tmp_path, blobs):
+    """A long wall above threshold (a carbon edge) yields a row of false peaks in one blob of
+    many particle volumes; --max-blob 3 drops them and keeps lone particles, and (the reason
+    it is off by default) also a cluster of touching particles bigger than 3 volumes."""
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.particles import TomogramFrame, read_star
+
+    lone = np.array([[20.0, 20.0, 20.0], [44.0, 75.0, 30.0], [30.0, 80.0, 75.0]])
+    cluster = np.array([[32.0, 20.0, 14.0 + 6.0 * i] for i in range(10)])  # touching, a row
+    prob = blobs((64, 96, 96), np.concatenate([lone, cluster]), radius=5)
+    prob[:, 44:50, :] = np.maximum(prob[:, 44:50, :], 0.9)  # the edge, across the volume
+    settings = PickSettings(diameter=100.0, threshold=0.5)
+    every = pick_particles(prob, 10.0, settings)
+    on_edge = (every["y"] > 40) & (every["y"] < 54)
+    assert on_edge.sum() >= 5  # the false row
+    capped = pick_particles(prob, 10.0, PickSettings(diameter=100.0, threshold=0.5, max_blob=3))
+    assert match_picks(capped[["z", "y", "x"]].to_numpy(), lone, 2.0)["f1"] == 1.0
+    assert match_picks(every[["z", "y", "x"]].to_numpy(), cluster, 2.0)["recall"] == 1.0
+    assert match_picks(capped[["z", "y", "x"]].to_numpy(), cluster, 2.0)["recall"] == 0.0
+    with pytest.raises(InvalidSettingsError, match="not both"):
+        PickSettings(max_size=100, max_blob=3)
+    path = write_volume(tmp_path / "prob.mrc", prob.astype(np.float16), 10.0, (0.0, 0.0, 0.0))
+    assert main(["pick", str(path), str(tmp_path / "p.star"), "--diameter", "100",
+                 "--threshold", "0.5", "--max-blob", "3"]) == 0
+    back = read_star(tmp_path / "p.star", TomogramFrame("prob", prob.shape, 10.0, (0, 0, 0)))
+    assert match_picks(back[["z", "y", "x"]].to_numpy(), lone, 2.0)["f1"] == 1.0

@@ -188,7 +188,7 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
     return PickSettings(diameter=args.diameter, threshold=threshold,
                         min_distance=args.min_distance, edge=args.edge,
                         split_touching=args.split, max_picks=args.max_picks,
-                        method=args.method, min_size=args.min_size)
+                        method=args.method, min_size=args.min_size, max_blob=args.max_blob)
 
 
 def _excluded(paths: list[str], grid):
@@ -323,6 +323,10 @@ def _pick_parser(sub) -> None:
     pick.add_argument("--min-size", type=POSITIVE_INT,
                       help="voxels above threshold a particle needs (default: 20%% of a sphere "
                            "of --diameter)")
+    pick.add_argument("--max-blob", type=POSITIVE, metavar="N",
+                      help="drop picks in a blob above threshold larger than N particle "
+                           "volumes, e.g. 3 for a carbon edge (default: keep; polysomes and "
+                           "touching clusters form large blobs too)")
     pick.add_argument("--split", action="store_true",
                       help="components only: split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)
