@@ -50,6 +50,11 @@ class PickingWidget(Container):
         self.exclude = ComboBox(label="Exclude", choices=self._sources, nullable=True, value=None,
                                 tooltip="an artifact's map (carbon): no pick where it is above "
                                         "its threshold")
+        self.max_blob = FloatSpinBox(label="Max blob", value=0.0, min=0.0, max=1000.0, step=0.5,
+                                     tooltip="drop picks in a blob above the threshold larger "
+                                             "than this many particle volumes (3: a carbon "
+                                             "edge; touching particles form blobs too); 0 keeps "
+                                             "all")
         self.pick_button = PushButton(text="Pick")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")
@@ -62,7 +67,7 @@ class PickingWidget(Container):
         self.export_button = PushButton(text="Export")
         self.histogram = Histogram()
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.split,
-                     self.exclude, self.pick_button, self.min_score])
+                     self.exclude, self.max_blob, self.pick_button, self.min_score])
         self.native.layout().addWidget(self.histogram)
         self.extend([Container(widgets=[self.previous, self.next], layout="horizontal", labels=False),
                      Container(widgets=[self.accept, self.reject], layout="horizontal", labels=False),
@@ -131,7 +136,8 @@ class PickingWidget(Container):
                                "Segment computed or a probability MRC, not from a tomogram.")
         settings = PickSettings(diameter=float(self.diameter.value),
                                 threshold=float(self.threshold.value),
-                                split_touching=bool(self.split.value))
+                                split_touching=bool(self.split.value),
+                                max_blob=float(self.max_blob.value) or None)
         feature = self.feature.value.strip() or "particle"
         frame = self._source_frame(layer)
         exclude = self._excluded_region(layer)
