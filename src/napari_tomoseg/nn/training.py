@@ -23,7 +23,7 @@ from ..annotations import Box, check_boxes
 from ..errors import InvalidSettingsError, NonFiniteError
 from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessing,
                           unbin_slices)
-from .devices import channels_last_weights, contiguous_weights, pick_device
+from .devices import pick_device
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
 from .models import build_model, default_parameters
@@ -153,7 +153,6 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     is chosen on the prediction segmentation makes (averaged rotations), once.
     """
     model.network.eval()
-    contiguous_weights(model.network)
     if stopper is None or stopper.best is None or model.info.get("held_out"):
         return
     stopper.restore(model.network)
@@ -167,16 +166,6 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
                               "dice": _rounded(final.dice),
                               "dice_at_threshold": _rounded(final.dice_at_threshold),
                               "threshold": final.threshold}
-
-
-def _place(network: torch.nn.Module, preferred: str) -> torch.device:
-    """Move ``network`` to the chosen device; on a CPU with oneDNN's faster weight layout
-    (``_finish`` restores the default one, so a model segments as its saved file does)."""
-    device = pick_device(preferred)
-    network.to(device)
-    if device.type == "cpu":
-        channels_last_weights(network)
-    return device
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:
@@ -228,7 +217,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                                            architecture=settings.architecture)
     network, architecture, parameters, preprocess, history = _network_for(
         settings, start_from, preprocess, feature)
-    device = _place(network, settings.device)
+    device = pick_device(settings.device)
+    network.to(device)
     pre = preprocessor or Preprocessor(volume, preprocess)
     context = getattr(network, "context", 0)
     bank = TileBank(pre, boxes, context, holdout=0.25 if settings.hold_out else 0.0,
