@@ -30,7 +30,6 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
-from napari_tomoseg.metrics import dice  # noqa: E402
 
 TILT_MAX_DEGREES = 60.0
 SHEETS = ("membrane",)  # thin labels: every voxel has a normal; others are scored on their shell
@@ -62,18 +61,10 @@ def imaged(label: np.ndarray, sheet: bool) -> tuple[np.ndarray, np.ndarray]:
     return seen, surface
 
 
-THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
-
-
-def best_dice(prob: np.ndarray, truth: np.ndarray, where=None) -> tuple[float, float]:
-    """(best Dice over THRESHOLDS, its threshold)."""
-    scores = [dice(prob > t, truth, where) for t in THRESHOLDS]
-    return max(scores), float(THRESHOLDS[int(np.argmax(scores))])
-
-
 def map_row(name: str, prob: np.ndarray, truth: np.ndarray, seen: np.ndarray) -> str:
-    whole, threshold = best_dice(prob, truth)
-    imaged_part, _ = best_dice(prob, seen, ~(truth & ~seen))
+    scores = rs.dice_scores(prob, truth)
+    whole, threshold = scores["best"], scores["best_threshold"]
+    imaged_part = rs.dice_scores(prob, seen, ~(truth & ~seen))["best"]
     found = prob > threshold
     unseen = truth & ~seen
     return (f"| {name} | {whole:.3f} | {imaged_part:.3f} | {threshold:.2f} | "

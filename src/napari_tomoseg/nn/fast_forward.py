@@ -302,7 +302,8 @@ def tiled_forward(network: nn.Module, x: torch.Tensor, tile: int, halo: int,
     ``x`` is already padded to ``size_multiple``; ``tile`` and ``halo`` are
     multiples of it, so every window starts on the pooling grid and sees
     the same zero padding as the whole slice where it meets the slice edge.
-    Slices go one at a time unless ``min_pixels`` holds several (a sliding stem).
+    Planes go several per call when ``min_pixels`` (or one window) holds several: small
+    planes always (``inference.SMALL_PLANE_PIXELS``), a sliding stem's slices by its tile.
     """
     n, _, height, width = x.shape
     stride = getattr(network, "output_stride", 1)

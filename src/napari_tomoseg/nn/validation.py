@@ -61,14 +61,18 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     if not truth.any():
         return HeldOutScore(float(loss), float("nan"), 0.5)
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
-    threshold = choose_threshold(scores)
-    return HeldOutScore(float(loss), float(scores.max()), threshold,
-                        float(scores[np.flatnonzero(THRESHOLDS == threshold)[0]]))
+    chosen = _chosen_index(scores)
+    return HeldOutScore(float(loss), float(scores.max()), float(THRESHOLDS[chosen]),
+                        float(scores[chosen]))
 
 
 def choose_threshold(scores: np.ndarray) -> float:
     """The lowest of THRESHOLDS whose held-out Dice is within TOLERANCE of the best (see there)."""
-    return float(THRESHOLDS[int(np.flatnonzero(scores >= np.max(scores) - TOLERANCE)[0])])
+    return float(THRESHOLDS[_chosen_index(scores)])
+
+
+def _chosen_index(scores: np.ndarray) -> int:
+    return int(np.flatnonzero(scores >= np.max(scores) - TOLERANCE)[0])
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
