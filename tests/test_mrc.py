@@ -57,7 +57,17 @@ def test_labels_of_any_integer_type_are_stored_compactly(tmp_path):
     assert loaded[1, 2, 3] == 3 and loaded.sum() == 3
 
 
-def test_old_imod_unsigned_bytes_are_read_unsigned(tmp_path):
+def _gzipped(path):
+    """The same file as .mrc.gz (which is read whole, not memory-mapped)."""
+    import gzip
+
+    packed = path.with_name(path.name + ".gz")
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    return packed
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_old_imod_unsigned_bytes_are_read_unsigned(tmp_path, compressed):
     data = np.array([[[0, 100, 200, 255]]], dtype=np.uint8)
     path = tmp_path / "imod.mrc"
     with mrcfile.new(path) as mrc:
@@ -66,18 +76,22 @@ def test_old_imod_unsigned_bytes_are_read_unsigned(tmp_path):
     raw[152:156] = np.int32(1146047817).tobytes()  # IMOD stamp, flags 0: unsigned bytes
     raw[156:160] = np.int32(0).tobytes()
     path.write_bytes(bytes(raw))
-    loaded, _ = open_volume(path)
+    loaded, _ = open_volume(_gzipped(path) if compressed else path)
     assert loaded.dtype == np.uint8
     np.testing.assert_array_equal(loaded, data)
 
 
-def test_swapped_axis_mapping_is_transposed_to_zyx(tmp_path):
+# (mapc, mapr, maps) -> how the (z, y, x) volume is stored: sections, rows, columns are the
+# axes maps, mapr, mapc (MRC2014); (2, 3, 1) is a cycle, so an inverted permutation fails it
+@pytest.mark.parametrize("mapping, stored_as", [((3, 2, 1), (2, 1, 0)), ((2, 3, 1), (2, 0, 1))])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_swapped_axis_mapping_is_transposed_to_zyx(tmp_path, mapping, stored_as, compressed):
     data = _volume(shape=(3, 4, 5))
     path = tmp_path / "swapped.mrc"
     with mrcfile.new(path) as mrc:
-        mrc.set_data(np.ascontiguousarray(data.transpose(2, 1, 0)))  # stored as (x, y, z)
-        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = 3, 2, 1
-    loaded, info = open_volume(path)
+        mrc.set_data(np.ascontiguousarray(data.transpose(stored_as)))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = mapping
+    loaded, info = open_volume(_gzipped(path) if compressed else path)
     assert info.shape == (3, 4, 5)
     np.testing.assert_array_equal(loaded, data)
 

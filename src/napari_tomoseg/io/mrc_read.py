@@ -57,14 +57,18 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
             with mrcfile.open(path, mode="r", permissive=False) as mrc:
                 data = np.asarray(mrc.data)
                 voxel = mrc.voxel_size
-                origin = mrc.header.origin
-                sign = imod_origin_sign(mrc.header)
-                mode = int(mrc.header.mode)
+                header = mrc.header.copy()
     except (ValueError, OSError, EOFError) as exc:
         raise InvalidVolumeError(
             f"{path.name} is not a readable compressed MRC file ({exc}).") from exc
-    if mode in COMPLEX_MODES or data.ndim != 3:
+    if int(header.mode) in COMPLEX_MODES or data.ndim != 3:
         raise InvalidVolumeError(f"{path.name} must hold one real-valued 3D volume.")
+    # the same header rules as a plain file: IMOD's unsigned bytes, the axis mapping
+    data = data.view(stored_dtype(header, path))
+    order = axis_order(header, path)
+    if order is not None:
+        data = data.transpose(order)
+    origin, sign = header.origin, imod_origin_sign(header)
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
     in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
     info = VolumeInfo(shape=tuple(data.shape), voxel_size=(vz, vy, vx) if in_header else (1.0,) * 3,
