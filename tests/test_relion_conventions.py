@@ -47,6 +47,16 @@ def relion_tomogram_pixel(centred_xyz_angst, origin_xyz_angst, subtomo_angles,
             - a_sub @ np.asarray(origin_xyz_angst) / tilt_series_pixel_size)
 
 
+def relion4_tomogram_pixel(coordinate_xyz, origin_xyz_angst, subtomo_angles,
+                           tilt_series_pixel_size) -> np.ndarray:
+    """The same for a file without centred columns: ``getParticleCoordDecenteredPixel``'s
+    "backwards compatibility with relion-4" branch takes ``rlnCoordinateX/Y/Z`` as they are,
+    as decentred pixels of the unbinned tilt series; ``getPosition`` subtracts the origin."""
+    a_sub = relion_euler_matrix(*subtomo_angles)
+    return (np.asarray(coordinate_xyz, dtype=float)
+            - a_sub @ np.asarray(origin_xyz_angst) / tilt_series_pixel_size)
+
+
 def first_data_block(path) -> str:
     """The block RELION's ``MetaDataTable::read(filename)`` with no name reads: the first one
     (what relion_tomo_import_coordinates does, src/jaz/tomography/apps/import_coordinates.cpp)."""
@@ -173,6 +183,47 @@ def test_bin4_pick_lands_on_the_unbinned_tilt_series_pixel(tmp_path):
         # binned voxel i spans unbinned pixels 4i .. 4i + 4 from the same corner
         np.testing.assert_allclose(relion, 4 * pick[::-1], atol=1e-3)
     assert set(blocks["particles"]["rlnTomoName"]) == {"TS_01"}
+
+
+def test_pixel_columns_are_unbinned_tilt_series_pixels_as_relion4_reads_them(tmp_path):
+    frame = TomogramFrame("TS_01", (60, 200, 180), 28.0, tilt_series_pixel_size=7.0)
+    picks = np.array([[12.0, 33.0, 150.0], [30.0, 100.0, 90.0]])
+    table = particle_table(picks)
+    table["origin_x"], table["origin_y"], table["origin_z"] = [14.0, -7.0], [3.5, 0.0], [0.0, 21.0]
+    for column, values in {"subtomo_rot": [10.0, 0.0], "subtomo_tilt": [80.0, 35.0],
+                           "subtomo_psi": [-30.0, 120.0]}.items():
+        table[column] = values
+    for column in ("rot", "tilt", "psi"):
+        table[column] = [5.0, 40.0]
+    blocks = starfile.read(write_star(tmp_path / "TS_01.star", table, frame), always_dict=True)
+    for (_, row), pick in zip(blocks["particles"].iterrows(), picks):
+        relion = relion4_tomogram_pixel(
+            [row[f"rlnCoordinate{a}"] for a in "XYZ"],
+            [row[f"rlnOrigin{a}Angst"] for a in "XYZ"],
+            [row[f"rlnTomoSubtomogram{a}"] for a in ("Rot", "Tilt", "Psi")], 7.0)
+        np.testing.assert_allclose(relion, 4 * pick[::-1], atol=1e-3)
+
+
+def test_relion4_pixel_columns_are_read_onto_a_binned_tomogram(tmp_path):
+    star = tmp_path / "relion4.star"
+    starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1],
+                                            "rlnTomoTiltSeriesPixelSize": [1.35]}),
+                    "particles": pd.DataFrame({
+                        "rlnTomoName": ["TS_01", "TS_01"], "rlnCoordinateX": [400.0, 200.0],
+                        "rlnCoordinateY": [480.0, 600.0], "rlnCoordinateZ": [100.0, 80.0],
+                        "rlnOriginXAngst": [0.0, 13.5], "rlnOriginYAngst": [0.0, 0.0],
+                        "rlnOriginZAngst": [0.0, 0.0], "rlnOpticsGroup": [1, 1]})}, star)
+    frame = TomogramFrame("TS_01", (125, 720, 511), 10.8)  # bin 8
+    table = read_star(star, frame)
+    for (_, row), xyz in zip(table.iterrows(), [[400, 480, 100], [200, 600, 80]]):
+        unbinned = relion4_tomogram_pixel(xyz, [13.5 if xyz[0] == 200 else 0.0, 0, 0],
+                                          (0, 0, 0), 1.35)
+        np.testing.assert_allclose([row.x, row.y, row.z], unbinned * 1.35 / 10.8, atol=1e-6)
+    binned = TomogramFrame("TS_01", (125, 720, 511), 10.8, tilt_series_pixel_size=1.35)
+    starfile.write({"particles": pd.DataFrame({"rlnCoordinateX": [40.0], "rlnCoordinateY": [48.0],
+                                               "rlnCoordinateZ": [10.0]})}, star, overwrite=True)
+    with pytest.warns(CoordinateWarning, match="8x too far"):
+        assert read_star(star, binned)[["x", "y", "z"]].to_numpy().tolist() == [[40, 48, 10]]
 
 
 def test_unknown_pixel_size_is_never_guessed(tmp_path):

@@ -78,8 +78,9 @@ def _particle_block(table: pd.DataFrame, frame: TomogramFrame) -> pd.DataFrame:
     out = pd.DataFrame({"rlnTomoName": [frame.name] * len(table)})
     for i, label in enumerate(CENTRED):
         out[label] = centred_xyz[:, i]
-    for i, label in enumerate(PIXELS):  # pixels of the tomogram picked on (our own tools)
-        out[label] = zyx[:, 2 - i]
+    pixels_xyz = _decentred_pixels(centred_xyz, frame)
+    for i, label in enumerate(PIXELS):
+        out[label] = pixels_xyz[:, i]
     for column, label in ORIGIN.items():
         if column in table:
             out[label] = table[column].to_numpy(dtype=float)
@@ -98,6 +99,19 @@ def _particle_block(table: pd.DataFrame, frame: TomogramFrame) -> pd.DataFrame:
         if column in table:
             out[label] = table[column].to_numpy()
     return out
+
+
+def _decentred_pixels(centred_xyz: np.ndarray, frame: TomogramFrame) -> np.ndarray:
+    """``rlnCoordinateX/Y/Z`` for RELION's coordinates (origin shift included).
+
+    RELION reads them, when a file has no centred columns, as decentred pixels
+    of the unbinned tilt series (``getParticleCoordDecenteredPixel``): so they
+    are written in those pixels when the tilt-series pixel size is known, and in
+    this tomogram's pixels otherwise (the warning about the unknown size says so).
+    """
+    size = frame.tilt_series_pixel_size or frame.voxel_size
+    centre_xyz = np.asarray(frame.shape[::-1], dtype=float) * frame.voxel_size / (2.0 * size)
+    return centred_xyz / size + centre_xyz
 
 
 def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
@@ -131,8 +145,10 @@ def optics_block(tilt_series_pixel_size: float) -> pd.DataFrame:
 def warn_unknown_pixel_size(what: str) -> None:
     warnings.warn(
         f"{what}: the tilt-series pixel size is unknown, so no rlnTomoTiltSeriesPixelSize "
-        "was written (RELION takes it from its tomogram set); give it with "
-        "--tilt-series-pixel-size to write it.", CoordinateWarning, stacklevel=3)
+        "was written (RELION takes it from its tomogram set) and rlnCoordinateX/Y/Z are in "
+        "this tomogram's pixels, which RELION 4 style readers take for unbinned tilt-series "
+        "pixels; give it with --tilt-series-pixel-size to write both right.",
+        CoordinateWarning, stacklevel=3)
 
 
 def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -208,21 +224,42 @@ def _positions(particles: pd.DataFrame, frame: TomogramFrame | None, pixel_size:
         centred_xyz = particles[CENTRED].to_numpy(dtype=float) - shift_xyz
         return frame.centered_angstrom_to_pixel(centred_xyz[:, ::-1])
     if all(c in particles for c in PIXELS):
-        xyz = particles[PIXELS].to_numpy(dtype=float)
-        if np.any(shift_xyz != 0):
-            size = frame.voxel_size if frame is not None else pixel_size
-            if not size:
-                raise InvalidCoordinatesError(
-                    f"{source} has origin shifts in Angstrom but no pixel size to apply them: "
-                    "say which tomogram the particles belong to.")
-            xyz = xyz - shift_xyz / size
-        return xyz[:, ::-1]
+        return _pixel_positions(particles[PIXELS].to_numpy(dtype=float), shift_xyz, frame,
+                                pixel_size, source)
     if all(c in particles for c in CENTRED):
         raise InvalidCoordinatesError(
             f"{source} has only centred coordinates: say which tomogram they belong to "
             "(its size and voxel size are needed to place them).")
     raise InvalidCoordinatesError(
         f"{source} has neither rlnCoordinateX/Y/Z nor rlnCenteredCoordinateX/Y/ZAngst.")
+
+
+def _pixel_positions(xyz: np.ndarray, shift_xyz: np.ndarray, frame: TomogramFrame | None,
+                     pixel_size: float | None, source: str) -> np.ndarray:
+    """(z, y, x) from ``rlnCoordinateX/Y/Z``: RELION's unbinned tilt-series pixels when the
+    file gives ``rlnTomoTiltSeriesPixelSize`` (scaled onto ``frame``), else ``frame``'s pixels.
+    """
+    if pixel_size:
+        xyz = xyz - shift_xyz / pixel_size
+        if frame is not None:
+            xyz = xyz * pixel_size / frame.voxel_size
+        return xyz[:, ::-1]
+    size = frame.voxel_size if frame is not None else None
+    if np.any(shift_xyz != 0):
+        if not size:
+            raise InvalidCoordinatesError(
+                f"{source} has origin shifts in Angstrom but no pixel size to apply them: "
+                "say which tomogram the particles belong to.")
+        xyz = xyz - shift_xyz / size
+    known = frame.tilt_series_pixel_size if frame is not None else None
+    if known and not np.isclose(known, frame.voxel_size):
+        warnings.warn(
+            f"{source} gives no rlnTomoTiltSeriesPixelSize, so rlnCoordinateX/Y/Z were read as "
+            f"pixels of this tomogram ({frame.voxel_size:g} A); if they are unbinned tilt-series "
+            f"pixels ({known:g} A, as RELION 4 writes them) they lie "
+            f"{frame.voxel_size / known:g}x too far from the corner.", CoordinateWarning,
+            stacklevel=4)
+    return xyz[:, ::-1]
 
 
 def _orientations(particles: pd.DataFrame, table: pd.DataFrame) -> None:
