@@ -81,6 +81,20 @@ def test_old_imod_unsigned_bytes_are_read_unsigned(tmp_path, compressed):
     np.testing.assert_array_equal(loaded, data)
 
 
+@pytest.mark.parametrize("dmin, dmax, expected", [(0.0, 255.0, [0, 100, 200, 255]),
+                                                   (-128.0, 127.0, [0, 100, -56, -1])])
+def test_unstamped_bytes_are_unsigned_when_the_header_range_says_so(tmp_path, dmin, dmax,
+                                                                   expected):
+    """IMOD's rule for byte files from other programs (b3dutil.c, readBytesSigned): a
+    header range of 0..255 cannot be signed bytes; otherwise MRC2014's signed bytes."""
+    path = tmp_path / "bytes.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.array([[[0, 100, 200, 255]]], dtype=np.uint8).view(np.int8))
+        mrc.header.dmin, mrc.header.dmax = dmin, dmax
+    loaded, _ = open_volume(path)
+    assert loaded.ravel().tolist() == expected
+
+
 # (mapc, mapr, maps) -> how the (z, y, x) volume is stored: sections, rows, columns are the
 # axes maps, mapr, mapc (MRC2014); (2, 3, 1) is a cycle, so an inverted permutation fails it
 @pytest.mark.parametrize("mapping, stored_as", [((3, 2, 1), (2, 1, 0)), ((2, 3, 1), (2, 0, 1))])

@@ -97,7 +97,7 @@ def stored_dtype(header, path: Path) -> np.dtype:
     except ValueError as exc:
         raise InvalidVolumeError(
             f"{path.name} has an unknown MRC data mode {mode}.") from exc
-    if mode == 0 and _imod_unsigned_bytes(header):
+    if mode == 0 and _unsigned_bytes(header):
         dtype = np.dtype(np.uint8)
     return dtype
 
@@ -119,12 +119,19 @@ def imod_origin_sign(header) -> float:
     return -1.0 if int(stamp) == _IMOD_STAMP and not int(flags) & 4 and not standard else 1.0
 
 
-def _imod_unsigned_bytes(header) -> bool:
-    """IMOD stamp (header bytes 152-155) without the signed-bytes flag (bytes 156-159)."""
+def _unsigned_bytes(header) -> bool:
+    """Whether mode-0 bytes are unsigned, as IMOD decides (b3dutil.c, readBytesSigned).
+
+    An IMOD stamp (header bytes 152-155) says it with the signed-bytes flag (bytes
+    156-159); without a stamp, a header minimum >= 0 with a maximum >= 128 describes
+    values that signed bytes cannot hold (other ranges: signed, as MRC2014 says).
+    """
     extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
     order = "<" if header.mode.dtype.byteorder in "<=|" else ">"
     stamp, flags = np.frombuffer(extra2[40:48], dtype=f"{order}i4")
-    return int(stamp) == _IMOD_STAMP and not int(flags) & 1
+    if int(stamp) == _IMOD_STAMP:
+        return not int(flags) & 1
+    return float(header.dmin) >= 0 and float(header.dmax) >= 128
 
 
 def axis_order(header, path: Path) -> tuple[int, int, int] | None:
