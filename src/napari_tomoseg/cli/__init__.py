@@ -12,6 +12,7 @@ the commands live in modules by area: ``files``, ``engine``,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .. import __version__
@@ -37,13 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's time limit, ``kill``): handled as Ctrl-C, so a job cleans up
+    its partial outputs and a training keeps its best model so far."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
     except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
         print(f"tomoseg: error: {user_message(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tomoseg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"tomoseg: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -70,8 +70,8 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
             for update in updates:
                 model = update.model
                 yield Progress(update.step, update.total, _describe(update), payload=update)
-    except GeneratorExit:  # cancelled: the best weights so far are worth keeping
-        if model is not None and output is not None:
+    except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:
+        if model is not None and output is not None:  # the best weights so far are worth keeping
             save_model_or_rescue(model, output)
         raise
     if model is None:

@@ -106,15 +106,15 @@ def save_model_or_rescue(model: TrainedModel, path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         return save_model(model, path)
-    except OSError as exc:
-        reason = os_reason(exc)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        reason = os_reason(exc) if isinstance(exc, OSError) else _first_line(exc)
         rescue = rescue_folder() / f"{os.getpid()}-{safe_name(path.name, 'model.tomoseg.pt')}"
         try:
             save_model(model, rescue)
-        except OSError as again:
+        except (OSError, RuntimeError) as again:
             raise OutputNotWritableError(
                 f"could not write {path} ({reason}) nor the fallback {rescue} "
-                f"({os_reason(again)}); the trained model is lost.") from exc
+                f"({_first_line(again)}); the trained model is lost.") from exc
         raise OutputNotWritableError(
             f"could not write {path} ({reason}); the trained model was saved to {rescue} "
             "instead: move it where you want it.") from exc

@@ -1,0 +1,102 @@
+"""A training that is stopped or cannot write its file must not lose the network.
+
+Run as a user meets it: ``tomoseg train`` in its own process, stopped by
+SIGTERM (what a cluster sends at the time limit) or Ctrl-C in the middle of a
+step; a model file that no disk will take.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tomoseg.annotations import boxes_from_truth, save_boxes
+from napari_tomoseg.errors import OutputNotWritableError
+from napari_tomoseg.io.mrc import write_volume
+from napari_tomoseg.nn import model_file
+from napari_tomoseg.nn.model_file import TrainedModel, load_model, save_model_or_rescue
+from napari_tomoseg.nn.models import build_model
+from napari_tomoseg.preprocess import PreprocessSettings
+
+SHAPE = (16, 48, 48)
+
+
+def _inputs(root: Path) -> tuple[str, str]:
+    rng = np.random.default_rng(0)
+    tomogram = rng.normal(size=SHAPE).astype(np.float32)
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[:, 20:28, :] = 1
+    tomogram[truth > 0] += 2.0
+    path = write_volume(root / "t.mrc", tomogram, 10.0)
+    save_boxes(root / "boxes", boxes_from_truth(truth, "membrane", 2, 4, size=16, seed=1))
+    return str(path), str(root / "boxes")
+
+
+def _stderr_until(process: subprocess.Popen, fragment: str, timeout: float = 120.0) -> str:
+    """Read the process's stderr in the background until ``fragment`` shows (or it ends)."""
+    seen: list[str] = []
+
+    def read() -> None:
+        for chunk in iter(lambda: process.stderr.read(1), ""):
+            seen.append(chunk)
+
+    threading.Thread(target=read, daemon=True).start()
+    start = time.monotonic()
+    while fragment not in "".join(seen) and process.poll() is None:
+        if time.monotonic() - start > timeout:
+            break
+        time.sleep(0.05)
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_training_keeps_its_model(tmp_path, stop):
+    tomogram, boxes = _inputs(tmp_path)
+    output = tmp_path / "m.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from napari_tomoseg.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", "train", tomogram, "--boxes", boxes, "--feature",
+         "membrane", "--steps", "100000", "--batch-size", "2", "--arch", "unet", "-o",
+         str(output)], stderr=subprocess.PIPE, text=True)
+    try:
+        _stderr_until(process, "step 3/")  # a few steps done; the next is running
+        process.send_signal(stop)
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert code == (143 if stop == signal.SIGTERM else 130)
+    model = load_model(output)  # the weights so far, in a complete model file
+    assert model.feature == "membrane" and len(model.history) >= 3
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_a_model_no_disk_takes_is_one_clear_error(tmp_path, monkeypatch):
+    """torch.save reports a full disk as RuntimeError, not OSError: it must still end as the
+    one-line error naming both places tried (here every file is limited to 4 kB)."""
+    monkeypatch.setattr(model_file.tempfile, "tempdir", str(tmp_path / "tmp"))
+    torch.manual_seed(0)
+    parameters = {"context": 1, "base": 4, "levels": 2}
+    model = TrainedModel(network=build_model("unet", parameters).eval(), architecture="unet",
+                         parameters=parameters, preprocess=PreprocessSettings(), voxel_size=10.0,
+                         box_size=16, feature="membrane")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails, no signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        with pytest.raises(OutputNotWritableError, match="nor the fallback") as info:
+            save_model_or_rescue(model, tmp_path / "m.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(tmp_path / "m.pt") in str(info.value)
+    assert not (tmp_path / "m.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
