@@ -143,3 +143,28 @@ def test_binned_tiles_and_labels_are_registered_for_odd_corners():
     assert torch.allclose(label[known], expected[known], atol=1e-4)
     assert known.float().mean() > 0.9
 
+
+
+def test_any_box_size_trains_at_any_binning():
+    """Tiles go to the network in a multiple of its pooling (8 for the default U-Net): boxes of
+    36 px at binning 2 (18 px tiles) or 20 and 9 px at binning 1 once stopped training with a
+    size mismatch. The box's own pixels keep their labels; the extra margin has weight 0."""
+    from napari_tomoseg.annotations import boxes_from_truth
+    from napari_tomoseg.nn.training import TrainingSettings, train
+
+    truth = stripes_volume((8, 96, 96))
+    truth[:, :, 48:] = 0  # room for negatives
+    for size, binning in [(36, 2), (20, 1), (9, 1)]:
+        boxes = boxes_from_truth(truth.astype(np.uint8), "membrane", 2, 2, size=size, seed=1)
+        settings = TrainingSettings(steps=2, batch_size=2, min_steps=0)
+        model = train(truth, boxes, 10.0, settings,
+                      preprocess=PreprocessSettings(binning=binning, lowpass_sigma=0.0,
+                                                    highpass_pixels=0.0))
+        assert len(model.history) == 2 and np.isfinite(model.history[-1][1])
+        bank = TileBank(Preprocessor(truth, PreprocessSettings(binning=binning)), boxes, 0,
+                        multiple=8)
+        images, labels, weights = bank.batch(np.random.default_rng(0), 4, augment=False)
+        assert images.shape[-1] % 8 == 0 and images.shape[-1] >= size // binning
+        m, crop = (bank.padded - bank.crop) // 2, bank.crop  # every known pixel is in the crop
+        inside = bank.weights[..., m:m + crop, m:m + crop]
+        assert float(inside.sum()) == float(bank.weights.sum()) > 0

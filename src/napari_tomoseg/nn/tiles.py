@@ -32,11 +32,14 @@ class TileBank:
     """
 
     def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int,
-                 holdout: float = 0.0, seed: int = 0):
+                 holdout: float = 0.0, seed: int = 0, multiple: int = 1):
         b = preprocessor.settings.binning
         check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
-        self.padded = int(math.ceil(self.size * math.sqrt(2) / 2)) * 2
+        # the network sees tiles of a multiple of its pooling (``multiple``); beyond the box,
+        # rotation-margin pixels carry weight 0
+        self.crop = int(math.ceil(self.size / multiple)) * multiple
+        self.padded = int(math.ceil(self.crop * math.sqrt(2) / 2)) * 2
         self.margin = margin = (self.padded - self.size) // 2
         images, labels, weights, held, positive = [], [], [], [], []
         cache: dict[int, np.ndarray] = {}
@@ -85,7 +88,7 @@ class TileBank:
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
         if intensity > 0:
             images = jitter_intensity(images, rng, intensity)
-        m, s = self.margin, self.size
+        m, s = (self.padded - self.crop) // 2, self.crop
         crop = (..., slice(m, m + s), slice(m, m + s))
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
 
