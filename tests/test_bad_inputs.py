@@ -545,3 +545,23 @@ def test_widget_voxel_size_field_replaces_a_missing_header(tmp_path):
         apply_voxel_size(layer, 1e6)
     apply_voxel_size(layer, 12.5)
     assert voxel_size_of(layer) == 12.5 and tuple(layer.scale) == (12.5, 12.5, 12.5)
+
+
+def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):
+    """`tomoseg boxes` into a folder with hand-made boxes of the same feature once replaced
+    them all (and a second run lost the backup too)."""
+    from napari_tomoseg.annotations import load_boxes
+
+    files = Files(tmp_path)
+    folder = Path(files.boxes())  # 6 boxes of 'membrane'
+    truth = files.mrc("truth.mrc", _truth())
+    argv = ["boxes", truth, str(folder), "--feature", "membrane", "--positives", "1",
+            "--negatives", "0", "--size", "16"]
+    code, err = _run(argv, capsys)
+    _one_line_error(code, err, "--replace")
+    assert len(load_boxes(folder)) == 6
+    assert _run(argv + ["--replace"], capsys)[0] == 0
+    assert len(load_boxes(folder)) == 1
+    code, _ = _run(["boxes", truth, str(folder), "--feature", "actin", "--positives", "1",
+                    "--negatives", "0", "--size", "16"], capsys)
+    assert code == 0 and len(load_boxes(folder)) == 2  # another feature's boxes are added

@@ -63,16 +63,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_points(args: argparse.Namespace) -> int:
     """Convert particle files between STAR, CSV and EMAN2 JSON, placing them on a tomogram."""
     from ..io.mrc import read_header
-    from ..io.particle_files import read_particles, write_particles
+    from ..io.particle_files import check_particle_output, read_particles, write_particles
     from ..tomogram import tomogram_name, volume_frame
 
+    check_particle_output(args.output, (args.input, args.tomogram), args.overwrite)
     _, info = read_header(args.tomogram)
     info = voxel_checked(info, args.tomogram, args)
     frame = volume_frame(info, args.tomo_name or tomogram_name(args.tomogram),
                          args.tilt_series_pixel_size)
     table, frame = read_particles(args.input, frame)
     table = table.drop(columns=["tomo_name"], errors="ignore")
-    write_particles(args.output, table, frame)
+    write_particles(args.output, table, frame, overwrite=args.overwrite)
     print(f"{args.output}: {len(table)} particles")
     return 0
 
@@ -90,10 +91,13 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     if args.positives and not any(b.positive for b in boxes):
         raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
                            f"'{args.feature}' (is the mask empty?); nothing was written.")
-    existing = []
-    if has_boxes(args.output):  # boxes.json, or only its backup after a kill mid-save
-        existing = [b for b in load_boxes(args.output) if b.feature != args.feature]
-    save_boxes(args.output, existing + boxes)
+    existing = load_boxes(args.output) if has_boxes(args.output) else []  # or its backup
+    own = sum(b.feature == args.feature for b in existing)
+    if own and not args.replace:
+        raise TomosegError(f"{args.output} already holds {own} boxes of '{args.feature}' "
+                           "(perhaps drawn by hand); add --replace to replace them, or choose "
+                           "another folder. Nothing was written.")
+    save_boxes(args.output, [b for b in existing if b.feature != args.feature] + boxes)
     n_pos = sum(b.positive for b in boxes)
     print(f"{args.output}: {n_pos} positive and {len(boxes) - n_pos} negative boxes "
           f"for '{args.feature}'")
@@ -141,6 +145,7 @@ def add_parsers(sub) -> None:
     points.add_argument("--tomo-name", help="rlnTomoName (default: the tomogram's file name)")
     tilt_series_option(points)
     voxel_size_option(points, "a tomogram whose")
+    points.add_argument("--overwrite", action="store_true", help="replace an existing output")
     points.set_defaults(func=cmd_points)
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
@@ -152,4 +157,6 @@ def add_parsers(sub) -> None:
     boxes.add_argument("--size", type=number(int, 8, inclusive=True), default=64,
                        help="box size in pixels (at least 8)")
     boxes.add_argument("--seed", type=int, default=0)
+    boxes.add_argument("--replace", action="store_true",
+                       help="replace the boxes of --feature already in the folder")
     boxes.set_defaults(func=cmd_boxes)
