@@ -223,3 +223,18 @@ def test_train_reads_the_boxes_of_a_session_folder(tmp_path, tiny_files, tiny_re
                  "ribosome", "--steps", "2", "--batch-size", "2", "--device", "cpu",
                  "-o", str(model)]) == 0
     assert load_model(model).info["positives"] == 3 and load_model(model).info["negatives"] == 6
+
+
+def test_features_whose_files_would_coincide_are_refused(tmp_path):
+    """'ribosome 80S', 'ribosome/80S' and 'ribosome_80S' all save as ribosome_80S.pt: the
+    second once overwrote the first's model and map (and 'Ribosome' on a Mac's disk)."""
+    session = Session.create(tmp_path / "s", None, 10.0, SHAPE)
+    session.add_feature("ribosome 80S")
+    for clash in ("ribosome/80S", "ribosome_80S", "Ribosome 80s"):
+        with pytest.raises(TomosegError, match="share its model and map files"):
+            session.add_feature(clash)
+    session.add_feature("vesicle")
+    with pytest.raises(TomosegError, match="share"):
+        session.rename_feature("vesicle", "ribosome_80S")
+    session.rename_feature("ribosome 80S", "ribosome_80S")  # its own files: allowed
+    assert session.model_path("ribosome_80S") != session.model_path("vesicle")

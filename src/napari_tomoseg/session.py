@@ -127,8 +127,7 @@ class Session:
         name = name.strip()
         if not name:
             raise TomosegError("a feature needs a name.")
-        if name in self.feature_names():
-            raise TomosegError(f"there is already a feature called '{name}'.")
+        self._check_new_name(name)
         used = {f.colour for f in self.features}
         colour = colour or FEATURE_COLOURS.get(name) or next(
             (c for c in _SPARE_COLOURS if c not in used), "#ffffff")
@@ -137,10 +136,23 @@ class Session:
         self.save()
         return feature
 
+    def _check_new_name(self, name: str, ignore: str | None = None) -> None:
+        """Refuse a name taken, or one whose files would be another feature's: model and map
+        file names keep letters, digits, - and _ (and a Mac's disk ignores case)."""
+        if not name:
+            raise TomosegError("a feature needs a name.")
+        for other in self.feature_names():
+            if other == ignore:
+                continue
+            if other == name:
+                raise TomosegError(f"there is already a feature called '{name}'.")
+            if _safe(other).lower() == _safe(name).lower():
+                raise TomosegError(f"'{name}' would share its model and map files with "
+                                   f"'{other}' (both {_safe(name)}); choose another name.")
+
     def rename_feature(self, old: str, new: str) -> None:
         new = new.strip()
-        if new in self.feature_names():
-            raise TomosegError(f"there is already a feature called '{new}'.")
+        self._check_new_name(new, ignore=old)
         self.feature(old).name = new
         for box in self.boxes:
             if box.feature == old:
