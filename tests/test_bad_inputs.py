@@ -15,8 +15,10 @@ import resource
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 import torch
@@ -192,7 +194,35 @@ def _mix_sizes(boxes):
     negative.size = 24
 
 
+def _anisotropic(f: Files) -> str:
+    """A tomogram whose z step is twice its x and y step (10 x 10 x 20 A)."""
+    path = Path(f.mrc("aniso.mrc"))
+    with mrcfile.open(path, mode="r+") as mrc:
+        mrc.voxel_size = (10.0, 10.0, 20.0)
+    return str(path)
+
+
+def _session_of(f: Files, tomogram: str) -> str:
+    """An annotation session made on ``tomogram``, with the boxes of ``f.boxes()``."""
+    from napari_tomoseg.annotations import load_boxes
+    from napari_tomoseg.session import Session
+
+    session = Session.create(f.root / "session", tomogram, VOXEL, SHAPE)
+    session.boxes = load_boxes(f.boxes())
+    session.save()
+    return str(f.root / "session")
+
+
 CASES = {
+    "session-of-another-tomogram": (lambda f: f.train(
+        f.mrc("other.mrc", _tomogram() + 1.0), _session_of(f, f.mrc("t.mrc"))),
+        "made on another tomogram"),
+    "resume-with-another-arch": (lambda f: f.train(f.mrc("t.mrc"), f.boxes(), "--resume",
+                                                   f.model(), "--arch", "eman2"),
+                                 "cannot continue"),
+    "anisotropic-voxels-train": (lambda f: f.train(_anisotropic(f), f.boxes()), "not cubes"),
+    "anisotropic-voxels-segment": (lambda f: ["segment", _anisotropic(f), "-m", f.model(),
+                                              "-o", str(f.out)], "not cubes"),
     # NaN / Inf
     "nan-slice-segment": (lambda f: ["segment", f.nan_tomogram(), "-m", f.model(),
                                      "-o", str(f.out)], "NaN"),
@@ -565,3 +595,16 @@ def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):
     code, _ = _run(["boxes", truth, str(folder), "--feature", "actin", "--positives", "1",
                     "--negatives", "0", "--size", "16"], capsys)
     assert code == 0 and len(load_boxes(folder)) == 2  # another feature's boxes are added
+
+
+def test_a_given_voxel_size_that_differs_from_the_header_is_said(tmp_path):
+    from napari_tomoseg.io.mrc import read_header, require_voxel_size
+    from napari_tomoseg.io.mrc_header import VoxelSizeWarning
+
+    path = Files(tmp_path).mrc("t.mrc")  # 10 A in the header
+    info = read_header(path)[1]
+    with pytest.warns(VoxelSizeWarning, match="12 A, replaces the header's 10 x 10 x 10 A"):
+        assert require_voxel_size(info, path, 12.0).voxel_size == (12.0, 12.0, 12.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert require_voxel_size(info, path, 10.0).voxel_size == (10.0, 10.0, 10.0)

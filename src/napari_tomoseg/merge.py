@@ -30,6 +30,11 @@ class MergeSettings:
         if repeated:
             raise InvalidSettingsError(f"feature {', '.join(repeated)} is given twice; give each "
                                        "feature's probability map once.")
+        unknown = [f for f in self.thresholds if f not in names]
+        if unknown:  # a misspelled feature's threshold would be ignored without a word
+            raise InvalidSettingsError(
+                f"a threshold is given for {', '.join(map(str, unknown))}, which is not among "
+                f"the features ({', '.join(names)}); check the spelling.")
         for feature, value in self.thresholds.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise InvalidSettingsError(

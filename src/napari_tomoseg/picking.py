@@ -86,7 +86,7 @@ class PickSettings:
 
 
 def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) -> np.ndarray:
-    if not split:
+    if not split or not mask.any():  # nothing above threshold: no peaks to split from
         labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3)))
         return labels
     from skimage.feature import peak_local_max
@@ -181,6 +181,7 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     prob = as_probability(probability)
     if prob.ndim != 3:
         raise InvalidSettingsError("picking needs a 3D probability map.")
+    check_diameter(settings.diameter, prob.shape, voxel_size)
     if exclude is not None:
         check_same_grid(exclude, prob.shape)
     v = settings.in_voxels(voxel_size)
@@ -203,6 +204,14 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     return table
 
 
+def check_diameter(diameter: float, shape: tuple[int, ...], voxel_size: float) -> None:
+    """Refuse a particle larger than the volume: none can be in it, and its ball sums never end."""
+    extent = max(shape) * voxel_size
+    if diameter > extent:
+        raise InvalidSettingsError(f"the particle diameter {diameter:g} A is larger than the "
+                                   f"volume ({extent:g} A across); give the diameter in Angstrom.")
+
+
 def check_same_grid(exclude: np.ndarray, shape: tuple[int, ...], name: str = "the excluded "
                     "region") -> None:
     """Refuse an excluded region (an artifact's map) on another grid than the picked map."""
@@ -216,7 +225,8 @@ def artifact_region(artifact: np.ndarray, threshold: float | None, shape: tuple[
                     name: str = "the artifact map") -> np.ndarray:
     """Where an artifact's map (carbon) is above its threshold (0.5 without one): no picks."""
     check_same_grid(artifact, shape, name)
-    return as_probability(np.asarray(artifact)) > (0.5 if threshold is None else float(threshold))
+    cut = 0.5 if threshold is None else float(threshold)
+    return as_probability(np.asarray(artifact), name=name) > cut
 
 
 def suggest_score_cut(scores: np.ndarray) -> float | None:

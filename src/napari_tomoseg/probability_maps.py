@@ -4,24 +4,52 @@
 6); float maps hold 0-1. Merge, pick and the widgets read maps through
 ``probability_scale`` so a map means the same everywhere. The rule is
 decided once per volume (not per slab, where a dim slab of a 0-255 map
-would pass for 0-1 values).
+would pass for 0-1 values). Anything else (a tomogram given for a map) is
+refused: its densities would pass for probabilities and give wrong picks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import InvalidVolumeError
 
-def probability_scale(volume: np.ndarray) -> float:
-    """1/255 for a map stored as 0-255, else 1. 0/1 masks of any type stay as they are."""
+_SLACK = 1e-3  # float16 rounding of a 0-1 map
+
+
+def _not_probabilities(name: str, low: float, high: float) -> InvalidVolumeError:
+    return InvalidVolumeError(
+        f"{name} holds values from {low:.3g} to {high:.3g}, not probabilities (0-1, or 0-255 "
+        "integers): is it a tomogram? Give a probability map (from tomoseg segment).")
+
+
+def probability_scale(volume: np.ndarray, name: str = "the probability map") -> float:
+    """1/255 for an integer map stored as 0-255, else 1; refuses other values.
+
+    0/1 masks of any type stay as they are; a float map above 1 is not a probability.
+    """
     values = np.asarray(volume)
     if values.size == 0:
         return 1.0
-    return 1.0 / 255.0 if float(values.max()) > 1.0 + 1e-6 else 1.0
+    high = float(values.max())
+    if high <= 1.0 + _SLACK:
+        return 1.0
+    if np.issubdtype(values.dtype, np.integer) and high <= 255:
+        return 1.0 / 255.0
+    raise _not_probabilities(name, float(values.min()), high)
 
 
-def as_probability(volume: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """float32 probabilities in [0, 1] (``scale`` from ``probability_scale`` when known)."""
-    scale = probability_scale(volume) if scale is None else scale
+def as_probability(volume: np.ndarray, scale: float | None = None,
+                   name: str = "the probability map") -> np.ndarray:
+    """float32 probabilities in [0, 1] (``scale`` from ``probability_scale`` when known).
+
+    Values outside [0, 1] once scaled (a tomogram's negative densities) are refused.
+    """
+    scale = probability_scale(volume, name) if scale is None else scale
     prob = np.asarray(volume).astype(np.float32, copy=False)
-    return prob * np.float32(scale) if scale != 1.0 else prob
+    prob = prob * np.float32(scale) if scale != 1.0 else prob
+    if prob.size:
+        low, high = float(prob.min()), float(prob.max())
+        if low < -_SLACK or high > 1.0 + _SLACK:
+            raise _not_probabilities(name, low / scale, high / scale)
+    return prob

@@ -51,8 +51,11 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
     return result
 
 
-def thresholds(pairs: list[str] | None) -> dict[str, float]:
-    """--threshold FEATURE=VALUE pairs, each a number in [0, 1)."""
+def thresholds(pairs: list[str] | None, features: list[str] | None = None) -> dict[str, float]:
+    """--threshold FEATURE=VALUE pairs, each a number in [0, 1), each of ``features`` if given.
+
+    A misspelled feature's threshold would otherwise be ignored without a word.
+    """
     result = {}
     for key, value in key_values(pairs, "--threshold").items():
         try:
@@ -62,6 +65,9 @@ def thresholds(pairs: list[str] | None) -> dict[str, float]:
                                        "number in [0, 1).") from None
         if not 0 <= result[key] < 1:
             raise InvalidSettingsError(f"--threshold {key}={value}: the threshold must lie in [0, 1).")
+        if features is not None and key not in features:
+            raise InvalidSettingsError(f"--threshold {key}={value}: '{key}' is not a feature of "
+                                       f"this run (known: {', '.join(features)}).")
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InvalidSettingsError, TomosegError
@@ -20,18 +21,19 @@ def _training_inputs(args: argparse.Namespace):
     from ..nn.models import stem_parameters
     from ..nn.training import TrainingSettings
     from ..preprocess import PreprocessSettings, default_preprocessing
-    from ..session import Session
     from ..session_store import is_session
 
     volume, info = open_volume(args.tomogram)
     info = voxel_checked(info, args.tomogram, args)
     # a session folder keeps its boxes in session.json; a box folder in boxes.json
-    boxes = Session.load(args.boxes).boxes if is_session(args.boxes) else load_boxes(args.boxes)
+    boxes = (_session_boxes(args.boxes, volume, args.tomogram) if is_session(args.boxes)
+             else load_boxes(args.boxes))
     check_boxes(boxes, args.feature)
     start_from = load_model(args.resume) if args.resume else None
     if start_from is not None and (args.rotations is not None or args.stem3d != "auto"):
         raise InvalidSettingsError("--rotations and --stem3d are fixed when a model is first "
                                    "trained; a resumed model keeps its own.")
+    args.arch = _architecture(args, start_from)
     parameters = stem_parameters(args.arch, args.stem3d)
     if args.rotations is not None:
         parameters["rotations"] = args.rotations
@@ -46,6 +48,31 @@ def _training_inputs(args: argparse.Namespace):
         preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
                                         mode=preprocess.mode)
     return volume, info.isotropic_voxel_size, boxes, start_from, settings, preprocess
+
+
+def _session_boxes(folder, volume, tomogram) -> list:
+    """The boxes of an annotation session, refused if it was made on another tomogram."""
+    from ..session import Session, data_checksum
+
+    session = Session.load(folder)
+    if session.data_checksum and session.data_checksum != data_checksum(volume):
+        raise InvalidSettingsError(
+            f"the session in {folder} was made on another tomogram ({session.tomogram}: its "
+            f"voxels differ from {Path(tomogram).name}'s); give that tomogram, or box this one.")
+    return session.boxes
+
+
+def _architecture(args: argparse.Namespace, start_from) -> str:
+    """--arch, or the resumed model's (a different --arch is refused, not ignored)."""
+    if start_from is None:
+        return args.arch or "unet"
+    if args.arch and args.arch != start_from.architecture:
+        raise InvalidSettingsError(f"{args.resume} is a {start_from.architecture} network; "
+                                   f"--arch {args.arch} cannot continue it.")
+    if start_from.feature != args.feature:
+        print(f"tomoseg: note: continuing the '{start_from.feature}' model as '{args.feature}'",
+              file=sys.stderr)
+    return start_from.architecture
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -145,7 +172,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     maps = key_values(args.prob, "--prob")
     if not maps:
         raise TomosegError("give at least one --prob FEATURE=FILE.")
-    given = arguments.thresholds(args.threshold)
+    given = arguments.thresholds(args.threshold, list(maps))
     artifacts = arguments.artifacts(args.artifact)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
@@ -209,27 +236,32 @@ def _excluded(paths: list[str], grid):
 
 def cmd_pick(args: argparse.Namespace) -> int:
     from ..io import copick_project
+    from ..io.particle_files import check_particle_output
     from ..io.paths import check_writable
+    from ..io.probability_header import map_tomogram_name
     from ..jobs.pick import pick_job
-    from ..tomogram import tomogram_name, volume_frame
+    from ..tomogram import volume_frame
 
     source = copick_source(args)
+    if args.output:  # before any work; never onto the map, an artifact map or a volume
+        check_particle_output(args.output, (args.probability, *args.exclude), args.overwrite)
+        check_writable(Path(args.output).parent)
     probability, info = _pick_map(args, source)
     threshold = map_threshold(args.threshold, args.probability, args.feature)
-    if args.output:
-        check_writable(Path(args.output).parent)
     if source is not None:
         copick_project.check_extent(source, info.shape, info.isotropic_voxel_size)
-    name = args.tomo_name or (source.run if source else tomogram_name(args.probability))
+    name = args.tomo_name or (source.run if source else
+                              map_tomogram_name(args.probability, args.feature))
     frame = volume_frame(info, name, args.tilt_series_pixel_size)
     table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
                                   args.feature, args.output or None, args.spacing,
-                                  _excluded(args.exclude, info)), "picking")
+                                  _excluded(args.exclude, info), args.overwrite), "picking")
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
     if args.output:
-        print(f"{args.output}: {len(table)} {args.feature} picks")
+        print(f"{args.output}: {len(table)} {args.feature} picks of tomogram '{name}'"
+              f"{'' if args.tomo_name else ' (--tomo-name to change)'}")
     return 0
 
 
@@ -238,7 +270,8 @@ def _train_parser(sub) -> None:
     train.add_argument("tomogram")
     train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
     train.add_argument("--feature", required=True)
-    train.add_argument("--arch", default="unet", choices=("unet", "eman2"))
+    train.add_argument("--arch", choices=("unet", "eman2"),
+                       help="network (default unet; a resumed model keeps its own)")
     train.add_argument("--steps", type=POSITIVE_INT,
                        help="at most this many steps (default 1500); training stops earlier when the held-out "
                             "quadrant of each box stops improving")
@@ -336,10 +369,12 @@ def _pick_parser(sub) -> None:
                       help="an artifact's probability MRC (e.g. carbon); no pick where it is "
                            "above its stored threshold (else 0.5; --threshold is for the "
                            "picked map only); same grid as the picked map; repeatable")
-    pick.add_argument("--tomo-name", help="rlnTomoName (default: the file name)")
+    pick.add_argument("--tomo-name", help="rlnTomoName (default: the map's file name "
+                                          "without the _FEATURE that segment adds)")
     copick_options(pick, several_runs=False)
     pick.add_argument("--overwrite", action="store_true",
-                      help="replace copick picks of the same user and session")
+                      help="replace an existing output file, or copick picks of the same "
+                           "user and session")
     pick.set_defaults(func=cmd_pick)
 
 

@@ -61,17 +61,35 @@ def require_voxel_size(info: VolumeInfo, path: str | os.PathLike, given: float |
     being taken as 1 A, which would rescale the data by orders of magnitude.
     """
     low, high = VOXEL_SIZE_RANGE
+    name = Path(path).name
+    sizes = " x ".join(f"{v:g}" for v in info.voxel_size[::-1])
     if given is not None:
         if not sane_voxel_size(given):
             raise InvalidSettingsError(
                 f"the voxel size must lie between {low:g} and {high:g} A, not {given:g}.")
+        if info.voxel_size_in_header and not _close(info.voxel_size + (given,)):
+            warnings.warn(f"{name}: the voxel size given, {given:g} A, replaces the header's "
+                          f"{sizes} A.", VoxelSizeWarning, stacklevel=2)
         return dataclasses.replace(info, voxel_size=(float(given),) * 3, voxel_size_in_header=True)
     if not info.voxel_size_in_header:
         raise InvalidVolumeError(
-            f"{Path(path).name} has no usable voxel size in its header "
+            f"{name} has no usable voxel size in its header "
             f"({info.header_voxel_size if info.header_voxel_size is not None else 'none'} A); "
             f"{hint}.")
+    if not _close(info.voxel_size):  # a z step of twice x would put picks and maps off by 2x
+        raise InvalidVolumeError(
+            f"{name} has voxels of {sizes} A (x, y, z), not cubes; segmentation, picking and "
+            "averaging need cubic voxels: resample it, or give --voxel-size to take them as "
+            "cubes of that size.")
     return info
+
+
+class VoxelSizeWarning(UserWarning):
+    """A voxel size the user gave differs from the file's own."""
+
+
+def _close(sizes, tolerance: float = 0.01) -> bool:
+    return max(sizes) <= (1 + tolerance) * min(sizes)
 
 
 def _header_size_problem(path: Path, header, dtype: np.dtype, shape) -> str | None:

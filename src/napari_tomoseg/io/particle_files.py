@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import InvalidSettingsError
 from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
                         star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
 
 SUFFIXES = (".star", ".json", ".csv")
+# volumes: a particle file written there (as CSV) would destroy a map or a tomogram
+VOLUME_SUFFIXES = (".mrc", ".mrcs", ".rec", ".st", ".ali", ".map", ".em", ".hdf", ".tif",
+                   ".tiff")
 
 
 def eman2_box_size(diameter: float, voxel_size: float) -> int:
@@ -56,9 +60,40 @@ def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
     return read_csv(path), frame
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
+                          overwrite: bool = True) -> Path:
+    """Refuse a particles path that names a volume, one of ``inputs``, or (without
+    ``overwrite``) an existing file: a CSV written there would replace that file."""
+    path = Path(path)
+    name = path.name.lower()
+    for compressed in (".gz", ".bz2"):
+        name = name.removesuffix(compressed)
+    if Path(name).suffix in VOLUME_SUFFIXES:
+        raise InvalidSettingsError(f"{path}: a volume's suffix; write particles to .star, "
+                                   ".csv or .json.")
+    for given in inputs:
+        if given and _same_file(path, Path(given)):
+            raise InvalidSettingsError(f"{path} is also an input; write particles elsewhere.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; use --overwrite or another output.")
+    return path
+
+
 def write_particles(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
-                    box_size: int | None = None, feature: str | None = None) -> Path:
-    """Write ``table`` (pixels of ``frame``) in the format its suffix names; atomic."""
+                    box_size: int | None = None, feature: str | None = None,
+                    overwrite: bool = True) -> Path:
+    """Write ``table`` (pixels of ``frame``) in the format its suffix names; atomic.
+
+    Never onto a volume's suffix; onto an existing file only with ``overwrite``.
+    """
+    check_particle_output(path, overwrite=overwrite)
     kind = particle_format(path)
     if kind == "json":
         feature = feature or (str(table["feature"].iloc[0]) if "feature" in table and len(table)

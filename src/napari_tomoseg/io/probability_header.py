@@ -42,3 +42,17 @@ def stored_threshold(path: str | os.PathLike) -> float | None:
     """The threshold a probability map's model chose on held-out pixels, if its header says."""
     found = stored_probability(path)
     return found[1] if found else None
+
+
+def map_tomogram_name(path: str | os.PathLike, feature: str | None = None) -> str:
+    """The tomogram a probability map was made from: ``segment`` names its maps
+    ``<tomogram>_<feature>.mrc``, so rlnTomoName drops the feature its header (else
+    ``feature``) names; ``average`` then finds the picks' tomogram."""
+    from ..tomogram import tomogram_name
+
+    name = tomogram_name(path)
+    stored = stored_probability(path)
+    for known in dict.fromkeys(f for f in (stored[0] if stored else None, feature) if f):
+        if name.endswith(f"_{known}") and len(name) > len(known) + 1:
+            return name[:-len(known) - 1]
+    return name

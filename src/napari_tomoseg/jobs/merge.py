@@ -15,6 +15,12 @@ from .progress import Job, Progress
 SLAB = 16
 
 
+def _map_names(maps: Mapping[str, np.ndarray | str | os.PathLike]) -> dict[str, str]:
+    """How errors name each map: its file, else its feature."""
+    return {f: f"the {f} map" if isinstance(s, np.ndarray) else f"{s} (the {f} map)"
+            for f, s in maps.items()}
+
+
 def _open_maps(maps: Mapping[str, np.ndarray | str | os.PathLike]) -> dict[str, np.ndarray]:
     """Arrays as given; files memory-mapped, and checked to share one voxel grid."""
     arrays, grids = {}, {}
@@ -37,13 +43,15 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
     ``output`` the labels are written there at the end, atomically.
     """
     arrays = _open_maps({f: maps[f] for f in settings.features})
+    names = _map_names({f: maps[f] for f in settings.features})
     shapes = {f: a.shape for f, a in arrays.items()}
     if len(set(shapes.values())) != 1:
         from ..errors import InvalidSettingsError
 
         raise InvalidSettingsError(f"probability maps differ in shape: {shapes}.")
     shape = next(iter(shapes.values()))
-    scales = {f: probability_scale(a) for f, a in arrays.items()}
+    # refuses maps that are not probabilities (a tomogram) before any slab is merged
+    scales = {f: probability_scale(a, names[f]) for f, a in arrays.items()}
     labels = np.zeros(shape, np.uint8 if len(arrays) < 255 else np.uint16)
     nz = shape[0]
     for z in range(0, nz, SLAB):
@@ -51,7 +59,7 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
         for feature, array in arrays.items():
             values = np.asarray(array[z:z + SLAB], dtype=np.float32)
             check_finite_slab(values, z, f"the {feature} map")
-            part[feature] = as_probability(values, scales[feature])
+            part[feature] = as_probability(values, scales[feature], names[feature])
         labels[z:z + SLAB] = merge_slab(part, settings)
         yield Progress(min(z + SLAB, nz), nz + 1, "merging")
     if output is not None:
