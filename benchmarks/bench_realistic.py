@@ -129,8 +129,10 @@ def main() -> None:
     parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
                         "training default)")
     parser.add_argument("--seeds", type=lambda v: max(1, int(v)), default=1,
-                        help="training seeds 0..N-1 per row (the boxes stay; a 'seed' in "
+                        help="training seeds per row (the boxes stay; a 'seed' in "
                              "--settings is replaced); rows give the mean and the range")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run from here (so more seeds can be added to a run)")
     parser.add_argument("--settings", type=json.loads, default=None,
                         help='extra TrainingSettings as JSON, e.g. \'{"batch_size": 32}\'')
     args = parser.parse_args()
@@ -142,7 +144,7 @@ def main() -> None:
             boxes = rs.user_boxes(cells[0], feature, n_pos, 50)
             for method in args.methods:
                 runs, second, seconds = [], [], []
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     probs, threshold, took = run_method(
                         method, cells, boxes, feature, args.binning, args.intensity, seed=seed,
                         settings=args.settings)
@@ -180,7 +182,7 @@ def main() -> None:
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
                 else "")
              + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
-             + f"; {args.seeds} training seed(s) per row: mean (range)"]
+             + f"; {args.seeds} training seed(s) per row (from {args.first_seed}): mean (range)"]
     write_table(lines, rows, args.out)
 
 
