@@ -245,3 +245,14 @@ def test_streamed_uint8_keeps_its_values_and_a_failed_start_leaves_nothing(tmp_p
     with pytest.raises(ValueError):  # a header label over 80 characters
         MrcStream(tmp_path / "bad.mrc", (2, 4, 4), np.float32, labels=("x" * 100,))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bytes.mrc"]
+
+
+def test_replace_nonfinite_keeps_a_missing_voxel_size_missing(tmp_path):
+    """A header without a voxel size must not come out of `tomoseg clean` with a real 1 A:
+    every command would then take 1 A without asking."""
+    src = tmp_path / "nov.mrc"
+    with mrcfile.new(src) as mrc:
+        mrc.set_data(_volume())
+        mrc.voxel_size = 0.0
+    replace_nonfinite(src, tmp_path / "clean.mrc")
+    assert not read_header(tmp_path / "clean.mrc")[1].voxel_size_in_header

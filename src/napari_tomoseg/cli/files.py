@@ -55,7 +55,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable
 
     check_writable(Path(args.output).parent)
-    replaced = replace_nonfinite(args.input, args.output)
+    replaced = replace_nonfinite(args.input, args.output, overwrite=args.overwrite)
     print(f"{args.output}: replaced {replaced:,} NaN/Inf voxels with the mean")
     return 0
 
@@ -136,6 +136,7 @@ def add_parsers(sub) -> None:
     clean = sub.add_parser("clean", help="copy an MRC file with NaN/Inf voxels replaced")
     clean.add_argument("input")
     clean.add_argument("output")
+    clean.add_argument("--overwrite", action="store_true", help="replace an existing output")
     clean.set_defaults(func=cmd_clean)
 
     points = sub.add_parser("points", help="convert particles between STAR and CSV")

@@ -47,7 +47,7 @@ def _mrc_compatible(data: np.ndarray) -> np.ndarray:
 
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another name or allow overwriting.")
+        raise FileExistsError(f"{path} exists; choose another name or use --overwrite.")
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -156,7 +156,7 @@ class MrcStream:
 
 
 def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
-                      chunk_slices: int = 16) -> int:
+                      chunk_slices: int = 16, overwrite: bool = False) -> int:
     """Copy ``src`` to ``dst`` with NaN/Inf voxels set to the mean of the finite ones.
 
     Streams slab by slab so it works on tomograms larger than memory;
@@ -172,7 +172,9 @@ def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
     fill = total / count if count else 0.0
     replaced = 0
     out_dtype = np.float32 if data.dtype.kind == "f" else data.dtype
-    with MrcStream(dst, info.shape, out_dtype, info.voxel_size, info.origin) as out:
+    # a header without a usable voxel size stays without one (not the 1 A assumed on reading)
+    voxel = info.voxel_size if info.voxel_size_in_header else 0.0
+    with MrcStream(dst, info.shape, out_dtype, voxel, info.origin, overwrite=overwrite) as out:
         for z in range(0, data.shape[0], chunk_slices):
             slab = np.asarray(data[z:z + chunk_slices])
             bad = ~np.isfinite(slab)
