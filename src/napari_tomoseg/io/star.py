@@ -152,6 +152,9 @@ def warn_unknown_pixel_size(what: str) -> None:
 
 
 def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    if not path.is_file():
+        raise InvalidCoordinatesError(f"{path} does not exist" if not path.exists()
+                                      else f"{path} is a folder, not a STAR file.")
     try:
         data = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises many types on bad input
