@@ -168,3 +168,18 @@ def test_any_box_size_trains_at_any_binning():
         m, crop = (bank.padded - bank.crop) // 2, bank.crop  # every known pixel is in the crop
         inside = bank.weights[..., m:m + crop, m:m + crop]
         assert float(inside.sum()) == float(bank.weights.sum()) > 0
+
+
+def test_unpainted_positive_boxes_are_reported():
+    """A positive box left unpainted trains as background; the user is told which ones."""
+    import pytest
+
+    from napari_tomoseg.annotations import UnpaintedBoxWarning, boxes_from_truth, check_boxes
+
+    truth = stripes_volume((8, 96, 96)).astype(np.uint8)
+    truth[:, :, 48:] = 0
+    boxes = boxes_from_truth(truth, "membrane", 3, 2, size=16, seed=1)
+    first = next(b for b in boxes if b.positive)
+    first.mask[:] = 0
+    with pytest.warns(UnpaintedBoxWarning, match=f"1 of 3 positive boxes.*slices {first.z}\\)"):
+        check_boxes(boxes, "membrane")

@@ -70,6 +70,16 @@ def check_boxes(boxes: list[Box], feature: str | None = None) -> None:
     if not any(not b.positive for b in chosen):
         raise TomosegError(f"no negative boxes{what} yet: box a few places without the feature "
                            "(about ten times as many as positives).")
+    if empty:  # trained as they are, they would teach "no feature here"
+        slices = ", ".join(str(b.z) for b in sorted(empty, key=lambda b: b.z)[:8])
+        warnings.warn(f"{len(empty)} of {len(positives)} positive boxes{what} have nothing "
+                      f"painted (on slices {slices}{', ...' if len(empty) > 8 else ''}): they "
+                      "teach 'no feature here'; paint them, or make them negative boxes.",
+                      UnpaintedBoxWarning, stacklevel=2)
+
+
+class UnpaintedBoxWarning(UserWarning):
+    """Positive boxes without paint train as if the feature were absent there."""
 
 
 MIN_BOX_SIZE = 8  # pixels: the smallest tile a network can learn from
