@@ -575,6 +575,13 @@ def test_widget_voxel_size_field_replaces_a_missing_header(tmp_path):
         apply_voxel_size(layer, 1e6)
     apply_voxel_size(layer, 12.5)
     assert voxel_size_of(layer) == 12.5 and tuple(layer.scale) == (12.5, 12.5, 12.5)
+    files = Files(tmp_path)
+    data, kwargs, _ = volume_layer(_anisotropic(files))
+    stretched = napari.layers.Image(data, **kwargs)
+    with pytest.raises(TomosegError, match="10 x 10 x 20 A .x, y, z., not cubes"):
+        voxel_size_of(stretched)
+    apply_voxel_size(stretched, 10.0)  # the user takes them as cubes
+    assert voxel_size_of(stretched) == 10.0
 
 
 def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):

@@ -21,6 +21,11 @@ def voxel_size_of(layer) -> float:
     if _meta(layer).get("voxel_size_in_header") is False:
         raise TomosegError(f"{layer.name} has no usable voxel size in its header: enter it in "
                            "'Voxel size (A)' (section 1).")
+    scale = [float(v) for v in layer.scale[-3:]]
+    if max(scale) > 1.01 * min(scale):  # maps and picks would be off by the z/x ratio
+        raise TomosegError(f"{layer.name} has voxels of {' x '.join(f'{v:g}' for v in scale[::-1])}"
+                           " A (x, y, z), not cubes: resample it, or enter one size in "
+                           "'Voxel size (A)' (section 1) to take them as cubes.")
     return float(layer.scale[-1])
 
 
