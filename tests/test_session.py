@@ -204,8 +204,10 @@ def test_stale_partials_of_dead_processes_are_cleaned_and_refused(tmp_path, volu
     assert not is_partial(tmp_path / "t.mrc")
     assert main(["info", str(stale)]) == 2  # a full-size partial with a valid header is refused
     assert "unfinished output" in capsys.readouterr().err
-    assert sorted(clean_stale_partials(tmp_path)) == sorted([stale, legacy])
-    assert alive.exists() and elsewhere.exists() and (tmp_path / "t.mrc").exists()
+    # a fixed-name ".*.partial" may be another program's: refused by readers, never deleted
+    assert clean_stale_partials(tmp_path) == [stale]
+    assert alive.exists() and elsewhere.exists() and legacy.exists()
+    assert (tmp_path / "t.mrc").exists()
 
 
 def test_train_reads_the_boxes_of_a_session_folder(tmp_path, tiny_files, tiny_result):

@@ -18,6 +18,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,6 +130,59 @@ def _open_input(path: str, settings: BatchSettings):
     volume, info = open_volume(path)
     return volume, require_voxel_size(info, path, settings.voxel_size,
                                       hint="give it with tomoseg batch --voxel-size")
+
+
+def _own_output(path: Path, out: Path, outputs: set[str], names: set[str]) -> str | None:
+    """Why ``path`` is an output of tomoseg rather than a tomogram, or None."""
+    from .io.probability_header import stored_probability
+    from .tomogram import tomogram_name
+
+    if path.parent == out and path.name in outputs:
+        return "listed as an output in the batch manifest"
+    found = stored_probability(path)
+    if found:
+        return f"a probability map of {found[0]} (MRC header)"
+    name = tomogram_name(path)
+    if path.parent == out and name.endswith("_labels") and name[:-len("_labels")] in names:
+        return f"the label volume of {name[:-len('_labels')]}"
+    return None
+
+
+def split_own_outputs(tomograms: Sequence[str], settings: BatchSettings
+                      ) -> tuple[list[str], dict[str, str]]:
+    """(tomograms to process, {skipped path: why}).
+
+    With ``-o`` the input folder, a glob of a rerun also matches the first
+    run's probability maps and label volumes; segmented as tomograms they
+    would add their own picks to the combined STAR files.
+    """
+    from .tomogram import tomogram_name
+
+    if settings.copick is not None:
+        return list(tomograms), {}
+    out = Path(settings.output).resolve()
+    try:
+        entries = Manifest(out).entries
+    except TomosegError:  # reported when the batch opens it
+        entries = {}
+    outputs = {o for e in entries.values() for o in e.get("outputs", [])}
+    names = {tomogram_name(p) for p in tomograms} | {e.get("name") for e in entries.values()}
+    kept, skipped = [], {}
+    for path in tomograms:
+        why = _own_output(Path(path).resolve(), out, outputs, names)
+        if why:
+            skipped[path] = why
+        else:
+            kept.append(path)
+    return kept, skipped
+
+
+def skipped_message(skipped: dict[str, str]) -> str:
+    """One line: how many inputs were skipped as tomoseg outputs, and why (the first few)."""
+    shown = "; ".join(f"{Path(p).name}: {why}" for p, why in list(skipped.items())[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return (f"skipped {len(skipped)} input{'s' if len(skipped) != 1 else ''} that are outputs "
+            f"of tomoseg, not tomograms ({shown}{more}).")
 
 
 def _input_fingerprint(path: str, settings: BatchSettings) -> str:
@@ -280,6 +334,9 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
 
     out = Path(settings.output)
     clean_stale_partials(out)
+    tomograms, skipped = split_own_outputs(tomograms, settings)
+    if skipped:
+        warnings.warn(skipped_message(skipped), stacklevel=2)
     manifest = Manifest(out)
     digest = settings.digest()
     names = dict(zip(tomograms, unique_names(tomograms)))

@@ -19,6 +19,32 @@ class Subtomograms:
     offsets: np.ndarray  # (n, 3) coordinate - origin: sub-voxel part of each position
     skipped: int  # particles dropped because their box left the tomogram
     padded: int  # particles whose box was completed with the mean
+    duplicates: int = 0  # picks dropped as repeats of another (see ``repeated_picks``)
+
+
+def duplicate_distance(box: int) -> float:
+    """Voxels below which two picks are one particle: a quarter of the box, at least 1.
+
+    Boxes this close share over 40% of their voxels, hence their noise, and a
+    copy in each half set makes the FSC agree on noise. Real neighbours are a
+    particle diameter apart, and a box holds 1.2 to 2 diameters, so they are
+    at least 0.5 box apart and never dropped.
+    """
+    return max(1.0, box / 4)
+
+
+def repeated_picks(zyx: np.ndarray, distance: float) -> np.ndarray:
+    """Rows that lie within ``distance`` voxels of an earlier kept row (the first one stays)."""
+    from scipy.spatial import cKDTree
+
+    zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
+    drop = np.zeros(len(zyx), bool)
+    if len(zyx) < 2 or distance <= 0:
+        return np.nonzero(drop)[0]
+    for i, j in sorted(cKDTree(zyx).query_pairs(distance, output_type="ndarray").tolist()):
+        if not drop[i]:  # j repeats a kept pick; a dropped one hides nothing
+            drop[j] = True
+    return np.nonzero(drop)[0]
 
 
 def extract_subtomograms(tomogram: np.ndarray, zyx: np.ndarray, box: int,

@@ -44,12 +44,41 @@ def open_tomogram_and_particles(tomogram: str | os.PathLike, particles: str | os
     return volume, frame, table
 
 
+def drop_repeated_picks(table: pd.DataFrame, box: int,
+                        distance: float | None = None) -> tuple[pd.DataFrame, int]:
+    """The table without picks repeating an earlier one, and how many went (with a warning).
+
+    A particle picked twice lands in both half sets, and its two copies agree
+    on noise: the FSC then reports a resolution the data do not have.
+    """
+    import warnings
+
+    from ..io.particles import CoordinateWarning
+    from .extract import duplicate_distance, repeated_picks
+
+    distance = duplicate_distance(box) if distance is None else float(distance)
+    drop = repeated_picks(table[["z", "y", "x"]].to_numpy(float), distance)
+    if len(drop):
+        warnings.warn(f"{len(drop)} of {len(table)} particles lie within {distance:g} voxels of "
+                      "another pick and were dropped as duplicates (a copy in each half set "
+                      "would inflate the FSC).", CoordinateWarning, stacklevel=2)
+    return table.drop(index=table.index[drop]), int(len(drop))
+
+
 def extract_particles(volume, table: pd.DataFrame, box: int, edge: str,
-                      progress=None) -> Subtomograms:
-    """Boxes around each particle; at least 4 must fit, or averaging means nothing."""
-    sub = extract_subtomograms(volume, table[["z", "y", "x"]].to_numpy(float), box, edge=edge,
+                      progress=None, min_distance: float | None = None) -> Subtomograms:
+    """Boxes around each distinct particle; at least 4 must fit, or averaging means nothing.
+
+    ``indices`` of the result are rows of ``table``; repeated picks (closer than
+    ``min_distance`` voxels, default ``duplicate_distance(box)``) are left out.
+    """
+    kept, duplicates = drop_repeated_picks(table.reset_index(drop=True), box, min_distance)
+    sub = extract_subtomograms(volume, kept[["z", "y", "x"]].to_numpy(float), box, edge=edge,
                                progress=progress)
+    sub.indices = kept.index.to_numpy()[sub.indices]
+    sub.duplicates = duplicates
     if len(sub.data) < 4:
+        repeats = f", {duplicates} duplicates" if duplicates else ""
         raise InvalidSettingsError(f"only {len(sub.data)} particles fit a {box}-voxel box inside "
-                                   f"the tomogram ({sub.skipped} too close to the edge).")
+                                   f"the tomogram ({sub.skipped} too close to the edge{repeats}).")
     return sub

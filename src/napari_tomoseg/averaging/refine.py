@@ -49,6 +49,7 @@ class AverageSettings:
     initial_step: float = 25.0  # global search step of the start (degrees)
     seed: int = 0
     device: str = "auto"
+    min_distance: float | None = None  # voxels; closer picks are duplicates (default box / 4)
 
     def __post_init__(self):
         if self.box < 12 or self.box % 2:
@@ -60,6 +61,8 @@ class AverageSettings:
         if self.initial_batch == 1 or self.initial_batch < 0 or not 0 < self.initial_rate <= 1:
             raise InvalidSettingsError("the initial model needs batches of 2 or more (0 = all) "
                                        "and a rate in (0, 1].")
+        if self.min_distance is not None and not self.min_distance >= 0:
+            raise InvalidSettingsError("the duplicate distance must be 0 (keep all) or more voxels.")
         symmetry_operators(self.symmetry)  # raises on an unknown group
 
     @property

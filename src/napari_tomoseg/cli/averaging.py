@@ -20,7 +20,12 @@ def _average_settings(args: argparse.Namespace):
                            max_shift=args.max_shift, tilt_min=args.tilt_range[0],
                            tilt_max=args.tilt_range[1], mask_radius=args.mask_radius,
                            start_resolution=args.start_resolution, invert=not args.no_invert,
-                           seed=args.seed, device=args.device)
+                           seed=args.seed, device=args.device, min_distance=args.min_distance)
+
+
+def _inputs(args: argparse.Namespace) -> list:
+    """Files this run reads: never overwritten, whatever ``--overwrite`` says."""
+    return [args.tomogram, args.particles, getattr(args, "reference", None)]
 
 
 def _open_inputs(args: argparse.Namespace):
@@ -53,10 +58,12 @@ def cmd_average(args: argparse.Namespace) -> int:
         reference = np.asarray(open_volume(args.reference)[0], dtype=np.float32)
     start = time.perf_counter()
     result, sub, written = run_with_bar(
-        average_job(volume, frame, table, settings, args.output, reference, args.edge, args.name),
+        average_job(volume, frame, table, settings, args.output, reference, args.edge, args.name,
+                    args.overwrite, _inputs(args)),
         "averaging")
     nyquist = 2 * frame.voxel_size
-    print(f"{len(sub.data)} particles averaged ({sub.skipped} too close to the edge), "
+    print(f"{len(sub.data)} particles averaged ({sub.skipped} too close to the edge, "
+          f"{sub.duplicates} duplicates dropped), "
           f"resolution {result.resolution:.1f} A at FSC 0.143 (Nyquist {nyquist:.1f} A), "
           f"{time.perf_counter() - start:.1f} s")
     if result.note:
@@ -76,7 +83,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                                 resolution=args.resolution, seed=args.seed)
     volume, frame, table = _open_inputs(args)
     result, sub, written = run_with_bar(
-        classify_job(volume, frame, table, averaging, settings, args.output, args.edge, args.name),
+        classify_job(volume, frame, table, averaging, settings, args.output, args.edge, args.name,
+                     args.overwrite, _inputs(args)),
         "classifying")
     counts = np.bincount(result.classes, minlength=settings.classes + 1)[1:]
     print(f"{len(sub.data)} particles in {settings.classes} classes: {counts.tolist()}")
@@ -106,8 +114,12 @@ def _averaging_options(p: argparse.ArgumentParser, iterations: int) -> None:
     p.add_argument("--edge", choices=("skip", "pad"), default="skip",
                    help="particles whose box leaves the tomogram")
     p.add_argument("--tomo-name", help="keep only this rlnTomoName from a STAR file")
+    p.add_argument("--min-distance", type=number(float, 0, inclusive=True),
+                   help="voxels: closer picks are duplicates, dropped (default box/4; 0 keeps all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results of the same --name (inputs are never replaced)")
 
 
 def add_parsers(sub) -> None:

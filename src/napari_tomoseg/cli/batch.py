@@ -51,6 +51,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         diameter=args.diameter, device=args.device, precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     check_writable(args.output)
+    tomograms, skipped = batch.split_own_outputs(tomograms, settings)
+    if skipped:  # a rerun with -o the input folder: the first run's maps match the glob
+        print(batch.skipped_message(skipped), file=sys.stderr)
     client = batch.make_client(args.workers, args.scheduler, args.jobqueue)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     counts = {"done": 0, "failed": 0, "skipped": 0}

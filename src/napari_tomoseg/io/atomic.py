@@ -113,8 +113,10 @@ def _alive(pid: int) -> bool:
 def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
     """Remove partials in ``folder`` whose writer (on this machine) is dead; returns them.
 
-    Partials of live processes, and of other machines sharing the folder,
-    are kept. Fixed-name partials of older versions are always stale.
+    Only names of ``partial_path``'s exact form are ever removed: other hidden
+    ``.*.partial`` files may belong to other programs (editors, sync tools,
+    downloads) sharing the folder. Partials of live processes, and of other
+    machines sharing the folder, are kept.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -122,13 +124,13 @@ def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
         entries = list(folder.iterdir())
     except OSError:
         return removed
-    host = _host()
+    # exactly what partial_path writes on this host: other machines' partials are theirs
+    ours = re.compile(rf"^\..+{re.escape(PARTIAL_TAG + _host())}-(?P<pid>\d+)-[0-9a-f]{{8}}$")
     for entry in entries:
-        match = _PATTERN.match(entry.name)
-        if match:
-            if match["host"] != host or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
-                continue
-        elif not _LEGACY.match(entry.name):
+        match = ours.match(entry.name)
+        if not match or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+            continue
+        if not entry.is_file():
             continue
         with contextlib.suppress(OSError):
             entry.unlink()

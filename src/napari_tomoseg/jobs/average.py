@@ -11,7 +11,8 @@ import pandas as pd
 from ..averaging.align import Alignment
 from ..averaging.classify import ClassifySettings, ClassResult, iter_classify
 from ..averaging.extract import Subtomograms
-from ..averaging.files import write_average_result, write_class_result
+from ..averaging.files import (Paths, average_outputs, check_outputs, class_outputs,
+                               write_average_result, write_class_result)
 from ..averaging.pipeline import extract_particles
 from ..averaging.refine import AverageResult, AverageSettings, iter_average
 from ..averaging.rotations import relion_matrices
@@ -23,11 +24,17 @@ from .progress import Job, Progress
 def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
                 settings: AverageSettings, output: str | os.PathLike,
                 reference: np.ndarray | None = None, edge: str = "skip",
-                name: str = "average") -> Job[tuple[AverageResult, Subtomograms, dict]]:
+                name: str = "average", overwrite: bool = True,
+                inputs: Paths = ()) -> Job[tuple[AverageResult, Subtomograms, dict]]:
     """(result, subtomograms, written files). Progress payloads are the
-    ``IterationState``s (current maps, resolution) for live display."""
+    ``IterationState``s (current maps, resolution) for live display.
+
+    The outputs are checked before any work (see ``check_outputs``): existing
+    ones are replaced only with ``overwrite``, the files in ``inputs`` never.
+    """
+    check_outputs(average_outputs(output, name).values(), overwrite, inputs)
     yield Progress(0, 1, "extracting particles")
-    sub = extract_particles(volume, table, settings.box, edge)
+    sub = extract_particles(volume, table, settings.box, edge, min_distance=settings.min_distance)
     result = None
     states = iter_average(sub.data, frame.voxel_size, settings, reference)
     with closing(states):
@@ -38,20 +45,27 @@ def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
             note = f" - {state.resolution:.1f} A" if state.resolution else ""
             yield Progress(state.step, state.total, f"{state.stage}{note}", payload=state)
     extra = {"feature": table["feature"].to_numpy()[sub.indices]} if "feature" in table else {}
-    written = write_average_result(output, result, frame, sub.origins, name, extra)
+    written = write_average_result(output, result, frame, sub.origins, name, extra,
+                                   overwrite, inputs)
     return result, sub, written
 
 
 def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
                  averaging: AverageSettings, settings: ClassifySettings,
                  output: str | os.PathLike, edge: str = "skip",
-                 name: str = "class") -> Job[tuple[ClassResult, Subtomograms, dict]]:
-    """Classify particles that carry orientations (e.g. from ``average_job``)."""
+                 name: str = "class", overwrite: bool = True,
+                 inputs: Paths = ()) -> Job[tuple[ClassResult, Subtomograms, dict]]:
+    """Classify particles that carry orientations (e.g. from ``average_job``).
+
+    Outputs are checked before any work, as in ``average_job``.
+    """
     if not all(c in table for c in ("rot", "tilt", "psi")):
         raise InvalidCoordinatesError("classification needs particles with orientations "
                                       "(rlnAngleRot/Tilt/Psi): run tomoseg average first.")
+    check_outputs(class_outputs(output, settings.classes, name).values(), overwrite, inputs)
     yield Progress(0, 1, "extracting particles")
-    sub = extract_particles(volume, table, averaging.box, edge)
+    sub = extract_particles(volume, table, averaging.box, edge,
+                            min_distance=averaging.min_distance)
     angles = table[["rot", "tilt", "psi"]].to_numpy(float)[sub.indices]
     consensus = Alignment(relion_matrices(angles), sub.offsets[:, ::-1].copy(),
                           np.zeros(len(angles)))
@@ -65,5 +79,6 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
             yield Progress(state.iteration, state.total,
                            f"classes {state.counts.tolist()}, {state.changed:.0%} moved",
                            payload=state)
-    written = write_class_result(output, result, frame.voxel_size, frame, sub.origins, name)
+    written = write_class_result(output, result, frame.voxel_size, frame, sub.origins, name,
+                                 overwrite, inputs)
     return result, sub, written

@@ -1,0 +1,106 @@
+"""Averaging outputs on disk: no silent overwrite, never an input; duplicate picks dropped."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_tomoseg.averaging import AverageSettings
+from napari_tomoseg.cli import main
+from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.io.particles import CoordinateWarning, TomogramFrame, particle_table, read_star
+from napari_tomoseg.jobs import run_job
+from napari_tomoseg.jobs.average import average_job
+from napari_tomoseg.synthetic.particle_field import simulate_particle_field, write_particle_field
+
+FAST = ["--box", "24", "--iterations", "1", "--angular-step", "30", "--final-step", "30",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def field():
+    import torch
+
+    torch.set_num_threads(1)
+    return simulate_particle_field(8, voxel_size=15.0, snr=5.0, seed=4)
+
+
+def _snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_average_never_replaces_its_inputs_nor_earlier_results(field, tmp_path):
+    files = write_particle_field(field, tmp_path / "av2", name="t", box=24)
+    folder, tomogram, particles = tmp_path / "av2", str(files["tomogram"]), str(files["particles"])
+    before = _snapshot(folder)
+    # --name t would write av2/t.mrc over the tomogram: refused, with or without --overwrite
+    for extra in ([], ["--overwrite"]):
+        assert main(["average", tomogram, particles, "-o", str(folder), "--name", "t",
+                     *FAST, *extra]) == 2
+        assert _snapshot(folder) == before  # nothing replaced, nothing added
+    assert main(["average", tomogram, particles, "-o", str(folder), "--name", "avg", *FAST]) == 0
+    first = _snapshot(folder)
+    assert {"avg.mrc", "avg_half1.mrc", "avg_particles.star", "avg.json"} <= set(first)
+    # a second run refuses the earlier results (all checked before the first write) ...
+    (folder / "avg_half2.mrc").unlink()  # even when only some of them are there
+    partial = _snapshot(folder)
+    assert main(["average", tomogram, particles, "-o", str(folder), "--name", "avg", *FAST]) == 2
+    assert _snapshot(folder) == partial
+    # ... and replaces them with --overwrite
+    assert main(["average", tomogram, particles, "-o", str(folder), "--name", "avg", *FAST,
+                 "--overwrite"]) == 0
+    assert (folder / "avg_half2.mrc").exists()
+
+
+def test_classify_never_replaces_the_particles_it_reads(field, tmp_path):
+    files = write_particle_field(field, tmp_path, name="t", box=24)
+    aligned = tmp_path / "avg_particles.star"
+    assert main(["average", str(files["tomogram"]), str(files["particles"]), "-o", str(tmp_path),
+                 "--name", "avg", *FAST]) == 0
+    before = aligned.read_bytes()
+    # class outputs avg_1.mrc, avg_2.mrc, avg_particles.star: the last is the input
+    assert main(["classify", str(files["tomogram"]), str(aligned), "-o", str(tmp_path),
+                 "--name", "avg", "--overwrite", *FAST]) == 2
+    assert aligned.read_bytes() == before
+    assert not (tmp_path / "avg_1.mrc").exists()
+
+
+def test_a_job_refuses_an_output_that_is_its_reference(field, tmp_path):
+    files = write_particle_field(field, tmp_path, name="t", box=24)
+    frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
+    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, device="cpu")
+    job = average_job(field.tomogram, frame, particle_table(field.zyx), settings, tmp_path,
+                      name="t_reference", inputs=[files["reference"]])  # overwrite=True
+    with pytest.raises(InvalidSettingsError, match="is an input"):
+        run_job(job)
+
+
+def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
+    """A copy in each half set agrees on noise; the tester's four copies of one pick gave
+    FSC 1 in every shell. Repeats (exact, or within box/4) are dropped with a warning."""
+    frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
+    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, device="cpu")
+    repeats = field.zyx[:4] + np.array([0.0, 0.0, 1.5])  # near copies of four particles
+    picks = particle_table(np.concatenate([field.zyx, field.zyx[:2], repeats]))
+    with pytest.warns(CoordinateWarning, match="6 of 14 particles lie within 6 voxels"):
+        result, sub, written = run_job(average_job(field.tomogram, frame, picks, settings,
+                                                   tmp_path))
+    assert sub.duplicates == 6 and len(result.halves) == len(field.zyx)
+    assert sorted(sub.indices.tolist()) == list(range(len(field.zyx)))  # the first of each stays
+    assert len(read_star(written["particles"], frame)) == len(field.zyx)
+    # one particle four times is one particle: too few to average, said before any work
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(48, 48, 48)).astype(np.float32)
+    noise_frame = TomogramFrame("noise", noise.shape, 15.0)
+    four = particle_table(np.repeat([[24.0, 24.0, 24.0]], 4, axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoordinateWarning)
+        with pytest.raises(InvalidSettingsError, match="only 1 particles.*3 duplicates"):
+            run_job(average_job(noise, noise_frame, four, settings, tmp_path / "noise"))
+        # asked to keep them (--min-distance 0), the copies agree perfectly: the inflation
+        keep = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30,
+                               device="cpu", min_distance=0)
+        inflated, _, _ = run_job(average_job(noise, noise_frame, four, keep, tmp_path / "keep"))
+    assert np.all(inflated.fsc[1:] > 0.99)
