@@ -213,3 +213,19 @@ def test_batch_refuses_a_header_without_voxel_size_unless_given(project, tmp_pat
                      "--voxel-size", "2"]) == 0
     probability, info = open_volume(out / "novoxel_ribosome.mrc")
     assert probability.shape == volume.shape and info.voxel_size == (2.0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--threshold", "ribsome=0.9"], "'ribsome' is not a feature of this run"),
+    (["--pick", "actin"], "--pick actin: no model of that feature")])
+def test_batch_refuses_features_no_model_has_before_any_work(project, tmp_path, capsys, extra,
+                                                             fragment):
+    """A misspelled --threshold was ignored, and --pick of a feature no model has failed every
+    tomogram after segmenting it: both are refused before a client starts or a file is written."""
+    from napari_tomoseg import cli
+
+    folder, model, tomograms, _ = project
+    out = tmp_path / "out"
+    assert cli.main(["batch", tomograms[0], "-m", model, "-o", str(out), *extra]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()

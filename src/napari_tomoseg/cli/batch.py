@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import TomosegError
+from ..errors import InvalidSettingsError, TomosegError
 from . import arguments
 from .arguments import POSITIVE, POSITIVE_INT, copick_options, copick_source, tilt_series_option
 from .arguments import voxel_size_option
@@ -38,15 +38,28 @@ def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
     return 1 if failed else 0
 
 
+def _model_features(args: argparse.Namespace) -> list[str]:
+    """The models' features, checked against --pick before any tomogram is segmented."""
+    from ..nn.model_file import load_model
+
+    features = [load_model(path).feature for path in args.model]
+    missing = [f for f in args.pick or () if f not in features]
+    if missing:
+        raise InvalidSettingsError(f"--pick {', '.join(missing)}: no model of that feature "
+                                   f"(the models are of {', '.join(features)}).")
+    return features
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .. import batch  # looked up at call time: tests replace batch.make_client
     from ..io.paths import check_writable
 
     copick = copick_source(args)
     tomograms = _tomograms(args, copick)
+    features = _model_features(args)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
-        output=str(args.output), thresholds=arguments.thresholds(args.threshold),
+        output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
         diameter=args.diameter, device=args.device, precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
