@@ -65,7 +65,8 @@ def extract_subtomograms(tomogram: np.ndarray, zyx: np.ndarray, box: int,
         raise InvalidCoordinatesError("particle coordinates must be finite numbers.")
     shape = np.array(tomogram.shape[-3:])
     if np.any(shape < box) and edge == "skip":
-        raise InvalidSettingsError(f"box size {box} is larger than the tomogram ({' x '.join(str(int(s)) for s in shape)}).")
+        size = " x ".join(str(int(s)) for s in shape)
+        raise InvalidSettingsError(f"box size {box} is larger than the tomogram ({size}).")
     origins = np.round(zyx).astype(int)
     lo = origins - box // 2
     hi = lo + box
