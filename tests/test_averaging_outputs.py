@@ -79,17 +79,22 @@ def test_a_job_refuses_an_output_that_is_its_reference(field, tmp_path):
 
 def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
     """A copy in each half set agrees on noise; the tester's four copies of one pick gave
-    FSC 1 in every shell. Repeats (exact, or within box/4) are dropped with a warning."""
+    FSC 1 in every shell. Repeats (exact, or within 2 voxels) are dropped with a warning;
+    points 3 voxels apart (as along a filament) are kept."""
     frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
     settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, device="cpu")
     repeats = field.zyx[:4] + np.array([0.0, 0.0, 1.5])  # near copies of four particles
     picks = particle_table(np.concatenate([field.zyx, field.zyx[:2], repeats]))
-    with pytest.warns(CoordinateWarning, match="6 of 14 particles lie within 6 voxels"):
+    with pytest.warns(CoordinateWarning, match="6 of 14 particles lie within 2 voxels"):
         result, sub, written = run_job(average_job(field.tomogram, frame, picks, settings,
                                                    tmp_path))
     assert sub.duplicates == 6 and len(result.halves) == len(field.zyx)
     assert sorted(sub.indices.tolist()) == list(range(len(field.zyx)))  # the first of each stays
     assert len(read_star(written["particles"], frame)) == len(field.zyx)
+    from napari_tomoseg.averaging.extract import duplicate_distance, repeated_picks
+
+    along = np.array([[10.0, 10.0, 10.0 + 3 * i] for i in range(5)])  # --spacing 3 voxels
+    assert len(repeated_picks(along, duplicate_distance(24))) == 0
     # one particle four times is one particle: too few to average, said before any work
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(48, 48, 48)).astype(np.float32)

@@ -111,8 +111,9 @@ def test_edge_and_feature_reach_the_job_as_the_cli_passes_them(make_napari_viewe
 
     calls = []
 
-    def spy(volume, frame, table, settings, output, reference=None, edge="skip", name="average"):
-        calls.append((table.copy(), edge))
+    def spy(volume, frame, table, settings, output, reference=None, edge="skip", name="average",
+            inputs=()):
+        calls.append((table.copy(), edge, list(inputs)))
         yield from ()  # a job that ends at once
 
     monkeypatch.setattr(averaging_widget, "average_job", spy)
@@ -127,7 +128,7 @@ def test_edge_and_feature_reach_the_job_as_the_cli_passes_them(make_napari_viewe
         widget.edge.value = edge
         handle = widget.run()
         qtbot.waitUntil(lambda: not handle.is_running, timeout=10_000)
-    assert [edge for _, edge in calls] == ["pad", "skip"] and done == [1, 1]
+    assert [edge for _, edge, _ in calls] == ["pad", "skip"] and done == [1, 1]
     table = calls[0][0]
     assert list(table["feature"]) == ["ribosome"] * len(field.zyx)
     np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), field.zyx, atol=1e-6)

@@ -63,7 +63,9 @@ def test_a_stopped_training_keeps_its_model(tmp_path, stop):
     tomogram, boxes = _inputs(tmp_path)
     output = tmp_path / "m.pt"
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from napari_tomoseg.cli import main; "
+        [sys.executable, "-c", "import signal, sys; from napari_tomoseg.cli import main; "
+         # a shell that starts jobs in the background hands them SIGINT ignored
+         "signal.signal(signal.SIGINT, signal.default_int_handler); "
          "sys.exit(main(sys.argv[1:]))", "train", tomogram, "--boxes", boxes, "--feature",
          "membrane", "--steps", "100000", "--batch-size", "2", "--arch", "unet", "-o",
          str(output)], stderr=subprocess.PIPE, text=True)

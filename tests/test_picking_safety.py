@@ -91,6 +91,11 @@ def test_pick_names_the_tomogram_not_the_map(files, tmp_path, capsys):
                  "--tomo-name", "TS_01"]) == 0
     assert "TS_01" in (tmp_path / "q.star").read_text()
     assert "cell_ribosome" not in (tmp_path / "q.star").read_text()
+    # the map opened in napari carries the same name for the picking widget's STAR files
+    from napari_tomoseg.layer_data import volume_layer
+
+    _, kwargs, _ = volume_layer(prob)
+    assert kwargs["name"] == "cell_ribosome" and kwargs["metadata"]["tomoseg"]["tomo_name"] == "cell"
 
 
 def test_maps_that_are_not_probabilities_are_refused(files, tmp_path, capsys):
@@ -139,3 +144,11 @@ def test_a_diameter_larger_than_the_volume_is_refused_at_once(files, tmp_path, c
     assert "larger than the volume" in capsys.readouterr().err
     with pytest.raises(InvalidSettingsError, match="larger than the volume"):
         pick_particles(np.zeros(SHAPE, np.float32), 20.0, PickSettings(diameter=48 * 20 + 1))
+
+
+def test_interpolation_overshoot_is_clipped_not_refused():
+    """A map resampled with cubic interpolation overshoots [0, 1] a little: clipped."""
+    from napari_tomoseg.probability_maps import as_probability
+
+    resampled = np.array([[[-0.02, 0.5, 1.03]]], np.float32)
+    np.testing.assert_array_equal(as_probability(resampled), [[[0.0, 0.5, 1.0]]])

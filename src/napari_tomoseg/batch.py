@@ -55,6 +55,7 @@ class BatchSettings:
             record.pop("voxel_size")
         if record["precision"] == "auto":  # likewise
             record.pop("precision")
+        record["star_pixels"] = 2  # rlnCoordinate* as RELION reads them: older STARs redone
         return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 

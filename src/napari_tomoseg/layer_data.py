@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .io.mrc import MRC_SUFFIXES, open_volume, robust_contrast_limits
-from .io.probability_header import stored_probability
+from .io.probability_header import map_tomogram_name, stored_probability
 from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
 from .features import FEATURE_COLOURS, FEATURES
 from .tomogram import tomogram_name  # lives in tomogram.py; still importable from here
@@ -79,15 +79,17 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
     path = Path(path)
     data, info = open_volume(path)
     name = tomogram_name(path)
+    probability = stored_probability(path)
+    # picks made on a map belong to the tomogram it was made from (rlnTomoName)
+    tomogram = map_tomogram_name(path) if probability is not None else name
     kwargs = {
         "name": name,
         "scale": info.voxel_size,
         "translate": info.origin,
-        "metadata": geometry_metadata(name, info.shape, info.isotropic_voxel_size, info.origin,
-                                      str(path.resolve())),
+        "metadata": geometry_metadata(tomogram, info.shape, info.isotropic_voxel_size,
+                                      info.origin, str(path.resolve())),
     }
     kwargs["metadata"]["tomoseg"]["voxel_size_in_header"] = info.voxel_size_in_header
-    probability = stored_probability(path)
     if probability is not None:  # a map from segment: shown and tagged as one
         feature, threshold = probability
         kwargs["metadata"].update({ROLE_KEY: {"role": "probability", "feature": feature},
@@ -189,5 +191,7 @@ def points_layer(path: str | os.PathLike, frame: TomogramFrame | None = None) ->
         table = read_csv(path)
     table = table.drop(columns=["tomo_name"], errors="ignore")
     data = table[["z", "y", "x"]].to_numpy(dtype=float)
-    # without a tomogram the pixels' size is unknown: the layer stays in pixels
-    return data, points_kwargs(table, frame, path.stem), "points"
+    # without a tomogram, a STAR file's pixels are unbinned tilt-series pixels of the size its
+    # optics give (then the points sit in Angstrom, over a tomogram opened later); else unknown
+    unbinned = known if path.suffix.lower() == ".star" and frame is None else None
+    return data, points_kwargs(table, frame, path.stem, voxel_size=unbinned), "points"

@@ -14,7 +14,9 @@ import numpy as np
 
 from .errors import InvalidVolumeError
 
-_SLACK = 1e-3  # float16 rounding of a 0-1 map
+# float16 rounding, or the overshoot of a map resampled with cubic or Fourier interpolation;
+# such values are clipped to [0, 1]. A tomogram's densities lie far beyond it.
+_SLACK = 0.05
 
 
 def _not_probabilities(name: str, low: float, high: float) -> InvalidVolumeError:
@@ -52,4 +54,6 @@ def as_probability(volume: np.ndarray, scale: float | None = None,
         low, high = float(prob.min()), float(prob.max())
         if low < -_SLACK or high > 1.0 + _SLACK:
             raise _not_probabilities(name, low / scale, high / scale)
+        if low < 0.0 or high > 1.0:
+            prob = np.clip(prob, 0.0, 1.0)
     return prob

@@ -32,6 +32,7 @@ from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata
 from .fsc_plot import FscPlot
+from .voxel_size import voxel_size_of
 from .layer_tags import has_role
 from .notify import guarded, quietly, report_error
 from .average_view import AverageView
@@ -149,6 +150,12 @@ class AveragingWidget(Container):
                                symmetry=self.symmetry.value, angular_step=float(self.angular_step.value),
                                tilt_min=float(self.tilt_min.value), tilt_max=float(self.tilt_max.value))
 
+    def _inputs(self, tomogram) -> list[str]:
+        """Files a result must never replace: the tomogram's and the reference's."""
+        path = (tomogram.metadata.get("tomoseg", {}).get("path") if tomogram is not None
+                else None)
+        return [str(p) for p in (path, self.reference.value) if p and not Path(p).is_dir()]
+
     def _reference(self) -> np.ndarray | None:
         path = self.reference.value
         if path is None or Path(path).is_dir():
@@ -164,11 +171,12 @@ class AveragingWidget(Container):
         if len(table) < 4:
             raise TomosegError(f"{len(table)} particles: averaging needs at least 4.")
         tomogram = self.tomogram.value
+        voxel_size_of(tomogram)  # a usable, cubic voxel size, or a message saying what to do
         frame = self._frame(tomogram)
         if self.output.value is None:
             raise TomosegError("choose an output folder for the average.")
         job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
-                          self._reference(), str(self.edge.value))
+                          self._reference(), str(self.edge.value), inputs=self._inputs(tomogram))
         self._voxel, self._source = frame.voxel_size, (tomogram.data, frame)
         self.result, self.subtomograms, self.state = None, None, None
         self.status.value = f"extracting {len(table)} particles..."
@@ -254,7 +262,8 @@ class AveragingWidget(Container):
         table = aligned_particle_table(self.subtomograms.origins, self.result.alignment)
         volume, frame = self._source
         job = classify_job(volume, frame, table, self.result.settings, settings,
-                           Path(self.output.value), str(self.edge.value))
+                           Path(self.output.value), str(self.edge.value),
+                           inputs=self._inputs(self.tomogram.value))
         self.status.value = "classifying..."
         return self._start(job, self._on_class_progress, self._on_classified)
 

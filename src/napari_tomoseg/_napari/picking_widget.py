@@ -33,6 +33,7 @@ from .histogram import Histogram
 from .layer_tags import find, has_role, tag, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
+from .voxel_size import voxel_size_of
 from .worker import JobHandle, start_job
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
@@ -139,6 +140,7 @@ class PickingWidget(Container):
                                 split_touching=bool(self.split.value),
                                 max_blob=float(self.max_blob.value) or None)
         feature = self.feature.value.strip() or "particle"
+        voxel_size_of(layer)  # a usable, cubic voxel size, or a message saying what to do
         frame = self._source_frame(layer)
         exclude = self._excluded_region(layer)
         self.pick_button.enabled = False

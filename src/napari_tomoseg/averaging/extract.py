@@ -22,15 +22,18 @@ class Subtomograms:
     duplicates: int = 0  # picks dropped as repeats of another (see ``repeated_picks``)
 
 
-def duplicate_distance(box: int) -> float:
-    """Voxels below which two picks are one particle: a quarter of the box, at least 1.
+DUPLICATE_VOXELS = 2.0
 
-    Boxes this close share over 40% of their voxels, hence their noise, and a
-    copy in each half set makes the FSC agree on noise. Real neighbours are a
-    particle diameter apart, and a box holds 1.2 to 2 diameters, so they are
-    at least 0.5 box apart and never dropped.
+
+def duplicate_distance(box: int) -> float:
+    """Voxels below which two picks are one particle picked twice: 2, whatever the box.
+
+    Such repeats (a pick merged from two sources, a file appended twice) put one
+    particle's noise in both half sets, and the FSC then agrees on noise. A wider
+    default would drop real data: points placed along a filament or a membrane
+    (``pick --spacing``) are meant to lie closer than a particle's size.
     """
-    return max(1.0, box / 4)
+    return DUPLICATE_VOXELS
 
 
 def repeated_picks(zyx: np.ndarray, distance: float) -> np.ndarray:

@@ -49,7 +49,7 @@ class AverageSettings:
     initial_step: float = 25.0  # global search step of the start (degrees)
     seed: int = 0
     device: str = "auto"
-    min_distance: float | None = None  # voxels; closer picks are duplicates (default box / 4)
+    min_distance: float | None = None  # voxels; closer picks are repeats (default 2)
 
     def __post_init__(self):
         if self.box < 12 or self.box % 2:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import TomosegError, user_message
@@ -44,12 +45,24 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
     raise Terminated()
+
+
+def _catch_sigterm(command: str):
+    """Install the SIGTERM handler for a job command; returns what to restore (or None).
+
+    Not for ``launch`` (Qt would hand the exception to napari instead of quitting), and
+    only in the main thread, the one place Python lets a handler be set.
+    """
+    if command in ("launch", "demo") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = _catch_sigterm(args.command)
     try:
         return args.func(args)
     except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
@@ -60,4 +73,5 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -35,7 +35,8 @@ def _open_inputs(args: argparse.Namespace):
     from ..io.paths import check_writable
 
     require_voxel_size(read_header(args.tomogram)[1], args.tomogram,
-                       hint="set it in the header (e.g. IMOD alterheader -del)")
+                       hint="set it in the header (e.g. IMOD alterheader -del)",
+                       cube_hint="set one size in the header (e.g. IMOD alterheader -del)")
     check_writable(args.output)
     return open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
                                        args.tilt_series_pixel_size)
@@ -115,7 +116,7 @@ def _averaging_options(p: argparse.ArgumentParser, iterations: int) -> None:
                    help="particles whose box leaves the tomogram")
     p.add_argument("--tomo-name", help="keep only this rlnTomoName from a STAR file")
     p.add_argument("--min-distance", type=number(float, 0, inclusive=True),
-                   help="voxels: closer picks are duplicates, dropped (default box/4; 0 keeps all)")
+                   help="voxels: closer picks are repeats of one particle, dropped (default 2; 0 keeps all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true",

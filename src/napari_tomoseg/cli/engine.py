@@ -6,80 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InvalidSettingsError, TomosegError
+from ..errors import TomosegError
 from . import arguments
 from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
                         key_values, number, tilt_series_option, voxel_checked, voxel_size_option)
 from .progress import run_with_bar
-
-
-def _training_inputs(args: argparse.Namespace):
-    """(volume, voxel size, boxes, model to continue, settings, preprocessing)."""
-    from ..annotations import check_boxes, load_boxes
-    from ..io.mrc import open_volume
-    from ..nn.model_file import load_model
-    from ..nn.models import stem_parameters
-    from ..nn.training import TrainingSettings
-    from ..preprocess import PreprocessSettings, default_preprocessing
-    from ..session_store import is_session
-
-    volume, info = open_volume(args.tomogram)
-    info = voxel_checked(info, args.tomogram, args)
-    # a session folder keeps its boxes in session.json; a box folder in boxes.json
-    boxes = (_session_boxes(args.boxes, volume, args.tomogram) if is_session(args.boxes)
-             else load_boxes(args.boxes))
-    check_boxes(boxes, args.feature)
-    start_from = load_model(args.resume) if args.resume else None
-    if start_from is not None and (args.rotations is not None or args.stem3d != "auto"):
-        raise InvalidSettingsError("--rotations and --stem3d are fixed when a model is first "
-                                   "trained; a resumed model keeps its own.")
-    args.arch = _architecture(args, start_from)
-    parameters = stem_parameters(args.arch, args.stem3d)
-    if args.rotations is not None:
-        parameters["rotations"] = args.rotations
-    settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
-                                **({"steps": args.steps} if args.steps else {}),
-                                batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                hold_out=not args.no_early_stop,
-                                parameters=parameters)
-    box_size = next(b.size for b in boxes if b.feature == args.feature)
-    preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
-    if args.binning is not None:
-        preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
-                                        mode=preprocess.mode)
-    return volume, info.isotropic_voxel_size, boxes, start_from, settings, preprocess
-
-
-def _session_boxes(folder, volume, tomogram) -> list:
-    """The boxes of an annotation session, refused if it was made on another tomogram."""
-    from ..session import Session, data_checksum
-
-    session = Session.load(folder)
-    if session.data_checksum and session.data_checksum != data_checksum(volume):
-        raise InvalidSettingsError(
-            f"the session in {folder} was made on another tomogram ({session.tomogram}: its "
-            f"voxels differ from {Path(tomogram).name}'s); give that tomogram, or box this one.")
-    return session.boxes
-
-
-def _architecture(args: argparse.Namespace, start_from) -> str:
-    """--arch, or the resumed model's (a different --arch is refused, not ignored)."""
-    if start_from is None:
-        return args.arch or "unet"
-    if args.arch and args.arch != start_from.architecture:
-        raise InvalidSettingsError(f"{args.resume} is a {start_from.architecture} network; "
-                                   f"--arch {args.arch} cannot continue it.")
-    if start_from.feature != args.feature:
-        print(f"tomoseg: note: continuing the '{start_from.feature}' model as '{args.feature}'",
-              file=sys.stderr)
-    return start_from.architecture
+from .train_inputs import training_inputs
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..jobs.train import train_feature
     from ..nn.validation import describe_held_out
 
-    volume, voxel, boxes, start_from, settings, preprocess = _training_inputs(args)
+    volume, voxel, boxes, start_from, settings, preprocess = training_inputs(args)
     output = args.output or Path(f"{args.feature}.tomoseg.pt")
     job = train_feature(volume, voxel, boxes, args.feature, settings, preprocess,
                         start_from=start_from, output=output, overwrite=args.overwrite)
@@ -111,8 +50,26 @@ def _segment_inputs(args: argparse.Namespace):
     if not args.tomograms:
         raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")
     tomograms = list(dict.fromkeys(str(Path(t).resolve()) for t in args.tomograms))
+    tomograms = _without_maps(tomograms)
     for tomogram, name in zip(tomograms, unique_names(tomograms)):
         yield (name, *open_volume(tomogram), None)
+
+
+def _without_maps(tomograms: list[str]) -> list[str]:
+    """The inputs that are not our own probability maps (a glob rerun into the input folder
+    matches the first run's maps, which would be segmented as tomograms)."""
+    from ..io.probability_header import stored_probability
+
+    maps = [t for t in tomograms if stored_probability(t) is not None]
+    if maps:
+        print(f"tomoseg: skipped {len(maps)} probability map(s) given as tomograms "
+              f"({', '.join(Path(m).name for m in maps[:3])}{', ...' if len(maps) > 3 else ''})",
+              file=sys.stderr)
+    kept = [t for t in tomograms if t not in maps]
+    if not kept:
+        raise TomosegError("every input is a probability map from tomoseg segment: give "
+                           "tomograms.")
+    return kept
 
 
 def _to_copick(args: argparse.Namespace, source, model, target: Path, voxel: float) -> None:

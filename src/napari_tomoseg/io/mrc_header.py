@@ -53,7 +53,9 @@ def sane_voxel_size(value: float) -> bool:
 
 
 def require_voxel_size(info: VolumeInfo, path: str | os.PathLike, given: float | None = None,
-                       hint: str = "give it with --voxel-size (Angstrom per voxel)") -> VolumeInfo:
+                       hint: str = "give it with --voxel-size (Angstrom per voxel)",
+                       cube_hint: str = "give --voxel-size to take them as cubes of that size"
+                       ) -> VolumeInfo:
     """``info`` with a voxel size the user can trust, or a clear error.
 
     ``given`` (e.g. ``--voxel-size``) replaces the header's value; a header
@@ -79,8 +81,7 @@ def require_voxel_size(info: VolumeInfo, path: str | os.PathLike, given: float |
     if not _close(info.voxel_size):  # a z step of twice x would put picks and maps off by 2x
         raise InvalidVolumeError(
             f"{name} has voxels of {sizes} A (x, y, z), not cubes; segmentation, picking and "
-            "averaging need cubic voxels: resample it, or give --voxel-size to take them as "
-            "cubes of that size.")
+            f"averaging need cubic voxels: resample it, or {cube_hint}.")
     return info
 
 
@@ -138,11 +139,15 @@ def imod_origin_sign(header) -> float:
 
 
 def _unsigned_bytes(header) -> bool:
-    """Whether mode-0 bytes are unsigned, as IMOD decides (b3dutil.c, readBytesSigned).
+    """Whether mode-0 bytes are unsigned.
 
     An IMOD stamp (header bytes 152-155) says it with the signed-bytes flag (bytes
-    156-159); without a stamp, a header minimum >= 0 with a maximum >= 128 describes
-    values that signed bytes cannot hold (other ranges: signed, as MRC2014 says).
+    156-159), as IMOD reads it (b3dutil.c, readBytesSigned). Without a stamp, a header
+    minimum >= 0 with a maximum >= 128 describes values that signed bytes cannot hold,
+    which IMOD reads unsigned too. Every other unstamped header is read signed, as
+    MRC2014 says; IMOD there guesses unsigned (e.g. for statistics left at 0), which we
+    do not follow: a guess either way is wrong for some files, and the standard is
+    what other readers (mrcfile, RELION) apply.
     """
     extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
     order = "<" if header.mode.dtype.byteorder in "<=|" else ">"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -23,6 +26,21 @@ from .progress import Job, Progress
 def previous_model_path(output: Path) -> Path:
     """Where the model a new training replaces is kept (``NAME.previous.pt``)."""
     return output.with_name(output.name.removesuffix(".pt") + ".previous.pt")
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while the model is saved (a second one would delete the
+    half-written file and lose the model); only the main thread can hold them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def _describe(update: TrainingUpdate) -> str:
@@ -72,7 +90,8 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
                 yield Progress(update.step, update.total, _describe(update), payload=update)
     except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:
         if model is not None and output is not None:  # the best weights so far are worth keeping
-            save_model_or_rescue(model, output)
+            with _signals_held():
+                save_model_or_rescue(model, output)
         raise
     if model is None:
         raise InvalidSettingsError("training stopped before its first step.")
