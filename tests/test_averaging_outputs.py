@@ -21,10 +21,18 @@ FAST = ["--box", "24", "--iterations", "1", "--angular-step", "30", "--final-ste
 
 @pytest.fixture(scope="module")
 def field():
+    return simulate_particle_field(8, voxel_size=15.0, snr=5.0, seed=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny averages run faster on one thread; the rest of the suite gets its threads back."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return simulate_particle_field(8, voxel_size=15.0, snr=5.0, seed=4)
+    yield
+    torch.set_num_threads(before)
 
 
 def _snapshot(folder) -> dict:

@@ -133,6 +133,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     artifacts = arguments.artifacts(args.artifact)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
+    if not args.output.name.lower().endswith((".mrc", ".rec", ".map")):  # not an MRC named x.csv
+        raise TomosegError(f"{args.output.name}: the label volume is an MRC file; name it .mrc.")
     check_writable(args.output.parent)
     infos = [open_volume(path)[1] for path in maps.values()]  # bad files first, then thresholds
     thresholds = {f: map_threshold(given.get(f), path, f) for f, path in maps.items()}

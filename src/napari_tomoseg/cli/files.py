@@ -6,14 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from ..errors import TomosegError
+from ..errors import InvalidSettingsError, TomosegError
 from .arguments import (COUNT, POSITIVE_INT, VOXEL_SIZE, number, tilt_series_option,
                         voxel_checked, voxel_size_option)
 from .progress import progress_bar
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..io.paths import check_writable
+    from ..io.paths import check_writable, safe_name
     from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
 
     spec = CellSpec(shape=tuple(args.shape), voxel_size=args.voxel_size,
@@ -21,6 +21,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
                     n_actin=args.actin, carbon_edge=not args.no_carbon)
     imaging = ImagingSpec(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
                           tilt_step=args.tilt_range[2], snr=args.snr, defocus_um=args.defocus)
+    if safe_name(args.name) != args.name:  # a name like ../x would write outside the folder
+        raise InvalidSettingsError(f"--name {args.name!r}: use letters, digits, '.', '_', "
+                                   f"'+' and '-' (e.g. {safe_name(args.name)}).")
     check_writable(args.output)
     target = args.output / f"{args.name}.mrc"
     if target.exists() and not args.overwrite:  # say so before minutes of simulation
