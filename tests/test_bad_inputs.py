@@ -194,6 +194,11 @@ def _mix_sizes(boxes):
     negative.size = 24
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _anisotropic(f: Files) -> str:
     """A tomogram whose z step is twice its x and y step (10 x 10 x 20 A)."""
     path = Path(f.mrc("aniso.mrc"))
@@ -297,6 +302,9 @@ CASES = {
     "merge-voxel-sizes-differ": (lambda f: ["merge", "--prob", f"a={f.probability()}", "--prob",
                                             f"b={f.probability('b.mrc', voxel=20.0)}", "-o",
                                             str(f.out / "l.mrc")], "20 A voxels"),
+    "merge-output-is-a-folder": (lambda f: ["merge", "--prob", f"a={f.probability()}", "-o",
+                                            str(_folder(f.root / "labels.mrc")), "--overwrite"],
+                                 "labels.mrc: it is a folder"),
     "merge-output-csv": (lambda f: ["merge", "--prob", f"a={f.probability()}", "-o",
                                     str(f.out / "x.csv")], "name it .mrc"),
     "synth-name-outside": (lambda f: ["synth", str(f.out), "--name", "../escape", "--shape",

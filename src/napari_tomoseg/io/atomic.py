@@ -10,6 +10,7 @@ wrote it is gone, so stale partials left by a kill can be removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -77,6 +78,8 @@ def atomic_path(path: str | os.PathLike, backup: str | os.PathLike | None = None
     block, or in the flush, removes the partial and leaves ``path`` as it was.
     """
     path = Path(path)
+    if path.is_dir():  # said of the path the user gave, not of our hidden partial
+        raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
     tmp = partial_path(path)
     try:
         yield tmp
