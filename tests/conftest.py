@@ -94,3 +94,15 @@ def _run_killed_at(kill_at: int, action) -> int:
 def run_killed_at():
     """Kill a save between any two of its file operations (crash-consistency tests)."""
     return _run_killed_at
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for a test (tiny averages), given back afterwards: a setting left
+    behind would slow every later test of the session."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,11 +26,8 @@ VOXEL = 15.0
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here: tiny averages on one thread."""
 
 
 def noise_particles(count: int, box: int, seed: int) -> np.ndarray:

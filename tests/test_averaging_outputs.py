@@ -25,14 +25,8 @@ def field():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny averages run faster on one thread; the rest of the suite gets its threads back."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here: tiny averages on one thread."""
 
 
 def _snapshot(folder) -> dict:

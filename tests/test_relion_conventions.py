@@ -121,18 +121,7 @@ def _render_relion(shape, centres_zyx, angles, reference) -> np.ndarray:
     return volume
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny averages run faster on one thread; later tests get their threads back."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_averaging_writes_the_angles_relion_reads(tmp_path, one_thread):
+def test_averaging_writes_the_angles_relion_reads(tmp_path, one_torch_thread):
     from napari_tomoseg.averaging import AverageSettings
     from napari_tomoseg.jobs import run_job
     from napari_tomoseg.jobs.average import average_job

@@ -33,12 +33,15 @@ def probability_scale(volume: np.ndarray, name: str = "the probability map") -> 
     values = np.asarray(volume)
     if values.size == 0:
         return 1.0
-    high = float(values.max())
+    return _scale(values.dtype, float(values.min()), float(values.max()), name)
+
+
+def _scale(dtype: np.dtype, low: float, high: float, name: str) -> float:
     if high <= 1.0 + _SLACK:
         return 1.0
-    if np.issubdtype(values.dtype, np.integer) and high <= 255:
+    if np.issubdtype(dtype, np.integer) and high <= 255:
         return 1.0 / 255.0
-    raise _not_probabilities(name, float(values.min()), high)
+    raise _not_probabilities(name, low, high)
 
 
 def as_probability(volume: np.ndarray, scale: float | None = None,
@@ -47,13 +50,13 @@ def as_probability(volume: np.ndarray, scale: float | None = None,
 
     Values outside [0, 1] once scaled (a tomogram's negative densities) are refused.
     """
-    scale = probability_scale(volume, name) if scale is None else scale
-    prob = np.asarray(volume).astype(np.float32, copy=False)
+    values = np.asarray(volume)
+    if values.size == 0:
+        return values.astype(np.float32)
+    low, high = float(values.min()), float(values.max())  # one pass, for the scale and the check
+    scale = _scale(values.dtype, low, high, name) if scale is None else scale
+    if low * scale < -_SLACK or high * scale > 1.0 + _SLACK:
+        raise _not_probabilities(name, low, high)
+    prob = values.astype(np.float32, copy=False)
     prob = prob * np.float32(scale) if scale != 1.0 else prob
-    if prob.size:
-        low, high = float(prob.min()), float(prob.max())
-        if low < -_SLACK or high > 1.0 + _SLACK:
-            raise _not_probabilities(name, low / scale, high / scale)
-        if low < 0.0 or high > 1.0:
-            prob = np.clip(prob, 0.0, 1.0)
-    return prob
+    return np.clip(prob, 0.0, 1.0) if low < 0.0 or high * scale > 1.0 else prob

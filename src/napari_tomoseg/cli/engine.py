@@ -121,7 +121,7 @@ def map_threshold(given: float | None, path, feature: str) -> float:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ..io.mrc import open_volume
+    from ..io.mrc import MRC_SUFFIXES, open_volume
     from ..io.paths import check_writable
     from ..jobs.merge import merge_maps
     from ..merge import MergeSettings, artifact_rules
@@ -133,7 +133,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     artifacts = arguments.artifacts(args.artifact)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
-    if not args.output.name.lower().endswith((".mrc", ".rec", ".map")):  # not an MRC named x.csv
+    if args.output.suffix.lower() not in MRC_SUFFIXES:  # not an MRC file named x.csv
         raise TomosegError(f"{args.output.name}: the label volume is an MRC file; name it .mrc.")
     check_writable(args.output.parent)
     infos = [open_volume(path)[1] for path in maps.values()]  # bad files first, then thresholds

@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InvalidSettingsError
+from .mrc_header import COMPRESSED_SUFFIXES, MRC_SUFFIXES
 from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
                         star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
 
 SUFFIXES = (".star", ".json", ".csv")
 # volumes: a particle file written there (as CSV) would destroy a map or a tomogram
-VOLUME_SUFFIXES = (".mrc", ".mrcs", ".rec", ".st", ".ali", ".map", ".em", ".hdf", ".tif",
-                   ".tiff")
+VOLUME_SUFFIXES = MRC_SUFFIXES + (".em", ".hdf", ".tif", ".tiff")
 
 
 def eman2_box_size(diameter: float, voxel_size: float) -> int:
@@ -73,7 +73,7 @@ def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
     ``overwrite``) an existing file: a CSV written there would replace that file."""
     path = Path(path)
     name = path.name.lower()
-    for compressed in (".gz", ".bz2"):
+    for compressed in COMPRESSED_SUFFIXES:
         name = name.removesuffix(compressed)
     if Path(name).suffix in VOLUME_SUFFIXES:
         raise InvalidSettingsError(f"{path}: a volume's suffix; write particles to .star, "
