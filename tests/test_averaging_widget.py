@@ -36,6 +36,7 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     points.features.loc[[0, 1], "status"] = -1  # rejected in QC
     reference = write_volume(tmp_path / "ref.mrc", field.reference(32), 15.0)
     widget = AveragingWidget(viewer)
+    widget.average_view.show = False  # its own window; software GL draws iso-surfaces slowly
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.iterations.value = 1
     widget.reference.value = reference
