@@ -155,6 +155,8 @@ def main() -> None:
                         for i, prob in enumerate(probs):
                             np.save(args.save / f"{feature}_{n_pos}_{method}_{seed}_{i}.npy",
                                     prob.astype(np.float16))
+                        stem = f"{feature}_{n_pos}_{method}_{seed}"
+                        (args.save / f"{stem}.threshold").write_text(f"{threshold}\n")
                     if args.correct and method != "forest":
                         extra = rs.correction_boxes(probs[0], cells[0]["labels"][feature],
                                                     feature, boxes, threshold)

@@ -247,7 +247,7 @@ def test_merge_strongest_wins_thresholds_and_artifacts():
         merge_slab({"membrane": membrane}, settings)
 
 
-def test_cli_train_segment_merge(tmp_path, tiny_files):
+def test_cli_train_segment_merge(tmp_path, tiny_files, capsys):
     from napari_tomoseg.cli import main
 
     boxes = tmp_path / "boxes"
@@ -257,6 +257,9 @@ def test_cli_train_segment_merge(tmp_path, tiny_files):
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "ribosome", "--steps", "3", "--output", str(model)]) == 0
     assert load_model(model).network.rotations == 4  # the U-Net's default
+    low, high = load_model(model).info["held_out"]["interval"]  # over resampled boxes
+    assert 0 <= low <= high <= 1 and f"{low:.2f}-{high:.2f} over resampled boxes" in \
+        capsys.readouterr().out
     single = tmp_path / "single.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "ribosome", "--steps", "3", "--rotations", "1", "--output", str(single)]) == 0

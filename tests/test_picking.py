@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 from napari_tomoseg.errors import InvalidSettingsError
-from napari_tomoseg.picking import PickSettings, match_picks, pick_particles, sample_along
+from napari_tomoseg.picking import (PickSettings, match_picks, pick_particles, roundness,
+                                    sample_along)
 
 
 def test_known_blobs_are_found_at_their_centres(blobs):
@@ -72,6 +73,34 @@ def test_peaks_keep_recall_on_a_crowded_row_and_at_the_edges(blobs):
     # asked for, the edge rule drops exactly the six particles within 30 A of a face
     inner = pick_particles(prob, 10.0, PickSettings(diameter=100.0, edge=30.0))
     assert match_picks(inner[["z", "y", "x"]].to_numpy(), centres[:10], radius)["f1"] == 1.0
+
+
+def test_roundness_drops_a_wall_and_a_rod_but_keeps_touching_and_cut_particles(blobs):
+    """The default shape test: a sheet (a carbon edge seen edge-on) and a rod above threshold
+    give rows of false peaks, each flat along the wall or the rod; lone particles, a row of
+    touching ones and particles cut by the volume's faces are round at their peaks."""
+    radius = 5.0
+    lone = [[20.0, 20.0, 20.0], [44.0, 75.0, 30.0], [30.0, 80.0, 75.0]]
+    row = [[32.0, 20.0, 40.0 + 2 * radius * i] for i in range(5)]  # touching: one diameter apart
+    cut = [[1.0, 60.0, 60.0], [62.0, 30.0, 60.0], [40.0, 0.5, 60.0], [20.0, 60.0, 95.0]]
+    centres = np.array(lone + row + cut)
+    prob = blobs((64, 96, 96), centres, radius * 1.5)
+    prob[8:14, 44:50, :] = np.maximum(prob[8:14, 44:50, :], 0.9)  # a rod along x
+    prob[:, 88:94, 0:70] = np.maximum(prob[:, 88:94, 0:70], 0.9)  # a wall, across z
+    every = pick_particles(prob, 10.0, PickSettings(diameter=100.0, min_roundness=0.0))
+    false = match_picks(every[["z", "y", "x"]].to_numpy(), centres, radius)
+    assert false["recall"] == 1.0 and false["precision"] < 0.7  # the rod's and wall's rows
+    kept = pick_particles(prob, 10.0, PickSettings(diameter=100.0))  # min roundness 0.15
+    found = match_picks(kept[["z", "y", "x"]].to_numpy(), centres, radius)
+    assert found["recall"] == 1.0 and found["precision"] == 1.0
+    assert kept["roundness"].between(0.15, 1.0).all()
+    # the measure: 1 for a ball, (sigma ratio)^2 = 0.25 for a 2:1 ellipsoid, 0 for a sheet
+    zz, yy, xx = np.indices((41, 41, 41), dtype=float) - 20
+    ellipsoid = np.exp(-(zz ** 2 / 128 + yy ** 2 / 32 + xx ** 2 / 32))
+    np.testing.assert_allclose(roundness(ellipsoid, np.array([[20, 20, 20]])), 0.25, atol=0.01)
+    assert roundness(np.exp(-zz ** 2 / 32), np.array([[20, 20, 20]]))[0] < 1e-6
+    with pytest.raises(InvalidSettingsError, match="roundness"):
+        PickSettings(min_roundness=1.5)
 
 
 def test_scores_rank_particles_above_noise_and_suggest_a_cut(blobs):
@@ -157,11 +186,12 @@ def test_max_blob_drops_picks_along_a_carbon_edge_and_says_what_else_it_drops(tm
     cluster = np.array([[32.0, 20.0, 14.0 + 6.0 * i] for i in range(10)])  # touching, a row
     prob = blobs((64, 96, 96), np.concatenate([lone, cluster]), radius=5)
     prob[:, 44:50, :] = np.maximum(prob[:, 44:50, :], 0.9)  # the edge, across the volume
-    settings = PickSettings(diameter=100.0, threshold=0.5)
-    every = pick_particles(prob, 10.0, settings)
+    every = pick_particles(prob, 10.0, PickSettings(diameter=100.0, threshold=0.5,
+                                                    min_roundness=0.0))
     on_edge = (every["y"] > 40) & (every["y"] < 54)
     assert on_edge.sum() >= 5  # the false row
-    capped = pick_particles(prob, 10.0, PickSettings(diameter=100.0, threshold=0.5, max_blob=3))
+    capped = pick_particles(prob, 10.0, PickSettings(diameter=100.0, threshold=0.5, max_blob=3,
+                                                     min_roundness=0.0))
     assert match_picks(capped[["z", "y", "x"]].to_numpy(), lone, 2.0)["f1"] == 1.0
     assert match_picks(every[["z", "y", "x"]].to_numpy(), cluster, 2.0)["recall"] == 1.0
     assert match_picks(capped[["z", "y", "x"]].to_numpy(), cluster, 2.0)["recall"] == 0.0

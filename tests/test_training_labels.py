@@ -109,6 +109,35 @@ def test_threshold_is_the_lowest_near_the_held_out_best():
     assert text == "held-out Dice 0.77 at threshold 0.75 (best 0.81)"
     assert describe_held_out({"dice": 0.81}, 0.8).startswith("best held-out Dice 0.81")
     assert describe_held_out({"dice": None}, 0.5) is None
+    text = describe_held_out({"dice": 0.81, "dice_at_threshold": 0.767,
+                              "interval": [0.62, 0.9]}, 0.75)
+    assert text == ("held-out Dice 0.77 at threshold 0.75 (best 0.81; 0.62-0.90 over "
+                    "resampled boxes)")
+
+
+def test_held_out_dice_comes_with_its_spread_over_boxes():
+    """Five positive boxes, one of them wholly missed: the pooled Dice hides which box it was,
+    the interval over resampled boxes shows how much a different five could give."""
+    from napari_tomoseg.nn.validation import box_interval
+
+    truth = np.zeros((15, 8, 8), bool)
+    truth[:5, 2:6, 2:6] = True  # five positives of 16 feature pixels each
+    positive = np.arange(15) < 5
+    held = np.ones_like(truth)
+    perfect = box_interval(truth, truth, held, positive)
+    assert perfect == (1.0, 1.0)
+    missed = truth.copy()
+    missed[4] = False  # pooled Dice 2*64 / (64 + 80) = 0.889
+    low, high = box_interval(missed, truth, held, positive)
+    assert low < 0.8 < 0.95 < high <= 1.0
+    # every resample's Dice lies between 2k/(k+5)-type extremes: all boxes missed never
+    # happens with four of five right, so the low end stays well above 0
+    assert low > 0.5
+    false_alarm = truth.copy()
+    false_alarm[10, :, :] = True  # a negative box wholly "feature"
+    low_fa, high_fa = box_interval(false_alarm, truth, held, positive)
+    assert low_fa < 0.8 and high_fa == 1.0  # resamples without that negative are perfect
+    assert box_interval(truth, truth, held, np.arange(15) < 1) is None  # one positive: no spread
 
 
 def test_early_stopping_keeps_the_best_weights():

@@ -55,7 +55,8 @@ class BatchSettings:
             record.pop("voxel_size")
         if record["precision"] == "auto":  # likewise
             record.pop("precision")
-        record["star_pixels"] = 2  # rlnCoordinate* as RELION reads them: older STARs redone
+        # 2: rlnCoordinate* as RELION reads them; 3: picks pass the roundness test. Older redone
+        record["star_pixels"] = 3 if self.pick else 2
         return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -56,6 +56,10 @@ class PickingWidget(Container):
                                              "than this many particle volumes (3: a carbon "
                                              "edge; touching particles form blobs too); 0 keeps "
                                              "all")
+        self.min_roundness = FloatSpinBox(
+            label="Min roundness", value=PickSettings.min_roundness, min=0.0, max=1.0, step=0.05,
+            tooltip="drop picks whose peak is flatter or longer than this (1 a ball, 0.25 a 2:1 "
+                    "ellipsoid, 0 a sheet or ridge such as a carbon edge); 0 keeps all")
         self.pick_button = PushButton(text="Pick")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")
@@ -68,7 +72,8 @@ class PickingWidget(Container):
         self.export_button = PushButton(text="Export")
         self.histogram = Histogram()
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.split,
-                     self.exclude, self.max_blob, self.pick_button, self.min_score])
+                     self.exclude, self.max_blob, self.min_roundness, self.pick_button,
+                     self.min_score])
         self.native.layout().addWidget(self.histogram)
         self.extend([Container(widgets=[self.previous, self.next], layout="horizontal", labels=False),
                      Container(widgets=[self.accept, self.reject], layout="horizontal", labels=False),
@@ -138,7 +143,8 @@ class PickingWidget(Container):
         settings = PickSettings(diameter=float(self.diameter.value),
                                 threshold=float(self.threshold.value),
                                 split_touching=bool(self.split.value),
-                                max_blob=float(self.max_blob.value) or None)
+                                max_blob=float(self.max_blob.value) or None,
+                                min_roundness=float(self.min_roundness.value))
         feature = self.feature.value.strip() or "particle"
         voxel_size_of(layer)  # a usable, cubic voxel size, or a message saying what to do
         frame = self._source_frame(layer)

@@ -174,7 +174,8 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
     return PickSettings(diameter=args.diameter, threshold=threshold,
                         min_distance=args.min_distance, edge=args.edge,
                         split_touching=args.split, max_picks=args.max_picks,
-                        method=args.method, min_size=args.min_size, max_blob=args.max_blob)
+                        method=args.method, min_size=args.min_size, max_blob=args.max_blob,
+                        min_roundness=args.min_roundness)
 
 
 def _excluded(paths: list[str], grid):
@@ -319,6 +320,10 @@ def _pick_parser(sub) -> None:
                       help="drop picks in a blob above threshold larger than N particle "
                            "volumes, e.g. 3 for a carbon edge (default: keep; polysomes and "
                            "touching clusters form large blobs too)")
+    pick.add_argument("--min-roundness", type=number(float, 0, inclusive=True, high=1.0), default=0.15,
+                      help="peaks only: drop picks whose smoothed peak is flatter or longer "
+                           "than this (smallest over largest curvature; 1 a ball, 0.25 a 2:1 "
+                           "ellipsoid, 0 a sheet or ridge such as a carbon edge); 0 keeps all")
     pick.add_argument("--split", action="store_true",
                       help="components only: split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)

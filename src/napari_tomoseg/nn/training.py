@@ -165,7 +165,9 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
                               "loss": round(final.loss, 5),
                               "dice": _rounded(final.dice),
                               "dice_at_threshold": _rounded(final.dice_at_threshold),
-                              "threshold": final.threshold}
+                              "threshold": final.threshold,
+                              "interval": ([round(v, 4) for v in final.interval]
+                                           if final.interval else None)}
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:

@@ -29,6 +29,11 @@ THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 # 0.014; 0.1: 12, 0.021). Estimating the tomogram's prevalence from sampled slices
 # (adjusted classify-and-count) did worse on membranes (10 of 24, 0.049).
 TOLERANCE = 0.05
+# The held-out Dice of a handful of boxes is itself uncertain: an interval from resampling the
+# boxes (positives and negatives apart, with replacement) says how much, so that a user does
+# not read 0.85 from five boxes as a promise about the tomogram.
+RESAMPLES = 1000
+INTERVAL = (10, 90)  # percentiles
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class HeldOutScore:
     dice: float  # best Dice over THRESHOLDS
     threshold: float  # the lowest within TOLERANCE of it (0.5 when no held-out pixel is a feature)
     dice_at_threshold: float = float("nan")  # what the stored threshold gives there
+    interval: tuple[float, float] | None = None  # of dice_at_threshold, over resampled boxes
 
 
 def score_held_out(network: torch.nn.Module, bank: TileBank,
@@ -62,8 +68,31 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
         return HeldOutScore(float(loss), float("nan"), 0.5)
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
     chosen = _chosen_index(scores)
+    interval = box_interval(prob > THRESHOLDS[chosen], bank.labels[:, 0].numpy() > 0.5,
+                            held, bank.positive)
     return HeldOutScore(float(loss), float(scores.max()), float(THRESHOLDS[chosen]),
-                        float(scores[chosen]))
+                        float(scores[chosen]), interval)
+
+
+def box_interval(prediction: np.ndarray, truth: np.ndarray, held: np.ndarray,
+                 positive: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
+    """INTERVAL percentiles of the held-out Dice over boxes resampled with replacement.
+
+    ``prediction``, ``truth`` and ``held`` are (boxes, y, x); positives and negatives are
+    drawn apart so every resample keeps the user's mix. None with fewer than two positives.
+    """
+    axes = (1, 2)
+    hits = np.sum(prediction & truth & held, axis=axes).astype(float)
+    sizes = np.sum(prediction & held, axis=axes) + np.sum(truth & held, axis=axes).astype(float)
+    groups = [np.flatnonzero(positive), np.flatnonzero(~positive)]
+    if len(groups[0]) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    drawn = np.concatenate([rng.choice(g, (RESAMPLES, len(g))) for g in groups if len(g)], axis=1)
+    total = sizes[drawn].sum(axis=1)
+    dice = np.where(total > 0, 2 * hits[drawn].sum(axis=1) / np.maximum(total, 1), 1.0)
+    low, high = np.percentile(dice, INTERVAL)
+    return float(low), float(high)
 
 
 def choose_threshold(scores: np.ndarray) -> float:
@@ -106,15 +135,19 @@ class EarlyStopping:
 
 
 def describe_held_out(info: dict | None, threshold: float, digits: int = 2) -> str | None:
-    """'held-out Dice D at threshold T (best B)' for a model's ``info['held_out']``, or None.
+    """'held-out Dice D at threshold T (best B; L-H over resampled boxes)', or None.
 
     The stored threshold lies up to TOLERANCE below the held-out best, so the Dice it gives
-    is said first; model files from before it was recorded give the best alone.
+    is said first, with its interval over boxes when known; model files from before these
+    were recorded give less.
     """
     if not info or info.get("dice") is None:
         return None
     at = info.get("dice_at_threshold")
     if at is None:
         return f"best held-out Dice {info['dice']:.{digits}f}; threshold {threshold:.2f}"
+    interval = info.get("interval")
+    spread = (f"; {interval[0]:.2f}-{interval[1]:.2f} over resampled boxes"
+              if interval else "")
     return (f"held-out Dice {at:.{digits}f} at threshold {threshold:.2f} "
-            f"(best {info['dice']:.{digits}f})")
+            f"(best {info['dice']:.{digits}f}{spread})")
