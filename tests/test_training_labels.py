@@ -105,6 +105,8 @@ def test_threshold_is_the_lowest_near_the_held_out_best():
     scores = np.clip(0.413 + 0.47 * THRESHOLDS, 0, 0.81)  # best 0.81 from 0.85 on
     assert choose_threshold(scores) == 0.75  # 0.7666; 0.70 gives 0.742, more than 0.05 below
     assert choose_threshold(np.full(len(THRESHOLDS), 0.3)) == THRESHOLDS[0]
+    # still rising at the top of the grid (held-out pixels' bias): no higher than 0.8
+    assert choose_threshold(np.linspace(0.2, 0.63, len(THRESHOLDS)) ** 2) == 0.8
     text = describe_held_out({"dice": 0.81, "dice_at_threshold": 0.767}, 0.75)
     assert text == "held-out Dice 0.77 at threshold 0.75 (best 0.81)"
     assert describe_held_out({"dice": 0.81}, 0.8).startswith("best held-out Dice 0.81")
