@@ -226,6 +226,9 @@ CASES = {
                                                    f.model(), "--arch", "eman2"),
                                  "cannot continue"),
     "anisotropic-voxels-train": (lambda f: f.train(_anisotropic(f), f.boxes()), "not cubes"),
+    "constant-tomogram-train": (lambda f: f.train(f.mrc("flat.mrc", np.full(SHAPE, 3.0,
+                                                                         np.float32)),
+                                                  f.boxes()), "no contrast"),
     "anisotropic-voxels-segment": (lambda f: ["segment", _anisotropic(f), "-m", f.model(),
                                               "-o", str(f.out)], "not cubes"),
     # NaN / Inf
@@ -571,6 +574,7 @@ def test_full_disk_during_segment_is_one_line_and_leaves_no_partial(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert len(lines) == 1 and "too large" in lines[0]
+    assert str(files.out / "t_") in lines[0], lines[0]  # the file it could not write
     assert _results(files.out) == []
 
 

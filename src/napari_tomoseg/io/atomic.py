@@ -84,9 +84,22 @@ def atomic_path(path: str | os.PathLike, backup: str | os.PathLike | None = None
     try:
         yield tmp
         commit_partial(tmp, path, backup)
+    except OSError as exc:  # e.g. a full disk: name the user's file, not our hidden partial
+        raise_for_user(exc, tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def raise_for_user(exc: OSError, partial: Path, path: Path):
+    """Re-raise ``exc`` naming ``path`` where it named our ``partial`` or no file at all.
+
+    A full disk or a file-size limit fails a plain write, whose error carries no file
+    name: the message would say "cannot use a file".
+    """
+    if exc.errno and (exc.filename is None or Path(exc.filename) == Path(partial)):
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+    raise exc
 
 
 def write_text(path: str | os.PathLike, text: str, backup: str | os.PathLike | None = None) -> Path:

@@ -14,7 +14,7 @@ import mrcfile
 import numpy as np
 
 from ..errors import InvalidVolumeError
-from .atomic import atomic_path, commit_partial, partial_path
+from .atomic import atomic_path, commit_partial, partial_path, raise_for_user
 from .mrc_read import open_volume
 
 
@@ -96,6 +96,9 @@ class MrcStream:
             self.slice_bytes = int(shape[1]) * int(shape[2]) * self.dtype.itemsize
             self.handle = open(self.tmp, "r+b")
             self.handle.truncate(self.offset + self.slice_bytes * int(shape[0]))
+        except OSError as exc:
+            self.abort()
+            raise_for_user(exc, self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -118,8 +121,11 @@ class MrcStream:
         data = np.ascontiguousarray(data, dtype=self.dtype)
         if data.size == 0:
             return
-        self.handle.seek(self.offset + z0 * self.slice_bytes)
-        self.handle.write(data.tobytes())
+        try:
+            self.handle.seek(self.offset + z0 * self.slice_bytes)
+            self.handle.write(data.tobytes())
+        except OSError as exc:
+            raise_for_user(exc, self.tmp, self.path)
         values = data.astype(np.float64)
         self.stats[0] = min(self.stats[0], float(values.min()))
         self.stats[1] = max(self.stats[1], float(values.max()))
@@ -136,6 +142,9 @@ class MrcStream:
                 mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
                 mrc.header.rms = float(np.sqrt(max(squares / max(count, 1) - mean ** 2, 0.0)))
             return commit_partial(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise_for_user(exc, self.tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from ..annotations import Box, check_boxes_fit, crop_slice
+from ..errors import InvalidVolumeError
 from ..preprocess import Preprocessor
 
 
@@ -57,6 +58,10 @@ class TileBank:
             held.append(self._pad(known * out))
             positive.append(box.positive)
         self.images = torch.from_numpy(np.stack(images))
+        if not float(self.images.std()) > 0:  # a blank file, or boxes in its padding
+            raise InvalidVolumeError("the boxes hold no contrast: the tomogram is the same "
+                                     "value everywhere they lie, so there is nothing to "
+                                     "learn; check that the right file is open.")
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
         self.weights = torch.from_numpy(np.stack(weights))[:, None]
         self.held_out = torch.from_numpy(np.stack(held))[:, None]
