@@ -258,7 +258,7 @@ def test_cli_train_segment_merge(tmp_path, tiny_files, capsys):
                  "ribosome", "--steps", "3", "--output", str(model)]) == 0
     assert load_model(model).network.rotations == 4  # the U-Net's default
     low, high = load_model(model).info["held_out"]["interval"]  # over resampled boxes
-    assert 0 <= low <= high <= 1 and f"{low:.2f}-{high:.2f} over resampled boxes" in \
+    assert 0 <= low <= high <= 1 and f"over resampled boxes {low:.3f}-{high:.3f}" in \
         capsys.readouterr().out
     single = tmp_path / "single.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",

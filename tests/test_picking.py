@@ -99,8 +99,42 @@ def test_roundness_drops_a_wall_and_a_rod_but_keeps_touching_and_cut_particles(b
     ellipsoid = np.exp(-(zz ** 2 / 128 + yy ** 2 / 32 + xx ** 2 / 32))
     np.testing.assert_allclose(roundness(ellipsoid, np.array([[20, 20, 20]])), 0.25, atol=0.01)
     assert roundness(np.exp(-zz ** 2 / 32), np.array([[20, 20, 20]]))[0] < 1e-6
+    # the mixed derivatives: the same ellipsoid with its long axis along the (1, 1, 0) diagonal
+    along = (zz + yy) / np.sqrt(2)
+    across = (zz - yy) / np.sqrt(2)
+    tilted = np.exp(-(along ** 2 / 128 + across ** 2 / 32 + xx ** 2 / 32))
+    np.testing.assert_allclose(roundness(tilted, np.array([[20, 20, 20]])), 0.25, atol=0.02)
     with pytest.raises(InvalidSettingsError, match="roundness"):
         PickSettings(min_roundness=1.5)
+
+
+def test_a_field_of_long_particles_is_said_not_silently_emptied():
+    """Saturated 3:1 rods fail the default shape test: the picker warns and counts them, and
+    the job's message says how many it dropped; a lower cut keeps them."""
+    import warnings
+
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.pick import pick_job
+    from napari_tomoseg.picking import ShapeWarning
+
+    prob = np.zeros((48, 96, 96), np.float32)
+    centres = [(24, 20 + 28 * i, 20 + 28 * j) for i in range(3) for j in range(3)]
+    zz, yy, xx = np.indices(prob.shape)
+    for z, y, x in centres:  # 30 x 10 x 10 voxels, long along x, probability 1 inside
+        prob[((xx - x) / 15.0) ** 2 + ((yy - y) / 5.0) ** 2 + ((zz - z) / 5.0) ** 2 <= 1] = 1.0
+    with pytest.warns(ShapeWarning, match="9 peaks with a particle's mass were dropped"):
+        dropped = pick_particles(prob, 10.0, PickSettings(diameter=150.0))
+    assert len(dropped) == 0 and dropped.attrs["flat_or_long"] == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShapeWarning)
+        kept = pick_particles(prob, 10.0, PickSettings(diameter=150.0, min_roundness=0.0))
+    assert match_picks(kept[["z", "y", "x"]].to_numpy(), np.array(centres, float), 3.0)["f1"] == 1.0
+    messages = []
+    with pytest.warns(ShapeWarning):
+        run_job(pick_job(prob, TomogramFrame("rods", prob.shape, 10.0), PickSettings(diameter=150.0),
+                         "rod"), on_progress=lambda p: messages.append(p.message))
+    assert "0 rod picks (9 flat or long peaks dropped)" in messages
 
 
 def test_scores_rank_particles_above_noise_and_suggest_a_cut(blobs):

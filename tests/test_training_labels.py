@@ -113,8 +113,8 @@ def test_threshold_is_the_lowest_near_the_held_out_best():
     assert describe_held_out({"dice": None}, 0.5) is None
     text = describe_held_out({"dice": 0.81, "dice_at_threshold": 0.767,
                               "interval": [0.62, 0.9]}, 0.75)
-    assert text == ("held-out Dice 0.77 at threshold 0.75 (best 0.81; 0.62-0.90 over "
-                    "resampled boxes)")
+    assert text == ("held-out Dice 0.77 (10-90% over resampled boxes 0.62-0.90) at threshold "
+                    "0.75 (best 0.81)")
 
 
 def test_held_out_dice_comes_with_its_spread_over_boxes():
@@ -132,8 +132,8 @@ def test_held_out_dice_comes_with_its_spread_over_boxes():
     missed[4] = False  # pooled Dice 2*64 / (64 + 80) = 0.889
     low, high = box_interval(missed, truth, held, positive)
     assert low < 0.8 < 0.95 < high <= 1.0
-    # every resample's Dice lies between 2k/(k+5)-type extremes: all boxes missed never
-    # happens with four of five right, so the low end stays well above 0
+    # the missed box drawn k times gives 2(5-k)/(10-k): k >= 3 (Dice <= 0.57) is 6% likely,
+    # so the 10th percentile is k = 2's 0.75
     assert low > 0.5
     false_alarm = truth.copy()
     false_alarm[10, :, :] = True  # a negative box wholly "feature"

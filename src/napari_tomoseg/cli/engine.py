@@ -175,7 +175,8 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
                         min_distance=args.min_distance, edge=args.edge,
                         split_touching=args.split, max_picks=args.max_picks,
                         method=args.method, min_size=args.min_size, max_blob=args.max_blob,
-                        min_roundness=args.min_roundness)
+                        **({} if args.min_roundness is None
+                           else {"min_roundness": args.min_roundness}))
 
 
 def _excluded(paths: list[str], grid):
@@ -320,10 +321,10 @@ def _pick_parser(sub) -> None:
                       help="drop picks in a blob above threshold larger than N particle "
                            "volumes, e.g. 3 for a carbon edge (default: keep; polysomes and "
                            "touching clusters form large blobs too)")
-    pick.add_argument("--min-roundness", type=number(float, 0, inclusive=True, high=1.0), default=0.15,
-                      help="peaks only: drop picks whose smoothed peak is flatter or longer "
-                           "than this (smallest over largest curvature; 1 a ball, 0.25 a 2:1 "
-                           "ellipsoid, 0 a sheet or ridge such as a carbon edge); 0 keeps all")
+    pick.add_argument("--min-roundness", type=number(float, 0, inclusive=True, high=1.0),
+                      help="peaks only: drop peaks flatter or longer than this, such as a "
+                           "carbon edge (smallest over largest curvature: 1 a ball, 0 a sheet; "
+                           "a 2:1 particle 0.1-0.35); default 0.15, 0 keeps all")
     pick.add_argument("--split", action="store_true",
                       help="components only: split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)

@@ -42,9 +42,11 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
         prob = as_probability(probability, name=f"the {feature} map")
         table = pick_particles(prob, frame.voxel_size, settings, exclude)
     table["feature"] = feature
-    yield Progress(1, 2, f"{len(table)} {feature} picks")
+    flat = table.attrs.get("flat_or_long", 0)
+    said = f"{len(table)} {feature} picks" + (f" ({flat} flat or long peaks dropped)" if flat else "")
+    yield Progress(1, 2, said)
     if output is not None:
         write_particles(Path(output), table, frame, feature=feature, overwrite=overwrite,
                         box_size=eman2_box_size(settings.diameter, frame.voxel_size))
-    yield Progress(2, 2, f"{len(table)} {feature} picks")
+    yield Progress(2, 2, said)
     return table

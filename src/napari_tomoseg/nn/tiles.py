@@ -58,10 +58,7 @@ class TileBank:
             held.append(self._pad(known * out))
             positive.append(box.positive)
         self.images = torch.from_numpy(np.stack(images))
-        if not float(self.images.std()) > 0:  # a blank file, or boxes in its padding
-            raise InvalidVolumeError("the boxes hold no contrast: the tomogram is the same "
-                                     "value everywhere they lie, so there is nothing to "
-                                     "learn; check that the right file is open.")
+        _require_contrast(preprocessor.volume, boxes)
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
         self.weights = torch.from_numpy(np.stack(weights))[:, None]
         self.held_out = torch.from_numpy(np.stack(held))[:, None]
@@ -138,6 +135,22 @@ def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.nda
         return a[:n, :n].reshape(size, binning, size, binning).mean(axis=(1, 3))
 
     return shrink(padded), (shrink(inside) > 0.999).astype(np.float32)
+
+
+def _require_contrast(volume: np.ndarray, boxes: list[Box]) -> None:
+    """Refuse boxes whose raw voxels are all one value (a blank or wrong file, or padding).
+
+    Checked on the raw voxels: filtering a constant slice leaves rounding noise that
+    normalisation would blow up into an image of unit contrast.
+    """
+    for box in boxes:
+        y0, x0 = (max(c, 0) for c in box.corner())
+        region = np.asarray(volume[box.z, y0:y0 + box.size, x0:x0 + box.size])
+        if region.size and np.ptp(region) > 0:
+            return
+    raise InvalidVolumeError("the boxes hold no contrast: the tomogram is the same value "
+                             "everywhere they lie, so there is nothing to learn; check that "
+                             "the right file is open.")
 
 
 def _held_out_quadrant(box: Box, label: np.ndarray, seed: int) -> np.ndarray:

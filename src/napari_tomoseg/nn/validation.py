@@ -3,7 +3,7 @@
 One quadrant of every box is left out of the loss (``TileBank(holdout=...)``).
 Scoring the network on those labelled pixels gives an honest loss for early
 stopping and a threshold chosen by Dice there (the lowest within TOLERANCE of
-the best), which is stored with the model, so "above threshold" means
+the best, at most CEILING), which is stored with the model, so "above threshold" means
 "feature" on data the network did not train on (a 5-box network's best
 threshold was 0.97 when 0.5 was assumed).
 """
@@ -46,7 +46,7 @@ INTERVAL = (10, 90)  # percentiles
 class HeldOutScore:
     loss: float  # class-balanced cross-entropy on held-out pixels (lower is better)
     dice: float  # best Dice over THRESHOLDS
-    threshold: float  # the lowest within TOLERANCE of it (0.5 when no held-out pixel is a feature)
+    threshold: float  # the lowest within TOLERANCE of it, at most CEILING (0.5 without feature)
     dice_at_threshold: float = float("nan")  # what the stored threshold gives there
     interval: tuple[float, float] | None = None  # of dice_at_threshold, over resampled boxes
 
@@ -109,7 +109,7 @@ def choose_threshold(scores: np.ndarray) -> float:
 
 def _chosen_index(scores: np.ndarray) -> int:
     lowest_near_best = int(np.flatnonzero(scores >= np.max(scores) - TOLERANCE)[0])
-    return min(lowest_near_best, int(np.searchsorted(THRESHOLDS, CEILING)))
+    return min(lowest_near_best, int(np.searchsorted(THRESHOLDS, CEILING, side="right")) - 1)
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -143,7 +143,7 @@ class EarlyStopping:
 
 
 def describe_held_out(info: dict | None, threshold: float, digits: int = 2) -> str | None:
-    """'held-out Dice D at threshold T (best B; L-H over resampled boxes)', or None.
+    """'held-out Dice D (10-90% over resampled boxes L-H) at threshold T (best B)', or None.
 
     The stored threshold lies up to TOLERANCE below the held-out best, so the Dice it gives
     is said first, with its interval over boxes when known; model files from before these
@@ -155,7 +155,7 @@ def describe_held_out(info: dict | None, threshold: float, digits: int = 2) -> s
     if at is None:
         return f"best held-out Dice {info['dice']:.{digits}f}; threshold {threshold:.2f}"
     interval = info.get("interval")
-    spread = (f"; {interval[0]:.2f}-{interval[1]:.2f} over resampled boxes"
+    spread = (f" (10-90% over resampled boxes {interval[0]:.{digits}f}-{interval[1]:.{digits}f})"
               if interval else "")
-    return (f"held-out Dice {at:.{digits}f} at threshold {threshold:.2f} "
-            f"(best {info['dice']:.{digits}f}{spread})")
+    return (f"held-out Dice {at:.{digits}f}{spread} at threshold {threshold:.2f} "
+            f"(best {info['dice']:.{digits}f})")
