@@ -174,6 +174,9 @@ def test_max_blob_drops_picks_along_an_edge(make_napari_viewer, qtbot, blobs):
     viewer, widget = _picked(make_napari_viewer, qtbot, prob)
     assert widget.min_roundness.value == 0.15
     assert match_picks(widget.points.data, CENTRES, 1.0)["f1"] == 1.0
+    assert "flat or long peaks dropped" in widget.status.value  # said, not silent
+    table, _ = widget.selected_table()
+    assert table["roundness"].between(0.15, 1.0).all()  # exported with the picks (CSV)
     widget.min_roundness.value = 0.0
     handle = widget.pick()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)

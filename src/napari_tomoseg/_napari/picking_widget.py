@@ -182,7 +182,8 @@ class PickingWidget(Container):
         self.points.border_color = [STATUS_COLOURS[0]] * len(data)
         self.current = -1
         self._apply_filter()
-        self.status.value = f"{len(data)} picks"
+        self.status.value = f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
+                                                               len(data))
         show_info(f"{len(data)} {feature} picks")
         return self.points
 
@@ -249,7 +250,8 @@ class PickingWidget(Container):
         keep = self.points.shown & (np.asarray(self.points.features["status"]) >= 0)
         features = self.points.features[keep].reset_index(drop=True)
         table = particle_table(self.points.data[keep],
-                               **{c: features[c].to_numpy() for c in ("score", "feature")})
+                               **{c: features[c].to_numpy() for c in ("score", "roundness",
+                                                                       "feature") if c in features})
         return table, frame
 
     def export(self) -> Path:
@@ -292,3 +294,11 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
 
 def _rgba(colour: str) -> np.ndarray:
     return np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)] + [1.0])
+
+
+def _shape_note(flat: int, kept: int) -> str:
+    """What the shape test dropped, with advice when it dropped many (as ``pick`` warns)."""
+    if not flat:
+        return ""
+    advice = ": lower Min roundness if the particle is elongated" if flat >= 3 and flat > kept / 2 else ""
+    return f" ({flat} flat or long peaks dropped{advice})"

@@ -97,7 +97,9 @@ def raise_for_user(exc: OSError, partial: Path, path: Path):
     A full disk or a file-size limit fails a plain write, whose error carries no file
     name: the message would say "cannot use a file".
     """
-    if exc.errno and (exc.filename is None or Path(exc.filename) == Path(partial)):
+    named = exc.filename
+    if exc.errno and (named is None or (isinstance(named, (str, os.PathLike))
+                                        and Path(named) == Path(partial))):
         raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     raise exc
 
