@@ -123,7 +123,8 @@ def test_a_field_of_long_particles_is_said_not_silently_emptied():
     zz, yy, xx = np.indices(prob.shape)
     for z, y, x in centres:  # 30 x 10 x 10 voxels, long along x, probability 1 inside
         prob[((xx - x) / 15.0) ** 2 + ((yy - y) / 5.0) ** 2 + ((zz - z) / 5.0) ** 2 <= 1] = 1.0
-    with pytest.warns(ShapeWarning, match="9 peaks with a particle's mass were dropped"):
+    with pytest.warns(ShapeWarning, match=r"9 peaks with a particle's mass were dropped .*"
+                                          r"check the diameter \(150 A"):
         dropped = pick_particles(prob, 10.0, PickSettings(diameter=150.0))
     assert len(dropped) == 0 and dropped.attrs["flat_or_long"] == 9
     with warnings.catch_warnings():

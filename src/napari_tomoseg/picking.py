@@ -252,7 +252,8 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
 
 
 class ShapeWarning(UserWarning):
-    """Many candidate peaks failed the roundness test: the particle may be elongated."""
+    """Many candidate peaks failed the roundness test: the particle may be elongated, or
+    larger than the diameter given."""
 
 
 def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
@@ -265,8 +266,9 @@ def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
     if dropped >= 3 and dropped > kept / 2:
         warnings.warn(f"{dropped} peaks with a particle's mass were dropped as flat or long "
                       f"(roundness below {settings.min_roundness:g}) beside {kept} picks kept; "
-                      "if the particle is elongated, lower the min roundness (0 keeps every "
-                      "shape).", ShapeWarning, stacklevel=3)
+                      f"check the diameter ({settings.diameter:g} A: a particle larger than "
+                      "it looks flat at its peak) or, for an elongated particle, lower the min "
+                      "roundness (0 keeps every shape).", ShapeWarning, stacklevel=3)
     return dropped
 
 

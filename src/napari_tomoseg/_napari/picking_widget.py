@@ -300,5 +300,6 @@ def _shape_note(flat: int, kept: int) -> str:
     """What the shape test dropped, with advice when it dropped many (as ``pick`` warns)."""
     if not flat:
         return ""
-    advice = ": lower Min roundness if the particle is elongated" if flat >= 3 and flat > kept / 2 else ""
+    advice = (": check the diameter, or lower Min roundness for an elongated particle"
+              if flat >= 3 and flat > kept / 2 else "")
     return f" ({flat} flat or long peaks dropped{advice})"
