@@ -93,10 +93,10 @@ def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
     assert sub.duplicates == 6 and len(result.halves) == len(field.zyx)
     assert sorted(sub.indices.tolist()) == list(range(len(field.zyx)))  # the first of each stays
     assert len(read_star(written["particles"], frame)) == len(field.zyx)
-    from napari_tomoseg.averaging.extract import duplicate_distance, repeated_picks
+    from napari_tomoseg.averaging.extract import DUPLICATE_VOXELS, repeated_picks
 
     along = np.array([[10.0, 10.0, 10.0 + 3 * i] for i in range(5)])  # --spacing 3 voxels
-    assert len(repeated_picks(along, duplicate_distance(24))) == 0
+    assert len(repeated_picks(along, DUPLICATE_VOXELS)) == 0
     # one particle four times is one particle: too few to average, said before any work
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(48, 48, 48)).astype(np.float32)

@@ -228,6 +228,8 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     find = _peak_candidates if settings.method == "peaks" else _component_candidates
     centres, scores, sizes, round_ = find(prob, settings, v)
     massive, flat = sizes >= v["min_size"], round_ < settings.min_roundness  # NaN: not measured
+    dropped = massive & flat  # counted as distinct peaks: a plateau's voxels are maxima one by one
+    flat_peaks = len(_suppress(centres[dropped], scores[dropped], v["min_distance"], None))
     keep = massive & ~flat
     if v["max_size"] is not None:
         keep &= sizes <= v["max_size"]
@@ -236,7 +238,6 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     if exclude is not None and len(centres):
         index = tuple(np.clip(np.rint(centres).astype(int), 0, shape.astype(int) - 1).T)
         keep &= ~np.asarray(exclude, bool)[index]
-    centres_all, scores_all = centres, scores
     centres, scores, sizes, round_ = centres[keep], scores[keep], sizes[keep], round_[keep]
     accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks)
     table = pd.DataFrame(centres[accepted].reshape(-1, 3), columns=["z", "y", "x"])
@@ -244,10 +245,7 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     table["size"] = sizes[accepted].astype(int)
     table["roundness"] = round_[accepted]
     table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
-    dropped = massive & flat  # distinct peaks: a plateau's voxels are maxima one by one
-    table.attrs["flat_or_long"] = _report_shape(
-        len(_suppress(centres_all[dropped], scores_all[dropped], v["min_distance"], None)),
-        len(table), settings)
+    table.attrs["flat_or_long"] = _report_shape(flat_peaks, len(table), settings)
     return table
 
 
@@ -256,14 +254,19 @@ class ShapeWarning(UserWarning):
     larger than the diameter given."""
 
 
+def too_many_dropped(dropped: int, kept: int) -> bool:
+    """Whether the shape test dropped more peaks than half the picks it kept (and 3 or more)."""
+    return dropped >= 3 and dropped > kept / 2
+
+
 def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
-    """Warn when the shape test dropped more peaks than half the picks it kept.
+    """Warn when the shape test dropped too many peaks (``too_many_dropped``).
 
     On the realistic benchmark it dropped 0-13 peaks (the carbon edge's) beside 39-74
     picks, for 42 maps; more means the particles themselves may be long (a saturated 2:1 blob scores
     about 0.1).
     """
-    if dropped >= 3 and dropped > kept / 2:
+    if too_many_dropped(dropped, kept):
         warnings.warn(f"{dropped} peaks with a particle's mass were dropped as flat or long "
                       f"(roundness below {settings.min_roundness:g}) beside {kept} picks kept; "
                       f"check the diameter ({settings.diameter:g} A: a particle larger than "

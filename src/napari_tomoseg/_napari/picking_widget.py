@@ -28,7 +28,7 @@ from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
-from ..picking import PickSettings, artifact_region, suggest_score_cut
+from ..picking import PickSettings, artifact_region, suggest_score_cut, too_many_dropped
 from .histogram import Histogram
 from .layer_tags import find, has_role, tag, tag_of
 from .keys import KeyBindings, release_on_close
@@ -301,5 +301,5 @@ def _shape_note(flat: int, kept: int) -> str:
     if not flat:
         return ""
     advice = (": check the diameter, or lower Min roundness for an elongated particle"
-              if flat >= 3 and flat > kept / 2 else "")
+              if too_many_dropped(flat, kept) else "")
     return f" ({flat} flat or long peaks dropped{advice})"

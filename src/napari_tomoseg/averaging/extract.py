@@ -22,18 +22,12 @@ class Subtomograms:
     duplicates: int = 0  # picks dropped as repeats of another (see ``repeated_picks``)
 
 
+# Voxels below which two picks are one particle picked twice, whatever the box. Such
+# repeats (a pick merged from two sources, a file appended twice) put one particle's noise
+# in both half sets, and the FSC then agrees on noise. A wider default would drop real
+# data: points along a filament or a membrane (``pick --spacing``) lie closer than a
+# particle's size.
 DUPLICATE_VOXELS = 2.0
-
-
-def duplicate_distance(box: int) -> float:
-    """Voxels below which two picks are one particle picked twice: 2, whatever the box.
-
-    Such repeats (a pick merged from two sources, a file appended twice) put one
-    particle's noise in both half sets, and the FSC then agrees on noise. A wider
-    default would drop real data: points placed along a filament or a membrane
-    (``pick --spacing``) are meant to lie closer than a particle's size.
-    """
-    return DUPLICATE_VOXELS
 
 
 def repeated_picks(zyx: np.ndarray, distance: float) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..errors import InvalidSettingsError
 from ..io import atomic
 from ..io.atomic import atomic_path
 from ..io.mrc import write_volume
+from ..io.paths import same_file
 from ..io.particles import TomogramFrame, particle_table, write_star
 from .align import Alignment
 from .rotations import relion_angles
@@ -43,22 +44,13 @@ def class_outputs(folder: str | os.PathLike, classes: int, name: str = "class") 
     return {**written, "particles": folder / f"{name}_particles.star"}
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
-    except OSError:
-        return False
-
-
 def check_outputs(outputs: Paths, overwrite: bool = False, inputs: Paths = ()) -> None:
     """Refuse before any work: an output that is an input (always), or that exists (unless
     ``overwrite``). The input check also catches a ``--name`` equal to the tomogram's."""
     outputs = [Path(p) for p in outputs]
     for out in outputs:
         for source in (Path(p) for p in inputs if p is not None):
-            if _same_file(out, source):
+            if same_file(out, source):
                 raise InvalidSettingsError(f"the output {out} is an input of this run; "
                                            "choose another --output or --name.")
     existing = [str(p) for p in outputs if p.exists()]

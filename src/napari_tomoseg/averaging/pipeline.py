@@ -44,7 +44,7 @@ def open_tomogram_and_particles(tomogram: str | os.PathLike, particles: str | os
     return volume, frame, table
 
 
-def drop_repeated_picks(table: pd.DataFrame, box: int,
+def drop_repeated_picks(table: pd.DataFrame,
                         distance: float | None = None) -> tuple[pd.DataFrame, int]:
     """The table without picks repeating an earlier one, and how many went (with a warning).
 
@@ -54,9 +54,9 @@ def drop_repeated_picks(table: pd.DataFrame, box: int,
     import warnings
 
     from ..io.particles import CoordinateWarning
-    from .extract import duplicate_distance, repeated_picks
+    from .extract import DUPLICATE_VOXELS, repeated_picks
 
-    distance = duplicate_distance(box) if distance is None else float(distance)
+    distance = DUPLICATE_VOXELS if distance is None else float(distance)
     drop = repeated_picks(table[["z", "y", "x"]].to_numpy(float), distance)
     if len(drop):
         warnings.warn(f"{len(drop)} of {len(table)} particles lie within {distance:g} voxels of "
@@ -70,9 +70,9 @@ def extract_particles(volume, table: pd.DataFrame, box: int, edge: str,
     """Boxes around each distinct particle; at least 4 must fit, or averaging means nothing.
 
     ``indices`` of the result are rows of ``table``; repeated picks (closer than
-    ``min_distance`` voxels, default ``duplicate_distance(box)``) are left out.
+    ``min_distance`` voxels, default ``DUPLICATE_VOXELS``) are left out.
     """
-    kept, duplicates = drop_repeated_picks(table.reset_index(drop=True), box, min_distance)
+    kept, duplicates = drop_repeated_picks(table.reset_index(drop=True), min_distance)
     sub = extract_subtomograms(volume, kept[["z", "y", "x"]].to_numpy(float), box, edge=edge,
                                progress=progress)
     sub.indices = kept.index.to_numpy()[sub.indices]

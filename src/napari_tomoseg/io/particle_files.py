@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import InvalidSettingsError
 from .mrc_header import COMPRESSED_SUFFIXES, MRC_SUFFIXES
+from .paths import same_file
 from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
                         star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
 
@@ -60,13 +61,6 @@ def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
     return read_csv(path), frame
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
                           overwrite: bool = True) -> Path:
     """Refuse a particles path that names a volume, one of ``inputs``, or (without
@@ -79,7 +73,7 @@ def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
         raise InvalidSettingsError(f"{path}: a volume's suffix; write particles to .star, "
                                    ".csv or .json.")
     for given in inputs:
-        if given and _same_file(path, Path(given)):
+        if given and same_file(path, given):
             raise InvalidSettingsError(f"{path} is also an input; write particles elsewhere.")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; use --overwrite or another output.")

@@ -20,6 +20,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 100
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same resolved path, a hard link, or the same
+    file on a case-insensitive file system (an output must never replace an input)."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
 def safe_name(name: object, default: str = "feature") -> str:
     """``name`` reduced to letters, digits, ``. _ + -``; never empty, never hidden or ``..``."""
     text = _UNSAFE.sub("_", str(name if name is not None else "")).strip("._")

@@ -63,8 +63,9 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     prob = predict_planes(network, bank.images, device, rotations=rotations)
     network.train(was_training)
     held = bank.held_out[:, 0].numpy() > 0.5
+    labels = bank.labels[:, 0].numpy() > 0.5
     p = np.clip(prob[held], 1e-6, 1 - 1e-6)
-    truth = bank.labels[:, 0].numpy()[held] > 0.5
+    truth = labels[held]
     if truth.any():
         loss = 0.5 * (-np.log(p[truth]).mean() - np.log(1 - p[~truth]).mean()) \
             if (~truth).any() else -np.log(p[truth]).mean()
@@ -74,8 +75,7 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
         return HeldOutScore(float(loss), float("nan"), 0.5)
     scores = np.array([_dice(p > t, truth) for t in THRESHOLDS])
     chosen = _chosen_index(scores)
-    interval = box_interval(prob > THRESHOLDS[chosen], bank.labels[:, 0].numpy() > 0.5,
-                            held, bank.positive)
+    interval = box_interval(prob > THRESHOLDS[chosen], labels, held, bank.positive)
     return HeldOutScore(float(loss), float(scores.max()), float(THRESHOLDS[chosen]),
                         float(scores[chosen]), interval)
 
