@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from napari_tomoseg.annotations import Box, boxes_from_truth, load_boxes, save_boxes
-from napari_tomoseg.batch import Manifest
+from napari_tomoseg.batch_manifest import Manifest
 from napari_tomoseg.cli import main
 from napari_tomoseg.errors import (InvalidBoxesError, NonFiniteError, OutputNotWritableError,
                                    TomosegError, user_message)

@@ -229,3 +229,36 @@ def test_batch_refuses_features_no_model_has_before_any_work(project, tmp_path, 
     assert cli.main(["batch", tomograms[0], "-m", model, "-o", str(out), *extra]) == 2
     assert fragment in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_rerun_with_new_pick_settings_reuses_maps_unless_a_map_changed(project, client, tmp_path):
+    folder, model, tomograms, _ = project
+    out = tmp_path / "out"
+    first = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), diameter=250.0)
+    run_batch(tomograms[:2], first, client=client)
+    maps = [out / "tomo0_ribosome.mrc", out / "tomo1_ribosome.mrc"]
+    written = [m.stat().st_mtime_ns for m in maps]
+    star_before = (out / "tomo0_ribosome.star").read_text()
+    # only the picking changed: the maps are reused, the picks redone with the new diameter
+    second = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), diameter=120.0)
+    rows = run_batch(tomograms[:2], second, client=client)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert all(r.get("reused_maps") for r in rows)
+    assert [m.stat().st_mtime_ns for m in maps] == written
+    assert (out / "tomo0_ribosome.star").read_text() != star_before
+    single = tmp_path / "single"
+    process_tomogram(tomograms[0], BatchSettings(models=(model,), output=str(single),
+                                                 pick=("ribosome",), diameter=120.0))
+    np.testing.assert_allclose(read_star(out / "tomo0_ribosome.star")[["z", "y", "x"]],
+                               read_star(single / "tomo0_ribosome.star")[["z", "y", "x"]])
+    # a map changed since (here: replaced by another tomogram's) is never trusted
+    maps[0].write_bytes(maps[1].read_bytes())
+    third = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), diameter=250.0)
+    rows = run_batch(tomograms[:2], third, client=client)
+    assert [bool(r.get("reused_maps")) for r in rows] == [False, True]
+    a, _ = open_volume(maps[0])
+    b, _ = open_volume(single / "tomo0_ribosome.mrc")
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=5e-4)
+    # other segmentation settings segment again
+    fourth = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), dtype="float32")
+    assert not any(r.get("reused_maps") for r in run_batch(tomograms[:2], fourth, client=client))

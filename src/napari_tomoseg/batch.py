@@ -3,9 +3,10 @@
 One dask task per tomogram runs ``process_tomogram``: the same segment,
 merge and pick jobs (``napari_tomoseg.jobs``) as the CLI and the widgets,
 each writing its files under temporary names renamed when complete. The client records each finished tomogram in
-``manifest.json`` (input fingerprint, settings hash, outputs), written
-atomically, so a rerun skips finished work and a killed run never leaves
-a half file that looks finished. A bad tomogram becomes a "failed" row in
+``manifest.json`` (``batch_manifest``), written atomically, so a rerun
+skips finished work, reuses the probability maps when only thresholds,
+artifacts or picking changed, and a killed run never leaves a half file
+that looks finished. A bad tomogram becomes a "failed" row in
 the summary; the others go on. A worker that dies mid-task has its
 tomogram rerun by dask on another worker.
 """
@@ -25,11 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .batch_manifest import Manifest, file_fingerprint
 from .errors import TomosegError
-from .io.atomic import atomic_path, clean_stale_partials, write_text
+from .io.atomic import atomic_path, clean_stale_partials
 from .io.copick_project import CopickSource
-
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class BatchSettings:
 
     def digest(self) -> str:
         record = asdict(self)
-        record["models"] = [_file_digest(m) for m in self.models]
+        record["models"] = [file_fingerprint(m) for m in self.models]
         record.pop("output")
         if record["voxel_size"] is None:  # runs from before the option keep their digest
             record.pop("voxel_size")
@@ -57,13 +57,17 @@ class BatchSettings:
             record.pop("precision")
         # 2: rlnCoordinate* as RELION reads them; 3: picks pass the roundness test. Older redone
         record["star_pixels"] = 3 if self.pick else 2
-        return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(record)
+
+    def segment_digest(self) -> str:
+        """What the probability maps depend on: a rerun that changes only the rest reuses them."""
+        return _hash({"models": [file_fingerprint(m) for m in self.models], "dtype": self.dtype,
+                      "device": self.device, "precision": self.precision,
+                      "voxel_size": self.voxel_size})
 
 
-def _file_digest(path: str) -> str:
-    from .session import fingerprint
-
-    return fingerprint(path)
+def _hash(record: dict) -> str:
+    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -209,8 +213,13 @@ def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) 
 
 
 def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence | None,
-                result: dict) -> None:
-    """segment -> merge -> pick, the jobs every face runs; outputs listed in ``result``."""
+                result: dict, ready_maps: dict[str, str] | None = None) -> None:
+    """segment -> merge -> pick, the jobs every face runs; outputs listed in ``result``.
+
+    ``ready_maps`` ({feature: file name in the output folder}): maps of an
+    earlier run with the same input and segmentation settings, used instead
+    of segmenting again.
+    """
     from .io.mrc import open_volume
     from .jobs import run_job
     from .jobs.merge import merge_maps
@@ -229,10 +238,15 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
     thresholds = dict(settings.thresholds)
     for model in models:
         thresholds.setdefault(model.feature, model.threshold)  # calibrated when trained
-    maps = run_job(segment_tomogram(
-        volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
-        SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True,
-                       precision=settings.precision)))
+    if ready_maps:
+        maps = {feature: out / file for feature, file in ready_maps.items()}
+        result["reused_maps"] = True
+    else:
+        maps = run_job(segment_tomogram(
+            volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
+            SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True,
+                           precision=settings.precision)))
+    result["maps"] = {f: {"file": t.name, "fingerprint": file_fingerprint(t)} for f, t in maps.items()}
     result["outputs"] += [target.name for target in maps.values()]
     features = list(maps)
     merge = MergeSettings(features=features, thresholds=thresholds, artifacts=artifact_rules(
@@ -256,12 +270,14 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
 
 
 def process_tomogram(path: str, settings: BatchSettings, name: str | None = None,
-                     models: Sequence | None = None) -> dict:
+                     models: Sequence | None = None, ready_maps: dict[str, str] | None = None
+                     ) -> dict:
     """All the work for one tomogram; never raises (failures are reported in the result).
 
     ``name`` prefixes its outputs (default: the file name; see ``unique_names``).
     ``models`` (``TrainedModel``s) default to ``settings.models``, loaded for this
-    call: a dask worker keeps no models between tomograms.
+    call: a dask worker keeps no models between tomograms. ``ready_maps``: see
+    ``_chain_jobs``.
     """
     from .tomogram import tomogram_name
 
@@ -270,7 +286,7 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
     result = {"tomogram": path, "name": name, "status": "failed", "picks": {}, "outputs": [],
               "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
     try:
-        _chain_jobs(path, settings, name, models, result)
+        _chain_jobs(path, settings, name, models, result, ready_maps)
         result["status"] = "done"
     except TomosegError as exc:
         result["error"] = str(exc)
@@ -278,31 +294,6 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
         result["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
-
-
-class Manifest:
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / MANIFEST
-        try:
-            self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.entries = None
-            reason = str(exc)
-        if not isinstance(self.entries, dict):
-            raise TomosegError(f"the batch manifest {self.path} is damaged ("
-                               f"{reason if self.entries is None else 'not a JSON object'}); "
-                               "move it away to process every tomogram again.")
-
-    def finished(self, path: str, fingerprint: str, digest: str, name: str) -> bool:
-        entry = self.entries.get(path)
-        return bool(entry and entry["status"] == "done" and entry["fingerprint"] == fingerprint
-                    and entry["settings"] == digest and entry.get("name") == name and all(
-                        (self.path.parent / o).exists() for o in entry["outputs"]))
-
-    def record(self, result: dict, fingerprint: str, digest: str) -> None:
-        self.entries[result["tomogram"]] = {**result, "fingerprint": fingerprint, "settings": digest}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(self.path, json.dumps(self.entries, indent=1))
 
 
 def make_client(workers: int | None = None, scheduler: str | None = None,
@@ -340,9 +331,9 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     if skipped:
         warnings.warn(skipped_message(skipped), stacklevel=2)
     manifest = Manifest(out)
-    digest = settings.digest()
+    digest, segment_digest = settings.digest(), settings.segment_digest()
     names = dict(zip(tomograms, unique_names(tomograms)))
-    rows, todo, prints = [], [], {}
+    rows, todo, prints, ready = [], [], {}, {}
     for path in tomograms:
         try:
             prints[path] = _input_fingerprint(path, settings)
@@ -354,15 +345,16 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
             rows.append({**manifest.entries[path], "status": "skipped"})
         else:
             todo.append(path)
+            ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
     own_client = client is None
     client = client or make_client()
     try:
-        futures = {client.submit(process_tomogram, path, settings, names[path], pure=False,
-                                 retries=1): path for path in todo}
+        futures = {client.submit(process_tomogram, path, settings, names[path], None,
+                                 ready[path], pure=False, retries=1): path for path in todo}
         done = len(rows)
         for future in as_completed(futures):
             result = future.result()
-            manifest.record(result, prints[result["tomogram"]], digest)
+            manifest.record(result, prints[result["tomogram"]], digest, segment_digest)
             rows.append(result)
             done += 1
             if progress:

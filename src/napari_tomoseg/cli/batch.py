@@ -30,7 +30,8 @@ def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
     print("|---|---|" + "---|" * len(pick) + "---|---|")
     for row in rows:
         picks = " | ".join(str(row.get("picks", {}).get(f, "")) for f in pick)
-        note = (row.get("error") or "").splitlines()[0] if row.get("error") else ""
+        note = ((row.get("error") or "").splitlines()[0] if row.get("error")
+                else "probability maps of the last run reused" if row.get("reused_maps") else "")
         print(f"| {row['name']} | {row['status']} | {picks}{' | ' if picks else ''}"
               f"{row.get('seconds', 0):.1f} | {note} |")
     failed = sum(r["status"] == "failed" for r in rows)

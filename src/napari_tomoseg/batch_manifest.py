@@ -1,0 +1,75 @@
+"""The batch's memory of finished work: ``manifest.json`` in the output folder.
+
+One entry per tomogram: its input fingerprint, the digest of the settings
+it ran with, its outputs, and the probability maps it wrote with their own
+fingerprints. A rerun skips a tomogram whose entry matches; a rerun whose
+settings changed only after segmentation (thresholds, artifacts, picking)
+reuses the maps instead of segmenting again, the slow part of the chain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import TomosegError
+from .io.atomic import write_text
+
+MANIFEST = "manifest.json"
+
+
+def file_fingerprint(path: str | Path) -> str:
+    from .session import fingerprint
+
+    return fingerprint(path)
+
+
+class Manifest:
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / MANIFEST
+        try:
+            self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.entries = None
+            reason = str(exc)
+        if not isinstance(self.entries, dict):
+            raise TomosegError(f"the batch manifest {self.path} is damaged ("
+                               f"{reason if self.entries is None else 'not a JSON object'}); "
+                               "move it away to process every tomogram again.")
+
+    def _entry(self, path: str, fingerprint: str, name: str) -> dict | None:
+        entry = self.entries.get(path)
+        if entry and entry.get("fingerprint") == fingerprint and entry.get("name") == name:
+            return entry
+        return None
+
+    def finished(self, path: str, fingerprint: str, digest: str, name: str) -> bool:
+        entry = self._entry(path, fingerprint, name)
+        return bool(entry and entry["status"] == "done" and entry["settings"] == digest and all(
+            (self.path.parent / o).exists() for o in entry["outputs"]))
+
+    def reusable_maps(self, path: str, fingerprint: str, segment_digest: str, name: str
+                      ) -> dict[str, str] | None:
+        """{feature: map file name} written for this input and these models, untouched since.
+
+        None when any map is missing or changed (size or first/last MiB), or
+        when the input, the models or the segmentation settings differ.
+        """
+        entry = self._entry(path, fingerprint, name)
+        maps = (entry or {}).get("maps")
+        if not maps or entry.get("segment_settings") != segment_digest:
+            return None
+        for record in maps.values():
+            target = self.path.parent / record["file"]
+            try:
+                if file_fingerprint(target) != record["fingerprint"]:
+                    return None
+            except OSError:
+                return None
+        return {feature: record["file"] for feature, record in maps.items()}
+
+    def record(self, result: dict, fingerprint: str, digest: str, segment_digest: str) -> None:
+        self.entries[result["tomogram"]] = {**result, "fingerprint": fingerprint,
+                                            "settings": digest, "segment_settings": segment_digest}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(self.path, json.dumps(self.entries, indent=1))
