@@ -152,3 +152,32 @@ def test_interpolation_overshoot_is_clipped_not_refused():
 
     resampled = np.array([[[-0.02, 0.5, 1.03]]], np.float32)
     np.testing.assert_array_equal(as_probability(resampled), [[[0.0, 0.5, 1.0]]])
+
+
+def test_picks_from_a_map_name_its_tomogram_whatever_the_map_file_is_called(tmp_path):
+    """The dock writes segmentations/ribosome.mrc: rlnTomoName must not become 'ribosome'."""
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
+    from napari_tomoseg.layer_data import volume_layer
+    from napari_tomoseg.nn.model_file import TrainedModel
+    from napari_tomoseg.nn.models import build_model
+    from napari_tomoseg.preprocess import default_preprocessing
+    from napari_tomoseg.io.probability_header import map_tomogram_name
+
+    params = {"base": 4, "levels": 1, "context": 0}
+    model = TrainedModel(build_model("unet", params), "unet", params,
+                         default_preprocessing(20.0, 32), 20.0, 32, feature="ribosome")
+    volume = np.random.default_rng(0).normal(size=(8, 32, 32)).astype(np.float32)
+    names = {"cell_7": "cell_7", "x" * 70: "ribosome"}  # too long for a header label: file name
+    for name, expected in names.items():
+        target = tmp_path / name[:8] / "ribosome.mrc"
+        target.parent.mkdir()
+        run_job(segment_tomogram(volume, 20.0, (0, 0, 0), [model], [target],
+                                 SegmentOptions(overwrite=True), tomogram=name))
+        assert map_tomogram_name(target) == expected
+        assert volume_layer(target)[1]["metadata"]["tomoseg"]["tomo_name"] == expected
+    # the CLI's own naming still gives the tomogram for maps without the label
+    old = tmp_path / "cell_9_ribosome.mrc"
+    with MrcStream(old, SHAPE, np.float16, 20.0, labels=(threshold_label("ribosome", 0.4),)) as s:
+        s.write(0, np.zeros(SHAPE, np.float16))
+    assert map_tomogram_name(old) == "cell_9"

@@ -245,7 +245,7 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
         maps = run_job(segment_tomogram(
             volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
             SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True,
-                           precision=settings.precision)))
+                           precision=settings.precision), tomogram=name))
     result["maps"] = {f: {"file": t.name, "fingerprint": file_fingerprint(t)} for f, t in maps.items()}
     result["outputs"] += [target.name for target in maps.values()]
     features = list(maps)

@@ -54,6 +54,17 @@ def frame_from_metadata(metadata: dict | None) -> TomogramFrame | None:
                          tilt_series_pixel_size=float(size) if size else None)
 
 
+def layer_frame(layer) -> TomogramFrame:
+    """A tomogram layer's frame: the one its reader recorded (file stem as the name, tilt-series
+    pixel size when known) while it matches the data, else one from the layer itself."""
+    shape = tuple(int(s) for s in layer.data.shape)
+    frame = frame_from_metadata(layer.metadata)
+    if frame is not None and tuple(frame.shape) == shape:
+        return frame
+    return TomogramFrame(clean_tomo_name(layer.name), shape, float(layer.scale[-1]),
+                         tuple(float(t) for t in layer.translate))
+
+
 def clean_tomo_name(name: str) -> str:
     """A tomogram name for rlnTomoName from a napari layer name.
 

@@ -30,7 +30,7 @@ from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
-from ..layer_data import clean_tomo_name, frame_from_metadata
+from ..layer_data import clean_tomo_name, layer_frame
 from .fsc_plot import FscPlot
 from .voxel_size import voxel_size_of
 from .layer_tags import has_role
@@ -116,11 +116,7 @@ class AveragingWidget(Container):
     # inputs -----------------------------------------------------------------------------
     def _frame(self, layer: Image) -> TomogramFrame:
         """The tomogram's own name (file stem) and tilt-series pixel size when it carries them."""
-        frame = frame_from_metadata(layer.metadata)
-        if frame is not None and tuple(frame.shape) == tuple(layer.data.shape):
-            return frame
-        return TomogramFrame(clean_tomo_name(layer.name), tuple(layer.data.shape),
-                             float(layer.scale[-1]), tuple(float(t) for t in layer.translate))
+        return layer_frame(layer)
 
     def _kept(self) -> np.ndarray:
         points = self.particles.value

@@ -99,7 +99,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         info = voxel_checked(info, name, args)
         targets = [args.output_dir / f"{name}_{model.feature}.mrc" for model in models]
         run_with_bar(segment_tomogram(volume, info.isotropic_voxel_size, info.origin, models,
-                                      targets, options), name, unit="slice")
+                                      targets, options, tomogram=name), name, unit="slice")
         for model, target in zip(models, targets):
             print(f"{target}")
             if source is not None:

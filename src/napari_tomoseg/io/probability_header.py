@@ -15,6 +15,8 @@ import mrcfile
 
 _THRESHOLD_LABEL = "tomoseg probability of {feature}; threshold {threshold:.3f}"
 _THRESHOLD_PATTERN = re.compile(r"tomoseg probability of (\S+); threshold ([0-9.]+)")
+_TOMOGRAM_LABEL = "tomoseg tomogram "
+LABEL_LENGTH = 80  # characters of one MRC header label
 
 
 def threshold_label(feature: str, threshold: float) -> str:
@@ -22,15 +24,35 @@ def threshold_label(feature: str, threshold: float) -> str:
     return _THRESHOLD_LABEL.format(feature=feature[:30], threshold=threshold)
 
 
-def stored_probability(path: str | os.PathLike) -> tuple[str, float] | None:
-    """(feature, threshold) of a probability map written by ``segment``; None for other maps."""
+def tomogram_label(name: str) -> str | None:
+    """A header label naming the tomogram a map was made from; None when the name does
+    not fit one ASCII label (a cut name would be a wrong one: the file name is used then)."""
+    text = _TOMOGRAM_LABEL + name
+    if not name or len(text) > LABEL_LENGTH or not text.isascii() or name.strip() != name:
+        return None
+    return text
+
+
+def _labels(path: str | os.PathLike) -> list[str]:
     try:
         with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
-            labels = [bytes(lab).decode("ascii", "ignore") for lab in
-                      mrc.header.label[:int(mrc.header.nlabl)]]
+            return [bytes(lab).decode("ascii", "ignore").rstrip(" \x00") for lab in
+                    mrc.header.label[:int(mrc.header.nlabl)]]
     except (OSError, ValueError):
-        return None
-    for text in labels:
+        return []
+
+
+def stored_tomogram(path: str | os.PathLike) -> str | None:
+    """The tomogram name ``segment`` wrote into a map's header, if any."""
+    for text in _labels(path):
+        if text.startswith(_TOMOGRAM_LABEL) and len(text) > len(_TOMOGRAM_LABEL):
+            return text[len(_TOMOGRAM_LABEL):]
+    return None
+
+
+def stored_probability(path: str | os.PathLike) -> tuple[str, float] | None:
+    """(feature, threshold) of a probability map written by ``segment``; None for other maps."""
+    for text in _labels(path):
         found = _THRESHOLD_PATTERN.search(text)
         if found:
             value = float(found.group(2))
@@ -45,11 +67,15 @@ def stored_threshold(path: str | os.PathLike) -> float | None:
 
 
 def map_tomogram_name(path: str | os.PathLike, feature: str | None = None) -> str:
-    """The tomogram a probability map was made from: ``segment`` names its maps
-    ``<tomogram>_<feature>.mrc``, so rlnTomoName drops the feature its header (else
+    """The tomogram a probability map was made from: the name its header carries (maps
+    written since it was added), else its file name minus the feature: ``segment`` names its
+    maps ``<tomogram>_<feature>.mrc``, so rlnTomoName drops the feature its header (else
     ``feature``) names; ``average`` then finds the picks' tomogram."""
     from ..tomogram import tomogram_name
 
+    stored_name = stored_tomogram(path)
+    if stored_name:
+        return stored_name
     name = tomogram_name(path)
     stored = stored_probability(path)
     for known in dict.fromkeys(f for f in (stored[0] if stored else None, feature) if f):

@@ -41,7 +41,8 @@ class SegmentOptions:
 
 def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float, float, float],
                      models: Sequence[TrainedModel], outputs: Sequence[str | os.PathLike],
-                     options: SegmentOptions = SegmentOptions()) -> Job[dict[str, Path]]:
+                     options: SegmentOptions = SegmentOptions(),
+                     tomogram: str | None = None) -> Job[dict[str, Path]]:
     """{feature: written map}, every model in one pass over the tomogram.
 
     The models advance slab by slab together, and models with the same
@@ -49,7 +50,8 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
     filtered once, not once per feature, and all maps fill from the top down
     at the same pace. Progress counts slices over all models; its payload is
     ``(feature, SegmentProgress)`` with the slab just finished, for live
-    display. Cancelling removes every map not yet finished.
+    display. Cancelling removes every map not yet finished. ``tomogram``: its name
+    (rlnTomoName), kept in each map's header.
     """
     if len(models) != len(outputs):
         raise InvalidSettingsError("give one output file per model.")
@@ -66,7 +68,7 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
                          batch_slices=options.batch_slices, dtype=options.dtype,
                          device=options.device, rescale=options.rescale,
                          overwrite=options.overwrite, precision=options.precision,
-                         preprocessor=shared.get(model.preprocess))
+                         preprocessor=shared.get(model.preprocess), tomogram=tomogram)
             for model, output in zip(models, outputs)]
     done = [0] * len(models)
     written: dict[str, Path] = {}

@@ -28,7 +28,7 @@ from ..errors import Cancelled, TomosegError  # Cancelled: still importable from
 from ..io.mrc_write import MrcStream
 from ..preprocess import Preprocessor, SharedSlices, unbin_slices
 from .devices import pick_device
-from ..io.probability_header import threshold_label
+from ..io.probability_header import threshold_label, tomogram_label
 from .model_file import TrainedModel
 from .fast_forward import inference_network, receptive_halo, slides_slabs, tiled_forward
 from .models import check_rotations, size_multiple
@@ -228,7 +228,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
                  stop: threading.Event | None = None, overwrite: bool = False,
                  preprocessor: Preprocessor | SharedSlices | None = None,
                  tile: int | None = DEFAULT_TILE,
-                 precision: str = "auto") -> Iterator[SegmentProgress]:
+                 precision: str = "auto", tomogram: str | None = None
+                 ) -> Iterator[SegmentProgress]:
     """Segment a tomogram slab by slab, yielding each finished slab.
 
     With ``output`` the probabilities stream into that MRC (float16, float32,
@@ -239,7 +240,8 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     network runs as a frozen copy; ``model`` is left as it was. ``precision``:
     "auto" uses bfloat16 where the CPU has it (``fast_forward.inference_network``;
     Dice on the realistic benchmark moved by at most 0.0015), "float32" for
-    bit-for-bit reproducible maps across machines.
+    bit-for-bit reproducible maps across machines. ``tomogram``: its name, written into
+    the map's header so that picks from the map name it (rlnTomoName) whatever the file's name.
     """
     torch_device = pick_device(device)
     network = inference_network(model.network, torch_device, precision)
@@ -255,8 +257,9 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
+        labels = (threshold_label(model.feature, model.threshold), tomogram_label(tomogram or ""))
         stream = MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite,
-                           labels=(threshold_label(model.feature, model.threshold),))
+                           labels=tuple(label for label in labels if label))
     try:
         done = 0
         upsample = ZUpsampler(binning, nz, pre.shape[0])

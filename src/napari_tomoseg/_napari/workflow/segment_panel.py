@@ -14,6 +14,7 @@ from ...errors import TomosegError
 from ...jobs.merge import merge_maps
 from ...jobs.progress import Progress
 from ...jobs.segment import SegmentOptions, segment_tomogram
+from ...layer_data import layer_frame
 from ...merge import MergeSettings, artifact_rules
 from ..annotation import overlay_name, probability_colormap
 from ..layer_tags import find, layers_with, tag
@@ -70,7 +71,7 @@ class SegmentPanel(Container):
                        for f in features]
         job = segment_tomogram(layer.data, voxel_size_of(layer), tuple(layer.translate),
                                [workflow.models[f] for f in features], outputs,
-                               SegmentOptions(overwrite=True))
+                               SegmentOptions(overwrite=True), tomogram=layer_frame(layer).name)
 
         def on_progress(progress: Progress) -> None:
             feature, update = progress.payload
