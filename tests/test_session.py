@@ -240,3 +240,29 @@ def test_features_whose_files_would_coincide_are_refused(tmp_path):
         session.rename_feature("vesicle", "ribosome_80S")
     session.rename_feature("ribosome 80S", "ribosome_80S")  # its own files: allowed
     assert session.model_path("ribosome_80S") != session.model_path("vesicle")
+
+
+def test_a_model_saved_by_a_training_the_session_never_recorded_is_restored(tmp_path, tiny_files,
+                                                                            tiny_result):
+    """The dock records a model when its training reports back; a viewer closed mid-training
+    never heard back, and the model on disk was lost to the restored session."""
+    from napari_tomoseg.annotations import boxes_from_truth
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.train import train_feature
+    from napari_tomoseg.nn.model_file import load_model
+    from napari_tomoseg.nn.training import TrainingSettings
+
+    tomogram = str(tiny_files["tomogram"])
+    session, _ = open_session(tmp_path / "s.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
+    session.boxes = boxes_from_truth(tiny_result.cell.labels["ribosome"], "ribosome", 3, 6, 32)
+    session.save()
+    run_job(train_feature(tiny_result.tomogram, 20.0, session.boxes, "ribosome",
+                          TrainingSettings(steps=2, batch_size=2, hold_out=False),
+                          output=session.model_path("ribosome")))
+    assert Session.load(session.folder).models == {}  # what the closed viewer left
+    restored, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
+    assert list(restored.models) == ["ribosome"] and "'ribosome'" in message
+    assert load_model(restored.folder / restored.models["ribosome"]).feature == "ribosome"
+    assert Session.load(session.folder).models == restored.models  # recorded for good
+    again, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
+    assert "saved by a training" not in message

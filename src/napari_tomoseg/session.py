@@ -221,6 +221,22 @@ class Session:
         self.models[feature] = str(self.model_path(feature).relative_to(self.folder))
         self.save()
 
+    def adopt_saved_models(self) -> list[str]:
+        """Features whose model file a training saved but the session never recorded.
+
+        Training saves the model itself, then the dock records it in the
+        session; a viewer closed mid-training (or a crash) in between left a
+        model on disk that a restore did not know, and the next training
+        pushed aside. Such files are recorded now.
+        """
+        adopted = [f.name for f in self.features
+                   if f.name not in self.models and self.model_path(f.name).is_file()]
+        for name in adopted:
+            self.models[name] = str(self.model_path(name).relative_to(self.folder))
+        if adopted:
+            self.save()
+        return adopted
+
     # files ---------------------------------------------------------------
     def record(self) -> dict:
         return {"tomogram": self.tomogram, "tomogram_fingerprint": self.tomogram_fingerprint,
@@ -343,12 +359,21 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
         session = Session.load(candidate)
         verdict = "same" if not tomogram else _identify(session, tomogram)
         if verdict == "rebind":
-            return session, _rebind(session, tomogram, voxel_size)
+            return session, _rebind(session, tomogram, voxel_size) + _adopted(session)
         if verdict == "same":
             message = (f"Restored session: {len(session.boxes)} boxes, "
                        f"{len(session.features)} features, from {candidate}")
-            return session, message + (f" ({session.note})." if session.note else ".")
+            return session, (message + (f" ({session.note})." if session.note else ".")
+                             + _adopted(session))
     raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
+
+
+def _adopted(session: Session) -> str:
+    adopted = session.adopt_saved_models()
+    if not adopted:
+        return ""
+    return (f" The model{'s' if len(adopted) > 1 else ''} of {', '.join(map(repr, adopted))}, "
+            "saved by a training that ended with the viewer, restored too.")
 
 
 def _safe(name: str) -> str:
