@@ -502,3 +502,33 @@ def test_the_3d_stem_choice_reaches_the_network_and_a_continued_model_keeps_its_
     with pytest.raises(InvalidSettingsError, match="keeps its own"):
         widget.start_training()
     assert widget.models["ribosome"] is model  # nothing trained, nothing replaced
+
+
+def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, tiny_result, qtbot):
+    """Both fill a prediction layer only in part; picked, they gave picks on a few slices."""
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 5
+    worker = widget.start_training()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    overlay = viewer.layers["prediction: ribosome"]
+    picking = PickingWidget(viewer)
+    picking.source.reset_choices()
+    picking.source.value = overlay
+    with pytest.raises(TomosegError, match="training preview"):
+        picking.pick()
+    handle = widget.start_segmentation()
+    widget.stop()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "cancelled"
+    with pytest.raises(TomosegError, match="part way"):
+        picking.pick()
+    handle = widget.start_segmentation()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
+    assert handle.outcome == "done"
+    handle = picking.pick()  # a whole map now
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "done"

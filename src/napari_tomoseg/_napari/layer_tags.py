@@ -38,3 +38,17 @@ def find(viewer, role: str, **attributes):
     """The topmost layer tagged ``role`` with those attributes, or None."""
     found = list(layers_with(viewer, role, **attributes))
     return found[-1] if found else None
+
+
+# A probability layer that does not hold a whole segmentation says why in its metadata, so
+# that Pick refuses it: still being written, stopped part way, or a training preview.
+FILLING = "tomoseg_filling"
+INCOMPLETE = "tomoseg_incomplete"
+
+
+def incomplete_reason(layer) -> str | None:
+    """Why ``layer`` is not a finished map, or None."""
+    metadata = getattr(layer, "metadata", {}) or {}
+    if metadata.get(FILLING):
+        return "is still being segmented: pick when it is done"
+    return metadata.get(INCOMPLETE)

@@ -30,7 +30,7 @@ from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
 from ..picking import PickSettings, artifact_region, suggest_score_cut, too_many_dropped
 from .histogram import Histogram
-from .layer_tags import find, has_role, tag, tag_of
+from .layer_tags import find, has_role, incomplete_reason, tag, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
 from .voxel_size import voxel_size_of
@@ -135,8 +135,9 @@ class PickingWidget(Container):
         if layer is None:
             raise TomosegError("open or compute a probability map first (Segment, or open a "
                                "probability MRC): picking needs one.")
-        if layer.metadata.get("tomoseg_filling"):
-            raise TomosegError(f"'{layer.name}' is still being segmented: pick when it is done.")
+        why = incomplete_reason(layer)
+        if why:
+            raise TomosegError(f"'{layer.name}' {why}.")
         if not _is_probability(layer):
             raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
                                "Segment computed or a probability MRC, not from a tomogram.")

@@ -17,7 +17,7 @@ from ...jobs.segment import SegmentOptions, segment_tomogram
 from ...layer_data import layer_frame
 from ...merge import MergeSettings, artifact_rules
 from ..annotation import overlay_name, probability_colormap
-from ..layer_tags import find, layers_with, tag
+from ..layer_tags import FILLING, INCOMPLETE, find, layers_with, tag
 from ..notify import guarded
 from ..voxel_size import voxel_size_of
 from ..worker import JobHandle
@@ -25,7 +25,6 @@ from .session_panel import tomogram_layers
 from .state import Workflow
 
 MERGED = "segmentation (merged)"
-FILLING = "tomoseg_filling"  # metadata flag of a probability layer a segmentation is writing
 
 
 class SegmentPanel(Container):
@@ -90,14 +89,30 @@ class SegmentPanel(Container):
         self.progress.visible = True  # only this job's bar: training shows steps instead
         for overlay in overlays.values():
             overlay.metadata[FILLING] = True  # Pick refuses a map still being computed
+        state = {"slices": 0, "total": layer.data.shape[0] * len(features)}
+
+        def counted(progress: Progress) -> None:
+            state["slices"] = progress.step
+            on_progress(progress)
 
         def on_finished() -> None:
+            done = workflow.job.outcome == "done"
             for overlay in overlays.values():
                 overlay.metadata.pop(FILLING, None)
+                if done:
+                    overlay.metadata.pop(INCOMPLETE, None)
+                else:  # what is shown is part of a map: Pick must not take it for one
+                    overlay.metadata[INCOMPLETE] = (
+                        f"holds a segmentation {workflow.job.outcome} part way: segment the "
+                        "whole tomogram again before picking")
             if not workflow.closing:
                 self.progress.visible = False
+                if not done:
+                    workflow.status(f"segmentation {workflow.job.outcome} after "
+                                    f"{state['slices']} of {state['total']} slices: the "
+                                    "prediction layers are incomplete")
 
-        return workflow.run(job, on_progress=on_progress, on_done=on_done,
+        return workflow.run(job, on_progress=counted, on_done=on_done,
                             on_finished=on_finished)
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:

@@ -18,11 +18,16 @@ from ...nn.model_file import TrainedModel, load_model, save_model
 from ...nn.models import STEM_CHOICES, stem_parameters
 from ...nn.training import TrainingSettings
 from ...nn.validation import describe_held_out
+from ..layer_tags import INCOMPLETE
 from ..loss_plot import LossPlot
 from ..notify import guarded
 from ..voxel_size import voxel_size_of
 from ..worker import JobHandle
 from .state import Workflow
+
+
+PREVIEW_NOTE = ("shows a training preview, not a whole segmentation: segment the tomogram "
+                "(Segment & merge) before picking")
 
 
 class TrainPanel(Container):
@@ -86,6 +91,7 @@ class TrainPanel(Container):
             self.loss_plot.append(update.loss)
             self.status.value = _status(progress, time.perf_counter() - state["start"])
             if update.preview is not None:
+                overlay.metadata[INCOMPLETE] = PREVIEW_NOTE
                 overlay.data[update.preview_z] = steady(state, update.preview_z, update.preview)
                 overlay.refresh()
 
