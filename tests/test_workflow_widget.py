@@ -532,3 +532,48 @@ def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, ti
     handle = picking.pick()  # a whole map now
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     assert handle.outcome == "done"
+
+
+def test_a_deleted_masks_layer_comes_back_with_its_paint(workflow):
+    """Deleting 'tomoseg masks' broke every later action ('Cannot select item ...')."""
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    box = widget.place_box(True, 5, 40.0, 40.0)
+    label = c.session.label_of("membrane")
+    c.masks_layer.data[5, 30:34, 30:34] = label
+    c.collect_masks()
+    viewer.layers.remove(c.masks_layer)
+    widget.place_box(True, 6, 40.0, 40.0)  # any action: the layer is made again
+    masks = c.masks_layer
+    assert masks in viewer.layers and np.count_nonzero(masks.data[5] == label) == 16
+    masks.data[6, 30:32, 30:32] = label
+    viewer.dims.set_point(0, c.image.data_to_world((6, 0, 0))[0])
+    masks.events.paint()  # a stroke on the new layer reaches the session
+    assert [b.mask.sum() for b in c.session.boxes if b.positive] == [16, 4]
+    assert c.session.box(box.id).mask.sum() == 16
+
+
+def test_another_session_folder_for_the_same_tomogram_shows_only_its_own_boxes(workflow, tmp_path):
+    """Switching folders crashed ('Length of values (0) does not match length of index (2)')."""
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    widget.place_box(True, 5, 40.0, 40.0)
+    c.masks_layer.data[5, 30:34, 30:34] = c.session.label_of("membrane")
+    c.collect_masks()
+    widget.place_box(False, 8, 60.0, 60.0)
+    first = c.session.folder
+    widget.start_session(tmp_path / "other")
+    other = widget.controller
+    assert other.session.folder != first and other.session.boxes == []
+    assert len(other.boxes_layer.data) == 0 and not np.asarray(other.masks_layer.data).any()
+    widget.place_box(False, 9, 50.0, 50.0)
+    assert len(Session.load(first).boxes) == 2  # the first session is untouched
+    widget.start_session(first)
+    back = widget.controller
+    assert len(back.session.boxes) == 2 and len(back.boxes_layer.data) == 2
+    assert np.count_nonzero(back.masks_layer.data[5]) == 16
+    assert len(Session.load(tmp_path / "other").boxes) == 1

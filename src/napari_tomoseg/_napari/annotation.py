@@ -39,23 +39,60 @@ class AnnotationController:
         self.session = session
         self.active = session.features[0].name if session.features else None
         self._syncing = False
-        geometry = {"scale": image.scale, "translate": image.translate}
         self.shape = tuple(image.data.shape)
-        self.boxes_layer = self._reuse("boxes") or viewer.add_shapes(
-            ndim=3, name=BOXES_LAYER, edge_width=2, **geometry)
-        self.masks_layer = self._reuse("masks") or viewer.add_labels(
-            np.zeros(self.shape, np.uint8), name=MASKS_LAYER, opacity=0.5, **geometry)
-        tag(self.boxes_layer, "boxes", tomogram=image.name)
-        tag(self.masks_layer, "masks", tomogram=image.name)
+        self.boxes_layer = self._reuse("boxes") or self._new_boxes_layer()
+        self.masks_layer = self._reuse("masks") or self._new_masks_layer()
+        if self.masks_layer.data.shape != self.shape:  # the tomogram's data were replaced
+            self.masks_layer.data = np.zeros(self.shape, np.uint8)
+        else:  # reused: it shows this session's masks only, not those of the session before
+            self.masks_layer.data[:] = 0
         self._restore_masks()
         self.refresh_boxes()
         self.refresh_colours()
+        self._listen()
+
+    def _new_boxes_layer(self):
+        layer = self.viewer.add_shapes(ndim=3, name=BOXES_LAYER, edge_width=2,
+                                       scale=self.image.scale, translate=self.image.translate)
+        tag(layer, "boxes", tomogram=self.image.name)
+        return layer
+
+    def _new_masks_layer(self, data: np.ndarray | None = None):
+        layer = self.viewer.add_labels(
+            np.zeros(self.shape, np.uint8) if data is None else data, name=MASKS_LAYER,
+            opacity=0.5, scale=self.image.scale, translate=self.image.translate)
+        tag(layer, "masks", tomogram=self.image.name)
+        return layer
+
+    def _listen(self) -> None:
         self.boxes_layer.events.data.connect(self._on_shapes_changed)
         self.masks_layer.events.paint.connect(self._on_paint)
 
     def _reuse(self, role: str):
         """This tomogram's layer of ``role`` from an earlier session start, if still open."""
         return find(self.viewer, role, tomogram=self.image.name)
+
+    def detach(self) -> None:
+        """Another session takes over the layers: this one stops listening to them."""
+        self.boxes_layer.events.data.disconnect(self._on_shapes_changed)
+        self.masks_layer.events.paint.disconnect(self._on_paint)
+
+    def ensure_layers(self) -> list[str]:
+        """Make the boxes or masks layer again if the user deleted it, from the session (and
+        the deleted layer's paint); returns their names. Without this, every later action
+        failed. New layers, not the deleted ones put back: napari crashed on that."""
+        missing = [layer for layer in (self.boxes_layer, self.masks_layer)
+                   if layer not in self.viewer.layers]
+        if not missing:
+            return []
+        self.detach()
+        if self.boxes_layer in missing:
+            self.boxes_layer = self._new_boxes_layer()
+        if self.masks_layer in missing:
+            self.masks_layer = self._new_masks_layer(np.asarray(self.masks_layer.data))
+        self.refresh_colours()
+        self._listen()
+        return [layer.name for layer in missing]
 
     # geometry ---------------------------------------------------------------
     def current_z(self) -> int:

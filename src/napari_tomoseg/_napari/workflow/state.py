@@ -56,9 +56,17 @@ class Workflow:
             listener()
 
     def require_session(self) -> AnnotationController:
-        if self.controller is None:
+        c = self.controller
+        if c is None:
             raise TomosegError("start a session first (section 1).")
-        return self.controller
+        if c.image not in self.viewer.layers:
+            raise TomosegError(f"the session's tomogram '{c.image.name}' is no longer open: "
+                               "open it again and press Start / restore session.")
+        restored = c.ensure_layers()
+        if restored:
+            show_info(f"Put back {', '.join(map(repr, restored))}: the session's boxes and "
+                      "masks live there.")
+        return c
 
     def open_session(self, layer: Image | None, folder: str | Path | None = None) -> Session:
         """Start or restore the session of ``layer``'s tomogram, with its trained models."""
@@ -74,6 +82,8 @@ class Workflow:
         show_info(message)
         if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
             layer.metadata["tomoseg"]["session"] = str(session.folder)
+        if self.controller is not None:
+            self.controller.detach()
         self.controller = AnnotationController(self.viewer, layer, session)
         self.models, self.thresholds = {}, {}
         for feature, relative in session.models.items():
