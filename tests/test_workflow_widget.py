@@ -577,3 +577,30 @@ def test_another_session_folder_for_the_same_tomogram_shows_only_its_own_boxes(w
     assert len(back.session.boxes) == 2 and len(back.boxes_layer.data) == 2
     assert np.count_nonzero(back.masks_layer.data[5]) == 16
     assert len(Session.load(tmp_path / "other").boxes) == 1
+
+
+def test_renaming_or_resizing_the_tomogram_keeps_its_layers_in_step(workflow, tiny_result, qtbot):
+    """A new voxel size moved the tomogram under its boxes and paint; a new name made a
+    second set of session layers beside the first."""
+    viewer, widget = workflow
+    c = widget.controller
+    image = c.image
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=2, n_neg=2)
+    widget.training.steps.value = 3
+    worker = widget.start_training()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    widget.session_panel.voxel.value = 10.0
+    for layer in (c.boxes_layer, c.masks_layer, viewer.layers["prediction: ribosome"]):
+        np.testing.assert_allclose(layer.scale, image.scale)
+    assert image.scale[-1] == 10.0 and Session.load(c.session.folder).voxel_size == 10.0
+    box = c.session.boxes[0]  # the box is drawn over its own voxel, in world coordinates
+    np.testing.assert_allclose(c.boxes_layer.data_to_world((box.z, box.y, box.x)),
+                               image.data_to_world((box.z, box.y, box.x)))
+    names = [layer.name for layer in viewer.layers]
+    image.name = "my cell"
+    widget.start_session(c.session.folder)
+    handle = widget.start_segmentation()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
+    assert sorted(layer.name for layer in viewer.layers) == sorted(
+        ["my cell" if n == names[0] else n for n in names])

@@ -18,7 +18,7 @@ from ..annotations import Box, crop_slice
 from ..errors import TomosegError
 from ..session import Session
 from ..layer_data import probability_colormap_spec
-from .layer_tags import find, layers_with, tag
+from .layer_tags import find, layers_with, tag, tomogram_key
 
 NEGATIVE_FACE = "#9e9e9e55"
 NEGATIVE_EDGE = "#bdbdbd"
@@ -54,14 +54,14 @@ class AnnotationController:
     def _new_boxes_layer(self):
         layer = self.viewer.add_shapes(ndim=3, name=BOXES_LAYER, edge_width=2,
                                        scale=self.image.scale, translate=self.image.translate)
-        tag(layer, "boxes", tomogram=self.image.name)
+        tag(layer, "boxes", tomogram=tomogram_key(self.image))
         return layer
 
     def _new_masks_layer(self, data: np.ndarray | None = None):
         layer = self.viewer.add_labels(
             np.zeros(self.shape, np.uint8) if data is None else data, name=MASKS_LAYER,
             opacity=0.5, scale=self.image.scale, translate=self.image.translate)
-        tag(layer, "masks", tomogram=self.image.name)
+        tag(layer, "masks", tomogram=tomogram_key(self.image))
         return layer
 
     def _listen(self) -> None:
@@ -70,7 +70,7 @@ class AnnotationController:
 
     def _reuse(self, role: str):
         """This tomogram's layer of ``role`` from an earlier session start, if still open."""
-        return find(self.viewer, role, tomogram=self.image.name)
+        return find(self.viewer, role, tomogram=tomogram_key(self.image))
 
     def detach(self) -> None:
         """Another session takes over the layers: this one stops listening to them."""
@@ -276,7 +276,7 @@ class AnnotationController:
     # overlays ---------------------------------------------------------------------
     def overlay(self, feature: str) -> Image:
         """The feature's probability layer on this tomogram (made on first use)."""
-        layer = find(self.viewer, "probability", feature=feature, tomogram=self.image.name)
+        layer = find(self.viewer, "probability", feature=feature, tomogram=tomogram_key(self.image))
         if layer is None:
             colour = self.session.feature(feature).colour
             layer = self.viewer.add_image(
@@ -284,7 +284,7 @@ class AnnotationController:
                 colormap=probability_colormap(colour, 0.5), blending="additive",
                 contrast_limits=(0.0, 1.0), metadata={"threshold": 0.5},
                 scale=self.image.scale, translate=self.image.translate)
-            tag(layer, "probability", feature=feature, tomogram=self.image.name)
+            tag(layer, "probability", feature=feature, tomogram=tomogram_key(self.image))
             self.viewer.layers.selection.active = self.masks_layer
         return layer
 

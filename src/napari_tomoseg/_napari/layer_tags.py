@@ -8,6 +8,7 @@ Roles: tomogram, truth, boxes, masks, probability, labels, picks, average, class
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 from ..layer_data import ROLE_KEY as KEY
@@ -16,6 +17,12 @@ from ..layer_data import ROLE_KEY as KEY
 def tag(layer, role: str, **attributes) -> None:
     """Mark ``layer`` as ``role`` (e.g. probability, feature='membrane', tomogram='t1')."""
     layer.metadata[KEY] = {"role": role, **{k: v for k, v in attributes.items() if v is not None}}
+
+
+def tomogram_key(layer) -> str:
+    """What ties a session's layers to their tomogram layer: an id kept in its metadata, not
+    its name, which the user may change (renaming the tomogram duplicated every layer)."""
+    return layer.metadata.setdefault("tomoseg_layer_id", uuid.uuid4().hex)
 
 
 def tag_of(layer) -> dict:

@@ -17,7 +17,7 @@ from ...jobs.segment import SegmentOptions, segment_tomogram
 from ...layer_data import layer_frame
 from ...merge import MergeSettings, artifact_rules
 from ..annotation import overlay_name, probability_colormap
-from ..layer_tags import FILLING, INCOMPLETE, find, layers_with, tag
+from ..layer_tags import FILLING, INCOMPLETE, find, layers_with, tag, tomogram_key
 from ..notify import guarded
 from ..voxel_size import voxel_size_of
 from ..worker import JobHandle
@@ -117,7 +117,7 @@ class SegmentPanel(Container):
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:
         viewer, c = self.workflow.viewer, self.workflow.controller
-        found = find(viewer, "probability", feature=feature, tomogram=layer.name)
+        found = find(viewer, "probability", feature=feature, tomogram=tomogram_key(layer))
         if found is not None:
             return found
         threshold = self.workflow.thresholds.get(feature, 0.5)
@@ -126,7 +126,7 @@ class SegmentPanel(Container):
             colormap=probability_colormap(c.session.feature(feature).colour, threshold),
             blending="additive", contrast_limits=(0.0, 1.0), metadata={"threshold": threshold},
             scale=layer.scale, translate=layer.translate)
-        tag(overlay, "probability", feature=feature, tomogram=layer.name)
+        tag(overlay, "probability", feature=feature, tomogram=tomogram_key(layer))
         return overlay
 
     # thresholds ---------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class SegmentPanel(Container):
         colours = {0: "transparent", None: "transparent"}
         for f in settings.features:
             colours[settings.label_of(f)] = c.session.feature(f).colour
-        layer = find(viewer, "labels", tomogram=c.image.name)
+        layer = find(viewer, "labels", tomogram=tomogram_key(c.image))
         if layer is not None:  # the numbering follows the features merged: colours too
             layer.data = labels
             layer.colormap = DirectLabelColormap(color_dict=colours)
@@ -196,7 +196,7 @@ class SegmentPanel(Container):
         layer = viewer.add_labels(labels, name=MERGED, scale=c.image.scale,
                                   translate=c.image.translate, opacity=0.6,
                                   colormap=DirectLabelColormap(color_dict=colours))
-        tag(layer, "labels", tomogram=c.image.name)
+        tag(layer, "labels", tomogram=tomogram_key(c.image))
 
     def show_busy(self, busy: bool) -> None:
         self.segment_button.enabled = not busy

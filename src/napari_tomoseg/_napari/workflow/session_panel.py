@@ -8,7 +8,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.layers import Image
 
 from ...session import Session
-from ..layer_tags import has_role
+from ..layer_tags import has_role, tag_of, tomogram_key
 from ..notify import guarded
 from ..tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
 from ..voxel_size import apply_voxel_size
@@ -42,8 +42,7 @@ class SessionPanel(Container):
         self.extend([self.tomogram, self.voxel, self.tilt_series, self.folder, self.start,
                      self.info])
         self.start.changed.connect(guarded(lambda: self.start_session()))
-        self.voxel.changed.connect(guarded(
-            lambda: apply_voxel_size(self.tomogram.value, self.voxel.value)))
+        self.voxel.changed.connect(guarded(self._set_voxel_size))
         self.tilt_series.changed.connect(guarded(self._set_tilt_series_pixel_size))
         self.tomogram.changed.connect(self._show_tilt_series_pixel_size)
 
@@ -61,6 +60,22 @@ class SessionPanel(Container):
         self.info.value = f"Session folder: {session.folder}"
         self.folder.value = session.folder
         return session
+
+    def _set_voxel_size(self, *args) -> None:
+        """The typed size becomes the tomogram's scale, and that of every layer drawn on it
+        (boxes, masks, predictions): alone, the tomogram moved under its boxes and paint."""
+        layer = self.tomogram.value
+        apply_voxel_size(layer, self.voxel.value)
+        if layer is None or not self.voxel.value:
+            return
+        key = tomogram_key(layer)
+        for other in self.workflow.viewer.layers:
+            if other is not layer and tag_of(other).get("tomogram") == key:
+                other.scale = layer.scale
+        c = self.workflow.controller
+        if c is not None and c.image is layer and c.session.voxel_size != float(self.voxel.value):
+            c.session.voxel_size = float(self.voxel.value)
+            c.session.save()
 
     def _set_tilt_series_pixel_size(self, *args) -> None:
         """The typed size goes into the layer's metadata (and so into STAR files of picks
