@@ -85,3 +85,16 @@ def test_usage_errors_exit_nonzero(argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+def test_the_documented_loop_trains_on_the_shipped_int8_sample(tmp_path):
+    """boxes -> train on sample_data as the tutorial does (the sample is int8)."""
+    from pathlib import Path
+
+    sample = Path(__file__).parents[1] / "sample_data" / "synthetic"
+    boxes = tmp_path / "boxes"
+    assert main(["boxes", str(sample / "synthetic_cell_ribosome.mrc.gz"), str(boxes),
+                 "--feature", "ribosome", "--positives", "3", "--negatives", "6"]) == 0
+    assert main(["train", str(sample / "synthetic_cell.mrc"), "--boxes", str(boxes),
+                 "--feature", "ribosome", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+                 "-o", str(tmp_path / "r.pt")]) == 0

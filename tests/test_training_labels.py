@@ -214,3 +214,15 @@ def test_unpainted_positive_boxes_are_reported():
     first.mask[:] = 0
     with pytest.warns(UnpaintedBoxWarning, match=f"1 of 3 positive boxes.*slices {first.z}\\)"):
         check_boxes(boxes, "membrane")
+
+
+def test_integer_tomograms_of_full_range_have_contrast():
+    """np.ptp wraps for integers: int8 -127..127 gave -2 and refused every shipped sample
+    as 'no contrast'; int16 +-20000 likewise."""
+    rng = np.random.default_rng(0)
+    box = Box(feature="f", z=2, y=16, x=16, size=16, positive=False)
+    for dtype, low, high in ((np.int8, -127, 127), (np.int16, -20000, 20000)):
+        volume = rng.integers(low, high + 1, size=(5, 32, 32)).astype(dtype)
+        volume[2, 8, 8], volume[2, 9, 9] = low, high
+        bank = TileBank(Preprocessor(volume, PLAIN), [box], context=0)
+        assert bank.images.std() > 0.1
