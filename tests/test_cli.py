@@ -98,3 +98,19 @@ def test_the_documented_loop_trains_on_the_shipped_int8_sample(tmp_path):
     assert main(["train", str(sample / "synthetic_cell.mrc"), "--boxes", str(boxes),
                  "--feature", "ribosome", "--steps", "2", "--batch-size", "2", "--device", "cpu",
                  "-o", str(tmp_path / "r.pt")]) == 0
+
+
+def test_boxes_refuses_a_tomogram_as_the_mask(tmp_path, capsys):
+    """Every voxel > 0 of a tomogram became 'mask': 10 positives, 0 negatives, exit 0."""
+    from napari_tomoseg.io.mrc import write_volume
+
+    tomogram = np.random.default_rng(0).normal(size=(8, 48, 48)).astype(np.float32)
+    path = write_volume(tmp_path / "t.mrc", tomogram, 10.0)
+    assert main(["boxes", str(path), str(tmp_path / "b"), "--feature", "r", "--size", "16"]) == 2
+    assert "not a 0/1 mask" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    mask = np.zeros((8, 48, 48), np.int8)
+    mask[4, 20:28, 20:28] = 1
+    path = write_volume(tmp_path / "m.mrc", mask, 10.0)
+    assert main(["boxes", str(path), str(tmp_path / "b"), "--feature", "r", "--size", "16",
+                 "--positives", "1", "--negatives", "500"]) == 0
+    assert "negative boxes found" in capsys.readouterr().err

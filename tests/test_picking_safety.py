@@ -181,3 +181,47 @@ def test_picks_from_a_map_name_its_tomogram_whatever_the_map_file_is_called(tmp_
     with MrcStream(old, SHAPE, np.float16, 20.0, labels=(threshold_label("ribosome", 0.4),)) as s:
         s.write(0, np.zeros(SHAPE, np.float16))
     assert map_tomogram_name(old) == "cell_9"
+
+
+def test_segment_and_merge_never_write_over_an_input_of_the_run(files, tmp_path, capsys):
+    """segment c.mrc c_ribosome.mrc --overwrite turned the second tomogram into c's map;
+    merge -o onto its --prob input turned the map into labels."""
+    from napari_tomoseg.nn.model_file import TrainedModel, save_model
+    from napari_tomoseg.nn.models import build_model
+    from napari_tomoseg.preprocess import default_preprocessing
+
+    prob, tomogram = files
+    params = {"base": 4, "levels": 1, "context": 0}
+    model = save_model(TrainedModel(build_model("unet", params), "unet", params,
+                                    default_preprocessing(20.0, 32), 20.0, 32,
+                                    feature="ribosome"), tmp_path / "m.pt")
+    second = write_volume(tmp_path / "cell_ribosome_x.mrc", np.ones(SHAPE, np.float32), 20.0)
+    named_like_a_map = tmp_path / "c_ribosome.mrc"
+    named_like_a_map.write_bytes(tomogram.read_bytes())
+    c = tmp_path / "c.mrc"
+    c.write_bytes(tomogram.read_bytes())
+    saved = {p: p.read_bytes() for p in (prob, named_like_a_map, c)}
+    assert main(["segment", str(named_like_a_map), str(c), "-m", str(model), "-o",
+                 str(tmp_path), "--overwrite"]) == 2
+    assert "is an input of this run" in capsys.readouterr().err
+    assert main(["merge", "--prob", f"ribosome={prob}", "-o", str(prob), "--overwrite"]) == 2
+    assert "is an input of this run" in capsys.readouterr().err
+    assert all(_untouched(p, b) for p, b in saved.items())
+    # without --overwrite every map is checked before the first is written
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cell_ribosome_x_ribosome.mrc").write_bytes(b"keep")
+    assert main(["segment", str(tomogram), str(second), "-m", str(model), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["cell_ribosome_x_ribosome.mrc"]
+
+
+def test_pick_never_names_a_map_anothers_feature(files, tmp_path, capsys):
+    """pick ribosome's map --feature membrane made 'membrane' picks at ribosome's threshold."""
+    prob, _ = files
+    assert main(["pick", str(prob), str(tmp_path / "m.star"), "--diameter", "150",
+                 "--feature", "membrane"]) == 2
+    assert "probability map of 'ribosome'" in capsys.readouterr().err
+    assert not (tmp_path / "m.star").exists()
+    assert main(["pick", str(prob), str(tmp_path / "r.csv"), "--diameter", "150"]) == 0
+    assert "2 ribosome picks" in capsys.readouterr().out

@@ -405,3 +405,24 @@ def test_eman2_info_json_follows_e2spt_boxer(tmp_path):
     assert "apix_unbin" not in record and record["class_list"]["0"]["boxsize"] == 32
     np.testing.assert_allclose(np.array(record["boxes_3d"])[:, :3].astype(float), picks[:, ::-1])
     assert isinstance(pd.DataFrame(record["boxes_3d"]), pd.DataFrame)
+
+
+def test_csv_and_eman2_json_particles_far_outside_are_checked_as_star_files_are(tmp_path):
+    """A CSV point 5000 px outside was written on without a word; the STAR one was refused."""
+    from napari_tomoseg.io.particle_files import read_particles
+
+    frame = TomogramFrame("TS_01", (20, 40, 40), 10.0)
+    csv = tmp_path / "o.csv"
+    csv.write_text("x,y,z\n7,6,5\n5000,20,5\n")
+    with pytest.warns(CoordinateWarning, match="1 of 2 particles lie outside"):
+        read_particles(csv, frame)
+    csv.write_text("x,y,z\n-1000,20,5\n5000,20,5\n")
+    with pytest.raises(InvalidCoordinatesError, match="outside"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CoordinateWarning)
+            read_particles(csv, frame)
+    assert len(read_particles(csv)[0]) == 2  # without a tomogram there is nothing to check
+    far = write_eman2_json(tmp_path / "TS_01_info.json",
+                           particle_table([[5.0, 6.0, 7.0], [5.0, 6.0, 5007.0]]), frame, box_size=8)
+    with pytest.warns(CoordinateWarning, match="1 of 2 particles lie outside"):
+        read_particles(far, frame)

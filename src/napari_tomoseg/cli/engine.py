@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import TomosegError
+from ..errors import InvalidSettingsError, TomosegError
 from . import arguments
 from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
                         key_values, number, tilt_series_option, voxel_checked, voxel_size_option)
@@ -35,7 +35,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _segment_inputs(args: argparse.Namespace):
     """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
-    from ..batch import unique_names
     from ..io.mrc import open_volume
 
     if args.copick:
@@ -47,12 +46,19 @@ def _segment_inputs(args: argparse.Namespace):
             source = copick_source(args, run)
             yield (run, *open_tomogram(source), source)
         return
+    for tomogram, name in _tomogram_files(args):
+        yield (name, *open_volume(tomogram), None)
+
+
+def _tomogram_files(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(path, output name) of each tomogram file given."""
+    from ..batch import unique_names
+
     if not args.tomograms:
         raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")
     tomograms = list(dict.fromkeys(str(Path(t).resolve()) for t in args.tomograms))
     tomograms = _without_maps(tomograms)
-    for tomogram, name in zip(tomograms, unique_names(tomograms)):
-        yield (name, *open_volume(tomogram), None)
+    return list(zip(tomograms, unique_names(tomograms)))
 
 
 def _without_maps(tomograms: list[str]) -> list[str]:
@@ -85,11 +91,16 @@ def _to_copick(args: argparse.Namespace, source, model, target: Path, voxel: flo
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..io.atomic import clean_stale_partials
-    from ..io.paths import check_writable
+    from ..io.paths import check_outputs, check_writable
     from ..jobs.segment import SegmentOptions, segment_tomogram
     from ..nn.model_file import load_model
 
     models = [load_model(path) for path in args.model]
+    if not args.copick:  # every map against every input, before the first is written
+        files = _tomogram_files(args)
+        check_outputs([args.output_dir / f"{name}_{m.feature}.mrc" for _, name in files
+                       for m in models], [path for path, _ in files], args.overwrite,
+                      "--output-dir")
     check_writable(args.output_dir)
     clean_stale_partials(args.output_dir)
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
@@ -122,7 +133,7 @@ def map_threshold(given: float | None, path, feature: str) -> float:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from ..io.mrc import MRC_SUFFIXES, open_volume
-    from ..io.paths import check_writable
+    from ..io.paths import check_outputs, check_writable
     from ..jobs.merge import merge_maps
     from ..merge import MergeSettings, artifact_rules
 
@@ -131,8 +142,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise TomosegError("give at least one --prob FEATURE=FILE.")
     given = arguments.thresholds(args.threshold, list(maps))
     artifacts = arguments.artifacts(args.artifact)
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; use --overwrite or another --output.")
+    check_outputs([args.output], list(maps.values()), args.overwrite)
     if args.output.suffix.lower() not in MRC_SUFFIXES:  # not an MRC file named x.csv
         raise TomosegError(f"{args.output.name}: the label volume is an MRC file; name it .mrc.")
     check_writable(args.output.parent)
@@ -195,6 +205,21 @@ def _excluded(paths: list[str], grid):
     return region
 
 
+def _pick_feature(args: argparse.Namespace) -> str:
+    """--feature, else the one the map's header names, else ribosome; never another feature's
+    map under this name (its picks and its model's threshold would pass as this feature's)."""
+    from ..io.probability_header import stored_probability
+
+    stored = stored_probability(args.probability) if args.probability else None
+    if args.feature is None:
+        return stored[0] if stored else "ribosome"
+    if stored and stored[0] != args.feature[:30]:
+        raise InvalidSettingsError(f"{Path(args.probability).name} is the probability map of "
+                                   f"'{stored[0]}' (its header), not '{args.feature}': give "
+                                   f"that feature's map, or leave --feature out.")
+    return args.feature
+
+
 def cmd_pick(args: argparse.Namespace) -> int:
     from ..io import copick_project
     from ..io.particle_files import check_particle_output
@@ -203,6 +228,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from ..jobs.pick import pick_job
     from ..tomogram import volume_frame
 
+    args.feature = _pick_feature(args)
     source = copick_source(args)
     if args.output:  # before any work; never onto the map, an artifact map or a volume
         check_particle_output(args.output, (args.probability, *args.exclude), args.overwrite)
@@ -302,7 +328,8 @@ def _pick_parser(sub) -> None:
     pick.add_argument("output", nargs="?",
                       help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
     tilt_series_option(pick)
-    pick.add_argument("--feature", default="ribosome")
+    pick.add_argument("--feature", help="the feature picked (default: the one the map's header "
+                                        "names, else ribosome)")
     pick.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
     pick.add_argument("--threshold", type=PROBABILITY,
                       help="default: the threshold the model chose on held-out pixels "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +82,19 @@ def cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_mask(truth, path) -> None:
+    """A tomogram or probability map given as the mask made boxes of every voxel > 0."""
+    import numpy as np
+
+    for z in range(truth.shape[0]):  # slice by slice: a memory-mapped volume stays on disk
+        plane = np.asarray(truth[z])
+        if not np.isin(plane, (0, 1)).all():
+            values = plane[~np.isin(plane, (0, 1))]
+            raise TomosegError(f"{path} is not a 0/1 mask (slice {z} holds {values.min():g} .. "
+                               f"{values.max():g}): give the feature's mask, e.g. from tomoseg "
+                               "synth, not a tomogram or a probability map.")
+
+
 def cmd_boxes(args: argparse.Namespace) -> int:
     """Boxes from a ground-truth mask, placed as a user would (for tests and benchmarks)."""
     from ..annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
@@ -88,12 +102,17 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable
 
     truth, _ = open_volume(args.truth)
+    _require_mask(truth, args.truth)
     check_writable(args.output)
     boxes = boxes_from_truth(truth, args.feature, args.positives, args.negatives, args.size,
                              args.seed)
     if args.positives and not any(b.positive for b in boxes):
         raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
                            f"'{args.feature}' (is the mask empty?); nothing was written.")
+    n_neg = sum(not b.positive for b in boxes)
+    if n_neg < args.negatives:
+        print(f"tomoseg: only {n_neg} of {args.negatives} negative boxes found a "
+              f"{args.size}-pixel square free of '{args.feature}'", file=sys.stderr)
     existing = load_boxes(args.output) if has_boxes(args.output) else []  # or its backup
     own = sum(b.feature == args.feature for b in existing)
     if own and not args.replace:

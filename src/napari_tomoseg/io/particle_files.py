@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import InvalidSettingsError
 from .mrc_header import COMPRESSED_SUFFIXES, MRC_SUFFIXES
 from .paths import same_file
-from .particles import (TomogramFrame, read_csv, read_eman2_json, read_star,
+from .particles import (TomogramFrame, check_inside, read_csv, read_eman2_json, read_star,
                         star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
 
 SUFFIXES = (".star", ".json", ".csv")
@@ -57,8 +57,13 @@ def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
 
             raise InvalidCoordinatesError(f"{path.name}: EMAN2 JSON coordinates are relative to "
                                           "the tomogram centre; open the tomogram first.")
-        return read_eman2_json(path, frame), frame
-    return read_csv(path), frame
+        table = read_eman2_json(path, frame)
+        check_inside(table, frame, path.name)
+        return table, frame
+    table = read_csv(path)
+    if frame is not None:  # as STAR files are: far outside means a wrong tomogram or size
+        check_inside(table, frame, path.name)
+    return table, frame
 
 
 def check_particle_output(path: str | os.PathLike, inputs: tuple = (),

@@ -14,7 +14,7 @@ import re
 import uuid
 from pathlib import Path
 
-from ..errors import OutputNotWritableError, os_reason
+from ..errors import InvalidSettingsError, OutputNotWritableError, os_reason
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 100
@@ -28,6 +28,22 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
     except OSError:
         return False
+
+
+def check_outputs(outputs, inputs, overwrite: bool, option: str = "--output") -> None:
+    """Before any work: no output may be an input of the run (``--overwrite`` included),
+    and without ``overwrite`` none may exist; every output is checked, not the first only."""
+    for out in outputs:
+        for source in inputs:
+            if same_file(out, source):
+                raise InvalidSettingsError(f"the output {out} is an input of this run; choose "
+                                           f"another {option}.")
+    existing = [str(o) for o in outputs if Path(o).exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3
+                                           else "")
+        raise FileExistsError(f"{shown} exist{'s' if len(existing) == 1 else ''}; use "
+                              f"--overwrite or another {option}.")
 
 
 def safe_name(name: object, default: str = "feature") -> str:

@@ -57,10 +57,10 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
         raise InvalidSettingsError("give one output file per model.")
     if not models:
         return {}
-    if len({Path(o).resolve() for o in outputs}) != len(outputs):
-        raise InvalidSettingsError("give each model its own output file.")
     if len({m.feature for m in models}) != len(models):
         raise InvalidSettingsError("give one model per feature.")
+    if len({Path(o).resolve() for o in outputs}) != len(outputs):
+        raise InvalidSettingsError("give each model its own output file.")
     nz = volume.shape[0]
     total = nz * len(models)
     shared = _shared_preprocessing(volume, models, options.batch_slices)
