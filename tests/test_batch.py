@@ -262,3 +262,14 @@ def test_rerun_with_new_pick_settings_reuses_maps_unless_a_map_changed(project, 
     # other segmentation settings segment again
     fourth = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), dtype="float32")
     assert not any(r.get("reused_maps") for r in run_batch(tomograms[:2], fourth, client=client))
+
+
+def test_the_summary_has_a_cell_per_column_for_failed_rows(capsys):
+    from napari_tomoseg.cli.batch import _print_summary
+
+    rows = [{"name": "a", "status": "done", "picks": {"ribosome": 3}, "seconds": 1.0},
+            {"name": "c", "status": "failed", "picks": {}, "seconds": 0.0, "error": "bad\nmore"}]
+    assert _print_summary(rows, ("ribosome",), "out") == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in lines}) == 1
+    assert lines[-1] == "| c | failed |  | 0.0 | bad |"

@@ -41,9 +41,11 @@ def _inputs(root: Path) -> tuple[str, str]:
     return str(path), str(root / "boxes")
 
 
-def _stderr_until(process: subprocess.Popen, fragment: str, timeout: float = 120.0) -> str:
-    """Read the process's stderr in the background until ``fragment`` shows (or it ends)."""
-    seen: list[str] = []
+def _stderr_until(process: subprocess.Popen, fragment: str, timeout: float = 120.0,
+                  seen: list[str] | None = None) -> str:
+    """Read the process's stderr in the background (into ``seen``, on after the return)
+    until ``fragment`` shows (or it ends)."""
+    seen = [] if seen is None else seen
 
     def read() -> None:
         for chunk in iter(lambda: process.stderr.read(1), ""):
@@ -70,12 +72,15 @@ def test_a_stopped_training_keeps_its_model(tmp_path, stop):
          "membrane", "--steps", "100000", "--batch-size", "2", "--arch", "unet", "-o",
          str(output)], stderr=subprocess.PIPE, text=True)
     try:
-        _stderr_until(process, "step 3/")  # a few steps done; the next is running
+        said: list[str] = []
+        _stderr_until(process, "step 3/", seen=said)  # a few steps done; the next is running
         process.send_signal(stop)
         code = process.wait(timeout=120)
+        time.sleep(0.5)  # the reader drains what the process wrote last
     finally:
         process.kill()
     assert code == (143 if stop == signal.SIGTERM else 130)
+    assert f"{output}: the best model so far was saved" in "".join(said)
     model = load_model(output)  # the weights so far, in a complete model file
     assert model.feature == "membrane" and len(model.history) >= 3
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]

@@ -426,3 +426,11 @@ def test_csv_and_eman2_json_particles_far_outside_are_checked_as_star_files_are(
                            particle_table([[5.0, 6.0, 7.0], [5.0, 6.0, 5007.0]]), frame, box_size=8)
     with pytest.warns(CoordinateWarning, match="1 of 2 particles lie outside"):
         read_particles(far, frame)
+
+
+def test_text_in_a_coordinate_column_is_one_clear_error(tmp_path):
+    path = tmp_path / "p.star"
+    path.write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n"
+                    "_rlnCoordinateY #3\n_rlnCoordinateZ #4\nok 10 10 5\nok abc 10 5\n")
+    with pytest.raises(InvalidCoordinatesError, match="rlnCoordinateX of particle 2 is 'abc'"):
+        read_star(path, TomogramFrame("ok", (20, 40, 40), 10.0))

@@ -29,11 +29,11 @@ def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
     print(f"| tomogram | status | {' | '.join(f'{f} picks' for f in pick)} | s | note |")
     print("|---|---|" + "---|" * len(pick) + "---|---|")
     for row in rows:
-        picks = " | ".join(str(row.get("picks", {}).get(f, "")) for f in pick)
         note = ((row.get("error") or "").splitlines()[0] if row.get("error")
                 else "probability maps of the last run reused" if row.get("reused_maps") else "")
-        print(f"| {row['name']} | {row['status']} | {picks}{' | ' if picks else ''}"
-              f"{row.get('seconds', 0):.1f} | {note} |")
+        cells = [row["name"], row["status"], *(str(row.get("picks", {}).get(f, "")) for f in pick),
+                 f"{row.get('seconds', 0):.1f}", note]  # a cell per column, empty or not
+        print("| " + " | ".join(cells) + " |")
     failed = sum(r["status"] == "failed" for r in rows)
     print(f"{len(rows) - failed} of {len(rows)} tomograms finished; outputs in {output}")
     return 1 if failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..errors import InvalidSettingsError, TomosegError
@@ -15,14 +16,22 @@ from .train_inputs import training_inputs
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..io.paths import safe_name
     from ..jobs.train import train_feature
     from ..nn.validation import describe_held_out
 
     volume, voxel, boxes, start_from, settings, preprocess = training_inputs(args)
-    output = args.output or Path(f"{args.feature}.tomoseg.pt")
+    output = args.output or Path(f"{safe_name(args.feature)}.tomoseg.pt")  # never ../../x
     job = train_feature(volume, voxel, boxes, args.feature, settings, preprocess,
                         start_from=start_from, output=output, overwrite=args.overwrite)
-    model = run_with_bar(job, f"training {args.feature}")
+    started = time.time()
+    try:
+        model = run_with_bar(job, f"training {args.feature}")
+    except KeyboardInterrupt:  # the job saved the best weights so far: say where
+        if output.exists() and output.stat().st_mtime >= started - 1:
+            print(f"{output}: the best model so far was saved (interrupted training; "
+                  "--resume continues it)", file=sys.stderr)
+        raise
     held = model.info.get("held_out")
     described = describe_held_out(held, model.threshold, digits=3)
     quality = (f"{described}, best step {held['step']}" if described

@@ -166,7 +166,22 @@ def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     if particles is None or len(particles.columns) == 0:
         raise InvalidCoordinatesError(f"{path.name} has no particle table with coordinates.")
     optics = data.get("optics")
+    _require_numbers(particles, path.name)
     return particles, optics if isinstance(optics, pd.DataFrame) else None
+
+
+def _require_numbers(particles: pd.DataFrame, source: str) -> None:
+    """Coordinates, shifts and angles must be numbers: text there raised a bare ValueError."""
+    numeric = [*PIXELS, *CENTRED, *ORIGIN.values(), *SUBTOMO.values(), *ANGLES.values()]
+    for column in (c for c in numeric if c in particles):
+        values = pd.to_numeric(particles[column], errors="coerce")
+        bad = values.isna() & particles[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InvalidCoordinatesError(
+                f"{source}: {column} of particle {row + 1} is {particles[column].iloc[row]!r}, "
+                "not a number.")
+        particles[column] = values
 
 
 def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
