@@ -182,8 +182,12 @@ def check_boxes_fit(boxes: list[Box], shape: tuple[int, ...], binning: int = 1) 
     for feature in sorted({b.feature for b in boxes}):
         sizes = sorted({b.size for b in boxes if b.feature == feature})
         if len(sizes) > 1:
-            raise InvalidBoxesError(f"the boxes of '{feature}' have different sizes {sizes}; "
-                                    "one training set needs one box size.")
+            counts = {s: sum(b.size == s for b in boxes if b.feature == feature) for s in sizes}
+            common = max(sizes, key=lambda s: counts[s])
+            listed = ", ".join(f"{counts[s]} of {s} px" for s in sizes)
+            raise InvalidBoxesError(f"the boxes of '{feature}' have different sizes ({listed}); "
+                                    f"one training set needs one box size: delete the others "
+                                    f"and keep {common} px (the box size for new boxes).")
     size = min((b.size for b in boxes), default=MIN_BOX_SIZE)
     if size // binning < MIN_BOX_SIZE or min(ny, nx) // binning < size // binning:
         raise InvalidBoxesError(

@@ -62,6 +62,10 @@ class Workflow:
         if c.image not in self.viewer.layers:
             raise TomosegError(f"the session's tomogram '{c.image.name}' is no longer open: "
                                "open it again and press Start / restore session.")
+        if tuple(c.image.data.shape) != c.shape:
+            raise TomosegError(f"the data of '{c.image.name}' changed shape ({c.shape} -> "
+                               f"{tuple(c.image.data.shape)}): press Start / restore session "
+                               "for the new data.")
         restored = c.ensure_layers()
         if restored:
             show_info(f"Put back {', '.join(map(repr, restored))}: the session's boxes and "

@@ -101,6 +101,8 @@ class TrainPanel(Container):
                     or model is start_from:
                 if not workflow.closing:
                     self.show_model_state()  # failed: the job saved nothing
+                    self.status.value = (f"training '{feature}' {workflow.job.outcome} "
+                                         "before a model was kept")
                 return
             workflow.models[feature] = model
             c.session.register_model(feature)
