@@ -180,7 +180,7 @@ def test_cli_pick_writes_star_with_origin(tmp_path, blobs):
     assert match_picks(back[["z", "y", "x"]].to_numpy(), centres, 1.0)["f1"] == 1.0
 
 
-def test_an_artifact_map_keeps_picks_off_it_in_the_core_and_the_cli(tmp_path, blobs):
+def test_an_artifact_map_keeps_picks_off_it_in_the_core_and_the_cli(tmp_path, blobs, capsys):
     """Picks centred on an artifact (carbon, above its own threshold) are dropped; others
     stay, also one beside the artifact; a map of another grid is refused."""
     from napari_tomoseg.cli import main
@@ -195,12 +195,14 @@ def test_an_artifact_map_keeps_picks_off_it_in_the_core_and_the_cli(tmp_path, bl
     assert len(pick_particles(prob, 20.0, settings)) == 3
     kept = pick_particles(prob, 20.0, settings, exclude=carbon > 0.5)
     assert match_picks(kept[["z", "y", "x"]].to_numpy(), centres[:2], 1.0)["f1"] == 1.0
+    assert kept.attrs["excluded"] == 1  # said, not silent
     with pytest.raises(InvalidSettingsError, match="share a grid"):
         pick_particles(prob, 20.0, settings, exclude=np.zeros((64, 96, 95), bool))
     path = write_volume(tmp_path / "prob.mrc", prob.astype(np.float16), 20.0, (0.0, 0.0, 0.0))
     artifact = write_volume(tmp_path / "carbon.mrc", carbon, 20.0, (0.0, 0.0, 0.0))
     assert main(["pick", str(path), str(tmp_path / "p.star"), "--diameter", "200",
                  "--exclude", str(artifact)]) == 0
+    assert "(1 peak on excluded artifacts dropped)" in capsys.readouterr().out
     back = read_star(tmp_path / "p.star", TomogramFrame("prob", prob.shape, 20.0, (0, 0, 0)))
     assert match_picks(back[["z", "y", "x"]].to_numpy(), centres[:2], 1.0)["f1"] == 1.0
     other = write_volume(tmp_path / "other.mrc", carbon[:, :, :90].copy(), 20.0, (0.0, 0.0, 0.0))
@@ -237,3 +239,11 @@ def test_max_blob_drops_picks_along_a_carbon_edge_and_says_what_else_it_drops(tm
                  "--threshold", "0.5", "--max-blob", "3"]) == 0
     back = read_star(tmp_path / "p.star", TomogramFrame("prob", prob.shape, 10.0, (0, 0, 0)))
     assert match_picks(back[["z", "y", "x"]].to_numpy(), lone, 2.0)["f1"] == 1.0
+
+
+def test_a_diameter_under_two_voxels_is_refused(blobs):
+    """--diameter 2 on 10 A voxels gave 0 picks and no hint (pixels or nm for Angstrom)."""
+    prob = blobs((16, 32, 32), np.array([[8.0, 16.0, 16.0]]), 4)
+    with pytest.raises(InvalidSettingsError, match="under two voxels"):
+        pick_particles(prob, 10.0, PickSettings(diameter=15.0))
+    assert len(pick_particles(prob, 10.0, PickSettings(diameter=80.0))) == 1

@@ -235,9 +235,13 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
         keep &= sizes <= v["max_size"]
     edge, shape = v["edge"], np.asarray(prob.shape, float)
     keep &= np.all((centres >= edge) & (centres <= shape - 1 - edge), axis=1)
+    on_artifact = 0
     if exclude is not None and len(centres):
         index = tuple(np.clip(np.rint(centres).astype(int), 0, shape.astype(int) - 1).T)
-        keep &= ~np.asarray(exclude, bool)[index]
+        inside = np.asarray(exclude, bool)[index]
+        on_artifact = len(_suppress(centres[keep & inside], scores[keep & inside],
+                                    v["min_distance"], None))  # said: else 0 picks looked empty
+        keep &= ~inside
     centres, scores, sizes, round_ = centres[keep], scores[keep], sizes[keep], round_[keep]
     accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks)
     table = pd.DataFrame(centres[accepted].reshape(-1, 3), columns=["z", "y", "x"])
@@ -246,7 +250,19 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     table["roundness"] = round_[accepted]
     table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
     table.attrs["flat_or_long"] = _report_shape(flat_peaks, len(table), settings)
+    table.attrs["excluded"] = on_artifact
     return table
+
+
+def dropped_note(table: pd.DataFrame) -> str:
+    """What the picker dropped, for the line that reports the picks ('' when nothing)."""
+    parts = []
+    if table.attrs.get("flat_or_long"):
+        parts.append(f"{table.attrs['flat_or_long']} flat or long peaks dropped")
+    if table.attrs.get("excluded"):
+        n = table.attrs["excluded"]
+        parts.append(f"{n} peak{'s' if n != 1 else ''} on excluded artifacts dropped")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 class ShapeWarning(UserWarning):
@@ -276,8 +292,12 @@ def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
 
 
 def check_diameter(diameter: float, shape: tuple[int, ...], voxel_size: float) -> None:
-    """Refuse a particle larger than the volume: none can be in it, and its ball sums never end."""
+    """Refuse a particle larger than the volume (none can be in it, and its ball sums never
+    end) or under two voxels across (given in pixels or nanometres, not Angstrom)."""
     extent = max(shape) * voxel_size
+    if diameter < 2 * voxel_size:  # a blob under two voxels across: nothing is found, unsaid
+        raise InvalidSettingsError(f"the particle diameter {diameter:g} A is under two voxels "
+                                   f"({voxel_size:g} A each); give the diameter in Angstrom.")
     if diameter > extent:
         raise InvalidSettingsError(f"the particle diameter {diameter:g} A is larger than the "
                                    f"volume ({extent:g} A across); give the diameter in Angstrom.")

@@ -183,8 +183,10 @@ class PickingWidget(Container):
         self.points.border_color = [STATUS_COLOURS[0]] * len(data)
         self.current = -1
         self._apply_filter()
-        self.status.value = f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
-                                                               len(data))
+        self.status.value = (f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
+                                                                len(data))
+                             + (f" ({table.attrs['excluded']} on excluded artifacts)"
+                                if table.attrs.get("excluded") else ""))
         show_info(f"{len(data)} {feature} picks")
         return self.points
 

@@ -235,6 +235,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable
     from ..io.probability_header import map_tomogram_name
     from ..jobs.pick import pick_job
+    from ..picking import dropped_note
     from ..tomogram import volume_frame
 
     args.feature = _pick_feature(args)
@@ -257,7 +258,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
     if args.output:
         print(f"{args.output}: {len(table)} {args.feature} picks of tomogram '{name}'"
-              f"{'' if args.tomo_name else ' (--tomo-name to change)'}")
+              f"{'' if args.tomo_name else ' (--tomo-name to change)'}{dropped_note(table)}")
     return 0
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from ..io.mrc import check_finite_volume
 from ..io.particle_files import check_particle_output, eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
-from ..picking import PickSettings, check_same_grid, pick_particles, sample_along
+from ..picking import PickSettings, check_same_grid, dropped_note, pick_particles, sample_along
 from ..probability_maps import as_probability
 from .progress import Job, Progress
 
@@ -42,8 +42,7 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
         prob = as_probability(probability, name=f"the {feature} map")
         table = pick_particles(prob, frame.voxel_size, settings, exclude)
     table["feature"] = feature
-    flat = table.attrs.get("flat_or_long", 0)
-    said = f"{len(table)} {feature} picks" + (f" ({flat} flat or long peaks dropped)" if flat else "")
+    said = f"{len(table)} {feature} picks" + dropped_note(table)
     yield Progress(1, 2, said)
     if output is not None:
         write_particles(Path(output), table, frame, feature=feature, overwrite=overwrite,
