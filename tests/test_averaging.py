@@ -193,7 +193,7 @@ def test_bad_settings_are_refused():
         average(np.zeros((3, 32, 32, 32), np.float32), 10.0)
 
 
-def test_cli_average_then_classify(field, tmp_path):
+def test_cli_average_then_classify(field, tmp_path, capsys):
     from napari_tomoseg.cli import main
     from napari_tomoseg.synthetic.particle_field import write_particle_field
 
@@ -209,6 +209,8 @@ def test_cli_average_then_classify(field, tmp_path):
     code = main(["classify", str(files["tomogram"]), str(out / "average_particles.star"),
                  "-o", str(out), "--classes", "2", "--iterations", "1", "--box", "32"])
     assert code == 0
+    said = capsys.readouterr().out  # every particle missing from a result is accounted for
+    assert "too close to the edge" in said and "duplicates dropped) in 2 classes" in said
     assert (out / "class_1.mrc").exists() and (out / "class_2.mrc").exists()
     classes = read_star(out / "class_particles.star")["class"].to_numpy()
     assert set(classes) <= {1, 2} and len(classes) == len(field.zyx)

@@ -40,6 +40,9 @@ def test_info_reports_geometry_and_bad_files_cleanly(tmp_path, capsys):
     assert main(["info", str(tmp_path / "a.mrc")]) == 0
     out = capsys.readouterr().out
     assert "5 x 4 x 3 voxels" in out and "voxel 13 x 13 x 13 A" in out and "origin 3 2 1 A" in out
+    write_volume(tmp_path / "huge.mrc", np.zeros((3, 4, 5), np.float32), 1e6)
+    assert main(["info", str(tmp_path / "huge.mrc")]) == 0  # not "voxel 1 A (assumed)"
+    assert "no usable voxel size (header: 1e+06 A" in capsys.readouterr().out
     (tmp_path / "b.mrc").write_text("not a tomogram" * 200)
     assert main(["info", str(tmp_path / "b.mrc")]) == 2
     err = capsys.readouterr().err

@@ -225,3 +225,14 @@ def test_pick_never_names_a_map_anothers_feature(files, tmp_path, capsys):
     assert not (tmp_path / "m.star").exists()
     assert main(["pick", str(prob), str(tmp_path / "r.csv"), "--diameter", "150"]) == 0
     assert "2 ribosome picks" in capsys.readouterr().out
+
+
+def test_outputs_whose_suffix_names_another_format_are_refused(files, tmp_path, capsys):
+    """pick out.txt wrote a CSV; train -o m.mrc wrote a torch file named .mrc."""
+    prob, tomogram = files
+    assert main(["pick", str(prob), str(tmp_path / "out.txt"), "--diameter", "150"]) == 2
+    assert "write particles to .star" in capsys.readouterr().err
+    assert main(["train", str(tomogram), "--boxes", str(tmp_path), "--feature", "ribosome",
+                 "-o", str(tmp_path / "m.mrc")]) == 2
+    assert "name it .pt" in capsys.readouterr().err
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "m.mrc").exists()

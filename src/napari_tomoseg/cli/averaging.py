@@ -63,14 +63,18 @@ def cmd_average(args: argparse.Namespace) -> int:
                     args.overwrite, _inputs(args)),
         "averaging")
     nyquist = 2 * frame.voxel_size
-    print(f"{len(sub.data)} particles averaged ({sub.skipped} too close to the edge, "
-          f"{sub.duplicates} duplicates dropped), "
+    print(f"{len(sub.data)} particles averaged {_dropped(sub)}, "
           f"resolution {result.resolution:.1f} A at FSC 0.143 (Nyquist {nyquist:.1f} A), "
           f"{time.perf_counter() - start:.1f} s")
     if result.note:
         print(("" if result.supported else "WARNING: resolution ") + result.note)
     _print_written(written)
     return 0
+
+
+def _dropped(sub) -> str:
+    """Why particles of the input are missing from the result: none may go unsaid."""
+    return f"({sub.skipped} too close to the edge, {sub.duplicates} duplicates dropped)"
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -88,7 +92,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
                      args.overwrite, _inputs(args)),
         "classifying")
     counts = np.bincount(result.classes, minlength=settings.classes + 1)[1:]
-    print(f"{len(sub.data)} particles in {settings.classes} classes: {counts.tolist()}")
+    print(f"{len(sub.data)} particles {_dropped(sub)} in {settings.classes} classes: "
+          f"{counts.tolist()}")
     _print_written(written)
     return 0
 

@@ -16,12 +16,16 @@ from .train_inputs import training_inputs
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..io.particle_files import SUFFIXES, VOLUME_SUFFIXES
     from ..io.paths import safe_name
     from ..jobs.train import train_feature
     from ..nn.validation import describe_held_out
 
-    volume, voxel, boxes, start_from, settings, preprocess = training_inputs(args)
     output = args.output or Path(f"{safe_name(args.feature)}.tomoseg.pt")  # never ../../x
+    if output.suffix.lower() in VOLUME_SUFFIXES + SUFFIXES:  # a model named like a map or picks
+        raise InvalidSettingsError(f"{output}: a model file is not a {output.suffix} file; "
+                                   "name it .pt.")
+    volume, voxel, boxes, start_from, settings, preprocess = training_inputs(args)
     job = train_feature(volume, voxel, boxes, args.feature, settings, preprocess,
                         start_from=start_from, output=output, overwrite=args.overwrite)
     started = time.time()

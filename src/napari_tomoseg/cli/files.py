@@ -47,9 +47,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     for path in args.files:
         data, info = open_volume(path, check_finite=False)
         z, y, x = info.shape
-        note = "" if info.voxel_size_in_header else " (not in header: assumed)"
-        print(f"{path}: {x} x {y} x {z} voxels (x y z), {info.dtype}, voxel "
-              f"{info.voxel_size[2]:g} x {info.voxel_size[1]:g} x {info.voxel_size[0]:g} A{note}, "
+        if info.voxel_size_in_header:
+            voxel = (f"voxel {info.voxel_size[2]:g} x {info.voxel_size[1]:g} x "
+                     f"{info.voxel_size[0]:g} A")
+        else:  # the header's value is not believed: never print a stand-in as the voxel size
+            given = info.header_voxel_size
+            voxel = (f"no usable voxel size (header: {given:g} A; give one with --voxel-size)"
+                     if given is not None else "no voxel size in the header")
+        print(f"{path}: {x} x {y} x {z} voxels (x y z), {info.dtype}, {voxel}, "
               f"origin {info.origin[2]:g} {info.origin[1]:g} {info.origin[0]:g} A")
     return 0
 

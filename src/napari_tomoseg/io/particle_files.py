@@ -68,8 +68,8 @@ def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
 
 def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
                           overwrite: bool = True) -> Path:
-    """Refuse a particles path that names a volume, one of ``inputs``, or (without
-    ``overwrite``) an existing file: a CSV written there would replace that file."""
+    """Refuse a particles path that names a volume or no particle format, one of ``inputs``,
+    or (without ``overwrite``) an existing file: a CSV written there would replace that file."""
     path = Path(path)
     name = path.name.lower()
     for compressed in COMPRESSED_SUFFIXES:
@@ -77,6 +77,9 @@ def check_particle_output(path: str | os.PathLike, inputs: tuple = (),
     if Path(name).suffix in VOLUME_SUFFIXES:
         raise InvalidSettingsError(f"{path}: a volume's suffix; write particles to .star, "
                                    ".csv or .json.")
+    if path.suffix.lower() not in SUFFIXES:  # out.txt became a CSV without a word
+        raise InvalidSettingsError(f"{path}: the suffix says the format; write particles to "
+                                   ".star (RELION), .json (EMAN2) or .csv.")
     for given in inputs:
         if given and same_file(path, given):
             raise InvalidSettingsError(f"{path} is also an input; write particles elsewhere.")
