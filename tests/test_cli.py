@@ -117,3 +117,21 @@ def test_boxes_refuses_a_tomogram_as_the_mask(tmp_path, capsys):
     assert main(["boxes", str(path), str(tmp_path / "b"), "--feature", "r", "--size", "16",
                  "--positives", "1", "--negatives", "500"]) == 0
     assert "negative boxes found" in capsys.readouterr().err
+
+
+def test_blank_feature_names_are_refused(tmp_path, capsys):
+    """merge --prob =p.mrc made a label named ''; boxes --feature '' was accepted."""
+    with pytest.raises(SystemExit):
+        main(["boxes", str(tmp_path / "t.mrc"), str(tmp_path / "b"), "--feature", " "])
+    assert "a feature needs a name" in capsys.readouterr().err
+    assert main(["merge", "--prob", f"={tmp_path / 'p.mrc'}", "-o", str(tmp_path / "l.mrc")]) == 2
+    assert "needs both a NAME and a VALUE" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):
+    from napari_tomoseg.errors import OutputNotWritableError
+    from napari_tomoseg.io.paths import check_writable
+
+    (tmp_path / "ok.mrc").write_text("x")
+    with pytest.raises(OutputNotWritableError, match="is a file: give a folder"):
+        check_writable(tmp_path / "ok.mrc")

@@ -38,6 +38,14 @@ VOXEL_SIZE = number(float, 0.1, inclusive=True, high=1000.0)
 PROBABILITY = number(float, 0, inclusive=True, high=0.999)
 
 
+def feature_name(text: str) -> str:
+    """An argparse type: a feature name is words, not empty or blank."""
+    name = text.strip()
+    if not name:
+        raise argparse.ArgumentTypeError("a feature needs a name")
+    return name
+
+
 def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
     """``NAME=VALUE`` options as a dict; each name once."""
     result = {}
@@ -45,6 +53,8 @@ def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
         if "=" not in pair:
             raise TomosegError(f"{what} must be given as NAME=VALUE, not '{pair}'.")
         key, value = pair.split("=", 1)
+        if not key.strip() or not value.strip():
+            raise TomosegError(f"{what} '{pair}' needs both a NAME and a VALUE.")
         if key.strip() in result:
             raise TomosegError(f"{what} names '{key.strip()}' twice; give each once.")
         result[key.strip()] = value.strip()

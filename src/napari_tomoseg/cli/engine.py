@@ -270,7 +270,7 @@ def _train_parser(sub) -> None:
     train = sub.add_parser("train", help="train one feature's network from boxes")
     train.add_argument("tomogram")
     train.add_argument("--boxes", type=Path, required=True, help="box folder or session folder")
-    train.add_argument("--feature", required=True)
+    train.add_argument("--feature", required=True, type=arguments.feature_name)
     train.add_argument("--arch", choices=("unet", "eman2"),
                        help="network (default unet; a resumed model keeps its own)")
     train.add_argument("--steps", type=POSITIVE_INT,
@@ -342,7 +342,7 @@ def _pick_parser(sub) -> None:
     pick.add_argument("output", nargs="?",
                       help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
     tilt_series_option(pick)
-    pick.add_argument("--feature", help="the feature picked (default: the one the map's header "
+    pick.add_argument("--feature", type=arguments.feature_name, help="the feature picked (default: the one the map's header "
                                         "names, else ribosome)")
     pick.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
     pick.add_argument("--threshold", type=PROBABILITY,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidSettingsError, TomosegError
-from .arguments import (COUNT, POSITIVE_INT, VOXEL_SIZE, number, tilt_series_option,
+from .arguments import (COUNT, POSITIVE_INT, VOXEL_SIZE, feature_name, number, tilt_series_option,
                         voxel_checked, voxel_size_option)
 from .progress import progress_bar
 
@@ -179,7 +179,7 @@ def add_parsers(sub) -> None:
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
     boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
     boxes.add_argument("output", type=Path, help="box folder (boxes.json: boxes and masks, with a backup)")
-    boxes.add_argument("--feature", required=True)
+    boxes.add_argument("--feature", required=True, type=feature_name)
     boxes.add_argument("--positives", type=COUNT, default=10)
     boxes.add_argument("--negatives", type=COUNT, default=50)
     boxes.add_argument("--size", type=number(int, 8, inclusive=True), default=64,

@@ -59,6 +59,8 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
     would fill the disk is refused before it starts.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise OutputNotWritableError(f"the output folder {folder} is a file: give a folder.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".tomoseg-write-test.{uuid.uuid4().hex[:8]}.partial"
