@@ -133,5 +133,5 @@ def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):
     from napari_tomoseg.io.paths import check_writable
 
     (tmp_path / "ok.mrc").write_text("x")
-    with pytest.raises(OutputNotWritableError, match="is a file: give a folder"):
+    with pytest.raises(OutputNotWritableError, match="it is a file; give a folder"):
         check_writable(tmp_path / "ok.mrc")

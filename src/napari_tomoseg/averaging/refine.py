@@ -52,8 +52,8 @@ class AverageSettings:
     min_distance: float | None = None  # voxels; closer picks are repeats (default 2)
 
     def __post_init__(self):
-        if self.box < 12 or self.box % 2:
-            raise InvalidSettingsError("the box size must be an even number of at least 12 voxels.")
+        if not 12 <= self.box <= 512 or self.box % 2:  # one rule, said once (extract caps 512)
+            raise InvalidSettingsError("the box size must be an even number of 12-512 voxels.")
         if self.iterations < 1:
             raise InvalidSettingsError("at least one refinement iteration is needed.")
         if not 0.5 <= self.final_step <= self.angular_step <= 90:

@@ -104,7 +104,7 @@ def _averaging_options(p: argparse.ArgumentParser, iterations: int) -> None:
     p.add_argument("particles", help="particles: .star (RELION 5) or .csv")
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for the results")
     p.add_argument("--box", type=number(int, 12, inclusive=True), default=32,
-                   help="box size in voxels (even, at least 12)")
+                   help="box size in voxels (even, 12-512)")
     p.add_argument("--iterations", type=POSITIVE_INT, default=iterations)
     p.add_argument("--symmetry", default="C1", help="point group: C1, Cn or Dn")
     p.add_argument("--angular-step", type=POSITIVE, default=20.0,

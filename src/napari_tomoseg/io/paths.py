@@ -60,7 +60,8 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
     """
     folder = Path(folder)
     if folder.is_file():
-        raise OutputNotWritableError(f"the output folder {folder} is a file: give a folder.")
+        raise OutputNotWritableError(f"cannot write into the output folder {folder}: it is a "
+                                     "file; give a folder.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".tomoseg-write-test.{uuid.uuid4().hex[:8]}.partial"
