@@ -33,7 +33,7 @@ def _picked(make_napari_viewer, qtbot, prob, translate=(0.0, 0.0, 0.0)):
     return viewer, widget
 
 
-def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path, blobs):
+def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path, blobs, monkeypatch):
     prob = sum((1.0 - 0.05 * i) * blobs((64, 96, 96), c[None], radius=6)
                for i, c in enumerate(CENTRES)).astype(np.float32)  # distinct scores
     viewer, widget = _picked(make_napari_viewer, qtbot, prob, translate=(50.0, -20.0, 5.0))
@@ -63,6 +63,16 @@ def test_pick_filter_judge_and_export(make_napari_viewer, qtbot, tmp_path, blobs
     widget.export()
     kept = points.shown & (np.asarray(points.features["status"]) >= 0)
     assert len(read_star(path, frame)) == int(kept.sum())
+    # the button asks before it replaces a typed path's file; No keeps the file
+    from qtpy.QtWidgets import QMessageBox
+
+    before = path.read_bytes()
+    widget.min_score.value = 0.0
+    for answer, replaced in ((QMessageBox.StandardButton.No, False),
+                             (QMessageBox.StandardButton.Yes, True)):
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, answer=answer, **k: answer)
+        widget.export_button.changed.emit(True)
+        assert (path.read_bytes() != before) == replaced
 
 
 def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot, tmp_path,

@@ -87,7 +87,7 @@ class PickingWidget(Container):
         self.previous.changed.connect(lambda: self.step(-1))
         self.accept.changed.connect(lambda: self.judge(1))
         self.reject.changed.connect(lambda: self.judge(-1))
-        self.export_button.changed.connect(self._guard(self.export))
+        self.export_button.changed.connect(self._guard(self._export_asking))
         # bound on the picks layer too, where napari's own a (select all) would win
         self.keys = KeyBindings(self.viewer, {".": lambda: self.step(1), ",": lambda: self.step(-1),
                                               "a": lambda: self.judge(1),
@@ -256,6 +256,20 @@ class PickingWidget(Container):
                                **{c: features[c].to_numpy() for c in ("score", "roundness",
                                                                        "feature") if c in features})
         return table, frame
+
+    def _export_asking(self) -> Path | None:
+        """The button: a typed path of an existing file is replaced only when the user says
+        so (the browse dialog asks by itself; a typed name replaced files silently)."""
+        path = Path(self.output.value)
+        if path.is_file():
+            from qtpy.QtWidgets import QMessageBox
+
+            answer = QMessageBox.question(self.native, "Replace file?",
+                                          f"{path} exists. Replace it with the kept picks?")
+            if answer != QMessageBox.StandardButton.Yes:
+                self.status.value = f"not exported: {path.name} kept"
+                return None
+        return self.export()
 
     def export(self) -> Path:
         """Write the kept picks in the format the file's suffix names (STAR, EMAN2 JSON, CSV)."""
