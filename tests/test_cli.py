@@ -110,13 +110,14 @@ def test_boxes_refuses_a_tomogram_as_the_mask(tmp_path, capsys):
     tomogram = np.random.default_rng(0).normal(size=(8, 48, 48)).astype(np.float32)
     path = write_volume(tmp_path / "t.mrc", tomogram, 10.0)
     assert main(["boxes", str(path), str(tmp_path / "b"), "--feature", "r", "--size", "16"]) == 2
-    assert "not a 0/1 mask" in capsys.readouterr().err and not (tmp_path / "b").exists()
-    mask = np.zeros((8, 48, 48), np.int8)
-    mask[4, 20:28, 20:28] = 1
+    assert "is not a mask" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    mask = np.zeros((8, 48, 48), np.uint8)
+    mask[4, 20:28, 20:28] = 255  # 0/255, as other programs write masks
     path = write_volume(tmp_path / "m.mrc", mask, 10.0)
     assert main(["boxes", str(path), str(tmp_path / "b"), "--feature", "r", "--size", "16",
                  "--positives", "1", "--negatives", "500"]) == 0
-    assert "negative boxes found" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "negative boxes found" in said.err and "1 positive" in said.out
 
 
 def test_blank_feature_names_are_refused(tmp_path, capsys):
@@ -126,6 +127,11 @@ def test_blank_feature_names_are_refused(tmp_path, capsys):
     assert "a feature needs a name" in capsys.readouterr().err
     assert main(["merge", "--prob", f"={tmp_path / 'p.mrc'}", "-o", str(tmp_path / "l.mrc")]) == 2
     assert "needs both a NAME and a VALUE" in capsys.readouterr().err
+    from napari_tomoseg.cli import arguments
+
+    assert arguments.artifacts(["carbon", "ice=membrane"]) == {"carbon": (), "ice": ("membrane",)}
+    with pytest.raises(Exception, match="needs both a NAME"):
+        arguments.artifacts(["=membrane"])
 
 
 def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):

@@ -168,7 +168,8 @@ def test_picks_from_a_map_name_its_tomogram_whatever_the_map_file_is_called(tmp_
     model = TrainedModel(build_model("unet", params), "unet", params,
                          default_preprocessing(20.0, 32), 20.0, 32, feature="ribosome")
     volume = np.random.default_rng(0).normal(size=(8, 32, 32)).astype(np.float32)
-    names = {"cell_7": "cell_7", "x" * 70: "ribosome"}  # too long for a header label: file name
+    names = {"cell_7": "cell_7", "TS_" + "x" * 150: "TS_" + "x" * 150,  # over two labels
+             "y" * 300: "ribosome"}  # longer than the labels hold: the file name
     for name, expected in names.items():
         target = tmp_path / name[:8] / "ribosome.mrc"
         target.parent.mkdir()

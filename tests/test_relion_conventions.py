@@ -434,3 +434,21 @@ def test_text_in_a_coordinate_column_is_one_clear_error(tmp_path):
                     "_rlnCoordinateY #3\n_rlnCoordinateZ #4\nok 10 10 5\nok abc 10 5\n")
     with pytest.raises(InvalidCoordinatesError, match="rlnCoordinateX of particle 2 is 'abc'"):
         read_star(path, TomogramFrame("ok", (20, 40, 40), 10.0))
+
+
+def test_points_says_when_the_given_pixel_size_contradicts_the_star(tmp_path, capsys):
+    """Read with the file's 7 A, written with the 3.5 A given: one of them is wrong."""
+    from napari_tomoseg.cli import main
+
+    prob = _probability(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoordinateWarning)
+        assert main(["pick", str(prob), str(tmp_path / "pick.star"), "--diameter", "150",
+                     "--tomo-name", "TS_03", "--tilt-series-pixel-size", "7"]) == 0
+        capsys.readouterr()
+        args = ["points", str(tmp_path / "pick.star"), str(tmp_path / "p.star"), "--tomogram",
+                str(prob), "--tomo-name", "TS_03", "--overwrite", "--tilt-series-pixel-size"]
+        assert main(args + ["3.5"]) == 0
+        assert "says the tilt-series pixel size is 7 A" in capsys.readouterr().err
+        assert main(args + ["7"]) == 0
+        assert "warning" not in capsys.readouterr().err

@@ -255,7 +255,7 @@ def test_a_model_saved_by_a_training_the_session_never_recorded_is_restored(tmp_
     tomogram = str(tiny_files["tomogram"])
     session, _ = open_session(tmp_path / "s.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
     session.boxes = boxes_from_truth(tiny_result.cell.labels["ribosome"], "ribosome", 3, 6, 32)
-    session.save()
+    session.begin_training("ribosome")  # as the dock does; it never heard back
     run_job(train_feature(tiny_result.tomogram, 20.0, session.boxes, "ribosome",
                           TrainingSettings(steps=2, batch_size=2, hold_out=False),
                           output=session.model_path("ribosome")))
@@ -266,3 +266,8 @@ def test_a_model_saved_by_a_training_the_session_never_recorded_is_restored(tmp_
     assert Session.load(session.folder).models == restored.models  # recorded for good
     again, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
     assert "saved by a training" not in message
+    # the model file of a removed feature is not taken for a new feature of that name
+    again.remove_feature("ribosome")
+    again.add_feature("ribosome")
+    last, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
+    assert last.models == {} and "saved by a training" not in message

@@ -322,9 +322,9 @@ def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negativ
         tries += 1
         z, y, x = voxels[rng.integers(len(voxels))]
         box = Box(feature, int(z), float(y), float(x), size, True)
-        mask = crop_slice(truth[z], box.corner(), size)
+        mask = crop_slice(truth[z], box.corner(), size) > 0  # 0/1, 0/255 or labels
         if 0.02 <= mask.mean() <= max_fraction and not _overlaps(box, boxes):
-            box.mask = (mask > 0).astype(np.uint8)
+            box.mask = mask.astype(np.uint8)
             boxes.append(box)
     tries = 0
     while sum(not b.positive for b in boxes) < n_negative and tries < 1000 * max(n_negative, 1):

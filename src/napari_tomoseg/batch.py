@@ -62,8 +62,7 @@ class BatchSettings:
     def segment_digest(self) -> str:
         """What the probability maps depend on: a rerun that changes only the rest reuses them."""
         return _hash({"models": [file_fingerprint(m) for m in self.models], "dtype": self.dtype,
-                      "device": self.device, "precision": self.precision,
-                      "voxel_size": self.voxel_size})
+                      "precision": self.precision, "voxel_size": self.voxel_size})
 
 
 def _hash(record: dict) -> str:

@@ -109,6 +109,7 @@ class Session:
     # RELION's rlnTomoTiltSeriesPixelSize (unbinned tilt series, Angstrom): the header
     # does not carry it, so it is remembered here once the user gives it; None = unknown
     tilt_series_pixel_size: float | None = None
+    training: list[str] = field(default_factory=list)  # features whose training has not reported
 
     # features ----------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -159,6 +160,7 @@ class Session:
                 box.feature = new
         if old in self.models:
             self.models[new] = self.models.pop(old)
+        self.training = [new if f == old else f for f in self.training]
         self.save()
 
     def recolour_feature(self, name: str, colour: str) -> None:
@@ -172,6 +174,7 @@ class Session:
         self.boxes = [b for b in self.boxes if b.feature != name]
         self.features.remove(feature)
         self.models.pop(name, None)
+        self.training = [f for f in self.training if f != name]
         self.save()
         return len(removed)
 
@@ -219,21 +222,34 @@ class Session:
 
     def register_model(self, feature: str) -> None:
         self.models[feature] = str(self.model_path(feature).relative_to(self.folder))
+        self.end_training(feature)
+
+    def begin_training(self, feature: str) -> None:
+        """Noted before a training starts: its model may reach disk with no one to record it."""
+        if feature not in self.training:
+            self.training.append(feature)
+        self.save()
+
+    def end_training(self, feature: str) -> None:
+        """The training reported back (its model recorded, or none kept)."""
+        self.training = [f for f in self.training if f != feature]
         self.save()
 
     def adopt_saved_models(self) -> list[str]:
-        """Features whose model file a training saved but the session never recorded.
+        """Features whose training saved a model but never reported back.
 
         Training saves the model itself, then the dock records it in the
         session; a viewer closed mid-training (or a crash) in between left a
         model on disk that a restore did not know, and the next training
-        pushed aside. Such files are recorded now.
+        pushed aside. Only trainings begun and not ended count: a model file of
+        a removed or renamed feature is never taken for a new one's.
         """
-        adopted = [f.name for f in self.features
-                   if f.name not in self.models and self.model_path(f.name).is_file()]
+        names = set(self.feature_names())
+        adopted = [f for f in self.training if f in names and self.model_path(f).is_file()]
         for name in adopted:
             self.models[name] = str(self.model_path(name).relative_to(self.folder))
-        if adopted:
+        if self.training:
+            self.training = []
             self.save()
         return adopted
 
@@ -245,7 +261,7 @@ class Session:
                 "voxel_size": self.voxel_size, "shape": list(self.shape) if self.shape else None,
                 "box_size": self.box_size, "tilt_series_pixel_size": self.tilt_series_pixel_size,
                 "features": [{"name": f.name, "colour": f.colour} for f in self.features],
-                "models": self.models}
+                "models": self.models, "training": self.training}
 
     def save(self) -> None:
         """Write the whole session as one new generation (cheap: called on every change)."""
@@ -287,6 +303,7 @@ class Session:
                        shape=tuple(record["shape"]) if record.get("shape") else None,
                        features=[Feature(f["name"], f["colour"]) for f in record.get("features", [])],
                        boxes=boxes, models=dict(record.get("models", {})),
+                       training=[str(f) for f in record.get("training", [])],
                        box_size=int(record.get("box_size", 64)), note=note, damaged=note is not None,
                        tilt_series_pixel_size=_optional_size(record.get("tilt_series_pixel_size")))
         except (TypeError, ValueError, KeyError) as exc:

@@ -49,7 +49,7 @@ class AnnotationController:
         self._restore_masks()
         self.refresh_boxes()
         self.refresh_colours()
-        self._listen()
+        self.listen()
 
     def _new_boxes_layer(self):
         layer = self.viewer.add_shapes(ndim=3, name=BOXES_LAYER, edge_width=2,
@@ -64,7 +64,7 @@ class AnnotationController:
         tag(layer, "masks", tomogram=tomogram_key(self.image))
         return layer
 
-    def _listen(self) -> None:
+    def listen(self) -> None:
         self.boxes_layer.events.data.connect(self._on_shapes_changed)
         self.masks_layer.events.paint.connect(self._on_paint)
 
@@ -91,7 +91,7 @@ class AnnotationController:
         if self.masks_layer in missing:
             self.masks_layer = self._new_masks_layer(np.asarray(self.masks_layer.data))
         self.refresh_colours()
-        self._listen()
+        self.listen()
         return [layer.name for layer in missing]
 
     # geometry ---------------------------------------------------------------

@@ -46,14 +46,16 @@ def feature_name(text: str) -> str:
     return name
 
 
-def key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
-    """``NAME=VALUE`` options as a dict; each name once."""
+def key_values(pairs: list[str] | None, what: str, empty_values: bool = False
+               ) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; each name once, never blank (nor the value, unless
+    ``empty_values``: a bare --artifact)."""
     result = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise TomosegError(f"{what} must be given as NAME=VALUE, not '{pair}'.")
         key, value = pair.split("=", 1)
-        if not key.strip() or not value.strip():
+        if not key.strip() or not (value.strip() or empty_values):
             raise TomosegError(f"{what} '{pair}' needs both a NAME and a VALUE.")
         if key.strip() in result:
             raise TomosegError(f"{what} names '{key.strip()}' twice; give each once.")
@@ -89,7 +91,7 @@ def artifacts(given: list[str] | None) -> dict[str, tuple[str, ...]]:
     """
     pairs = [item if "=" in item else f"{item}=" for item in given or []]
     return {key: tuple(f.strip() for f in value.split(",") if f.strip())
-            for key, value in key_values(pairs, "--artifact").items()}
+            for key, value in key_values(pairs, "--artifact", empty_values=True).items()}
 
 
 def voxel_checked(info, path, args: argparse.Namespace):

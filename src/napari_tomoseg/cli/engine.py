@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_inputs(args: argparse.Namespace):
+def _segment_inputs(args: argparse.Namespace, files: list[tuple[str, str]] | None = None):
     """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
     from ..io.mrc import open_volume
 
@@ -59,7 +59,7 @@ def _segment_inputs(args: argparse.Namespace):
             source = copick_source(args, run)
             yield (run, *open_tomogram(source), source)
         return
-    for tomogram, name in _tomogram_files(args):
+    for tomogram, name in files if files is not None else _tomogram_files(args):
         yield (name, *open_volume(tomogram), None)
 
 
@@ -109,6 +109,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from ..nn.model_file import load_model
 
     models = [load_model(path) for path in args.model]
+    files = None
     if not args.copick:  # every map against every input, before the first is written
         files = _tomogram_files(args)
         check_outputs([args.output_dir / f"{name}_{m.feature}.mrc" for _, name in files
@@ -119,7 +120,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
                              rescale=not args.no_rescale, overwrite=args.overwrite,
                              precision=args.precision)
-    for name, volume, info, source in _segment_inputs(args):
+    for name, volume, info, source in _segment_inputs(args, files):
         info = voxel_checked(info, name, args)
         targets = [args.output_dir / f"{name}_{model.feature}.mrc" for model in models]
         run_with_bar(segment_tomogram(volume, info.isotropic_voxel_size, info.origin, models,

@@ -81,23 +81,50 @@ def cmd_points(args: argparse.Namespace) -> int:
     frame = volume_frame(info, args.tomo_name or tomogram_name(args.tomogram),
                          args.tilt_series_pixel_size)
     table, frame = read_particles(args.input, frame)
+    _say_pixel_size_conflict(args, frame.name)
     table = table.drop(columns=["tomo_name"], errors="ignore")
     write_particles(args.output, table, frame, overwrite=args.overwrite)
     print(f"{args.output}: {len(table)} particles")
     return 0
 
 
+def _say_pixel_size_conflict(args: argparse.Namespace, name: str) -> None:
+    """A STAR input's own tilt-series pixel size reads its coordinates; one given that differs
+    is what the output is written with, and one of the two is wrong: say so."""
+    from ..io.particle_files import particle_format
+    from ..io.particles import star_tilt_series_pixel_size
+
+    given = args.tilt_series_pixel_size
+    if not given or particle_format(args.input) != "star":
+        return
+    own = star_tilt_series_pixel_size(args.input, name)
+    if own and abs(own - given) > 1e-3 * own:
+        print(f"tomoseg: warning: {Path(args.input).name} says the tilt-series pixel size is "
+              f"{own:g} A (its coordinates were read with it), --tilt-series-pixel-size says "
+              f"{given:g} A (the output is written with it); check which is right.",
+              file=sys.stderr)
+
+
+MASK_VALUES = 16  # a label volume has a few integer values; a tomogram or a map many
+
+
 def _require_mask(truth, path) -> None:
-    """A tomogram or probability map given as the mask made boxes of every voxel > 0."""
+    """A tomogram or probability map given as the mask made boxes of every voxel > 0.
+
+    Masks of 0/1, 0/255 or a few integer labels pass (every value above 0 is mask).
+    """
     import numpy as np
 
+    values: set = set()
     for z in range(truth.shape[0]):  # slice by slice: a memory-mapped volume stays on disk
         plane = np.asarray(truth[z])
-        if not np.isin(plane, (0, 1)).all():
-            values = plane[~np.isin(plane, (0, 1))]
-            raise TomosegError(f"{path} is not a 0/1 mask (slice {z} holds {values.min():g} .. "
-                               f"{values.max():g}): give the feature's mask, e.g. from tomoseg "
-                               "synth, not a tomogram or a probability map.")
+        found = np.unique(plane)
+        values.update(found[:MASK_VALUES + 1].tolist())
+        if len(values) > MASK_VALUES or not np.all(np.mod(found, 1) == 0):
+            raise TomosegError(f"{path} is not a mask (slice {z} holds {plane.min():g} .. "
+                               f"{plane.max():g} in {len(found)} values): give the feature's "
+                               "mask (0 outside, above 0 inside, e.g. from tomoseg synth), not a "
+                               "tomogram or a probability map.")
 
 
 def cmd_boxes(args: argparse.Namespace) -> int:
@@ -177,7 +204,8 @@ def add_parsers(sub) -> None:
     points.set_defaults(func=cmd_points)
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
-    boxes.add_argument("truth", help="0/1 mask MRC of the feature (e.g. from tomoseg synth)")
+    boxes.add_argument("truth", help="mask MRC of the feature: 0 outside, above 0 inside (e.g. "
+                                     "from tomoseg synth)")
     boxes.add_argument("output", type=Path, help="box folder (boxes.json: boxes and masks, with a backup)")
     boxes.add_argument("--feature", required=True, type=feature_name)
     boxes.add_argument("--positives", type=COUNT, default=10)

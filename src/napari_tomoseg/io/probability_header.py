@@ -14,9 +14,11 @@ import mrcfile
 
 
 _THRESHOLD_LABEL = "tomoseg probability of {feature}; threshold {threshold:.3f}"
-_THRESHOLD_PATTERN = re.compile(r"tomoseg probability of (\S+); threshold ([0-9.]+)")
+_THRESHOLD_PATTERN = re.compile(r"tomoseg probability of (.+?); threshold ([0-9.]+)")
 _TOMOGRAM_LABEL = "tomoseg tomogram "
+_MORE_LABEL = "tomoseg tomogram+ "  # the name goes on: long names span labels
 LABEL_LENGTH = 80  # characters of one MRC header label
+NAME_LABELS = 4  # at most, of the 10 an MRC header has: names of up to 248 characters
 
 
 def threshold_label(feature: str, threshold: float) -> str:
@@ -24,13 +26,16 @@ def threshold_label(feature: str, threshold: float) -> str:
     return _THRESHOLD_LABEL.format(feature=feature[:30], threshold=threshold)
 
 
-def tomogram_label(name: str) -> str | None:
-    """A header label naming the tomogram a map was made from; None when the name does
-    not fit one ASCII label (a cut name would be a wrong one: the file name is used then)."""
-    text = _TOMOGRAM_LABEL + name
-    if not name or len(text) > LABEL_LENGTH or not text.isascii() or name.strip() != name:
-        return None
-    return text
+def tomogram_labels(name: str) -> tuple[str, ...]:
+    """Header labels naming the tomogram a map was made from; none when the name is not
+    printable ASCII or longer than NAME_LABELS labels hold (a cut name would be a wrong one:
+    the file name is used then)."""
+    room = LABEL_LENGTH - len(_MORE_LABEL)
+    if not name or not name.isascii() or not name.isprintable() or name.strip() != name \
+            or len(name) > room * NAME_LABELS:
+        return ()
+    parts = [name[i:i + room] for i in range(0, len(name), room)]
+    return (_TOMOGRAM_LABEL + parts[0], *(_MORE_LABEL + part for part in parts[1:]))
 
 
 def _labels(path: str | os.PathLike) -> list[str]:
@@ -44,9 +49,15 @@ def _labels(path: str | os.PathLike) -> list[str]:
 
 def stored_tomogram(path: str | os.PathLike) -> str | None:
     """The tomogram name ``segment`` wrote into a map's header, if any."""
-    for text in _labels(path):
+    labels = _labels(path)
+    for i, text in enumerate(labels):
         if text.startswith(_TOMOGRAM_LABEL) and len(text) > len(_TOMOGRAM_LABEL):
-            return text[len(_TOMOGRAM_LABEL):]
+            name = text[len(_TOMOGRAM_LABEL):]
+            for more in labels[i + 1:]:
+                if not more.startswith(_MORE_LABEL):
+                    break
+                name += more[len(_MORE_LABEL):]
+            return name
     return None
 
 

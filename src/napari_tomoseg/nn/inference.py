@@ -28,7 +28,7 @@ from ..errors import Cancelled, TomosegError  # Cancelled: still importable from
 from ..io.mrc_write import MrcStream
 from ..preprocess import Preprocessor, SharedSlices, unbin_slices
 from .devices import pick_device
-from ..io.probability_header import threshold_label, tomogram_label
+from ..io.probability_header import threshold_label, tomogram_labels
 from .model_file import TrainedModel
 from .fast_forward import inference_network, receptive_halo, slides_slabs, tiled_forward
 from .models import check_rotations, size_multiple
@@ -257,9 +257,9 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     stream = None
     if output is not None:
         store = np.uint16 if dtype == "uint8" else (np.float16 if dtype == "float16" else np.float32)
-        labels = (threshold_label(model.feature, model.threshold), tomogram_label(tomogram or ""))
+        labels = (threshold_label(model.feature, model.threshold), *tomogram_labels(tomogram or ""))
         stream = MrcStream(Path(output), volume.shape, store, voxel_size, origin, overwrite,
-                           labels=tuple(label for label in labels if label))
+                           labels=labels)
     try:
         done = 0
         upsample = ZUpsampler(binning, nz, pre.shape[0])

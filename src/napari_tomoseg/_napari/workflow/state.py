@@ -18,6 +18,7 @@ from ...nn.model_file import TrainedModel, load_model
 from ...layer_data import clean_tomo_name
 from ...session import Session, default_session_folder, open_session, user_sessions_folder
 from ..annotation import AnnotationController
+from ..layer_tags import tomogram_key
 from ..notify import report_error
 from ..voxel_size import voxel_size_of
 from ..worker import JobHandle, start_job
@@ -86,9 +87,16 @@ class Workflow:
         show_info(message)
         if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
             layer.metadata["tomoseg"]["session"] = str(session.folder)
-        if self.controller is not None:
-            self.controller.detach()
-        self.controller = AnnotationController(self.viewer, layer, session)
+        previous = self.controller  # on this tomogram its layers are about to be reused:
+        shares = previous is not None and tomogram_key(previous.image) == tomogram_key(layer)
+        if shares:  # it must stop listening to them (another tomogram's keep saving)
+            previous.detach()
+        try:
+            self.controller = AnnotationController(self.viewer, layer, session)
+        except Exception:
+            if shares:
+                previous.listen()
+            raise
         self.models, self.thresholds = {}, {}
         for feature, relative in session.models.items():
             try:

@@ -99,6 +99,7 @@ class TrainPanel(Container):
             model = state["model"]
             if workflow.job.outcome not in ("done", "cancelled") or model is None \
                     or model is start_from:
+                c.session.end_training(feature)
                 if not workflow.closing:
                     self.show_model_state()  # failed: the job saved nothing
                     self.status.value = (f"training '{feature}' {workflow.job.outcome} "
@@ -111,6 +112,7 @@ class TrainPanel(Container):
                     listener(feature, model)
                 self.status.value += "  (model saved" + _quality(model) + ")"
 
+        c.session.begin_training(feature)  # a restore finds the model if no one records it
         self.status.value = f"training '{feature}'..."
         self.model_state.value = f"'{feature}': training" + (
             f" on from {len(start_from.history)} steps" if start_from else "")
