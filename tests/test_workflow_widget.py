@@ -47,6 +47,14 @@ def _annotate(widget, truth, feature="ribosome", n_pos=6, n_neg=18):
     c.collect_masks()
 
 
+def _train(widget, qtbot, steps: int) -> None:
+    """Train the active feature for ``steps`` steps, through the widget, and wait."""
+    widget.training.steps.value = steps
+    worker = widget.start_training()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+
+
 def test_features_can_be_added_renamed_recoloured_removed(workflow):
     viewer, widget = workflow
     session = widget.controller.session
@@ -254,10 +262,7 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
 
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
-    widget.training.steps.value = 5
-    worker = widget.start_training()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    _train(widget, qtbot, steps=5)
     other_path = write_volume(tmp_path / "other.mrc", tiny_result.tomogram[:, :64, :80], 20.0,
                               (1.0, 2.0, 3.0))
     (other,) = viewer.open(str(other_path), plugin=PLUGIN)
@@ -510,10 +515,7 @@ def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, ti
 
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
-    widget.training.steps.value = 5
-    worker = widget.start_training()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    _train(widget, qtbot, steps=5)
     overlay = viewer.layers["prediction: ribosome"]
     picking = PickingWidget(viewer)
     picking.source.reset_choices()
@@ -586,10 +588,7 @@ def test_renaming_or_resizing_the_tomogram_keeps_its_layers_in_step(workflow, ti
     c = widget.controller
     image = c.image
     _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=2, n_neg=2)
-    widget.training.steps.value = 3
-    worker = widget.start_training()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    _train(widget, qtbot, steps=3)
     widget.session_panel.voxel.value = 10.0
     for layer in (c.boxes_layer, c.masks_layer, viewer.layers["prediction: ribosome"]):
         np.testing.assert_allclose(layer.scale, image.scale)
