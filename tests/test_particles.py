@@ -154,3 +154,18 @@ def test_tomogram_identity_from_a_file_header():
                       dtype="float32")
     assert volume_frame(info, "TS_01") == FRAME
     assert volume_frame(info, "TS_01", 7.0).tilt_series_pixel_size == 7.0
+
+
+def test_a_csv_we_wrote_opens_where_its_particles_are(tmp_path):
+    """The reader placed our CSV's pixel columns at scale 1: 12 A voxels landed 12x too near
+    the origin. Its Angstrom columns place them exactly."""
+    from napari_tomoseg._napari.reader import read_files
+    from napari_tomoseg.io.particles import TomogramFrame, particle_table, write_csv
+
+    frame = TomogramFrame("cell", (40, 300, 250), 12.0, (100.0, -50.0, 30.0))
+    pixels = np.array([[3.0, 250.5, 17.0], [20.0, 10.0, 200.25]])
+    path = write_csv(tmp_path / "picks.csv", particle_table(pixels), frame)
+    data, kwargs, kind = read_files(str(path))[0]
+    world = np.asarray(data) * np.asarray(kwargs["scale"]) + np.asarray(kwargs["translate"])
+    assert kind == "points"
+    np.testing.assert_allclose(world, frame.pixel_to_world(pixels), atol=1e-3)

@@ -19,7 +19,8 @@ import pandas as pd
 
 from .io.mrc import MRC_SUFFIXES, open_volume, robust_contrast_limits
 from .io.probability_header import map_tomogram_name, stored_probability
-from .io.particles import TomogramFrame, read_csv, read_star, star_tilt_series_pixel_size
+from .io.particles import (TomogramFrame, read_csv, read_csv_world, read_star,
+                           star_tilt_series_pixel_size)
 from .features import FEATURE_COLOURS, FEATURES
 from .tomogram import tomogram_name  # lives in tomogram.py; still importable from here
 
@@ -205,4 +206,7 @@ def points_layer(path: str | os.PathLike, frame: TomogramFrame | None = None) ->
     # without a tomogram, a STAR file's pixels are unbinned tilt-series pixels of the size its
     # optics give (then the points sit in Angstrom, over a tomogram opened later); else unknown
     unbinned = known if path.suffix.lower() == ".star" and frame is None else None
+    world = read_csv_world(path) if path.suffix.lower() == ".csv" and frame is None else None
+    if world is not None:  # our CSV carries Angstrom: placed there, exact over its tomogram
+        data, unbinned = world, 1.0  # (z, y, x) Angstrom at scale 1
     return data, points_kwargs(table, frame, path.stem, voxel_size=unbinned), "points"

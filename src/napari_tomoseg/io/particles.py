@@ -232,6 +232,21 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+def read_csv_world(path: str | os.PathLike) -> np.ndarray | None:
+    """(z, y, x) world Angstrom of a CSV's particles, from the ``x_A y_A z_A`` columns that
+    ``write_csv`` adds when it knows the tomogram; None when the file has none."""
+    raw = pd.read_csv(path)
+    lower = {c.lower().strip(): c for c in raw.columns}
+    names = [f"{a}_a" for a in AXES]
+    if not all(n in lower for n in names):
+        return None
+    try:
+        world = raw[[lower[n] for n in names]].to_numpy(dtype=float)
+    except (ValueError, TypeError):
+        return None
+    return world if np.all(np.isfinite(world)) else None
+
+
 _STAR_NAMES = ("read_star", "write_star", "star_tilt_series_pixel_size")
 
 
@@ -245,5 +260,6 @@ def __getattr__(name: str):
 
 __all__ = ["AXES", "ANGLE_COLUMNS", "CoordinateWarning", "TomogramFrame", "at_voxel_size",
            "check_coordinates", "check_inside", "convert_pixels", "particle_table", "read_csv",
+           "read_csv_world",
            "read_eman2_json", "read_star", "star_tilt_series_pixel_size", "write_csv",
            "write_eman2_json", "write_star"]
