@@ -9,6 +9,7 @@ napari = pytest.importorskip("napari")
 
 from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
 from napari_tomoseg.picking import match_picks  # noqa: E402
+from napari_tomoseg.errors import TomosegError  # noqa: E402
 
 CENTRES = np.array([[20.0, 20.0, 20.0], [20.0, 60.0, 30.0], [40.0, 40.0, 70.0],
                     [30.0, 75.0, 75.0]])
@@ -90,6 +91,33 @@ def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot,
     exported = read_star(path, TomogramFrame("ribosome", (64, 96, 96), 10.0))
     assert len(exported) == len(CENTRES)
     assert np.min(np.linalg.norm(exported[["z", "y", "x"]].to_numpy() - [10.0, 10.0, 50.0], axis=1)) < 1e-3
+    # the added point has no score of its own (it copied the last pick's), and is kept
+    assert np.isnan(points.features["score"].iloc[-1])
+    assert points.shown[-1] and np.isnan(widget.selected_table()[0]["score"].iloc[-1])
+
+
+def test_qc_after_picks_change_by_hand_never_judges_another_pick(make_napari_viewer, qtbot,
+                                                                  blobs):
+    """Accept after a point was deleted by hand marked the pick now at the old index; a
+    deleted picks layer was still judged and exported."""
+    prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
+    viewer, widget = _picked(make_napari_viewer, qtbot, prob)
+    points = widget.points
+    widget.step(1)
+    widget.step(1)
+    points.selected_data = {0}
+    points.remove_selected()
+    with pytest.raises(TomosegError, match="step to a pick first"):
+        widget.judge(1)
+    assert (np.asarray(points.features["status"]) == 0).all()
+    current = widget.step(1)
+    widget.judge(1)
+    assert points.features["status"][current] == 1
+    viewer.layers.remove(points)
+    with pytest.raises(TomosegError, match="pick first"):
+        widget.judge(1)
+    with pytest.raises(TomosegError, match="pick first"):
+        widget.export()
 
 
 def test_pick_refuses_what_is_not_a_probability_map(make_napari_viewer, qtbot, tmp_path,

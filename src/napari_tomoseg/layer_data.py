@@ -187,8 +187,24 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
     metadata[ROLE_KEY] = {"role": "picks", **({"feature": feature} if feature else {})}
     diameter_px = 250.0 / scale[0] if feature == "ribosome" else 10.0
     return {"name": name, "scale": scale, "translate": translate, "features": extra,
+            "feature_defaults": hand_added_defaults(extra),
             "metadata": metadata, "size": diameter_px, "face_color": "transparent",
             "border_color": colour, "border_width": 0.1}
+
+
+def hand_added_defaults(features: pd.DataFrame) -> dict:
+    """What a point added by hand carries: no score, angle or measure (NaN), not another
+    pick's (napari copies the last row's values, which then were written as measured)."""
+    defaults = {}
+    for column in features.columns:
+        values = features[column]
+        if pd.api.types.is_float_dtype(values):
+            defaults[column] = np.nan
+        elif pd.api.types.is_integer_dtype(values):
+            defaults[column] = 0 if column == "status" else -1  # undecided; no measure
+        else:  # text (the feature's name): the layer's own
+            defaults[column] = values.iloc[-1] if len(values) else ""
+    return defaults
 
 
 def points_layer(path: str | os.PathLike, frame: TomogramFrame | None = None) -> LayerData:

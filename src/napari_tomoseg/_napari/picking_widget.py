@@ -85,13 +85,13 @@ class PickingWidget(Container):
         self.min_score.changed.connect(self._apply_filter)
         self.next.changed.connect(lambda: self.step(1))
         self.previous.changed.connect(lambda: self.step(-1))
-        self.accept.changed.connect(lambda: self.judge(1))
-        self.reject.changed.connect(lambda: self.judge(-1))
+        accept, reject = self._guard(lambda: self.judge(1)), self._guard(lambda: self.judge(-1))
+        self.accept.changed.connect(accept)
+        self.reject.changed.connect(reject)
         self.export_button.changed.connect(self._guard(self._export_asking))
         # bound on the picks layer too, where napari's own a (select all) would win
         self.keys = KeyBindings(self.viewer, {".": lambda: self.step(1), ",": lambda: self.step(-1),
-                                              "a": lambda: self.judge(1),
-                                              "r": lambda: self.judge(-1)})
+                                              "a": accept, "r": reject})
         release_on_close(self, self.keys)
         for choice in (self.source, self.exclude):
             self.viewer.layers.events.inserted.connect(lambda e, c=choice: c.reset_choices())
@@ -181,6 +181,7 @@ class PickingWidget(Container):
         tag(self.points, "picks", feature=feature)
         self.keys.bind(self.points)
         self.points.border_color = [STATUS_COLOURS[0]] * len(data)
+        self.points.events.data.connect(self._on_points_changed)
         self.current = -1
         self._apply_filter()
         self.status.value = (f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
@@ -204,19 +205,31 @@ class PickingWidget(Container):
                              tuple(layer.translate))
 
     # filtering and QC ------------------------------------------------------------------
+    def _picks(self) -> Points | None:
+        """The picks layer while it is in the viewer (a deleted one is forgotten)."""
+        if self.points is not None and self.points not in self.viewer.layers:
+            self.points, self.current = None, -1
+        return self.points
+
+    def _on_points_changed(self, event=None) -> None:
+        """Points added, moved or deleted by hand: an index no longer names the pick in
+        view (accept then judged another particle)."""
+        self.current = -1
+
     def _apply_filter(self, *args) -> None:
-        if self.points is None or len(self.points.data) == 0:
+        if self._picks() is None or len(self.points.data) == 0:
             self.histogram.set_values([], self.min_score.value)
             return
         scores = np.asarray(self.points.features["score_norm"], float)
-        self.points.shown = scores >= float(self.min_score.value)
-        suggested = suggest_score_cut(scores)
+        # a point added by hand has no score: always shown (and exported)
+        self.points.shown = (scores >= float(self.min_score.value)) | np.isnan(scores)
+        suggested = suggest_score_cut(scores[np.isfinite(scores)])
         self.histogram.set_values(scores, self.min_score.value, suggested)
         hint = f"; suggested score cut {suggested:.2f} (dashed)" if suggested is not None else ""
         self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown{hint}"
 
     def _shown_indices(self) -> np.ndarray:
-        return np.flatnonzero(self.points.shown) if self.points is not None else np.array([], int)
+        return np.flatnonzero(self.points.shown) if self._picks() is not None else np.array([], int)
 
     def step(self, direction: int) -> int | None:
         visible = self._shown_indices()
@@ -237,8 +250,11 @@ class PickingWidget(Container):
         return self.current
 
     def judge(self, verdict: int) -> None:
-        if self.points is None or self.current < 0:
-            return
+        if self._picks() is None:
+            raise TomosegError("pick first: there are no picks to judge.")
+        if self.current < 0:
+            raise TomosegError("step to a pick first (next / previous): the picks changed, "
+                               "or none is in view.")
         self.points.features.loc[self.current, "status"] = verdict
         colours = np.asarray(self.points.border_color)
         colours[self.current] = _rgba(STATUS_COLOURS[verdict])
@@ -247,7 +263,7 @@ class PickingWidget(Container):
 
     # export -------------------------------------------------------------------------------
     def selected_table(self) -> tuple[pd.DataFrame, TomogramFrame]:
-        if self.points is None:
+        if self._picks() is None:
             raise TomosegError("pick first: there are no picks to export.")
         frame = frame_from_metadata(self.points.metadata)
         keep = self.points.shown & (np.asarray(self.points.features["status"]) >= 0)
