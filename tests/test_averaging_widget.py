@@ -29,7 +29,8 @@ def _viewer_with_particles(make_napari_viewer, field):
     return viewer, tomogram, points
 
 
-def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtbot, tmp_path, field):
+def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtbot, tmp_path, field,
+                                                         monkeypatch):
     from napari_tomoseg._napari.averaging_widget import AveragingWidget
 
     viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
@@ -76,6 +77,14 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     assert all(layer is not None and layer.data.shape == (32, 32, 32) for layer in classes)
     assert (tmp_path / "out" / "class_1.mrc").exists()
     assert "written to" in widget.status.value
+    # a second run into the folder asks first; No keeps every earlier result
+    from qtpy.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    assert widget.run() is None and widget.classify() is None
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
+    assert "kept" in widget.status.value
     widget.average_view.close()
 
 
@@ -153,3 +162,20 @@ def test_closing_the_widget_cancels_its_job_and_touches_nothing(make_napari_view
     assert not handle.alive and handle.outcome == "cancelled"
     assert not [p for p in tmp_path.rglob("*") if is_partial(p)]
     assert view.viewer is None  # its averages window went with it
+
+
+def test_picks_of_another_tomogram_are_refused(make_napari_viewer, field):
+    """Picks of a 64 x 256 x 256 cell at 10 A were cut from a 20 A cell and renamed its own."""
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg.errors import TomosegError
+    from napari_tomoseg.layer_data import frame_metadata
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    widget = AveragingWidget(viewer)
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    np.testing.assert_allclose(widget.picked_voxels(), field.zyx, atol=1e-6)  # no frame: world
+    points.metadata.update(frame_metadata(TomogramFrame("other_cell", (64, 256, 256), 10.0)))
+    with pytest.raises(TomosegError, match="picks of other_cell .* choose their tomogram"):
+        widget.picked_voxels()
+    points.metadata.update(frame_metadata(TomogramFrame("field", field.tomogram.shape, 15.0)))
+    assert len(widget.picked_voxels()) == len(field.zyx)

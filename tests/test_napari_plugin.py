@@ -197,6 +197,15 @@ def test_synthetic_widget_makes_and_shows_a_cell(make_napari_viewer, qtbot, tmp_
     assert viewer.layers[0].data.shape == (24, 48, 48)
     assert (tmp_path / "synthetic_seed0.mrc").exists()
     assert widget.button.enabled and widget.progress.value == widget.progress.max
+    # the same seed into the same folder asks first; No keeps the cell and starts nothing
+    from qtpy.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.No)
+    before = (tmp_path / "synthetic_seed0.mrc").stat().st_mtime_ns
+    widget.handle = None
+    widget.button.clicked.emit()
+    assert widget.handle is None and "kept" in widget.status.value
+    assert (tmp_path / "synthetic_seed0.mrc").stat().st_mtime_ns == before
 
 
 def test_launch_docks_the_widget_and_opens_the_sample(make_napari_viewer, monkeypatch):

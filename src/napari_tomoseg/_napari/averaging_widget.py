@@ -23,14 +23,15 @@ from napari.utils.notifications import show_info
 
 from ..averaging import AverageResult, AverageSettings, ClassifySettings
 from ..averaging.extract import Subtomograms
-from ..averaging.files import aligned_particle_table
+from ..averaging.files import aligned_particle_table, average_outputs, class_outputs
 from ..session import user_sessions_folder
 from ..errors import TomosegError
 from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
-from ..layer_data import clean_tomo_name, layer_frame
+from ..layer_data import clean_tomo_name, frame_from_metadata, layer_frame
+from .confirm import may_replace
 from .fsc_plot import FscPlot
 from .voxel_size import voxel_size_of
 from .layer_tags import has_role
@@ -130,6 +131,7 @@ class AveragingWidget(Container):
         points, tomogram = self.particles.value, self.tomogram.value
         if tomogram is None or points is None:
             raise TomosegError("choose a tomogram and a Points layer of particles.")
+        _require_same_tomogram(points, tomogram)
         world = np.array([points.data_to_world(p) for p in points.data[self._kept()]]).reshape(-1, 3)
         return (world - np.asarray(tomogram.translate)) / np.asarray(tomogram.scale)
 
@@ -160,8 +162,9 @@ class AveragingWidget(Container):
         return np.asarray(data, np.float32)
 
     # averaging ---------------------------------------------------------------------------
-    def run(self) -> JobHandle:
-        """Start ``average_job`` on the kept picks; files go to the output folder."""
+    def run(self) -> JobHandle | None:
+        """Start ``average_job`` on the kept picks; files go to the output folder (earlier
+        results there are replaced only when the user agrees)."""
         settings = self.settings()
         table = self.picked_table()
         if len(table) < 4:
@@ -171,6 +174,10 @@ class AveragingWidget(Container):
         frame = self._frame(tomogram)
         if self.output.value is None:
             raise TomosegError("choose an output folder for the average.")
+        if not may_replace(self.native, average_outputs(Path(self.output.value)).values(),
+                           "this average"):
+            self.status.value = "not averaged: the earlier results in that folder are kept"
+            return None
         job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
                           self._reference(), str(self.edge.value), inputs=self._inputs(tomogram))
         self._voxel, self._source = frame.voxel_size, (tomogram.data, frame)
@@ -250,13 +257,17 @@ class AveragingWidget(Container):
         self.classify_button.enabled = not busy and self.result is not None
 
     # classification ------------------------------------------------------------------------
-    def classify(self) -> JobHandle:
+    def classify(self) -> JobHandle | None:
         """Start ``classify_job`` on the aligned particles (refined centres and angles)."""
         if self.result is None or self.subtomograms is None:
             raise TomosegError("average first: classification starts from aligned particles.")
         settings = ClassifySettings(classes=int(self.classes.value))
         table = aligned_particle_table(self.subtomograms.origins, self.result.alignment)
         volume, frame = self._source
+        if not may_replace(self.native, class_outputs(Path(self.output.value),
+                                                      settings.classes).values(), "these classes"):
+            self.status.value = "not classified: the earlier classes in that folder are kept"
+            return None
         job = classify_job(volume, frame, table, self.result.settings, settings,
                            Path(self.output.value), str(self.edge.value),
                            inputs=self._inputs(self.tomogram.value))
@@ -281,3 +292,16 @@ class AveragingWidget(Container):
         self.status.value = f"classes: {counts.tolist()} particles; written to {folder}"
         show_info(self.status.value)
 
+
+def _require_same_tomogram(points, tomogram) -> None:
+    """Picks that carry their tomogram's frame must be of this one: another tomogram's picks,
+    placed by world coordinates, cut boxes from the wrong volume and renamed them."""
+    own = frame_from_metadata(points.metadata)
+    if own is None:
+        return
+    shape = tuple(int(s) for s in tomogram.data.shape)
+    voxel = float(tomogram.scale[-1])
+    if tuple(own.shape) != shape or abs(own.voxel_size - voxel) > 1e-3 * voxel:
+        raise TomosegError(f"'{points.name}' are picks of {own.name} ({' x '.join(map(str, own.shape))}"
+                           f", {own.voxel_size:g} A), not of '{tomogram.name}' "
+                           f"({' x '.join(map(str, shape))}, {voxel:g} A): choose their tomogram.")

@@ -30,6 +30,7 @@ from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
 from ..picking import PickSettings, artifact_region, suggest_score_cut, too_many_dropped
 from .histogram import Histogram
+from .confirm import may_replace
 from .layer_tags import find, has_role, incomplete_reason, tag, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
@@ -277,14 +278,9 @@ class PickingWidget(Container):
         """The button: a typed path of an existing file is replaced only when the user says
         so (the browse dialog asks by itself; a typed name replaced files silently)."""
         path = Path(self.output.value)
-        if path.is_file():
-            from qtpy.QtWidgets import QMessageBox
-
-            answer = QMessageBox.question(self.native, "Replace file?",
-                                          f"{path} exists. Replace it with the kept picks?")
-            if answer != QMessageBox.StandardButton.Yes:
-                self.status.value = f"not exported: {path.name} kept"
-                return None
+        if not may_replace(self.native, [path], "the kept picks"):
+            self.status.value = f"not exported: {path.name} kept"
+            return None
         return self.export()
 
     def export(self) -> Path:

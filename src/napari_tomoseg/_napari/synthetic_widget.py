@@ -17,6 +17,7 @@ from ..jobs.progress import Job, Progress
 from ..layer_data import frame_from_metadata, points_layer, volume_layer
 from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
 from .layer_tags import tag
+from .confirm import may_replace
 from .notify import report_error
 from .worker import JobHandle, start_job
 
@@ -58,6 +59,14 @@ class SyntheticCellWidget(Container):
         return self.handle.worker if self.handle is not None else None
 
     def _start(self) -> None:
+        folder, name = Path(self.folder.value), f"synthetic_seed{int(self.seed.value)}"
+        if folder.is_file():
+            show_error(f"'Save to' is a file ({folder}): choose a folder.")
+            return
+        if not may_replace(self.native, [folder / f"{name}.mrc", folder / f"{name}.json"],
+                           "a new cell (another seed or folder keeps them)"):
+            self.status.value = f"not made: {name} in {folder} is kept"
+            return
         spec = CellSpec(shape=SIZES[self.size.value], voxel_size=float(self.voxel.value))
         imaging = ImagingSpec(snr=float(self.snr.value))
         self.button.enabled = False
@@ -75,7 +84,8 @@ class SyntheticCellWidget(Container):
     def _on_error(self, exc: Exception) -> None:
         self.button.enabled = True
         self.progress.visible = False
-        report_error(exc, lambda line: show_error(f"Could not make the synthetic cell: {line}"))
+        line = report_error(exc, lambda line: show_error(f"Could not make the synthetic cell: {line}"))
+        self.status.value = f"failed: {line}"
 
     def _on_done(self, files: dict) -> None:
         self.button.enabled = True
