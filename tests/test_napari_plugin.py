@@ -101,7 +101,7 @@ def test_points_round_trip_through_napari_with_origin(make_napari_viewer, tiny_f
 
 
 def test_points_added_by_hand_are_saved_in_tomogram_pixels(make_napari_viewer, tiny_files,
-                                                          tmp_path):
+                                                          tmp_path, monkeypatch):
     """A layer saves from its own metadata, never from what else the viewer holds."""
     from napari_tomoseg.errors import InvalidCoordinatesError
 
@@ -113,13 +113,17 @@ def test_points_added_by_hand_are_saved_in_tomogram_pixels(make_napari_viewer, t
     back = read_star(tmp_path / "hand.star", TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))
     np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), [[10.0, 40.5, 60.0]], atol=1e-3)
     plain = viewer.add_points(world)  # says nothing of its tomogram: refused, not guessed
-    with pytest.raises(InvalidCoordinatesError, match="which tomogram"):
-        from napari_tomoseg._napari.writer import write_points_star
+    from napari_tomoseg._napari import writer
 
-        write_points_star(str(tmp_path / "plain.star"), plain.data,
-                          {"scale": plain.scale, "translate": plain.translate,
-                           "metadata": plain.metadata})
+    shown = []
+    monkeypatch.setattr(writer, "show_error", shown.append)
+    with pytest.raises(InvalidCoordinatesError, match="which tomogram"):
+        writer.write_points_star(str(tmp_path / "plain.star"), plain.data,
+                                 {"scale": plain.scale, "translate": plain.translate,
+                                  "metadata": plain.metadata})
     assert not (tmp_path / "plain.star").exists()
+    # napari reports a writer's ValueError only as "not a valid writer": ours is shown first
+    assert len(shown) == 1 and "Not saved: cannot tell which tomogram" in shown[0]
 
 
 def test_a_star_file_is_placed_the_same_whatever_the_viewer_holds(make_napari_viewer,

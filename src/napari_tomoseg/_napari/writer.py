@@ -7,14 +7,29 @@ never from the viewer, so a layer saves the same whatever else is open.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
+from napari.utils.notifications import show_error
 
-from ..errors import InvalidCoordinatesError, InvalidVolumeError
+from ..errors import InvalidCoordinatesError, InvalidVolumeError, TomosegError
 from ..io.mrc import write_volume
 from ..io.particles import particle_table, write_csv, write_star
 from ..layer_data import frame_from_metadata
+
+
+def _said(write):
+    """napari catches a writer's ValueError (ours subclass it) and shows only "not a valid
+    writer": the reason is shown first, so the user learns what to do."""
+    @functools.wraps(write)
+    def run(path: str, data, attributes: dict) -> list[str]:
+        try:
+            return write(path, data, attributes)
+        except TomosegError as exc:
+            show_error(f"Not saved: {exc}")
+            raise
+    return run
 
 
 def _write_volume(path: str, data, attributes: dict) -> list[str]:
@@ -27,10 +42,12 @@ def _write_volume(path: str, data, attributes: dict) -> list[str]:
     return [str(write_volume(path, data, scale, translate, overwrite=True))]
 
 
+@_said
 def write_image(path: str, data, attributes: dict) -> list[str]:
     return _write_volume(path, data, attributes)
 
 
+@_said
 def write_labels(path: str, data, attributes: dict) -> list[str]:
     return _write_volume(path, data, attributes)
 
@@ -55,11 +72,13 @@ def _points_table_and_frame(data, attributes: dict):
     return particle_table(pixels, **columns), frame
 
 
+@_said
 def write_points_star(path: str, data, attributes: dict) -> list[str]:
     table, frame = _points_table_and_frame(data, attributes)
     return [str(write_star(Path(path), table, frame))]
 
 
+@_said
 def write_points_csv(path: str, data, attributes: dict) -> list[str]:
     table, frame = _points_table_and_frame(data, attributes)
     return [str(write_csv(Path(path), table, frame))]
