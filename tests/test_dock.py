@@ -61,3 +61,29 @@ def test_other_steps_use_the_session_folder_chosen_in_the_dock(make_napari_viewe
     gallery.tomogram.value = image
     assert gallery._session(image).folder == tmp_path / "mine"
     assert not dock.segmenting.stop_button.enabled  # Stop is on the Segment tab too
+
+
+def test_the_gallery_refuses_a_session_of_another_tomogram(make_napari_viewer, tiny_files,
+                                                           tmp_path):
+    """Another tomogram's session folder gave '10 boxes' cut from the wrong volume."""
+    import numpy as np
+
+    from napari_tomoseg._napari.gallery_widget import GalleryWidget
+    from napari_tomoseg.errors import TomosegError
+    from napari_tomoseg.session import Session
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    other = Session.create(tmp_path / "other.tomoseg", None, 20.0, (16, 64, 64))
+    other.add_box(other.features[0].name, 8, 32.0, 32.0, False, size=16)
+    gallery = GalleryWidget(viewer)
+    gallery.tomogram.value = image
+    gallery.folder.value = other.folder
+    with pytest.raises(TomosegError, match="made on a 16 x 64 x 64 tomogram"):
+        gallery.refresh()
+    assert gallery.items == [] and not gallery.buttons
+    smaller = viewer.add_image(np.zeros((16, 64, 64), np.float32), name="small")
+    gallery.tomogram.value = smaller
+    assert len(gallery.refresh()) == 1
+    viewer.layers.remove(smaller)
+    assert smaller not in gallery.tomogram.choices

@@ -47,6 +47,7 @@ class GalleryWidget(Container):
         self.refresh_button.changed.connect(guarded(self.refresh))
         self.order.changed.connect(guarded(self.refresh))
         self.viewer.layers.events.inserted.connect(lambda e: self.tomogram.reset_choices())
+        self.viewer.layers.events.removed.connect(lambda e: self.tomogram.reset_choices())
 
     def _images(self, widget=None):
         return [l for l in self.viewer.layers if isinstance(l, Image) and l.ndim == 3
@@ -58,9 +59,19 @@ class GalleryWidget(Container):
             folder = session_folder_of(layer)
             if folder is None:
                 raise TomosegError("choose the session folder (<tomogram>.tomoseg).")
-        return Session.load(folder)
+        session = Session.load(folder)
+        shape = tuple(int(s) for s in layer.data.shape)
+        if session.shape and tuple(session.shape) != shape:  # boxes cut from the wrong volume
+            raise TomosegError(f"the session in {folder} was made on a "
+                               f"{' x '.join(map(str, session.shape))} tomogram, not "
+                               f"'{layer.name}' ({' x '.join(map(str, shape))}): choose its "
+                               "own session folder.")
+        return session
 
     def refresh(self) -> list[GalleryItem]:
+        self.items = []  # a failed refresh leaves no grid of the last tomogram behind
+        self._fill({}, None)
+        self.status.value = ""
         layer = self.tomogram.value
         if layer is None:
             raise TomosegError("open a tomogram first.")
