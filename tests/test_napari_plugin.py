@@ -161,6 +161,8 @@ def test_labels_and_images_save_with_voxel_size_and_origin(make_napari_viewer, t
     labels.save(str(tmp_path / "edited.mrc"), plugin=PLUGIN)
     data, info = open_volume(tmp_path / "edited.mrc")
     assert data[0, 0, 0] == 2 and info.origin == ORIGIN and info.voxel_size == (20.0,) * 3
+    (again,) = viewer.open(str(tmp_path / "edited.mrc"), plugin=PLUGIN)  # no hint in the name
+    assert again._type_string == "labels"
     image = viewer.add_image(np.ones((3, 4, 5), np.float32), scale=(7, 7, 7), translate=(1, 2, 3))
     image.save(str(tmp_path / "img.mrc"), plugin=PLUGIN)
     assert open_volume(tmp_path / "img.mrc")[1].origin == (1.0, 2.0, 3.0)
@@ -201,6 +203,7 @@ def test_synthetic_widget_makes_and_shows_a_cell(make_napari_viewer, qtbot, tmp_
     assert viewer.layers[0].data.shape == (24, 48, 48)
     assert (tmp_path / "synthetic_seed0.mrc").exists()
     assert widget.button.enabled and widget.progress.value == widget.progress.max
+    assert "ribosomes" in widget.status.value  # how many, or that there are none
     # the same seed into the same folder asks first; No keeps the cell and starts nothing
     from qtpy.QtWidgets import QMessageBox
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .io.mrc import MRC_SUFFIXES, open_volume, robust_contrast_limits
-from .io.probability_header import map_tomogram_name, stored_probability
+from .io.probability_header import is_marked_labels, map_tomogram_name, stored_probability
 from .io.particles import (TomogramFrame, read_csv, read_csv_world, read_star,
                            star_tilt_series_pixel_size)
 from .features import FEATURE_COLOURS, FEATURES
@@ -83,7 +83,8 @@ def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
     if data.dtype.kind not in "iub":
         return False
     stem = tomogram_name(path).lower()
-    return any(stem.endswith(hint) or f"_{hint}" in stem for hint in _LABEL_HINTS)
+    return is_marked_labels(path) or any(stem.endswith(hint) or f"_{hint}" in stem
+                                         for hint in _LABEL_HINTS)
 
 
 def volume_layer(path: str | os.PathLike) -> LayerData:

@@ -100,5 +100,8 @@ class SyntheticCellWidget(Container):
         pdata, pkw, _ = points_layer(files["particles"], frame_from_metadata(image.metadata))
         pkw.update(name="truth: ribosome centres", visible=False)
         tag(self.viewer.add_points(pdata, **pkw), "truth", feature="ribosome")
-        self.status.value = f"written to {files['tomogram'].parent}"
-        show_info(f"Synthetic cell written to {files['tomogram'].parent}")
+        count = len(pdata)  # a small cell's membranes can leave no room for one
+        note = (f"{count} ribosomes" if count else
+                "no ribosomes (no room between its membranes): choose a larger size to pick")
+        self.status.value = f"written to {files['tomogram'].parent}; {note}"
+        show_info(f"Synthetic cell written to {files['tomogram'].parent}; {note}")

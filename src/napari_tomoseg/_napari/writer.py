@@ -15,6 +15,7 @@ from napari.utils.notifications import show_error
 
 from ..errors import InvalidCoordinatesError, InvalidVolumeError, TomosegError
 from ..io.mrc import write_volume
+from ..io.probability_header import LABELS_MARK
 from ..io.particles import particle_table, write_csv, write_star
 from ..layer_data import frame_from_metadata
 
@@ -32,14 +33,14 @@ def _said(write):
     return run
 
 
-def _write_volume(path: str, data, attributes: dict) -> list[str]:
+def _write_volume(path: str, data, attributes: dict, labels: tuple[str, ...] = ()) -> list[str]:
     data = np.asarray(data)
     if data.ndim != 3:
         raise InvalidVolumeError(f"only 3D layers can be saved as MRC tomograms "
                                  f"(this one is {data.ndim}D).")
     scale = tuple(float(s) for s in attributes.get("scale", (1.0,) * 3))[-3:]
     translate = tuple(float(t) for t in attributes.get("translate", (0.0,) * 3))[-3:]
-    return [str(write_volume(path, data, scale, translate, overwrite=True))]
+    return [str(write_volume(path, data, scale, translate, overwrite=True, labels=labels))]
 
 
 @_said
@@ -49,7 +50,7 @@ def write_image(path: str, data, attributes: dict) -> list[str]:
 
 @_said
 def write_labels(path: str, data, attributes: dict) -> list[str]:
-    return _write_volume(path, data, attributes)
+    return _write_volume(path, data, attributes, labels=(LABELS_MARK,))  # reopens as Labels
 
 
 def _points_table_and_frame(data, attributes: dict):

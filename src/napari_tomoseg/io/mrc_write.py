@@ -61,8 +61,9 @@ def _set_geometry(mrc, voxel_size, origin) -> None:
 def write_volume(path: str | os.PathLike, data: np.ndarray,
                  voxel_size: float | tuple[float, float, float] = 1.0,
                  origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 overwrite: bool = False) -> Path:
-    """Write a (z, y, x) volume atomically, keeping voxel size and origin (Angstrom)."""
+                 overwrite: bool = False, labels: tuple[str, ...] = ()) -> Path:
+    """Write a (z, y, x) volume atomically, keeping voxel size and origin (Angstrom);
+    ``labels``: MRC header labels (80 characters each)."""
     path = Path(path)
     _check_target(path, overwrite)
     data = _mrc_compatible(data)
@@ -73,6 +74,8 @@ def write_volume(path: str | os.PathLike, data: np.ndarray,
         with mrcfile.new(tmp, overwrite=True, compression=compression) as mrc:
             mrc.set_data(np.ascontiguousarray(data))
             _set_geometry(mrc, voxel_size, origin)
+            for text in labels:
+                mrc.add_label(text)
     return path
 
 

@@ -47,6 +47,14 @@ def _labels(path: str | os.PathLike) -> list[str]:
         return []
 
 
+LABELS_MARK = "tomoseg label volume"  # a Labels layer saved as MRC reopens as Labels
+
+
+def is_marked_labels(path: str | os.PathLike) -> bool:
+    """Whether the header says the file holds a label volume (written from a Labels layer)."""
+    return LABELS_MARK in _labels(path)
+
+
 def stored_tomogram(path: str | os.PathLike) -> str | None:
     """The tomogram name ``segment`` wrote into a map's header, if any."""
     labels = _labels(path)
