@@ -603,3 +603,23 @@ def test_renaming_or_resizing_the_tomogram_keeps_its_layers_in_step(workflow, ti
     qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
     assert sorted(layer.name for layer in viewer.layers) == sorted(
         ["my cell" if n == names[0] else n for n in names])
+
+
+def test_a_typed_voxel_size_comes_back_with_the_session(make_napari_viewer, tiny_result, tmp_path):
+    """A header without a voxel size asked for it again at every restore."""
+    from napari_tomoseg._napari.voxel_size import voxel_size_of
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+    from napari_tomoseg.io.mrc import write_volume
+
+    path = write_volume(tmp_path / "nohead.mrc", tiny_result.tomogram, 0.0)
+    for typed in (12.5, None):  # typed in the first viewer; a new viewer restores it
+        viewer = make_napari_viewer()
+        (image,) = viewer.open(str(path), plugin=PLUGIN)
+        widget = TomosegWidget(viewer)
+        widget.tomogram.value = image
+        if typed:
+            with pytest.raises(TomosegError, match="Voxel size"):
+                voxel_size_of(image)
+            widget.session_panel.voxel.value = typed
+        widget.start_session(tmp_path / "s.tomoseg")
+        assert voxel_size_of(image) == 12.5 and widget.controller.session.voxel_size == 12.5

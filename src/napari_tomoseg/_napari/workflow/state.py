@@ -17,10 +17,11 @@ from ...jobs.progress import Job
 from ...nn.model_file import TrainedModel, load_model
 from ...layer_data import clean_tomo_name
 from ...session import Session, default_session_folder, open_session, user_sessions_folder
+from ...session_store import is_session
 from ..annotation import AnnotationController
 from ..layer_tags import tomogram_key
 from ..notify import report_error
-from ..voxel_size import voxel_size_of
+from ..voxel_size import apply_voxel_size, voxel_size_of
 from ..worker import JobHandle, start_job
 
 
@@ -83,6 +84,7 @@ class Workflow:
         if folder is None:
             folder = (default_session_folder(path) if path
                       else user_sessions_folder() / f"{clean_tomo_name(layer.name)}.tomoseg")
+        _remembered_voxel_size(layer, Path(folder))
         session, message = open_session(folder, path, voxel_size_of(layer), layer.data.shape)
         show_info(message)
         if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
@@ -149,3 +151,18 @@ class Workflow:
         """The widget or viewer is going away: stop work, touch no widget afterwards."""
         self.closing = True
         self.stop()
+
+
+def _remembered_voxel_size(layer: Image, folder: Path) -> None:
+    """A header without a usable voxel size: the one typed for this tomogram's session before
+    (kept in it) is used again, and said, instead of asking at every restore."""
+    if (layer.metadata.get("tomoseg") or {}).get("voxel_size_in_header") is not False:
+        return
+    if not is_session(folder):
+        return
+    session = Session.load(folder)
+    if session.shape and tuple(session.shape) == tuple(layer.data.shape) \
+            and session.voxel_size and session.voxel_size != 1.0:
+        apply_voxel_size(layer, session.voxel_size)
+        show_info(f"{layer.name}: voxel size {session.voxel_size:g} A from its session "
+                  "(the header has none); change it in 'Voxel size (A)' if it is wrong.")
