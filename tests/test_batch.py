@@ -273,3 +273,40 @@ def test_the_summary_has_a_cell_per_column_for_failed_rows(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert len({line.count("|") for line in lines}) == 1
     assert lines[-1] == "| c | failed |  | 0.0 | bad |"
+
+
+def test_runs_into_one_folder_never_share_output_names(project, client, tmp_path):
+    """b/t.mrc in a second run replaced a/t.mrc's outputs, and a rerun of a/t called them its
+    own ('skipped', with a's pick count over b's picks)."""
+    import shutil
+
+    folder, model, tomograms, _ = project
+    for sub, source in (("a", tomograms[0]), ("b", tomograms[1])):
+        (tmp_path / sub).mkdir()
+        shutil.copy(source, tmp_path / sub / "t.mrc")
+    out = tmp_path / "out"
+    settings = BatchSettings(models=(model,), output=str(out), pick=("ribosome",))
+    first = run_batch([str(tmp_path / "a" / "t.mrc")], settings, client=client)
+    second = run_batch([str(tmp_path / "b" / "t.mrc")], settings, client=client)
+    assert first[0]["name"] == "t" and second[0]["name"] == "t_2"
+    a_map, _ = open_volume(out / "t_ribosome.mrc")
+    b_map, _ = open_volume(out / "t_2_ribosome.mrc")
+    assert not np.array_equal(a_map, b_map)  # each tomogram's own map, side by side
+    again = run_batch([str(tmp_path / "a" / "t.mrc"), str(tmp_path / "b" / "t.mrc")], settings,
+                      client=client)
+    assert [(r["name"], r["status"]) for r in again] == [("t", "skipped"), ("t_2", "skipped")]
+
+
+def test_a_finished_copick_run_whose_results_were_deleted_is_redone(tmp_path):
+    from napari_tomoseg.batch_manifest import Manifest
+
+    written = tmp_path / "overlay" / "picks.json"
+    written.parent.mkdir()
+    written.write_text("{}")
+    (tmp_path / "TS_1_labels.mrc").write_text("x")
+    manifest = Manifest(tmp_path)
+    manifest.record({"tomogram": "TS_1", "name": "TS_1", "status": "done",
+                     "outputs": ["TS_1_labels.mrc"], "copick": [str(written)]}, "f", "d", "s")
+    assert Manifest(tmp_path).finished("TS_1", "f", "d", "TS_1")
+    written.unlink()
+    assert not Manifest(tmp_path).finished("TS_1", "f", "d", "TS_1")

@@ -331,7 +331,7 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
         warnings.warn(skipped_message(skipped), stacklevel=2)
     manifest = Manifest(out)
     digest, segment_digest = settings.digest(), settings.segment_digest()
-    names = dict(zip(tomograms, unique_names(tomograms)))
+    names = manifest.names(tomograms, unique_names(tomograms))
     rows, todo, prints, ready = [], [], {}, {}
     for path in tomograms:
         try:

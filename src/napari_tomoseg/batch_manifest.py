@@ -46,7 +46,26 @@ class Manifest:
     def finished(self, path: str, fingerprint: str, digest: str, name: str) -> bool:
         entry = self._entry(path, fingerprint, name)
         return bool(entry and entry["status"] == "done" and entry["settings"] == digest and all(
-            (self.path.parent / o).exists() for o in entry["outputs"]))
+            (self.path.parent / o).exists() for o in entry["outputs"])
+            and all(Path(c).exists() for c in entry.get("copick") or ()))  # deleted: redone
+
+    def names(self, tomograms: list[str], fresh: list[str]) -> dict[str, str]:
+        """Output names for this run: a tomogram keeps the name it had in this folder; a new
+        one never takes a name another tomogram's outputs already have here (a second run
+        of b/t.mrc replaced a/t.mrc's files, and a rerun of a/t called them its own)."""
+        recorded = {p: e["name"] for p, e in self.entries.items() if e.get("name")}
+        taken = {name for p, name in recorded.items() if p not in tomograms}
+        names = {p: recorded[p] for p in tomograms if p in recorded}
+        taken |= set(names.values())
+        for path, name in zip(tomograms, fresh):
+            if path in names:
+                continue
+            candidate, n = name, 2
+            while candidate in taken:
+                candidate, n = f"{name}_{n}", n + 1
+            names[path] = candidate
+            taken.add(candidate)
+        return names
 
     def reusable_maps(self, path: str, fingerprint: str, segment_digest: str, name: str
                       ) -> dict[str, str] | None:
