@@ -89,4 +89,8 @@ def test_rerun_into_the_input_folder_skips_its_own_outputs(model, tiny_result, t
                                                                output=str(folder)))
     assert kept == [str(folder / "a.mrc"), str(folder / "b.mrc")]
     assert skipped[str(folder / "a_ribosome.mrc")] == "a probability map of ribosome (MRC header)"
-    assert skipped[str(folder / "b_labels.mrc")] == "the label volume of b"
+    assert skipped[str(folder / "b_labels.mrc")] == "a label volume (MRC header)"
+    # another output folder's label volumes, globbed as inputs, are not tomograms either
+    elsewhere = BatchSettings(models=(model,), output=str(tmp_path / "elsewhere"))
+    kept, skipped = split_own_outputs(tomograms, elsewhere)
+    assert kept == [str(folder / "a.mrc"), str(folder / "b.mrc")]

@@ -139,7 +139,7 @@ def _open_input(path: str, settings: BatchSettings):
 
 def _own_output(path: Path, out: Path, outputs: set[str], names: set[str]) -> str | None:
     """Why ``path`` is an output of tomoseg rather than a tomogram, or None."""
-    from .io.probability_header import stored_probability
+    from .io.probability_header import is_marked_labels, stored_probability
     from .tomogram import tomogram_name
 
     if path.parent == out and path.name in outputs:
@@ -147,6 +147,8 @@ def _own_output(path: Path, out: Path, outputs: set[str], names: set[str]) -> st
     found = stored_probability(path)
     if found:
         return f"a probability map of {found[0]} (MRC header)"
+    if is_marked_labels(path):
+        return "a label volume (MRC header)"
     name = tomogram_name(path)
     if path.parent == out and name.endswith("_labels") and name[:-len("_labels")] in names:
         return f"the label volume of {name[:-len('_labels')]}"

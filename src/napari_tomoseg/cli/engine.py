@@ -75,19 +75,19 @@ def _tomogram_files(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _without_maps(tomograms: list[str]) -> list[str]:
-    """The inputs that are not our own probability maps (a glob rerun into the input folder
-    matches the first run's maps, which would be segmented as tomograms)."""
-    from ..io.probability_header import stored_probability
+    """The inputs that are not our own probability maps or label volumes (a glob rerun into
+    the input folder matches the first run's, which would be segmented as tomograms)."""
+    from ..io.probability_header import is_marked_labels, stored_probability
 
-    maps = [t for t in tomograms if stored_probability(t) is not None]
+    maps = [t for t in tomograms if stored_probability(t) is not None or is_marked_labels(t)]
     if maps:
-        print(f"tomoseg: skipped {len(maps)} probability map(s) given as tomograms "
-              f"({', '.join(Path(m).name for m in maps[:3])}{', ...' if len(maps) > 3 else ''})",
-              file=sys.stderr)
+        print(f"tomoseg: skipped {len(maps)} probability map(s) or label volume(s) given as "
+              f"tomograms ({', '.join(Path(m).name for m in maps[:3])}"
+              f"{', ...' if len(maps) > 3 else ''})", file=sys.stderr)
     kept = [t for t in tomograms if t not in maps]
     if not kept:
-        raise TomosegError("every input is a probability map from tomoseg segment: give "
-                           "tomograms.")
+        raise TomosegError("every input is a probability map or label volume from tomoseg: "
+                           "give tomograms.")
     return kept
 
 

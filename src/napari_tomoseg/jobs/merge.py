@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..io.mrc import check_finite_slab, open_volume, write_volume
+from ..io.probability_header import LABELS_MARK
 from ..merge import MergeSettings, check_same_grid, merge_slab
 from ..probability_maps import as_probability, probability_scale
 from .progress import Job, Progress
@@ -63,6 +64,7 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
         labels[z:z + SLAB] = merge_slab(part, settings)
         yield Progress(min(z + SLAB, nz), nz + 1, "merging")
     if output is not None:
-        write_volume(output, labels, voxel_size, origin, overwrite=overwrite)
+        write_volume(output, labels, voxel_size, origin, overwrite=overwrite,
+                     labels=(LABELS_MARK,))  # never taken for a tomogram by a later glob
     yield Progress(nz + 1, nz + 1, "merged")
     return labels
