@@ -206,6 +206,14 @@ def test_cli_average_then_classify(field, tmp_path, capsys):
         assert (out / f"average{suffix}.mrc").exists()
     aligned = read_star(out / "average_particles.star")
     assert len(aligned) == len(field.zyx) and {"rot", "tilt", "psi", "half"} <= set(aligned)
+    # a second refinement of those particles keeps their half sets (gold standard), whatever
+    # its seed: new random halves mixed what had shaped one half's map into the other
+    again = tmp_path / "again"
+    assert main(["average", str(files["tomogram"]), str(out / "average_particles.star"), "-o",
+                 str(again), "--iterations", "1", "--reference", str(out / "average.mrc"),
+                 "--box", "32", "--seed", "5"]) == 0
+    np.testing.assert_array_equal(read_star(again / "average_particles.star")["half"],
+                                  aligned["half"])
     code = main(["classify", str(files["tomogram"]), str(out / "average_particles.star"),
                  "-o", str(out), "--classes", "2", "--iterations", "1", "--box", "32"])
     assert code == 0

@@ -231,6 +231,19 @@ def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
     return particles, reference
 
 
+def _half_sets(n: int, rng: np.random.Generator, given: np.ndarray | None) -> np.ndarray:
+    """The particles' half sets: the given ones when every particle has one and each half
+    holds two, else a new random split (the rng is drawn from either way: same seed, same run)."""
+    halves = np.ones(n, dtype=int)
+    halves[rng.permutation(n)[: n // 2]] = 2
+    if given is not None:
+        given = np.asarray(given, dtype=float)
+        if len(given) == n and np.isin(given, (1, 2)).all() \
+                and min((given == 1).sum(), (given == 2).sum()) >= 2:
+            return given.astype(int)
+    return halves
+
+
 def _start_references(prepared: PreparedParticles, voxel_size: float, rng: np.random.Generator,
                       should_stop, groups: list[np.ndarray], reference: np.ndarray | None):
     # a generator (initial-model progress); returns the two low-passed starts, None if stopped
@@ -249,13 +262,17 @@ def _start_references(prepared: PreparedParticles, voxel_size: float, rng: np.ra
 def iter_average(particles: np.ndarray, voxel_size: float,
                  settings: AverageSettings = AverageSettings(),
                  reference: np.ndarray | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[IterationState | AverageResult]:
+                 should_stop: Callable[[], bool] | None = None,
+                 halves: np.ndarray | None = None) -> Iterator[IterationState | AverageResult]:
     """Yield an :class:`IterationState` per step, then the :class:`AverageResult`.
 
     ``particles`` (n, box, box, box) as extracted (protein dark unless
     ``settings.invert`` is off); ``reference`` (box^3, protein bright) skips
     the reference-free start. The half sets stay independent from the start
     on: each is aligned only to its own map. Stopping returns without a result.
+    ``halves`` (1 or 2 per particle, RELION's rlnRandomSubset of an earlier run)
+    are kept, as RELION keeps them: new random halves would mix particles that
+    shaped one half's reference into the other (no longer gold-standard).
     """
     s = settings
     particles, reference = _checked(particles, voxel_size, s, reference)
@@ -264,8 +281,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     prepared = PreparedParticles(particles, s, device)
     n = len(particles)
     mask = soft_sphere(s.box, s.radius, 3.0, device)
-    halves = np.ones(n, dtype=int)
-    halves[rng.permutation(n)[: n // 2]] = 2
+    halves = _half_sets(n, rng, halves)
     groups = [np.nonzero(halves == h)[0] for h in (1, 2)]
     references = yield from _start_references(prepared, voxel_size, rng, should_stop, groups, reference)
     if references is None:

@@ -36,7 +36,8 @@ def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     yield Progress(0, 1, "extracting particles")
     sub = extract_particles(volume, table, settings.box, edge, min_distance=settings.min_distance)
     result = None
-    states = iter_average(sub.data, frame.voxel_size, settings, reference)
+    halves = table["half"].to_numpy()[sub.indices] if "half" in table else None  # kept
+    states = iter_average(sub.data, frame.voxel_size, settings, reference, halves=halves)
     with closing(states):
         for state in states:
             if isinstance(state, AverageResult):
