@@ -232,7 +232,9 @@ def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
 
 
 def _half_sets(n: int, rng: np.random.Generator, given: np.ndarray | None) -> np.ndarray:
-    """The particles' half sets: the given ones when every particle has one and each half
+    """The particles' half sets: the given ones (RELION's rlnRandomSubset of an earlier run,
+    kept as RELION keeps them: new random halves would mix particles that shaped one half's
+    map into the other, no longer gold-standard) when every particle has one and each half
     holds two, else a new random split (the rng is drawn from either way: same seed, same run)."""
     halves = np.ones(n, dtype=int)
     halves[rng.permutation(n)[: n // 2]] = 2
@@ -270,9 +272,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     ``settings.invert`` is off); ``reference`` (box^3, protein bright) skips
     the reference-free start. The half sets stay independent from the start
     on: each is aligned only to its own map. Stopping returns without a result.
-    ``halves`` (1 or 2 per particle, RELION's rlnRandomSubset of an earlier run)
-    are kept, as RELION keeps them: new random halves would mix particles that
-    shaped one half's reference into the other (no longer gold-standard).
+    ``halves``: an earlier run's half sets, kept (see ``_half_sets``).
     """
     s = settings
     particles, reference = _checked(particles, voxel_size, s, reference)
