@@ -270,9 +270,8 @@ def iter_average(particles: np.ndarray, voxel_size: float,
 
     ``particles`` (n, box, box, box) as extracted (protein dark unless
     ``settings.invert`` is off); ``reference`` (box^3, protein bright) skips
-    the reference-free start. The half sets stay independent from the start
-    on: each is aligned only to its own map. Stopping returns without a result.
-    ``halves``: an earlier run's half sets, kept (see ``_half_sets``).
+    the reference-free start. The half sets (``halves``, else ``_half_sets``) stay
+    independent: each is aligned only to its own map. Stopping returns without a result.
     """
     s = settings
     particles, reference = _checked(particles, voxel_size, s, reference)
