@@ -215,15 +215,18 @@ def tiny_model(tmp_path_factory, tiny_result):
     return str(save_model(model, tmp_path_factory.mktemp("copick_model") / "ribosome.pt"))
 
 
-def test_segment_and_batch_read_runs_and_write_results(tmp_path, tiny_result, tiny_model):
+def test_segment_and_batch_read_runs_and_write_results(tmp_path, tiny_result, tiny_model,
+                                                        capsys):
     from napari_tomoseg.batch import BatchSettings, process_tomogram
     from napari_tomoseg.io.mrc import open_volume
 
     tomogram = np.asarray(tiny_result.tomogram, dtype=np.float32)
-    config = _project(tmp_path, {"TS_002": (tomogram, 20.0)})
+    # TS_001 has no 20 A tomogram: said and skipped (it stopped every later run), exit 1
+    config = _project(tmp_path, {"TS_001": (tomogram, 10.0), "TS_002": (tomogram, 20.0)})
     out = tmp_path / "out"
     assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
-                 "-o", str(out), "--copick-threshold", "0.4"]) == 0
+                 "-o", str(out), "--copick-threshold", "0.4"]) == 1
+    assert "skipped run 'TS_001'" in capsys.readouterr().err
     probability, _ = open_volume(out / "TS_002_ribosome.mrc")
     run = copick.from_file(str(config)).get_run("TS_002")
     seg = run.get_segmentations(name="ribosome", user_id="tomoseg", session_id="0",

@@ -18,7 +18,7 @@ import threading
 
 from .. import __version__
 from ..errors import TomosegError, user_message
-from . import averaging, batch, engine, files, launch
+from . import averaging, batch, engine, files, launch, pick
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tomoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"napari-tomoseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (files, engine, averaging, batch, launch):
+    for module in (files, engine, pick, averaging, batch, launch):
         module.add_parsers(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""The engine's commands: train, segment, merge, pick. Each runs one job with one bar."""
+"""The engine's commands: train, segment, merge (pick: ``cli.pick``). Each runs one job with one bar."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..errors import InvalidSettingsError, TomosegError
 from . import arguments
-from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
-                        key_values, number, tilt_series_option, voxel_checked, voxel_size_option)
+from .arguments import (POSITIVE_INT, PROBABILITY, copick_options, copick_source, key_values,
+                        number, voxel_checked, voxel_size_option)
 from .progress import run_with_bar
 from .train_inputs import training_inputs
 
@@ -46,8 +46,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_inputs(args: argparse.Namespace, files: list[tuple[str, str]] | None = None):
-    """(name, volume, info, copick source or None) per tomogram, opened one at a time."""
+def _segment_inputs(args: argparse.Namespace, files: list[tuple[str, str]] | None = None,
+                    skipped: list[str] | None = None):
+    """(name, volume, info, copick source or None) per tomogram, opened one at a time.
+
+    A copick run without the tomogram asked for is said and skipped (into ``skipped``):
+    it stopped the whole project at the first such run.
+    """
     from ..io.mrc import open_volume
 
     if args.copick:
@@ -57,7 +62,14 @@ def _segment_inputs(args: argparse.Namespace, files: list[tuple[str, str]] | Non
             raise TomosegError("give tomogram files or --copick, not both.")
         for run in args.run or run_names(args.copick):
             source = copick_source(args, run)
-            yield (run, *open_tomogram(source), source)
+            try:
+                opened = open_tomogram(source)
+            except TomosegError as exc:
+                print(f"tomoseg: skipped run '{run}': {exc} (--run chooses runs)",
+                      file=sys.stderr)
+                (skipped if skipped is not None else []).append(run)
+                continue
+            yield (run, *opened, source)
         return
     for tomogram, name in files if files is not None else _tomogram_files(args):
         yield (name, *open_volume(tomogram), None)
@@ -120,7 +132,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
                              rescale=not args.no_rescale, overwrite=args.overwrite,
                              precision=args.precision)
-    for name, volume, info, source in _segment_inputs(args, files):
+    skipped: list[str] = []
+    for name, volume, info, source in _segment_inputs(args, files, skipped):
         info = voxel_checked(info, name, args)
         targets = [args.output_dir / f"{name}_{model.feature}.mrc" for model in models]
         run_with_bar(segment_tomogram(volume, info.isotropic_voxel_size, info.origin, models,
@@ -129,7 +142,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"{target}")
             if source is not None:
                 _to_copick(args, source, model, target, info.isotropic_voxel_size)
-    return 0
+    return 1 if skipped else 0
 
 
 def map_threshold(given: float | None, path, feature: str) -> float:
@@ -169,101 +182,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{f}: {int((labels == settings.label_of(f)).sum()):,}" for f in maps)
     print(f"{args.output}: labels {', '.join(f'{i + 1}={f}' for i, f in enumerate(maps))} "
           f"(voxels {counts})")
-    return 0
-
-
-def _pick_map(args: argparse.Namespace, source):
-    """(probability map, its info): the file given, else the feature's copick segmentation."""
-    from ..io import copick_project
-    from ..io.mrc import check_finite_volume, open_volume
-
-    if not args.output and source is None:
-        raise TomosegError("give an output file, or --copick CONFIG to write into a copick project.")
-    if args.probability:
-        probability, info = open_volume(args.probability)
-    elif source is not None:  # the feature's segmentation in the project (e.g. from segment)
-        probability, info = copick_project.read_segmentation(source, args.feature)
-    else:
-        raise TomosegError("give a probability MRC (or --copick to read a segmentation).")
-    info = voxel_checked(info, args.probability or args.feature, args)
-    check_finite_volume(probability, args.probability)  # naming the file, before any work
-    return probability, info
-
-
-def _pick_settings(args: argparse.Namespace, threshold: float):
-    from ..picking import PickSettings
-
-    if args.spacing is not None:  # points along a mask: only the threshold matters
-        return PickSettings(diameter=args.diameter, threshold=threshold)
-    return PickSettings(diameter=args.diameter, threshold=threshold,
-                        min_distance=args.min_distance, edge=args.edge,
-                        split_touching=args.split, max_picks=args.max_picks,
-                        method=args.method, min_size=args.min_size, max_blob=args.max_blob,
-                        **({} if args.min_roundness is None
-                           else {"min_roundness": args.min_roundness}))
-
-
-def _excluded(paths: list[str], grid):
-    """The union of the artifact maps above their thresholds, or None (no --exclude)."""
-    from ..io.mrc import check_finite_volume, open_volume
-    from ..picking import artifact_region
-
-    region = None
-    for path in paths:
-        artifact, _ = open_volume(path)
-        check_finite_volume(artifact, path)
-        # shapes only: a --voxel-size given for the picked map may override both headers
-        above = artifact_region(artifact, map_threshold(None, path, Path(path).stem),
-                                grid.shape, name=str(path))
-        region = above if region is None else region | above
-    return region
-
-
-def _pick_feature(args: argparse.Namespace) -> str:
-    """--feature, else the one the map's header names, else ribosome; never another feature's
-    map under this name (its picks and its model's threshold would pass as this feature's)."""
-    from ..io.probability_header import stored_probability
-
-    stored = stored_probability(args.probability) if args.probability else None
-    if args.feature is None:
-        return stored[0] if stored else "ribosome"
-    if stored and stored[0] != args.feature[:30]:
-        raise InvalidSettingsError(f"{Path(args.probability).name} is the probability map of "
-                                   f"'{stored[0]}' (its header), not '{args.feature}': give "
-                                   f"that feature's map, or leave --feature out.")
-    return args.feature
-
-
-def cmd_pick(args: argparse.Namespace) -> int:
-    from ..io import copick_project
-    from ..io.particle_files import check_particle_output
-    from ..io.paths import check_writable
-    from ..io.probability_header import map_tomogram_name
-    from ..jobs.pick import pick_job
-    from ..picking import dropped_note
-    from ..tomogram import volume_frame
-
-    args.feature = _pick_feature(args)
-    source = copick_source(args)
-    if args.output:  # before any work; never onto the map, an artifact map or a volume
-        check_particle_output(args.output, (args.probability, *args.exclude), args.overwrite)
-        check_writable(Path(args.output).parent)
-    probability, info = _pick_map(args, source)
-    threshold = map_threshold(args.threshold, args.probability, args.feature)
-    if source is not None:
-        copick_project.check_extent(source, info.shape, info.isotropic_voxel_size)
-    name = args.tomo_name or (source.run if source else
-                              map_tomogram_name(args.probability, args.feature))
-    frame = volume_frame(info, name, args.tilt_series_pixel_size)
-    table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
-                                  args.feature, args.output or None, args.spacing,
-                                  _excluded(args.exclude, info), args.overwrite), "picking")
-    if source is not None:
-        written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
-        print(f"{written}: {len(table)} {args.feature} picks (copick)")
-    if args.output:
-        print(f"{args.output}: {len(table)} {args.feature} picks of tomogram '{name}'"
-              f"{'' if args.tomo_name else ' (--tomo-name to change)'}{dropped_note(table)}")
     return 0
 
 
@@ -337,58 +255,7 @@ def _merge_parser(sub) -> None:
     merge.set_defaults(func=cmd_merge)
 
 
-def _pick_parser(sub) -> None:
-    pick = sub.add_parser("pick", help="particle coordinates from a probability map")
-    pick.add_argument("probability", nargs="?",
-                      help="probability MRC from tomoseg segment (with --copick: default the "
-                           "feature's copick segmentation)")
-    pick.add_argument("output", nargs="?",
-                      help=".star (RELION 5), .csv, or .json (EMAN2 info); optional with --copick")
-    tilt_series_option(pick)
-    pick.add_argument("--feature", type=arguments.feature_name, help="the feature picked (default: the one the map's header "
-                                        "names, else ribosome)")
-    pick.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
-    pick.add_argument("--threshold", type=PROBABILITY,
-                      help="default: the threshold the model chose on held-out pixels "
-                           "(stored in the probability map's header), else 0.5")
-    voxel_size_option(pick, "a map whose")
-    pick.add_argument("--min-distance", type=POSITIVE, help="A between picks (default: radius)")
-    pick.add_argument("--edge", type=number(float, 0, inclusive=True),
-                      help="drop picks closer than this to the border, A (default: keep all)")
-    pick.add_argument("--method", choices=("peaks", "components"), default="peaks",
-                      help="peaks: local maxima of the smoothed map (default; keeps touching "
-                           "particles apart); components: one pick per blob, as EMAN2")
-    pick.add_argument("--min-size", type=POSITIVE_INT,
-                      help="voxels above threshold a particle needs (default: 20%% of a sphere "
-                           "of --diameter)")
-    pick.add_argument("--max-blob", type=POSITIVE, metavar="N",
-                      help="drop picks in a blob above threshold larger than N particle "
-                           "volumes, e.g. 3 for a carbon edge (default: keep; polysomes and "
-                           "touching clusters form large blobs too)")
-    pick.add_argument("--min-roundness", type=number(float, 0, inclusive=True, high=1.0),
-                      help="peaks only: drop peaks flatter or longer than this, such as a "
-                           "carbon edge (smallest over largest curvature: 1 a ball, 0 a sheet; "
-                           "a 2:1 particle 0.1-0.35); default 0.15, 0 keeps all")
-    pick.add_argument("--split", action="store_true",
-                      help="components only: split touching particles (watershed)")
-    pick.add_argument("--max-picks", type=POSITIVE_INT)
-    pick.add_argument("--spacing", type=POSITIVE,
-                      help="sample points every SPACING A along filaments/membranes instead")
-    pick.add_argument("--exclude", action="append", default=[], metavar="MAP",
-                      help="an artifact's probability MRC (e.g. carbon); no pick where it is "
-                           "above its stored threshold (else 0.5; --threshold is for the "
-                           "picked map only); same grid as the picked map; repeatable")
-    pick.add_argument("--tomo-name", help="rlnTomoName (default: the map's file name "
-                                          "without the _FEATURE that segment adds)")
-    copick_options(pick, several_runs=False)
-    pick.add_argument("--overwrite", action="store_true",
-                      help="replace an existing output file, or copick picks of the same "
-                           "user and session")
-    pick.set_defaults(func=cmd_pick)
-
-
 def add_parsers(sub) -> None:
     _train_parser(sub)
     _segment_parser(sub)
     _merge_parser(sub)
-    _pick_parser(sub)
