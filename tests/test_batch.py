@@ -295,6 +295,11 @@ def test_runs_into_one_folder_never_share_output_names(project, client, tmp_path
     again = run_batch([str(tmp_path / "a" / "t.mrc"), str(tmp_path / "b" / "t.mrc")], settings,
                       client=client)
     assert [(r["name"], r["status"]) for r in again] == [("t", "skipped"), ("t_2", "skipped")]
+    # the combined STAR of a run over b alone still holds a's picks
+    run_batch([str(tmp_path / "b" / "t.mrc")], settings, client=client)
+    combined = read_star(out / "all_ribosome.star")
+    assert set(combined["tomo_name"]) == {"t", "t_2"}
+    assert len(combined) == sum(len(read_star(out / f"{n}_ribosome.star")) for n in ("t", "t_2"))
 
 
 def test_a_finished_copick_run_whose_results_were_deleted_is_redone(tmp_path):

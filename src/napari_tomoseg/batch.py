@@ -363,13 +363,17 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     finally:
         if own_client:
             client.close()
-    write_combined_star(rows, out, settings)
+    given = set(tomograms)  # the folder's other finished tomograms stay in the combined STAR
+    earlier = [{**entry, "status": "skipped"} for path, entry in manifest.entries.items()
+               if path not in given and entry.get("status") == "done"]
+    write_combined_star(rows + earlier, out, settings)
     order = {p: i for i, p in enumerate(tomograms)}
     return sorted(rows, key=lambda r: order.get(r["tomogram"], 0))
 
 
 def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings) -> list[Path]:
-    """One STAR per picked feature with the particles of every finished tomogram."""
+    """One STAR per picked feature with the particles of every finished tomogram of the
+    folder (a rerun of a few dropped the others' rows), each as its own STAR file has them."""
     import starfile
 
     written = []
