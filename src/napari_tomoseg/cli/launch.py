@@ -17,9 +17,10 @@ def _display_available() -> bool:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     if not _display_available() and not args.force:
-        print("tomoseg: no display found (DISPLAY is not set), so napari cannot open a window.\n"
-              "Running the headless demo instead; on a desktop, or with `xvfb-run`, "
-              "`tomoseg launch` opens napari.", file=sys.stderr)
+        ignored = (f" ({', '.join(args.files)} not opened)" if args.files else "")
+        print("tomoseg: no display found (DISPLAY is not set), so napari cannot open a window"
+              f"{ignored}.\nRunning the headless demo instead (into {args.demo_output}); on a "
+              "desktop, or with `xvfb-run`, `tomoseg launch` opens napari.", file=sys.stderr)
         return cmd_demo(argparse.Namespace(output=args.demo_output, overwrite=True))
     from .._napari.launch import launch
 
