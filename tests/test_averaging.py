@@ -220,8 +220,10 @@ def test_cli_average_then_classify(field, tmp_path, capsys):
     said = capsys.readouterr().out  # every particle missing from a result is accounted for
     assert "too close to the edge" in said and "duplicates dropped) in 2 classes" in said
     assert (out / "class_1.mrc").exists() and (out / "class_2.mrc").exists()
-    classes = read_star(out / "class_particles.star")["class"].to_numpy()
+    classified = read_star(out / "class_particles.star")
+    classes = classified["class"].to_numpy()
     assert set(classes) <= {1, 2} and len(classes) == len(field.zyx)
+    np.testing.assert_array_equal(classified["half"], aligned["half"])  # carried, not dropped
     # picks without orientations cannot be classified; a bad symmetry is refused
     from napari_tomoseg.io.particles import particle_table, write_csv
     picks = write_csv(tmp_path / "picks.csv", particle_table(field.zyx))

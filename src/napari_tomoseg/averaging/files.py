@@ -101,14 +101,16 @@ def write_average_result(folder: str | os.PathLike, result, frame: TomogramFrame
 
 def write_class_result(folder: str | os.PathLike, result, voxel_size: float, frame: TomogramFrame,
                        origins_zyx: np.ndarray, name: str = "class", overwrite: bool = False,
-                       inputs: Paths = ()) -> dict[str, Path]:
-    """One MRC per class (``{name}_1.mrc`` ...) and the particles with their class."""
+                       inputs: Paths = (), extra: dict | None = None) -> dict[str, Path]:
+    """One MRC per class (``{name}_1.mrc`` ...) and the particles with their class, and
+    ``extra`` columns carried from the input (e.g. ``half``: a later refinement keeps it)."""
     paths = class_outputs(folder, len(result.averages), name)
     check_outputs(paths.values(), overwrite, inputs)
     Path(folder).mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for c, volume in enumerate(result.averages, start=1):
         written[f"class{c}"] = write_volume(paths[f"class{c}"], volume, voxel_size, overwrite=True)
-    table = aligned_particle_table(origins_zyx, result.alignment, **{"class": result.classes})
+    table = aligned_particle_table(origins_zyx, result.alignment,
+                                   **{"class": result.classes, **(extra or {})})
     written["particles"] = write_star(paths["particles"], table, frame)
     return written

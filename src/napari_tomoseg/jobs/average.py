@@ -80,6 +80,7 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
             yield Progress(state.iteration, state.total,
                            f"classes {state.counts.tolist()}, {state.changed:.0%} moved",
                            payload=state)
+    extra = {c: table[c].to_numpy()[sub.indices] for c in ("half", "feature") if c in table}
     written = write_class_result(output, result, frame.voxel_size, frame, sub.origins, name,
-                                 overwrite, inputs)
+                                 overwrite, inputs, extra)
     return result, sub, written
