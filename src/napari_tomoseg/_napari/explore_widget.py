@@ -266,16 +266,23 @@ class ExploreWidget(Container):
         self.viewer.dims.ndisplay = 3
         start = self.viewer.camera.angles
         images = []
-        try:
+        self.movie_button.enabled = False  # screenshots must be drawn here, on the GUI thread:
+        try:  # between frames the window is kept alive (seconds per frame on software GL)
+            from qtpy.QtWidgets import QApplication
+
             for i in range(frames):
                 self.viewer.camera.angles = (start[0], start[1] + 360.0 * i / frames, start[2])
                 images.append(self.viewer.screenshot(canvas_only=True)[..., :3])
+                QApplication.processEvents()
         finally:
             self.viewer.dims.ndisplay, self.viewer.camera.angles = previous
+            self.movie_button.enabled = True
         from ..io.atomic import atomic_path
 
+        rows, cols = (min(im.shape[k] for im in images) for k in (0, 1))  # a resize mid-way
         with atomic_path(path) as tmp:  # a failed write leaves no half GIF
-            iio.imwrite(tmp, np.stack(images), extension=".gif", duration=80, loop=0)
+            iio.imwrite(tmp, np.stack([im[:rows, :cols] for im in images]), extension=".gif",
+                        duration=80, loop=0)
         show_info(f"saved {path} ({frames} frames)")
         return path
 
