@@ -315,3 +315,14 @@ def test_a_finished_copick_run_whose_results_were_deleted_is_redone(tmp_path):
     assert Manifest(tmp_path).finished("TS_1", "f", "d", "TS_1")
     written.unlink()
     assert not Manifest(tmp_path).finished("TS_1", "f", "d", "TS_1")
+
+
+def test_an_older_manifest_with_two_tomograms_of_one_name_gives_the_second_a_new_one(tmp_path):
+    from napari_tomoseg.batch_manifest import Manifest
+
+    manifest = Manifest(tmp_path)
+    for path in ("/d/a/t.mrc", "/d/b/t.mrc"):  # as the code before this fix recorded them
+        manifest.record({"tomogram": path, "name": "t", "status": "done", "outputs": []},
+                        "f", "d", "s")
+    names = Manifest(tmp_path).names(["/d/a/t.mrc", "/d/b/t.mrc"], ["a_t", "b_t"])
+    assert names["/d/a/t.mrc"] == "t" and names["/d/b/t.mrc"] not in ("t", "a_t")

@@ -363,9 +363,10 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     finally:
         if own_client:
             client.close()
-    given = set(tomograms)  # the folder's other finished tomograms stay in the combined STAR
+    given = set(tomograms)  # the folder's other tomograms finished with these settings stay
     earlier = [{**entry, "status": "skipped"} for path, entry in manifest.entries.items()
-               if path not in given and entry.get("status") == "done"]
+               if path not in given and entry.get("status") == "done"
+               and entry.get("settings") == digest]
     write_combined_star(rows + earlier, out, settings)
     order = {p: i for i, p in enumerate(tomograms)}
     return sorted(rows, key=lambda r: order.get(r["tomogram"], 0))

@@ -47,15 +47,29 @@ class Manifest:
         entry = self._entry(path, fingerprint, name)
         return bool(entry and entry["status"] == "done" and entry["settings"] == digest and all(
             (self.path.parent / o).exists() for o in entry["outputs"])
-            and all(Path(c).exists() for c in entry.get("copick") or ()))  # deleted: redone
+            and all(Path(c).exists() for c in entry.get("copick") or ())  # deleted: redone
+            and self._maps_intact(entry))
+
+    def _maps_intact(self, entry: dict) -> bool:
+        """The maps an entry wrote are still the ones it wrote (not another run's)."""
+        for record in (entry.get("maps") or {}).values():
+            try:
+                if file_fingerprint(self.path.parent / record["file"]) != record["fingerprint"]:
+                    return False
+            except OSError:
+                return False
+        return True
 
     def names(self, tomograms: list[str], fresh: list[str]) -> dict[str, str]:
         """Output names for this run: a tomogram keeps the name it had in this folder; a new
         one never takes a name another tomogram's outputs already have here (a second run
         of b/t.mrc replaced a/t.mrc's files, and a rerun of a/t called them its own)."""
         recorded = {p: e["name"] for p, e in self.entries.items() if e.get("name")}
+        owner: dict[str, str] = {}  # name -> the first path that had it (older manifests
+        for path, name in recorded.items():  # could give two tomograms one name)
+            owner.setdefault(name, path)
         taken = {name for p, name in recorded.items() if p not in tomograms}
-        names = {p: recorded[p] for p in tomograms if p in recorded}
+        names = {p: recorded[p] for p in tomograms if p in recorded and owner[recorded[p]] == p}
         taken |= set(names.values())
         for path, name in zip(tomograms, fresh):
             if path in names:
@@ -76,15 +90,9 @@ class Manifest:
         """
         entry = self._entry(path, fingerprint, name)
         maps = (entry or {}).get("maps")
-        if not maps or entry.get("segment_settings") != segment_digest:
+        if not maps or entry.get("segment_settings") != segment_digest \
+                or not self._maps_intact(entry):
             return None
-        for record in maps.values():
-            target = self.path.parent / record["file"]
-            try:
-                if file_fingerprint(target) != record["fingerprint"]:
-                    return None
-            except OSError:
-                return None
         return {feature: record["file"] for feature, record in maps.items()}
 
     def record(self, result: dict, fingerprint: str, digest: str, segment_digest: str) -> None:
