@@ -201,8 +201,9 @@ def hand_added_defaults(features: pd.DataFrame) -> dict:
         values = features[column]
         if pd.api.types.is_float_dtype(values):
             defaults[column] = np.nan
-        elif pd.api.types.is_integer_dtype(values):
-            defaults[column] = 0 if column == "status" else -1  # undecided; no measure
+        elif pd.api.types.is_integer_dtype(values):  # undecided; not measured; else (a half
+            defaults[column] = {"status": 0, "size": -1}.get(  # set, a class) the last one's
+                column, int(values.iloc[-1]) if len(values) else 1)
         else:  # text (the feature's name): the layer's own
             defaults[column] = values.iloc[-1] if len(values) else ""
     return defaults

@@ -139,9 +139,9 @@ class AveragingWidget(Container):
         """The kept picks as the CLI reads them: voxels, and each pick's feature if known."""
         zyx = self.picked_voxels()
         features = self.particles.value.features
-        feature = (features["feature"].to_numpy()[self._kept()] if "feature" in features
-                   else None)
-        return particle_table(zyx, feature=feature)
+        carried = {c: features[c].to_numpy()[self._kept()] for c in ("feature", "half")
+                   if c in features}  # half: an earlier average's half sets are kept
+        return particle_table(zyx, **carried)
 
     def settings(self) -> AverageSettings:
         return AverageSettings(box=int(self.box.value), iterations=int(self.iterations.value),
@@ -176,11 +176,12 @@ class AveragingWidget(Container):
             raise TomosegError("choose an output folder for the average.")
         if not may_replace(self.native, average_outputs(Path(self.output.value)).values(),
                            "this average"):
-            self.status.value = "not averaged: the earlier results in that folder are kept"
+            self.status.value = ("not averaged: the earlier results in that folder are kept "
+                                 "(choose another output folder to keep both)")
             return None
         job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
                           self._reference(), str(self.edge.value), inputs=self._inputs(tomogram))
-        self._voxel, self._source = frame.voxel_size, (tomogram.data, frame)
+        self._voxel, self._source, self._table = frame.voxel_size, (tomogram.data, frame), table
         self.result, self.subtomograms, self.state = None, None, None
         self.status.value = f"extracting {len(table)} particles..."
         return self._start(job, self._on_average_progress, self._on_averaged)
@@ -262,11 +263,15 @@ class AveragingWidget(Container):
         if self.result is None or self.subtomograms is None:
             raise TomosegError("average first: classification starts from aligned particles.")
         settings = ClassifySettings(classes=int(self.classes.value))
-        table = aligned_particle_table(self.subtomograms.origins, self.result.alignment)
+        carried = {"half": self.result.halves}
+        if "feature" in self._table:
+            carried["feature"] = self._table["feature"].to_numpy()[self.subtomograms.indices]
+        table = aligned_particle_table(self.subtomograms.origins, self.result.alignment, **carried)
         volume, frame = self._source
         if not may_replace(self.native, class_outputs(Path(self.output.value),
                                                       settings.classes).values(), "these classes"):
-            self.status.value = "not classified: the earlier classes in that folder are kept"
+            self.status.value = ("not classified: the earlier classes in that folder are kept "
+                                 "(choose another output folder to keep both)")
             return None
         job = classify_job(volume, frame, table, self.result.settings, settings,
                            Path(self.output.value), str(self.edge.value),
@@ -304,4 +309,5 @@ def _require_same_tomogram(points, tomogram) -> None:
     if tuple(own.shape) != shape or abs(own.voxel_size - voxel) > 1e-3 * voxel:
         raise TomosegError(f"'{points.name}' are picks of {own.name} ({' x '.join(map(str, own.shape))}"
                            f", {own.voxel_size:g} A), not of '{tomogram.name}' "
-                           f"({' x '.join(map(str, shape))}, {voxel:g} A): choose their tomogram.")
+                           f"({' x '.join(map(str, shape))}, {voxel:g} A): choose their tomogram"
+                           " (or, if only its voxel size was corrected, pick again).")

@@ -86,13 +86,15 @@ class PickingWidget(Container):
         self.min_score.changed.connect(self._apply_filter)
         self.next.changed.connect(lambda: self.step(1))
         self.previous.changed.connect(lambda: self.step(-1))
-        accept, reject = self._guard(lambda: self.judge(1)), self._guard(lambda: self.judge(-1))
-        self.accept.changed.connect(accept)
-        self.reject.changed.connect(reject)
+        self.accept.changed.connect(self._guard(lambda: self.judge(1)))
+        self.reject.changed.connect(self._guard(lambda: self.judge(-1)))
         self.export_button.changed.connect(self._guard(self._export_asking))
-        # bound on the picks layer too, where napari's own a (select all) would win
+        # bound on the picks layer too, where napari's own a (select all) would win; keys
+        # pressed with nothing to judge say so on the status line, not in a pop-up
+        said = lambda line: setattr(self.status, "value", line)  # noqa: E731
         self.keys = KeyBindings(self.viewer, {".": lambda: self.step(1), ",": lambda: self.step(-1),
-                                              "a": accept, "r": reject})
+                                              "a": guarded(lambda: self.judge(1), said),
+                                              "r": guarded(lambda: self.judge(-1), said)})
         release_on_close(self, self.keys)
         for choice in (self.source, self.exclude):
             self.viewer.layers.events.inserted.connect(lambda e, c=choice: c.reset_choices())

@@ -25,12 +25,17 @@ SIZES = {"small (48 x 192 x 192)": (48, 192, 192), "medium (64 x 256 x 256)": (6
          "default (128 x 512 x 512)": (128, 512, 512)}
 
 
+def synthetic_name(seed: int) -> str:
+    """The files' common name: one cell per seed in a folder."""
+    return f"synthetic_seed{seed}"
+
+
 def synthetic_job(spec: CellSpec, imaging: ImagingSpec, seed: int, folder: Path) -> Job[dict]:
     """Simulate and write as a job; coarse progress (simulate, write) is enough for a sample."""
     yield Progress(0, 2, "simulating the cell and its tilt series")
     result = simulate(spec, imaging, seed=seed)
     yield Progress(1, 2, f"writing to {folder}")
-    files = write_synthetic(result, folder, name=f"synthetic_seed{seed}", overwrite=True)
+    files = write_synthetic(result, folder, name=synthetic_name(seed), overwrite=True)
     yield Progress(2, 2, "written")
     return files
 
@@ -59,11 +64,13 @@ class SyntheticCellWidget(Container):
         return self.handle.worker if self.handle is not None else None
 
     def _start(self) -> None:
-        folder, name = Path(self.folder.value), f"synthetic_seed{int(self.seed.value)}"
+        folder, name = Path(self.folder.value), synthetic_name(int(self.seed.value))
         if folder.is_file():
-            show_error(f"'Save to' is a file ({folder}): choose a folder.")
+            self.status.value = f"'Save to' is a file ({folder}): choose a folder."
+            show_error(self.status.value)
             return
-        if not may_replace(self.native, [folder / f"{name}.mrc", folder / f"{name}.json"],
+        if not may_replace(self.native, [*folder.glob(f"{name}.*"), *folder.glob(f"{name}_*"),
+                                         folder / "ribosome_reference.mrc"],
                            "a new cell (another seed or folder keeps them)"):
             self.status.value = f"not made: {name} in {folder} is kept"
             return

@@ -238,11 +238,12 @@ def _half_sets(n: int, rng: np.random.Generator, given: np.ndarray | None) -> np
     holds two, else a new random split (the rng is drawn from either way: same seed, same run)."""
     halves = np.ones(n, dtype=int)
     halves[rng.permutation(n)[: n // 2]] = 2
-    if given is not None:
+    if given is not None and len(given) == n:
         given = np.asarray(given, dtype=float)
-        if len(given) == n and np.isin(given, (1, 2)).all() \
-                and min((given == 1).sum(), (given == 2).sum()) >= 2:
-            return given.astype(int)
+        known = np.isin(given, (1, 2))  # particles without one (added since) get a random one
+        kept = np.where(known, given, halves).astype(int)
+        if known.any() and min((kept == 1).sum(), (kept == 2).sum()) >= 2:
+            return kept
     return halves
 
 

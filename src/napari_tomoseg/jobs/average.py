@@ -68,6 +68,10 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     sub = extract_particles(volume, table, averaging.box, edge,
                             min_distance=averaging.min_distance)
     angles = table[["rot", "tilt", "psi"]].to_numpy(float)[sub.indices]
+    if not np.isfinite(angles).all():  # e.g. points added by hand to an average's layer
+        raise InvalidCoordinatesError(
+            f"{int((~np.isfinite(angles).all(axis=1)).sum())} particles have no orientation "
+            "(added by hand?): average them first, or remove them.")
     consensus = Alignment(relion_matrices(angles), sub.offsets[:, ::-1].copy(),
                           np.zeros(len(angles)))
     result = None

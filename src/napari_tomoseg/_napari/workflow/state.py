@@ -161,6 +161,9 @@ def _remembered_voxel_size(layer: Image, folder: Path) -> None:
     if not is_session(folder):
         return
     session = Session.load(folder)
+    path = tomogram_path(layer)
+    if path and not session.matches(path):  # another tomogram's session: its size is not ours
+        return
     if session.shape and tuple(session.shape) == tuple(layer.data.shape) \
             and session.voxel_size and session.voxel_size != 1.0:
         apply_voxel_size(layer, session.voxel_size)
