@@ -240,6 +240,18 @@ def test_a_click_places_a_box_where_it_lands(workflow):
     viewer, widget = workflow
     assert widget.boxes.click_places.value  # on by default
     image = viewer.layers[0]
+    c = widget.controller
+    c.masks_layer.mode = "pan_zoom"  # another layer active, no tool in use: a click places too
+    viewer.layers.selection.active = c.masks_layer
+    event = SimpleNamespace(button=1, type="mouse_press", position=image.data_to_world(
+        (4, 30.0, 30.0)), modifiers=())
+    handler = widget.boxes.on_click(viewer, event)
+    next(handler)
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(handler)
+    assert len(c.session.boxes) == 1
+    c.session.remove_boxes([c.session.boxes[0].id])
     viewer.layers.selection.active = image  # with the masks active a click paints instead
     world = image.data_to_world((10, 40.0, 50.0))
     viewer.dims.set_point(0, world[0])

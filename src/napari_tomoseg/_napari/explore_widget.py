@@ -27,7 +27,7 @@ from ..explore.view import SlabView
 from ..features import FEATURE_COLOURS
 from ..jobs.explore import numbers_job, surface_job
 from ..jobs.progress import Job
-from .layer_tags import tag_of
+from .layer_tags import has_role, tag_of
 from .notify import guarded, report_error
 from .worker import JobHandle, start_job
 
@@ -82,8 +82,12 @@ class ExploreWidget(Container):
                 and not isinstance(l.data, SlabView) and not l.multiscale]
 
     def _volumes(self, widget=None):
-        return [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3
-                and not isinstance(l.data, SlabView) and not getattr(l, "multiscale", False)]
+        """Segmentations first (labels, probability maps), so the default is one; then the
+        other volumes (a density's iso-surface is a surface too)."""
+        volumes = [l for l in self.viewer.layers if isinstance(l, (Image, Labels)) and l.ndim == 3
+                   and not isinstance(l.data, SlabView) and not getattr(l, "multiscale", False)]
+        return sorted(volumes, key=lambda l: not (isinstance(l, Labels)
+                                                  or has_role(l, "probability")))
 
     def _refresh(self) -> None:
         self.tomogram.reset_choices()

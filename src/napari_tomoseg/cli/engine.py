@@ -203,8 +203,8 @@ def _train_parser(sub) -> None:
                             "unet, 1 for eman2); 1 segments about 4x faster, less accurately")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",
                        help="unet: 3D convolutions over +-4 slices before the 2D U-Net (auto: on "
-                            "for a feature named membrane; better membranes, ~4x the training "
-                            "time, ~3x the segmentation time)")
+                            "for a feature named membrane; better membranes, ~3x the training "
+                            "time, 2-3x the segmentation time)")
     train.add_argument("--batch-size", type=POSITIVE_INT)
     train.add_argument("--learning-rate", type=number(float, high=1.0))
     train.add_argument("--seed", type=int, default=0)

@@ -197,7 +197,7 @@ def write_csv(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame
     out = pd.DataFrame({axis: table[axis].to_numpy(dtype=float) for axis in AXES[::-1]})
     if frame is not None:
         world = frame.pixel_to_world(table[list(AXES)].to_numpy(dtype=float))
-        for i, axis in enumerate(AXES):
+        for i, axis in reversed(list(enumerate(AXES))):  # x_A y_A z_A, as x y z
             out[f"{axis}_A"] = world[:, i]
     for column in table.columns:
         if column not in AXES:

@@ -180,7 +180,7 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0},
                       "unet": {"context": 2, "base": 16, "levels": 3, "rotations": 4}}
 # Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
 # gain from 3D convolutions over +-4 slices (best Dice +0.03-0.05, at the stored threshold
-# +0.02-0.11, for ~4x the training time); microtubules and ribosomes do not.
+# +0.02-0.11, for ~3x the training time); microtubules and ribosomes do not.
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D}}
 STEM_CHOICES = ("auto", "on", "off")

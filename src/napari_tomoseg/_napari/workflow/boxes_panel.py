@@ -62,7 +62,8 @@ class BoxesPanel(Container):
         c = self.workflow.controller
         if not self.click_places.value or c is None or event.button != 1:
             return
-        if viewer.layers.selection.active not in (c.image, None):
+        active = viewer.layers.selection.active
+        if active not in (c.image, None) and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
             return  # painting or editing shapes: the click belongs to that tool
         yield  # wait for the release: a drag (pan) places nothing
         dragged = False

@@ -37,7 +37,7 @@ class TrainPanel(Container):
         self.architecture = ComboBox(label="Network", choices=["unet", "eman2"], value="unet")
         self.stem3d = ComboBox(label="3D stem", choices=list(STEM_CHOICES), value="auto",
                                tooltip="unet: 3D convolutions over +-4 slices first. auto: on for "
-                                       "membranes (better Dice, ~4x the training time)")
+                                       "membranes (better Dice, ~3x the training time)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
