@@ -94,6 +94,9 @@ def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot,
     # the added point has no score of its own (it copied the last pick's), and is kept
     assert np.isnan(points.features["score"].iloc[-1])
     assert points.shown[-1] and np.isnan(widget.selected_table()[0]["score"].iloc[-1])
+    while widget.step(1) != len(points.data) - 1:
+        pass
+    assert "added by hand (no score)" in widget.status.value
 
 
 def test_qc_after_picks_change_by_hand_never_judges_another_pick(make_napari_viewer, qtbot,

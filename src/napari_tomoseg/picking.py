@@ -260,9 +260,18 @@ def dropped_note(table: pd.DataFrame) -> str:
     if table.attrs.get("flat_or_long"):
         parts.append(f"{table.attrs['flat_or_long']} flat or long peaks dropped")
     if table.attrs.get("excluded"):
-        n = table.attrs["excluded"]
-        parts.append(f"{n} peak{'s' if n != 1 else ''} on excluded artifacts dropped")
+        parts.append(_excluded_text(table.attrs["excluded"]))
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def excluded_note(table: pd.DataFrame) -> str:
+    """The excluded artifacts' share of ``dropped_note`` alone (the widget words the rest)."""
+    n = table.attrs.get("excluded", 0)
+    return f" ({_excluded_text(n)})" if n else ""
+
+
+def _excluded_text(n: int) -> str:
+    return f"{n} peak{'s' if n != 1 else ''} on excluded artifacts dropped"
 
 
 class ShapeWarning(UserWarning):

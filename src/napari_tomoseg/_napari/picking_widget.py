@@ -28,7 +28,8 @@ from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
-from ..picking import PickSettings, artifact_region, suggest_score_cut, too_many_dropped
+from ..picking import (PickSettings, artifact_region, excluded_note, suggest_score_cut,
+                       too_many_dropped)
 from .histogram import Histogram
 from .confirm import may_replace
 from .layer_tags import find, has_role, incomplete_reason, tag, tag_of
@@ -189,8 +190,7 @@ class PickingWidget(Container):
         self._apply_filter()
         self.status.value = (f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
                                                                 len(data))
-                             + (f" ({table.attrs['excluded']} on excluded artifacts)"
-                                if table.attrs.get("excluded") else ""))
+                             + excluded_note(table))
         show_info(f"{len(data)} {feature} picks")
         return self.points
 
@@ -248,8 +248,9 @@ class PickingWidget(Container):
         self.viewer.dims.set_point(0, world[0])
         self.viewer.camera.center = tuple(world[1:])
         self.points.selected_data = {self.current}
-        self.status.value = (f"pick {self.current + 1}/{len(self.points.data)}, score "
-                             f"{self.points.features['score_norm'][self.current]:.2f}")
+        score = float(self.points.features["score_norm"][self.current])
+        self.status.value = (f"pick {self.current + 1}/{len(self.points.data)}, " + (
+            f"score {score:.2f}" if np.isfinite(score) else "added by hand (no score)"))
         return self.current
 
     def judge(self, verdict: int) -> None:
