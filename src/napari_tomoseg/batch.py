@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .batch_manifest import Manifest, file_fingerprint
+from .batch_manifest import Manifest
+from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import atomic_path, clean_stale_partials
 from .io.copick_project import CopickSource
@@ -49,7 +50,7 @@ class BatchSettings:
 
     def digest(self) -> str:
         record = asdict(self)
-        record["models"] = [file_fingerprint(m) for m in self.models]
+        record["models"] = [fingerprint(m) for m in self.models]
         record.pop("output")
         if record["voxel_size"] is None:  # runs from before the option keep their digest
             record.pop("voxel_size")
@@ -61,7 +62,7 @@ class BatchSettings:
 
     def segment_digest(self) -> str:
         """What the probability maps depend on: a rerun that changes only the rest reuses them."""
-        return _hash({"models": [file_fingerprint(m) for m in self.models], "dtype": self.dtype,
+        return _hash({"models": [fingerprint(m) for m in self.models], "dtype": self.dtype,
                       "precision": self.precision, "voxel_size": self.voxel_size})
 
 
@@ -194,7 +195,6 @@ def skipped_message(skipped: dict[str, str]) -> str:
 
 def _input_fingerprint(path: str, settings: BatchSettings) -> str:
     from .io import copick_project
-    from .session import fingerprint
 
     if settings.copick is not None:
         return copick_project.fingerprint(settings.copick.at_run(path))
@@ -247,7 +247,7 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
             volume, voxel, info.origin, models, [out / f"{name}_{m.feature}.mrc" for m in models],
             SegmentOptions(dtype=settings.dtype, device=settings.device, overwrite=True,
                            precision=settings.precision), tomogram=name))
-    result["maps"] = {f: {"file": t.name, "fingerprint": file_fingerprint(t)} for f, t in maps.items()}
+    result["maps"] = {f: {"file": t.name, "fingerprint": fingerprint(t)} for f, t in maps.items()}
     result["outputs"] += [target.name for target in maps.values()]
     features = list(maps)
     merge = MergeSettings(features=features, thresholds=thresholds, artifacts=artifact_rules(

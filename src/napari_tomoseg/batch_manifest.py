@@ -14,14 +14,9 @@ from pathlib import Path
 
 from .errors import TomosegError
 from .io.atomic import write_text
+from .session import fingerprint as file_fingerprint  # parameters here name its values
 
 MANIFEST = "manifest.json"
-
-
-def file_fingerprint(path: str | Path) -> str:
-    from .session import fingerprint
-
-    return fingerprint(path)
 
 
 class Manifest:

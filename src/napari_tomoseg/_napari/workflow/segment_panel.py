@@ -85,15 +85,10 @@ class SegmentPanel(Container):
                       f"{', '.join(map(str, written.values()))}")
 
         started = time.perf_counter()
-        self.progress.value, self.progress.max = 0, 1
+        self.progress.value, self.progress.max = 0, layer.data.shape[0] * len(features)  # slices
         self.progress.visible = True  # only this job's bar: training shows steps instead
         for overlay in overlays.values():
             overlay.metadata[FILLING] = True  # Pick refuses a map still being computed
-        state = {"slices": 0, "total": layer.data.shape[0] * len(features)}
-
-        def counted(progress: Progress) -> None:
-            state["slices"] = progress.step
-            on_progress(progress)
 
         def on_finished() -> None:
             done = workflow.job.outcome == "done"
@@ -109,10 +104,10 @@ class SegmentPanel(Container):
                 self.progress.visible = False
                 if not done:
                     workflow.status(f"segmentation {workflow.job.outcome} after "
-                                    f"{state['slices']} of {state['total']} slices: the "
+                                    f"{self.progress.value} of {self.progress.max} slices: the "
                                     "prediction layers are incomplete")
 
-        return workflow.run(job, on_progress=counted, on_done=on_done,
+        return workflow.run(job, on_progress=on_progress, on_done=on_done,
                             on_finished=on_finished)
 
     def _other_overlay(self, layer: Image, feature: str) -> Image:
