@@ -299,14 +299,16 @@ def boxes_from_records(records: list, masks: dict, source: str | os.PathLike) ->
 
 def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negative: int,
                      size: int = 64, seed: int = 0, margin: int | None = None,
-                     max_fraction: float = 1.0) -> list[Box]:
+                     max_fraction: float = 1.0,
+                     negative_slices: np.ndarray | None = None) -> list[Box]:
     """Boxes as a careful user would place them, with masks from a ground-truth volume.
 
     Positives are centred on random voxels of the feature (at least 2% of the
     box covered, at most ``max_fraction``: 0.3 skips the grazing sections of
     membranes lying in the slice plane, which the missing wedge makes
     invisible and no user would paint); negatives are random boxes whose
-    slice holds none of it.
+    slice holds none of it, on ``negative_slices`` only when given (a mask painted
+    on a few slices says nothing about the others).
     """
     size = check_box_size(size)
     rng = np.random.default_rng(seed)
@@ -327,9 +329,11 @@ def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negativ
             box.mask = mask.astype(np.uint8)
             boxes.append(box)
     tries = 0
-    while sum(not b.positive for b in boxes) < n_negative and tries < 1000 * max(n_negative, 1):
+    slices = np.arange(nz) if negative_slices is None else np.asarray(negative_slices, int)
+    while (sum(not b.positive for b in boxes) < n_negative and len(slices)
+           and tries < 1000 * max(n_negative, 1)):
         tries += 1
-        z = int(rng.integers(0, nz))
+        z = int(slices[rng.integers(len(slices))])
         y = float(rng.integers(half, max(ny - half, half + 1)))
         x = float(rng.integers(half, max(nx - half, half + 1)))
         box = Box(feature, z, y, x, size, False)

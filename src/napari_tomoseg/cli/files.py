@@ -108,23 +108,40 @@ def _say_pixel_size_conflict(args: argparse.Namespace, name: str) -> None:
 MASK_VALUES = 16  # a label volume has a few integer values; a tomogram or a map many
 
 
-def _require_mask(truth, path) -> None:
-    """A tomogram or probability map given as the mask made boxes of every voxel > 0.
+def _require_mask(truth, path) -> list[int]:
+    """The slices holding mask; refuses a tomogram or probability map given as the mask
+    (it made boxes of every voxel > 0).
 
     Masks of 0/1, 0/255 or a few integer labels pass (every value above 0 is mask).
     """
     import numpy as np
 
     values: set = set()
+    painted = []
     for z in range(truth.shape[0]):  # slice by slice: a memory-mapped volume stays on disk
         plane = np.asarray(truth[z])
         found = np.unique(plane)
+        if found[-1] > 0:
+            painted.append(z)
         values.update(found[:MASK_VALUES + 1].tolist())
         if len(values) > MASK_VALUES or not np.all(np.mod(found, 1) == 0):
             raise TomosegError(f"{path} is not a mask (slice {z} holds {plane.min():g} .. "
                                f"{plane.max():g} in {len(found)} values): give the feature's "
                                "mask (0 outside, above 0 inside, e.g. from tomoseg synth), not a "
                                "tomogram or a probability map.")
+    return painted
+
+
+def _slice_ranges(slices: list[int]) -> str:
+    """'z 3-5, 9' for [3, 4, 5, 9]."""
+    runs: list[list[int]] = []
+    for z in slices:
+        if runs and z == runs[-1][1] + 1:
+            runs[-1][1] = z
+        else:
+            runs.append([z, z])
+    text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:6])
+    return "z " + text + (", ..." if len(runs) > 6 else "")
 
 
 def cmd_boxes(args: argparse.Namespace) -> int:
@@ -134,10 +151,15 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable
 
     truth, _ = open_volume(args.truth)
-    _require_mask(truth, args.truth)
+    painted = _require_mask(truth, args.truth)
     check_writable(args.output)
+    if 0 < len(painted) < truth.shape[0]:
+        print(f"tomoseg: {args.truth} holds '{args.feature}' on {len(painted)} of "
+              f"{truth.shape[0]} slices ({_slice_ranges(painted)}); negative boxes are placed "
+              "on those slices only, since an unpainted slice is not known to be free of it",
+              file=sys.stderr)
     boxes = boxes_from_truth(truth, args.feature, args.positives, args.negatives, args.size,
-                             args.seed)
+                             args.seed, negative_slices=painted if len(painted) else None)
     if args.positives and not any(b.positive for b in boxes):
         raise TomosegError(f"{args.truth} has no place for a {args.size}-pixel positive box of "
                            f"'{args.feature}' (is the mask empty?); nothing was written.")
@@ -205,7 +227,8 @@ def add_parsers(sub) -> None:
 
     boxes = sub.add_parser("boxes", help="place training boxes from a ground-truth mask")
     boxes.add_argument("truth", help="mask MRC of the feature: 0 outside, above 0 inside (e.g. "
-                                     "from tomoseg synth)")
+                                     "from tomoseg synth); negatives go on slices that hold "
+                                     "mask (paint every instance on the slices you paint)")
     boxes.add_argument("output", type=Path, help="box folder (boxes.json: boxes and masks, with a backup)")
     boxes.add_argument("--feature", required=True, type=feature_name)
     boxes.add_argument("--positives", type=COUNT, default=10)

@@ -24,6 +24,7 @@ from ..errors import InvalidSettingsError, NonFiniteError
 from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessing,
                           unbin_slices)
 from .devices import pick_device
+from .fast_forward import PRECISIONS, bfloat16_pays
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
 from .models import build_model, default_parameters, size_multiple
@@ -52,8 +53,12 @@ class TrainingSettings:
     check_every: int = 20  # steps between held-out checks
     patience: int = 10  # checks without improvement before stopping
     min_steps: int = 150
+    precision: str = "auto"  # bfloat16 steps on CPUs that have it natively; "float32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise InvalidSettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                                       f"not {self.precision!r}.")
         if self.steps < 1:
             raise InvalidSettingsError("training needs at least one step.")
         if self.check_every < 1 or self.patience < 1 or self.min_steps < 0:
@@ -127,6 +132,9 @@ class _Step:
             network.to(memory_format=torch.channels_last)
         self.optimiser = torch.optim.Adam(network.parameters(),
                                           lr=settings.resolved_learning_rate())
+        # mixed precision: bfloat16 convolutions, float32 weights, BatchNorm and loss
+        self.bfloat16 = device.type == "cpu" and (settings.precision == "bfloat16" or (
+            settings.precision == "auto" and bfloat16_pays(device)))
 
     def __call__(self, step: int) -> float:
         self.network.train()
@@ -135,7 +143,9 @@ class _Step:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         self.optimiser.zero_grad(set_to_none=True)
-        loss = self.network.loss(self.network(images), labels, weights)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+            output = self.network(images)
+        loss = self.network.loss(output.float(), labels, weights)
         if not torch.isfinite(loss):  # stop before NaN reaches the weights; nothing is saved
             raise NonFiniteError(f"training of '{self.feature}' diverged at step {step} (loss "
                                  f"{float(loss)}). Check the tomogram for NaN voxels or lower "
