@@ -53,7 +53,7 @@ class TrainingSettings:
     check_every: int = 20  # steps between held-out checks
     patience: int = 10  # checks without improvement before stopping
     min_steps: int = 150
-    precision: str = "auto"  # bfloat16 steps on CPUs that have it natively; "float32"
+    precision: str = "float32"  # "auto": bfloat16 steps on CPUs that have it natively
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
