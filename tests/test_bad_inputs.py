@@ -623,6 +623,23 @@ def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):
     assert code == 0 and len(load_boxes(folder)) == 2  # another feature's boxes are added
 
 
+def test_opening_a_header_without_voxel_size_warns_at_once(tmp_path, monkeypatch):
+    """It opened at 1 A per voxel without a word (a trial); the CLI refused it clearly."""
+    pytest.importorskip("napari")
+    from napari.utils import notifications
+
+    from napari_tomoseg._napari.reader import read_files
+
+    said = []
+    monkeypatch.setattr(notifications.notification_manager, "dispatch",
+                        lambda notification: said.append(str(notification.message)))
+    files = Files(tmp_path)
+    read_files(files.mrc("zero.mrc", voxel=0.0))
+    assert len(said) == 1 and "no usable voxel size" in said[0] and "Voxel size (A)" in said[0]
+    read_files(files.mrc("fine.mrc"))  # 10 A in the header: nothing to say
+    assert len(said) == 1
+
+
 def test_a_given_voxel_size_that_differs_from_the_header_is_said(tmp_path):
     from napari_tomoseg.io.mrc import read_header, require_voxel_size
     from napari_tomoseg.io.mrc_header import VoxelSizeWarning

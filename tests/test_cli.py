@@ -141,3 +141,23 @@ def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):
     (tmp_path / "ok.mrc").write_text("x")
     with pytest.raises(OutputNotWritableError, match="it is a file; give a folder"):
         check_writable(tmp_path / "ok.mrc")
+
+
+def test_cli_warnings_are_one_line_for_the_user(tmp_path, blobs):
+    """Warnings printed Python's file, line and source line ('return write_star(path, table,
+    frame)') between the progress bars (a trial)."""
+    import subprocess
+    import sys
+
+    from napari_tomoseg.io.mrc import write_volume
+
+    prob = blobs((24, 48, 48), np.array([[12.0, 24.0, 24.0]]), radius=4)
+    path = write_volume(tmp_path / "t_ribosome.mrc", prob.astype(np.float16), 10.0)
+    done = subprocess.run([sys.executable, "-m", "napari_tomoseg.cli", "pick", str(path),
+                           str(tmp_path / "picks.star"), "--diameter", "80", "--feature",
+                           "ribosome", "--threshold", "0.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warned and all(line.startswith("tomoseg: warning: ") for line in warned), done.stderr
+    assert ".py:" not in done.stderr and "write_star(" not in done.stderr

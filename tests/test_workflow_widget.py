@@ -210,6 +210,8 @@ def test_errors_become_notifications_not_crashes(workflow, monkeypatch):
     assert messages and "no positive boxes" in messages[-1]
     widget.segmenting.segment_button.changed.emit(True)  # no model yet
     assert "train a network first" in messages[-1]
+    with pytest.raises(TomosegError, match="no trained network for 'ribosome'"):
+        widget.start_segmentation(["ribosome"])  # from a script: was a bare KeyError
 
 
 def test_closing_the_viewer_mid_training_stops_the_worker(make_napari_viewer, tiny_files,
@@ -287,6 +289,25 @@ def test_models_apply_to_another_open_tomogram(workflow, tiny_result, qtbot, tmp
     assert layer.data.shape == (32, 64, 80)
     np.testing.assert_allclose(layer.translate, (1.0, 2.0, 3.0))
     assert (widget.controller.session.folder / "segmentations" / "other_ribosome.mrc").exists()
+
+
+def test_a_box_clicked_at_the_edge_moves_inside_and_says_so(workflow):
+    """A box centred 3 px from the corner lay three quarters off the slice, silently (a trial
+    on real data); it now moves inward until all of it is on the slice."""
+    viewer, widget = workflow
+    c = widget.controller
+    widget.boxes.box_size.value = 32
+    _, ny, nx = c.shape
+    box = widget.place_box(False, 4, 3.0, 3.0)
+    assert (box.y, box.x) == (16.0, 16.0)
+    assert "moved inside the tomogram" in widget.status.value
+    box = widget.place_box(False, 4, ny - 2.0, 40.0)
+    assert (box.y, box.x) == (ny - 16.0, 40.0)
+    widget.status.value = ""
+    box = widget.place_box(False, 4, 40.0, 40.0)  # inside: where it was clicked, nothing said
+    assert (box.y, box.x) == (40.0, 40.0) and widget.status.value == ""
+    y0, x0 = c.session.boxes[0].corner()
+    assert y0 >= 0 and x0 >= 0
 
 
 def test_thresholds_are_per_feature(workflow, qtbot):

@@ -178,7 +178,8 @@ def check_boxes_fit(boxes: list[Box], shape: tuple[int, ...], binning: int = 1) 
         if not (0 <= b.z < nz and 0 <= b.y < ny and 0 <= b.x < nx):
             raise InvalidBoxesError(
                 f"box {b.id} of '{b.feature}' at (z, y, x) = ({b.z}, {b.y:g}, {b.x:g}) lies "
-                f"outside the {nz} x {ny} x {nx} tomogram; remove it or open the right tomogram.")
+                f"outside the {nz} x {ny} x {nx} tomogram; remove it or open the right tomogram"
+                + (" (this file is a single 2D image, not a tomogram)." if nz == 1 else "."))
     for feature in sorted({b.feature for b in boxes}):
         sizes = sorted({b.size for b in boxes if b.feature == feature})
         if len(sizes) > 1:

@@ -39,6 +39,7 @@ class AnnotationController:
         self.session = session
         self.active = session.features[0].name if session.features else None
         self._syncing = False
+        self.moved = False  # the last box placed was moved inside the slice
         self.shape = tuple(image.data.shape)
         self.boxes_layer = self._reuse("boxes") or self._new_boxes_layer()
         self.masks_layer = self._reuse("masks") or self._new_masks_layer()
@@ -131,12 +132,24 @@ class AnnotationController:
         if y is None or x is None:
             y, x = self.cursor_yx()
         z = self.current_z() if z is None else z
+        y, x = self.inside(y, x)
         box = self.session.add_box(self.active, z, y, x, positive)
         if positive:
             box.mask = self._mask_crop(box)
             self.session.save()
         self._add_rectangle(box)  # one shape added, not the layer rebuilt: fast with many boxes
         return box
+
+    def inside(self, y: float, x: float) -> tuple[float, float]:
+        """A click near the edge moves the box inward until it lies inside the slice (where
+        the slice is large enough); ``moved`` says so. A box three quarters outside was
+        taken as it was, and trained on padding as if it were labelled."""
+        size, (ny, nx) = self.session.box_size, self.shape[1:]
+        half = size / 2
+        new_y = float(np.clip(y, half, ny - half)) if ny >= size and 0 <= y < ny else y
+        new_x = float(np.clip(x, half, nx - half)) if nx >= size and 0 <= x < nx else x
+        self.moved = (new_y, new_x) != (y, x)
+        return new_y, new_x
 
     def _add_rectangle(self, box: Box) -> None:
         layer = self.boxes_layer

@@ -27,18 +27,20 @@ from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
-from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata, points_kwargs
+from ..layer_data import (clean_tomo_name, frame_from_metadata, frame_metadata,
+                          hand_added_defaults)
 from ..picking import (PickSettings, artifact_region, excluded_note, suggest_score_cut,
                        too_many_dropped)
 from .histogram import Histogram
 from .confirm import may_replace
-from .layer_tags import find, has_role, incomplete_reason, tag, tag_of
+from .layer_tags import find, has_role, incomplete_reason, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
 from .voxel_size import voxel_size_of
+from ..picks_store import SavedPicks
+from .session_layers import (MIN_SCORE, STATUS_COLOURS, add_picks_layer, save_picks_layer,
+                             session_of_map, session_picks)
 from .worker import JobHandle, start_job
-
-STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 
 
 class PickingWidget(Container):
@@ -168,31 +170,43 @@ class PickingWidget(Container):
         self.status.value = report_error(exc)
 
     def show_picks(self, table: pd.DataFrame, layer, feature: str | None = None) -> Points:
-        """A Points layer tagged ``picks`` (feature); it replaces that feature's earlier picks."""
+        """A Points layer tagged ``picks`` (feature); it replaces that feature's earlier picks.
+
+        Picks of a map of a session's tomogram are saved in the session at once and after
+        every judgement or edit (``session_layers``): closing the viewer loses nothing."""
         feature = feature or self.feature.value
-        table = table.copy()
-        table["feature"] = feature
-        table["status"] = 0
         frame = self._source_frame(layer)
-        kwargs = points_kwargs(table, frame, f"picks: {feature}")
-        kwargs["size"] = float(self.diameter.value) / float(layer.scale[-1])
-        kwargs["metadata"] = frame_metadata(frame)
-        data = table[["z", "y", "x"]].to_numpy(float)
+        values = table.drop(columns=["z", "y", "x", "feature"], errors="ignore")
+        picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
+                           values=values.assign(status=0), metadata=frame_metadata(frame))
         earlier = find(self.viewer, "picks", feature=feature)
         if earlier is not None:
             self.viewer.layers.remove(earlier)
-        self.points = self.viewer.add_points(data, **kwargs)
-        tag(self.points, "picks", feature=feature)
-        self.keys.bind(self.points)
-        self.points.border_color = [STATUS_COLOURS[0]] * len(data)
-        self.points.events.data.connect(self._on_points_changed)
-        self.current = -1
-        self._apply_filter()
-        self.status.value = (f"{len(data)} picks" + _shape_note(table.attrs.get("flat_or_long", 0),
-                                                                len(data))
-                             + excluded_note(table))
-        show_info(f"{len(data)} {feature} picks")
+        size = float(self.diameter.value) / float(layer.scale[-1])
+        self._adopt(add_picks_layer(self.viewer, picks, size, session_of_map(self.viewer, layer)))
+        saved = self._save()
+        n = len(picks.points)
+        self.status.value = (f"{n} picks" + _shape_note(table.attrs.get("flat_or_long", 0), n)
+                             + excluded_note(table)
+                             + ("" if saved else "; not in a session: Export keeps them"))
+        show_info(f"{n} {feature} picks")
         return self.points
+
+    def _adopt(self, points: Points) -> None:
+        """Make ``points`` the layer judged and exported (new picks, or a restored session's)."""
+        self.points = points
+        self.keys.bind(points)
+        points.events.data.connect(self._on_points_changed)
+        self.current = -1
+        self.min_score.value = float(points.metadata.get(MIN_SCORE, 0.0))
+        self._apply_filter()
+
+    def _save(self):
+        """Keep the picks and their judgements in their session (None: no session)."""
+        if self.points is None or self.points not in self.viewer.layers:
+            return None
+        return save_picks_layer(self.points, float(self.min_score.value),
+                                float(self.diameter.value))
 
     def _source_frame(self, layer) -> TomogramFrame:
         """The tomogram the probability map belongs to: its name is the file stem, never
@@ -209,15 +223,23 @@ class PickingWidget(Container):
 
     # filtering and QC ------------------------------------------------------------------
     def _picks(self) -> Points | None:
-        """The picks layer while it is in the viewer (a deleted one is forgotten)."""
+        """The picks layer while it is in the viewer (a deleted one is forgotten); a session's
+        picks restored before this tab was opened are taken up."""
         if self.points is not None and self.points not in self.viewer.layers:
             self.points, self.current = None, -1
+        if self.points is None and session_picks(self.viewer) is not None:
+            self._adopt(session_picks(self.viewer))
         return self.points
 
     def _on_points_changed(self, event=None) -> None:
         """Points added, moved or deleted by hand: an index no longer names the pick in
-        view (accept then judged another particle)."""
+        view (accept then judged another particle). Saved once the change is done."""
         self.current = -1
+        action = str(getattr(event, "action", ""))
+        if action.endswith("added") and self.points is not None:
+            _unmeasured(self.points, getattr(event, "data_indices", ()))
+        if not action.endswith("ing"):
+            self._save()
 
     def _apply_filter(self, *args) -> None:
         if self._picks() is None or len(self.points.data) == 0:
@@ -230,6 +252,8 @@ class PickingWidget(Container):
         self.histogram.set_values(scores, self.min_score.value, suggested)
         hint = f"; suggested score cut {suggested:.2f} (dashed)" if suggested is not None else ""
         self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown{hint}"
+        if float(self.points.metadata.get(MIN_SCORE, 0.0)) != float(self.min_score.value):
+            self._save()
 
     def _shown_indices(self) -> np.ndarray:
         return np.flatnonzero(self.points.shown) if self._picks() is not None else np.array([], int)
@@ -263,6 +287,7 @@ class PickingWidget(Container):
         colours = np.asarray(self.points.border_color)
         colours[self.current] = _rgba(STATUS_COLOURS[verdict])
         self.points.border_color = colours
+        self._save()
         self.step(1)
 
     # export -------------------------------------------------------------------------------
@@ -322,6 +347,16 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
+
+
+def _unmeasured(points: Points, indices) -> None:
+    """Points added by hand carry no score, angle or measure: napari copies the values of the
+    point selected last (the pick QC stepped to), which export then wrote as measured."""
+    rows = [i % len(points.data) for i in indices]
+    defaults = hand_added_defaults(points.features.iloc[:-len(rows) or None])
+    for column, value in defaults.items():
+        if column != "feature":
+            points.features.loc[rows, column] = value
 
 
 def _rgba(colour: str) -> np.ndarray:

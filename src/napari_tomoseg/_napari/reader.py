@@ -46,7 +46,19 @@ def read_files(path) -> list:
             layers.append(_points(p))
         else:
             layers.append(volume_layer(p))
+            _say_missing_voxel_size(layers[-1])
     return layers
+
+
+def _say_missing_voxel_size(layer_data) -> None:
+    """A header without a usable voxel size opened silently at 1 A per voxel (a trial)."""
+    from napari.utils.notifications import show_warning
+
+    _, kwargs, _ = layer_data
+    if kwargs["metadata"]["tomoseg"].get("voxel_size_in_header") is False:
+        show_warning(f"{kwargs['name']}: the header has no usable voxel size, so it is shown "
+                     "at 1 A per voxel; enter the real one in the TomoSeg dock's 'Voxel size "
+                     "(A)' (section 1) before training, picking or averaging.")
 
 
 def _points(path: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import warnings
 import sys
 import threading
 
@@ -60,9 +61,20 @@ def _catch_sigterm(command: str):
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line for the user, not Python's file, line number and source line;
+    on a line of its own when a progress bar is being drawn."""
+    from tqdm import tqdm
+
+    bar_open = bool(getattr(tqdm, "_instances", None))
+    return f"{chr(10) if bar_open else ''}tomoseg: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = _catch_sigterm(args.command)
+    formatting = warnings.formatwarning
+    warnings.formatwarning = _warning_line
     try:
         return args.func(args)
     except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
@@ -73,5 +85,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
+        warnings.formatwarning = formatting
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

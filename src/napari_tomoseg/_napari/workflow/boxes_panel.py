@@ -81,6 +81,9 @@ class BoxesPanel(Container):
     def place_box(self, positive: bool, z=None, y=None, x=None):
         c = self.workflow.require_session()
         box = c.place_box(positive, z, y, x)
+        if c.moved:
+            self.workflow.status(f"box moved inside the tomogram: centre (y {box.y:.0f}, "
+                                 f"x {box.x:.0f}), so that all of it lies on the slice")
         if positive and self.paint_after.value:
             c.start_painting(box)
         self.workflow.notify_changed()

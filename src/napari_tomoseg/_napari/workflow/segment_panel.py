@@ -60,6 +60,10 @@ class SegmentPanel(Container):
         features = features or [f for f in c.session.feature_names() if f in workflow.models]
         if not features:
             raise TomosegError("train a network first (section 4).")
+        untrained = [f for f in features if f not in workflow.models]
+        if untrained:
+            raise TomosegError(f"no trained network for {', '.join(map(repr, untrained))}: "
+                               "train it first (section 4).")
         layer = self.target.value or c.image
         if layer is c.image:
             overlays = {f: c.overlay(f) for f in features}

@@ -20,6 +20,7 @@ from ...session import Session, default_session_folder, open_session, user_sessi
 from ...session_store import is_session
 from ..annotation import AnnotationController
 from ..layer_tags import tomogram_key
+from ..session_layers import restore_session_layers
 from ..notify import report_error
 from ..voxel_size import apply_voxel_size, voxel_size_of
 from ..worker import JobHandle, start_job
@@ -106,6 +107,13 @@ class Workflow:
                 self.thresholds[feature] = self.models[feature].threshold
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
+        try:  # its finished maps and its picks (with their judgements)
+            restored = restore_session_layers(self.viewer, self.controller, self.thresholds)
+        except TomosegError as exc:
+            show_error(f"not all of the session was shown again: {exc}")
+        else:
+            if restored:
+                show_info(f"Shown again from the session: {', '.join(restored)}.")
         for listener in self.session_started:
             listener()
         self.notify_changed()

@@ -1,0 +1,121 @@
+"""What a session brings back besides boxes and masks: its finished maps and its picks.
+
+A trial on the real *M. pneumoniae* cell picked 510 ribosomes, judged some,
+closed the viewer and restored the session: the picks, the judgements and
+the prediction layers were gone, although the map was still on disk. Picks
+layers tagged with a session are now saved there after every change
+(``picks_store``), and a restore shows the session's maps and picks again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Points
+
+from ..io.mrc_read import open_volume
+from ..layer_data import frame_from_metadata, points_kwargs
+from ..picks_store import SavedPicks, load_picks, save_picks
+from .annotation import probability_colormap
+from .layer_tags import find, layers_with, tag, tag_of
+
+STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
+SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
+MIN_SCORE = "tomoseg_min_score"
+
+
+def status_colours(status) -> list[str]:
+    return [STATUS_COLOURS.get(int(s) if np.isfinite(s) else 0, STATUS_COLOURS[0])
+            for s in np.asarray(status, float)]
+
+
+def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | None) -> Points:
+    """A Points layer tagged ``picks`` (feature, and the session it saves to)."""
+    values = picks.values.reset_index(drop=True).copy()
+    values["feature"] = picks.feature
+    if "status" not in values:
+        values["status"] = 0
+    table = values.assign(z=picks.points[:, 0], y=picks.points[:, 1], x=picks.points[:, 2])
+    kwargs = points_kwargs(table, frame_from_metadata(picks.metadata), f"picks: {picks.feature}")
+    kwargs["size"] = float(size_px)
+    layer = viewer.add_points(np.asarray(picks.points, float).reshape(-1, 3), **kwargs)
+    tag(layer, "picks", feature=picks.feature, **({SESSION: str(session)} if session else {}))
+    layer.metadata[MIN_SCORE] = float(picks.min_score)
+    layer.border_color = status_colours(values["status"]) if len(values) else []
+    return layer
+
+
+def save_picks_layer(layer: Points, min_score: float | None = None,
+                     diameter: float | None = None) -> Path | None:
+    """Write a session's picks layer to its session (None for picks of no session)."""
+    folder = tag_of(layer).get(SESSION)
+    if not folder:
+        return None
+    if min_score is not None:
+        layer.metadata[MIN_SCORE] = float(min_score)
+    values = layer.features.drop(columns=["feature"], errors="ignore")
+    metadata = {k: v for k, v in layer.metadata.items() if k == "tomoseg"}
+    size = np.asarray(layer.size, float)
+    diameter = diameter or (float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
+    return save_picks(folder, SavedPicks(
+        feature=str(tag_of(layer).get("feature") or "particle"),
+        points=np.asarray(layer.data, float), values=values, metadata=metadata,
+        min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter))
+
+
+def session_of_map(viewer, probability) -> Path | None:
+    """The session folder of the tomogram a probability layer belongs to, or None.
+
+    By the tomogram id in the map's tag (a map the dock computed); else an open tomogram
+    of the same shape and name with a session (a map opened from a file).
+    """
+    key = tag_of(probability).get("tomogram")
+    frame = frame_from_metadata(probability.metadata)
+    shape = tuple(probability.data.shape)
+    for layer in reversed(list(viewer.layers)):
+        geometry = (layer.metadata.get("tomoseg") or {}) if isinstance(layer, Image) else {}
+        if not geometry.get("session") or layer is probability:
+            continue
+        if key is not None and layer.metadata.get("tomoseg_layer_id") == key:
+            return Path(geometry["session"])
+        if key is None and tuple(layer.data.shape) == shape and frame is not None \
+                and geometry.get("tomo_name") == frame.name:
+            return Path(geometry["session"])
+    return None
+
+
+def restore_session_layers(viewer, controller, thresholds: dict[str, float]) -> list[str]:
+    """Show the session's finished maps and its picks; what was brought back, for a message."""
+    restored = []
+    session = controller.session
+    for feature in session.feature_names():
+        path = session.segmentation_path(feature)
+        if not path.exists():
+            continue
+        data, _ = open_volume(path)
+        if tuple(data.shape) != controller.shape:
+            continue  # a map of other data (the tomogram was replaced): not this one's
+        overlay = controller.overlay(feature)
+        overlay.data = np.asarray(data, np.float16)
+        threshold = thresholds.get(feature, 0.5)
+        overlay.metadata["threshold"] = threshold
+        overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
+        restored.append(f"map of '{feature}'")
+    for picks in load_picks(session.folder):
+        folder = Path(session.folder)
+        if any(Path(tag_of(l).get(SESSION, "")) == folder
+               for l in layers_with(viewer, "picks", feature=picks.feature)):
+            continue  # still open, and saved as it changed
+        frame = frame_from_metadata(picks.metadata)
+        voxel = frame.voxel_size if frame is not None else float(controller.image.scale[-1])
+        size = (picks.diameter or 10.0 * voxel) / voxel
+        add_picks_layer(viewer, picks, size, folder)
+        restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
+    return restored
+
+
+def session_picks(viewer, feature: str | None = None):
+    """The topmost picks layer (of ``feature``), for a Pick tab opened after a restore."""
+    return find(viewer, "picks", **({"feature": feature} if feature else {}))
+

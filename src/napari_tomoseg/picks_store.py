@@ -1,0 +1,93 @@
+"""Picks kept in an annotation session, so that checking them is never lost.
+
+Picking and the accept / reject judgements of quality control happen in
+the viewer; before this store they lived only in a Points layer, and
+closing the viewer lost them (the tutorial promised that everything is
+saved). Each feature's picks are one JSON file in the session folder,
+``picks/FEATURE.json``, rewritten whole (atomically) after every change:
+the points in tomogram voxels (z, y, x), their per-point values (score,
+status, roundness, ...), the tomogram's frame and the score cut in use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import TomosegError
+from .io.atomic import atomic_path
+
+VERSION = 1
+FOLDER = "picks"
+
+
+@dataclass
+class SavedPicks:
+    feature: str
+    points: np.ndarray  # (n, 3) z, y, x in tomogram voxels
+    values: pd.DataFrame  # one row per point: score, score_norm, status, ...
+    metadata: dict = field(default_factory=dict)  # the tomogram's frame (layer_data)
+    min_score: float = 0.0
+    diameter: float | None = None  # Angstrom, as picked
+
+
+def picks_path(folder: str | os.PathLike, feature: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in feature) or "picks"
+    return Path(folder) / FOLDER / f"{safe}.json"
+
+
+def _plain(value):
+    """A JSON value for a table cell: NaN (a point added by hand has no score) as None."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def save_picks(folder: str | os.PathLike, picks: SavedPicks) -> Path:
+    """Write ``picks`` into the session ``folder`` (whole or not at all)."""
+    points = np.asarray(picks.points, float).reshape(-1, 3)
+    if len(picks.values) != len(points):
+        raise ValueError(f"{len(points)} points but {len(picks.values)} rows of values")
+    columns = [str(c) for c in picks.values.columns]
+    rows = [[_plain(v) for v in row] for row in picks.values.itertuples(index=False)]
+    record = {"version": VERSION, "feature": picks.feature, "points": points.round(3).tolist(),
+              "columns": columns, "rows": rows, "metadata": picks.metadata,
+              "min_score": float(picks.min_score), "diameter": picks.diameter}
+    path = picks_path(folder, picks.feature)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, default=_plain))
+    return path
+
+
+def load_picks(folder: str | os.PathLike) -> list[SavedPicks]:
+    """Every feature's saved picks in a session folder; a damaged file is said, not skipped."""
+    found = []
+    for path in sorted((Path(folder) / FOLDER).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            points = np.asarray(record["points"], float).reshape(-1, 3)
+            values = pd.DataFrame(record["rows"], columns=record["columns"])
+            if len(values) != len(points):
+                raise ValueError(f"{len(points)} points but {len(values)} rows")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TomosegError(f"the saved picks {path} cannot be read ({exc}); move the file "
+                               "away to open the session without them.") from exc
+        for column in values.columns:  # None came from NaN: numbers stay numbers
+            if column != "feature" and values[column].dtype == object:
+                converted = pd.to_numeric(values[column], errors="coerce")
+                if converted.notna().sum() == values[column].notna().sum():
+                    values[column] = converted
+        found.append(SavedPicks(feature=str(record["feature"]), points=points, values=values,
+                                metadata=record.get("metadata") or {},
+                                min_score=float(record.get("min_score") or 0.0),
+                                diameter=record.get("diameter")))
+    return found
