@@ -37,7 +37,7 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
     if args.spacing is not None:  # points along a mask: only the threshold matters
         return PickSettings(diameter=args.diameter, threshold=threshold)
     return PickSettings(diameter=args.diameter, threshold=threshold,
-                        min_distance=args.min_distance, edge=args.edge,
+                        min_distance=args.min_distance, z_stretch=args.z_stretch, edge=args.edge,
                         split_touching=args.split, max_picks=args.max_picks,
                         method=args.method, min_size=args.min_size, max_blob=args.max_blob,
                         **({} if args.min_roundness is None
@@ -124,6 +124,10 @@ def add_parsers(sub) -> None:
                            "(stored in the probability map's header), else 0.5")
     voxel_size_option(pick, "a map whose")
     pick.add_argument("--min-distance", type=POSITIVE, help="A between picks (default: radius)")
+    pick.add_argument("--z-stretch", type=number(float, 1.0, inclusive=True, high=5.0), default=2.0,
+                      help="distances along z count divided by this when picks are kept apart: "
+                           "the missing wedge stretches particles along z, and one particle "
+                           "gave two picks (default 2; 1: isotropic)")
     pick.add_argument("--edge", type=number(float, 0, inclusive=True),
                       help="drop picks closer than this to the border, A (default: keep all)")
     pick.add_argument("--method", choices=("peaks", "components"), default="peaks",
