@@ -251,11 +251,13 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     if exclude is not None and len(centres):
         index = tuple(np.clip(np.rint(centres).astype(int), 0, shape.astype(int) - 1).T)
         inside = np.asarray(exclude, bool)[index]
+        # said: else 0 picks looked empty
         on_artifact = len(_suppress(centres[keep & inside], scores[keep & inside],
-                                    v["min_distance"], None, stretch))  # said: else 0 picks looked empty
+                                    v["min_distance"], None, stretch))
         keep &= ~inside
     centres, scores, sizes, round_ = centres[keep], scores[keep], sizes[keep], round_[keep]
-    accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks, stretch)
+    accepted = _suppress(centres, scores, v["min_distance"], settings.max_picks,
+                         stretch)
     table = pd.DataFrame(centres[accepted].reshape(-1, 3), columns=["z", "y", "x"])
     table["score"] = scores[accepted]
     table["size"] = sizes[accepted].astype(int)

@@ -37,7 +37,8 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
     if args.spacing is not None:  # points along a mask: only the threshold matters
         return PickSettings(diameter=args.diameter, threshold=threshold)
     return PickSettings(diameter=args.diameter, threshold=threshold,
-                        min_distance=args.min_distance, z_stretch=args.z_stretch, edge=args.edge,
+                        min_distance=args.min_distance, z_stretch=args.z_stretch,
+                        edge=args.edge,
                         split_touching=args.split, max_picks=args.max_picks,
                         method=args.method, min_size=args.min_size, max_blob=args.max_blob,
                         **({} if args.min_roundness is None

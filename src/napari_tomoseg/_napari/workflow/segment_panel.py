@@ -87,6 +87,8 @@ class SegmentPanel(Container):
             seconds = time.perf_counter() - started
             show_info(f"Segmented {', '.join(written)} in {seconds:.0f} s: "
                       f"{', '.join(map(str, written.values()))}")
+            # the status line kept the last progress line ('N/N slices') after the job
+            workflow.status(f"segmented {', '.join(written)} in {seconds:.0f} s")
 
         started = time.perf_counter()
         self.progress.value, self.progress.max = 0, layer.data.shape[0] * len(features)  # slices
