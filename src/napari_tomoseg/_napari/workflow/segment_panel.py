@@ -27,6 +27,18 @@ from .state import Workflow
 MERGED = "segmentation (merged)"
 
 
+def _trained(asked: list[str] | None, features: list[str], models: dict) -> list[str]:
+    """The features to segment: those asked for, else every trained one; each needs a model."""
+    chosen = asked or [f for f in features if f in models]
+    if not chosen:
+        raise TomosegError("train a network first (section 4).")
+    untrained = [f for f in chosen if f not in models]
+    if untrained:
+        raise TomosegError(f"no trained network for {', '.join(map(repr, untrained))}: "
+                           "train it first (section 4).")
+    return chosen
+
+
 class SegmentPanel(Container):
     def __init__(self, workflow: Workflow):
         super().__init__(labels=True)
@@ -57,13 +69,7 @@ class SegmentPanel(Container):
     def start_segmentation(self, features: list[str] | None = None) -> JobHandle:
         workflow = self.workflow
         c = workflow.require_session()
-        features = features or [f for f in c.session.feature_names() if f in workflow.models]
-        if not features:
-            raise TomosegError("train a network first (section 4).")
-        untrained = [f for f in features if f not in workflow.models]
-        if untrained:
-            raise TomosegError(f"no trained network for {', '.join(map(repr, untrained))}: "
-                               "train it first (section 4).")
+        features = _trained(features, c.session.feature_names(), workflow.models)
         layer = self.target.value or c.image
         if layer is c.image:
             overlays = {f: c.overlay(f) for f in features}
