@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+import starfile
 
 napari = pytest.importorskip("napari")
 
@@ -82,6 +83,23 @@ def test_picks_judgements_and_maps_come_back_with_the_session(make_napari_viewer
     picking2.export()
     kept = read_star(tmp_path / "kept.star")
     assert len(kept) == len(picked)  # 4 picked + 1 by hand - 1 rejected
+
+    # a voxel size typed now moves the picks with the tomogram, and their files with them
+    before = starfile.read(tmp_path / "kept.star")
+    voxel = float(image2.scale[-1])
+    widget2.session_panel.voxel.value = 12.5
+    assert tuple(points.scale) == tuple(image2.scale) == (12.5, 12.5, 12.5)
+    assert json.loads(picks_path(folder, "ribosome").read_text())[
+        "metadata"]["tomoseg"]["voxel_size"] == 12.5
+    picking2.export()
+    rescaled = read_star(tmp_path / "kept.star")
+    np.testing.assert_allclose(rescaled[["z", "y", "x"]].to_numpy(),
+                               kept[["z", "y", "x"]].to_numpy(), atol=1e-3)  # same voxels
+    after = starfile.read(tmp_path / "kept.star")  # Angstrom: at the new size
+    columns = [c for c in before.columns if "Angst" in c and "Centered" in c]
+    assert len(columns) == 3
+    np.testing.assert_allclose(after[columns].to_numpy(),
+                               before[columns].to_numpy() * 12.5 / voxel, rtol=1e-4, atol=1e-3)
 
 
 def test_a_damaged_picks_file_is_said_and_the_rest_restores(make_napari_viewer, tiny_files,

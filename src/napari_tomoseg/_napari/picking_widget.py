@@ -183,7 +183,8 @@ class PickingWidget(Container):
         if earlier is not None:
             self.viewer.layers.remove(earlier)
         size = float(self.diameter.value) / float(layer.scale[-1])
-        self._adopt(add_picks_layer(self.viewer, picks, size, session_of_map(self.viewer, layer)))
+        self._adopt(add_picks_layer(self.viewer, picks, size, session_of_map(self.viewer, layer),
+                                    tag_of(layer).get("tomogram")))
         saved = self._save()
         n = len(picks.points)
         self.status.value = (f"{n} picks" + _shape_note(table.attrs.get("flat_or_long", 0), n)

@@ -18,7 +18,7 @@ from ..io.mrc_read import open_volume
 from ..layer_data import frame_from_metadata, points_kwargs
 from ..picks_store import SavedPicks, load_picks, save_picks
 from .annotation import probability_colormap
-from .layer_tags import find, layers_with, tag, tag_of
+from .layer_tags import find, layers_with, tag, tag_of, tomogram_key
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
@@ -30,8 +30,10 @@ def status_colours(status) -> list[str]:
             for s in np.asarray(status, float)]
 
 
-def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | None) -> Points:
-    """A Points layer tagged ``picks`` (feature, and the session it saves to)."""
+def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | None,
+                    tomogram: str | None = None) -> Points:
+    """A Points layer tagged ``picks`` (feature, the session it saves to, and the id of the
+    tomogram layer it lies on: a voxel size typed there rescales it too)."""
     values = picks.values.reset_index(drop=True).copy()
     values["feature"] = picks.feature
     if "status" not in values:
@@ -40,7 +42,8 @@ def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | N
     kwargs = points_kwargs(table, frame_from_metadata(picks.metadata), f"picks: {picks.feature}")
     kwargs["size"] = float(size_px)
     layer = viewer.add_points(np.asarray(picks.points, float).reshape(-1, 3), **kwargs)
-    tag(layer, "picks", feature=picks.feature, **({SESSION: str(session)} if session else {}))
+    tag(layer, "picks", feature=picks.feature, tomogram=tomogram,
+        **({SESSION: str(session)} if session else {}))
     layer.metadata[MIN_SCORE] = float(picks.min_score)
     layer.border_color = status_colours(values["status"]) if len(values) else []
     return layer
@@ -110,7 +113,7 @@ def restore_session_layers(viewer, controller, thresholds: dict[str, float]) -> 
         frame = frame_from_metadata(picks.metadata)
         voxel = frame.voxel_size if frame is not None else float(controller.image.scale[-1])
         size = (picks.diameter or 10.0 * voxel) / voxel
-        add_picks_layer(viewer, picks, size, folder)
+        add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
     return restored
 

@@ -10,6 +10,7 @@ from napari.layers import Image
 from ...session import Session
 from ..layer_tags import has_role, tag_of, tomogram_key
 from ..notify import guarded
+from ..session_layers import save_picks_layer
 from ..tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
 from ..voxel_size import apply_voxel_size
 from .state import Workflow
@@ -72,6 +73,10 @@ class SessionPanel(Container):
         for other in self.workflow.viewer.layers:
             if other is not layer and tag_of(other).get("tomogram") == key:
                 other.scale = layer.scale
+                frame = other.metadata.get("tomoseg")  # picks: STAR files are written with it
+                if isinstance(frame, dict) and "voxel_size" in frame:
+                    frame["voxel_size"] = float(self.voxel.value)
+                    save_picks_layer(other)  # a session's picks: kept with the new size
         c = self.workflow.controller
         if c is not None and c.image is layer and c.session.voxel_size != float(self.voxel.value):
             c.session.voxel_size = float(self.voxel.value)
