@@ -120,3 +120,85 @@ def test_a_damaged_picks_file_is_said_and_the_rest_restores(make_napari_viewer, 
     session = widget2.start_session(folder)  # not refused: boxes and masks come back
     assert len(session.boxes) == n_boxes
     assert path.exists()  # nothing deleted
+
+
+def _pick(picking, overlay, qtbot, diameter):
+    picking.source.reset_choices()
+    picking.source.value = overlay
+    picking.diameter.value = diameter
+    picking.min_roundness.value = 0.0
+    handle = picking.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: picking.points is not None and picking.points.metadata.get(
+        "tomoseg_role", {}).get("feature") == picking.feature.value, timeout=5_000)
+    return picking.points
+
+
+def _saved_rows(folder, feature):
+    return json.loads(picks_path(folder, feature).read_text())["rows"]
+
+
+def test_each_picks_layer_saves_itself_and_no_other(make_napari_viewer, qtbot, tiny_files,
+                                                    tmp_path):
+    """A review found the edit handler of one layer judging and saving another: a point
+    added to the ribosome picks reset the last accepted pick of the other feature."""
+    from napari_tomoseg._napari.layer_tags import tag, tomogram_key
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    c = widget.controller
+    prob = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    ribosome_map = c.overlay("ribosome")
+    ribosome_map.data = prob
+    other_map = viewer.add_image(prob, name="other map", scale=image.scale,
+                                 translate=image.translate)
+    tag(other_map, "probability", feature="proteasome", tomogram=tomogram_key(image))
+    picking = PickingWidget(viewer)
+    diameter = 8 * float(image.scale[-1])
+    ribosomes = _pick(picking, ribosome_map, qtbot, diameter)
+    picking.feature.value = "proteasome"
+    others = _pick(picking, other_map, qtbot, diameter)
+    assert picking.feature.value == "proteasome" and ribosomes in viewer.layers
+    while picking.step(1) != len(others.data) - 1:
+        pass
+    picking.judge(1)  # the last proteasome accepted
+    ribosomes.add(np.array([[16.0, 50.0, 50.0]]))
+    assert int(others.features["status"].iloc[-1]) == 1
+    assert _saved_rows(folder, "proteasome")[-1][-1] == 1  # status, the last column
+    assert len(_saved_rows(folder, "ribosome")) == len(CENTRES) + 1
+    assert np.isnan(float(ribosomes.features["score"].iloc[-1]))
+    # picking ribosomes again keeps the earlier ones (with any judgement) beside the new
+    _pick(picking, ribosome_map, qtbot, diameter)
+    assert (folder / "picks" / "ribosome.json.previous").exists()
+    assert "kept as ribosome.json.previous" in picking.status.value
+
+
+def test_restored_picks_edited_without_the_pick_tab_are_saved(make_napari_viewer, qtbot,
+                                                              tiny_files, tmp_path):
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    _pick(PickingWidget(viewer), overlay, qtbot, 120.0)
+    viewer.close()
+    viewer2, _, image2 = _dock(make_napari_viewer, tiny_files, folder)
+    (points,) = [layer for layer in viewer2.layers if layer.name == "picks: ribosome"]
+    points.selected_data = {0}
+    points.remove_selected()  # napari's own tool, the Pick tab never opened
+    assert len(_saved_rows(folder, "ribosome")) == len(CENTRES) - 1
+    # a particle file opened from disk is not taken for picks to judge (it has no scores)
+    from napari_tomoseg.io.particles import TomogramFrame, particle_table, write_star
+
+    star = tmp_path / "other.star"
+    frame = TomogramFrame("tiny", tuple(image2.data.shape), float(image2.scale[-1]),
+                          tuple(image2.translate))
+    write_star(star, particle_table(np.array([[5.0, 6.0, 7.0]])), frame)
+    viewer2.open(str(star), plugin=PLUGIN)
+    picking = PickingWidget(viewer2)
+    assert picking._picks() is points  # the session's, below the STAR layer
+    assert picking.diameter.value == 120.0  # the restored picks' own size
+    viewer2.layers.remove(points)
+    assert picking._picks() is None and picking.step(1) is None

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import TomosegError
 from .io.atomic import atomic_path
 
 VERSION = 1
@@ -58,36 +57,55 @@ def save_picks(folder: str | os.PathLike, picks: SavedPicks) -> Path:
         raise ValueError(f"{len(points)} points but {len(picks.values)} rows of values")
     columns = [str(c) for c in picks.values.columns]
     rows = [[_plain(v) for v in row] for row in picks.values.itertuples(index=False)]
+    dtypes = {str(c): picks.values[c].dtype.kind for c in picks.values.columns}
     record = {"version": VERSION, "feature": picks.feature, "points": points.round(3).tolist(),
-              "columns": columns, "rows": rows, "metadata": picks.metadata,
+              "columns": columns, "dtypes": dtypes, "rows": rows, "metadata": picks.metadata,
               "min_score": float(picks.min_score), "diameter": picks.diameter}
     path = picks_path(folder, picks.feature)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)  # in the session folder; a deleted session is not remade
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, default=_plain))
     return path
 
 
-def load_picks(folder: str | os.PathLike) -> list[SavedPicks]:
-    """Every feature's saved picks in a session folder; a damaged file is said, not skipped."""
-    found = []
+def keep_previous(folder: str | os.PathLike, feature: str) -> Path | None:
+    """Keep a feature's saved picks as ``FEATURE.json.previous`` before new picks replace
+    them (judgements are work); the path kept, or None when there were none."""
+    path = picks_path(folder, feature)
+    if not path.exists():
+        return None
+    previous = path.with_name(path.name + ".previous")
+    os.replace(path, previous)
+    return previous
+
+
+def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:
+    """Every feature's saved picks in a session folder, and a message for each file that
+    cannot be read (the others still come back)."""
+    found, problems = [], []
     for path in sorted((Path(folder) / FOLDER).glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-            points = np.asarray(record["points"], float).reshape(-1, 3)
-            values = pd.DataFrame(record["rows"], columns=record["columns"])
-            if len(values) != len(points):
-                raise ValueError(f"{len(points)} points but {len(values)} rows")
+            found.append(_read(path))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TomosegError(f"the saved picks {path} cannot be read ({exc}); move the file "
-                               "away to open the session without them.") from exc
-        for column in values.columns:  # None came from NaN: numbers stay numbers
-            if column != "feature" and values[column].dtype == object:
-                converted = pd.to_numeric(values[column], errors="coerce")
-                if converted.notna().sum() == values[column].notna().sum():
-                    values[column] = converted
-        found.append(SavedPicks(feature=str(record["feature"]), points=points, values=values,
-                                metadata=record.get("metadata") or {},
-                                min_score=float(record.get("min_score") or 0.0),
-                                diameter=record.get("diameter")))
-    return found
+            problems.append(f"the saved picks {path} cannot be read ({exc}); move the file "
+                            "away to stop this message")
+    return found, problems
+
+
+def _read(path: Path) -> SavedPicks:
+    record = json.loads(path.read_text())
+    points = np.asarray(record["points"], float).reshape(-1, 3)
+    values = pd.DataFrame(record["rows"], columns=record["columns"])
+    if len(values) != len(points):
+        raise ValueError(f"{len(points)} points but {len(values)} rows")
+    kinds = record.get("dtypes") or {}
+    for column in values.columns:  # numbers stay numbers (None came from NaN), also for 0 rows
+        kind = kinds.get(column, "O" if column == "feature" else "f")
+        if kind in "fiub":
+            converted = pd.to_numeric(values[column], errors="coerce")
+            values[column] = converted.astype(float) if kind == "f" or converted.isna().any() \
+                else converted.astype(np.int64 if kind in "iu" else bool)
+    return SavedPicks(feature=str(record["feature"]), points=points, values=values,
+                      metadata=record.get("metadata") or {},
+                      min_score=float(record.get("min_score") or 0.0),
+                      diameter=record.get("diameter"))

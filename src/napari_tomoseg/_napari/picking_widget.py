@@ -21,14 +21,14 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlid
                               Label, LineEdit, PushButton)
 from napari.layers import Image, Points
 from napari.utils.notifications import show_info
+from qtpy.QtCore import QTimer
 
 from ..errors import InvalidVolumeError, TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
-from ..layer_data import (clean_tomo_name, frame_from_metadata, frame_metadata,
-                          hand_added_defaults)
+from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata
 from ..picking import (PickSettings, artifact_region, excluded_note, suggest_score_cut,
                        too_many_dropped)
 from .histogram import Histogram
@@ -37,8 +37,8 @@ from .layer_tags import find, has_role, incomplete_reason, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
 from .voxel_size import voxel_size_of
-from ..picks_store import SavedPicks
-from .session_layers import (MIN_SCORE, STATUS_COLOURS, add_picks_layer, save_picks_layer,
+from ..picks_store import SavedPicks, keep_previous
+from .session_layers import (MIN_SCORE, STATUS_COLOURS, add_picks_layer, save_or_say,
                              session_of_map, session_picks)
 from .worker import JobHandle, start_job
 
@@ -84,6 +84,10 @@ class PickingWidget(Container):
                      self.status, self.output, self.export_button])
         self.points: Points | None = None
         self.current = -1
+        self._save_soon = QTimer()
+        self._save_soon.setSingleShot(True)
+        self._save_soon.setInterval(400)
+        self._save_soon.timeout.connect(self._save)
         self.handle: JobHandle | None = None
         self.pick_button.changed.connect(self._guard(self.pick))
         self.min_score.changed.connect(self._apply_filter)
@@ -183,13 +187,16 @@ class PickingWidget(Container):
         if earlier is not None:
             self.viewer.layers.remove(earlier)
         size = float(self.diameter.value) / float(layer.scale[-1])
-        self._adopt(add_picks_layer(self.viewer, picks, size, session_of_map(self.viewer, layer),
+        session = session_of_map(self.viewer, layer)
+        kept = keep_previous(session, feature) if session is not None else None
+        self._adopt(add_picks_layer(self.viewer, picks, size, session,
                                     tag_of(layer).get("tomogram")))
         saved = self._save()
         n = len(picks.points)
         self.status.value = (f"{n} picks" + _shape_note(table.attrs.get("flat_or_long", 0), n)
                              + excluded_note(table)
-                             + ("" if saved else "; not in a session: Export keeps them"))
+                             + ("" if saved else "; not in a session: Export keeps them")
+                             + (f"; the earlier picks are kept as {kept.name}" if kept else ""))
         show_info(f"{n} {feature} picks")
         return self.points
 
@@ -199,6 +206,10 @@ class PickingWidget(Container):
         self.keys.bind(points)
         points.events.data.connect(self._on_points_changed)
         self.current = -1
+        size = np.asarray(points.size, float)
+        if size.size:  # its particles' size: later saves and EMAN2 boxes use it
+            self.diameter.value = float(size.flat[0]) * float(points.scale[-1])
+        self.feature.value = str(tag_of(points).get("feature") or self.feature.value)
         self.min_score.value = float(points.metadata.get(MIN_SCORE, 0.0))
         self._apply_filter()
 
@@ -206,8 +217,8 @@ class PickingWidget(Container):
         """Keep the picks and their judgements in their session (None: no session)."""
         if self.points is None or self.points not in self.viewer.layers:
             return None
-        return save_picks_layer(self.points, float(self.min_score.value),
-                                float(self.diameter.value))
+        return save_or_say(self.points, min_score=float(self.min_score.value),
+                           diameter=float(self.diameter.value))
 
     def _source_frame(self, layer) -> TomogramFrame:
         """The tomogram the probability map belongs to: its name is the file stem, never
@@ -234,13 +245,9 @@ class PickingWidget(Container):
 
     def _on_points_changed(self, event=None) -> None:
         """Points added, moved or deleted by hand: an index no longer names the pick in
-        view (accept then judged another particle). Saved once the change is done."""
+        view (accept then judged another particle). The layer saves itself
+        (``session_layers``)."""
         self.current = -1
-        action = str(getattr(event, "action", ""))
-        if action.endswith("added") and self.points is not None:
-            _unmeasured(self.points, getattr(event, "data_indices", ()))
-        if not action.endswith("ing"):
-            self._save()
 
     def _apply_filter(self, *args) -> None:
         if self._picks() is None or len(self.points.data) == 0:
@@ -254,7 +261,7 @@ class PickingWidget(Container):
         hint = f"; suggested score cut {suggested:.2f} (dashed)" if suggested is not None else ""
         self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown{hint}"
         if float(self.points.metadata.get(MIN_SCORE, 0.0)) != float(self.min_score.value):
-            self._save()
+            self._save_soon.start()  # once the slider rests, not at every tick
 
     def _shown_indices(self) -> np.ndarray:
         return np.flatnonzero(self.points.shown) if self._picks() is not None else np.array([], int)
@@ -348,16 +355,6 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
-
-
-def _unmeasured(points: Points, indices) -> None:
-    """Points added by hand carry no score, angle or measure: napari copies the values of the
-    point selected last (the pick QC stepped to), which export then wrote as measured."""
-    rows = [i % len(points.data) for i in indices]
-    defaults = hand_added_defaults(points.features.iloc[:-len(rows) or None])
-    for column, value in defaults.items():
-        if column != "feature":
-            points.features.loc[rows, column] = value
 
 
 def _rgba(colour: str) -> np.ndarray:

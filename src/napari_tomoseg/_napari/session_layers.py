@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Points
+from napari.utils.colormaps.standardize_color import transform_color
+from napari.utils.notifications import show_error
 
+from ..errors import TomosegError
 from ..io.mrc_read import open_volume
-from ..layer_data import frame_from_metadata, points_kwargs
+from ..layer_data import frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import SavedPicks, load_picks, save_picks
 from .annotation import probability_colormap
-from .layer_tags import find, layers_with, tag, tag_of, tomogram_key
+from .layer_tags import has_role, layers_with, tag, tag_of, tomogram_key
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
@@ -46,7 +49,44 @@ def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | N
         **({SESSION: str(session)} if session else {}))
     layer.metadata[MIN_SCORE] = float(picks.min_score)
     layer.border_color = status_colours(values["status"]) if len(values) else []
+    layer.events.data.connect(_on_edit)  # kept up to date whether or not Pick is open
     return layer
+
+
+def _on_edit(event) -> None:
+    """A picks layer edited with napari's tools: points added by hand lose the values napari
+    copied from the selected pick, and a session's picks are saved once the edit is done."""
+    layer = event.source
+    action = str(getattr(event, "action", ""))
+    if action.endswith("added"):
+        unmeasured(layer, getattr(event, "data_indices", ()))
+    if not action.endswith("ing"):
+        save_or_say(layer)
+
+
+def unmeasured(points: Points, indices) -> None:
+    """Points added by hand carry no score, angle or measure, and are not judged: napari
+    copies the values (and colour) of the point selected last, e.g. an accepted pick."""
+    rows = [i % len(points.data) for i in indices]
+    if not rows:
+        return
+    defaults = hand_added_defaults(points.features.drop(index=rows))
+    for column, value in defaults.items():
+        if column != "feature":
+            points.features.loc[rows, column] = value
+    colours = np.asarray(points.border_color)
+    colours[rows] = transform_color(STATUS_COLOURS[0])[0]
+    points.border_color = colours
+
+
+def save_or_say(layer: Points, **kwargs) -> Path | None:
+    """``save_picks_layer``, with a failure shown, not raised into napari's event loop."""
+    try:
+        return save_picks_layer(layer, **kwargs)
+    except (OSError, ValueError) as exc:
+        show_error(f"picks of '{tag_of(layer).get('feature')}' not saved in their session: "
+                   f"{exc}. Export them to keep them.")
+        return None
 
 
 def save_picks_layer(layer: Points, min_score: float | None = None,
@@ -88,15 +128,20 @@ def session_of_map(viewer, probability) -> Path | None:
     return None
 
 
-def restore_session_layers(viewer, controller, thresholds: dict[str, float]) -> list[str]:
-    """Show the session's finished maps and its picks; what was brought back, for a message."""
-    restored = []
+def restore_session_layers(viewer, controller,
+                           thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
+    """Show the session's finished maps and its picks: (what came back, what could not)."""
+    restored, problems = [], []
     session = controller.session
     for feature in session.feature_names():
         path = session.segmentation_path(feature)
         if not path.exists():
             continue
-        data, _ = open_volume(path)
+        try:
+            data, _ = open_volume(path)
+        except (TomosegError, OSError) as exc:
+            problems.append(f"the map of '{feature}': {exc}")
+            continue
         if tuple(data.shape) != controller.shape:
             continue  # a map of other data (the tomogram was replaced): not this one's
         overlay = controller.overlay(feature)
@@ -105,20 +150,30 @@ def restore_session_layers(viewer, controller, thresholds: dict[str, float]) -> 
         overlay.metadata["threshold"] = threshold
         overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
         restored.append(f"map of '{feature}'")
-    for picks in load_picks(session.folder):
-        folder = Path(session.folder)
+    saved, unreadable = load_picks(session.folder)
+    problems += unreadable
+    folder = Path(session.folder)
+    for picks in saved:
         if any(Path(tag_of(l).get(SESSION, "")) == folder
                for l in layers_with(viewer, "picks", feature=picks.feature)):
             continue  # still open, and saved as it changed
         frame = frame_from_metadata(picks.metadata)
+        if frame is not None and tuple(frame.shape) != controller.shape:
+            problems.append(f"the picks of '{picks.feature}' were made on a "
+                            f"{' x '.join(map(str, frame.shape))} tomogram, not this one")
+            continue
         voxel = frame.voxel_size if frame is not None else float(controller.image.scale[-1])
         size = (picks.diameter or 10.0 * voxel) / voxel
         add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
-    return restored
+    return restored, problems
 
 
-def session_picks(viewer, feature: str | None = None):
-    """The topmost picks layer (of ``feature``), for a Pick tab opened after a restore."""
-    return find(viewer, "picks", **({"feature": feature} if feature else {}))
-
+def session_picks(viewer):
+    """The topmost picks layer a session keeps (restored before the Pick tab was opened);
+    never a particle file opened from disk, which has no scores to judge by."""
+    for layer in reversed(list(viewer.layers)):
+        if has_role(layer, "picks") and tag_of(layer).get(SESSION) \
+                and "score_norm" in layer.features:
+            return layer
+    return None

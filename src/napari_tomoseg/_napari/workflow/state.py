@@ -107,13 +107,13 @@ class Workflow:
                 self.thresholds[feature] = self.models[feature].threshold
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
-        try:  # its finished maps and its picks (with their judgements)
-            restored = restore_session_layers(self.viewer, self.controller, self.thresholds)
-        except TomosegError as exc:
-            show_error(f"not all of the session was shown again: {exc}")
-        else:
-            if restored:
-                show_info(f"Shown again from the session: {', '.join(restored)}.")
+        # its finished maps and its picks (with their judgements)
+        restored, problems = restore_session_layers(self.viewer, self.controller,
+                                                    self.thresholds)
+        if restored:
+            show_info(f"Shown again from the session: {', '.join(restored)}.")
+        for problem in problems:
+            show_error(f"Not shown again: {problem}.")
         for listener in self.session_started:
             listener()
         self.notify_changed()

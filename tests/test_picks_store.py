@@ -1,0 +1,63 @@
+"""The session's picks files: round trips, empty tables, damaged files, earlier picks kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_tomoseg.picks_store import (SavedPicks, keep_previous, load_picks, picks_path,
+                                        save_picks)
+
+
+def _picks(feature="ribosome", n=3) -> SavedPicks:
+    values = pd.DataFrame({"score": np.linspace(0.5, 0.9, n), "size": np.arange(n) + 40,
+                           "roundness": np.full(n, 0.4), "score_norm": np.linspace(0.5, 1, n),
+                           "status": np.zeros(n, np.int64)})
+    if n:
+        values.loc[n - 1, "score"] = np.nan  # a point added by hand
+    return SavedPicks(feature, np.arange(3 * n, dtype=float).reshape(n, 3), values,
+                      {"tomoseg": {"tomo_name": "t", "shape": [20, 64, 64]}}, 0.25, 250.0)
+
+
+def test_picks_round_trip_with_their_types_and_no_scores(tmp_path):
+    save_picks(tmp_path, _picks())
+    (back,), problems = load_picks(tmp_path)
+    assert problems == []
+    np.testing.assert_array_equal(back.points, _picks().points)
+    assert back.values["status"].dtype.kind == "i" and back.values["size"].dtype.kind == "i"
+    assert np.isnan(back.values["score"].iloc[-1]) and back.values["score"].dtype.kind == "f"
+    assert back.min_score == 0.25 and back.diameter == 250.0
+
+
+def test_an_empty_table_keeps_its_column_types(tmp_path):
+    """0 picks came back with every column int64: a point then added by hand got score 1."""
+    save_picks(tmp_path, _picks(n=0))
+    (back,), _ = load_picks(tmp_path)
+    assert len(back.points) == 0
+    assert {c: back.values[c].dtype.kind for c in back.values} == \
+        {"score": "f", "size": "i", "roundness": "f", "score_norm": "f", "status": "i"}
+
+
+def test_a_damaged_file_is_said_and_the_others_load(tmp_path):
+    save_picks(tmp_path, _picks("ribosome"))
+    save_picks(tmp_path, _picks("proteasome"))
+    picks_path(tmp_path, "proteasome").write_text('{"version": 1, "points": [[1, 2')
+    found, problems = load_picks(tmp_path)
+    assert [p.feature for p in found] == ["ribosome"]
+    assert len(problems) == 1 and "proteasome.json" in problems[0]
+
+
+def test_earlier_picks_are_kept_before_new_ones_replace_them(tmp_path):
+    assert keep_previous(tmp_path, "ribosome") is None
+    save_picks(tmp_path, _picks())
+    kept = keep_previous(tmp_path, "ribosome")
+    assert kept.name == "ribosome.json.previous" and kept.exists()
+    assert load_picks(tmp_path) == ([], [])  # not taken for a feature's current picks
+
+
+def test_a_deleted_session_folder_is_not_made_again(tmp_path):
+    import pytest
+
+    with pytest.raises(OSError):
+        save_picks(tmp_path / "gone", _picks())
+    assert not (tmp_path / "gone").exists()
