@@ -84,11 +84,11 @@ class PickingWidget(Container):
                      self.status, self.output, self.export_button])
         self.points: Points | None = None
         self.current = -1
-        self._save_soon = QTimer()
-        self._save_soon.setSingleShot(True)
-        self._save_soon.setInterval(400)
-        self._save_soon.timeout.connect(self._save)
+        self._save_soon = _single_shot(400, self._save)
         self.handle: JobHandle | None = None
+        self._connect_controls()
+
+    def _connect_controls(self) -> None:
         self.pick_button.changed.connect(self._guard(self.pick))
         self.min_score.changed.connect(self._apply_filter)
         self.next.changed.connect(lambda: self.step(1))
@@ -355,6 +355,14 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
+
+
+def _single_shot(milliseconds: int, callback) -> QTimer:
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(milliseconds)
+    timer.timeout.connect(callback)
+    return timer
 
 
 def _rgba(colour: str) -> np.ndarray:
