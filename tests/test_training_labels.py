@@ -229,24 +229,6 @@ def test_integer_tomograms_of_full_range_have_contrast():
         assert bank.images.std() > 0.1
 
 
-def test_box_parts_beyond_the_slice_edge_are_not_taught():
-    """A box placed three quarters off the slice (a real-data trial) trained its padding as
-    labelled background; those pixels now carry no weight, at binning 1 and 2."""
-    truth = stripes_volume((8, 96, 96))
-    for binning in (1, 2):
-        settings = PreprocessSettings(lowpass_sigma=0.0, highpass_pixels=0.0, binning=binning)
-        pre = Preprocessor(truth, settings)
-        corner_box = positive_box(truth, 4, 3.0, 3.0, 32)  # y, x from -13 to 19
-        inner_box = Box("membrane", 4, 60.0, 60.0, 32, False)
-        bank = TileBank(pre, [corner_box, inner_box], context=0)
-        m, s = bank.margin, bank.size
-        known = (bank.weights + bank.held_out)[:, 0, m:m + s, m:m + s]
-        off = 13 // binning  # binned rows and columns before the slice's edge
-        assert known[0, :off, :].sum() == 0 and known[0, :, :off].sum() == 0
-        assert known[0, off + 1:, off + 1:].min() == 1  # the rest of it is labelled
-        assert known[1].min() == 1  # a box inside is wholly labelled
-
-
 def test_boxes_on_a_2d_image_say_it_is_not_a_tomogram():
     from napari_tomoseg.annotations import check_boxes_fit
     from napari_tomoseg.errors import InvalidBoxesError

@@ -51,8 +51,7 @@ class TileBank:
             cy, cx = box.corner()  # full resolution; the binned grid starts at cy // b
             y0, x0 = cy // b - margin, cx // b - margin
             images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
-            on_slice = _on_slice(box, preprocessor.volume.shape[1:])
-            label, known = _binned_label(box, b, self.size, on_slice)
+            label, known = _binned_label(box, b, self.size)
             out = _held_out_quadrant(box, label, seed) if holdout > 0 else np.zeros_like(label)
             labels.append(self._pad(label))
             weights.append(self._pad(known * (1 - out)))
@@ -113,35 +112,24 @@ def jitter_intensity(images: torch.Tensor, rng: np.random.Generator,
     return images * gain + offset + noise
 
 
-def _on_slice(box: Box, slice_shape) -> np.ndarray:
-    """1 where the box holds image, 0 where it runs off the slice (padding there)."""
-    (y0, x0), (ny, nx), n = box.corner(), slice_shape, box.size
-    out = np.zeros((n, n), np.float32)
-    out[max(-y0, 0):max(min(ny - y0, n), 0), max(-x0, 0):max(min(nx - x0, n), 0)] = 1.0
-    return out
-
-
-def _binned_label(box: Box, binning: int, size: int,
-                  on_slice: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(label, known) of a box on the binned grid, registered with the binned image.
 
     The binned grid has pixel i covering full-resolution rows i*b..i*b+b-1,
     so a box whose corner is not a multiple of b is shifted by corner % b
-    before mean-shrinking; binned pixels only partly inside the box, or
-    beyond the slice's edge (``on_slice`` 0: padding, not image), are unknown
-    (weight 0).
+    before mean-shrinking; binned pixels only partly inside the box are
+    unknown (weight 0).
     """
     label = box.label()
-    on_slice = np.ones(label.shape, np.float32) if on_slice is None else on_slice
     if binning == 1:
-        return label[:size, :size], on_slice[:size, :size].astype(np.float32)
+        return label[:size, :size], np.ones((size, size), np.float32)
     cy, cx = box.corner()
     oy, ox = cy % binning, cx % binning
     n = size * binning
     padded = np.zeros((n + 2 * binning, n + 2 * binning), np.float32)
     inside = np.zeros_like(padded)
     padded[oy:oy + label.shape[0], ox:ox + label.shape[1]] = label
-    inside[oy:oy + label.shape[0], ox:ox + label.shape[1]] = on_slice
+    inside[oy:oy + label.shape[0], ox:ox + label.shape[1]] = 1.0
 
     def shrink(a: np.ndarray) -> np.ndarray:
         return a[:n, :n].reshape(size, binning, size, binning).mean(axis=(1, 3))
