@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -61,3 +64,41 @@ def test_a_deleted_session_folder_is_not_made_again(tmp_path):
     with pytest.raises(OSError):
         save_picks(tmp_path / "gone", _picks())
     assert not (tmp_path / "gone").exists()
+
+
+def test_every_earlier_set_of_picks_is_kept(tmp_path):
+    """A third pick of a feature wrote over the first one's judgements (a trial)."""
+    for n in range(3):
+        save_picks(tmp_path, _picks(n=n + 1))
+        keep_previous(tmp_path, "ribosome")
+    kept = sorted(p.name for p in (tmp_path / "picks").iterdir())
+    assert kept == ["ribosome.json.previous", "ribosome.json.previous-2",
+                    "ribosome.json.previous-3"]
+
+
+def test_a_copy_of_a_picks_file_never_wins_and_statuses_must_be_judgements(tmp_path):
+    save_picks(tmp_path, _picks())
+    copy = tmp_path / "picks" / "0_backup.json"  # sorts first; was restored instead
+    copy.write_text(picks_path(tmp_path, "ribosome").read_text())
+    found, problems = load_picks(tmp_path)
+    assert [p.feature for p in found] == ["ribosome"] and len(problems) == 1
+    assert "0_backup.json" in problems[0] and "not shown" in problems[0]
+    copy.unlink()
+    record = json.loads(picks_path(tmp_path, "ribosome").read_text())
+    record["rows"][0][-1] = "yes"  # edited by hand: it became NaN, neither kept nor judged
+    picks_path(tmp_path, "ribosome").write_text(json.dumps(record))
+    found, problems = load_picks(tmp_path)
+    assert found == [] and "status must be -1 (rejected), 0 (not judged) or 1" in problems[0]
+
+
+def test_a_killed_writers_partial_files_are_removed_from_session_subfolders(tmp_path):
+    from napari_tomoseg.io.atomic import partial_path
+    from napari_tomoseg.session import Session
+
+    session = Session.create(tmp_path / "s", None, 10.0, (4, 32, 32))
+    (session.folder / "segmentations").mkdir()
+    partial = partial_path(session.segmentation_path("ribosome"))
+    dead = partial.with_name(partial.name.replace(f"-{os.getpid()}-", "-999999-"))
+    dead.write_bytes(b"half a map")
+    Session.load(session.folder)
+    assert not dead.exists()

@@ -271,3 +271,24 @@ def test_a_model_saved_by_a_training_the_session_never_recorded_is_restored(tmp_
     again.add_feature("ribosome")
     last, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
     assert last.models == {} and "saved by a training" not in message
+
+
+def test_a_killed_training_of_a_trained_feature_is_not_called_saved(tmp_path, tiny_files,
+                                                                   tiny_result):
+    """A kill mid-training of a feature with a model: the restore said the model was 'saved
+    by a training that ended with the viewer' while it was the one from before (a trial)."""
+    tomogram = str(tiny_files["tomogram"])
+    session, _ = open_session(tmp_path / "s.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
+    session.model_path("ribosome").parent.mkdir(parents=True)
+    session.model_path("ribosome").write_bytes(b"the model before")
+    session.register_model("ribosome")
+    session.begin_training("ribosome")  # then the process was killed
+    restored, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
+    assert "saved by a training" not in message
+    assert "The training of 'ribosome' ended with the viewer" in message
+    assert "perhaps from before it" in message
+    assert list(restored.models) == ["ribosome"]
+    session, _ = open_session(tmp_path / "t.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
+    session.begin_training("membrane")  # killed before it saved anything
+    _, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
+    assert "The training of 'membrane' ended with the viewer" in message

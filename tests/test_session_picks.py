@@ -8,6 +8,7 @@ tutorial says everything is saved at once.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,8 @@ def test_picks_judgements_and_maps_come_back_with_the_session(make_napari_viewer
     folder = tmp_path / "session"
     viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
     c = widget.controller
-    prob = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    prob = np.max([_blobs(image.data.shape, [c], 4.0) * (1.0 if i else 0.9)
+                   for i, c in enumerate(CENTRES)], axis=0).astype(np.float16)  # one fainter
     # what Segment leaves: the map on disk and in the feature's prediction layer
     write_volume(c.session.segmentation_path("ribosome"), prob, float(image.scale[-1]),
                  tuple(image.translate))
@@ -67,14 +69,23 @@ def test_picks_judgements_and_maps_come_back_with_the_session(make_napari_viewer
     status = np.asarray(picking.points.features["status"]).copy()
     assert sorted(status[:2]) == [-1, 1] and json.loads(
         picks_path(folder, "ribosome").read_text())["rows"]  # the file follows every change
+    cut = float(np.sort(picking.points.features["score_norm"].dropna())[1]) - 1e-6
+    picking.min_score.value = cut  # hides the lowest score
+    picking._save_soon.stop()
+    picking._save()  # as when the slider rests
+    shown_before = np.asarray(picking.points.shown).copy()
+    assert not shown_before.all()
 
     viewer.close()  # the viewer goes; a new one restores the session
     viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
     restored_map = widget2.controller.overlay("ribosome")
     np.testing.assert_array_equal(np.asarray(restored_map.data), prob)
+    restored_map.data[0] = 0  # Segment and Train write into it: it crashed read-only
+    (points,) = [layer for layer in viewer2.layers if layer.name == "picks: ribosome"]
+    np.testing.assert_array_equal(points.shown, shown_before)  # before Pick is opened
     picking2 = PickingWidget(viewer2)
-    points = picking2._picks()
-    assert points is not None and points in viewer2.layers
+    assert picking2.points is points  # taken up at once
+    assert picking2.min_score.value == pytest.approx(cut, abs=0.01)
     np.testing.assert_allclose(points.data[:len(picked)], picked, atol=1e-3)
     assert len(points.data) == len(picked) + 1
     np.testing.assert_array_equal(np.asarray(points.features["status"])[:len(status)], status)
@@ -82,7 +93,8 @@ def test_picks_judgements_and_maps_come_back_with_the_session(make_napari_viewer
     picking2.output.value = tmp_path / "kept.star"
     picking2.export()
     kept = read_star(tmp_path / "kept.star")
-    assert len(kept) == len(picked)  # 4 picked + 1 by hand - 1 rejected
+    assert len(kept) == int(np.sum(shown_before & (status >= 0)))  # not rejected, not cut
+    assert len(kept) >= len(picked) - 2  # 4 picked + 1 by hand - 1 rejected - at most 1 cut
 
     # a voxel size typed now moves the picks with the tomogram, and their files with them
     before = starfile.read(tmp_path / "kept.star")
@@ -202,3 +214,34 @@ def test_restored_picks_edited_without_the_pick_tab_are_saved(make_napari_viewer
     assert picking.diameter.value == 120.0  # the restored picks' own size
     viewer2.layers.remove(points)
     assert picking._picks() is None and picking.step(1) is None
+
+
+def test_new_picks_replace_only_the_same_tomograms(make_napari_viewer):
+    """Picking ribosomes on a second tomogram removed the first one's judged picks layer."""
+    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg._napari.picking_widget import _earlier_picks
+
+    viewer = make_napari_viewer()
+    first = viewer.add_points(np.zeros((2, 3)), name="picks: ribosome")
+    tag(first, "picks", feature="ribosome", tomogram="A", session="/s/A.tomoseg")
+    loose = viewer.add_points(np.zeros((1, 3)), name="picks: ribosome [1]")
+    tag(loose, "picks", feature="ribosome")
+    assert _earlier_picks(viewer, "ribosome", "A", None) is first
+    assert _earlier_picks(viewer, "ribosome", None, "/s/A.tomoseg") is first
+    assert _earlier_picks(viewer, "ribosome", "B", "/s/B.tomoseg") is None
+    assert _earlier_picks(viewer, "ribosome", None, None) is loose
+    assert _earlier_picks(viewer, "membrane", "A", None) is None
+
+
+def test_choosing_another_tomogram_shows_its_own_session_folder(make_napari_viewer, tiny_files,
+                                                                tmp_path):
+    """The folder field kept A's session: Start for B made 'A.tomoseg-2', and for A again an
+    empty 'A.tomoseg-2-2' (a trial)."""
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, tmp_path / "a.tomoseg")
+    panel = widget.session_panel
+    other = viewer.add_image(np.zeros((8, 32, 32), np.float32), name="other", scale=(10,) * 3)
+    panel.tomogram.reset_choices()
+    panel.tomogram.value = other
+    assert str(panel.folder.value) in ("", ".")
+    panel.tomogram.value = image
+    assert Path(panel.folder.value) == tmp_path / "a.tomoseg"

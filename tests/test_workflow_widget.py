@@ -7,7 +7,7 @@ import pytest
 
 napari = pytest.importorskip("napari")
 
-from napari_tomoseg.annotations import boxes_from_truth  # noqa: E402
+from napari_tomoseg.annotations import boxes_from_truth, crop_slice  # noqa: E402
 from napari_tomoseg.errors import TomosegError  # noqa: E402
 from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.session import Session  # noqa: E402
@@ -42,8 +42,10 @@ def _annotate(widget, truth, feature="ribosome", n_pos=6, n_neg=18):
     widget.boxes.box_size.value = 32
     for box in boxes_from_truth(truth, feature, n_pos, n_neg, size=32, seed=0):
         placed = widget.place_box(box.positive, box.z, box.y, box.x)
-        if box.positive:  # paint the truth inside the box, like the brush would
-            c.paint_box_mask(placed, box.mask)
+        if box.positive:  # paint the truth inside the box (moved inside the slice at an
+            # edge), like the brush would
+            c.paint_box_mask(placed, (crop_slice(truth[placed.z], placed.corner(),
+                                                 placed.size) > 0).astype(np.uint8))
     c.collect_masks()
 
 

@@ -74,9 +74,12 @@ def keep_previous(folder: str | os.PathLike, feature: str) -> Path | None:
     path = picks_path(folder, feature)
     if not path.exists():
         return None
-    previous = path.with_name(path.name + ".previous")
-    os.replace(path, previous)
-    return previous
+    for n in range(1, 10_000):  # never over an earlier one: each may hold judgements
+        previous = path.with_name(path.name + (".previous" if n == 1 else f".previous-{n}"))
+        if not previous.exists():
+            os.replace(path, previous)
+            return previous
+    raise OSError(f"too many earlier picks beside {path}")
 
 
 def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:
@@ -85,10 +88,16 @@ def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:
     found, problems = [], []
     for path in sorted((Path(folder) / FOLDER).glob("*.json")):
         try:
-            found.append(_read(path))
+            picks = _read(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"the saved picks {path} cannot be read ({exc}); move the file "
                             "away to stop this message")
+            continue
+        if picks_path(folder, picks.feature) != path:  # a copy: it must not win, nor be saved over
+            problems.append(f"{path} holds picks of '{picks.feature}', whose file is "
+                            f"{picks_path(folder, picks.feature).name}: not shown")
+            continue
+        found.append(picks)
     return found, problems
 
 
@@ -105,6 +114,12 @@ def _read(path: Path) -> SavedPicks:
             converted = pd.to_numeric(values[column], errors="coerce")
             values[column] = converted.astype(float) if kind == "f" or converted.isna().any() \
                 else converted.astype(np.int64 if kind in "iu" else bool)
+    if "status" in values:  # judgements: a hand-edited one must not turn into 'not judged'
+        status = pd.to_numeric(values["status"], errors="coerce")
+        if not status.isin([-1, 0, 1]).all():
+            raise ValueError("status must be -1 (rejected), 0 (not judged) or 1 (accepted) "
+                             f"on every row, not {sorted(set(map(str, values['status'])))}")
+        values["status"] = status.astype(np.int64)
     return SavedPicks(feature=str(record["feature"]), points=points, values=values,
                       metadata=record.get("metadata") or {},
                       min_score=float(record.get("min_score") or 0.0),

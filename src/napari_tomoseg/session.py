@@ -22,8 +22,8 @@ import numpy as np
 
 from .annotations import Box
 from .errors import TomosegError
-from .io.atomic import clean_stale_partials
-from .session_store import SESSION_FILE, is_session, read_generation, set_damaged_aside, write_generation
+from .session_store import (SESSION_FILE, clean_session_partials, is_session, read_generation,
+                            set_damaged_aside, write_generation)
 from .features import FEATURE_COLOURS
 
 SESSION_SUFFIX = ".tomoseg"
@@ -238,11 +238,9 @@ class Session:
     def adopt_saved_models(self) -> list[str]:
         """Features whose training saved a model but never reported back.
 
-        Training saves the model itself, then the dock records it in the
-        session; a viewer closed mid-training (or a crash) in between left a
-        model on disk that a restore did not know, and the next training
-        pushed aside. Only trainings begun and not ended count: a model file of
-        a removed or renamed feature is never taken for a new one's.
+        Training saves the model, then the dock records it; a viewer closed (or a crash) in
+        between left a model a restore did not know. Only trainings begun and not ended
+        count: a model file of a removed or renamed feature is never taken for a new one's.
         """
         names = set(self.feature_names())
         adopted = [f for f in self.training if f in names and self.model_path(f).is_file()]
@@ -292,7 +290,7 @@ class Session:
         folder = Path(folder)
         if not is_session(folder):
             raise TomosegError(f"{folder} is not a napari-tomoseg session (no {SESSION_FILE}).")
-        clean_stale_partials(folder)
+        clean_session_partials(folder)
         record, boxes, note = read_generation(folder)
         try:
             return cls(folder=folder, tomogram=record.get("tomogram"),
@@ -386,11 +384,15 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
 
 
 def _adopted(session: Session) -> str:
-    adopted = session.adopt_saved_models()
-    if not adopted:
-        return ""
-    return (f" The model{'s' if len(adopted) > 1 else ''} of {', '.join(map(repr, adopted))}, "
-            "saved by a training that ended with the viewer, restored too.")
+    """What a restore says of trainings that never reported back (a closed viewer, a kill)."""
+    before = set(session.models)
+    begun = [f for f in session.training if f in session.feature_names()]
+    new = [f for f in session.adopt_saved_models() if f not in before]
+    said = (f" The model{'s' if len(new) > 1 else ''} of {', '.join(map(repr, new))}, saved by a "
+            "training that ended with the viewer, restored too." if new else "")
+    cut = [f for f in begun if f not in new]  # said, not claimed saved: it may not have been
+    return said + (f" The training of {', '.join(map(repr, cut))} ended with the viewer: the "
+                   "model is the last one saved, perhaps from before it." if cut else "")
 
 
 def _safe(name: str) -> str:

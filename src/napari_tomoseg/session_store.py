@@ -23,7 +23,9 @@ import numpy as np
 
 from .annotations import Box, box_record, boxes_from_records, load_boxes
 from .errors import TomosegError
-from .io.atomic import write_text
+from .io.atomic import clean_stale_partials, write_text
+
+SESSION_SUBFOLDERS = ("models", "segmentations", "picks", "averages")
 
 SESSION_FILE = "session.json"
 BACKUP_FILE = "session.previous.json"
@@ -106,3 +108,10 @@ def set_damaged_aside(folder: Path) -> None:
 def is_session(folder: str | os.PathLike) -> bool:
     folder = Path(folder)
     return (folder / SESSION_FILE).exists() or (folder / BACKUP_FILE).exists()
+
+
+def clean_session_partials(folder: Path) -> None:
+    """Unfinished files left by a killed writer, in the session folder and its subfolders
+    (a killed segmentation left an 8 MB hidden map in segmentations/, never removed)."""
+    for where in (folder, *(folder / name for name in SESSION_SUBFOLDERS)):
+        clean_stale_partials(where)

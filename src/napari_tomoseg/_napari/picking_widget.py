@@ -33,13 +33,13 @@ from ..picking import (PickSettings, artifact_region, excluded_note, suggest_sco
                        too_many_dropped)
 from .histogram import Histogram
 from .confirm import may_replace
-from .layer_tags import find, has_role, incomplete_reason, tag_of
+from .layer_tags import has_role, incomplete_reason, tag_of
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, report_error
 from .voxel_size import voxel_size_of
 from ..picks_store import SavedPicks, keep_previous
-from .session_layers import (MIN_SCORE, STATUS_COLOURS, add_picks_layer, save_or_say,
-                             session_of_map, session_picks)
+from .session_layers import (MIN_SCORE, SESSION, STATUS_COLOURS, add_picks_layer,
+                             save_or_say, session_of_map, session_picks)
 from .worker import JobHandle, start_job
 
 
@@ -108,6 +108,10 @@ class PickingWidget(Container):
             self.viewer.layers.events.removed.connect(lambda e, c=choice: c.reset_choices())
         self.source.changed.connect(self._defaults_from_source)
         self._defaults_from_source()
+        # a session's picks shown again (before or after this tab was made) are taken up at
+        # once: the first slider move was undone when they were taken up later
+        self.viewer.layers.events.inserted.connect(lambda event: self._picks())
+        self._picks()
 
     def _defaults_from_source(self, *args) -> None:
         """The map's feature (its tag) and calibrated threshold (metadata or MRC header)."""
@@ -183,11 +187,11 @@ class PickingWidget(Container):
         values = table.drop(columns=["z", "y", "x", "feature"], errors="ignore")
         picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
                            values=values.assign(status=0), metadata=frame_metadata(frame))
-        earlier = find(self.viewer, "picks", feature=feature)
-        if earlier is not None:
+        session = session_of_map(self.viewer, layer)
+        earlier = _earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session)
+        if earlier is not None:  # of this tomogram only: another's picks stay
             self.viewer.layers.remove(earlier)
         size = float(self.diameter.value) / float(layer.scale[-1])
-        session = session_of_map(self.viewer, layer)
         kept = keep_previous(session, feature) if session is not None else None
         self._adopt(add_picks_layer(self.viewer, picks, size, session,
                                     tag_of(layer).get("tomogram")))
@@ -355,6 +359,21 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
+
+
+def _earlier_picks(viewer, feature: str, tomogram: str | None, session):
+    """The picks layer new picks of ``feature`` replace: on the same tomogram (or session);
+    picks of a map that belongs to none replace those of none."""
+    for layer in reversed(list(viewer.layers)):
+        found = tag_of(layer)
+        if found.get("role") != "picks" or found.get("feature") != feature:
+            continue
+        if (tomogram and found.get("tomogram") == tomogram) or (
+                session and found.get(SESSION) == str(session)) or (
+                not tomogram and not session and not found.get("tomogram")
+                and not found.get(SESSION)):
+            return layer
+    return None
 
 
 def _single_shot(milliseconds: int, callback) -> QTimer:

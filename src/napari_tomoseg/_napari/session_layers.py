@@ -49,6 +49,9 @@ def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | N
         **({SESSION: str(session)} if session else {}))
     layer.metadata[MIN_SCORE] = float(picks.min_score)
     layer.border_color = status_colours(values["status"]) if len(values) else []
+    if len(values) and "score_norm" in values:  # the score cut holds before Pick is opened
+        scores = np.asarray(values["score_norm"], float)
+        layer.shown = (scores >= picks.min_score) | np.isnan(scores)
     layer.events.data.connect(_on_edit)  # kept up to date whether or not Pick is open
     return layer
 
@@ -145,7 +148,7 @@ def restore_session_layers(viewer, controller,
         if tuple(data.shape) != controller.shape:
             continue  # a map of other data (the tomogram was replaced): not this one's
         overlay = controller.overlay(feature)
-        overlay.data = np.asarray(data, np.float16)
+        overlay.data = np.array(data, np.float16)  # a copy: Segment and Train write into it
         threshold = thresholds.get(feature, 0.5)
         overlay.metadata["threshold"] = threshold
         overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)

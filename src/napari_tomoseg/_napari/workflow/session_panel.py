@@ -95,5 +95,12 @@ class SessionPanel(Container):
                 c.session.save()
 
     def _show_tilt_series_pixel_size(self, *args) -> None:
-        """Another tomogram chosen: show its own value, not the last one's."""
+        """Another tomogram chosen: show its own value and its own session folder, not the last
+        one's (Start then made 'A.tomoseg-2' for B, and for A again an empty '-2-2')."""
         self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0
+        layer = self.tomogram.value
+        own = (layer.metadata.get("tomoseg") or {}).get("session") if layer is not None else None
+        if own:
+            self.folder.value = own
+        else:  # empty: the default folder (FileEdit turns a value of "" into the cwd)
+            self.folder.line_edit.value = ""
