@@ -291,4 +291,4 @@ def test_a_killed_training_of_a_trained_feature_is_not_called_saved(tmp_path, ti
     session, _ = open_session(tmp_path / "t.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
     session.begin_training("membrane")  # killed before it saved anything
     _, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
-    assert "The training of 'membrane' ended with the viewer" in message
+    assert "The training of 'membrane' ended with the viewer: no model was saved." in message

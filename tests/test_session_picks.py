@@ -219,7 +219,7 @@ def test_restored_picks_edited_without_the_pick_tab_are_saved(make_napari_viewer
 def test_new_picks_replace_only_the_same_tomograms(make_napari_viewer):
     """Picking ribosomes on a second tomogram removed the first one's judged picks layer."""
     from napari_tomoseg._napari.layer_tags import tag
-    from napari_tomoseg._napari.picking_widget import _earlier_picks
+    from napari_tomoseg._napari.session_layers import earlier_picks as _earlier_picks
 
     viewer = make_napari_viewer()
     first = viewer.add_points(np.zeros((2, 3)), name="picks: ribosome")
@@ -245,3 +245,42 @@ def test_choosing_another_tomogram_shows_its_own_session_folder(make_napari_view
     assert str(panel.folder.value) in ("", ".")
     panel.tomogram.value = image
     assert Path(panel.folder.value) == tmp_path / "a.tomoseg"
+    panel.folder.value = tmp_path / "mine.tomoseg"  # typed by the user: kept
+    panel.tomogram.value = other
+    assert Path(panel.folder.value) == tmp_path / "mine.tomoseg"
+
+
+def test_a_pick_tab_open_before_the_restore_takes_up_the_picks(make_napari_viewer, qtbot,
+                                                               tiny_files, tmp_path):
+    """Picks restored while the tab was open were taken up only at the first slider move,
+    which the take-up then undid; a closed tab kept taking up layers (and their keys)."""
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    picking = PickingWidget(viewer)
+    _pick(picking, overlay, qtbot, 120.0)
+    picking.min_score.value = 0.5
+    picking._save_soon.stop()
+    picking._save()
+    viewer.close()
+    viewer2 = make_napari_viewer()
+    (image2,) = viewer2.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    closed = PickingWidget(viewer2)
+    closed.native.deleteLater()
+    qtbot.waitUntil(lambda: not closed._alive, timeout=5_000)
+    picking2 = PickingWidget(viewer2)  # the tab, opened before the session
+    widget2 = TomosegWidget(viewer2)
+    widget2.tomogram.value = image2
+    widget2.start_session(folder)
+    (points,) = [layer for layer in viewer2.layers if layer.name == "picks: ribosome"]
+    assert picking2.points is points and picking2.min_score.value == pytest.approx(0.5)
+    assert closed.points is None  # the closed tab took nothing up
+    picking2.min_score.value = 0.2  # the first move stays
+    assert picking2.min_score.value == pytest.approx(0.2)
+    points.data = np.zeros((0, 3))  # every pick deleted: the diameter is kept for new ones
+    saved = json.loads(picks_path(folder, "ribosome").read_text())
+    assert saved["rows"] == [] and saved["diameter"] == 120.0

@@ -391,8 +391,9 @@ def _adopted(session: Session) -> str:
     said = (f" The model{'s' if len(new) > 1 else ''} of {', '.join(map(repr, new))}, saved by a "
             "training that ended with the viewer, restored too." if new else "")
     cut = [f for f in begun if f not in new]  # said, not claimed saved: it may not have been
-    return said + (f" The training of {', '.join(map(repr, cut))} ended with the viewer: the "
-                   "model is the last one saved, perhaps from before it." if cut else "")
+    return said + "".join(f" The training of {f!r} ended with the viewer: " + (
+        "the model is the last one saved, perhaps from before it." if f in session.models
+        else "no model was saved.") for f in cut)
 
 
 def _safe(name: str) -> str:

@@ -16,7 +16,13 @@ from ..layer_data import ROLE_KEY as KEY
 
 def tag(layer, role: str, **attributes) -> None:
     """Mark ``layer`` as ``role`` (e.g. probability, feature='membrane', tomogram='t1')."""
-    layer.metadata[KEY] = {"role": role, **{k: v for k, v in attributes.items() if v is not None}}
+    layer.metadata[KEY] = tagged(role, **attributes)
+
+
+def tagged(role: str, **attributes) -> dict:
+    """The tag itself, e.g. for the metadata of a layer about to be added (listeners of the
+    viewer's insertions then see what it is)."""
+    return {"role": role, **{k: v for k, v in attributes.items() if v is not None}}
 
 
 def tomogram_key(layer) -> str:

@@ -21,7 +21,6 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlid
                               Label, LineEdit, PushButton)
 from napari.layers import Image, Points
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
 
 from ..errors import InvalidVolumeError, TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
@@ -35,11 +34,12 @@ from .histogram import Histogram
 from .confirm import may_replace
 from .layer_tags import has_role, incomplete_reason, tag_of
 from .keys import KeyBindings, release_on_close
-from .notify import guarded, report_error
+from .notify import guarded, quietly, report_error
 from .voxel_size import voxel_size_of
-from ..picks_store import SavedPicks, keep_previous
-from .session_layers import (MIN_SCORE, SESSION, STATUS_COLOURS, add_picks_layer,
-                             save_or_say, session_of_map, session_picks)
+from ..picks_store import SavedPicks
+from .session_layers import (DIAMETER, MIN_SCORE, STATUS_COLOURS, add_picks_layer,
+                             earlier_picks, is_session_picks, keep_earlier, save_or_say,
+                             session_of_map, session_picks, single_shot)
 from .worker import JobHandle, start_job
 
 
@@ -84,7 +84,7 @@ class PickingWidget(Container):
                      self.status, self.output, self.export_button])
         self.points: Points | None = None
         self.current = -1
-        self._save_soon = _single_shot(400, self._save)
+        self._save_soon = single_shot(400, self._save, self.native)
         self.handle: JobHandle | None = None
         self._connect_controls()
 
@@ -109,9 +109,15 @@ class PickingWidget(Container):
         self.source.changed.connect(self._defaults_from_source)
         self._defaults_from_source()
         # a session's picks shown again (before or after this tab was made) are taken up at
-        # once: the first slider move was undone when they were taken up later
-        self.viewer.layers.events.inserted.connect(lambda event: self._picks())
+        # once; a closed tab stops listening (it took over keys of later layers)
+        self._alive = True
+        self.viewer.layers.events.inserted.connect(self._take_up)
+        self.native.destroyed.connect(self._closed)
         self._picks()
+
+    def _closed(self, *args) -> None:
+        self._alive = False
+        quietly(lambda: self.viewer.layers.events.inserted.disconnect(self._take_up))
 
     def _defaults_from_source(self, *args) -> None:
         """The map's feature (its tag) and calibrated threshold (metadata or MRC header)."""
@@ -187,19 +193,18 @@ class PickingWidget(Container):
         values = table.drop(columns=["z", "y", "x", "feature"], errors="ignore")
         picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
                            values=values.assign(status=0), metadata=frame_metadata(frame))
-        session = session_of_map(self.viewer, layer)
-        earlier = _earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session)
+        session, kept, note = keep_earlier(session_of_map(self.viewer, layer), feature)
+        earlier = earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session)
         if earlier is not None:  # of this tomogram only: another's picks stay
             self.viewer.layers.remove(earlier)
         size = float(self.diameter.value) / float(layer.scale[-1])
-        kept = keep_previous(session, feature) if session is not None else None
         self._adopt(add_picks_layer(self.viewer, picks, size, session,
                                     tag_of(layer).get("tomogram")))
         saved = self._save()
         n = len(picks.points)
         self.status.value = (f"{n} picks" + _shape_note(table.attrs.get("flat_or_long", 0), n)
-                             + excluded_note(table)
-                             + ("" if saved else "; not in a session: Export keeps them")
+                             + excluded_note(table) + note
+                             + ("" if saved or note else "; not in a session: Export keeps them")
                              + (f"; the earlier picks are kept as {kept.name}" if kept else ""))
         show_info(f"{n} {feature} picks")
         return self.points
@@ -207,15 +212,24 @@ class PickingWidget(Container):
     def _adopt(self, points: Points) -> None:
         """Make ``points`` the layer judged and exported (new picks, or a restored session's)."""
         self.points = points
-        self.keys.bind(points)
         points.events.data.connect(self._on_points_changed)
         self.current = -1
         size = np.asarray(points.size, float)
-        if size.size:  # its particles' size: later saves and EMAN2 boxes use it
-            self.diameter.value = float(size.flat[0]) * float(points.scale[-1])
+        diameter = points.metadata.get(DIAMETER) or (
+            float(size.flat[0]) * float(points.scale[-1]) if size.size else None)
+        if diameter:  # its particles' size: later saves and EMAN2 boxes use it
+            self.diameter.value = float(diameter)
         self.feature.value = str(tag_of(points).get("feature") or self.feature.value)
         self.min_score.value = float(points.metadata.get(MIN_SCORE, 0.0))
         self._apply_filter()
+        self.keys.bind(points)
+
+    def _take_up(self, event) -> None:
+        """A session's picks shown again while this tab is open are judged here at once (the
+        first slider move was undone when they were taken up later)."""
+        if self._alive and is_session_picks(getattr(event, "value", None)) \
+                and self._picks() is None:
+            self._adopt(event.value)
 
     def _save(self):
         """Keep the picks and their judgements in their session (None: no session)."""
@@ -359,29 +373,6 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
-
-
-def _earlier_picks(viewer, feature: str, tomogram: str | None, session):
-    """The picks layer new picks of ``feature`` replace: on the same tomogram (or session);
-    picks of a map that belongs to none replace those of none."""
-    for layer in reversed(list(viewer.layers)):
-        found = tag_of(layer)
-        if found.get("role") != "picks" or found.get("feature") != feature:
-            continue
-        if (tomogram and found.get("tomogram") == tomogram) or (
-                session and found.get(SESSION) == str(session)) or (
-                not tomogram and not session and not found.get("tomogram")
-                and not found.get(SESSION)):
-            return layer
-    return None
-
-
-def _single_shot(milliseconds: int, callback) -> QTimer:
-    timer = QTimer()
-    timer.setSingleShot(True)
-    timer.setInterval(milliseconds)
-    timer.timeout.connect(callback)
-    return timer
 
 
 def _rgba(colour: str) -> np.ndarray:

@@ -15,17 +15,19 @@ import numpy as np
 from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 
 from ..errors import TomosegError
 from ..io.mrc_read import open_volume
-from ..layer_data import frame_from_metadata, hand_added_defaults, points_kwargs
-from ..picks_store import SavedPicks, load_picks, save_picks
+from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
+from ..picks_store import SavedPicks, keep_previous, load_picks, save_picks
 from .annotation import probability_colormap
-from .layer_tags import has_role, layers_with, tag, tag_of, tomogram_key
+from .layer_tags import has_role, layers_with, tag_of, tagged, tomogram_key
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
 MIN_SCORE = "tomoseg_min_score"
+DIAMETER = "tomoseg_diameter"  # Angstrom, as picked: kept when every point is deleted
 
 
 def status_colours(status) -> list[str]:
@@ -44,10 +46,12 @@ def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | N
     table = values.assign(z=picks.points[:, 0], y=picks.points[:, 1], x=picks.points[:, 2])
     kwargs = points_kwargs(table, frame_from_metadata(picks.metadata), f"picks: {picks.feature}")
     kwargs["size"] = float(size_px)
+    # tagged before it is added: an open Pick tab takes it up as it appears
+    kwargs["metadata"][ROLE_KEY] = tagged("picks", feature=picks.feature, tomogram=tomogram,
+                                          **({SESSION: str(session)} if session else {}))
+    kwargs["metadata"][MIN_SCORE] = float(picks.min_score)
+    kwargs["metadata"][DIAMETER] = picks.diameter or float(size_px) * float(kwargs["scale"][-1])
     layer = viewer.add_points(np.asarray(picks.points, float).reshape(-1, 3), **kwargs)
-    tag(layer, "picks", feature=picks.feature, tomogram=tomogram,
-        **({SESSION: str(session)} if session else {}))
-    layer.metadata[MIN_SCORE] = float(picks.min_score)
     layer.border_color = status_colours(values["status"]) if len(values) else []
     if len(values) and "score_norm" in values:  # the score cut holds before Pick is opened
         scores = np.asarray(values["score_norm"], float)
@@ -77,6 +81,8 @@ def unmeasured(points: Points, indices) -> None:
     for column, value in defaults.items():
         if column != "feature":
             points.features.loc[rows, column] = value
+    if "feature" in points.features and tag_of(points).get("feature"):  # '' in an empty layer
+        points.features.loc[rows, "feature"] = tag_of(points)["feature"]
     colours = np.asarray(points.border_color)
     colours[rows] = transform_color(STATUS_COLOURS[0])[0]
     points.border_color = colours
@@ -103,7 +109,9 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
     values = layer.features.drop(columns=["feature"], errors="ignore")
     metadata = {k: v for k, v in layer.metadata.items() if k == "tomoseg"}
     size = np.asarray(layer.size, float)
-    diameter = diameter or (float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
+    diameter = diameter or layer.metadata.get(DIAMETER) or (
+        float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
+    layer.metadata[DIAMETER] = diameter
     return save_picks(folder, SavedPicks(
         feature=str(tag_of(layer).get("feature") or "particle"),
         points=np.asarray(layer.data, float), values=values, metadata=metadata,
@@ -172,11 +180,48 @@ def restore_session_layers(viewer, controller,
     return restored, problems
 
 
+def is_session_picks(layer) -> bool:
+    """Picks a session keeps; never a particle file opened from disk (no scores to judge)."""
+    return (has_role(layer, "picks") and bool(tag_of(layer).get(SESSION))
+            and "score_norm" in getattr(layer, "features", {}))
+
+
 def session_picks(viewer):
-    """The topmost picks layer a session keeps (restored before the Pick tab was opened);
-    never a particle file opened from disk, which has no scores to judge by."""
+    """The topmost picks layer a session keeps (restored before the Pick tab was opened)."""
+    return next((layer for layer in reversed(list(viewer.layers)) if is_session_picks(layer)),
+                None)
+
+
+def earlier_picks(viewer, feature: str, tomogram: str | None, session):
+    """The picks layer new picks of ``feature`` replace: on the same tomogram (or session);
+    picks of a map that belongs to none replace those of none."""
     for layer in reversed(list(viewer.layers)):
-        if has_role(layer, "picks") and tag_of(layer).get(SESSION) \
-                and "score_norm" in layer.features:
+        found = tag_of(layer)
+        if found.get("role") != "picks" or found.get("feature") != feature:
+            continue
+        if (tomogram and found.get("tomogram") == tomogram) or (
+                session and found.get(SESSION) == str(session)) or (
+                not tomogram and not session and not found.get("tomogram")
+                and not found.get(SESSION)):
             return layer
     return None
+
+
+def keep_earlier(session, feature: str):
+    """(session, file kept, note): the session's earlier picks of ``feature`` are set
+    aside before new ones are saved; if that fails the new picks are not saved there."""
+    if session is None:
+        return None, None, ""
+    try:
+        return session, keep_previous(session, feature), ""
+    except OSError as exc:
+        return None, None, (f"; not saved in the session (its earlier picks could not be "
+                            f"set aside: {exc}): Export keeps them")
+
+
+def single_shot(milliseconds: int, callback, parent) -> QTimer:
+    timer = QTimer(parent)  # goes with the widget: it read a deleted slider after a close
+    timer.setSingleShot(True)
+    timer.setInterval(milliseconds)
+    timer.timeout.connect(callback)
+    return timer

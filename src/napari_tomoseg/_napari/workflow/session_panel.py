@@ -46,6 +46,7 @@ class SessionPanel(Container):
         self.voxel.changed.connect(guarded(self._set_voxel_size))
         self.tilt_series.changed.connect(guarded(self._set_tilt_series_pixel_size))
         self.tomogram.changed.connect(self._show_tilt_series_pixel_size)
+        self._filled = ""  # the folder this panel wrote into the field (not the user)
 
     def start_session(self, folder: str | Path | None = None) -> Session:
         """The chosen folder (else the typed one, else the default) holds the session."""
@@ -59,7 +60,7 @@ class SessionPanel(Container):
         self.tilt_series.value = known or 0.0
         self._set_tilt_series_pixel_size()
         self.info.value = f"Session folder: {session.folder}"
-        self.folder.value = session.folder
+        self.folder.line_edit.value = self._filled = str(session.folder)
         return session
 
     def _set_voxel_size(self, *args) -> None:
@@ -99,8 +100,8 @@ class SessionPanel(Container):
         one's (Start then made 'A.tomoseg-2' for B, and for A again an empty '-2-2')."""
         self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0
         layer = self.tomogram.value
+        if str(self.folder.line_edit.value) not in ("", ".", self._filled):
+            return  # typed by the user: theirs to keep
         own = (layer.metadata.get("tomoseg") or {}).get("session") if layer is not None else None
-        if own:
-            self.folder.value = own
-        else:  # empty: the default folder (FileEdit turns a value of "" into the cwd)
-            self.folder.line_edit.value = ""
+        # empty means the default folder (FileEdit would turn a value of "" into the cwd)
+        self.folder.line_edit.value = self._filled = str(own or "")
