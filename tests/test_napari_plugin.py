@@ -100,6 +100,27 @@ def test_points_round_trip_through_napari_with_origin(make_napari_viewer, tiny_f
                                atol=1e-3)
 
 
+def test_saving_a_picks_layer_leaves_out_rejected_and_cut_picks(make_napari_viewer, tiny_files,
+                                                                 tmp_path):
+    """File > Save Selected Layers wrote every pick, rejected ones too (a trial); the Pick
+    tab's Export wrote the kept ones. Both write the kept ones now."""
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    (points,) = viewer.open(str(tiny_files["particles"]), plugin=PLUGIN)
+    n = len(points.data)
+    status = np.zeros(n, int)
+    status[0] = -1  # rejected
+    points.features = points.features.assign(status=status)
+    shown = np.ones(n, bool)
+    shown[1] = False  # below the score cut
+    points.shown = shown
+    out = tmp_path / "kept.star"
+    points.save(str(out), plugin=PLUGIN)
+    saved = read_star(out, TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))
+    assert len(saved) == n - 2
+    np.testing.assert_allclose(saved[["z", "y", "x"]].to_numpy(), points.data[2:], atol=1e-3)
+
+
 def test_points_added_by_hand_are_saved_in_tomogram_pixels(make_napari_viewer, tiny_files,
                                                           tmp_path, monkeypatch):
     """A layer saves from its own metadata, never from what else the viewer holds."""

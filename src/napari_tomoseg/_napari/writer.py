@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 
 from ..errors import InvalidCoordinatesError, InvalidVolumeError, TomosegError
 from ..io.mrc import write_volume
@@ -70,7 +70,22 @@ def _points_table_and_frame(data, attributes: dict):
     if features is not None and len(features) == len(pixels):
         for name in features.columns:
             columns[str(name)] = np.asarray(features[name])
-    return particle_table(pixels, **columns), frame
+    keep = _kept(columns, attributes.get("shown"), len(pixels))
+    return particle_table(pixels[keep], **{k: v[keep] for k, v in columns.items()}), frame
+
+
+def _kept(columns: dict, shown, n: int) -> np.ndarray:
+    """Picks rejected in QC, or hidden by the score cut, are not written (as Export on the
+    Pick tab): saving the layer wrote them all, rejected ones too (a trial)."""
+    keep = np.ones(n, bool)
+    if "status" in columns:
+        keep &= ~(np.asarray(columns["status"], float) < 0)
+    if shown is not None and len(shown) == n:
+        keep &= np.asarray(shown, bool)
+    if not keep.all():
+        show_info(f"{int((~keep).sum())} of {n} picks rejected or below the score cut were "
+                  "left out; the file holds the kept ones.")
+    return keep
 
 
 @_said
