@@ -18,7 +18,8 @@ from napari_tomoseg.cli import main
 from napari_tomoseg.errors import TomosegError
 from napari_tomoseg.io.atomic import atomic_path, clean_stale_partials, is_partial, partial_path
 from napari_tomoseg.io.mrc import write_volume
-from napari_tomoseg.session import Session, data_checksum, open_session
+from napari_tomoseg.session import Session, data_checksum
+from napari_tomoseg.session_open import open_session
 from napari_tomoseg.session_store import BACKUP_FILE, SESSION_FILE
 
 SHAPE = (12, 40, 48)

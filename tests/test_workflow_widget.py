@@ -349,6 +349,29 @@ def test_a_calibrated_threshold_is_kept_exactly_for_merge_and_pick(workflow):
     assert widget.thresholds["ribosome"] == 0.5
 
 
+def test_a_threshold_set_by_hand_comes_back_with_the_session(workflow, make_napari_viewer,
+                                                            tiny_files, tmp_path):
+    """A restore brought back the calibrated (or default) threshold, and Merge and Pick used
+    it, not the one the user had chosen (a trial)."""
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer, widget = workflow
+    widget.features.feature.value = "ribosome"
+    widget.segmenting.threshold.value = 0.7
+    assert Session.load(tmp_path / "session").thresholds == {"ribosome": 0.7}
+    widget.segmenting.threshold.value = 0.5  # back to the default: nothing of its own
+    assert Session.load(tmp_path / "session").thresholds == {}
+    widget.segmenting.threshold.value = 0.65
+    viewer2 = make_napari_viewer()
+    (image,) = viewer2.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    widget2 = TomosegWidget(viewer2)
+    widget2.tomogram.value = image
+    widget2.start_session(tmp_path / "session")
+    assert widget2.thresholds["ribosome"] == 0.65
+    widget2.features.feature.value = "ribosome"
+    assert widget2.segmenting.threshold.value == pytest.approx(0.65)
+
+
 def test_renaming_a_trained_feature_keeps_its_model_working(workflow, tiny_result, qtbot):
     from napari_tomoseg.jobs.train import previous_model_path
 

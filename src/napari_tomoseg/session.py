@@ -6,9 +6,9 @@ default ``<tomogram>.tomoseg/`` beside the tomogram): ``session.json``
 files, boxes with their masks; one generation written whole, the one
 before kept as backup, see ``session_store``), ``models/<feature>.pt``
 and segmentations. Reopening the folder restores the session exactly.
-A session is never deleted: ``open_session`` rebinds it to a tomogram
-whose header changed but whose voxels did not, and starts a new folder
-beside it for a different tomogram.
+A session is never deleted: ``session_open.open_session`` rebinds it to a
+tomogram whose header changed but whose voxels did not, and starts a new
+folder beside it for a different tomogram.
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ class Session:
     # does not carry it, so it is remembered here once the user gives it; None = unknown
     tilt_series_pixel_size: float | None = None
     training: list[str] = field(default_factory=list)  # features whose training has not reported
+    # thresholds the user set by hand (the models' calibrated ones otherwise): kept across
+    # restores, dropped when the feature's next model brings its own
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     # features ----------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -158,8 +161,9 @@ class Session:
         for box in self.boxes:
             if box.feature == old:
                 box.feature = new
-        if old in self.models:
-            self.models[new] = self.models.pop(old)
+        for named in (self.models, self.thresholds):
+            if old in named:
+                named[new] = named.pop(old)
         self.training = [new if f == old else f for f in self.training]
         self.save()
 
@@ -174,6 +178,7 @@ class Session:
         self.boxes = [b for b in self.boxes if b.feature != name]
         self.features.remove(feature)
         self.models.pop(name, None)
+        self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
         self.save()
         return len(removed)
@@ -222,6 +227,7 @@ class Session:
 
     def register_model(self, feature: str) -> None:
         self.models[feature] = str(self.model_path(feature).relative_to(self.folder))
+        self.thresholds.pop(feature, None)  # a new model brings its calibrated threshold
         self.end_training(feature)
 
     def begin_training(self, feature: str) -> None:
@@ -246,6 +252,7 @@ class Session:
         adopted = [f for f in self.training if f in names and self.model_path(f).is_file()]
         for name in adopted:
             self.models[name] = str(self.model_path(name).relative_to(self.folder))
+            self.thresholds.pop(name, None)
         if self.training:
             self.training = []
             self.save()
@@ -259,7 +266,8 @@ class Session:
                 "voxel_size": self.voxel_size, "shape": list(self.shape) if self.shape else None,
                 "box_size": self.box_size, "tilt_series_pixel_size": self.tilt_series_pixel_size,
                 "features": [{"name": f.name, "colour": f.colour} for f in self.features],
-                "models": self.models, "training": self.training}
+                "models": self.models, "training": self.training,
+                "thresholds": self.thresholds}
 
     def save(self) -> None:
         """Write the whole session as one new generation (cheap: called on every change)."""
@@ -302,6 +310,8 @@ class Session:
                        features=[Feature(f["name"], f["colour"]) for f in record.get("features", [])],
                        boxes=boxes, models=dict(record.get("models", {})),
                        training=[str(f) for f in record.get("training", [])],
+                       thresholds={str(f): float(t)
+                                   for f, t in (record.get("thresholds") or {}).items()},
                        box_size=int(record.get("box_size", 64)), note=note, damaged=note is not None,
                        tilt_series_pixel_size=_optional_size(record.get("tilt_series_pixel_size")))
         except (TypeError, ValueError, KeyError) as exc:
@@ -321,79 +331,6 @@ def _optional_size(value) -> float | None:
     if not (np.isfinite(size) and size > 0):
         raise ValueError(f"tilt_series_pixel_size {value!r}")
     return size
-
-
-def _beside(folder: Path, n: int) -> Path:
-    """The n-th folder beside ``folder``: ``t.mrc.tomoseg`` -> ``t.mrc-2.tomoseg``."""
-    name = folder.name
-    stem = name[:-len(SESSION_SUFFIX)] if name.endswith(SESSION_SUFFIX) else name
-    return folder.with_name(f"{stem}-{n}{name[len(stem):]}")
-
-
-def _identify(session: Session, tomogram: str) -> str:
-    """'same' file, 'rebind' (same voxels, changed header) or 'different' tomogram."""
-    if session.tomogram_fingerprint is None or fingerprint(tomogram) == session.tomogram_fingerprint:
-        return "same"
-    if session.data_checksum is None:  # a session of version 1 knows only its file's bytes
-        return "different"
-    return "rebind" if file_checksum(tomogram)[0] == session.data_checksum else "different"
-
-
-def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
-    old_voxel, old_origin = session.voxel_size, session.origin
-    session.tomogram, session.tomogram_fingerprint = str(tomogram), fingerprint(tomogram)
-    session.origin = file_checksum(tomogram)[1]
-    session.voxel_size = float(voxel_size)
-    session.save()
-    changes = []
-    if old_voxel != session.voxel_size:
-        changes.append(f"voxel size {old_voxel:g} -> {session.voxel_size:g} A")
-    if old_origin is not None and tuple(old_origin) != session.origin:
-        changes.append("origin " + " ".join(f"{o:g}" for o in old_origin[::-1]) + " -> "
-                       + " ".join(f"{o:g}" for o in session.origin[::-1]) + " A (x y z)")
-    return (f"The header of {Path(tomogram).name} changed ({', '.join(changes) or 'other fields'}), "
-            f"its voxels did not: session {session.folder} rebound to it, "
-            f"all {len(session.boxes)} boxes kept.")
-
-
-def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
-                 shape: tuple[int, int, int]) -> tuple[Session, str]:
-    """Restore, rebind or start the session of a tomogram; never deletes one.
-
-    Returns the session and a sentence for the user. A session made on
-    other voxel data stays as it is; the new one goes into the first free
-    folder beside it (or into one beside it that was made on this tomogram).
-    """
-    folder = Path(folder)
-    for n in range(1, 1000):
-        candidate = folder if n == 1 else _beside(folder, n)
-        if not is_session(candidate):
-            session = Session.create(candidate, tomogram, voxel_size, shape)
-            moved = f" ({folder} belongs to another tomogram and is kept)" if n > 1 else ""
-            return session, f"New session in {candidate}{moved}."
-        session = Session.load(candidate)
-        verdict = "same" if not tomogram else _identify(session, tomogram)
-        if verdict == "rebind":
-            return session, _rebind(session, tomogram, voxel_size) + _adopted(session)
-        if verdict == "same":
-            message = (f"Restored session: {len(session.boxes)} boxes, "
-                       f"{len(session.features)} features, from {candidate}")
-            return session, (message + (f" ({session.note})." if session.note else ".")
-                             + _adopted(session))
-    raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
-
-
-def _adopted(session: Session) -> str:
-    """What a restore says of trainings that never reported back (a closed viewer, a kill)."""
-    before = set(session.models)
-    begun = [f for f in session.training if f in session.feature_names()]
-    new = [f for f in session.adopt_saved_models() if f not in before]
-    said = (f" The model{'s' if len(new) > 1 else ''} of {', '.join(map(repr, new))}, saved by a "
-            "training that ended with the viewer, restored too." if new else "")
-    cut = [f for f in begun if f not in new]  # said, not claimed saved: it may not have been
-    return said + "".join(f" The training of {f!r} ended with the viewer: " + (
-        "the model is the last one saved, perhaps from before it." if f in session.models
-        else "no model was saved.") for f in cut)
 
 
 def _safe(name: str) -> str:

@@ -160,10 +160,24 @@ class SegmentPanel(Container):
         if known is not None and abs(known - value) < 0.025 + 1e-9:
             value = known  # the slider's 0.05 grid: keep a calibrated 0.37, not 0.35
         self.workflow.thresholds[c.active] = value
+        self._remember(c.session, c.active, value)
         colour = c.session.feature(c.active).colour
         for layer in layers_with(self.workflow.viewer, "probability", feature=c.active):
             layer.colormap = probability_colormap(colour, value)
             layer.metadata["threshold"] = value  # Pick's default
+
+    def _remember(self, session, feature: str, value: float) -> None:
+        """A threshold set by hand is kept in the session (a restore brought back the model's
+        calibrated one, and Merge and Pick used it); the model's own is not stored."""
+        model = self.workflow.models.get(feature)
+        calibrated = float(model.threshold) if model is not None else 0.5
+        own = None if abs(calibrated - value) < 1e-9 else value
+        if session.thresholds.get(feature) != own:
+            if own is None:
+                session.thresholds.pop(feature, None)
+            else:
+                session.thresholds[feature] = own
+            session.save()
 
     # merge --------------------------------------------------------------------------------
     def merge(self) -> JobHandle:

@@ -16,7 +16,8 @@ from ...errors import TomosegError
 from ...jobs.progress import Job
 from ...nn.model_file import TrainedModel, load_model
 from ...layer_data import clean_tomo_name
-from ...session import Session, default_session_folder, open_session, user_sessions_folder
+from ...session import Session, default_session_folder, user_sessions_folder
+from ...session_open import open_session
 from ...session_store import is_session
 from ..annotation import AnnotationController
 from ..layer_tags import tomogram_key
@@ -107,6 +108,9 @@ class Workflow:
                 self.thresholds[feature] = self.models[feature].threshold
             except TomosegError as exc:
                 show_error(f"model of '{feature}' not restored: {exc}")
+        # thresholds the user set by hand win over the models' calibrated ones
+        self.thresholds.update({f: t for f, t in session.thresholds.items()
+                                if f in session.feature_names()})
         # its finished maps and its picks (with their judgements)
         restored, problems = restore_session_layers(self.viewer, self.controller,
                                                     self.thresholds)

@@ -1,0 +1,88 @@
+"""Open the session of a tomogram: restore it, rebind it to a changed header, or start one.
+
+A session is never deleted or taken over: a session made on other voxel data stays as
+it is, and the new one goes into the first free folder beside it. What a restore had to
+do (a rebind, a backup used, a training that never reported back) is said in one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import TomosegError
+from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint
+from .session_store import is_session
+
+
+def _beside(folder: Path, n: int) -> Path:
+    """The n-th folder beside ``folder``: ``t.mrc.tomoseg`` -> ``t.mrc-2.tomoseg``."""
+    name = folder.name
+    stem = name[:-len(SESSION_SUFFIX)] if name.endswith(SESSION_SUFFIX) else name
+    return folder.with_name(f"{stem}-{n}{name[len(stem):]}")
+
+
+def _identify(session: Session, tomogram: str) -> str:
+    """'same' file, 'rebind' (same voxels, changed header) or 'different' tomogram."""
+    if session.tomogram_fingerprint is None or fingerprint(tomogram) == session.tomogram_fingerprint:
+        return "same"
+    if session.data_checksum is None:  # a session of version 1 knows only its file's bytes
+        return "different"
+    return "rebind" if file_checksum(tomogram)[0] == session.data_checksum else "different"
+
+
+def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
+    old_voxel, old_origin = session.voxel_size, session.origin
+    session.tomogram, session.tomogram_fingerprint = str(tomogram), fingerprint(tomogram)
+    session.origin = file_checksum(tomogram)[1]
+    session.voxel_size = float(voxel_size)
+    session.save()
+    changes = []
+    if old_voxel != session.voxel_size:
+        changes.append(f"voxel size {old_voxel:g} -> {session.voxel_size:g} A")
+    if old_origin is not None and tuple(old_origin) != session.origin:
+        changes.append("origin " + " ".join(f"{o:g}" for o in old_origin[::-1]) + " -> "
+                       + " ".join(f"{o:g}" for o in session.origin[::-1]) + " A (x y z)")
+    return (f"The header of {Path(tomogram).name} changed ({', '.join(changes) or 'other fields'}), "
+            f"its voxels did not: session {session.folder} rebound to it, "
+            f"all {len(session.boxes)} boxes kept.")
+
+
+def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
+                 shape: tuple[int, int, int]) -> tuple[Session, str]:
+    """Restore, rebind or start the session of a tomogram; never deletes one.
+
+    Returns the session and a sentence for the user. A session made on
+    other voxel data stays as it is; the new one goes into the first free
+    folder beside it (or into one beside it that was made on this tomogram).
+    """
+    folder = Path(folder)
+    for n in range(1, 1000):
+        candidate = folder if n == 1 else _beside(folder, n)
+        if not is_session(candidate):
+            session = Session.create(candidate, tomogram, voxel_size, shape)
+            moved = f" ({folder} belongs to another tomogram and is kept)" if n > 1 else ""
+            return session, f"New session in {candidate}{moved}."
+        session = Session.load(candidate)
+        verdict = "same" if not tomogram else _identify(session, tomogram)
+        if verdict == "rebind":
+            return session, _rebind(session, tomogram, voxel_size) + _adopted(session)
+        if verdict == "same":
+            message = (f"Restored session: {len(session.boxes)} boxes, "
+                       f"{len(session.features)} features, from {candidate}")
+            return session, (message + (f" ({session.note})." if session.note else ".")
+                             + _adopted(session))
+    raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
+
+
+def _adopted(session: Session) -> str:
+    """What a restore says of trainings that never reported back (a closed viewer, a kill)."""
+    before = set(session.models)
+    begun = [f for f in session.training if f in session.feature_names()]
+    new = [f for f in session.adopt_saved_models() if f not in before]
+    said = (f" The model{'s' if len(new) > 1 else ''} of {', '.join(map(repr, new))}, saved by a "
+            "training that ended with the viewer, restored too." if new else "")
+    cut = [f for f in begun if f not in new]  # said, not claimed saved: it may not have been
+    return said + "".join(f" The training of {f!r} ended with the viewer: " + (
+        "the model is the last one saved, perhaps from before it." if f in session.models
+        else "no model was saved.") for f in cut)
