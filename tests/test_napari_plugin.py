@@ -245,3 +245,14 @@ def test_launch_docks_the_widget_and_opens_the_sample(make_napari_viewer, monkey
     viewer = launch_module.launch(sample="synthetic", run=False)
     assert "synthetic_cell" in [layer.name for layer in viewer.layers]
     assert any("Synthetic cell" in name for name in viewer.window.dock_widgets)
+
+
+def test_a_text_status_column_does_not_stop_a_save(make_napari_viewer, tiny_files, tmp_path):
+    """'good'/'bad' from an imported table is not a judgement of ours: every point is kept."""
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_files["tomogram"]), plugin=PLUGIN)
+    (points,) = viewer.open(str(tiny_files["particles"]), plugin=PLUGIN)
+    points.features = points.features.assign(status=["good"] * len(points.data))
+    points.save(str(tmp_path / "all.star"), plugin=PLUGIN)
+    assert len(read_star(tmp_path / "all.star",
+                         TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))) == len(points.data)

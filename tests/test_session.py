@@ -293,3 +293,22 @@ def test_a_killed_training_of_a_trained_feature_is_not_called_saved(tmp_path, ti
     session.begin_training("membrane")  # killed before it saved anything
     _, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
     assert "The training of 'membrane' ended with the viewer: no model was saved." in message
+
+
+def test_hand_set_thresholds_follow_renames_and_survive_an_unfinished_retrain(tmp_path):
+    """A review: renaming a trained feature dropped its hand-set threshold from the file, and
+    a restore after an unfinished retrain dropped it too (the model was the same file)."""
+    session = Session.create(tmp_path / "s", None, 10.0, (4, 32, 32))
+    session.model_path("ribosome").parent.mkdir(parents=True)
+    session.model_path("ribosome").write_bytes(b"a model")
+    session.register_model("ribosome")
+    session.thresholds["ribosome"] = 0.7
+    session.begin_training("ribosome")  # a retrain that never reported back
+    restored, _ = open_session(session.folder, None, 10.0, (4, 32, 32))
+    assert restored.thresholds == {"ribosome": 0.7}
+    restored.rename_feature("ribosome", "80S")
+    restored.model_path("80S").write_bytes(b"a model")
+    restored.register_model("80S", fresh=False)  # what the dock's rename does
+    assert Session.load(restored.folder).thresholds == {"80S": 0.7}
+    restored.register_model("80S")  # a newly trained model brings its own threshold
+    assert Session.load(restored.folder).thresholds == {}

@@ -370,6 +370,25 @@ def test_a_threshold_set_by_hand_comes_back_with_the_session(workflow, make_napa
     assert widget2.thresholds["ribosome"] == 0.65
     widget2.features.feature.value = "ribosome"
     assert widget2.segmenting.threshold.value == pytest.approx(0.65)
+    # a removed feature's threshold is not handed to a new feature of that name
+    widget2.features.feature.value = "ribosome"
+    widget2.features.remove()
+    widget2.features.new_name.value = "ribosome"
+    widget2.features.add()
+    widget2.features.feature.value = "ribosome"
+    assert widget2.thresholds.get("ribosome", 0.5) == 0.5
+    assert Session.load(tmp_path / "session").thresholds == {}
+
+
+def test_a_calibrated_threshold_off_the_slider_is_not_stored_as_set_by_hand(workflow):
+    from types import SimpleNamespace
+
+    _, widget = workflow
+    widget.controller.set_active("ribosome")
+    model = SimpleNamespace(threshold=0.02)  # e.g. a loaded model's; the slider stops at 0.05
+    widget.models["ribosome"] = model
+    widget.segmenting.use_threshold("ribosome", model)
+    assert widget.controller.session.thresholds == {}
 
 
 def test_renaming_a_trained_feature_keeps_its_model_working(workflow, tiny_result, qtbot):

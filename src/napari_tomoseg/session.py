@@ -225,9 +225,12 @@ class Session:
     def segmentation_path(self, feature: str) -> Path:
         return self.folder / "segmentations" / f"{_safe(feature)}.mrc"
 
-    def register_model(self, feature: str) -> None:
+    def register_model(self, feature: str, fresh: bool = True) -> None:
+        """Record the feature's model file; a ``fresh`` model brings its calibrated threshold
+        (not one set by hand for the one before; a renamed feature keeps it)."""
         self.models[feature] = str(self.model_path(feature).relative_to(self.folder))
-        self.thresholds.pop(feature, None)  # a new model brings its calibrated threshold
+        if fresh:
+            self.thresholds.pop(feature, None)
         self.end_training(feature)
 
     def begin_training(self, feature: str) -> None:
@@ -251,8 +254,9 @@ class Session:
         names = set(self.feature_names())
         adopted = [f for f in self.training if f in names and self.model_path(f).is_file()]
         for name in adopted:
+            if name not in self.models:  # a new model; a registered one may be the same file
+                self.thresholds.pop(name, None)
             self.models[name] = str(self.model_path(name).relative_to(self.folder))
-            self.thresholds.pop(name, None)
         if self.training:
             self.training = []
             self.save()

@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import InvalidCoordinatesError, InvalidVolumeError, TomosegError
@@ -79,7 +80,8 @@ def _kept(columns: dict, shown, n: int) -> np.ndarray:
     Pick tab): saving the layer wrote them all, rejected ones too (a trial)."""
     keep = np.ones(n, bool)
     if "status" in columns:
-        keep &= ~(np.asarray(columns["status"], float) < 0)
+        status = pd.to_numeric(pd.Series(columns["status"]), errors="coerce").to_numpy()
+        keep &= ~(status < 0)  # text ('good', 'bad') is not a judgement of ours: kept
     if shown is not None and len(shown) == n:
         keep &= np.asarray(shown, bool)
     if not keep.all():

@@ -75,7 +75,7 @@ class FeaturesPanel(Container):
             model = models.pop(old)
             model.feature = new
             save_model(model, c.session.model_path(new))
-            c.session.register_model(new)
+            c.session.register_model(new, fresh=False)
             models[new] = model
         if old in thresholds:
             thresholds[new] = thresholds.pop(old)
@@ -92,6 +92,7 @@ class FeaturesPanel(Container):
         name = self.feature.value
         removed = c.session.remove_feature(name)
         self.workflow.models.pop(name, None)
+        self.workflow.thresholds.pop(name, None)  # not handed to a new feature of that name
         c.active = c.session.features[0].name if c.session.features else None
         c.refresh_colours()
         self.workflow.notify_changed()

@@ -171,7 +171,8 @@ class SegmentPanel(Container):
         calibrated one, and Merge and Pick used it); the model's own is not stored."""
         model = self.workflow.models.get(feature)
         calibrated = float(model.threshold) if model is not None else 0.5
-        own = None if abs(calibrated - value) < 1e-9 else value
+        on_slider = min(max(round(calibrated / 0.05) * 5 / 100, 0.05), 0.95)  # as use_threshold
+        own = None if min(abs(calibrated - value), abs(on_slider - value)) < 1e-9 else value
         if session.thresholds.get(feature) != own:
             if own is None:
                 session.thresholds.pop(feature, None)
