@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .io.atomic import atomic_path
+from .session import feature_file_stem
 
 VERSION = 1
 FOLDER = "picks"
@@ -37,14 +38,12 @@ class SavedPicks:
 
 
 def picks_path(folder: str | os.PathLike, feature: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in feature) or "picks"
-    return Path(folder) / FOLDER / f"{safe}.json"
+    """Named as the feature's model and map are (the session refuses names that collide)."""
+    return Path(folder) / FOLDER / f"{feature_file_stem(feature)}.json"
 
 
 def _plain(value):
     """A JSON value for a table cell: NaN (a point added by hand has no score) as None."""
-    if isinstance(value, (np.integer,)):
-        return int(value)
     if isinstance(value, (float, np.floating)):
         return None if not math.isfinite(float(value)) else float(value)
     return value.item() if isinstance(value, np.generic) else value

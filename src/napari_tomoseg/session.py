@@ -150,9 +150,9 @@ class Session:
                 continue
             if other == name:
                 raise TomosegError(f"there is already a feature called '{name}'.")
-            if _safe(other).lower() == _safe(name).lower():
+            if feature_file_stem(other).lower() == feature_file_stem(name).lower():
                 raise TomosegError(f"'{name}' would share its model and map files with "
-                                   f"'{other}' (both {_safe(name)}); choose another name.")
+                                   f"'{other}' (both {feature_file_stem(name)}); choose another name.")
 
     def rename_feature(self, old: str, new: str) -> None:
         new = new.strip()
@@ -220,10 +220,10 @@ class Session:
 
     # models --------------------------------------------------------------
     def model_path(self, feature: str) -> Path:
-        return self.folder / "models" / f"{_safe(feature)}.pt"
+        return self.folder / "models" / f"{feature_file_stem(feature)}.pt"
 
     def segmentation_path(self, feature: str) -> Path:
-        return self.folder / "segmentations" / f"{_safe(feature)}.mrc"
+        return self.folder / "segmentations" / f"{feature_file_stem(feature)}.mrc"
 
     def register_model(self, feature: str, fresh: bool = True) -> None:
         """Record the feature's model file; a ``fresh`` model brings its calibrated threshold
@@ -337,5 +337,6 @@ def _optional_size(value) -> float | None:
     return size
 
 
-def _safe(name: str) -> str:
+def feature_file_stem(name: str) -> str:
+    """A feature's name as it names its files (models, maps, picks)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

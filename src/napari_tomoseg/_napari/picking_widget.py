@@ -20,6 +20,7 @@ import pandas as pd
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox,
                               Label, LineEdit, PushButton)
 from napari.layers import Image, Points
+from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.notifications import show_info
 
 from ..errors import InvalidVolumeError, TomosegError
@@ -257,8 +258,9 @@ class PickingWidget(Container):
         picks restored before this tab was opened are taken up."""
         if self.points is not None and self.points not in self.viewer.layers:
             self.points, self.current = None, -1
-        if self.points is None and session_picks(self.viewer) is not None:
-            self._adopt(session_picks(self.viewer))
+        restored = session_picks(self.viewer) if self.points is None else None
+        if restored is not None:
+            self._adopt(restored)
         return self.points
 
     def _on_points_changed(self, event=None) -> None:
@@ -311,7 +313,7 @@ class PickingWidget(Container):
                                "or none is in view.")
         self.points.features.loc[self.current, "status"] = verdict
         colours = np.asarray(self.points.border_color)
-        colours[self.current] = _rgba(STATUS_COLOURS[verdict])
+        colours[self.current] = transform_color(STATUS_COLOURS[verdict])[0]
         self.points.border_color = colours
         self._save()
         self.step(1)
@@ -373,10 +375,6 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
         raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
                                  "a probability map holds 0-1 (or 0-255); is it a tomogram?")
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
-
-
-def _rgba(colour: str) -> np.ndarray:
-    return np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)] + [1.0])
 
 
 def _shape_note(flat: int, kept: int) -> str:

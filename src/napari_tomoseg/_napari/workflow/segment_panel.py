@@ -39,6 +39,12 @@ def _trained(asked: list[str] | None, features: list[str], models: dict) -> list
     return chosen
 
 
+def _on_slider(threshold: float) -> float:
+    """The slider's value for a threshold: its range and 0.05 steps (0.95, not
+    0.9500000000000001)."""
+    return min(max(round(threshold / 0.05) * 5 / 100, 0.05), 0.95)
+
+
 class SegmentPanel(Container):
     def __init__(self, workflow: Workflow):
         super().__init__(labels=True)
@@ -145,9 +151,7 @@ class SegmentPanel(Container):
         self.workflow.thresholds[feature] = float(model.threshold)
         c = self.workflow.controller
         if c is not None and c.active == feature:
-            # the slider's range and 0.05 steps: 0.95 must not become 0.9500000000000001
-            self.threshold.value = min(max(round(float(model.threshold) / 0.05) * 5 / 100, 0.05),
-                                       0.95)
+            self.threshold.value = _on_slider(float(model.threshold))
             self.apply_threshold()
 
     def apply_threshold(self, *args) -> None:
@@ -171,8 +175,8 @@ class SegmentPanel(Container):
         calibrated one, and Merge and Pick used it); the model's own is not stored."""
         model = self.workflow.models.get(feature)
         calibrated = float(model.threshold) if model is not None else 0.5
-        on_slider = min(max(round(calibrated / 0.05) * 5 / 100, 0.05), 0.95)  # as use_threshold
-        own = None if min(abs(calibrated - value), abs(on_slider - value)) < 1e-9 else value
+        shown = _on_slider(calibrated)
+        own = None if min(abs(calibrated - value), abs(shown - value)) < 1e-9 else value
         if session.thresholds.get(feature) != own:
             if own is None:
                 session.thresholds.pop(feature, None)
