@@ -284,3 +284,36 @@ def test_a_pick_tab_open_before_the_restore_takes_up_the_picks(make_napari_viewe
     points.data = np.zeros((0, 3))  # every pick deleted: the diameter is kept for new ones
     saved = json.loads(picks_path(folder, "ribosome").read_text())
     assert saved["rows"] == [] and saved["diameter"] == 120.0
+
+
+def test_picks_follow_a_renamed_feature_and_leave_the_session_with_a_removed_one(
+        make_napari_viewer, qtbot, tiny_files, tmp_path):
+    """A rename left the picks (and map) under the old name, and a removal left them in the
+    session: a new feature of that name got them back as its own on the next restore."""
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    write_volume(widget.controller.session.segmentation_path("ribosome"), overlay.data,
+                 float(image.scale[-1]), tuple(image.translate))
+    points = _pick(PickingWidget(viewer), overlay, qtbot, 120.0)
+    widget.features.feature.value = "ribosome"
+    widget.features.new_name.value = "70S"
+    widget.features.rename()
+    points.add(np.array([[16.0, 50.0, 50.0]]))  # saved under the new name
+    assert len(_saved_rows(folder, "70S")) == len(CENTRES) + 1
+    assert not picks_path(folder, "ribosome").exists()
+    assert widget.controller.session.segmentation_path("70S").exists()
+    widget.features.feature.value = "70S"
+    widget.features.remove()
+    points.add(np.array([[18.0, 52.0, 52.0]]))  # still open, no longer the session's
+    assert not picks_path(folder, "70S").exists()
+    assert len(list((folder / "removed").rglob("70S.json"))) == 1  # kept aside
+    widget.features.new_name.value = "70S"
+    widget.features.add()
+    viewer.close()
+    viewer2, widget2, _ = _dock(make_napari_viewer, tiny_files, folder)
+    assert not [layer for layer in viewer2.layers if layer.name.startswith("picks")]
+    assert not np.asarray(widget2.controller.overlay("70S").data).any()

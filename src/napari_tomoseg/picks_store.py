@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .io.atomic import atomic_path
-from .session import feature_file_stem
+from .feature_files import picks_file
 
 VERSION = 1
 FOLDER = "picks"
@@ -39,7 +39,7 @@ class SavedPicks:
 
 def picks_path(folder: str | os.PathLike, feature: str) -> Path:
     """Named as the feature's model and map are (the session refuses names that collide)."""
-    return Path(folder) / FOLDER / f"{feature_file_stem(feature)}.json"
+    return picks_file(folder, feature)
 
 
 def _plain(value):
@@ -79,6 +79,22 @@ def keep_previous(folder: str | os.PathLike, feature: str) -> Path | None:
             os.replace(path, previous)
             return previous
     raise OSError(f"too many earlier picks beside {path}")
+
+
+def rename_saved_picks(folder: str | os.PathLike, old: str, new: str) -> Path | None:
+    """A renamed feature's picks hold its new name inside too (else they would read as a
+    copy of a feature that no longer exists); run after ``feature_files.move_files`` gave
+    the file its new name. The path rewritten, or None (no such picks, or unreadable ones,
+    which ``load_picks`` reports)."""
+    path = picks_path(folder, new)
+    try:
+        picks = _read(path) if path.exists() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if picks is None or picks.feature != old:
+        return None
+    picks.feature = new
+    return save_picks(folder, picks)
 
 
 def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:

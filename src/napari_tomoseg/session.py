@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import feature_files
 from .annotations import Box
 from .errors import TomosegError
+from .feature_files import feature_file_stem
+from .picks_store import rename_saved_picks
 from .session_store import (SESSION_FILE, clean_session_partials, is_session, read_generation,
                             set_damaged_aside, write_generation)
 from .features import FEATURE_COLOURS
@@ -165,14 +168,20 @@ class Session:
             if old in named:
                 named[new] = named.pop(old)
         self.training = [new if f == old else f for f in self.training]
+        if self.models.get(new) == self._relative(self.model_path(old)):
+            self.models[new] = self._relative(self.model_path(new))
+        # the files follow the name: under the old one a new feature would take them
+        feature_files.move_files(self.folder, old, new)
+        rename_saved_picks(self.folder, old, new)
         self.save()
 
     def recolour_feature(self, name: str, colour: str) -> None:
         self.feature(name).colour = colour
         self.save()
 
-    def remove_feature(self, name: str) -> int:
-        """Remove a feature and its boxes; returns how many boxes went with it."""
+    def remove_feature(self, name: str) -> tuple[int, Path | None]:
+        """Remove a feature and its boxes: (how many boxes went with it, the folder its
+        files were set aside in, or None when it had none)."""
         feature = self.feature(name)
         removed = [b for b in self.boxes if b.feature == name]
         self.boxes = [b for b in self.boxes if b.feature != name]
@@ -181,7 +190,8 @@ class Session:
         self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
         self.save()
-        return len(removed)
+        # kept, but not where a new feature of this name would take them for its own
+        return len(removed), feature_files.set_aside(self.folder, name)
 
     # boxes ---------------------------------------------------------------
     def add_box(self, feature: str, z: int, y: float, x: float, positive: bool,
@@ -220,15 +230,18 @@ class Session:
 
     # models --------------------------------------------------------------
     def model_path(self, feature: str) -> Path:
-        return self.folder / "models" / f"{feature_file_stem(feature)}.pt"
+        return feature_files.model_file(self.folder, feature)
 
     def segmentation_path(self, feature: str) -> Path:
-        return self.folder / "segmentations" / f"{feature_file_stem(feature)}.mrc"
+        return feature_files.map_file(self.folder, feature)
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self.folder))
 
     def register_model(self, feature: str, fresh: bool = True) -> None:
         """Record the feature's model file; a ``fresh`` model brings its calibrated threshold
         (not one set by hand for the one before; a renamed feature keeps it)."""
-        self.models[feature] = str(self.model_path(feature).relative_to(self.folder))
+        self.models[feature] = self._relative(self.model_path(feature))
         if fresh:
             self.thresholds.pop(feature, None)
         self.end_training(feature)
@@ -256,7 +269,7 @@ class Session:
         for name in adopted:
             if name not in self.models:  # a new model; a registered one may be the same file
                 self.thresholds.pop(name, None)
-            self.models[name] = str(self.model_path(name).relative_to(self.folder))
+            self.models[name] = self._relative(self.model_path(name))
         if self.training:
             self.training = []
             self.save()
@@ -337,6 +350,3 @@ def _optional_size(value) -> float | None:
     return size
 
 
-def feature_file_stem(name: str) -> str:
-    """A feature's name as it names its files (models, maps, picks)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -71,6 +71,27 @@ def _on_edit(event) -> None:
         save_or_say(layer)
 
 
+def follow_feature(viewer, folder: Path, old: str, new: str | None) -> list[Points]:
+    """The session's picks layers of feature ``old`` after a rename (``new``: they save under
+    the new name) or a removal (None: they no longer save into the session, whose files of
+    the feature were set aside); the layers changed."""
+    changed = []
+    for layer in list(layers_with(viewer, "picks", feature=old)):
+        attributes = {k: v for k, v in tag_of(layer).items() if k != "role"}
+        if Path(attributes.get(SESSION, "")) != Path(folder):
+            continue
+        if new is None:
+            attributes.pop(SESSION)
+        else:
+            attributes["feature"] = new
+            layer.name = layer.name.replace(old, new)
+            if "feature" in layer.features:
+                layer.features["feature"] = new
+        layer.metadata[ROLE_KEY] = tagged("picks", **attributes)
+        changed.append(layer)
+    return changed
+
+
 def unmeasured(points: Points, indices) -> None:
     """Points added by hand carry no score, angle or measure, and are not judged: napari
     copies the values (and colour) of the point selected last, e.g. an accepted pick."""

@@ -8,6 +8,7 @@ from napari.utils.notifications import show_info
 from ...errors import TomosegError
 from ...nn.model_file import save_model
 from ..layer_tags import layers_with, tag, tag_of
+from ..session_layers import follow_feature
 from ..notify import guarded
 from .state import Workflow
 
@@ -83,6 +84,7 @@ class FeaturesPanel(Container):
             attributes = {k: v for k, v in tag_of(layer).items() if k != "role"}
             tag(layer, "probability", **{**attributes, "feature": new})
             layer.name = layer.name.replace(old, new)
+        follow_feature(self.workflow.viewer, c.session.folder, old, new)
         c.active = new
         c.refresh_colours()
         self.workflow.notify_changed()
@@ -90,13 +92,19 @@ class FeaturesPanel(Container):
     def remove(self) -> None:
         c = self.workflow.require_session()
         name = self.feature.value
-        removed = c.session.remove_feature(name)
+        if self.workflow.busy:
+            raise TomosegError("a job is running: stop it before removing a feature.")
+        removed, aside = c.session.remove_feature(name)
+        open_picks = follow_feature(self.workflow.viewer, c.session.folder, name, None)
         self.workflow.models.pop(name, None)
         self.workflow.thresholds.pop(name, None)  # not handed to a new feature of that name
         c.active = c.session.features[0].name if c.session.features else None
         c.refresh_colours()
         self.workflow.notify_changed()
-        show_info(f"Removed '{name}' and its {removed} boxes.")
+        kept = f" Its model, map and picks were moved to {aside}." if aside else ""
+        still = (" Its picks layer stays open, no longer saved with the session."
+                 if open_picks else "")
+        show_info(f"Removed '{name}' and its {removed} boxes.{kept}{still}")
 
     def set_colour(self) -> None:
         c = self.workflow.require_session()

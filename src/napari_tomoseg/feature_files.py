@@ -1,0 +1,81 @@
+"""A feature's files follow its name: renamed with it, set aside when it is removed.
+
+A session finds a feature's model, map and picks by the feature's name
+(``models/NAME.pt``, ``segmentations/NAME.mrc``, ``picks/NAME.json``). A
+file left under the name of a removed or renamed feature would be taken for
+a new feature of that name: its old map shown, its old picks restored, its
+old model adopted after a training that ended with the viewer, or its file
+overwritten by the new feature's training. So a rename moves the files, and
+a removal moves them into ``removed/NAME-TIME/`` (nothing is deleted: the
+user may want them back).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+MODELS, MAPS, PICKS, REMOVED = "models", "segmentations", "picks", "removed"
+
+
+def feature_file_stem(name: str) -> str:
+    """A feature's name as it names its files (models, maps, picks)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def model_file(folder: str | os.PathLike, feature: str) -> Path:
+    return Path(folder) / MODELS / f"{feature_file_stem(feature)}.pt"
+
+
+def map_file(folder: str | os.PathLike, feature: str) -> Path:
+    return Path(folder) / MAPS / f"{feature_file_stem(feature)}.mrc"
+
+
+def picks_file(folder: str | os.PathLike, feature: str) -> Path:
+    return Path(folder) / PICKS / f"{feature_file_stem(feature)}.json"
+
+
+def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
+    """The feature's files that exist: model (and the one it replaced), map, picks (and
+    the picks that earlier picks replaced)."""
+    model, picks = model_file(folder, feature), picks_file(folder, feature)
+    candidates = [model, model.with_name(model.stem + ".previous.pt"), map_file(folder, feature),
+                  picks, *sorted(picks.parent.glob(picks.name + ".previous*"))]
+    return [path for path in candidates if path.is_file()]
+
+
+def set_aside(folder: str | os.PathLike, feature: str) -> Path | None:
+    """Move the feature's files into ``removed/STEM-TIME/`` (same sub-folders); the folder
+    they went to, or None when there were none."""
+    files = files_of(folder, feature)
+    if not files:
+        return None
+    folder = Path(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = folder / REMOVED / f"{feature_file_stem(feature)}-{stamp}"
+    n = 1
+    while target.exists():  # removed twice within a second: never over the first
+        n += 1
+        target = folder / REMOVED / f"{feature_file_stem(feature)}-{stamp}-{n}"
+    for path in files:
+        moved = target / path.relative_to(folder)
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, moved)
+    return target
+
+
+def move_files(folder: str | os.PathLike, old: str, new: str) -> list[Path]:
+    """Give ``old``'s files ``new``'s names (picks keep their old name inside: see
+    ``picks_store.rename_saved_picks``); the new paths. Files already under ``new``'s names
+    (left by a feature removed before they were set aside) are set aside first."""
+    if feature_file_stem(old) == feature_file_stem(new):
+        return []
+    if files_of(folder, old) and files_of(folder, new):
+        set_aside(folder, new)
+    moved = []
+    for source in files_of(folder, old):
+        target = source.with_name(feature_file_stem(new) + source.name[len(feature_file_stem(old)):])
+        os.replace(source, target)
+        moved.append(target)
+    return moved

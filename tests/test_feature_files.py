@@ -1,0 +1,81 @@
+"""A feature's files follow its name: a new feature never takes a removed or renamed one's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_tomoseg.io.mrc import write_volume
+from napari_tomoseg.picks_store import SavedPicks, load_picks, picks_path, save_picks
+from napari_tomoseg.session import Session
+
+SHAPE = (8, 32, 32)
+
+
+def _session_with_files(folder, feature="ribosome") -> Session:
+    """A session whose feature has a model (and the one it replaced), a map and picks."""
+    session = Session.create(folder, None, 10.0, SHAPE)
+    if feature not in session.feature_names():
+        session.add_feature(feature)
+    session.model_path(feature).parent.mkdir(parents=True, exist_ok=True)
+    session.model_path(feature).write_bytes(b"old model")
+    session.model_path(feature).with_name(
+        session.model_path(feature).stem + ".previous.pt").write_bytes(b"older model")
+    session.register_model(feature)
+    session.segmentation_path(feature).parent.mkdir(parents=True, exist_ok=True)
+    write_volume(session.segmentation_path(feature), np.full(SHAPE, 0.9, np.float32), 10.0)
+    values = pd.DataFrame({"score": [0.8, 0.7], "status": np.array([1, -1], np.int64)})
+    save_picks(folder, SavedPicks(feature, np.array([[1.0, 2, 3], [4, 5, 6]]), values))
+    return session
+
+
+def test_a_removed_features_files_are_kept_aside_not_taken_by_a_new_one(tmp_path):
+    session = _session_with_files(tmp_path)
+    session.remove_feature("ribosome")
+    aside = list((tmp_path / "removed").iterdir())
+    assert len(aside) == 1  # nothing deleted: model, previous model, map and picks kept
+    kept = sorted(p.relative_to(aside[0]).as_posix() for p in aside[0].rglob("*") if p.is_file())
+    assert kept == sorted(["models/ribosome.pt", "models/ribosome.previous.pt",
+                           "picks/ribosome.json", "segmentations/ribosome.mrc"])
+    # a new feature of the same name starts clean: no map, no picks, no model adopted
+    session.add_feature("ribosome")
+    session.begin_training("ribosome")  # ... and the viewer closed before it saved a model
+    assert not session.segmentation_path("ribosome").exists()
+    assert load_picks(tmp_path) == ([], [])
+    assert Session.load(tmp_path).adopt_saved_models() == []
+
+
+def test_a_renamed_feature_takes_its_model_map_and_picks_along(tmp_path):
+    session = _session_with_files(tmp_path)
+    session.rename_feature("ribosome", "70S ribosome")
+    new = "70S ribosome"
+    assert session.model_path(new).read_bytes() == b"old model"
+    assert (tmp_path / session.models[new]) == session.model_path(new)
+    assert session.segmentation_path(new).exists()
+    (picks,), problems = load_picks(tmp_path)
+    assert problems == [] and picks.feature == new and picks.values["status"].tolist() == [1, -1]
+    assert picks_path(tmp_path, new).exists() and not picks_path(tmp_path, "ribosome").exists()
+    # nothing is left under the old name for a new feature called so
+    assert not session.model_path("ribosome").exists()
+    assert not session.segmentation_path("ribosome").exists()
+    reloaded = Session.load(tmp_path)
+    assert reloaded.models == {new: "models/70S_ribosome.pt"}
+
+
+def test_a_rename_onto_files_left_under_the_new_name_sets_those_aside(tmp_path):
+    session = _session_with_files(tmp_path)
+    stale = session.model_path("proteasome")
+    stale.write_bytes(b"someone else's model")
+    session.rename_feature("ribosome", "proteasome")
+    assert session.model_path("proteasome").read_bytes() == b"old model"
+    kept = list((tmp_path / "removed").rglob("proteasome.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b"someone else's model"
+
+
+def test_a_rename_that_keeps_the_file_name_still_renames_the_picks(tmp_path):
+    """'ribosome 70S' and 'ribosome_70S' name the same files; the picks must say the new name."""
+    session = _session_with_files(tmp_path, "ribosome 70S")
+    session.rename_feature("ribosome 70S", "ribosome_70S")
+    (picks,), problems = load_picks(tmp_path)
+    assert problems == [] and picks.feature == "ribosome_70S"
+    assert session.model_path("ribosome_70S").read_bytes() == b"old model"
