@@ -317,3 +317,22 @@ def test_picks_follow_a_renamed_feature_and_leave_the_session_with_a_removed_one
     viewer2, widget2, _ = _dock(make_napari_viewer, tiny_files, folder)
     assert not [layer for layer in viewer2.layers if layer.name.startswith("picks")]
     assert not np.asarray(widget2.controller.overlay("70S").data).any()
+
+
+def test_a_score_cut_moved_just_before_closing_is_saved(make_napari_viewer, qtbot, tiny_files,
+                                                        tmp_path):
+    """The cut was saved 400 ms after the slider rested: closing napari sooner lost it."""
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    picking = PickingWidget(viewer)
+    viewer.window.add_dock_widget(picking)
+    _pick(picking, overlay, qtbot, 120.0)
+    picking.min_score.value = 0.6
+    assert picking._save_soon.isActive()
+    viewer.close()  # at once
+    assert json.loads(picks_path(folder, "ribosome").read_text())["min_score"] == \
+        pytest.approx(0.6)
