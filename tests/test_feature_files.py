@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from napari_tomoseg.io.mrc import write_volume
@@ -79,3 +80,36 @@ def test_a_rename_that_keeps_the_file_name_still_renames_the_picks(tmp_path):
     (picks,), problems = load_picks(tmp_path)
     assert problems == [] and picks.feature == "ribosome_70S"
     assert session.model_path("ribosome_70S").read_bytes() == b"old model"
+
+
+def test_files_left_under_a_new_name_are_set_aside_even_if_the_renamed_feature_has_none(
+        tmp_path):
+    session = Session.create(tmp_path, None, 10.0, SHAPE)
+    left = session.segmentation_path("proteasome")
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"a map of a feature removed long ago")
+    session.rename_feature("membrane", "proteasome")
+    assert not left.exists()
+    assert [p.read_bytes() for p in (tmp_path / "removed").rglob("proteasome.mrc")] == \
+        [b"a map of a feature removed long ago"]
+
+
+def test_a_rename_whose_files_cannot_move_changes_nothing(tmp_path):
+    session = _session_with_files(tmp_path)
+    blocked = session.segmentation_path("proteasome")
+    (blocked / "in the way").mkdir(parents=True)  # a folder where the map would go
+    with pytest.raises(OSError):
+        session.rename_feature("ribosome", "proteasome")
+    assert session.model_path("ribosome").read_bytes() == b"old model"  # moved back
+    assert not session.model_path("proteasome").exists()
+    reloaded = Session.load(tmp_path)
+    assert "ribosome" in reloaded.feature_names() and "proteasome" not in reloaded.feature_names()
+    assert reloaded.models == {"ribosome": "models/ribosome.pt"}
+
+
+def test_a_removal_whose_files_cannot_move_keeps_the_feature(tmp_path):
+    session = _session_with_files(tmp_path)
+    (tmp_path / "removed").write_text("a file where the folder would go")
+    with pytest.raises(OSError):
+        session.remove_feature("ribosome")
+    assert "ribosome" in Session.load(tmp_path).feature_names()

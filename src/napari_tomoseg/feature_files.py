@@ -45,10 +45,11 @@ def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     return [path for path in candidates if path.is_file()]
 
 
-def set_aside(folder: str | os.PathLike, feature: str) -> Path | None:
-    """Move the feature's files into ``removed/STEM-TIME/`` (same sub-folders); the folder
-    they went to, or None when there were none."""
-    files = files_of(folder, feature)
+def set_aside(folder: str | os.PathLike, feature: str,
+              files: list[Path] | None = None) -> Path | None:
+    """Move the feature's files (or ``files``) into ``removed/STEM-TIME/`` (same
+    sub-folders); the folder they went to, or None when there were none."""
+    files = files_of(folder, feature) if files is None else files
     if not files:
         return None
     folder = Path(folder)
@@ -65,17 +66,33 @@ def set_aside(folder: str | os.PathLike, feature: str) -> Path | None:
     return target
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def move_files(folder: str | os.PathLike, old: str, new: str) -> list[Path]:
     """Give ``old``'s files ``new``'s names (picks keep their old name inside: see
-    ``picks_store.rename_saved_picks``); the new paths. Files already under ``new``'s names
-    (left by a feature removed before they were set aside) are set aside first."""
-    if feature_file_stem(old) == feature_file_stem(new):
+    ``picks_store.rename_saved_picks``); the new paths. Files already under ``new``'s
+    names (left by a feature removed before files were set aside) are not the renamed
+    feature's: they are set aside first. A failed move puts back what it moved."""
+    old_stem, new_stem = feature_file_stem(old), feature_file_stem(new)
+    if old_stem == new_stem:
         return []
-    if files_of(folder, old) and files_of(folder, new):
-        set_aside(folder, new)
-    moved = []
-    for source in files_of(folder, old):
-        target = source.with_name(feature_file_stem(new) + source.name[len(feature_file_stem(old)):])
-        os.replace(source, target)
-        moved.append(target)
-    return moved
+    ours = files_of(folder, old)
+    # on a disk that ignores case, 'Ribosome' -> 'ribosome' finds old's own files under new
+    leftovers = [p for p in files_of(folder, new) if not any(_same_file(p, o) for o in ours)]
+    set_aside(folder, new, leftovers)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for source in ours:
+            target = source.with_name(new_stem + source.name[len(old_stem):])
+            os.replace(source, target)
+            moved.append((source, target))
+    except OSError:
+        for source, target in reversed(moved):
+            os.replace(target, source)
+        raise
+    return [target for _, target in moved]

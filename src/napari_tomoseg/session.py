@@ -160,6 +160,10 @@ class Session:
     def rename_feature(self, old: str, new: str) -> None:
         new = new.strip()
         self._check_new_name(new, ignore=old)
+        self.feature(old)
+        # the files first (a failed move puts its files back and changes nothing): under
+        # the old name a new feature would take them for its own
+        feature_files.move_files(self.folder, old, new)
         self.feature(old).name = new
         for box in self.boxes:
             if box.feature == old:
@@ -168,12 +172,10 @@ class Session:
             if old in named:
                 named[new] = named.pop(old)
         self.training = [new if f == old else f for f in self.training]
-        if self.models.get(new) == self._relative(self.model_path(old)):
+        if new in self.models and self.folder / self.models[new] == self.model_path(old):
             self.models[new] = self._relative(self.model_path(new))
-        # the files follow the name: under the old one a new feature would take them
-        feature_files.move_files(self.folder, old, new)
-        rename_saved_picks(self.folder, old, new)
         self.save()
+        rename_saved_picks(self.folder, old, new)
 
     def recolour_feature(self, name: str, colour: str) -> None:
         self.feature(name).colour = colour
@@ -183,6 +185,9 @@ class Session:
         """Remove a feature and its boxes: (how many boxes went with it, the folder its
         files were set aside in, or None when it had none)."""
         feature = self.feature(name)
+        # the files first: if they cannot be moved, the feature stays (a new one of this
+        # name would take them for its own); nothing is deleted
+        aside = feature_files.set_aside(self.folder, name)
         removed = [b for b in self.boxes if b.feature == name]
         self.boxes = [b for b in self.boxes if b.feature != name]
         self.features.remove(feature)
@@ -190,8 +195,7 @@ class Session:
         self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
         self.save()
-        # kept, but not where a new feature of this name would take them for its own
-        return len(removed), feature_files.set_aside(self.folder, name)
+        return len(removed), aside
 
     # boxes ---------------------------------------------------------------
     def add_box(self, feature: str, z: int, y: float, x: float, positive: bool,

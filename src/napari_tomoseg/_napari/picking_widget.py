@@ -112,7 +112,7 @@ class PickingWidget(Container):
         # a session's picks shown again (before or after this tab was made) are taken up at
         # once; a closed tab stops listening (it took over keys of later layers)
         self._alive = True
-        self._unsaved_cut: float | None = None  # a score cut the debounce has not saved yet
+        self._unsaved_cut: tuple | None = None  # (layer, score cut) the debounce has not saved
         self.viewer.layers.events.inserted.connect(self._take_up)
         self.native.destroyed.connect(self._closed)
         self._picks()
@@ -120,9 +120,10 @@ class PickingWidget(Container):
     def _closed(self, *args) -> None:
         self._alive = False
         quietly(lambda: self.viewer.layers.events.inserted.disconnect(self._take_up))
-        if self._unsaved_cut is not None and self.points is not None:  # closed within the
-            # debounce: the timer went with the widget (and so did the slider to read)
-            save_or_say(self.points, min_score=self._unsaved_cut)
+        if self._unsaved_cut is not None:  # closed within the debounce: the timer went with
+            # the widget (and so did the slider to read)
+            points, cut = self._unsaved_cut
+            save_or_say(points, min_score=cut)
 
     def _defaults_from_source(self, *args) -> None:
         """The map's feature (its tag) and calibrated threshold (metadata or MRC header)."""
@@ -286,7 +287,7 @@ class PickingWidget(Container):
         hint = f"; suggested score cut {suggested:.2f} (dashed)" if suggested is not None else ""
         self.status.value = f"{int(self.points.shown.sum())} of {len(scores)} picks shown{hint}"
         if float(self.points.metadata.get(MIN_SCORE, 0.0)) != float(self.min_score.value):
-            self._unsaved_cut = float(self.min_score.value)
+            self._unsaved_cut = (self.points, float(self.min_score.value))
             self._save_soon.start()  # once the slider rests, not at every tick
 
     def _shown_indices(self) -> np.ndarray:
