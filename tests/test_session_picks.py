@@ -298,10 +298,13 @@ def test_picks_follow_a_renamed_feature_and_leave_the_session_with_a_removed_one
     overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
     write_volume(widget.controller.session.segmentation_path("ribosome"), overlay.data,
                  float(image.scale[-1]), tuple(image.translate))
-    points = _pick(PickingWidget(viewer), overlay, qtbot, 120.0)
+    picking = PickingWidget(viewer)
+    _pick(picking, overlay, qtbot, 120.0)
     widget.features.feature.value = "ribosome"
     widget.features.new_name.value = "70S"
     widget.features.rename()
+    points = _pick(picking, overlay, qtbot, 120.0)  # the Pick tab follows the rename
+    assert picking.feature.value == "70S"
     points.add(np.array([[16.0, 50.0, 50.0]]))  # saved under the new name
     assert len(_saved_rows(folder, "70S")) == len(CENTRES) + 1
     assert not picks_path(folder, "ribosome").exists()

@@ -133,6 +133,7 @@ class PickingWidget(Container):
         feature = tag_of(layer).get("feature")
         if feature:
             self.feature.value = str(feature)
+        self._filled_feature = self.feature.value  # a rename of the map's feature follows
         stored = _stored_threshold(layer)
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
@@ -172,6 +173,9 @@ class PickingWidget(Container):
                                 split_touching=bool(self.split.value),
                                 max_blob=float(self.max_blob.value) or None,
                                 min_roundness=float(self.min_roundness.value))
+        named = tag_of(layer).get("feature")
+        if named and self.feature.value == getattr(self, "_filled_feature", None):
+            self.feature.value = self._filled_feature = str(named)  # renamed since: not typed
         feature = self.feature.value.strip() or "particle"
         voxel_size_of(layer)  # a usable, cubic voxel size, or a message saying what to do
         frame = self._source_frame(layer)
