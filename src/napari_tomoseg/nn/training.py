@@ -56,11 +56,16 @@ class TrainingSettings:
     # "bfloat16": mixed-precision steps on a CPU, 2x faster with the membrane stem on
     # avx512_bf16, but membrane Dice 0.03-0.07 lower over 6 seeds (docs/engine.md): opt-in
     precision: str = "float32"
+    # exponential moving average of the weights that the held-out checks score and
+    # training keeps (BatchNorm statistics measured anew for it); 0 keeps the raw weights
+    average: float = 0.0
 
     def __post_init__(self):
         if self.precision not in TRAINING_PRECISIONS:
             raise InvalidSettingsError(f"precision must be one of "
                                        f"{', '.join(TRAINING_PRECISIONS)}, not {self.precision!r}.")
+        if not 0.0 <= self.average < 1.0:
+            raise InvalidSettingsError("average must be at least 0 and below 1.")
         if self.steps < 1:
             raise InvalidSettingsError("training needs at least one step.")
         if self.check_every < 1 or self.patience < 1 or self.min_steps < 0:
@@ -136,6 +141,25 @@ class _Step:
                                           lr=settings.resolved_learning_rate())
         # mixed precision: bfloat16 convolutions, float32 weights, BatchNorm and loss
         self.bfloat16 = device.type == "cpu" and settings.precision == "bfloat16"
+        self.averaged = None
+        if settings.average > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(
+                settings.average), use_buffers=False)
+
+    def kept(self, step: int):
+        """The network the checks score and training keeps: the average when there is one,
+        with BatchNorm statistics of its own (those of the raw weights do not fit it)."""
+        if self.averaged is None:
+            return self.network
+        from torch.optim.swa_utils import update_bn
+
+        rng = np.random.default_rng([step, 7])
+        batches = [self.bank.batch(rng, self.batch_size, augment=self.augment)[0]
+                   for _ in range(8)]
+        update_bn(batches, self.averaged.module, self.device)
+        return self.averaged.module
 
     def __call__(self, step: int) -> float:
         self.network.train()
@@ -153,18 +177,29 @@ class _Step:
                                  "the learning rate.")
         loss.backward()
         self.optimiser.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.network)
         return float(loss.detach())
 
 
 def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
-            bank: TileBank, device) -> None:
+            bank: TileBank, device, step_once: _Step, step: int) -> None:
     """Keep the best weights by held-out loss and the threshold chosen on held-out pixels.
 
     The checks that chose the weights used single predictions (cheap); the threshold
-    is chosen on the prediction segmentation makes (averaged rotations), once.
+    is chosen on the prediction segmentation makes (averaged rotations), once. Without
+    held-out pixels the weights kept are the last (their average, with ``average``).
     """
     model.network.eval()
-    if stopper is None or stopper.best is None or model.info.get("held_out"):
+    if model.info.get("held_out") or model.info.get("averaged"):
+        return
+    if stopper is None or stopper.best is None:
+        if step_once.averaged is not None and step > 0:
+            try:
+                model.network.load_state_dict(step_once.kept(step).state_dict())
+            except Exception:  # noqa: BLE001 - e.g. out of memory on cancel: keep the last
+                return  # weights rather than lose the model
+            model.info["averaged"] = True
         return
     stopper.restore(model.network)
     try:
@@ -191,8 +226,8 @@ def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:
             "training": settings.to_dict()}
 
 
-def _check_held_out(stopper: EarlyStopping | None, network, bank: TileBank, device, step: int,
-                    settings: TrainingSettings) -> tuple[HeldOutScore | None, bool]:
+def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, bank: TileBank, device,
+                    step: int, settings: TrainingSettings) -> tuple[HeldOutScore | None, bool]:
     """(held-out score or None, stop now?) for this step.
 
     The first checks are noisy (a membrane's best loss came at step 40), so the best
@@ -200,6 +235,7 @@ def _check_held_out(stopper: EarlyStopping | None, network, bank: TileBank, devi
     """
     if stopper is None or not (step % settings.check_every == 0 or step == settings.steps):
         return None, False
+    network = step_once.kept(step)
     held = score_held_out(network, bank, device, rotations=1)
     warm = step >= min(settings.min_steps, settings.steps)
     return held, warm and stopper.update(step, held, network)
@@ -246,17 +282,19 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                          threshold=start_from.threshold if start_from is not None else 0.5)
     first_step = history[-1][0] if history else 0
     start = time.perf_counter()
+    done_steps = 0
     try:
         for step in range(1, settings.steps + 1):
             if stop is not None and stop.is_set():
                 break
             value = step_once(step)
+            done_steps = step
             history.append([first_step + step, value])
             elapsed = time.perf_counter() - start
-            held, done = _check_held_out(stopper, network, bank, device, step, settings)
+            held, done = _check_held_out(stopper, step_once, bank, device, step, settings)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
-                _finish(model, stopper, first_step, bank, device)
+                _finish(model, stopper, first_step, bank, device, step_once, step)
             image, z = preview(network, elapsed, step == 1 or last, final=last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
@@ -264,7 +302,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
-        _finish(model, stopper, first_step, bank, device)
+        _finish(model, stopper, first_step, bank, device, step_once, done_steps)
 
 
 class _Previewer:
