@@ -103,3 +103,25 @@ def test_phase_randomisation_keeps_amplitudes_and_removes_agreement():
     assert check.fsc_masked[tail].mean() > 0.3  # inflated by the mask
     assert abs(check.fsc_corrected[tail].mean()) < 0.1
     assert check.resolution > check.resolution_masked
+
+
+def test_a_shared_reference_counts_up_to_the_end_of_its_low_pass_edge():
+    """Noise aligned to one reference given to both halves agrees in the reference's
+    low-pass edge (corrected FSC 0.4-0.7 there, measured): the verdict's start must be
+    where that edge ends, not where it begins."""
+    settings = AverageSettings(box=24)
+    begins = VOXEL / settings.start_cutoff(VOXEL)
+    ends = settings.start_limit(VOXEL, shared=True)
+    assert settings.start_limit(VOXEL, shared=False) == pytest.approx(begins)
+    assert ends == pytest.approx(VOXEL / (VOXEL / begins + 0.05))
+    box = 24
+    data = noise_particles(60, box, seed=1)
+    z, y, x = np.mgrid[:box, :box, :box] - box / 2
+    reference = (np.exp(-((z - 3) ** 2 + y ** 2 + (x - 2) ** 2) / 8.0)
+                 + 0.7 * np.exp(-((z + 4) ** 2 + (y - 3) ** 2 + x ** 2) / 4.0))
+    result = average(data, VOXEL, AverageSettings(box=box, iterations=2, angular_step=30.0,
+                                                  seed=2), reference=reference.astype(np.float32))
+    assert not result.supported, result.note
+    assert result.report()["start_resolution_angstrom"] == pytest.approx(ends)
+    edge = slice(int(box * VOXEL / begins), int(np.ceil(box * VOXEL / ends)) + 1)
+    assert result.check.fsc_corrected[edge].max() > 0.3  # the bias this guards against

@@ -22,8 +22,8 @@ from .reconstruct import Reconstruction
 from .rotations import symmetry_operators
 from .search import PreparedParticles, recentre, search_orientations
 from .validation import ResolutionCheck, check_resolution
-from .volumes import (fourier_shell_correlation, fsc_weighting, lowpass, normalise_inside,
-                      resolution_from_fsc, soft_sphere, transform_volumes)
+from .volumes import (LOWPASS_EDGE, fourier_shell_correlation, fsc_weighting, lowpass,
+                      normalise_inside, resolution_from_fsc, soft_sphere, transform_volumes)
 
 Progress = Callable[[int, int, str], None]
 
@@ -76,6 +76,16 @@ class AverageSettings:
     def start_cutoff(self, voxel_size: float) -> float:
         resolution = self.start_resolution or max(60.0, 5 * voxel_size)
         return min(0.5, voxel_size / resolution)
+
+    def start_limit(self, voxel_size: float, shared: bool) -> float:
+        """Angstrom up to which agreement of the half maps can come from their start.
+
+        Independent starts (reference-free) share nothing: their low-pass. One reference
+        given to both halves shares all it passes, the low-pass's cosine edge included:
+        aligning pure noise to a reference left a corrected FSC of 0.4-0.7 there.
+        """
+        cutoff = self.start_cutoff(voxel_size)
+        return voxel_size / min(0.5, cutoff + LOWPASS_EDGE if shared else cutoff)
 
 
 @dataclass
@@ -321,7 +331,8 @@ def iter_average(particles: np.ndarray, voxel_size: float,
                              ((maps[0] + maps[1]) / 2).cpu().numpy(), fsc, resolution, step,
                              float(alignment.scores.mean()), seconds)
         step = max(s.final_step, step / 2)
-    yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history)
+    yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history,
+                  shared_start=reference is not None)
 
 
 def _register(prepared: PreparedParticles, group: np.ndarray, alignment: Alignment,
@@ -343,10 +354,10 @@ def _register(prepared: PreparedParticles, group: np.ndarray, alignment: Alignme
 
 def _result(recs: list[Reconstruction], maps: list[torch.Tensor], mask: torch.Tensor,
             alignment: Alignment, halves: np.ndarray, voxel_size: float, s: AverageSettings,
-            history: list[dict]) -> AverageResult:
+            history: list[dict], shared_start: bool = False) -> AverageResult:
     """Check the half maps (mask, start), then the FSC-weighted average at the checked resolution."""
     check = check_resolution(maps[0], maps[1], mask, voxel_size,
-                             voxel_size / s.start_cutoff(voxel_size), s.seed)
+                             s.start_limit(voxel_size, shared_start), s.seed)
     merged = recs[0].merged_with(recs[1]).volume(s.symmetry)
     if check.supported:
         weight = fsc_weighting(check.fsc_corrected, s.box, merged.device)

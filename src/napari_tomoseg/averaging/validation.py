@@ -34,7 +34,7 @@ class ResolutionCheck:
     randomised_from: int  # first randomised shell
     resolution_masked: float  # Angstrom at 0.143 of FSC_t
     resolution: float  # Angstrom at 0.143 of FSC_true
-    start_resolution: float  # Angstrom, the low-pass of the starting model(s)
+    start_resolution: float  # Angstrom: up to here agreement can come from the start(s)
     supported: bool
     note: str
 
@@ -92,11 +92,11 @@ def _verdict(fsc: np.ndarray, box: int, voxel_size: float, resolution: float,
     shell = box * voxel_size / resolution
     if shell < start_shell + 0.5:
         return False, (f"not supported by the data: the half maps agree only up to "
-                       f"{resolution:.1f} A, not beyond the starting low-pass of "
-                       f"{start_resolution:.1f} A, where agreement can come from the start, "
-                       "not the particles")
+                       f"{resolution:.1f} A, not beyond {start_resolution:.1f} A, up to which "
+                       "the starting model(s) passed detail: agreement there can come from "
+                       "the start, not the particles")
     if resolution <= 2 * voxel_size + 1e-6:
         return True, (f"the FSC stays above 0.143 up to Nyquist ({2 * voxel_size:.1f} A): "
                       "the true resolution may be better than the sampling allows")
     return True, (f"supported: the phase-randomisation-corrected FSC holds past the "
-                  f"starting low-pass ({start_resolution:.1f} A) to {resolution:.1f} A")
+                  f"detail of the start ({start_resolution:.1f} A) to {resolution:.1f} A")

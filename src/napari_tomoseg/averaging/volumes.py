@@ -57,8 +57,12 @@ def soft_sphere(box: int, radius: float, edge: float = 3.0, device=None) -> torc
     return 0.5 * (1 + torch.cos(np.pi * ramp))
 
 
-def lowpass(volumes: torch.Tensor, cutoff: float, width: float = 0.05) -> torch.Tensor:
-    """Cosine-edged low-pass at ``cutoff`` cycles/voxel (0.5 = Nyquist: nothing removed)."""
+LOWPASS_EDGE = 0.05  # cycles/voxel over which ``lowpass`` falls from 1 to 0
+
+
+def lowpass(volumes: torch.Tensor, cutoff: float, width: float = LOWPASS_EDGE) -> torch.Tensor:
+    """Cosine-edged low-pass at ``cutoff`` cycles/voxel (0.5 = Nyquist: nothing removed);
+    frequencies up to ``cutoff + width`` still pass in part."""
     if cutoff >= 0.5:
         return volumes
     box = volumes.shape[-1]
