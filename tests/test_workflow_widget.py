@@ -700,3 +700,19 @@ def test_a_typed_voxel_size_comes_back_with_the_session(make_napari_viewer, tiny
             widget.session_panel.voxel.value = typed
         widget.start_session(tmp_path / "s.tomoseg")
         assert voxel_size_of(image) == 12.5 and widget.controller.session.voxel_size == 12.5
+
+
+def test_every_layer_of_a_session_is_in_angstrom(workflow, tiny_result):
+    """napari draws its scale bar and reads the cursor in layer units, and ignores units
+    altogether (with a warning) while layers disagree: each layer must say Angstrom."""
+    import pint
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=2, n_neg=2)
+    widget.controller.overlay("ribosome")
+    assert len(viewer.layers) >= 4  # tomogram, boxes, masks, prediction
+    angstrom = pint.get_application_registry()("angstrom").units
+    assert {tuple(layer.units) for layer in viewer.layers} == {(angstrom,) * 3}
+    viewer.scale_bar.visible = True
+    assert viewer.layers.extent.units == (angstrom,) * 3 or \
+        tuple(viewer.dims.units) == (angstrom,) * 3

@@ -87,6 +87,11 @@ def _looks_like_labels(path: Path, data: np.ndarray) -> bool:
                                          for hint in _LABEL_HINTS)
 
 
+# napari draws the scale bar and reads cursor positions in these; every layer the plugin
+# makes carries them (napari ignores units altogether while layers disagree)
+UNITS = "angstrom"
+
+
 def volume_layer(path: str | os.PathLike) -> LayerData:
     """An MRC file as an Image layer (or Labels for integer masks) in Angstrom."""
     path = Path(path)
@@ -98,6 +103,7 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
     kwargs = {
         "name": name,
         "scale": info.voxel_size,
+        "units": UNITS,
         "translate": info.origin,
         "metadata": geometry_metadata(tomogram, info.shape, info.isotropic_voxel_size,
                                       info.origin, str(path.resolve())),
@@ -187,7 +193,8 @@ def points_kwargs(table: pd.DataFrame, frame: TomogramFrame | None, name: str,
     colour = FEATURE_COLOURS.get(feature or "", "#eb5757")
     metadata[ROLE_KEY] = {"role": "picks", **({"feature": feature} if feature else {})}
     diameter_px = 250.0 / scale[0] if feature == "ribosome" else 10.0
-    return {"name": name, "scale": scale, "translate": translate, "features": extra,
+    units = UNITS if frame is not None or voxel_size else "pixel"
+    return {"name": name, "scale": scale, "units": units, "translate": translate, "features": extra,
             "feature_defaults": hand_added_defaults(extra),
             "metadata": metadata, "size": diameter_px, "face_color": "transparent",
             "border_color": colour, "border_width": 0.1}

@@ -54,14 +54,16 @@ class AnnotationController:
 
     def _new_boxes_layer(self):
         layer = self.viewer.add_shapes(ndim=3, name=BOXES_LAYER, edge_width=2,
-                                       scale=self.image.scale, translate=self.image.translate)
+                                       scale=self.image.scale, units=self.image.units,
+                                       translate=self.image.translate)
         tag(layer, "boxes", tomogram=tomogram_key(self.image))
         return layer
 
     def _new_masks_layer(self, data: np.ndarray | None = None):
         layer = self.viewer.add_labels(
             np.zeros(self.shape, np.uint8) if data is None else data, name=MASKS_LAYER,
-            opacity=0.5, scale=self.image.scale, translate=self.image.translate)
+            opacity=0.5, scale=self.image.scale, units=self.image.units,
+            translate=self.image.translate)
         tag(layer, "masks", tomogram=tomogram_key(self.image))
         return layer
 
@@ -296,7 +298,7 @@ class AnnotationController:
                 np.zeros(self.shape, np.float16), name=overlay_name(feature),
                 colormap=probability_colormap(colour, 0.5), blending="additive",
                 contrast_limits=(0.0, 1.0), metadata={"threshold": 0.5},
-                scale=self.image.scale, translate=self.image.translate)
+                scale=self.image.scale, units=self.image.units, translate=self.image.translate)
             tag(layer, "probability", feature=feature, tomogram=tomogram_key(self.image))
             self.viewer.layers.selection.active = self.masks_layer
         return layer

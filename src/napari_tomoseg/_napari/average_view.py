@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image
 
+from ..layer_data import UNITS
 from .layer_tags import find, tag
 
 
@@ -38,7 +39,8 @@ class AverageView:
             layer.iso_threshold = float(np.percentile(volume, 95))
             return layer
         name = role if index is None else f"{role} {index}"
-        layer = viewer.add_image(volume, name=name, scale=(voxel,) * 3, rendering="iso",
+        layer = viewer.add_image(volume, name=name, scale=(voxel,) * 3, units=UNITS,
+                                 rendering="iso",
                                  iso_threshold=float(np.percentile(volume, 95)),
                                  colormap="gold", blending="additive")
         tag(layer, role, index=index)

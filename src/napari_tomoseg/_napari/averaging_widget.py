@@ -30,7 +30,7 @@ from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
-from ..layer_data import clean_tomo_name, frame_from_metadata, layer_frame
+from ..layer_data import UNITS, clean_tomo_name, frame_from_metadata, layer_frame
 from .confirm import may_replace
 from .fsc_plot import FscPlot
 from .voxel_size import voxel_size_of
@@ -233,7 +233,8 @@ class AveragingWidget(Container):
         if self.orientations is not None and self.orientations in self.viewer.layers:
             self.viewer.layers.remove(self.orientations)
         self.orientations = self.viewer.add_vectors(
-            vectors, name="orientations", scale=(frame.voxel_size,) * 3, translate=frame.origin,
+            vectors, name="orientations", scale=(frame.voxel_size,) * 3, units=UNITS,
+            translate=frame.origin,
             edge_color="#f2c94c", edge_width=1.0)
         return self.orientations
 

@@ -107,7 +107,7 @@ class ExploreWidget(Container):
                     and l.data.volume is layer.data]:  # this tomogram's earlier slab view
             self.viewer.layers.remove(old)
         self.slab_layer = self.viewer.add_image(view, name=f"slab: {layer.name}", scale=layer.scale,
-                                                translate=layer.translate, contrast_limits=limits,
+                                                units=layer.units, translate=layer.translate, contrast_limits=limits,
                                                 colormap="gray")
         self.slab_layer.metadata["source"] = layer.name
         layer.visible = False
@@ -151,7 +151,7 @@ class ExploreWidget(Container):
         if self.ruler is None or self.ruler not in self.viewer.layers:
             self.ruler = self.viewer.add_shapes(ndim=3, name="ruler (nm)", edge_color="#f2c94c",
                                                 edge_width=max(float(layer.scale[-1]), 1.0),
-                                                shape_type="line")
+                                                shape_type="line", units=layer.units)
             self.ruler.events.data.connect(lambda e: self._show_lengths())
         self.ruler.mode = "add_line"
         self.viewer.layers.selection.active = self.ruler
@@ -177,7 +177,8 @@ class ExploreWidget(Container):
         levels = multiscale_pyramid(layer.data)
         _, limits = display_plane(levels[-1], 0, levels[-1].shape[0] // 2, float(layer.scale[-1]))
         pyramid = self.viewer.add_image(levels, multiscale=True, name=f"pyramid: {layer.name}",
-                                        scale=layer.scale, translate=layer.translate,
+                                        scale=layer.scale, units=layer.units,
+                                        translate=layer.translate,
                                         contrast_limits=limits, colormap="gray")
         layer.visible = False
         return pyramid
@@ -214,7 +215,7 @@ class ExploreWidget(Container):
         colour = FEATURE_COLOURS.get(feature, "#f2c94c")
         self.surface_layer = self.viewer.add_surface(
             surface.as_layer_data(), name=f"surface: {layer.name}",
-            colormap=_single_colour(colour), shading="smooth")
+            colormap=_single_colour(colour), shading="smooth", units=layer.units)
         self.numbers.value = f"{len(surface.faces):,} triangles, {surface.area_nm2:,.0f} nm^2"
         show_info(self.numbers.value)
         return self.surface_layer

@@ -138,7 +138,7 @@ class SegmentPanel(Container):
             np.zeros(layer.data.shape, np.float16), name=f"{overlay_name(feature)} [{layer.name}]",
             colormap=probability_colormap(c.session.feature(feature).colour, threshold),
             blending="additive", contrast_limits=(0.0, 1.0), metadata={"threshold": threshold},
-            scale=layer.scale, translate=layer.translate)
+            scale=layer.scale, units=layer.units, translate=layer.translate)
         tag(overlay, "probability", feature=feature, tomogram=tomogram_key(layer))
         return overlay
 
@@ -220,7 +220,7 @@ class SegmentPanel(Container):
             layer.colormap = DirectLabelColormap(color_dict=colours)
             return
         layer = viewer.add_labels(labels, name=MERGED, scale=c.image.scale,
-                                  translate=c.image.translate, opacity=0.6,
+                                  units=c.image.units, translate=c.image.translate, opacity=0.6,
                                   colormap=DirectLabelColormap(color_dict=colours))
         tag(layer, "labels", tomogram=tomogram_key(c.image))
 
