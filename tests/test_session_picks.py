@@ -314,8 +314,10 @@ def test_picks_follow_a_renamed_feature_and_leave_the_session_with_a_removed_one
     points.add(np.array([[18.0, 52.0, 52.0]]))  # still open, no longer the session's
     assert not picks_path(folder, "70S").exists()
     assert len(list((folder / "removed").rglob("70S.json"))) == 1  # kept aside
+    assert not [layer for layer in viewer.layers if layer.name.startswith("prediction: 70S")]
     widget.features.new_name.value = "70S"
     widget.features.add()
+    assert not np.asarray(widget.controller.overlay("70S").data).any()  # not the old map
     viewer.close()
     viewer2, widget2, _ = _dock(make_napari_viewer, tiny_files, folder)
     assert not [layer for layer in viewer2.layers if layer.name.startswith("picks")]

@@ -7,7 +7,7 @@ from napari.utils.notifications import show_info
 
 from ...errors import TomosegError
 from ...nn.model_file import save_model
-from ..layer_tags import layers_with, tag, tag_of
+from ..layer_tags import layers_with, tag, tag_of, tomogram_key
 from ..session_layers import follow_feature
 from ..notify import guarded
 from .state import Workflow
@@ -96,6 +96,11 @@ class FeaturesPanel(Container):
             raise TomosegError("a job is running: stop it before removing a feature.")
         removed, aside = c.session.remove_feature(name)
         open_picks = follow_feature(self.workflow.viewer, c.session.folder, name, None)
+        # its map went aside with its files: shown on, a new feature of the name would
+        # take it for its own (Merge and Pick included)
+        for layer in list(layers_with(self.workflow.viewer, "probability", feature=name,
+                                      tomogram=tomogram_key(c.image))):
+            self.workflow.viewer.layers.remove(layer)
         self.workflow.models.pop(name, None)
         self.workflow.thresholds.pop(name, None)  # not handed to a new feature of that name
         c.active = c.session.features[0].name if c.session.features else None
