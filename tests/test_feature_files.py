@@ -113,3 +113,25 @@ def test_a_removal_whose_files_cannot_move_keeps_the_feature(tmp_path):
     with pytest.raises(OSError):
         session.remove_feature("ribosome")
     assert "ribosome" in Session.load(tmp_path).feature_names()
+
+
+def test_a_removal_that_fails_halfway_puts_back_what_it_moved(tmp_path, monkeypatch):
+    import os
+
+    from napari_tomoseg import feature_files
+
+    session = _session_with_files(tmp_path)
+    calls = []
+
+    def replace(source, target):
+        calls.append(source)
+        if len(calls) == 2:  # the second file is locked (a map open on Windows)
+            raise PermissionError("in use")
+        return os.rename(source, target)
+
+    monkeypatch.setattr(feature_files.os, "replace", replace)
+    with pytest.raises(OSError):
+        session.remove_feature("ribosome")
+    monkeypatch.undo()
+    assert session.model_path("ribosome").read_bytes() == b"old model"  # put back
+    assert "ribosome" in Session.load(tmp_path).feature_names()

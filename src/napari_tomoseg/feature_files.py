@@ -48,7 +48,7 @@ def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
 def set_aside(folder: str | os.PathLike, feature: str,
               files: list[Path] | None = None) -> Path | None:
     """Move the feature's files (or ``files``) into ``removed/STEM-TIME/`` (same
-    sub-folders); the folder they went to, or None when there were none."""
+    sub-folders), all or none; the folder they went to, or None when there were none."""
     files = files_of(folder, feature) if files is None else files
     if not files:
         return None
@@ -59,11 +59,22 @@ def set_aside(folder: str | os.PathLike, feature: str,
     while target.exists():  # removed twice within a second: never over the first
         n += 1
         target = folder / REMOVED / f"{feature_file_stem(feature)}-{stamp}-{n}"
-    for path in files:
-        moved = target / path.relative_to(folder)
-        moved.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, moved)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for path in files:
+            moved = target / path.relative_to(folder)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, moved)
+            done.append((path, moved))
+    except OSError:  # all or nothing: a feature must not keep half its files
+        _put_back(done)
+        raise
     return target
+
+
+def _put_back(moved: list[tuple[Path, Path]]) -> None:
+    for source, target in reversed(moved):
+        os.replace(target, source)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -92,7 +103,6 @@ def move_files(folder: str | os.PathLike, old: str, new: str) -> list[Path]:
             os.replace(source, target)
             moved.append((source, target))
     except OSError:
-        for source, target in reversed(moved):
-            os.replace(target, source)
+        _put_back(moved)
         raise
     return [target for _, target in moved]

@@ -7,10 +7,12 @@ Two ways a gold-standard FSC can claim detail the data do not hold:
   by randomising the phases of both half maps beyond the shell where their
   unmasked FSC falls below 0.8, masking them again, and correcting:
   FSC_true = (FSC_t - FSC_n) / (1 - FSC_n) beyond that shell.
-* shared starting information: below the starting low-pass both halves
-  began from the same (or superposed) model, so agreement there is not
-  evidence. A resolution is only supported when the corrected FSC stays
-  above the threshold at least half a shell beyond the start.
+* shared starting information: up to the detail the start held (its
+  low-pass; for one reference given to both halves, the end of the
+  low-pass's soft edge) both halves began from the same (or superposed)
+  model, so agreement there is not evidence. A resolution is only
+  supported when the corrected FSC stays above the threshold at least half
+  a shell beyond that (``start_resolution``).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def check_resolution(half1: torch.Tensor, half2: torch.Tensor, mask: torch.Tenso
 
 def _verdict(fsc: np.ndarray, box: int, voxel_size: float, resolution: float,
              start_resolution: float) -> tuple[bool, str]:
-    """Supported only if the FSC holds above 0.143 at least half a shell past the start low-pass."""
+    """Supported only if the FSC holds above 0.143 at least half a shell past the start's detail."""
     start_shell = box * voxel_size / start_resolution
     shell = box * voxel_size / resolution
     if shell < start_shell + 0.5:
