@@ -331,8 +331,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
                              ((maps[0] + maps[1]) / 2).cpu().numpy(), fsc, resolution, step,
                              float(alignment.scores.mean()), seconds)
         step = max(s.final_step, step / 2)
-    yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history,
-                  shared_start=reference is not None)
+    yield _result(recs, maps, mask, alignment, halves, voxel_size, s, history, reference)
 
 
 def _register(prepared: PreparedParticles, group: np.ndarray, alignment: Alignment,
@@ -354,10 +353,11 @@ def _register(prepared: PreparedParticles, group: np.ndarray, alignment: Alignme
 
 def _result(recs: list[Reconstruction], maps: list[torch.Tensor], mask: torch.Tensor,
             alignment: Alignment, halves: np.ndarray, voxel_size: float, s: AverageSettings,
-            history: list[dict], shared_start: bool = False) -> AverageResult:
-    """Check the half maps (mask, start), then the FSC-weighted average at the checked resolution."""
+            history: list[dict], reference: np.ndarray | None = None) -> AverageResult:
+    """Check the half maps (mask, start: one ``reference`` for both halves shares its whole
+    low-pass), then the FSC-weighted average at the checked resolution."""
     check = check_resolution(maps[0], maps[1], mask, voxel_size,
-                             s.start_limit(voxel_size, shared_start), s.seed)
+                             s.start_limit(voxel_size, reference is not None), s.seed)
     merged = recs[0].merged_with(recs[1]).volume(s.symmetry)
     if check.supported:
         weight = fsc_weighting(check.fsc_corrected, s.box, merged.device)

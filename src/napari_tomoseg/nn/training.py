@@ -141,6 +141,7 @@ class _Step:
                                           lr=settings.resolved_learning_rate())
         # mixed precision: bfloat16 convolutions, float32 weights, BatchNorm and loss
         self.bfloat16 = device.type == "cpu" and settings.precision == "bfloat16"
+        self.done = 0  # steps taken
         self.averaged = None
         if settings.average > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -179,6 +180,7 @@ class _Step:
         self.optimiser.step()
         if self.averaged is not None:
             self.averaged.update_parameters(self.network)
+        self.done = step
         return float(loss.detach())
 
 
@@ -282,13 +284,11 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                          threshold=start_from.threshold if start_from is not None else 0.5)
     first_step = history[-1][0] if history else 0
     start = time.perf_counter()
-    done_steps = 0
     try:
         for step in range(1, settings.steps + 1):
             if stop is not None and stop.is_set():
                 break
             value = step_once(step)
-            done_steps = step
             history.append([first_step + step, value])
             elapsed = time.perf_counter() - start
             held, done = _check_held_out(stopper, step_once, bank, device, step, settings)
@@ -302,7 +302,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
-        _finish(model, stopper, first_step, bank, device, step_once, done_steps)
+        _finish(model, stopper, first_step, bank, device, step_once, step_once.done)
 
 
 class _Previewer:
