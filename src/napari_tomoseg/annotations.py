@@ -319,27 +319,32 @@ def boxes_from_truth(truth: np.ndarray, feature: str, n_positive: int, n_negativ
     margin = size // 4 if margin is None else margin
     half = size // 2
     boxes: list[Box] = []
+    by_slice: dict[int, list[Box]] = {}  # overlap checks look at one slice's boxes only
     voxels = np.argwhere(truth[:, margin:ny - margin, margin:nx - margin] > 0) + [0, margin, margin]
-    tries = 0
-    while sum(b.positive for b in boxes) < n_positive and len(voxels) and tries < 1000 * n_positive:
+    found = tries = 0
+    while found < n_positive and len(voxels) and tries < 1000 * n_positive:
         tries += 1
         z, y, x = voxels[rng.integers(len(voxels))]
         box = Box(feature, int(z), float(y), float(x), size, True)
         mask = crop_slice(truth[z], box.corner(), size) > 0  # 0/1, 0/255 or labels
-        if 0.02 <= mask.mean() <= max_fraction and not _overlaps(box, boxes):
+        if 0.02 <= mask.mean() <= max_fraction and not _overlaps(box, by_slice.get(box.z, ())):
             box.mask = mask.astype(np.uint8)
             boxes.append(box)
-    tries = 0
+            by_slice.setdefault(box.z, []).append(box)
+            found += 1
+    found = tries = 0
     slices = np.arange(nz) if negative_slices is None else np.asarray(negative_slices, int)
-    while (sum(not b.positive for b in boxes) < n_negative and len(slices)
-           and tries < 1000 * max(n_negative, 1)):
+    while found < n_negative and len(slices) and tries < 1000 * max(n_negative, 1):
         tries += 1
         z = int(slices[rng.integers(len(slices))])
         y = float(rng.integers(half, max(ny - half, half + 1)))
         x = float(rng.integers(half, max(nx - half, half + 1)))
         box = Box(feature, z, y, x, size, False)
-        if not np.any(crop_slice(truth[z], box.corner(), size)) and not _overlaps(box, boxes):
+        if not _overlaps(box, by_slice.get(z, ())) and not np.any(
+                crop_slice(truth[z], box.corner(), size)):
             boxes.append(box)
+            by_slice.setdefault(z, []).append(box)
+            found += 1
     return boxes
 
 
