@@ -341,3 +341,21 @@ def test_a_score_cut_moved_just_before_closing_is_saved(make_napari_viewer, qtbo
     viewer.close()  # at once
     assert json.loads(picks_path(folder, "ribosome").read_text())["min_score"] == \
         pytest.approx(0.6)
+
+
+def test_picks_of_a_removed_feature_are_not_saved_back_into_the_session(tmp_path):
+    """A pick job still running at the removal, or a map of it opened from disk, wrote
+    picks/NAME.json again, and a new feature of that name restored them as its own."""
+    from napari_tomoseg._napari.session_layers import keep_earlier
+    from napari_tomoseg.session import Session
+
+    session = Session.create(tmp_path, None, 10.0, (8, 32, 32))
+    session.add_feature("proteasome")
+    session.segmentation_path("proteasome").parent.mkdir(parents=True)
+    session.segmentation_path("proteasome").write_bytes(b"map")
+    session.remove_feature("proteasome")
+    folder, kept, note = keep_earlier(tmp_path, "proteasome")
+    assert folder is None and "was removed" in note
+    assert keep_earlier(tmp_path, "particle")[0] == tmp_path  # never a feature: kept as before
+    session.add_feature("proteasome")  # added again: its picks belong to the session again
+    assert keep_earlier(tmp_path, "proteasome")[0] == tmp_path

@@ -77,6 +77,11 @@ def _put_back(moved: list[tuple[Path, Path]]) -> None:
         os.replace(target, source)
 
 
+def was_removed(folder: str | os.PathLike, feature: str) -> bool:
+    """Whether files of a feature of this name were set aside (it was removed)."""
+    return any((Path(folder) / REMOVED).glob(f"{feature_file_stem(feature)}-*"))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

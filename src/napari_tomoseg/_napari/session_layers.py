@@ -18,9 +18,11 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from ..errors import TomosegError
+from ..feature_files import was_removed
 from ..io.mrc_read import open_volume
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import SavedPicks, keep_previous, load_picks, save_picks
+from ..session_store import read_generation
 from .annotation import probability_colormap
 from .layer_tags import has_role, layers_with, tag_of, tagged, tomogram_key
 
@@ -233,11 +235,25 @@ def keep_earlier(session, feature: str):
     aside before new ones are saved; if that fails the new picks are not saved there."""
     if session is None:
         return None, None, ""
+    if _removed_from(session, feature):  # its picks would come back for a new one of the name
+        return None, None, (f"; not saved in the session ('{feature}' was removed from it; "
+                            "add the feature again to keep its picks there): Export keeps them")
     try:
         return session, keep_previous(session, feature), ""
     except OSError as exc:
         return None, None, (f"; not saved in the session (its earlier picks could not be "
                             f"set aside: {exc}): Export keeps them")
+
+
+def _removed_from(session: Path, feature: str) -> bool:
+    """The session removed ``feature`` (its files set aside) and has none of that name now."""
+    if not was_removed(session, feature):
+        return False
+    try:
+        record = read_generation(Path(session))[0]
+    except TomosegError:
+        return False
+    return feature not in {f.get("name") for f in record.get("features", [])}
 
 
 def single_shot(milliseconds: int, callback, parent) -> QTimer:
