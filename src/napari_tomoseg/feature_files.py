@@ -36,11 +36,16 @@ def picks_file(folder: str | os.PathLike, feature: str) -> Path:
     return Path(folder) / PICKS / f"{feature_file_stem(feature)}.json"
 
 
+def previous_model_file(model: Path) -> Path:
+    """Where the model a new training replaces is kept (``NAME.previous.pt``)."""
+    return model.with_name(model.name.removesuffix(".pt") + ".previous.pt")
+
+
 def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     """The feature's files that exist: model (and the one it replaced), map, picks (and
     the picks that earlier picks replaced)."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
-    candidates = [model, model.with_name(model.stem + ".previous.pt"), map_file(folder, feature),
+    candidates = [model, previous_model_file(model), map_file(folder, feature),
                   picks, *sorted(picks.parent.glob(picks.name + ".previous*"))]
     return [path for path in candidates if path.is_file()]
 

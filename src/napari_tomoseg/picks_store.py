@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from .io.atomic import atomic_path
-from .feature_files import picks_file
+from .feature_files import PICKS, picks_file
 
 VERSION = 1
-FOLDER = "picks"
+FOLDER = PICKS
 
 
 @dataclass

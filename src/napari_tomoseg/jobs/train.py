@@ -14,6 +14,7 @@ import numpy as np
 
 from ..annotations import Box, check_boxes, check_boxes_fit
 from ..errors import InvalidSettingsError
+from ..feature_files import previous_model_file
 from ..features import FEATURE_COLOURS
 from ..io.atomic import write_bytes
 from ..io.paths import check_writable
@@ -23,9 +24,7 @@ from ..preprocess import PreprocessSettings, default_preprocessing
 from .progress import Job, Progress
 
 
-def previous_model_path(output: Path) -> Path:
-    """Where the model a new training replaces is kept (``NAME.previous.pt``)."""
-    return output.with_name(output.name.removesuffix(".pt") + ".previous.pt")
+previous_model_path = previous_model_file  # the session's rule for any model file
 
 
 @contextlib.contextmanager

@@ -185,7 +185,7 @@ class _Step:
 
 
 def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
-            bank: TileBank, device, step_once: _Step, step: int) -> None:
+            bank: TileBank, device, step_once: _Step) -> None:
     """Keep the best weights by held-out loss and the threshold chosen on held-out pixels.
 
     The checks that chose the weights used single predictions (cheap); the threshold
@@ -196,9 +196,9 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     if model.info.get("held_out") or model.info.get("averaged"):
         return
     if stopper is None or stopper.best is None:
-        if step_once.averaged is not None and step > 0:
+        if step_once.averaged is not None and step_once.done > 0:
             try:
-                model.network.load_state_dict(step_once.kept(step).state_dict())
+                model.network.load_state_dict(step_once.kept(step_once.done).state_dict())
             except Exception:  # noqa: BLE001 - e.g. out of memory on cancel: keep the last
                 return  # weights rather than lose the model
             model.info["averaged"] = True
@@ -294,7 +294,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             held, done = _check_held_out(stopper, step_once, bank, device, step, settings)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
-                _finish(model, stopper, first_step, bank, device, step_once, step)
+                _finish(model, stopper, first_step, bank, device, step_once)
             image, z = preview(network, elapsed, step == 1 or last, final=last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
@@ -302,7 +302,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
-        _finish(model, stopper, first_step, bank, device, step_once, step_once.done)
+        _finish(model, stopper, first_step, bank, device, step_once)
 
 
 class _Previewer:
