@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,15 @@ from napari_tomoseg.synthetic import CellSpec, ImagingSpec, simulate, write_synt
 
 TINY = CellSpec(shape=(32, 96, 96), voxel_size=20.0, n_vesicles=2, n_microtubules=1, n_actin=2,
                 ribosome_density_per_um3=20000.0)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets one torch thread: two workers with two threads each
+    on two cores slow each other many times over."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

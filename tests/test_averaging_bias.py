@@ -67,8 +67,8 @@ def test_signal_is_still_resolved_from_independent_starts():
     field = simulate_particle_field(40, voxel_size=VOXEL, snr=5.0, seed=4)
     box = 32
     sub = extract_subtomograms(field.tomogram, field.zyx, box)
-    settings = AverageSettings(box=box, iterations=2, angular_step=25.0, initial_iterations=2,
-                               start_resolution=90.0, seed=0)
+    settings = AverageSettings(box=box, iterations=2, angular_step=30.0, initial_iterations=2,
+                               initial_step=35.0, start_resolution=90.0, seed=0)
     result = average(sub.data, VOXEL, settings)  # reference-free: one start per half
     start = VOXEL / settings.start_cutoff(VOXEL)
     assert result.supported, result.note

@@ -16,7 +16,7 @@ from napari_tomoseg.jobs.average import average_job
 from napari_tomoseg.synthetic.particle_field import simulate_particle_field, write_particle_field
 
 FAST = ["--box", "24", "--iterations", "1", "--angular-step", "30", "--final-step", "30",
-        "--device", "cpu"]
+        "--start-step", "45", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,8 @@ def test_classify_never_replaces_the_particles_it_reads(field, tmp_path):
 def test_a_job_refuses_an_output_that_is_its_reference(field, tmp_path):
     files = write_particle_field(field, tmp_path, name="t", box=24)
     frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
-    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, device="cpu")
+    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, initial_step=45,
+                               device="cpu")
     job = average_job(field.tomogram, frame, particle_table(field.zyx), settings, tmp_path,
                       name="t_reference", inputs=[files["reference"]])  # overwrite=True
     with pytest.raises(InvalidSettingsError, match="is an input"):
@@ -84,7 +85,8 @@ def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
     FSC 1 in every shell. Repeats (exact, or within 2 voxels) are dropped with a warning;
     points 3 voxels apart (as along a filament) are kept."""
     frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
-    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, device="cpu")
+    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, initial_step=45,
+                               device="cpu")
     repeats = field.zyx[:4] + np.array([0.0, 0.0, 1.5])  # near copies of four particles
     picks = particle_table(np.concatenate([field.zyx, field.zyx[:2], repeats]))
     with pytest.warns(CoordinateWarning, match="6 of 14 particles lie within 2 voxels"):
@@ -107,7 +109,7 @@ def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
         with pytest.raises(InvalidSettingsError, match="only 1 particles.*3 duplicates"):
             run_job(average_job(noise, noise_frame, four, settings, tmp_path / "noise"))
         # asked to keep them (--min-distance 0), the copies agree perfectly: the inflation
-        keep = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30,
+        keep = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30, initial_step=45,
                                device="cpu", min_distance=0)
         inflated, _, _ = run_job(average_job(noise, noise_frame, four, keep, tmp_path / "keep"))
     assert np.all(inflated.fsc[1:] > 0.99)

@@ -40,6 +40,7 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     widget.average_view.show = False  # its own window; software GL draws iso-surfaces slowly
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.iterations.value = 1
+    widget.angular_step.value = 45.0  # 163 orientations: enough to place the centres
     widget.reference.value = reference
     from napari_tomoseg.session import user_sessions_folder
 
@@ -70,6 +71,14 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     assert widget.progress.value == widget.progress.max == 1 and not widget.progress.visible
     assert average not in widget.tomogram.choices  # found by its tag, whatever its name
     # classification runs the CLI's classify_job on the aligned particles, in the thread
+    # (one start, one pass: layers and files are checked here, classes in test_averaging)
+    import functools
+
+    import napari_tomoseg._napari.averaging_widget as averaging_widget
+    from napari_tomoseg.averaging import ClassifySettings
+
+    monkeypatch.setattr(averaging_widget, "ClassifySettings",
+                        functools.partial(ClassifySettings, iterations=1, n_init=1))
     widget.classes.value = 2
     handle = widget.classify()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
@@ -99,7 +108,9 @@ def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field
     widget = AveragingWidget(viewer)
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.output.value = out
-    handle = widget.run()  # reference-free: long enough to cancel
+    widget.reference.value = write_volume(tmp_path / "ref.mrc", field.reference(32), 15.0)
+    widget.angular_step.value = 45.0  # a quick first iteration; four more follow: time to cancel
+    handle = widget.run()
     assert widget.cancel_button.enabled and not widget.run_button.enabled
     qtbot.waitUntil(lambda: widget.state is not None, timeout=30_000)  # refining now
     widget.cancel_button.clicked.emit()  # the one way to cancel: handle.cancel()
@@ -154,6 +165,8 @@ def test_closing_the_widget_cancels_its_job_and_touches_nothing(make_napari_view
     widget = AveragingWidget(viewer)
     widget.tomogram.value, widget.particles.value = tomogram, points
     widget.output.value = tmp_path / "out"
+    widget.reference.value = write_volume(tmp_path / "ref.mrc", field.reference(32), 15.0)
+    widget.angular_step.value = 45.0  # a quick first iteration; four more follow
     handle = widget.run()
     qtbot.waitUntil(lambda: widget.state is not None, timeout=30_000)
     view = widget.average_view

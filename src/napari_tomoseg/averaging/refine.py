@@ -58,6 +58,8 @@ class AverageSettings:
             raise InvalidSettingsError("at least one refinement iteration is needed.")
         if not 0.5 <= self.final_step <= self.angular_step <= 90:
             raise InvalidSettingsError("angular steps need 0.5 <= final step <= first step <= 90 degrees.")
+        if not 0.5 <= self.initial_step <= 90:
+            raise InvalidSettingsError("the start's global step must be 0.5-90 degrees.")
         if self.initial_batch == 1 or self.initial_batch < 0 or not 0 < self.initial_rate <= 1:
             raise InvalidSettingsError("the initial model needs batches of 2 or more (0 = all) "
                                        "and a rate in (0, 1].")

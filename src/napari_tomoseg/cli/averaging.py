@@ -17,7 +17,7 @@ def _average_settings(args: argparse.Namespace):
 
     return AverageSettings(box=args.box, iterations=args.iterations, symmetry=args.symmetry,
                            angular_step=args.angular_step, final_step=args.final_step,
-                           max_shift=args.max_shift, tilt_min=args.tilt_range[0],
+                           initial_step=args.start_step, max_shift=args.max_shift, tilt_min=args.tilt_range[0],
                            tilt_max=args.tilt_range[1], mask_radius=args.mask_radius,
                            start_resolution=args.start_resolution, invert=not args.no_invert,
                            seed=args.seed, device=args.device, min_distance=args.min_distance)
@@ -110,6 +110,8 @@ def _averaging_options(p: argparse.ArgumentParser, iterations: int) -> None:
     p.add_argument("--angular-step", type=POSITIVE, default=20.0,
                    help="global search step of the first iteration (degrees)")
     p.add_argument("--final-step", type=POSITIVE, default=2.0, help="finest local step (degrees)")
+    p.add_argument("--start-step", type=POSITIVE, default=25.0,
+                   help="global search step of the reference-free start (degrees)")
     p.add_argument("--max-shift", type=number(float, 0, inclusive=True), help="voxels from the pick (default box/6)")
     p.add_argument("--tilt-range", type=float, nargs=2, default=(-60.0, 60.0),
                    metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
