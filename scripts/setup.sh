@@ -46,9 +46,9 @@ install_python_packages() {
     # the rest with uv when it can be had (about 15 s instead of 2.5 min with pip, which
     # resolves one package at a time and byte-compiles everything); torch, installed
     # above, satisfies the package's own torch requirement, so uv fetches no other build
-    if "${pip[@]}" install uv >/dev/null 2>&1; then
-        .venv/bin/python -m uv pip install --python .venv/bin/python -q -e ".[testing]"
-    else
+    if ! { "${pip[@]}" install uv >/dev/null 2>&1 &&
+           .venv/bin/python -m uv pip install --python .venv/bin/python -q -e ".[testing]"; }; then
+        echo "setup: uv not available or failed; installing with pip (a few minutes)" >&2
         "${pip[@]}" install -e ".[testing]"
     fi
 }
