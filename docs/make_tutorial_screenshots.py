@@ -10,7 +10,7 @@ per step, into docs/images/:
 1. ``tutorial_1_launch.png``  the first view;
 2. ``tutorial_2_box.png``     a session started, boxes placed, the brush on the masks;
 3. ``tutorial_3_training.png`` training, with the live preview and the loss curve;
-4. ``tutorial_4_segment.png`` the Segment & merge tab after segmenting and merging;
+4. ``tutorial_4_segment.png`` the Segment tab after segmenting and merging;
 5. ``tutorial_5_pick.png``    the Pick tab with picks, some accepted or rejected;
 6. ``tutorial_6_average.png`` the Average tab with the FSC plot.
 
@@ -133,7 +133,7 @@ def main() -> None:
     shape = image.data.shape
     z = shape[0] // 2
     go_to(viewer, image, z)
-    # 1. the first view: the tomogram, the truth hidden, the dock on "Annotate & train"
+    # 1. the first view: the tomogram, the truth hidden, the dock on "Annotate"
     shot(window, "tutorial_1_launch.png")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,8 +183,8 @@ def main() -> None:
         c.set_active("ribosome")
         dock.features.refresh()
 
-        # 4. Segment & merge tab: segment every trained feature, merge
-        dock.tabs.setCurrentIndex(1)  # Segment & merge
+        # 4. Segment tab: segment every trained feature, merge
+        dock.tabs.setCurrentIndex(1)  # Segment
         wait_for(dock.start_segmentation())
         wait_for(dock.merge())
         for layer in (c.masks_layer, c.boxes_layer):

@@ -75,8 +75,8 @@ class TomosegWidget(Container):
         segment = Container(widgets=_titled("5. Segment and merge", self.segmenting),
                             labels=False)
         self.tabs = LazyTabs()
-        self.tabs.add_now("Annotate & train", annotate)
-        self.tabs.add_now("Segment & merge", segment)
+        self.tabs.add_now("Annotate", annotate)
+        self.tabs.add_now("Segment", segment)
         viewer = napari_viewer
         self.tabs.add("Pick", lambda: _widget("picking_widget", "PickingWidget", viewer))
         self.tabs.add("Average", lambda: _widget("averaging_widget", "AveragingWidget", viewer))

@@ -27,7 +27,7 @@ from .state import Workflow
 
 
 PREVIEW_NOTE = ("shows a training preview, not a whole segmentation: segment the tomogram "
-                "(Segment & merge) before picking")
+                "(Segment tab) before picking")
 
 
 class TrainPanel(Container):
