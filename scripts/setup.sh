@@ -63,8 +63,9 @@ case "$MODE" in
         exec .venv/bin/tomoseg launch "$@"
         ;;
     test)
-        # one worker per core (pytest-xdist; each worker's torch on one thread, see
-        # tests/conftest.py); add -n 0 to run in one process
+        # one worker per CPU this process may use (pytest-xdist's own "auto" counts physical
+        # cores); each worker's torch on one thread (tests/conftest.py); -n 0: one process
+        export PYTEST_XDIST_AUTO_NUM_WORKERS="${PYTEST_XDIST_AUTO_NUM_WORKERS:-$(nproc)}"
         exec xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest -ra -n auto "$@"
         ;;
     *)

@@ -240,6 +240,12 @@ def test_cli_average_then_classify(field, tmp_path, capsys):
     assert main(["classify", str(files["tomogram"]), str(tmp_path / "missing.star"), "-o", str(out)]) == 2
     assert main(["average", str(files["tomogram"]), str(files["particles"]), "-o", str(out),
                  "--symmetry", "Q3"]) == 2
+    with pytest.raises(SystemExit):  # named in the message; classify has no such start
+        main(["average", str(files["tomogram"]), str(files["particles"]), "-o", str(out),
+              "--start-step", "100"])
+    assert "--start-step" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["classify", str(files["tomogram"]), str(picks), "-o", str(out), "--start-step", "30"])
 
 
 def test_classification_separates_two_species():

@@ -31,8 +31,8 @@ def test_every_widget_open_fits_a_laptop_screen(make_napari_viewer, qtbot):
     # only "Ga" of Gallery showed while the first two tabs were "Annotate & train" and
     # "Segment & merge": 456 px of titles)
     bar = tomoseg.tabs.tabBar()
-    assert bar.sizeHint().width() <= 440, bar.sizeHint().width()
-    assert all(bar.tabRect(i).right() < bar.width() for i in range(bar.count()))
+    assert bar.sizeHint().width() <= 440, bar.sizeHint().width()  # the check that failed then
+    assert all(bar.tabRect(i).right() < bar.width() for i in range(bar.count()))  # in this dock
     # the standalone widgets are the real ones, inside scroll areas
     assert type(docks[1].tomoseg_widget).__name__ == "PickingWidget"
 

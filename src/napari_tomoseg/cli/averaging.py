@@ -17,10 +17,11 @@ def _average_settings(args: argparse.Namespace):
 
     return AverageSettings(box=args.box, iterations=args.iterations, symmetry=args.symmetry,
                            angular_step=args.angular_step, final_step=args.final_step,
-                           initial_step=args.start_step, max_shift=args.max_shift, tilt_min=args.tilt_range[0],
+                           max_shift=args.max_shift, tilt_min=args.tilt_range[0],
                            tilt_max=args.tilt_range[1], mask_radius=args.mask_radius,
                            start_resolution=args.start_resolution, invert=not args.no_invert,
-                           seed=args.seed, device=args.device, min_distance=args.min_distance)
+                           seed=args.seed, device=args.device, min_distance=args.min_distance,
+                           **({"initial_step": args.start_step} if "start_step" in args else {}))
 
 
 def _inputs(args: argparse.Namespace) -> list:
@@ -110,8 +111,6 @@ def _averaging_options(p: argparse.ArgumentParser, iterations: int) -> None:
     p.add_argument("--angular-step", type=POSITIVE, default=20.0,
                    help="global search step of the first iteration (degrees)")
     p.add_argument("--final-step", type=POSITIVE, default=2.0, help="finest local step (degrees)")
-    p.add_argument("--start-step", type=POSITIVE, default=25.0,
-                   help="global search step of the reference-free start (degrees)")
     p.add_argument("--max-shift", type=number(float, 0, inclusive=True), help="voxels from the pick (default box/6)")
     p.add_argument("--tilt-range", type=float, nargs=2, default=(-60.0, 60.0),
                    metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
@@ -135,6 +134,9 @@ def add_parsers(sub) -> None:
     average = sub.add_parser("average", help="subtomogram averaging of picked particles")
     _averaging_options(average, 5)
     average.add_argument("--reference", help="starting reference MRC (default: from the data)")
+    average.add_argument("--start-step", type=number(float, 0.5, inclusive=True, high=90.0),
+                         default=25.0, help="global search step of the reference-free start "
+                         "(degrees)")
     average.add_argument("--name", default="average", help="prefix of the output files")
     average.set_defaults(func=cmd_average)
 
