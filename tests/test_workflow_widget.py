@@ -392,7 +392,7 @@ def test_a_calibrated_threshold_off_the_slider_is_not_stored_as_set_by_hand(work
 
 
 def test_renaming_a_trained_feature_keeps_its_model_working(workflow, tiny_result, qtbot):
-    from napari_tomoseg.jobs.train import previous_model_path
+    from napari_tomoseg.feature_files import previous_model_file
 
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
@@ -402,7 +402,7 @@ def test_renaming_a_trained_feature_keeps_its_model_working(workflow, tiny_resul
     first = widget.controller.session.model_path("ribosome").read_bytes()
     handle = widget.start_training()  # again: the first model is kept beside the new one
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
-    assert previous_model_path(widget.controller.session.model_path("ribosome")).read_bytes() \
+    assert previous_model_file(widget.controller.session.model_path("ribosome")).read_bytes() \
         == first
     widget.features.feature.value = "ribosome"
     widget.features.new_name.value = "80S"

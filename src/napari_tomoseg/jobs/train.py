@@ -24,9 +24,6 @@ from ..preprocess import PreprocessSettings, default_preprocessing
 from .progress import Job, Progress
 
 
-previous_model_path = previous_model_file  # the session's rule for any model file
-
-
 @contextlib.contextmanager
 def _signals_held():
     """Ctrl-C and SIGTERM wait while the model is saved (a second one would delete the
@@ -77,7 +74,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
             raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
         check_writable(output.parent)  # before training, not after
         if output.exists():  # the model this run replaces stays at hand
-            write_bytes(previous_model_path(output), output.read_bytes())
+            write_bytes(previous_model_file(output), output.read_bytes())
     model = None
     updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
                          colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),

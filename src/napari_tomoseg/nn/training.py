@@ -185,7 +185,7 @@ class _Step:
 
 
 def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
-            bank: TileBank, device, step_once: _Step) -> None:
+            step_once: _Step) -> None:
     """Keep the best weights by held-out loss and the threshold chosen on held-out pixels.
 
     The checks that chose the weights used single predictions (cheap); the threshold
@@ -205,7 +205,7 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
         return
     stopper.restore(model.network)
     try:
-        final = score_held_out(model.network, bank, device)
+        final = score_held_out(model.network, step_once.bank, step_once.device)
     except Exception:  # noqa: BLE001 - e.g. out of memory on cancel: keep the weights, and
         final = stopper.best  # the threshold of the single prediction that chose them
     model.threshold = final.threshold
@@ -228,8 +228,8 @@ def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:
             "training": settings.to_dict()}
 
 
-def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, bank: TileBank, device,
-                    step: int, settings: TrainingSettings) -> tuple[HeldOutScore | None, bool]:
+def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, step: int,
+                    settings: TrainingSettings) -> tuple[HeldOutScore | None, bool]:
     """(held-out score or None, stop now?) for this step.
 
     The first checks are noisy (a membrane's best loss came at step 40), so the best
@@ -238,7 +238,7 @@ def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, bank: TileB
     if stopper is None or not (step % settings.check_every == 0 or step == settings.steps):
         return None, False
     network = step_once.kept(step)
-    held = score_held_out(network, bank, device, rotations=1)
+    held = score_held_out(network, step_once.bank, step_once.device, rotations=1)
     warm = step >= min(settings.min_steps, settings.steps)
     return held, warm and stopper.update(step, held, network)
 
@@ -291,10 +291,10 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             value = step_once(step)
             history.append([first_step + step, value])
             elapsed = time.perf_counter() - start
-            held, done = _check_held_out(stopper, step_once, bank, device, step, settings)
+            held, done = _check_held_out(stopper, step_once, step, settings)
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
-                _finish(model, stopper, first_step, bank, device, step_once)
+                _finish(model, stopper, first_step, step_once)
             image, z = preview(network, elapsed, step == 1 or last, final=last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
@@ -302,7 +302,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
-        _finish(model, stopper, first_step, bank, device, step_once)
+        _finish(model, stopper, first_step, step_once)
 
 
 class _Previewer:
