@@ -256,3 +256,19 @@ def test_replace_nonfinite_keeps_a_missing_voxel_size_missing(tmp_path):
         mrc.voxel_size = 0.0
     replace_nonfinite(src, tmp_path / "clean.mrc")
     assert not read_header(tmp_path / "clean.mrc")[1].voxel_size_in_header
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_nan_origin_reads_as_zero_plain_or_compressed(tmp_path, compressed):
+    """A plain file's NaN origin read as 0; the same header gzipped kept NaN, which moved the
+    layer to nowhere and wrote NaN into the CSV's Angstrom columns."""
+    import mrcfile
+
+    path = tmp_path / "o.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((4, 5, 6), np.float32))
+        mrc.voxel_size = 10.0
+        mrc.header.origin.z = np.nan
+        mrc.header.origin.y = 20.0
+    _, info = open_volume(_gzipped(path) if compressed else path)
+    assert info.origin == (0.0, 0.0, 0.0)

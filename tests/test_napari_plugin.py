@@ -100,6 +100,81 @@ def test_points_round_trip_through_napari_with_origin(make_napari_viewer, tiny_f
                                atol=1e-3)
 
 
+REFINED = """
+# version 50001
+
+data_general
+
+_rlnTomoSubTomosAre2DStacks                       1
+
+# version 50001
+
+data_optics
+
+loop_
+_rlnOpticsGroup #1
+_rlnOpticsGroupName #2
+_rlnTomoTiltSeriesPixelSize #3
+_rlnVoltage #4
+_rlnSphericalAberration #5
+_rlnImagePixelSize #6
+1 optics1 10.0 300.0 2.7 20.0
+
+# version 50001
+
+data_particles
+
+loop_
+_rlnTomoName #1
+_rlnTomoParticleName #2
+_rlnImageName #3
+_rlnCenteredCoordinateXAngst #4
+_rlnCenteredCoordinateYAngst #5
+_rlnCenteredCoordinateZAngst #6
+_rlnAngleRot #7
+_rlnAngleTilt #8
+_rlnAnglePsi #9
+_rlnOpticsGroup #10
+tiny tiny/1 Subtomograms/tiny/1_stack2d.mrcs 100.0 -60.0 20.0 10.0 20.0 30.0 1
+tiny tiny/2 Subtomograms/tiny/2_stack2d.mrcs -200.0 40.0 0.0 0.0 90.0 0.0 1
+other other/1 Subtomograms/other/1_stack2d.mrcs 0.0 0.0 0.0 0.0 0.0 0.0 1
+"""
+
+
+def test_saving_points_over_a_richer_star_is_refused_not_a_loss(make_napari_viewer, tiny_files,
+                                                                  tmp_path, monkeypatch):
+    """A RELION 5 refinement's STAR opened in napari and saved back kept only our columns and
+    this tomogram's particles: rlnImageName, data_general and another tomogram were gone."""
+    import shutil
+
+    viewer = make_napari_viewer()
+    shutil.copy(tiny_files["tomogram"], tmp_path / "tiny.mrc")
+    refined = tmp_path / "refined.star"
+    refined.write_text(REFINED)
+    viewer.open(str(tmp_path / "tiny.mrc"), plugin=PLUGIN)
+    with pytest.warns(Warning, match="other tomogram"):
+        (points,) = viewer.open(str(refined), plugin=PLUGIN)
+    assert len(points.data) == 2
+    from napari_tomoseg._napari import writer
+
+    shown = []
+    monkeypatch.setattr(writer, "show_error", shown.append)
+    with pytest.warns(UserWarning, match="not a valid writer"):  # napari's words for a refusal
+        assert points.save(str(refined), plugin=PLUGIN) == []
+    (text,) = shown
+    assert "not replaced" in text and "data_general" in text and "rlnImageName" in text
+    assert "rlnVoltage" in text and "other tomogram" in text
+    assert refined.read_text() == REFINED
+    points.save(str(tmp_path / "mine.star"), plugin=PLUGIN)  # under another name: written
+    mine = read_star(tmp_path / "mine.star")
+    np.testing.assert_allclose(mine[["rot", "tilt", "psi"]].to_numpy(),
+                               [[10.0, 20.0, 30.0], [0.0, 90.0, 0.0]], atol=1e-4)
+    (again,) = viewer.open(str(tmp_path / "mine.star"), plugin=PLUGIN)
+    again.save(str(tmp_path / "mine.star"), plugin=PLUGIN)  # our own file saves back in place
+    np.testing.assert_allclose(read_star(tmp_path / "mine.star")[["z", "y", "x"]],
+                               mine[["z", "y", "x"]], atol=1e-3)
+
+
 def test_saving_a_picks_layer_leaves_out_rejected_and_cut_picks(make_napari_viewer, tiny_files,
                                                                  tmp_path):
     """File > Save Selected Layers wrote every pick, rejected ones too (a trial); the Pick

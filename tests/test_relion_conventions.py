@@ -407,6 +407,107 @@ def test_eman2_info_json_follows_e2spt_boxer(tmp_path):
     assert isinstance(pd.DataFrame(record["boxes_3d"]), pd.DataFrame)
 
 
+def test_picks_written_into_an_eman2_info_file_keep_its_alignment_and_other_classes(tmp_path):
+    """EMAN2 keeps a tomogram's tilt alignment and every class's boxes in one info file, and
+    its boxer sets only ``boxes_3d`` and ``class_list`` there, converting with the file's own
+    ``apix_unbin`` (e2spt_boxer.py, SaveJson on a js_open_dict). We rebuilt the file from the
+    picks alone: the tilt alignment and the user's EMAN2 boxes were gone."""
+    shape = (61, 200, 181)
+    nx, ny, nz = shape[::-1]
+    eman2 = {"apix_unbin": 7.0, "tlt_file": "tiltseries/TS_02.hdf", "defocus": [2.1, 2.3],
+             "tlt_params": [[1.0, -2.0, 85.3, -60.0, 0.1], [0.5, 0.2, 85.3, -57.0, 0.0]],
+             "boxes_3d": [[10.0, -20.0, 4.0, "manual", 0.0, 0],
+                          [-36.0, 8.0, 0.0, "manual", 0.0, 1]],
+             "class_list": {"0": {"boxsize": 96, "name": "membrane"}, "1": "ribosome"}}
+    path = tmp_path / "TS_02_info.json"
+    path.write_text(json.dumps(eman2))
+    frame = TomogramFrame("TS_02", shape, 28.0, tilt_series_pixel_size=7.0)
+    picks = np.array([[30.0, 100.0, 90.0], [3.0, 17.5, 170.0]])
+    write_eman2_json(path, particle_table(picks, score=[0.9, 0.4]), frame, box_size=32,
+                     feature="ribosome")
+    record = json.loads(path.read_text())
+    for key in ("tlt_file", "defocus", "tlt_params", "apix_unbin"):
+        assert record[key] == eman2[key]
+    assert record["boxes_3d"][0] == eman2["boxes_3d"][0]  # the membrane box stays
+    ribosomes = [b for b in record["boxes_3d"] if b[5] == 1]  # the old ribosome box is replaced
+    assert len(ribosomes) == 2 and len(record["boxes_3d"]) == 3
+    assert record["class_list"]["0"] == eman2["class_list"]["0"]
+    assert record["class_list"]["1"] == {"boxsize": 128, "name": "ribosome"}
+    for box, (z, y, x) in zip(ribosomes, picks):
+        np.testing.assert_allclose(box[:3], [(x - nx // 2) * 4.0, (y - ny // 2) * 4.0,
+                                             (z - nz // 2) * 4.0], atol=1e-9)
+    # a third feature gets the next class; the file's apix_unbin wins over another size given
+    with pytest.warns(CoordinateWarning, match="apix_unbin 7 A differs"):
+        write_eman2_json(path, particle_table(picks[:1]), frame, 32, unbinned_voxel_size=14.0,
+                         feature="carbon")
+    record = json.loads(path.read_text())
+    assert record["class_list"]["2"]["name"] == "carbon" and record["boxes_3d"][-1][5] == 2
+    np.testing.assert_allclose(record["boxes_3d"][-1][:3], ribosomes[0][:3], atol=1e-9)
+    back = read_eman2_json(path, frame)  # classes 1-based, as rlnClassNumber
+    assert list(back["class"]) == [1, 2, 2, 3]
+    assert list(back["feature"]) == ["membrane", "ribosome", "ribosome", "carbon"]
+    np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy()[1:3], picks, atol=1e-9)
+    path.write_text("{ not json")  # never replaced: it may hold an alignment
+    with pytest.raises(InvalidCoordinatesError, match="not replaced"):
+        write_eman2_json(path, particle_table(picks), frame, 32)
+    assert path.read_text() == "{ not json"
+
+
+def test_non_finite_eman2_boxes_are_refused_on_both_sides(tmp_path):
+    frame = TomogramFrame("TS_02", (61, 200, 181), 28.0, tilt_series_pixel_size=7.0)
+    with pytest.raises(InvalidCoordinatesError, match="not finite"):
+        write_eman2_json(tmp_path / "w.json", particle_table([[1.0, np.nan, 3.0]]), frame, 32)
+    assert not (tmp_path / "w.json").exists()
+    (tmp_path / "r.json").write_text('{"apix_unbin": 7.0, "boxes_3d": [[NaN, 1.0, 2.0]]}')
+    with pytest.raises(InvalidCoordinatesError, match="not finite"):
+        read_eman2_json(tmp_path / "r.json", frame)
+
+
+def test_numeric_tomogram_names_stay_text(tmp_path):
+    """RELION names tomograms by text: '001' is not '1' (starfile parsed it as a number, so
+    the particles of '001' were not found and our outputs named the tomogram '1')."""
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.layer_data import frame_for_particles
+
+    star = tmp_path / "001.star"
+    star.write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+                    "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n"
+                    "001 0.0 0.0 0.0\n002 100.0 0.0 0.0\n001 -50.0 20.0 10.0\n")
+    frame = TomogramFrame("001", (20, 40, 40), 10.0)
+    with pytest.warns(CoordinateWarning, match="'001'; skipped 1 of 1 other tomogram"):
+        table = read_star(star, frame)
+    np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(),
+                               [[10.0, 20.0, 20.0], [11.0, 22.0, 15.0]])
+    assert set(table["tomo_name"]) == {"001"}
+    write_volume(tmp_path / "001.mrc", np.zeros((20, 40, 40), np.float32), 10.0)
+    assert frame_for_particles(star).name == "001"  # the napari reader finds its tomogram
+    written = starfile.read(write_star(tmp_path / "out.star", table, frame),
+                            parse_as_string=["rlnTomoName"], always_dict=True)["particles"]
+    assert set(written["rlnTomoName"]) == {"001"}
+
+
+def test_a_voxel_finer_than_the_tilt_series_is_refused():
+    """IMOD writes 1 A when it does not know the voxel size: with a 2.7 A tilt series that
+    wrote pixels as Angstrom into rlnCenteredCoordinate*Angst without a word."""
+    with pytest.raises(InvalidSettingsError, match="IMOD writes 1 A"):
+        TomogramFrame("TS_03", (20, 40, 40), 1.0, tilt_series_pixel_size=2.7)
+    assert TomogramFrame("TS_03", (20, 40, 40), 2.7, tilt_series_pixel_size=2.7).voxel_size == 2.7
+
+
+def test_non_finite_angles_are_refused(tmp_path):
+    table = particle_table([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], rot=[0.0, np.nan],
+                           tilt=[0.0, 0.0], psi=[0.0, 0.0])
+    with pytest.raises(InvalidCoordinatesError, match="angles that are not finite"):
+        write_star(tmp_path / "a.star", table, TomogramFrame("TS_03", (20, 40, 40), 10.0))
+    assert not (tmp_path / "a.star").exists()
+    path = tmp_path / "r.star"
+    path.write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n"
+                    "_rlnCoordinateY #3\n_rlnCoordinateZ #4\n_rlnAngleRot #5\n"
+                    "TS_03 10 10 5 0.0\nTS_03 10 10 5 nan\n")
+    with pytest.raises(InvalidCoordinatesError, match="rlnAngleRot of particle 2 is nan"):
+        read_star(path, TomogramFrame("TS_03", (20, 40, 40), 10.0))
+
+
 def test_csv_and_eman2_json_particles_far_outside_are_checked_as_star_files_are(tmp_path):
     """A CSV point 5000 px outside was written on without a word; the STAR one was refused."""
     from napari_tomoseg.io.particle_files import read_particles

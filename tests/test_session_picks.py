@@ -359,3 +359,39 @@ def test_picks_of_a_removed_feature_are_not_saved_back_into_the_session(tmp_path
     assert keep_earlier(tmp_path, "particle")[0] == tmp_path  # never a feature: kept as before
     session.add_feature("proteasome")  # added again: its picks belong to the session again
     assert keep_earlier(tmp_path, "proteasome")[0] == tmp_path
+
+
+def test_discarded_picks_stay_gone_after_a_restore_and_are_kept_aside(
+        make_napari_viewer, qtbot, tiny_files, tmp_path, monkeypatch):
+    """Deleting a picks layer left its session file, so a restore brought the picks back;
+    Discard sets the file aside (judgements are work) and the picks stay gone."""
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    picking = PickingWidget(viewer)
+    points = _pick(picking, overlay, qtbot, 120.0)
+    picking.step(1)
+    picking.judge(-1)
+    picking.min_score.value = 0.3  # a cut still waiting to be saved must not write them back
+    answers = iter([QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes])
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: next(answers))
+    assert picking._discard_asking() is None  # No: nothing happens
+    assert points in viewer.layers and picks_path(folder, "ribosome").exists()
+    kept = picking._discard_asking()
+    assert points not in viewer.layers and picking.points is None
+    assert not picks_path(folder, "ribosome").exists()
+    assert kept == picks_path(folder, "ribosome").with_name("ribosome.json.previous")
+    assert json.loads(kept.read_text())["rows"][0][list(points.features.columns).index(
+        "status")] == -1  # the judgement is in the file set aside
+    qtbot.wait(600)  # past the score cut's debounce
+    assert not picks_path(folder, "ribosome").exists()
+    with pytest.raises(Exception, match="no picks to discard"):
+        picking.discard()
+    viewer.close()
+    viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
+    assert not [layer for layer in viewer2.layers if layer.name.startswith("picks")]

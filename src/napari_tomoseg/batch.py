@@ -377,6 +377,8 @@ def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings)
     folder (a rerun of a few dropped the others' rows), each as its own STAR file has them."""
     import starfile
 
+    from .io.star import read_star_blocks
+
     written = []
     for feature in settings.pick:
         parts, optics, seen = [], None, set()
@@ -384,7 +386,7 @@ def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings)
             path = folder / f"{row['name']}_{feature}.star"
             if row["status"] in ("done", "skipped") and path.exists() and path not in seen:
                 seen.add(path)  # a file is read once, whatever the rows say
-                blocks = starfile.read(path, always_dict=True)
+                blocks = read_star_blocks(path)
                 parts.append(blocks["particles"])
                 optics = blocks.get("optics")
         if parts:

@@ -160,10 +160,10 @@ def frame_for_particles(path: str | os.PathLike) -> TomogramFrame | None:
     path = Path(path)
     if path.suffix.lower() != ".star":
         return None
-    import starfile
+    from .io.star import read_star_blocks
 
     try:
-        particles = starfile.read(path, always_dict=True).get("particles")
+        particles = read_star_blocks(path).get("particles")
         names = sorted(set(particles["rlnTomoName"].astype(str)))
     except Exception:  # unreadable here: read_star gives the clear error later
         return None

@@ -30,6 +30,7 @@ from ..jobs.progress import Job
 from .layer_tags import has_role, tag_of
 from .notify import guarded, report_error
 from .worker import JobHandle, start_job
+from .camera import camera_of
 
 
 class ExploreWidget(Container):
@@ -267,20 +268,21 @@ class ExploreWidget(Container):
 
         frames = int(self.movie_frames.value)
         path = self._next_path("turntable", ".gif")
-        previous = (self.viewer.dims.ndisplay, self.viewer.camera.angles)
+        camera = camera_of(self.viewer)
+        previous = (self.viewer.dims.ndisplay, camera.angles)
         self.viewer.dims.ndisplay = 3
-        start = self.viewer.camera.angles
+        start = camera.angles
         images = []
         self.movie_button.enabled = False  # screenshots must be drawn here, on the GUI thread:
         try:  # between frames the window is kept alive (seconds per frame on software GL)
             from qtpy.QtWidgets import QApplication
 
             for i in range(frames):
-                self.viewer.camera.angles = (start[0], start[1] + 360.0 * i / frames, start[2])
+                camera.angles = (start[0], start[1] + 360.0 * i / frames, start[2])
                 images.append(self.viewer.screenshot(canvas_only=True)[..., :3])
                 QApplication.processEvents()
         finally:
-            self.viewer.dims.ndisplay, self.viewer.camera.angles = previous
+            self.viewer.dims.ndisplay, camera.angles = previous
             self.movie_button.enabled = True
         from ..io.atomic import atomic_path
 

@@ -20,6 +20,7 @@ from .workflow.state import session_folder_of
 from ..session import Session
 from .layer_tags import has_role, layers_with
 from .notify import guarded
+from .camera import camera_of
 
 COLUMNS = 4
 
@@ -117,4 +118,4 @@ class GalleryWidget(Container):
         box = self.items[index].box
         world = np.array([box.z, box.y, box.x]) * np.asarray(layer.scale) + np.asarray(layer.translate)
         self.viewer.dims.set_point(0, world[0])
-        self.viewer.camera.center = tuple(world[1:])
+        camera_of(self.viewer).center = tuple(world[1:])

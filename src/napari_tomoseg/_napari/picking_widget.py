@@ -23,25 +23,25 @@ from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.notifications import show_info
 
-from ..errors import InvalidVolumeError, TomosegError
+from ..errors import TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
-from ..jobs.pick import pick_job
-from ..jobs.progress import Job, Progress
 from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata
-from ..picking import (PickSettings, artifact_region, excluded_note, suggest_score_cut,
-                       too_many_dropped)
+from ..picking import PickSettings, artifact_region, excluded_note, suggest_score_cut
 from .histogram import Histogram
-from .confirm import may_replace
-from .layer_tags import has_role, incomplete_reason, tag_of
+from .confirm import agrees, may_replace
+from .layer_tags import incomplete_reason, tag_of
+from .picking_sources import checked_pick, is_probability, shape_note, stored_threshold
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, quietly, report_error
 from .voxel_size import voxel_size_of
 from ..picks_store import SavedPicks
 from .session_layers import (DIAMETER, MIN_SCORE, STATUS_COLOURS, add_picks_layer,
+                             discard_picks_layer,
                              earlier_picks, is_session_picks, keep_earlier, save_or_say,
                              session_of_map, session_picks, single_shot)
 from .worker import JobHandle, start_job
+from .camera import camera_of
 
 
 class PickingWidget(Container):
@@ -75,6 +75,8 @@ class PickingWidget(Container):
         self.output = FileEdit(label="Export to", mode="w", filter="*.star *.json *.csv",
                                value=Path.home() / "picks.star")
         self.export_button = PushButton(text="Export")
+        self.discard_button = PushButton(text="Discard picks", tooltip=(
+            "remove these picks; a session keeps its saved file aside (FEATURE.json.previous)"))
         self.histogram = Histogram()
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.split,
                      self.exclude, self.max_blob, self.min_roundness, self.pick_button,
@@ -82,7 +84,9 @@ class PickingWidget(Container):
         self.native.layout().addWidget(self.histogram)
         self.extend([Container(widgets=[self.previous, self.next], layout="horizontal", labels=False),
                      Container(widgets=[self.accept, self.reject], layout="horizontal", labels=False),
-                     self.status, self.output, self.export_button])
+                     self.status, self.output,
+                     Container(widgets=[self.export_button, self.discard_button],
+                               layout="horizontal", labels=False)])
         self.points: Points | None = None
         self.current = -1
         self._save_soon = single_shot(400, self._save, self.native)
@@ -97,6 +101,7 @@ class PickingWidget(Container):
         self.accept.changed.connect(self._guard(lambda: self.judge(1)))
         self.reject.changed.connect(self._guard(lambda: self.judge(-1)))
         self.export_button.changed.connect(self._guard(self._export_asking))
+        self.discard_button.changed.connect(self._guard(self._discard_asking))
         # bound on the picks layer too, where napari's own a (select all) would win; keys
         # pressed with nothing to judge say so on the status line, not in a pop-up
         said = lambda line: setattr(self.status, "value", line)  # noqa: E731
@@ -134,7 +139,7 @@ class PickingWidget(Container):
         if feature:
             self.feature.value = str(feature)
         self._filled_feature = self.feature.value  # a rename of the map's feature follows
-        stored = _stored_threshold(layer)
+        stored = stored_threshold(layer)
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
 
@@ -146,11 +151,11 @@ class PickingWidget(Container):
         if artifact is layer:
             raise TomosegError("the map to exclude is the map being picked: choose an "
                                "artifact's map (carbon) or none.")
-        return artifact_region(artifact.data, _stored_threshold(artifact), layer.data.shape,
+        return artifact_region(artifact.data, stored_threshold(artifact), layer.data.shape,
                                name=f"'{artifact.name}'")
 
     def _sources(self, widget=None) -> list[Image]:
-        return [l for l in self.viewer.layers if _is_probability(l)]
+        return [l for l in self.viewer.layers if is_probability(l)]
 
     def _guard(self, action):
         return guarded(action)
@@ -165,7 +170,7 @@ class PickingWidget(Container):
         why = incomplete_reason(layer)
         if why:
             raise TomosegError(f"'{layer.name}' {why}.")
-        if not _is_probability(layer):
+        if not is_probability(layer):
             raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
                                "Segment computed or a probability MRC, not from a tomogram.")
         settings = PickSettings(diameter=float(self.diameter.value),
@@ -212,7 +217,7 @@ class PickingWidget(Container):
                                     tag_of(layer).get("tomogram")))
         saved = self._save()
         n = len(picks.points)
-        self.status.value = (f"{n} picks" + _shape_note(table.attrs.get("flat_or_long", 0), n)
+        self.status.value = (f"{n} picks" + shape_note(table.attrs.get("flat_or_long", 0), n)
                              + excluded_note(table) + note
                              + ("" if saved or note else "; not in a session: Export keeps them")
                              + (f"; the earlier picks are kept as {kept.name}" if kept else ""))
@@ -309,7 +314,7 @@ class PickingWidget(Container):
         self.current = int(visible[position % len(visible)])
         world = self.points.data_to_world(self.points.data[self.current])
         self.viewer.dims.set_point(0, world[0])
-        self.viewer.camera.center = tuple(world[1:])
+        camera_of(self.viewer).center = tuple(world[1:])
         self.points.selected_data = {self.current}
         score = float(self.points.features["score_norm"][self.current])
         self.status.value = (f"pick {self.current + 1}/{len(self.points.data)}, " + (
@@ -345,7 +350,9 @@ class PickingWidget(Container):
         """The button: a typed path of an existing file is replaced only when the user says
         so (the browse dialog asks by itself; a typed name replaced files silently)."""
         path = Path(self.output.value)
-        if not may_replace(self.native, [path], "the kept picks"):
+        what = "the kept picks" + (" (an EMAN2 info file keeps its other keys and classes)"
+                                   if path.suffix.lower() == ".json" else "")
+        if not may_replace(self.native, [path], what):
             self.status.value = f"not exported: {path.name} kept"
             return None
         return self.export()
@@ -360,38 +367,29 @@ class PickingWidget(Container):
         show_info(f"{len(table)} picks written to {path}")
         return path
 
+    # discard ----------------------------------------------------------------------------
+    def _discard_asking(self) -> Path | None:
+        """The button: picks and their judgements are work, so it asks first."""
+        if self._picks() is None:
+            raise TomosegError("there are no picks to discard.")
+        feature = tag_of(self.points).get("feature") or self.feature.value
+        if not agrees(self.native, "Discard picks?",
+                      f"Remove the {len(self.points.data)} picks of '{feature}' and their "
+                      "judgements? A session keeps its saved file aside as "
+                      f"{feature}.json.previous; nothing is deleted."):
+            return None
+        return self.discard()
 
-def _is_probability(layer) -> bool:
-    """Tagged ``probability``, or an older map that carries its calibrated threshold."""
-    return (isinstance(layer, Image) and layer.ndim == 3
-            and (has_role(layer, "probability") or "threshold" in layer.metadata))
-
-
-def _stored_threshold(layer) -> float | None:
-    """A map's calibrated threshold: its metadata, else its MRC header, else None."""
-    stored = layer.metadata.get("threshold")
-    if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
-        from ..io.probability_header import stored_threshold
-
-        stored = stored_threshold(layer.metadata["tomoseg"]["path"])
-    return None if stored is None else float(stored)
-
-
-def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
-                 feature: str, exclude: np.ndarray | None = None) -> Job[pd.DataFrame]:
-    """``pick_job`` after refusing values no probability map holds (a tomogram's, say)."""
-    yield Progress(0, 1, "checking the map")
-    low, high = float(np.min(probability)), float(np.max(probability))
-    if low < -1e-3 or high > 255.0:
-        raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
-                                 "a probability map holds 0-1 (or 0-255); is it a tomogram?")
-    return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
-
-
-def _shape_note(flat: int, kept: int) -> str:
-    """What the shape test dropped, with advice when it dropped many (as ``pick`` warns)."""
-    if not flat:
-        return ""
-    advice = (": check the diameter, or lower Min roundness for an elongated particle"
-              if too_many_dropped(flat, kept) else "")
-    return f" ({flat} flat or long peaks dropped{advice})"
+    def discard(self) -> Path | None:
+        """Remove the picks layer; a session's saved picks are set aside (not deleted), so a
+        restored session no longer shows them. The file set aside, or None."""
+        if self._picks() is None:
+            raise TomosegError("there are no picks to discard.")
+        points, self._unsaved_cut = self.points, None
+        self._save_soon.stop()  # a score cut still waiting must not write them back
+        kept = discard_picks_layer(self.viewer, points)
+        self.points, self.current = None, -1
+        self._apply_filter()  # the histogram empties (or shows picks still in the viewer)
+        self.status.value = "picks discarded" + (f"; the session kept them as {kept.name}"
+                                                 if kept else "")
+        return kept

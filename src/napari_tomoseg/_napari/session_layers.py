@@ -25,6 +25,7 @@ from ..picks_store import SavedPicks, keep_previous, load_picks, save_picks
 from ..session_store import read_generation
 from .annotation import probability_colormap
 from .layer_tags import has_role, layers_with, tag_of, tagged, tomogram_key
+from .notify import quietly
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
@@ -139,6 +140,19 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
         feature=str(tag_of(layer).get("feature") or "particle"),
         points=np.asarray(layer.data, float), values=values, metadata=metadata,
         min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter))
+
+
+def discard_picks_layer(viewer, layer: Points) -> Path | None:
+    """Remove a picks layer for good: its session's file is set aside first (``keep_previous``,
+    ``FEATURE.json.previous``; nothing is deleted), so a restored session no longer brings the
+    picks back, as it did after the layer was only deleted. The file set aside, or None (picks
+    of no session, or never saved). If setting aside fails, the layer stays."""
+    folder = tag_of(layer).get(SESSION)
+    feature = str(tag_of(layer).get("feature") or "particle")
+    kept = keep_previous(folder, feature) if folder else None
+    quietly(lambda: layer.events.data.disconnect(_on_edit))
+    viewer.layers.remove(layer)
+    return kept
 
 
 def session_of_map(viewer, probability) -> Path | None:

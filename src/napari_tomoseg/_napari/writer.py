@@ -93,7 +93,8 @@ def _kept(columns: dict, shown, n: int) -> np.ndarray:
 @_said
 def write_points_star(path: str, data, attributes: dict) -> list[str]:
     table, frame = _points_table_and_frame(data, attributes)
-    return [str(write_star(Path(path), table, frame))]
+    # a file opened from RELION and saved back lost its other columns, blocks and tomograms
+    return [str(write_star(Path(path), table, frame, keep_richer=True))]
 
 
 @_said

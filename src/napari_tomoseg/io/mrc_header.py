@@ -170,6 +170,14 @@ def axis_order(header, path: Path) -> tuple[int, int, int] | None:
     return tuple(stored.index(axis) for axis in (3, 2, 1))
 
 
+def header_origin(header) -> tuple[float, float, float]:
+    """The (z, y, x) origin in Angstrom with IMOD's sign rule; a NaN or infinite one is (0, 0, 0)
+    (it flowed into the layer's position and the CSV's Angstrom columns)."""
+    sign = imod_origin_sign(header)
+    origin = tuple(sign * float(getattr(header.origin, a)) for a in "zyx")
+    return origin if all(np.isfinite(origin)) else (0.0, 0.0, 0.0)
+
+
 def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     """Parse and validate an MRC header; raises InvalidVolumeError with a clear reason."""
     path = Path(path)
@@ -209,10 +217,7 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     in_header = all(sane_voxel_size(v) for v in (vx, vy, vz))
     if not in_header:
         vx = vy = vz = 1.0
-    sign = imod_origin_sign(header)
-    origin = tuple(sign * float(getattr(header.origin, a)) for a in "zyx")
-    if not all(np.isfinite(origin)):
-        origin = (0.0, 0.0, 0.0)
+    origin = header_origin(header)
     order = axis_order(header, path)
     shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
     info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidVolumeError, NonFiniteError
 from .mrc_header import (COMPLEX_MODES, COMPRESSED_SUFFIXES, HEADER_BYTES, VolumeInfo,
-                         axis_order, imod_origin_sign, read_header, sane_voxel_size,
+                         axis_order, header_origin, read_header, sane_voxel_size,
                          stored_dtype)
 
 
@@ -68,11 +68,10 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     order = axis_order(header, path)
     if order is not None:
         data = data.transpose(order)
-    origin, sign = header.origin, imod_origin_sign(header)
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
     in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
     info = VolumeInfo(shape=tuple(data.shape), voxel_size=(vz, vy, vx) if in_header else (1.0,) * 3,
-                      origin=tuple(sign * float(getattr(origin, a)) for a in "zyx"),
+                      origin=header_origin(header),
                       dtype=data.dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
                       header_voxel_size=vx)
     if check_finite and data.dtype.kind == "f" and not np.all(np.isfinite(data)):

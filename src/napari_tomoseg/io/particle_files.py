@@ -16,8 +16,9 @@ import pandas as pd
 from ..errors import InvalidSettingsError
 from .mrc_header import COMPRESSED_SUFFIXES, MRC_SUFFIXES
 from .paths import same_file
-from .particles import (TomogramFrame, check_inside, read_csv, read_eman2_json, read_star,
-                        star_tilt_series_pixel_size, write_csv, write_eman2_json, write_star)
+from .eman2_info import read_eman2_json, write_eman2_json
+from .particles import (TomogramFrame, check_inside, read_csv, read_star,
+                        star_tilt_series_pixel_size, write_csv, write_star)
 
 SUFFIXES = (".star", ".json", ".csv")
 # volumes: a particle file written there (as CSV) would destroy a map or a tomogram

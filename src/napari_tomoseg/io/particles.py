@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidCoordinatesError, InvalidSettingsError
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path
 
 AXES = ("z", "y", "x")
 ANGLE_COLUMNS = ("rot", "tilt", "psi")
@@ -54,6 +54,12 @@ class TomogramFrame:
         if size is not None and not (np.isfinite(size) and size > 0):
             raise InvalidSettingsError(f"the tilt-series pixel size must be a positive number "
                                        f"of Angstrom, not {size}.")
+        if size is not None and self.voxel_size < 0.99 * size:  # binning below 1
+            raise InvalidSettingsError(
+                f"{self.name}: its voxel size {self.voxel_size:g} A is smaller than the "
+                f"tilt-series pixel size {size:g} A, and a tomogram is never finer than its tilt "
+                "series. Is the header's voxel size missing (IMOD writes 1 A then)? Give the "
+                "tomogram's voxel size (--voxel-size), or the right tilt-series pixel size.")
 
     @property
     def centre(self) -> np.ndarray:
@@ -86,69 +92,6 @@ def convert_pixels(table: pd.DataFrame, source: TomogramFrame, target: TomogramF
     out[list(AXES)] = target.centered_angstrom_to_pixel(centred)
     check_inside(out, target, "the converted particles")
     return out
-
-
-def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
-                     box_size: int, unbinned_voxel_size: float | None = None,
-                     feature: str = "particle") -> Path:
-    """EMAN2 (>= 2.9) tomogram info JSON, as e2spt_boxer's ``SaveJson`` writes it.
-
-    ``box_size`` is in voxels of this tomogram. With the tilt-series (unbinned)
-    pixel size known, EMAN2 stores ``apix_unbin``, ``boxes_3d`` as
-    ``(p - N // 2) * apix / apix_unbin`` and each class's ``boxsize`` as
-    ``round(box * apix / apix_unbin)``: unbinned pixels (cryoem/eman2
-    programs/e2spt_boxer.py, EMTomoBoxer.SaveJson). Without it, EMAN2 keeps
-    boxes and box size in this tomogram's pixels, uncentred, and no ``apix_unbin``.
-    """
-    import json
-
-    unbinned = unbinned_voxel_size or frame.tilt_series_pixel_size
-    zyx = table[list(AXES)].to_numpy(dtype=float)
-    if unbinned:
-        scale = frame.voxel_size / unbinned
-        zyx = (zyx - _eman2_centre(frame)) * scale
-        size = int(np.round(box_size * scale))
-    else:
-        warnings.warn(f"{Path(path).name}: the tilt-series pixel size is unknown: boxes written in "
-                      "this tomogram's pixels without apix_unbin.", CoordinateWarning, stacklevel=2)
-        size = int(box_size)
-    scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
-    boxes = [[float(x), float(y), float(z), "tomoseg", float(score), 0]
-             for (z, y, x), score in zip(zyx, scores)]
-    record: dict = {"boxes_3d": boxes, "class_list": {"0": {"boxsize": size, "name": feature}}}
-    if unbinned:
-        record["apix_unbin"] = float(unbinned)
-    path = Path(path)
-    write_text(path, json.dumps(record, indent=1))
-    return path
-
-
-def _eman2_centre(frame: TomogramFrame) -> np.ndarray:
-    """EMAN2's image centre: voxel N // 2 (RELION's centred coordinates use N / 2)."""
-    return np.asarray(frame.shape, dtype=float) // 2
-
-
-def read_eman2_json(path: str | os.PathLike, frame: TomogramFrame) -> pd.DataFrame:
-    """Boxes of an EMAN2 info JSON placed on ``frame``'s pixels (class index kept)."""
-    import json
-
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-        boxes = record["boxes_3d"]
-        unbinned = record.get("apix_unbin")
-        xyz = np.array([b[:3] for b in boxes], dtype=float).reshape(-1, 3)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidCoordinatesError(f"{path.name} is not an EMAN2 info file with boxes_3d ({exc}).") from exc
-    if unbinned:  # centred, unbinned pixels
-        zyx = xyz[:, ::-1] * float(unbinned) / frame.voxel_size + _eman2_centre(frame)
-    else:  # this tomogram's pixels
-        zyx = xyz[:, ::-1]
-    table = particle_table(zyx, score=[float(b[4]) if len(b) > 4 else 0.0 for b in boxes],
-                           **{"class": [int(b[5]) if len(b) > 5 else 0 for b in boxes]})
-    names = {int(k): v.get("name", k) for k, v in record.get("class_list", {}).items()}
-    table["feature"] = [names.get(c, str(c)) for c in table["class"]]
-    return table
 
 
 def particle_table(zyx: np.ndarray, **columns) -> pd.DataFrame:
@@ -248,14 +191,19 @@ def read_csv_world(path: str | os.PathLike) -> np.ndarray | None:
 
 
 _STAR_NAMES = ("read_star", "write_star", "star_tilt_series_pixel_size")
+_EMAN2_NAMES = ("read_eman2_json", "write_eman2_json")
 
 
 def __getattr__(name: str):
-    """STAR reading and writing live in ``star`` (which builds on this module)."""
+    """STAR and EMAN2 files live in ``star`` and ``eman2_info`` (which build on this module)."""
     if name in _STAR_NAMES:
         from . import star
 
         return getattr(star, name)
+    if name in _EMAN2_NAMES:
+        from . import eman2_info
+
+        return getattr(eman2_info, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["AXES", "ANGLE_COLUMNS", "CoordinateWarning", "TomogramFrame", "at_voxel_size",

@@ -115,16 +115,22 @@ def _decentred_pixels(centred_xyz: np.ndarray, frame: TomogramFrame) -> np.ndarr
 
 
 def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame,
-               overwrite: bool = True) -> Path:
+               overwrite: bool = True, keep_richer: bool = False) -> Path:
     """A RELION 5 tomography particle STAR: particles block first, then optics.
 
     Without a known tilt-series pixel size there is no optics block (RELION
-    then takes the optics from its tomogram set) and a warning says so.
+    then takes the optics from its tomogram set) and a warning says so. With
+    ``keep_richer``, an existing STAR holding what this one would not (other
+    tomograms, blocks or columns, e.g. a refinement's) is refused, not replaced.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists.")
     check_coordinates(table, "the particle table")
+    angles = [c for c in (*ANGLES, *SUBTOMO) if c in table]
+    if angles and not np.isfinite(table[angles].to_numpy(dtype=float)).all():
+        raise InvalidCoordinatesError("the particle table has angles that are not finite "
+                                      "numbers.")
     particles = _particle_block(table, frame)
     blocks = {"particles": particles}
     if frame.tilt_series_pixel_size:
@@ -132,9 +138,40 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFram
         blocks["optics"] = optics_block(frame.tilt_series_pixel_size)
     else:
         warn_unknown_pixel_size(path.name)
+    lost = lost_by_replacing(path, blocks, frame.name) if keep_richer else []
+    if lost:
+        raise InvalidCoordinatesError(f"{path.name} holds {'; '.join(lost)}, which these "
+                                      "points do not carry: it is not replaced. Save under "
+                                      "another name.")
     with atomic_path(path) as tmp:
         starfile.write(blocks, tmp, float_format="%.6f")
     return path
+
+
+def lost_by_replacing(path: Path, blocks: dict, tomo_name: str) -> list[str]:
+    """What the STAR file at ``path`` holds that ``blocks`` would not (nothing if it is not
+    a readable STAR): a points layer opened from a refinement and saved back kept only our
+    columns, one tomogram's particles, and no general block."""
+    try:
+        existing = read_star_blocks(path) if path.is_file() else {}
+    except Exception:  # not a STAR we can read: nothing of it is carried either way
+        return []
+    lost = []
+    for name, block in existing.items():
+        ours = blocks.get(name)
+        if ours is None:
+            lost.append(f"the block data_{name}")
+            continue
+        columns = [c for c in getattr(block, "columns", block) if c not in
+                   getattr(ours, "columns", ())]
+        if columns:
+            lost.append(f"{name} columns {', '.join(map(str, columns[:4]))}"
+                        + (f" and {len(columns) - 4} more" if len(columns) > 4 else ""))
+        if isinstance(block, pd.DataFrame) and "rlnTomoName" in block and name == "particles":
+            others = sorted(set(block["rlnTomoName"].astype(str)) - {tomo_name})
+            if others:
+                lost.append(f"particles of {len(others)} other tomogram(s) ({', '.join(others[:3])})")
+    return lost
 
 
 def optics_block(tilt_series_pixel_size: float) -> pd.DataFrame:
@@ -151,12 +188,18 @@ def warn_unknown_pixel_size(what: str) -> None:
         CoordinateWarning, stacklevel=3)
 
 
+def read_star_blocks(path: str | os.PathLike) -> dict:
+    """Every block of a STAR file; tomogram names stay text ('001' was read as the number 1,
+    so its particles belonged to no tomogram '001' and outputs were named '1')."""
+    return starfile.read(path, always_dict=True, parse_as_string=["rlnTomoName"])
+
+
 def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     if not path.is_file():
         raise InvalidCoordinatesError(f"{path} does not exist" if not path.exists()
                                       else f"{path} is a folder, not a STAR file.")
     try:
-        data = starfile.read(path, always_dict=True)
+        data = read_star_blocks(path)
     except Exception as exc:  # starfile raises many types on bad input
         raise InvalidCoordinatesError(f"{path.name} is not a readable STAR file ({exc}).") from exc
     blocks = [b for b in data.values() if isinstance(b, pd.DataFrame)]
@@ -175,13 +218,18 @@ def _require_numbers(particles: pd.DataFrame, source: str) -> None:
     numeric = [*PIXELS, *CENTRED, *ORIGIN.values(), *SUBTOMO.values(), *ANGLES.values()]
     for column in (c for c in numeric if c in particles):
         values = pd.to_numeric(particles[column], errors="coerce")
-        bad = values.isna() & particles[column].notna()
+        bad = ~np.isfinite(values.to_numpy(dtype=float))  # text, NaN or infinite
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise InvalidCoordinatesError(
-                f"{source}: {column} of particle {row + 1} is {particles[column].iloc[row]!r}, "
-                "not a number.")
+                f"{source}: {column} of particle {row + 1} is "
+                f"{_shown(particles[column].iloc[row])}, not a finite number.")
         particles[column] = values
+
+
+def _shown(value) -> str:
+    """A cell as the file has it: text quoted, a number (NaN, inf) plain."""
+    return repr(value) if isinstance(value, str) else str(float(value))
 
 
 def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,

@@ -1,0 +1,54 @@
+"""What the Pick tab picks from: which layers are probability maps, their calibrated
+threshold, and the pick job it starts, which refuses a tomogram passed off as a map.
+
+Kept apart from the widget so that the widget holds only its controls and their wiring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image
+
+from ..errors import InvalidVolumeError
+from ..io.particles import TomogramFrame
+from ..jobs.pick import pick_job
+from ..jobs.progress import Job, Progress
+from ..picking import PickSettings, too_many_dropped
+from .layer_tags import has_role
+
+
+def is_probability(layer) -> bool:
+    """Tagged ``probability``, or an older map that carries its calibrated threshold."""
+    return (isinstance(layer, Image) and layer.ndim == 3
+            and (has_role(layer, "probability") or "threshold" in layer.metadata))
+
+
+def stored_threshold(layer) -> float | None:
+    """A map's calibrated threshold: its metadata, else its MRC header, else None."""
+    stored = layer.metadata.get("threshold")
+    if stored is None and (layer.metadata.get("tomoseg") or {}).get("path"):
+        from ..io.probability_header import stored_threshold as header_threshold
+
+        stored = header_threshold(layer.metadata["tomoseg"]["path"])
+    return None if stored is None else float(stored)
+
+
+def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
+                 feature: str, exclude: np.ndarray | None = None) -> Job[pd.DataFrame]:
+    """``pick_job`` after refusing values no probability map holds (a tomogram's, say)."""
+    yield Progress(0, 1, "checking the map")
+    low, high = float(np.min(probability)), float(np.max(probability))
+    if low < -1e-3 or high > 255.0:
+        raise InvalidVolumeError(f"the {feature} map holds values from {low:.3g} to {high:.3g}: "
+                                 "a probability map holds 0-1 (or 0-255); is it a tomogram?")
+    return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
+
+
+def shape_note(flat: int, kept: int) -> str:
+    """What the shape test dropped, with advice when it dropped many (as ``pick`` warns)."""
+    if not flat:
+        return ""
+    advice = (": check the diameter, or lower Min roundness for an elongated particle"
+              if too_many_dropped(flat, kept) else "")
+    return f" ({flat} flat or long peaks dropped{advice})"
