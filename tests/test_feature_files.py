@@ -37,7 +37,7 @@ def test_a_removed_features_files_are_kept_aside_not_taken_by_a_new_one(tmp_path
     assert len(aside) == 1  # nothing deleted: model, previous model, map and picks kept
     kept = sorted(p.relative_to(aside[0]).as_posix() for p in aside[0].rglob("*") if p.is_file())
     assert kept == sorted(["models/ribosome.pt", "models/ribosome.previous.pt",
-                           "picks/ribosome.json", "segmentations/ribosome.mrc"])
+                           "picks/ribosome.json", "segmentations/ribosome.mrc"])  # no boxes
     # a new feature of the same name starts clean: no map, no picks, no model adopted
     session.add_feature("ribosome")
     session.begin_training("ribosome")  # ... and the viewer closed before it saved a model
@@ -135,3 +135,32 @@ def test_a_removal_that_fails_halfway_puts_back_what_it_moved(tmp_path, monkeypa
     monkeypatch.undo()
     assert session.model_path("ribosome").read_bytes() == b"old model"  # put back
     assert "ribosome" in Session.load(tmp_path).feature_names()
+
+
+def test_a_removed_features_boxes_and_masks_are_kept_aside_as_a_session(tmp_path):
+    """Removing a feature dropped its boxes with no copy: two saves later even the session's
+    backup held none of them. They are now kept beside its files, as a session of it alone."""
+    session = _session_with_files(tmp_path)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 2:14] = 1
+    session.add_box("ribosome", 3, 10.0, 12.0, True, size=16, mask=mask)
+    session.add_box("ribosome", 5, 20.0, 20.0, False, size=16)
+    session.add_box("membrane", 4, 16.0, 16.0, False, size=16)
+    removed, aside = session.remove_feature("ribosome")
+    assert removed == 2 and aside.parent == tmp_path / "removed"
+    session.add_box("membrane", 2, 16.0, 16.0, False, size=16)  # two more saves
+    session.add_box("membrane", 6, 16.0, 16.0, False, size=16)
+    kept = Session.load(aside)
+    assert kept.feature_names() == ["ribosome"] and kept.models == {}
+    assert [(b.z, b.positive) for b in kept.boxes] == [(3, True), (5, False)]
+    np.testing.assert_array_equal(kept.boxes[0].mask, mask)
+    assert (aside / "models" / "ribosome.pt").read_bytes() == b"old model"  # the files too
+    assert [b.feature for b in Session.load(tmp_path).boxes] == ["membrane"] * 3
+    # a feature with boxes and no files: its boxes alone are kept
+    session.add_feature("proteasome")
+    session.add_box("proteasome", 1, 8.0, 8.0, False, size=16)
+    removed, aside = session.remove_feature("proteasome")
+    assert removed == 1 and [p.name for p in aside.iterdir()] == ["session.json"]
+    assert session.remove_feature("membrane")[1] is not None
+    session.add_feature("empty")
+    assert session.remove_feature("empty") == (0, None)  # nothing to keep: no folder

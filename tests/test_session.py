@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_tomoseg.annotations import Box
@@ -156,10 +157,24 @@ def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_pa
         session.add_box("ribosome", i, 20.0, 20.0, positive=True, size=16).mask[:4] = 1
     session.save()  # painting saves, as the widget does
     boxes = _state(session)
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.layer_data import frame_from_metadata, frame_metadata
+    from napari_tomoseg.picks_store import SavedPicks, load_picks, save_picks
+
+    old_frame = TomogramFrame("t", SHAPE, 10.0, (0.0, 0.0, 0.0))
+    save_picks(folder, SavedPicks("ribosome", np.array([[3.0, 20.0, 30.0]]),
+                                  pd.DataFrame({"score": [0.9]}), frame_metadata(old_frame)))
     write_volume(tomogram, volume, 12.0, (100.0, -50.0, 7.0), overwrite=True)  # header only
     rebound, message = open_session(folder, str(tomogram), 12.0, SHAPE)
     assert rebound.folder == folder and _state(rebound) == boxes and len(boxes) == 6
     assert "rebound" in message and "origin 0 0 0 -> 7 -50 100" in message and "10 -> 12" in message
+    # the saved picks (same voxels) now sit in the new header's Angstrom, as the boxes do
+    assert "picks of 1 feature(s) moved" in message
+    (picks,), _ = load_picks(folder)
+    frame = frame_from_metadata(picks.metadata)
+    assert frame.voxel_size == 12.0 and frame.origin == (100.0, -50.0, 7.0)
+    np.testing.assert_allclose(frame.pixel_to_world(picks.points),
+                               [[100.0 + 36.0, -50.0 + 240.0, 7.0 + 360.0]])
     assert Session.load(folder).voxel_size == 12.0 and Session.load(folder).origin == (100.0, -50.0, 7.0)
     assert open_session(folder, str(tomogram), 12.0, SHAPE)[1].startswith("Restored session: 6 boxes")
     write_volume(tomogram, volume + 1.0, 12.0, (100.0, -50.0, 7.0), overwrite=True)  # other voxels
@@ -312,3 +327,30 @@ def test_hand_set_thresholds_follow_renames_and_survive_an_unfinished_retrain(tm
     assert Session.load(restored.folder).thresholds == {"80S": 0.7}
     restored.register_model("80S")  # a newly trained model brings its own threshold
     assert Session.load(restored.folder).thresholds == {}
+
+
+def test_two_copies_of_a_session_never_save_over_each_other(tmp_path):
+    """Two viewers (or a viewer and `tomoseg boxes`) on one session folder: the last save
+    wrote its own copy whole, and the other's boxes were gone, from the backup too."""
+    from napari_tomoseg.session import CONFLICT_FILE
+
+    Session.create(tmp_path, None, 10.0, (8, 64, 64))
+    a, b = Session.load(tmp_path), Session.load(tmp_path)
+    a.add_box("membrane", 2, 20.0, 20.0, False, size=16)
+    a.add_box("membrane", 3, 20.0, 20.0, False, size=16)
+    mask = np.ones((16, 16), np.uint8)
+    with pytest.raises(TomosegError, match="saved by another viewer or process"):
+        b.add_box("ribosome", 4, 30.0, 30.0, True, size=16, mask=mask)
+    assert [x.feature for x in Session.load(tmp_path).boxes] == ["membrane", "membrane"]
+    kept = tmp_path / "kept"  # b's work is kept, as a session of its own
+    kept.mkdir()
+    shutil.copy(tmp_path / CONFLICT_FILE, kept / SESSION_FILE)
+    assert [(x.feature, x.positive) for x in Session.load(kept).boxes] == [("ribosome", True)]
+    with pytest.raises(TomosegError, match="another viewer"):
+        b.remove_feature("membrane")  # refused before any file moves
+    assert "membrane" in Session.load(tmp_path).feature_names()
+    c = Session.load(tmp_path)  # opened again: goes on
+    c.add_box("ribosome", 4, 30.0, 30.0, True, size=16, mask=mask)
+    assert len(Session.load(tmp_path).boxes) == 3
+    with pytest.raises(TomosegError, match="another viewer"):
+        a.add_box("membrane", 5, 20.0, 20.0, False, size=16)  # a is behind c now

@@ -534,6 +534,11 @@ def test_models_load_into_a_feature_and_export(workflow, tiny_result, qtbot, tmp
     assert widget.models["membrane"].history == widget.models["ribosome"].history
     assert widget.controller.session.model_path("membrane").exists()
     assert "trained 2 steps" in widget.training.model_state.value
+    # loading another model over it keeps the one it replaces, as a new training does
+    session = widget.controller.session
+    first = session.model_path("membrane").read_bytes()
+    widget.training.load_model(session.model_path("ribosome"))
+    assert session.model_path("membrane").with_name("membrane.previous.pt").read_bytes() == first
     with pytest.raises(TomosegError, match="choose a model file"):
         widget.training.load_model(tmp_path / "missing.pt")
 
@@ -700,6 +705,19 @@ def test_a_typed_voxel_size_comes_back_with_the_session(make_napari_viewer, tiny
             widget.session_panel.voxel.value = typed
         widget.start_session(tmp_path / "s.tomoseg")
         assert voxel_size_of(image) == 12.5 and widget.controller.session.voxel_size == 12.5
+    # over a header's value (2.7 A on a tomogram of 10.8 A voxels): a restore dropped it
+    path = write_volume(tmp_path / "binned.mrc", tiny_result.tomogram, 2.7)
+    for typed in (10.8, None, 5.4):
+        viewer = make_napari_viewer()
+        (image,) = viewer.open(str(path), plugin=PLUGIN)
+        widget = TomosegWidget(viewer)
+        widget.tomogram.value = image
+        if typed:
+            widget.session_panel.voxel.value = typed  # typed now: it holds
+        widget.start_session(tmp_path / "binned.tomoseg")
+        expected = typed or 10.8
+        assert voxel_size_of(image) == pytest.approx(expected)
+        assert widget.controller.session.voxel_size == pytest.approx(expected)
 
 
 def test_every_layer_of_a_session_is_in_angstrom(workflow, tiny_result):

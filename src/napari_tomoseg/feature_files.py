@@ -50,13 +50,8 @@ def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     return [path for path in candidates if path.is_file()]
 
 
-def set_aside(folder: str | os.PathLike, feature: str,
-              files: list[Path] | None = None) -> Path | None:
-    """Move the feature's files (or ``files``) into ``removed/STEM-TIME/`` (same
-    sub-folders), all or none; the folder they went to, or None when there were none."""
-    files = files_of(folder, feature) if files is None else files
-    if not files:
-        return None
+def aside_folder(folder: str | os.PathLike, feature: str) -> Path:
+    """A new ``removed/STEM-TIME/`` folder name for a feature's things (not yet made)."""
     folder = Path(folder)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = folder / REMOVED / f"{feature_file_stem(feature)}-{stamp}"
@@ -64,6 +59,19 @@ def set_aside(folder: str | os.PathLike, feature: str,
     while target.exists():  # removed twice within a second: never over the first
         n += 1
         target = folder / REMOVED / f"{feature_file_stem(feature)}-{stamp}-{n}"
+    return target
+
+
+def set_aside(folder: str | os.PathLike, feature: str, files: list[Path] | None = None,
+              target: Path | None = None) -> Path | None:
+    """Move the feature's files (or ``files``) into ``target`` (default a new
+    ``removed/STEM-TIME/``; same sub-folders), all or none; the folder they went to, or
+    None when there were none."""
+    files = files_of(folder, feature) if files is None else files
+    if not files:
+        return None
+    folder = Path(folder)
+    target = target or aside_folder(folder, feature)
     done: list[tuple[Path, Path]] = []
     try:
         for path in files:

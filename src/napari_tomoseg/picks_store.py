@@ -97,6 +97,21 @@ def rename_saved_picks(folder: str | os.PathLike, old: str, new: str) -> Path | 
     return save_picks(folder, picks)
 
 
+def rebind_saved_picks(folder: str | os.PathLike, voxel_size: float,
+                       origin: tuple[float, float, float]) -> int:
+    """The tomogram's header changed and its voxels did not: the saved picks (in its voxels)
+    take the new voxel size and origin, or a restore drew and exported them with the old
+    ones. How many files were rewritten (unreadable ones are left as they are)."""
+    found, _ = load_picks(folder)
+    for picks in found:
+        geometry = picks.metadata.get("tomoseg")
+        if geometry:
+            geometry["voxel_size"] = float(voxel_size)
+            geometry["origin"] = [float(o) for o in origin]
+            save_picks(folder, picks)
+    return sum(bool(p.metadata.get("tomoseg")) for p in found)
+
+
 def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:
     """Every feature's saved picks in a session folder, and a message for each file that
     cannot be read (the others still come back)."""

@@ -25,11 +25,12 @@ from .annotations import Box
 from .errors import TomosegError
 from .feature_files import feature_file_stem
 from .picks_store import rename_saved_picks
-from .session_store import (SESSION_FILE, clean_session_partials, is_session, read_generation,
-                            set_damaged_aside, write_generation)
+from .session_store import (SESSION_FILE, clean_session_partials, generation_stamp, is_session,
+                            read_generation, set_damaged_aside, write_generation)
 from .features import FEATURE_COLOURS
 
 SESSION_SUFFIX = ".tomoseg"
+CONFLICT_FILE = "session.conflict.json"  # a copy's state that another save got ahead of
 _SPARE_COLOURS = ("#27ae60", "#f2994a", "#2f80ed", "#9b51e0", "#eb5757", "#56ccf2")
 
 
@@ -116,6 +117,9 @@ class Session:
     # thresholds the user set by hand (the models' calibrated ones otherwise): kept across
     # restores, dropped when the feature's next model brings its own
     thresholds: dict[str, float] = field(default_factory=dict)
+    # the session.json this copy read or wrote last: another viewer's or process's save
+    # since then is never overwritten (the last writer won, losing the other's boxes)
+    written: tuple | None = field(default=None, repr=False, compare=False)
 
     # features ----------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -161,6 +165,7 @@ class Session:
         new = new.strip()
         self._check_new_name(new, ignore=old)
         self.feature(old)
+        self.check_current()  # before any file moves
         # the files first (a failed move puts its files back and changes nothing): under
         # the old name a new feature would take them for its own
         feature_files.move_files(self.folder, old, new)
@@ -183,12 +188,24 @@ class Session:
 
     def remove_feature(self, name: str) -> tuple[int, Path | None]:
         """Remove a feature and its boxes: (how many boxes went with it, the folder its
-        files were set aside in, or None when it had none)."""
+        boxes and files were set aside in, or None when it had neither).
+
+        Nothing is deleted. The boxes and masks are work: they are kept in that folder as a
+        session of this feature alone (open it, or ``train --boxes`` it); before, they went
+        with the next two saves."""
         feature = self.feature(name)
-        # the files first: if they cannot be moved, the feature stays (a new one of this
-        # name would take them for its own); nothing is deleted
-        aside = feature_files.set_aside(self.folder, name)
+        self.check_current()  # before any file moves
         removed = [b for b in self.boxes if b.feature == name]
+        target = feature_files.aside_folder(self.folder, name)
+        if removed:
+            target.mkdir(parents=True)
+            write_generation(target, dict(self.record(), features=[
+                {"name": feature.name, "colour": feature.colour}], models={}, training=[],
+                thresholds={}), removed, keep_previous=False)
+        # the files next: if they cannot be moved, the feature stays (a new one of this
+        # name would take them for its own)
+        aside = feature_files.set_aside(self.folder, name, target=target) or (
+            target if removed else None)
         self.boxes = [b for b in self.boxes if b.feature != name]
         self.features.remove(feature)
         self.models.pop(name, None)
@@ -293,10 +310,26 @@ class Session:
     def save(self) -> None:
         """Write the whole session as one new generation (cheap: called on every change)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.check_current()
         if self.damaged:  # keep the good backup: the damaged file is not a generation
             set_damaged_aside(self.folder)
             self.damaged = False
         write_generation(self.folder, self.record(), self.boxes)
+        self.written = generation_stamp(self.folder)
+
+    def check_current(self) -> None:
+        """Refuse to save over a session that another viewer or process saved since this copy
+        read it; this copy is kept beside it as ``session.conflict.json``."""
+        now = generation_stamp(self.folder)
+        if self.written is None or now is None or now == self.written:
+            return
+        write_generation(self.folder, self.record(), self.boxes, keep_previous=False,
+                         name=CONFLICT_FILE)
+        raise TomosegError(
+            f"the session in {self.folder} was saved by another viewer or process since it was "
+            "opened here, so this change is not saved over it. This window's boxes and masks "
+            f"are kept in {CONFLICT_FILE} (a session.json of its own: copy the folder and "
+            "rename it to use them). Open the session again to go on.")
 
     @classmethod
     def create(cls, folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
@@ -320,9 +353,10 @@ class Session:
         if not is_session(folder):
             raise TomosegError(f"{folder} is not a napari-tomoseg session (no {SESSION_FILE}).")
         clean_session_partials(folder)
+        stamp = generation_stamp(folder)
         record, boxes, note = read_generation(folder)
         try:
-            return cls(folder=folder, tomogram=record.get("tomogram"),
+            return cls(written=stamp, folder=folder, tomogram=record.get("tomogram"),
                        tomogram_fingerprint=record.get("tomogram_fingerprint"),
                        data_checksum=record.get("data_checksum"),
                        origin=tuple(record["origin"]) if record.get("origin") else None,

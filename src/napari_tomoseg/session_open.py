@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import TomosegError
+from .picks_store import rebind_saved_picks
 from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint
 from .session_store import is_session
 
@@ -37,6 +38,7 @@ def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
     session.origin = file_checksum(tomogram)[1]
     session.voxel_size = float(voxel_size)
     session.save()
+    moved = rebind_saved_picks(session.folder, session.voxel_size, session.origin)
     changes = []
     if old_voxel != session.voxel_size:
         changes.append(f"voxel size {old_voxel:g} -> {session.voxel_size:g} A")
@@ -45,7 +47,8 @@ def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
                        + " ".join(f"{o:g}" for o in session.origin[::-1]) + " A (x y z)")
     return (f"The header of {Path(tomogram).name} changed ({', '.join(changes) or 'other fields'}), "
             f"its voxels did not: session {session.folder} rebound to it, "
-            f"all {len(session.boxes)} boxes kept.")
+            f"all {len(session.boxes)} boxes kept"
+            + (f" and the picks of {moved} feature(s) moved with it." if moved else "."))
 
 
 def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
@@ -70,6 +73,10 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
         if verdict == "same":
             message = (f"Restored session: {len(session.boxes)} boxes, "
                        f"{len(session.features)} features, from {candidate}")
+            if voxel_size and abs(float(voxel_size) - session.voxel_size) > 1e-6 * voxel_size:
+                message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
+                session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or
+                session.save()  # its header's; the session's own was dropped without a word
             return session, (message + (f" ({session.note})." if session.note else ".")
                              + _adopted(session))
     raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")

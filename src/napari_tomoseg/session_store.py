@@ -51,12 +51,23 @@ def _digest(body: dict) -> str:
     return hashlib.sha1(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_generation(folder: Path, record: dict, boxes: list[Box], keep_previous: bool = True) -> None:
+def write_generation(folder: Path, record: dict, boxes: list[Box], keep_previous: bool = True,
+                     name: str = SESSION_FILE) -> None:
     """Write one whole generation; the generation it replaces becomes the backup."""
     body = dict(record, boxes=[
         dict(box_record(b), mask=None if b.mask is None else encode_mask(b.mask)) for b in boxes])
     text = json.dumps({"version": VERSION, "sha1": _digest(body), "body": body}, indent=1)
-    write_text(folder / SESSION_FILE, text, backup=folder / BACKUP_FILE if keep_previous else None)
+    write_text(folder / name, text, backup=folder / BACKUP_FILE if keep_previous else None)
+
+
+def generation_stamp(folder: Path) -> tuple[int, int, int] | None:
+    """Which file ``session.json`` is now (inode, size, modification time; None if none): an
+    atomic save makes a new file, so another writer since changes the stamp."""
+    try:
+        stat = (Path(folder) / SESSION_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _read(path: Path) -> tuple[dict, list[Box]]:

@@ -38,4 +38,4 @@ def apply_voxel_size(layer, value: float) -> None:
         raise TomosegError(f"the voxel size must lie between {low:g} and {high:g} A.")
     layer.scale = (float(value),) * layer.ndim
     meta = _meta(layer)
-    meta.update(voxel_size=float(value), voxel_size_in_header=True)
+    meta.update(voxel_size=float(value), voxel_size_in_header=True, voxel_size_typed=True)

@@ -9,6 +9,7 @@ from ...errors import TomosegError
 from ...nn.model_file import save_model
 from ..layer_tags import layers_with, tag, tag_of, tomogram_key
 from ..session_layers import follow_feature
+from ..confirm import agrees
 from ..notify import guarded
 from .state import Workflow
 
@@ -32,7 +33,7 @@ class FeaturesPanel(Container):
         self.feature.changed.connect(guarded(self._on_feature))
         self.add_feature.changed.connect(guarded(self.add))
         self.rename_feature.changed.connect(guarded(self.rename))
-        self.remove_feature.changed.connect(guarded(self.remove))
+        self.remove_feature.changed.connect(guarded(self._remove_asking))
         self.recolour.changed.connect(guarded(self.set_colour))
         self.on_active: list = []  # called with the feature made active by the user
 
@@ -89,6 +90,17 @@ class FeaturesPanel(Container):
         c.refresh_colours()
         self.workflow.notify_changed()
 
+    def _remove_asking(self) -> None:
+        """The button: a feature's boxes and masks are work, so it asks first."""
+        c = self.workflow.require_session()
+        name = self.feature.value
+        positives, negatives = c.session.counts(name) if name else (0, 0)
+        if name and agrees(self.native, "Remove feature?",
+                           f"Remove '{name}' with its {positives + negatives} boxes? Its boxes, "
+                           "model, map and picks are set aside in the session's removed/ "
+                           "folder, not deleted."):
+            self.remove()
+
     def remove(self) -> None:
         c = self.workflow.require_session()
         name = self.feature.value
@@ -106,7 +118,9 @@ class FeaturesPanel(Container):
         c.active = c.session.features[0].name if c.session.features else None
         c.refresh_colours()
         self.workflow.notify_changed()
-        kept = f" Its model, map and picks were moved to {aside}." if aside else ""
+        kept = (f" Its boxes and files were set aside in {aside}" + (
+            " (a session of this feature alone: open it, or train --boxes it)." if removed
+            else ".")) if aside else ""
         still = (" Its picks layer stays open, no longer saved with the session."
                  if open_picks else "")
         show_info(f"Removed '{name}' and its {removed} boxes.{kept}{still}")

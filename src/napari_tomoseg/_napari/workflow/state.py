@@ -166,18 +166,27 @@ class Workflow:
 
 
 def _remembered_voxel_size(layer: Image, folder: Path) -> None:
-    """A header without a usable voxel size: the one typed for this tomogram's session before
-    (kept in it) is used again, and said, instead of asking at every restore."""
-    if (layer.metadata.get("tomoseg") or {}).get("voxel_size_in_header") is not False:
-        return
-    if not is_session(folder):
+    """The voxel size typed for this tomogram's session before (kept in it) is used again,
+    and said: for a header without one, instead of asking at every restore; over a header's
+    value the user had corrected (IMOD's 1 A, an unbinned size on a binned tomogram), which a
+    restore dropped without a word, so its models were applied rescaled."""
+    meta = layer.metadata.get("tomoseg") or {}
+    if meta.get("voxel_size_typed") or not is_session(folder):  # typed here: that one holds
         return
     session = Session.load(folder)
     path = tomogram_path(layer)
     if path and not session.matches(path):  # another tomogram's session: its size is not ours
         return
-    if session.shape and tuple(session.shape) == tuple(layer.data.shape) \
-            and session.voxel_size and session.voxel_size != 1.0:
-        apply_voxel_size(layer, session.voxel_size)
-        show_info(f"{layer.name}: voxel size {session.voxel_size:g} A from its session "
-                  "(the header has none); change it in 'Voxel size (A)' if it is wrong.")
+    remembered = session.voxel_size
+    if not (session.shape and tuple(session.shape) == tuple(layer.data.shape)
+            and remembered and remembered != 1.0):
+        return
+    if meta.get("voxel_size_in_header") is False:
+        why = "the header has none"
+    elif path and abs(float(layer.scale[-1]) - remembered) > 1e-3 * remembered:
+        why = f"typed over the header's {float(layer.scale[-1]):g} A before"
+    else:
+        return
+    apply_voxel_size(layer, remembered)
+    show_info(f"{layer.name}: voxel size {remembered:g} A from its session ({why}); change it "
+              "in 'Voxel size (A)' if it is wrong.")

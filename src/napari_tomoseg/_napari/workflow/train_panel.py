@@ -14,6 +14,9 @@ from ...annotations import check_boxes
 from ...jobs.progress import Progress
 from ...jobs.train import train_feature
 from ...errors import InvalidSettingsError, TomosegError
+from ...feature_files import previous_model_file
+from ...io.atomic import write_bytes
+from ...io.paths import same_file
 from ...nn.model_file import TrainedModel, load_model, save_model
 from ...nn.models import STEM_CHOICES, stem_parameters
 from ...nn.training import TrainingSettings
@@ -140,12 +143,19 @@ class TrainPanel(Container):
             raise TomosegError("choose a model file (.pt) first.")
         model = load_model(path)
         feature = c.active
-        save_model(model, c.session.model_path(feature))
+        target = c.session.model_path(feature)
+        if target.is_file() and not same_file(target, path):  # as a training keeps it
+            write_bytes(previous_model_file(target), target.read_bytes())
+        save_model(model, target)
         c.session.register_model(feature)
         self.workflow.models[feature] = model
         for listener in self.on_trained:
             listener(feature, model)
-        show_info(f"'{feature}' now uses {path.name} ({model_summary(model)}).")
+        other = (f", trained for '{model.feature}'" if model.feature and model.feature != feature
+                 else "")
+        kept = (f"; the model it replaces is kept as {previous_model_file(target).name}"
+                if previous_model_file(target).is_file() else "")
+        show_info(f"'{feature}' now uses {path.name} ({model_summary(model)}{other}){kept}.")
         return model
 
     def export_model(self, path: str | Path) -> Path:
