@@ -326,3 +326,26 @@ def test_an_older_manifest_with_two_tomograms_of_one_name_gives_the_second_a_new
                         "f", "d", "s")
     names = Manifest(tmp_path).names(["/d/a/t.mrc", "/d/b/t.mrc"], ["a_t", "b_t"])
     assert names["/d/a/t.mrc"] == "t" and names["/d/b/t.mrc"] not in ("t", "a_t")
+
+
+def test_a_run_killed_while_rewriting_outputs_leaves_them_to_be_redone(tmp_path):
+    """A rerun with new thresholds reuses the maps and rewrites labels and picks; killed
+    before it recorded them, its entry still said 'done' with the earlier settings, so a run
+    with those skipped the tomogram and kept the killed run's files."""
+    from napari_tomoseg.batch_manifest import Manifest
+
+    (tmp_path / "t_labels.mrc").write_text("labels at 0.5")
+    (tmp_path / "t_ribosome.mrc").write_text("a map")
+    from napari_tomoseg.session import fingerprint
+
+    maps = {"ribosome": {"file": "t_ribosome.mrc",
+                         "fingerprint": fingerprint(tmp_path / "t_ribosome.mrc")}}
+    Manifest(tmp_path).record({"tomogram": "/d/t.mrc", "name": "t", "status": "done",
+                               "outputs": ["t_labels.mrc"], "maps": maps}, "f", "S1", "seg")
+    assert Manifest(tmp_path).finished("/d/t.mrc", "f", "S1", "t")
+    Manifest(tmp_path).begin(["/d/t.mrc", "/d/new.mrc"])  # a run with S2 starts ... killed
+    (tmp_path / "t_labels.mrc").write_text("labels at 0.2")
+    again = Manifest(tmp_path)
+    assert not again.finished("/d/t.mrc", "f", "S1", "t")  # redone, not skipped
+    assert again.reusable_maps("/d/t.mrc", "f", "seg", "t") == {"ribosome": "t_ribosome.mrc"}
+    assert "/d/new.mrc" not in again.entries

@@ -118,6 +118,12 @@ def test_boxes_refuses_a_tomogram_as_the_mask(tmp_path, capsys):
                  "--positives", "1", "--negatives", "60"]) == 0
     said = capsys.readouterr()
     assert "negative boxes found" in said.err and "1 positive" in said.out
+    from napari_tomoseg.session import Session  # a session folder: boxes.json read by nothing
+
+    Session.create(tmp_path / "s", None, 10.0, (8, 48, 48))
+    assert main(["boxes", str(path), str(tmp_path / "s"), "--feature", "r", "--size", "16"]) == 2
+    assert "is an annotation session" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "boxes.json").exists()
 
 
 def test_blank_feature_names_are_refused(tmp_path, capsys):

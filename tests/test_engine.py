@@ -276,6 +276,17 @@ def test_cli_train_segment_merge(tmp_path, tiny_files, capsys):
                  "ribosome", "--steps", "3", "--resume", str(model), "--rotations", "1",
                  "--output", str(tmp_path / "resumed.pt")]) == 2  # a resumed model keeps its own
     assert not (tmp_path / "resumed.pt").exists()
+    # so do its binning and contrast (asked for, they were ignored), and its scale
+    binning = load_model(model).preprocess.binning
+    resume = ["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+              "ribosome", "--steps", "1", "--resume", str(model), "--output"]
+    capsys.readouterr()
+    assert main(resume + [str(tmp_path / "r1.pt"), "--binning", str(binning + 1)]) == 2
+    assert "keeps its own preprocessing (binning" in capsys.readouterr().err
+    assert main(resume + [str(tmp_path / "r2.pt"), "--voxel-size", "40"]) == 2
+    assert "trained at 20 A per voxel and this tomogram has 40 A" in capsys.readouterr().err
+    assert not (tmp_path / "r1.pt").exists() and not (tmp_path / "r2.pt").exists()
+    assert main(resume + [str(tmp_path / "r3.pt"), "--binning", str(binning)]) == 0
     assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
                  str(tmp_path / "seg")]) == 0
     prob = tmp_path / "seg" / "tiny_ribosome.mrc"

@@ -24,12 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from .batch_combined import write_combined_star
 from .batch_manifest import Manifest
 from .session import fingerprint
 from .errors import TomosegError
-from .io.atomic import atomic_path, clean_stale_partials
+from .io.atomic import clean_stale_partials
 from .io.copick_project import CopickSource
 
 
@@ -347,6 +346,7 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
         else:
             todo.append(path)
             ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
+    manifest.begin(todo)  # a run killed while rewriting their outputs leaves them not done
     own_client = client is None
     client = client or make_client()
     try:
@@ -371,30 +371,3 @@ def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
     order = {p: i for i, p in enumerate(tomograms)}
     return sorted(rows, key=lambda r: order.get(r["tomogram"], 0))
 
-
-def write_combined_star(rows: list[dict], folder: Path, settings: BatchSettings) -> list[Path]:
-    """One STAR per picked feature with the particles of every finished tomogram of the
-    folder (a rerun of a few dropped the others' rows), each as its own STAR file has them."""
-    import starfile
-
-    from .io.star import read_star_blocks
-
-    written = []
-    for feature in settings.pick:
-        parts, optics, seen = [], None, set()
-        for row in rows:
-            path = folder / f"{row['name']}_{feature}.star"
-            if row["status"] in ("done", "skipped") and path.exists() and path not in seen:
-                seen.add(path)  # a file is read once, whatever the rows say
-                blocks = read_star_blocks(path)
-                parts.append(blocks["particles"])
-                optics = blocks.get("optics")
-        if parts:
-            target = folder / f"all_{feature}.star"
-            with atomic_path(target) as tmp:
-                blocks = {"particles": pd.concat(parts, ignore_index=True)}  # first: RELION reads it
-                if optics is not None:
-                    blocks["optics"] = optics
-                starfile.write(blocks, tmp, float_format="%.6f")
-            written.append(target)
-    return written

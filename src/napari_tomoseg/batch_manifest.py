@@ -90,6 +90,16 @@ class Manifest:
             return None
         return {feature: record["file"] for feature, record in maps.items()}
 
+    def begin(self, paths: list[str]) -> None:
+        """Mark the tomograms about to run as running: a run killed while rewriting their
+        labels and picks left entries saying 'done' with the earlier settings, so a rerun
+        with those settings skipped them and kept the killed run's files."""
+        begun = [p for p in paths if p in self.entries]
+        for path in begun:
+            self.entries[path] = {**self.entries[path], "status": "running"}
+        if begun:
+            write_text(self.path, json.dumps(self.entries, indent=1))
+
     def record(self, result: dict, fingerprint: str, digest: str, segment_digest: str) -> None:
         self.entries[result["tomogram"]] = {**result, "fingerprint": fingerprint,
                                             "settings": digest, "segment_settings": segment_digest}

@@ -149,7 +149,12 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     from ..annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
     from ..io.mrc import open_volume
     from ..io.paths import check_writable
+    from ..session_store import is_session
 
+    if is_session(args.output):  # its boxes.json was read by nothing: train used session.json
+        raise TomosegError(f"{args.output} is an annotation session, whose boxes live in its "
+                           "session.json: write the boxes to a folder of their own (train "
+                           "--boxes takes either). Nothing was written.")
     truth, _ = open_volume(args.truth)
     painted = _require_mask(truth, args.truth)
     check_writable(args.output)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InvalidSettingsError
@@ -45,7 +46,11 @@ def training_inputs(args: argparse.Namespace):
                                 parameters=parameters)
     box_size = next(b.size for b in boxes if b.feature == args.feature)
     preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
-    if args.binning is not None:
+    if start_from is not None:  # its own, unless asked otherwise (refused by the job then)
+        own = start_from.preprocess
+        preprocess = None if args.binning is None and not args.invert else replace(
+            own, binning=args.binning or own.binning, invert=args.invert or own.invert)
+    elif args.binning is not None:
         preprocess = PreprocessSettings(binning=args.binning, invert=args.invert,
                                         mode=preprocess.mode)
     return volume, info.isotropic_voxel_size, boxes, start_from, settings, preprocess

@@ -63,6 +63,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     check_boxes(boxes, feature)
     own = [b for b in boxes if b.feature == feature]
     if start_from is not None:
+        check_continuable(start_from, voxel_size, preprocess)
         preprocess = start_from.preprocess
     elif preprocess is None:
         preprocess = default_preprocessing(voxel_size, own[0].size,
@@ -94,3 +95,20 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     if output is not None:
         save_model_or_rescue(model, output)
     return model
+
+
+def check_continuable(start_from: TrainedModel, voxel_size: float,
+                      preprocess: PreprocessSettings | None) -> None:
+    """A continued model keeps its binning, contrast and scale: other ones asked for were
+    ignored without a word, and a tomogram of another voxel size taught the network at the
+    wrong scale while the model was stamped with the new size."""
+    if abs(float(voxel_size) - start_from.voxel_size) > 0.05 * start_from.voxel_size:
+        raise InvalidSettingsError(
+            f"the model to continue was trained at {start_from.voxel_size:g} A per voxel and "
+            f"this tomogram has {float(voxel_size):g} A: continue it on a tomogram of its voxel "
+            "size, or train a new model.")
+    if preprocess is not None and preprocess.to_dict() != start_from.preprocess.to_dict():
+        raise InvalidSettingsError(
+            "the model to continue keeps its own preprocessing (binning "
+            f"{start_from.preprocess.binning}, invert {start_from.preprocess.invert}); other "
+            "binning or contrast is for a new model.")
