@@ -16,6 +16,7 @@ from napari_tomoseg.io.particles import read_star  # noqa: E402
 from napari_tomoseg.nn.model_file import save_model  # noqa: E402
 from napari_tomoseg.nn.training import TrainingSettings, train  # noqa: E402
 from napari_tomoseg.annotations import boxes_from_truth  # noqa: E402
+from napari_tomoseg.errors import TomosegError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +350,36 @@ def test_a_run_killed_while_rewriting_outputs_leaves_them_to_be_redone(tmp_path)
     assert not again.finished("/d/t.mrc", "f", "S1", "t")  # redone, not skipped
     assert again.reusable_maps("/d/t.mrc", "f", "seg", "t") == {"ribosome": "t_ribosome.mrc"}
     assert "/d/new.mrc" not in again.entries
+
+
+def test_one_batch_run_at_a_time_writes_an_output_folder(tmp_path):
+    """Two runs into one -o gave their tomograms the same names and replaced each other's
+    files and manifest entries."""
+    import subprocess
+    import sys
+
+    from napari_tomoseg.batch import BatchSettings, run_batch
+    from napari_tomoseg.io.atomic import host_name
+    from napari_tomoseg.io.folder_lock import LOCK, folder_lock
+
+    out = tmp_path / "out"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out.mkdir()
+        (out / LOCK).write_text(f"{host_name()} {other.pid}")  # a live run holds it
+        with pytest.raises(TomosegError, match=f"another tomoseg batch \\(process {other.pid}"):
+            run_batch([str(tmp_path / "t.mrc")], BatchSettings(models=(), output=str(out)))
+        assert not (out / "manifest.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    with folder_lock(out) as lock:  # its process died: taken over, and given back after
+        assert lock.read_text() == f"{host_name()} {os.getpid()}"
+        with pytest.raises(TomosegError, match="is writing to"):
+            with folder_lock(out):
+                pass
+    assert not (out / LOCK).exists()
+    (out / LOCK).write_text("other-host 123")  # another machine's: not judged from here
+    with pytest.raises(TomosegError, match="process 123 on other-host.*delete"):
+        with folder_lock(out):
+            pass

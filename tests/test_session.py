@@ -354,3 +354,15 @@ def test_two_copies_of_a_session_never_save_over_each_other(tmp_path):
     assert len(Session.load(tmp_path).boxes) == 3
     with pytest.raises(TomosegError, match="another viewer"):
         a.add_box("membrane", 5, 20.0, 20.0, False, size=16)  # a is behind c now
+
+
+def test_a_session_of_another_shape_is_never_restored_onto_a_layer_without_a_file(tmp_path):
+    """A layer with no file has no fingerprint, so any session of its name was restored onto
+    it: an 8 x 64 x 64 session's boxes on a 100 x 512 x 512 volume."""
+    folder = tmp_path / "layer.tomoseg"
+    first, _ = open_session(folder, None, 10.0, (8, 64, 64))
+    first.add_box("membrane", 2, 20.0, 20.0, False, size=16)
+    other, message = open_session(folder, None, 10.0, (100, 512, 512))
+    assert other.folder != folder and not other.boxes and "is kept" in message
+    again, message = open_session(folder, None, 10.0, (8, 64, 64))
+    assert again.folder == folder and len(again.boxes) == 1

@@ -30,6 +30,7 @@ from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
 from .io.copick_project import CopickSource
+from .io.folder_lock import folder_lock
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,13 @@ def make_client(workers: int | None = None, scheduler: str | None = None,
 
 def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
               progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
-    """Process every tomogram (skipping finished ones); returns one summary row each."""
+    """Process every tomogram (skipping finished ones); returns one summary row each. One
+    run at a time per output folder (``folder_lock``)."""
+    with folder_lock(settings.output):
+        return _run_batch(tomograms, settings, client, progress)
+
+
+def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progress) -> list[dict]:
     from distributed import as_completed
 
     out = Path(settings.output)

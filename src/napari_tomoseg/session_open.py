@@ -68,6 +68,8 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
             return session, f"New session in {candidate}{moved}."
         session = Session.load(candidate)
         verdict = "same" if not tomogram else _identify(session, tomogram)
+        if session.shape and tuple(session.shape) != tuple(int(n) for n in shape):
+            verdict = "different"  # a layer with no file has no fingerprint: its shape tells
         if verdict == "rebind":
             return session, _rebind(session, tomogram, voxel_size) + _adopted(session)
         if verdict == "same":

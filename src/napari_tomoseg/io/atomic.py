@@ -23,14 +23,14 @@ _PATTERN = re.compile(r"^\..+\.tomoseg-partial-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f
 _LEGACY = re.compile(r"^\..+\.partial$")  # fixed names written by versions before this module
 
 
-def _host() -> str:
+def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def partial_path(path: str | os.PathLike) -> Path:
     """A unique hidden sibling of ``path`` that no reader mistakes for a result."""
     path = Path(path)
-    return path.with_name(f".{path.name}{PARTIAL_TAG}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}{PARTIAL_TAG}{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def is_partial(path: str | os.PathLike) -> bool:
@@ -118,7 +118,8 @@ def write_bytes(path: str | os.PathLike, data: bytes, backup: str | os.PathLike 
     return Path(path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this machine may still run (unsure counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,10 +144,10 @@ def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
     except OSError:
         return removed
     # exactly what partial_path writes on this host: other machines' partials are theirs
-    ours = re.compile(rf"^\..+{re.escape(PARTIAL_TAG + _host())}-(?P<pid>\d+)-[0-9a-f]{{8}}$")
+    ours = re.compile(rf"^\..+{re.escape(PARTIAL_TAG + host_name())}-(?P<pid>\d+)-[0-9a-f]{{8}}$")
     for entry in entries:
         match = ours.match(entry.name)
-        if not match or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+        if not match or int(match["pid"]) == os.getpid() or process_alive(int(match["pid"])):
             continue
         if not entry.is_file():
             continue
