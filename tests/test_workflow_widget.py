@@ -337,6 +337,29 @@ def test_thresholds_are_per_feature(workflow, qtbot):
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
 
 
+def test_a_map_of_an_earlier_model_merges_at_its_own_threshold(workflow, qtbot, monkeypatch):
+    """After a new training the map on disk is the old model's, and Merge used it at the new
+    model's threshold without a word; its header keeps the threshold it was made for."""
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    viewer, widget = workflow
+    c = widget.controller
+    write_volume(c.session.segmentation_path("ribosome"),  # made by the earlier model
+                 np.full(c.image.data.shape, 0.6, np.float16), tuple(c.image.scale),
+                 tuple(c.image.translate), labels=(threshold_label("ribosome", 0.55),))
+    widget.thresholds["ribosome"] = 0.7  # what a new model brought
+    messages = []
+    monkeypatch.setattr("napari_tomoseg._napari.workflow.segment_panel.show_info",
+                        messages.append)
+    labels = _merged(widget, qtbot)
+    assert np.all(labels > 0)  # 0.6 passes 0.55, not 0.7
+    assert "from an earlier model: merged at its own threshold 0.55" in messages[-1]
+    widget.features.feature.value = "ribosome"
+    widget.segmenting.threshold.value = 0.65  # set by hand: it wins
+    assert np.all(_merged(widget, qtbot) == 0)
+
+
 def test_a_calibrated_threshold_is_kept_exactly_for_merge_and_pick(workflow):
     from types import SimpleNamespace
 

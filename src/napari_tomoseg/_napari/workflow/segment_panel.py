@@ -11,6 +11,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_info
 
 from ...errors import TomosegError
+from ...io.probability_header import stored_threshold
 from ...jobs.merge import merge_maps
 from ...jobs.progress import Progress
 from ...jobs.segment import SegmentOptions, segment_tomogram
@@ -195,8 +196,8 @@ class SegmentPanel(Container):
             raise TomosegError("segment the whole tomogram first: there is nothing to merge.")
         features = list(maps)
         artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
-        settings = MergeSettings(features=features,
-                                 thresholds={f: workflow.thresholds.get(f, 0.5) for f in features},
+        thresholds, older = _map_thresholds(maps, workflow.thresholds, c.session.thresholds)
+        settings = MergeSettings(features=features, thresholds=thresholds,
                                  artifacts=artifact_rules(artifacts, features))
         path = c.session.folder / "segmentations" / "merged.mrc"
         job = merge_maps(maps, settings, path, voxel_size_of(c.image), tuple(c.image.translate),
@@ -204,7 +205,9 @@ class SegmentPanel(Container):
 
         def on_done(labels: np.ndarray) -> None:
             self._show_merged(labels, settings)
-            show_info(f"Merged segmentation saved to {path}")
+            show_info(f"Merged segmentation saved to {path}" + "".join(
+                f"; the map of '{f}' is from an earlier model: merged at its own threshold "
+                f"{t:.2f} (Segment again to use the new model)" for f, t in older.items()))
 
         return workflow.run(job, on_progress=lambda p: workflow.status(p.message),
                             on_done=on_done)
@@ -228,3 +231,19 @@ class SegmentPanel(Container):
         self.segment_button.enabled = not busy
         self.merge_button.enabled = not busy
         self.stop_button.enabled = busy
+
+
+def _map_thresholds(maps: dict, current: dict, by_hand: dict) -> tuple[dict, dict]:
+    """(threshold per feature, {feature: threshold} of maps made by an earlier model).
+
+    A threshold belongs to the map its model made: after a new training the map on disk is
+    still the old model's, and merging it at the new model's threshold was wrong without a
+    word. A map's header keeps its model's threshold; one set by hand wins."""
+    thresholds, older = {}, {}
+    for feature, path in maps.items():
+        chosen = by_hand.get(feature, current.get(feature, 0.5))
+        stored = stored_threshold(path) if feature not in by_hand else None
+        if stored is not None and abs(stored - chosen) > 1e-3:
+            chosen = older[feature] = stored
+        thresholds[feature] = chosen
+    return thresholds, older
