@@ -164,3 +164,43 @@ def test_a_removed_features_boxes_and_masks_are_kept_aside_as_a_session(tmp_path
     assert session.remove_feature("membrane")[1] is not None
     session.add_feature("empty")
     assert session.remove_feature("empty") == (0, None)  # nothing to keep: no folder
+
+
+@pytest.mark.parametrize("action", ["remove", "rename"])
+def test_a_failed_save_after_a_feature_s_files_moved_puts_everything_back(tmp_path, monkeypatch,
+                                                                         action):
+    """The files moved, the save failed (a full disk): the restore then looked for them under
+    names that no longer existed. Now the files and the session go back as they were."""
+    import errno
+
+    from napari_tomoseg import session as session_module
+
+    session = _session_with_files(tmp_path)
+    session.add_box("ribosome", 3, 10.0, 12.0, False, size=16)
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                    if p.is_file() and "removed" not in p.parts)
+
+    original = session_module.write_generation
+
+    def full(folder, *args, **kwargs):  # the session's own save fails; the copy aside works
+        if folder == tmp_path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(folder, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "write_generation", full)
+    with pytest.raises(OSError, match="No space"):
+        if action == "remove":
+            session.remove_feature("ribosome")
+        else:
+            session.rename_feature("ribosome", "80S")
+    monkeypatch.undo()
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                   if p.is_file() and "removed" not in p.parts)
+    assert after == before  # every file back under its name
+    assert "ribosome" in session.feature_names() and "80S" not in session.feature_names()
+    assert [b.feature for b in session.boxes] == ["ribosome"]
+    assert (tmp_path / session.models["ribosome"]).read_bytes() == b"old model"
+    restored = Session.load(tmp_path)
+    assert (tmp_path / restored.models["ribosome"]).is_file()
+    session.rename_feature("ribosome", "80S")  # and the next try works
+    assert Session.load(tmp_path).feature_names()[-1] == "80S"

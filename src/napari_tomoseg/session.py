@@ -13,7 +13,7 @@ folder beside it for a different tomogram.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from .annotations import Box
 from .errors import TomosegError
 from .feature_files import feature_file_stem
 from .picks_store import rename_saved_picks
+from .tomogram_identity import data_checksum, file_checksum, fingerprint
 from .session_store import (SESSION_FILE, clean_session_partials, generation_stamp, is_session,
                             read_generation, set_damaged_aside, write_generation)
 from .features import FEATURE_COLOURS
@@ -58,41 +59,6 @@ def default_session_folder(tomogram: str | os.PathLike) -> Path:
     if bundled or not os.access(path.parent, os.W_OK):
         return user_sessions_folder() / (path.name + SESSION_SUFFIX)
     return path.with_name(path.name + SESSION_SUFFIX)
-
-
-def fingerprint(path: str | os.PathLike) -> str:
-    """Cheap identity of a tomogram file: size plus a hash of its first and last MiB."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha1(str(size).encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(2 ** 20))
-        handle.seek(max(size - 2 ** 20, 0))
-        digest.update(handle.read(2 ** 20))
-    return digest.hexdigest()
-
-
-def data_checksum(volume: np.ndarray, slices: int = 16, rows: int = 64) -> str:
-    """Identity of a volume's voxel values, blind to its header (origin, voxel size, mode).
-
-    Hashes the shape and the values (as float64) of up to ``slices``
-    evenly spaced slices, every n-th row of each (about ``rows`` rows):
-    a few MiB read even for a 32 GiB tomogram.
-    """
-    nz, ny = int(volume.shape[0]), int(volume.shape[1])
-    digest = hashlib.sha1(repr(tuple(int(s) for s in volume.shape)).encode())
-    step = max(1, ny // rows)
-    for z in np.unique(np.linspace(0, nz - 1, min(nz, slices)).round().astype(int)):
-        digest.update(np.ascontiguousarray(volume[z, ::step], dtype="<f8").tobytes())
-    return digest.hexdigest()
-
-
-def file_checksum(path: str | os.PathLike) -> tuple[str, tuple[float, float, float]]:
-    """``data_checksum`` of an MRC file's voxels, and the origin in its header (z, y, x)."""
-    from .io.mrc import open_volume
-
-    volume, info = open_volume(path, check_finite=False)
-    return data_checksum(volume), tuple(float(o) for o in info.origin)
 
 
 @dataclass
@@ -168,7 +134,8 @@ class Session:
         self.check_current()  # before any file moves
         # the files first (a failed move puts its files back and changes nothing): under
         # the old name a new feature would take them for its own
-        feature_files.move_files(self.folder, old, new)
+        moved = feature_files.move_files(self.folder, old, new)
+        before = self._state()
         self.feature(old).name = new
         for box in self.boxes:
             if box.feature == old:
@@ -179,8 +146,38 @@ class Session:
         self.training = [new if f == old else f for f in self.training]
         if new in self.models and self.folder / self.models[new] == self.model_path(old):
             self.models[new] = self._relative(self.model_path(new))
-        self.save()
+        with self._undone_on_failure(before, [(m.with_name(feature_file_stem(old) + m.name[
+                len(feature_file_stem(new)):]), m) for m in moved]):
+            self.save()
         rename_saved_picks(self.folder, old, new)
+
+    def _state(self) -> dict:
+        """What a feature's rename or removal changes in memory, to undo it."""
+        return {"features": list(self.features), "labels": [f.name for f in self.features],
+                "boxes": list(self.boxes), "names": [b.feature for b in self.boxes],
+                "models": dict(self.models), "thresholds": dict(self.thresholds),
+                "training": list(self.training)}
+
+    @contextlib.contextmanager
+    def _undone_on_failure(self, before: dict, moved: list[tuple[Path, Path]]):
+        """A save that fails after a feature's files moved puts them and the session back
+        (the restore looked for files under names that no longer existed)."""
+        try:
+            yield
+        except BaseException:
+            for source, target in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.replace(target, source)
+            self.features, self.boxes = before["features"], before["boxes"]
+            for item, name in [*zip(self.features, before["labels"]),
+                               *zip(self.boxes, before["names"])]:
+                if isinstance(item, Feature):
+                    item.name = name
+                else:
+                    item.feature = name
+            self.models, self.thresholds = before["models"], before["thresholds"]
+            self.training = before["training"]
+            raise
 
     def recolour_feature(self, name: str, colour: str) -> None:
         self.feature(name).colour = colour
@@ -204,14 +201,18 @@ class Session:
                 thresholds={}), removed, keep_previous=False)
         # the files next: if they cannot be moved, the feature stays (a new one of this
         # name would take them for its own)
+        files = feature_files.files_of(self.folder, name)
         aside = feature_files.set_aside(self.folder, name, target=target) or (
             target if removed else None)
+        before = self._state()
         self.boxes = [b for b in self.boxes if b.feature != name]
         self.features.remove(feature)
         self.models.pop(name, None)
         self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
-        self.save()
+        moved = [(f, target / f.relative_to(self.folder)) for f in files] if files else []
+        with self._undone_on_failure(before, moved):
+            self.save()
         return len(removed), aside
 
     # boxes ---------------------------------------------------------------
