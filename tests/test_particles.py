@@ -169,3 +169,23 @@ def test_a_csv_we_wrote_opens_where_its_particles_are(tmp_path):
     world = np.asarray(data) * np.asarray(kwargs["scale"]) + np.asarray(kwargs["translate"])
     assert kind == "points"
     np.testing.assert_allclose(world, frame.pixel_to_world(pixels), atol=1e-3)
+
+
+def test_a_csv_used_on_a_tomogram_of_another_voxel_size_is_placed_by_its_angstrom(tmp_path):
+    """Picked on a 20 A map, used on the 10 A tomogram: the pixel columns put every particle
+    at half its place, silently (all still inside the larger volume)."""
+    import warnings
+
+    from napari_tomoseg.io.particle_files import read_particles
+    from napari_tomoseg.io.particles import CoordinateWarning
+
+    binned = TomogramFrame("t", (20, 50, 50), 20.0)
+    full = TomogramFrame("t", (40, 100, 100), 10.0)
+    path = write_csv(tmp_path / "p.csv", particle_table([[5.0, 10.0, 40.0]]), binned)
+    with pytest.warns(CoordinateWarning, match="placed by its Angstrom columns"):
+        table, _ = read_particles(path, full)
+    np.testing.assert_allclose(table[["z", "y", "x"]].to_numpy(), [[10.0, 20.0, 80.0]])
+    with warnings.catch_warnings():  # on its own tomogram: nothing to say
+        warnings.simplefilter("error")
+        same, _ = read_particles(path, binned)
+    np.testing.assert_allclose(same[["z", "y", "x"]].to_numpy(), [[5.0, 10.0, 40.0]])

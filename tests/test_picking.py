@@ -268,3 +268,35 @@ def test_a_diameter_under_two_voxels_is_refused(blobs):
     with pytest.raises(InvalidSettingsError, match="under two voxels"):
         pick_particles(prob, 10.0, PickSettings(diameter=15.0))
     assert len(pick_particles(prob, 10.0, PickSettings(diameter=80.0))) == 1
+
+
+def test_an_almost_empty_integer_map_of_segment_is_not_read_as_a_mask(tmp_path, blobs, capsys):
+    """segment --dtype uint8 stores round(p * 255): a carbon map of a tomogram without carbon
+    holds only 0s and 1s, which the 0/1-mask rule read as probability 1 (76% of the volume
+    excluded, 117 picks on an empty ribosome map, merge labelling a quarter of the voxels)."""
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    rng = np.random.default_rng(0)
+    faint = np.round(rng.uniform(0.001, 0.005, (32, 64, 64)) * 255).astype(np.uint16)
+    assert set(np.unique(faint)) == {0, 1}
+    empty = write_volume(tmp_path / "t_carbon.mrc", faint, 20.0,
+                         labels=(threshold_label("carbon", 0.5),))
+    centres = np.array([[16.0, 20.0, 20.0], [16.0, 44.0, 44.0]])
+    prob = write_volume(tmp_path / "t_ribosome.mrc", blobs((32, 64, 64), centres, 5)
+                        .astype(np.float16), 20.0, labels=(threshold_label("ribosome", 0.5),))
+    assert main(["pick", str(prob), str(tmp_path / "p.star"), "--diameter", "200",
+                 "--exclude", str(empty)]) == 0
+    assert "excluded" not in capsys.readouterr().out  # nothing lies on carbon
+    assert main(["pick", str(empty), str(tmp_path / "e.star"), "--diameter", "200"]) == 0
+    assert ": 0 carbon picks" in capsys.readouterr().out
+    assert main(["merge", "--prob", f"carbon={empty}", "--prob", f"ribosome={prob}", "-o",
+                 str(tmp_path / "m.mrc")]) == 0
+    from napari_tomoseg.io.mrc import open_volume
+
+    merged, _ = open_volume(tmp_path / "m.mrc")
+    assert not np.any(merged == 1)  # no carbon anywhere
+    mask = write_volume(tmp_path / "mask.mrc", (faint > 0).astype(np.int8), 20.0)
+    assert main(["pick", str(prob), str(tmp_path / "q.star"), "--diameter", "200",
+                 "--exclude", str(mask)]) == 0  # a plain 0/1 mask is still a mask

@@ -453,6 +453,18 @@ def test_picks_written_into_an_eman2_info_file_keep_its_alignment_and_other_clas
     assert path.read_text() == "{ not json"
 
 
+def test_eman2_boxes_of_a_class_without_a_name_are_kept(tmp_path):
+    """Boxes of class 0 with no class_list entry: our feature took index 0 and replaced them."""
+    path = tmp_path / "TS_02_info.json"
+    path.write_text(json.dumps({"apix_unbin": 7.0, "boxes_3d": [[1.0, 2.0, 3.0, "manual", 0.0, 0],
+                                                                 [4.0, 5.0, 6.0, "manual", 0.0, 0]]}))
+    frame = TomogramFrame("TS_02", (61, 200, 181), 28.0, tilt_series_pixel_size=7.0)
+    write_eman2_json(path, particle_table([[30.0, 100.0, 90.0]]), frame, 32, feature="ribosome")
+    record = json.loads(path.read_text())
+    assert [b[5] for b in record["boxes_3d"]] == [0, 0, 1]
+    assert record["class_list"] == {"1": {"boxsize": 128, "name": "ribosome"}}
+
+
 def test_non_finite_eman2_boxes_are_refused_on_both_sides(tmp_path):
     frame = TomogramFrame("TS_02", (61, 200, 181), 28.0, tilt_series_pixel_size=7.0)
     with pytest.raises(InvalidCoordinatesError, match="not finite"):
@@ -461,6 +473,18 @@ def test_non_finite_eman2_boxes_are_refused_on_both_sides(tmp_path):
     (tmp_path / "r.json").write_text('{"apix_unbin": 7.0, "boxes_3d": [[NaN, 1.0, 2.0]]}')
     with pytest.raises(InvalidCoordinatesError, match="not finite"):
         read_eman2_json(tmp_path / "r.json", frame)
+
+
+def test_a_star_of_an_unnamed_block_saves_back_in_place(tmp_path):
+    """crYOLO and converters write an unnamed data_ block: it was taken for a block the
+    points would lose, and saving back was refused although nothing was lost."""
+    path = tmp_path / "c.star"
+    path.write_text("data_\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n"
+                    "_rlnCoordinateY #3\n_rlnCoordinateZ #4\n001 10 12 5\n001 20 22 6\n")
+    frame = TomogramFrame("001", (20, 40, 40), 10.0)
+    table = read_star(path, frame)
+    write_star(path, table, frame, keep_richer=True)
+    np.testing.assert_allclose(read_star(path, frame)[["z", "y", "x"]], table[["z", "y", "x"]])
 
 
 def test_numeric_tomogram_names_stay_text(tmp_path):
@@ -494,18 +518,28 @@ def test_a_voxel_finer_than_the_tilt_series_is_refused():
     assert TomogramFrame("TS_03", (20, 40, 40), 2.7, tilt_series_pixel_size=2.7).voxel_size == 2.7
 
 
-def test_non_finite_angles_are_refused(tmp_path):
-    table = particle_table([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], rot=[0.0, np.nan],
-                           tilt=[0.0, 0.0], psi=[0.0, 0.0])
-    with pytest.raises(InvalidCoordinatesError, match="angles that are not finite"):
-        write_star(tmp_path / "a.star", table, TomogramFrame("TS_03", (20, 40, 40), 10.0))
-    assert not (tmp_path / "a.star").exists()
-    path = tmp_path / "r.star"
+def test_points_without_angles_are_written_with_zero_and_said(tmp_path):
+    """A point added by hand beside picks with angles has none (NaN): a NaN in a STAR stops
+    RELION, so it is written as 0 and the user is told; an infinite angle is refused."""
+    frame = TomogramFrame("TS_03", (20, 40, 40), 10.0)
+    table = particle_table([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], rot=[10.0, np.nan],
+                           tilt=[20.0, np.nan], psi=[30.0, np.nan])
+    with pytest.warns(CoordinateWarning, match="1 particle\\(s\\) without angles .*rows 2"):
+        write_star(tmp_path / "a.star", table, frame)
+    back = read_star(tmp_path / "a.star", frame)
+    np.testing.assert_allclose(back[["rot", "tilt", "psi"]].to_numpy(), [[10, 20, 30], [0, 0, 0]])
+    with pytest.raises(InvalidCoordinatesError, match="infinite angles"):
+        write_star(tmp_path / "i.star", table.assign(rot=[np.inf, 0.0]), frame)
+    assert not (tmp_path / "i.star").exists()
+    path = tmp_path / "r.star"  # older files with nan angles still open; a nan place does not
     path.write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCoordinateX #2\n"
                     "_rlnCoordinateY #3\n_rlnCoordinateZ #4\n_rlnAngleRot #5\n"
-                    "TS_03 10 10 5 0.0\nTS_03 10 10 5 nan\n")
-    with pytest.raises(InvalidCoordinatesError, match="rlnAngleRot of particle 2 is nan"):
-        read_star(path, TomogramFrame("TS_03", (20, 40, 40), 10.0))
+                    "_rlnAngleTilt #6\n_rlnAnglePsi #7\n"
+                    "TS_03 10 10 5 0 0 0\nTS_03 10 10 5 nan nan nan\n")
+    assert np.isnan(read_star(path, frame)["rot"].iloc[1])
+    path.write_text(path.read_text().replace("TS_03 10 10 5 nan", "TS_03 nan 10 5 0"))
+    with pytest.raises(InvalidCoordinatesError, match="rlnCoordinateX of particle 2 is nan"):
+        read_star(path, frame)
 
 
 def test_csv_and_eman2_json_particles_far_outside_are_checked_as_star_files_are(tmp_path):

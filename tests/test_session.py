@@ -177,6 +177,12 @@ def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_pa
                                [[100.0 + 36.0, -50.0 + 240.0, 7.0 + 360.0]])
     assert Session.load(folder).voxel_size == 12.0 and Session.load(folder).origin == (100.0, -50.0, 7.0)
     assert open_session(folder, str(tomogram), 12.0, SHAPE)[1].startswith("Restored session: 6 boxes")
+    # a voxel size typed before the restore: the session and its saved picks take it
+    _, message = open_session(folder, str(tomogram), 6.0, SHAPE)
+    assert "voxel size 12 -> 6 A" in message and Session.load(folder).voxel_size == 6.0
+    (picks,), _ = load_picks(folder)
+    assert frame_from_metadata(picks.metadata).voxel_size == 6.0
+    open_session(folder, str(tomogram), 12.0, SHAPE)
     write_volume(tomogram, volume + 1.0, 12.0, (100.0, -50.0, 7.0), overwrite=True)  # other voxels
     other, message = open_session(folder, str(tomogram), 12.0, SHAPE)
     assert other.folder == tmp_path / "t.mrc-2.tomoseg" and not other.boxes
@@ -330,8 +336,8 @@ def test_hand_set_thresholds_follow_renames_and_survive_an_unfinished_retrain(tm
 
 
 def test_two_copies_of_a_session_never_save_over_each_other(tmp_path):
-    """Two viewers (or a viewer and `tomoseg boxes`) on one session folder: the last save
-    wrote its own copy whole, and the other's boxes were gone, from the backup too."""
+    """Two viewers on one session folder: the last save wrote its own copy whole, and the
+    other's boxes were gone, from the backup too."""
     from napari_tomoseg.session import CONFLICT_FILE
 
     Session.create(tmp_path, None, 10.0, (8, 64, 64))

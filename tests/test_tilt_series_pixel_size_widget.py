@@ -172,3 +172,18 @@ def test_a_tilt_series_pixel_size_out_of_range_is_refused(binned):
         widget.session_panel.tilt_series.value = 0.01  # an error notification, nothing stored
     assert not image.metadata["tomoseg"].get("tilt_series_pixel_size")
     assert widget.controller.session.tilt_series_pixel_size is None
+
+
+def test_a_tilt_series_coarser_than_the_voxel_is_refused_before_the_layer_holds_it(binned):
+    """With IMOD's 1 A voxel left in place, 2.7 A was kept in the layer and every later STAR
+    write failed, with advice about a CLI flag."""
+    from napari_tomoseg._napari.tilt_series_size import apply_tilt_series_pixel_size
+    from napari_tomoseg.errors import TomosegError
+
+    viewer, widget, image, _ = binned
+    voxel = float(image.scale[-1])
+    with pytest.raises(TomosegError, match="Voxel size \\(A\\)"):
+        apply_tilt_series_pixel_size(image, voxel * 2.5)
+    assert not image.metadata["tomoseg"].get("tilt_series_pixel_size")
+    apply_tilt_series_pixel_size(image, voxel / 4)  # a binned tomogram: fine
+    assert image.metadata["tomoseg"]["tilt_series_pixel_size"] == voxel / 4

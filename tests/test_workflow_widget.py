@@ -757,3 +757,32 @@ def test_every_layer_of_a_session_is_in_angstrom(workflow, tiny_result):
     viewer.scale_bar.visible = True
     assert viewer.layers.extent.units == (angstrom,) * 3 or \
         tuple(viewer.dims.units) == (angstrom,) * 3
+
+
+def test_a_session_started_again_after_another_tomogram_saves_without_conflict(workflow,
+                                                                               tiny_result,
+                                                                               tmp_path):
+    """T1, then T2, then T1 again: T1's first controller still listened to its reused layers
+    and saved a stale copy first, so every later save met a conflict."""
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+    from napari_tomoseg.io.mrc import write_volume
+
+    viewer, widget = workflow
+    first = widget.tomogram.value
+    folder = widget.controller.session.folder
+    other = write_volume(tmp_path / "other.mrc", tiny_result.tomogram + 1.0, 20.0)
+    (image2,) = viewer.open(str(other), plugin=PLUGIN)
+    widget.tomogram.value = image2
+    widget.start_session(tmp_path / "other.tomoseg")
+    widget.tomogram.value = first
+    widget.start_session(folder)
+    widget.place_box(False, 4, 40.0, 40.0)
+    widget.place_box(True, 5, 48.0, 48.0)
+    assert len(Session.load(folder).boxes) == 2
+    widget.close_down()  # the dock closed (its destroyed signal) and opened again on the
+    again = TomosegWidget(viewer)  # same layers
+    again.tomogram.value = first
+    again.start_session(folder)
+    again.place_box(False, 6, 40.0, 40.0)
+    assert len(Session.load(folder).boxes) == 3
+    assert not (folder / "session.conflict.json").exists()

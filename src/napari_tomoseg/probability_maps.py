@@ -36,6 +36,28 @@ def probability_scale(volume: np.ndarray, name: str = "the probability map") -> 
     return _scale(values.dtype, float(values.min()), float(values.max()), name)
 
 
+def header_scale(path, dtype: np.dtype) -> float | None:
+    """1/255 for an integer map that ``segment`` wrote (its header names it a tomoseg
+    probability map), else None (the rule below decides). A map of a feature the tomogram
+    lacks holds only 0s and 1s there, which the 0/1-mask rule read as probability 1: an
+    empty carbon map excluded three quarters of a tomogram from picking."""
+    from .io.probability_header import stored_probability
+
+    if np.issubdtype(np.dtype(dtype), np.integer) and stored_probability(path) is not None:
+        return 1.0 / 255.0
+    return None
+
+
+def open_probability(path) -> tuple[np.ndarray, object]:
+    """(map, header info) of a probability MRC; one ``segment`` stored as 0-255 integers
+    comes back as float 0-1 (see ``header_scale``), any other as it is stored."""
+    from .io.mrc import open_volume
+
+    volume, info = open_volume(path)
+    scale = header_scale(path, volume.dtype)
+    return (as_probability(volume, scale) if scale else volume), info
+
+
 def _scale(dtype: np.dtype, low: float, high: float, name: str) -> float:
     if high <= 1.0 + _SLACK:
         return 1.0

@@ -84,8 +84,10 @@ class Session:
     # restores, dropped when the feature's next model brings its own
     thresholds: dict[str, float] = field(default_factory=dict)
     # the session.json this copy read or wrote last: another viewer's or process's save
-    # since then is never overwritten (the last writer won, losing the other's boxes)
+    # since then is never overwritten (the last writer won, losing the other's boxes); where
+    # this copy's state goes instead
     written: tuple | None = field(default=None, repr=False, compare=False)
+    conflict: str | None = field(default=None, repr=False, compare=False)
 
     # features ----------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -169,12 +171,10 @@ class Session:
                 with contextlib.suppress(OSError):
                     os.replace(target, source)
             self.features, self.boxes = before["features"], before["boxes"]
-            for item, name in [*zip(self.features, before["labels"]),
-                               *zip(self.boxes, before["names"])]:
-                if isinstance(item, Feature):
-                    item.name = name
-                else:
-                    item.feature = name
+            for feature, name in zip(self.features, before["labels"]):
+                feature.name = name
+            for box, name in zip(self.boxes, before["names"]):
+                box.feature = name
             self.models, self.thresholds = before["models"], before["thresholds"]
             self.training = before["training"]
             raise
@@ -324,13 +324,14 @@ class Session:
         now = generation_stamp(self.folder)
         if self.written is None or now is None or now == self.written:
             return
+        self.conflict = self.conflict or _free_name(self.folder)
         write_generation(self.folder, self.record(), self.boxes, keep_previous=False,
-                         name=CONFLICT_FILE)
+                         name=self.conflict)
         raise TomosegError(
             f"the session in {self.folder} was saved by another viewer or process since it was "
             "opened here, so this change is not saved over it. This window's boxes and masks "
-            f"are kept in {CONFLICT_FILE} (a session.json of its own: copy the folder and "
-            "rename it to use them). Open the session again to go on.")
+            f"are kept in {self.conflict} (to use them, copy the folder and rename that file "
+            "to session.json in the copy). Open the session again to go on.")
 
     @classmethod
     def create(cls, folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
@@ -377,6 +378,13 @@ class Session:
     def matches(self, tomogram: str | os.PathLike) -> bool:
         """True if ``tomogram`` is the file this session was made on."""
         return self.tomogram_fingerprint is None or fingerprint(tomogram) == self.tomogram_fingerprint
+
+
+def _free_name(folder: Path) -> str:
+    """``session.conflict.json``, or ``-2``, ``-3`` ...: one stale copy never replaces another's."""
+    names = (CONFLICT_FILE.replace(".json", f"-{n}.json") if n > 1 else CONFLICT_FILE
+             for n in range(1, 10_000))
+    return next(name for name in names if not (folder / name).exists())
 
 
 def _optional_size(value) -> float | None:

@@ -79,6 +79,7 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
                 message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
                 session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or
                 session.save()  # its header's; the session's own was dropped without a word
+                rebind_saved_picks(candidate, session.voxel_size, session.origin or (0.0,) * 3)
             return session, (message + (f" ({session.note})." if session.note else ".")
                              + _adopted(session))
     raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")

@@ -46,6 +46,12 @@ def apply_tilt_series_pixel_size(layer, value: float, viewer=None) -> None:
         low, high = VOXEL_SIZE_RANGE
         raise TomosegError(f"the tilt-series pixel size must lie between {low:g} and {high:g} A "
                            "(0: unknown).")
+    voxel = float(layer.scale[-1])
+    if size is not None and voxel < 0.99 * size:  # refused before the layer holds it
+        raise TomosegError(f"the tilt-series pixel size {size:g} A is larger than the "
+                           f"tomogram's voxel size {voxel:g} A, and a tomogram is never finer "
+                           "than its tilt series: is 'Voxel size (A)' right (IMOD writes 1 A "
+                           "when it does not know)?")
     meta = layer.metadata.setdefault("tomoseg", {})
     if meta.get("shape") is None:
         if size is None:

@@ -16,12 +16,13 @@ from .progress import run_with_bar
 def _pick_map(args: argparse.Namespace, source):
     """(probability map, its info): the file given, else the feature's copick segmentation."""
     from ..io import copick_project
-    from ..io.mrc import check_finite_volume, open_volume
+    from ..io.mrc import check_finite_volume
+    from ..probability_maps import open_probability
 
     if not args.output and source is None:
         raise TomosegError("give an output file, or --copick CONFIG to write into a copick project.")
     if args.probability:
-        probability, info = open_volume(args.probability)
+        probability, info = open_probability(args.probability)
     elif source is not None:  # the feature's segmentation in the project (e.g. from segment)
         probability, info = copick_project.read_segmentation(source, args.feature)
     else:
@@ -47,12 +48,13 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
 
 def _excluded(paths: list[str], grid):
     """The union of the artifact maps above their thresholds, or None (no --exclude)."""
-    from ..io.mrc import check_finite_volume, open_volume
+    from ..io.mrc import check_finite_volume
     from ..picking import artifact_region
+    from ..probability_maps import open_probability
 
     region = None
     for path in paths:
-        artifact, _ = open_volume(path)
+        artifact, _ = open_probability(path)
         check_finite_volume(artifact, path)
         # shapes only: a --voxel-size given for the picked map may override both headers
         above = artifact_region(artifact, map_threshold(None, path, Path(path).stem),

@@ -120,6 +120,8 @@ def write_bytes(path: str | os.PathLike, data: bytes, backup: str | os.PathLike 
 
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` on this machine may still run (unsure counts as alive)."""
+    if os.name == "nt":  # os.kill(pid, 0) there sends Ctrl-C (signal 0 is CTRL_C_EVENT)
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -127,6 +129,22 @@ def process_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True  # exists but is someone else's, or cannot tell: keep its file
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, int(pid))  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:

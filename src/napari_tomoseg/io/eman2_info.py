@@ -94,7 +94,8 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
                       "this tomogram's pixels without apix_unbin.", CoordinateWarning, stacklevel=2)
         size = int(box_size)
     names = _class_names(record)
-    index = next((i for i, n in names.items() if n == feature), max(names, default=-1) + 1)
+    used = set(names) | {int(b[5]) for b in record.get("boxes_3d") or [] if len(b) > 5}
+    index = next((i for i, n in names.items() if n == feature), max(used, default=-1) + 1)
     kept = [b for b in record.get("boxes_3d") or [] if not (len(b) > 5 and int(b[5]) == index)]
     scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
     ours = [[float(x), float(y), float(z), "tomoseg",

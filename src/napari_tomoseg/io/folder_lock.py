@@ -23,6 +23,23 @@ def _holder(lock: Path) -> tuple[str, int] | None:
         return None
 
 
+def _take_over(lock: Path, stale: tuple[str, int]) -> bool:
+    """Move a dead process's lock aside (atomically: of two runs, one moves it); False when
+    what was moved is another run's new lock, which is put back."""
+    moved = lock.with_name(f"{LOCK}.stale-{os.getpid()}")
+    try:
+        os.replace(lock, moved)
+    except FileNotFoundError:
+        return True  # another run moved it first: try to take the lock
+    if _holder(moved) != stale:
+        with contextlib.suppress(OSError):
+            os.link(moved, lock)  # back, unless a third run holds it by now
+        moved.unlink(missing_ok=True)
+        return False
+    moved.unlink(missing_ok=True)
+    return True
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``folder`` for this process; refuse while another live one holds it. A lock
@@ -40,9 +57,9 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
         except FileExistsError:
             holder = _holder(lock)
             if holder and holder[0] == host_name() and not process_alive(holder[1]):
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # its writer died: taken over
-                continue
+                if _take_over(lock, holder):
+                    continue
+                holder = _holder(lock) or holder
             who = f"process {holder[1]} on {holder[0]}" if holder else "another process"
             raise TomosegError(f"another tomoseg batch ({who}) is writing to {folder}: wait "
                                f"for it, or write to another folder (-o). If it is not running, "

@@ -8,17 +8,20 @@ convention fixed, once.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InvalidSettingsError
 from .mrc_header import COMPRESSED_SUFFIXES, MRC_SUFFIXES
 from .paths import same_file
 from .eman2_info import read_eman2_json, write_eman2_json
-from .particles import (TomogramFrame, check_inside, read_csv, read_star,
-                        star_tilt_series_pixel_size, write_csv, write_star)
+from .particles import (AXES, CoordinateWarning, TomogramFrame, check_inside, read_csv,
+                        read_csv_world, read_star, star_tilt_series_pixel_size, write_csv,
+                        write_star)
 
 SUFFIXES = (".star", ".json", ".csv")
 # volumes: a particle file written there (as CSV) would destroy a map or a tomogram
@@ -63,8 +66,25 @@ def read_particles(path: str | os.PathLike, frame: TomogramFrame | None = None,
         return table, frame
     table = read_csv(path)
     if frame is not None:  # as STAR files are: far outside means a wrong tomogram or size
+        table = _placed_by_angstrom(table, read_csv_world(path), frame, path.name)
         check_inside(table, frame, path.name)
     return table, frame
+
+
+def _placed_by_angstrom(table, world, frame: TomogramFrame, name: str):
+    """A CSV we wrote carries world Angstrom beside its pixels: used on a tomogram of another
+    voxel size (picked on a bin-2 map, averaged from the unbinned tomogram), its pixel
+    columns put every particle at half its place without a word; the Angstrom columns
+    place them, and the user is told."""
+    if world is None or len(world) != len(table):
+        return table
+    pixels = frame.world_to_pixel(world)
+    if np.allclose(pixels, table[list(AXES)].to_numpy(float), atol=0.5):
+        return table
+    warnings.warn(f"{name}: its pixel columns were written for a tomogram of another voxel "
+                  "size or origin; placed by its Angstrom columns (x_A, y_A, z_A) on "
+                  f"{frame.name} ({frame.voxel_size:g} A).", CoordinateWarning, stacklevel=3)
+    return table.assign(**{axis: pixels[:, i] for i, axis in enumerate(AXES)})
 
 
 def check_particle_output(path: str | os.PathLike, inputs: tuple = (),

@@ -127,10 +127,7 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFram
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists.")
     check_coordinates(table, "the particle table")
-    angles = [c for c in (*ANGLES, *SUBTOMO) if c in table]
-    if angles and not np.isfinite(table[angles].to_numpy(dtype=float)).all():
-        raise InvalidCoordinatesError("the particle table has angles that are not finite "
-                                      "numbers.")
+    table = _without_missing_angles(table, path.name)
     particles = _particle_block(table, frame)
     blocks = {"particles": particles}
     if frame.tilt_series_pixel_size:
@@ -148,6 +145,23 @@ def write_star(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFram
     return path
 
 
+def _without_missing_angles(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Points without angles (added by hand beside picks that have them) get angles 0 and
+    the user is told: a NaN in a STAR stops RELION; infinite angles are refused."""
+    angles = [c for c in (*ANGLES, *SUBTOMO) if c in table]
+    values = table[angles].to_numpy(dtype=float) if angles else np.zeros((0, 0))
+    if np.isinf(values).any():
+        raise InvalidCoordinatesError("the particle table has infinite angles.")
+    missing = np.isnan(values).any(axis=1) if angles else np.zeros(0, bool)
+    if not missing.any():
+        return table
+    rows = ", ".join(str(i + 1) for i in np.flatnonzero(missing)[:5])
+    warnings.warn(f"{name}: {int(missing.sum())} particle(s) without angles (added by hand?: "
+                  f"rows {rows}{', ...' if missing.sum() > 5 else ''}) written with angles 0.",
+                  CoordinateWarning, stacklevel=3)
+    return table.assign(**{c: table[c].fillna(0.0) for c in angles})
+
+
 def lost_by_replacing(path: Path, blocks: dict, tomo_name: str) -> list[str]:
     """What the STAR file at ``path`` holds that ``blocks`` would not (nothing if it is not
     a readable STAR): a points layer opened from a refinement and saved back kept only our
@@ -157,8 +171,9 @@ def lost_by_replacing(path: Path, blocks: dict, tomo_name: str) -> list[str]:
     except Exception:  # not a STAR we can read: nothing of it is carried either way
         return []
     lost = []
+    source = _particle_block_name(existing)  # e.g. an unnamed data_ block of coordinates
     for name, block in existing.items():
-        ours = blocks.get(name)
+        ours = blocks.get("particles" if name == source else name)
         if ours is None:
             lost.append(f"the block data_{name}")
             continue
@@ -167,11 +182,20 @@ def lost_by_replacing(path: Path, blocks: dict, tomo_name: str) -> list[str]:
         if columns:
             lost.append(f"{name} columns {', '.join(map(str, columns[:4]))}"
                         + (f" and {len(columns) - 4} more" if len(columns) > 4 else ""))
-        if isinstance(block, pd.DataFrame) and "rlnTomoName" in block and name == "particles":
+        if isinstance(block, pd.DataFrame) and "rlnTomoName" in block and name == source:
             others = sorted(set(block["rlnTomoName"].astype(str)) - {tomo_name})
             if others:
                 lost.append(f"particles of {len(others)} other tomogram(s) ({', '.join(others[:3])})")
     return lost
+
+
+def _particle_block_name(blocks: dict) -> str | None:
+    """The block a reader takes the particles from: ``particles``, else the first table of
+    coordinates (as ``_read_blocks`` chooses)."""
+    if isinstance(blocks.get("particles"), pd.DataFrame):
+        return "particles"
+    return next((name for name, b in blocks.items() if isinstance(b, pd.DataFrame)
+                 and any("Coordinate" in str(c) for c in b.columns)), None)
 
 
 def optics_block(tilt_series_pixel_size: float) -> pd.DataFrame:
@@ -218,7 +242,9 @@ def _require_numbers(particles: pd.DataFrame, source: str) -> None:
     numeric = [*PIXELS, *CENTRED, *ORIGIN.values(), *SUBTOMO.values(), *ANGLES.values()]
     for column in (c for c in numeric if c in particles):
         values = pd.to_numeric(particles[column], errors="coerce")
-        bad = ~np.isfinite(values.to_numpy(dtype=float))  # text, NaN or infinite
+        bad = (values.isna() & particles[column].notna()).to_numpy()  # text
+        if column in (*PIXELS, *CENTRED):  # a place must be a finite number
+            bad = bad | ~np.isfinite(values.to_numpy(dtype=float))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise InvalidCoordinatesError(

@@ -10,7 +10,7 @@ import numpy as np
 from ..io.mrc import check_finite_slab, open_volume, write_volume
 from ..io.probability_header import LABELS_MARK
 from ..merge import MergeSettings, check_same_grid, merge_slab
-from ..probability_maps import as_probability, probability_scale
+from ..probability_maps import as_probability, header_scale, probability_scale
 from .progress import Job, Progress
 
 SLAB = 16
@@ -52,7 +52,8 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
         raise InvalidSettingsError(f"probability maps differ in shape: {shapes}.")
     shape = next(iter(shapes.values()))
     # refuses maps that are not probabilities (a tomogram) before any slab is merged
-    scales = {f: probability_scale(a, names[f]) for f, a in arrays.items()}
+    scales = {f: (None if isinstance(maps[f], np.ndarray) else header_scale(maps[f], a.dtype))
+              or probability_scale(a, names[f]) for f, a in arrays.items()}
     labels = np.zeros(shape, np.uint8 if len(arrays) < 255 else np.uint16)
     nz = shape[0]
     for z in range(0, nz, SLAB):

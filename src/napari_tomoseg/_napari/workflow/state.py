@@ -6,6 +6,7 @@ change this object and listen to ``changed`` to redraw themselves.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class Workflow:
     def __init__(self, viewer):
         self.viewer = viewer
         self.controller: AnnotationController | None = None
+        # every controller still listening to its layers (earlier tomograms' keep saving):
+        # one left on layers a new session reuses saved a stale copy over the new one's
+        self.listening: list[AnnotationController] = []
         self.models: dict[str, TrainedModel] = {}
         self.thresholds: dict[str, float] = {}
         self.job: JobHandle | None = None
@@ -91,16 +95,18 @@ class Workflow:
         show_info(message)
         if "tomoseg" in layer.metadata:  # Average and Gallery find the session from the layer
             layer.metadata["tomoseg"]["session"] = str(session.folder)
-        previous = self.controller  # on this tomogram its layers are about to be reused:
-        shares = previous is not None and tomogram_key(previous.image) == tomogram_key(layer)
-        if shares:  # it must stop listening to them (another tomogram's keep saving)
-            previous.detach()
+        # on this tomogram its layers are about to be reused: every controller of it must
+        # stop listening to them (another tomogram's keep saving)
+        sharing = [c for c in self.listening if tomogram_key(c.image) == tomogram_key(layer)]
+        for earlier in sharing:
+            earlier.detach()
         try:
             self.controller = AnnotationController(self.viewer, layer, session)
         except Exception:
-            if shares:
-                previous.listen()
+            for earlier in sharing:
+                earlier.listen()
             raise
+        self.listening = [c for c in self.listening if c not in sharing] + [self.controller]
         self.models, self.thresholds = {}, {}
         for feature, relative in session.models.items():
             try:
@@ -163,6 +169,10 @@ class Workflow:
         """The widget or viewer is going away: stop work, touch no widget afterwards."""
         self.closing = True
         self.stop()
+        for controller in self.listening:  # a dock opened again must not share its layers
+            with contextlib.suppress(Exception):  # with these (a stale copy saved over it)
+                controller.detach()
+        self.listening = []
 
 
 def _remembered_voxel_size(layer: Image, folder: Path) -> None:

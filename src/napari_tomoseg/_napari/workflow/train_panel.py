@@ -144,7 +144,8 @@ class TrainPanel(Container):
         model = load_model(path)
         feature = c.active
         target = c.session.model_path(feature)
-        if target.is_file() and not same_file(target, path):  # as a training keeps it
+        kept = target.is_file() and not same_file(target, path)
+        if kept:  # as a training keeps it
             write_bytes(previous_model_file(target), target.read_bytes())
         save_model(model, target)
         c.session.register_model(feature)
@@ -153,9 +154,9 @@ class TrainPanel(Container):
             listener(feature, model)
         other = (f", trained for '{model.feature}'" if model.feature and model.feature != feature
                  else "")
-        kept = (f"; the model it replaces is kept as {previous_model_file(target).name}"
-                if previous_model_file(target).is_file() else "")
-        show_info(f"'{feature}' now uses {path.name} ({model_summary(model)}{other}){kept}.")
+        note = f"; the model it replaces is kept as {previous_model_file(target).name}" if kept \
+            else ""
+        show_info(f"'{feature}' now uses {path.name} ({model_summary(model)}{other}){note}.")
         return model
 
     def export_model(self, path: str | Path) -> Path:
