@@ -312,3 +312,37 @@ def test_model_files_keep_how_their_threshold_was_chosen(tmp_path):
         assert loaded.network.rotations == expected
         assert inference_network(loaded.network, CPU).rotations == expected
     assert build_model("unet").rotations == 4 and build_model("eman2").rotations == 1
+
+
+class _PoolTwice(torch.nn.Module):
+    """A stride-2 network that passes its input through (2x2 mean): where a map lands."""
+
+    output_stride = 2
+    rotations = 1
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # for its device
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x[:, :1], 2)
+
+    @staticmethod
+    def probability(output):
+        return output
+
+
+@pytest.mark.parametrize("width, scale", [(255, 1.0), (1023, 1.0), (250, 2.0), (1000, 1.4)])
+def test_a_stride_two_or_rescaled_map_lands_where_it_was_computed(width, scale):
+    """One resize to the final size stretched maps of the eman2 network (stride 2) and of
+    rescaled models towards the origin: up to 2.5 px at the far edge of a slice."""
+    from napari_tomoseg.nn.inference import predict_planes
+
+    x = np.arange(width, dtype=np.float32)
+    centre = width - 24.5
+    disc = np.exp(-((x - centre) ** 2) / (2 * 6.0 ** 2))
+    planes = np.broadcast_to(disc, (1, 1, 16, width)).copy()
+    prob = predict_planes(_PoolTwice().eval(), planes, scale=scale, tile=None)
+    profile = prob[0, 8]
+    found = float((profile * x).sum() / profile.sum())
+    assert abs(found - centre) < 0.35, found - centre

@@ -125,12 +125,31 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
     prob = _averaged_over_rotations(network, x, tile, rotations)
+    size = (x.shape[-2] - pad_y, x.shape[-1] - pad_x)  # the (resampled) planes, unpadded
     stride = getattr(network, "output_stride", 1)
-    valid_y = -(-(x.shape[-2] - pad_y) // stride)
-    valid_x = -(-(x.shape[-1] - pad_x) // stride)
-    prob = prob[..., :valid_y, :valid_x]
-    prob = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+    prob = _back_on_grid(prob, stride, size, scale, (height, width))
     return prob[:, 0].float().cpu().numpy()
+
+
+def _back_on_grid(prob: torch.Tensor, stride: int, size: tuple[int, int], scale: float,
+                  shape: tuple[int, int]) -> torch.Tensor:
+    """The network's output back on the planes' pixels, each value where it was computed.
+
+    Output pixel j of a stride-s network sits at input (j + 1/2) s - 1/2, and resampled
+    pixel k at original (k + 1/2) scale - 1/2: upsampling by exactly s and by exactly
+    ``scale`` keeps both, where one resize to the final size had stretched the map towards
+    the origin (2.5 px at the far edge of a 1000 px slice, for stride 2 and rescaling)."""
+    if stride > 1:
+        valid = (-(-size[0] // stride), -(-size[1] // stride))
+        prob = F.interpolate(prob[..., :valid[0], :valid[1]], scale_factor=float(stride),
+                             mode="bilinear", align_corners=False)
+    prob = prob[..., :size[0], :size[1]]
+    if abs(scale - 1.0) > 1e-3:
+        prob = F.interpolate(prob, scale_factor=float(scale), mode="bilinear",
+                             align_corners=False)
+    prob = prob[..., :shape[0], :shape[1]]
+    pad_y, pad_x = shape[0] - prob.shape[-2], shape[1] - prob.shape[-1]
+    return F.pad(prob, (0, pad_x, 0, pad_y), mode="replicate") if pad_y or pad_x else prob
 
 
 @dataclass
