@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InvalidSettingsError
 from ..nn.fast_forward import PRECISIONS
-from ..nn.inference import capped_batch, iter_segment
+from ..nn.inference import capped_batch, iter_segment, working_preprocess
 from ..nn.model_file import TrainedModel
 from ..preprocess import PreprocessSettings, Preprocessor, SharedSlices
 from .progress import Job, Progress
@@ -63,12 +63,13 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
         raise InvalidSettingsError("give each model its own output file.")
     nz = volume.shape[0]
     total = nz * len(models)
-    shared = _shared_preprocessing(volume, models, options.batch_slices)
+    settings = {m.feature: working_preprocess(m, voxel_size, options.rescale)[0] for m in models}
+    shared = _shared_preprocessing(volume, models, settings, options.batch_slices)
     runs = [iter_segment(volume, model, voxel_size, output, origin=origin,
                          batch_slices=options.batch_slices, dtype=options.dtype,
                          device=options.device, rescale=options.rescale,
                          overwrite=options.overwrite, precision=options.precision,
-                         preprocessor=shared.get(model.preprocess), tomogram=tomogram)
+                         preprocessor=shared.get(settings[model.feature]), tomogram=tomogram)
             for model, output in zip(models, outputs)]
     done = [0] * len(models)
     written: dict[str, Path] = {}
@@ -97,6 +98,7 @@ def segment_tomogram(volume: np.ndarray, voxel_size: float, origin: tuple[float,
 
 
 def _shared_preprocessing(volume: np.ndarray, models: Sequence[TrainedModel],
+                          working: dict[str, PreprocessSettings],
                           batch_slices: int) -> dict[PreprocessSettings, SharedSlices]:
     """One cached preprocessing per settings that two or more models use.
 
@@ -104,8 +106,8 @@ def _shared_preprocessing(volume: np.ndarray, models: Sequence[TrainedModel],
     caps it, and the widest context) twice over; a model alone reads its slabs directly.
     """
     shared: dict[PreprocessSettings, SharedSlices] = {}
-    for settings in {m.preprocess for m in models}:
-        users = [m for m in models if m.preprocess == settings]
+    for settings in set(working.values()):  # each model's, for this tomogram's voxel size
+        users = [m for m in models if working[m.feature] == settings]
         if len(users) < 2:
             continue
         pre = Preprocessor(volume, settings)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..errors import Cancelled, TomosegError  # Cancelled: still importable from here
 from ..io.mrc_write import MrcStream
-from ..preprocess import Preprocessor, SharedSlices, unbin_slices
+from ..preprocess import PreprocessSettings, Preprocessor, SharedSlices, unbin_slices
 from .devices import pick_device
 from ..io.probability_header import threshold_label, tomogram_labels
 from .model_file import TrainedModel
@@ -226,12 +226,28 @@ def capped_batch(batch_slices: int, binned_shape: tuple[int, int, int]) -> int:
     return max(1, min(batch_slices, MAX_BATCH_PIXELS // (binned_shape[1] * binned_shape[2])))
 
 
-def _preprocessor_for(model: TrainedModel, volume: np.ndarray,
+def working_preprocess(model: TrainedModel, voxel_size: float,
+                       rescale: bool = True) -> tuple[PreprocessSettings, float]:
+    """(preprocessing, the planes' remaining resampling) for a tomogram of ``voxel_size``.
+
+    A tomogram finer than the model's by a whole factor k (10 A for a model of 20 A) is
+    binned k times more, so its filters, normalisation and z context are the ones the
+    network was trained on; resampling the planes after preprocessing at the tomogram's
+    pixels gave them 23% less contrast, twice the power near Nyquist, and z context at
+    half the spacing. Other factors are still resampled."""
+    scale = _voxel_scale(model, voxel_size, rescale)
+    factor = round(scale)
+    if scale != 1.0 and factor >= 2 and abs(scale - factor) <= 0.05 * factor:
+        return replace(model.preprocess, binning=model.preprocess.binning * factor), 1.0
+    return model.preprocess, scale
+
+
+def _preprocessor_for(model: TrainedModel, settings: PreprocessSettings, volume: np.ndarray,
                       shared: Preprocessor | SharedSlices | None):
-    if shared is not None and shared.settings != model.preprocess:
+    if shared is not None and shared.settings != settings:
         raise TomosegError(f"the '{model.feature}' model needs its own preprocessing "
                            "(a shared preprocessor has other settings).")
-    return shared or Preprocessor(volume, model.preprocess)
+    return shared or Preprocessor(volume, settings)
 
 
 def _to_output(prob: np.ndarray, dtype: str) -> np.ndarray:
@@ -264,13 +280,13 @@ def iter_segment(volume: np.ndarray, model: TrainedModel, voxel_size: float,
     """
     torch_device = pick_device(device)
     network = inference_network(model.network, torch_device, precision)
-    scale = _voxel_scale(model, voxel_size, rescale)
-    binning = model.preprocess.binning
+    settings, scale = working_preprocess(model, voxel_size, rescale)
+    binning = settings.binning
     context = getattr(network, "context", 0)
     if roi is not None:
         volume = volume[roi]
         origin = tuple(o + s.start * voxel_size if s.start else o for o, s in zip(origin, roi))
-    pre = _preprocessor_for(model, volume, preprocessor)
+    pre = _preprocessor_for(model, settings, volume, preprocessor)
     nz, ny, nx = volume.shape
     batch_slices = capped_batch(batch_slices, pre.shape)
     stream = None
