@@ -331,3 +331,21 @@ def test_a_text_status_column_does_not_stop_a_save(make_napari_viewer, tiny_file
     points.save(str(tmp_path / "all.star"), plugin=PLUGIN)
     assert len(read_star(tmp_path / "all.star",
                          TomogramFrame("tiny", (32, 96, 96), 20.0, ORIGIN))) == len(points.data)
+
+
+def test_a_0_255_map_of_segment_opens_as_probabilities(make_napari_viewer, tmp_path):
+    """segment --dtype uint8 stores round(p * 255): opened, it was shown saturated against 0-1
+    limits, and one holding only 0s and 1s was a mask of probability 1 to Pick."""
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    stored = np.zeros((8, 32, 32), np.uint16)
+    stored[4, 10:20, 10:20] = 204  # 0.8
+    stored[2] = 1  # a trace
+    path = write_volume(tmp_path / "t_ribosome.mrc", stored, 10.0,
+                        labels=(threshold_label("ribosome", 0.5),))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.dtype == np.float16
+    np.testing.assert_allclose(np.asarray(layer.data)[4, 15, 15], 0.8, atol=1e-3)
+    assert float(np.asarray(layer.data)[2].max()) < 0.01

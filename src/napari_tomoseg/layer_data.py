@@ -111,6 +111,7 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
     kwargs["metadata"]["tomoseg"]["voxel_size_in_header"] = info.voxel_size_in_header
     if probability is not None:  # a map from segment: shown and tagged as one
         feature, threshold = probability
+        data = _as_unit_probability(data)
         kwargs["metadata"].update({ROLE_KEY: {"role": "probability", "feature": feature},
                                    "threshold": threshold})
         colour = FEATURE_COLOURS.get(feature, "#f2c94c")
@@ -125,6 +126,18 @@ def volume_layer(path: str | os.PathLike) -> LayerData:
         return np.array(data), kwargs, "labels"
     kwargs.update(colormap="gray", contrast_limits=robust_contrast_limits(data))
     return data, kwargs, "image"
+
+
+def _as_unit_probability(data: np.ndarray) -> np.ndarray:
+    """A map ``segment`` stored as 0-255 integers as float16 0-1 (the same bytes): shown
+    against 0-1 contrast limits it was all saturated, and one holding only 0s and 1s (a
+    feature the tomogram lacks) was picked as a mask of probability 1."""
+    if not np.issubdtype(data.dtype, np.integer):
+        return data
+    out = np.empty(data.shape, np.float16)
+    for z in range(0, data.shape[0], 16):  # slab by slab: no float64 copy of the whole map
+        out[z:z + 16] = np.asarray(data[z:z + 16], np.float32) / np.float32(255.0)
+    return out
 
 
 def probability_colormap_spec(colour: str, threshold: float) -> dict:
