@@ -194,6 +194,10 @@ def test_bad_settings_are_refused():
         AverageSettings(initial_step=0.0)
     with pytest.raises(InvalidSettingsError):
         average(np.zeros((3, 32, 32, 32), np.float32), 10.0)
+    # a symmetric start without a reference: its axis lies as its first particle did, and
+    # symmetrising about z smeared both halves alike (a C2 object on x: correlation 0.71)
+    with pytest.raises(InvalidSettingsError, match="symmetry C2 needs a reference"):
+        average(np.zeros((8, 32, 32, 32), np.float32), 10.0, AverageSettings(symmetry="C2"))
 
 
 # files and half sets, not accuracy: a coarse search (163 orientations, not 1857) keeps it short

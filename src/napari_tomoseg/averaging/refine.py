@@ -240,6 +240,11 @@ def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
         reference = np.asarray(reference, dtype=np.float32)
         if reference.shape != (s.box,) * 3:
             raise InvalidSettingsError(f"the reference is {reference.shape}, the boxes are {s.box}^3.")
+    elif s.symmetry.upper() != "C1":  # the start's axis lies as its first particle did:
+        raise InvalidSettingsError(  # symmetrised about z, it was smeared (both halves alike)
+            f"symmetry {s.symmetry} needs a reference whose symmetry axis is z (as RELION's): "
+            "without one the start's axis lies anywhere. Average in C1 first, then align the "
+            "result's axis to z and use it as the reference.")
     return particles, reference
 
 
