@@ -192,3 +192,9 @@ def test_picks_of_another_tomogram_are_refused(make_napari_viewer, field):
         widget.picked_voxels()
     points.metadata.update(frame_metadata(TomogramFrame("field", field.tomogram.shape, 15.0)))
     assert len(widget.picked_voxels()) == len(field.zyx)
+    # a tomogram of the same shape and voxel size, but another one: its name tells
+    tomogram.metadata.update(frame_metadata(TomogramFrame("field", field.tomogram.shape, 15.0)))
+    assert len(widget.picked_voxels()) == len(field.zyx)
+    points.metadata.update(frame_metadata(TomogramFrame("twin", field.tomogram.shape, 15.0)))
+    with pytest.raises(TomosegError, match="picks of twin"):
+        widget.picked_voxels()

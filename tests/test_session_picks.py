@@ -395,3 +395,26 @@ def test_discarded_picks_stay_gone_after_a_restore_and_are_kept_aside(
     viewer.close()
     viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
     assert not [layer for layer in viewer2.layers if layer.name.startswith("picks")]
+
+
+def test_picks_of_a_map_name_its_own_tomogram_and_keep_their_diameter(make_napari_viewer, qtbot,
+                                                                      tiny_files, tmp_path):
+    """With another tomogram of the same shape opened on top, the picks of A's map took B's
+    name and geometry; and the Diameter typed for the next pick was saved over theirs."""
+    import shutil
+
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg.layer_data import frame_from_metadata
+
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, tmp_path / "session")
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    twin = shutil.copy(tiny_files["tomogram"], tmp_path / "twin.mrc")
+    viewer.open(str(twin), plugin=PLUGIN)  # same shape and voxel size, on top
+    picking = PickingWidget(viewer)
+    points = _pick(picking, overlay, qtbot, 120.0)
+    assert frame_from_metadata(points.metadata).name == frame_from_metadata(image.metadata).name
+    picking.diameter.value = 40.0  # for the next pick
+    picking.step(1)
+    picking.judge(1)
+    assert json.loads(picks_path(tmp_path / "session", "ribosome").read_text())["diameter"] == 120.0

@@ -786,3 +786,49 @@ def test_a_session_started_again_after_another_tomogram_saves_without_conflict(w
     again.place_box(False, 6, 40.0, 40.0)
     assert len(Session.load(folder).boxes) == 3
     assert not (folder / "session.conflict.json").exists()
+
+
+def test_a_failed_save_at_the_end_of_a_job_still_gives_the_dock_back(workflow, qtbot,
+                                                                     monkeypatch):
+    """A save that raised when a training finished (a full disk, a session conflict) left
+    Train, Segment and Load disabled and Stop enabled until the dock was reopened."""
+    from napari_tomoseg.jobs.progress import Progress
+
+    viewer, widget = workflow
+    said = []
+    monkeypatch.setattr("napari_tomoseg._napari.workflow.state.report_error", said.append)
+
+    def job():
+        yield Progress(1, 1, "working")
+
+    def full():
+        raise OSError(28, "No space left on device")
+
+    handle = widget.workflow.run(job(), on_finished=full)
+    assert not widget.training.train_button.enabled
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.training.train_button.enabled, timeout=5_000)
+    assert not widget.training.stop_button.enabled
+    assert said and "No space" in str(said[0])
+
+
+def test_renames_and_thresholds_stay_with_their_own_tomogram(workflow, tiny_result, tmp_path):
+    """Renaming 'ribosome' in B's session renamed A's map too (and Pick then saved it into A's
+    session under the new name); B's threshold slider set A's map threshold."""
+    from napari_tomoseg.io.mrc import write_volume
+
+    viewer, widget = workflow
+    a_map = widget.controller.overlay("ribosome")
+    a_map.metadata["threshold"] = 0.4
+    other = write_volume(tmp_path / "other.mrc", tiny_result.tomogram + 1.0, 20.0)
+    (image2,) = viewer.open(str(other), plugin=PLUGIN)
+    widget.tomogram.value = image2
+    widget.start_session(tmp_path / "other.tomoseg")
+    widget.controller.overlay("ribosome")
+    widget.features.feature.value = "ribosome"
+    widget.segmenting.threshold.value = 0.85
+    assert a_map.metadata["threshold"] == 0.4
+    widget.features.new_name.value = "ribo"
+    widget.features.rename()
+    assert a_map.name == "prediction: ribosome"
+    assert a_map.metadata["tomoseg_role"]["feature"] == "ribosome"

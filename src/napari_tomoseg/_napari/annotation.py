@@ -121,7 +121,8 @@ class AnnotationController:
         if self.active:
             self.masks_layer.selected_label = self.session.label_of(self.active)
         for feature in self.session.features:
-            for layer in layers_with(self.viewer, "probability", feature=feature.name):
+            for layer in layers_with(self.viewer, "probability", feature=feature.name,
+                                     tomogram=tomogram_key(self.image)):
                 layer.colormap = probability_colormap(feature.colour,
                                                       layer.metadata.get("threshold", 0.5))
         self.refresh_boxes()

@@ -307,7 +307,9 @@ def _require_same_tomogram(points, tomogram) -> None:
         return
     shape = tuple(int(s) for s in tomogram.data.shape)
     voxel = float(tomogram.scale[-1])
-    if tuple(own.shape) != shape or abs(own.voxel_size - voxel) > 1e-3 * voxel:
+    theirs = frame_from_metadata(tomogram.metadata)  # same shape and size: the name tells
+    named = theirs is not None and theirs.name != own.name
+    if tuple(own.shape) != shape or abs(own.voxel_size - voxel) > 1e-3 * voxel or named:
         raise TomosegError(f"'{points.name}' are picks of {own.name} ({' x '.join(map(str, own.shape))}"
                            f", {own.voxel_size:g} A), not of '{tomogram.name}' "
                            f"({' x '.join(map(str, shape))}, {voxel:g} A): choose their tomogram"

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image
 
-from ..errors import InvalidVolumeError
+from ..errors import InvalidVolumeError, TomosegError
 from ..io.particles import TomogramFrame
+from ..layer_data import clean_tomo_name, frame_from_metadata
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
 from ..picking import PickSettings, too_many_dropped
-from .layer_tags import has_role
+from .layer_tags import has_role, tag_of, tomogram_key
 
 
 def is_probability(layer) -> bool:
@@ -52,3 +53,23 @@ def shape_note(flat: int, kept: int) -> str:
     advice = (": check the diameter, or lower Min roundness for an elongated particle"
               if too_many_dropped(flat, kept) else "")
     return f" ({flat} flat or long peaks dropped{advice})"
+
+
+def source_frame(viewer, layer) -> TomogramFrame:
+    """The tomogram the probability map belongs to: its name is the file stem, never
+    a layer name such as 'prediction: ribosome'; its tilt-series pixel size if known."""
+    shape = tuple(layer.data.shape)
+    key = tag_of(layer).get("tomogram")  # a dock's map names its tomogram: only that one,
+    others = [o for o in reversed(list(viewer.layers))  # not another of its shape
+              if o._type_string == "image" and o is not layer
+              and (not key or tomogram_key(o) == key)]
+    frames = [frame_from_metadata(layer.metadata)]
+    frames += [frame_from_metadata(other.metadata) for other in others]
+    if key and frames[0] is None and not others:
+        raise TomosegError(f"the tomogram '{layer.name}' was made from is no longer open: "
+                           "open it again to pick (the picks take its name and geometry).")
+    for frame in frames:
+        if frame is not None and tuple(frame.shape) == shape:
+            return frame
+    return TomogramFrame(clean_tomo_name(layer.name), shape, float(layer.scale[-1]),
+                         tuple(layer.translate))

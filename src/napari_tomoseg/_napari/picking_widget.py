@@ -26,12 +26,13 @@ from napari.utils.notifications import show_info
 from ..errors import TomosegError
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame, particle_table
-from ..layer_data import clean_tomo_name, frame_from_metadata, frame_metadata
+from ..layer_data import frame_from_metadata, frame_metadata
 from ..picking import PickSettings, artifact_region, excluded_note, suggest_score_cut
 from .histogram import Histogram
 from .confirm import agrees, may_replace
 from .layer_tags import incomplete_reason, tag_of
-from .picking_sources import checked_pick, is_probability, shape_note, stored_threshold
+from .picking_sources import (checked_pick, is_probability, shape_note, source_frame,
+                              stored_threshold)
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, quietly, report_error
 from .voxel_size import voxel_size_of
@@ -251,21 +252,12 @@ class PickingWidget(Container):
         self._unsaved_cut = None
         if self.points is None or self.points not in self.viewer.layers:
             return None
-        return save_or_say(self.points, min_score=float(self.min_score.value),
-                           diameter=float(self.diameter.value))
+        # the picks keep the diameter they were picked at: the field may already hold the
+        # next pick's (a judgement saved 100 A over 250 A, and EMAN2 boxes shrank)
+        return save_or_say(self.points, min_score=float(self.min_score.value))
 
     def _source_frame(self, layer) -> TomogramFrame:
-        """The tomogram the probability map belongs to: its name is the file stem, never
-        a layer name such as 'prediction: ribosome'; its tilt-series pixel size if known."""
-        shape = tuple(layer.data.shape)
-        frames = [frame_from_metadata(layer.metadata)]
-        frames += [frame_from_metadata(other.metadata) for other in reversed(list(self.viewer.layers))
-                   if other._type_string == "image" and other is not layer]
-        for frame in frames:
-            if frame is not None and tuple(frame.shape) == shape:
-                return frame
-        return TomogramFrame(clean_tomo_name(layer.name), shape, float(layer.scale[-1]),
-                             tuple(layer.translate))
+        return source_frame(self.viewer, layer)
 
     # filtering and QC ------------------------------------------------------------------
     def _picks(self) -> Points | None:
@@ -361,7 +353,8 @@ class PickingWidget(Container):
         """Write the kept picks in the format the file's suffix names (STAR, EMAN2 JSON, CSV)."""
         table, frame = self.selected_table()
         path = Path(self.output.value)
-        box = eman2_box_size(float(self.diameter.value), frame.voxel_size)
+        diameter = self.points.metadata.get(DIAMETER) or float(self.diameter.value)
+        box = eman2_box_size(float(diameter), frame.voxel_size)
         feature = str(table["feature"].iloc[0]) if len(table) else self.feature.value
         write_particles(path, table, frame, box_size=box, feature=feature)
         show_info(f"{len(table)} picks written to {path}")

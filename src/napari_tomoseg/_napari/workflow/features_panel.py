@@ -81,7 +81,8 @@ class FeaturesPanel(Container):
             models[new] = model
         if old in thresholds:
             thresholds[new] = thresholds.pop(old)
-        for layer in layers_with(self.workflow.viewer, "probability", feature=old):
+        for layer in layers_with(self.workflow.viewer, "probability", feature=old,
+                                 tomogram=tomogram_key(c.image)):  # not another session's
             attributes = {k: v for k, v in tag_of(layer).items() if k != "role"}
             tag(layer, "probability", **{**attributes, "feature": new})
             layer.name = layer.name.replace(old, new)

@@ -167,7 +167,8 @@ class SegmentPanel(Container):
         self.workflow.thresholds[c.active] = value
         self._remember(c.session, c.active, value)
         colour = c.session.feature(c.active).colour
-        for layer in layers_with(self.workflow.viewer, "probability", feature=c.active):
+        for layer in layers_with(self.workflow.viewer, "probability", feature=c.active,
+                                 tomogram=tomogram_key(c.image)):  # another's has its own
             layer.colormap = probability_colormap(colour, value)
             layer.metadata["threshold"] = value  # Pick's default
 

@@ -148,11 +148,15 @@ class Workflow:
             return lambda *args: None if self.closing else callback(*args)
 
         def finished():
-            if on_finished is not None:
-                on_finished()
-            if not self.closing:
-                for listener in self.busy_changed:
-                    listener(False)
+            try:  # a save that fails here (a full disk, a session conflict) is shown, and
+                if on_finished is not None:  # the dock is still given back: it stayed locked
+                    on_finished()
+            except Exception as exc:  # noqa: BLE001 - said to the user, not raised into Qt
+                report_error(exc)
+            finally:
+                if not self.closing:
+                    for listener in self.busy_changed:
+                        listener(False)
 
         for listener in self.busy_changed:
             listener(True)
