@@ -832,3 +832,19 @@ def test_renames_and_thresholds_stay_with_their_own_tomogram(workflow, tiny_resu
     widget.features.rename()
     assert a_map.name == "prediction: ribosome"
     assert a_map.metadata["tomoseg_role"]["feature"] == "ribosome"
+
+
+def test_a_particle_file_opened_during_a_session_is_not_claimed_by_its_tomogram(workflow,
+                                                                                tmp_path):
+    """Any points layer without a frame took the session tomogram's, a CSV of another
+    tomogram too: saved again, its particles carried this tomogram's name."""
+    from napari_tomoseg.layer_data import frame_from_metadata
+
+    viewer, widget = workflow
+    csv = tmp_path / "other_cell.csv"
+    csv.write_text("x,y,z\n10,20,5\n30,40,6\n")
+    (opened,) = viewer.open(str(csv), plugin=PLUGIN)
+    assert frame_from_metadata(opened.metadata) is None  # its own, or none: never this one
+    by_hand = viewer.add_points(np.zeros((0, 3)), scale=widget.tomogram.value.scale)
+    assert frame_from_metadata(by_hand.metadata).name == \
+        frame_from_metadata(widget.tomogram.value.metadata).name

@@ -117,9 +117,12 @@ class TomosegWidget(Container):
 
     def _adopt_points(self, layer) -> None:
         """A points layer made by hand while a session is open belongs to its tomogram:
-        it is saved on that tomogram's frame (the writer reads the layer alone)."""
+        it is saved on that tomogram's frame (the writer reads the layer alone). One opened
+        from a file is not made here: a CSV of another tomogram was claimed and saved under
+        this one's name."""
         c = self.workflow.controller
-        if c is None or not isinstance(layer, Points) or frame_from_metadata(layer.metadata):
+        if c is None or not isinstance(layer, Points) or frame_from_metadata(layer.metadata) \
+                or getattr(getattr(layer, "source", None), "path", None):
             return
         if "tomoseg" in c.image.metadata:
             layer.metadata["tomoseg"] = dict(c.image.metadata["tomoseg"])
