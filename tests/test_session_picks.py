@@ -418,3 +418,25 @@ def test_picks_of_a_map_name_its_own_tomogram_and_keep_their_diameter(make_napar
     picking.step(1)
     picking.judge(1)
     assert json.loads(picks_path(tmp_path / "session", "ribosome").read_text())["diameter"] == 120.0
+
+
+def test_the_pick_threshold_follows_the_segment_slider_unless_typed(make_napari_viewer, qtbot,
+                                                                    tiny_files, tmp_path):
+    """The Segment slider says it sets Pick's threshold; an open Pick tab still picked at the
+    map's old one."""
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, tmp_path / "session")
+    overlay = widget.controller.overlay("ribosome")
+    overlay.data = _blobs(image.data.shape, CENTRES, 4.0).astype(np.float16)
+    picking = PickingWidget(viewer)
+    picking.source.reset_choices()
+    picking.source.value = overlay
+    widget.features.feature.value = "ribosome"
+    widget.segmenting.threshold.value = 0.3
+    _pick(picking, overlay, qtbot, 120.0)
+    assert picking.threshold.value == pytest.approx(0.3)
+    picking.threshold.value = 0.6  # typed here: it holds
+    widget.segmenting.threshold.value = 0.4
+    _pick(picking, overlay, qtbot, 120.0)
+    assert picking.threshold.value == pytest.approx(0.6)

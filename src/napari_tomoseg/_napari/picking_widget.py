@@ -143,6 +143,7 @@ class PickingWidget(Container):
         stored = stored_threshold(layer)
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
+        self._filled_threshold = float(self.threshold.value)
 
     def _excluded_region(self, layer) -> np.ndarray | None:
         """The chosen artifact map above its own threshold (0.5 without one), or None."""
@@ -174,6 +175,11 @@ class PickingWidget(Container):
         if not is_probability(layer):
             raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
                                "Segment computed or a probability MRC, not from a tomogram.")
+        stored = stored_threshold(layer)  # the Segment slider may have moved it since: a
+        filled = getattr(self, "_filled_threshold", None)  # value not typed here follows it
+        if stored is not None and filled is not None and abs(self.threshold.value - filled) < 1e-6:
+            self.threshold.value = min(max(float(stored), 0.05), 0.95)
+            self._filled_threshold = float(self.threshold.value)
         settings = PickSettings(diameter=float(self.diameter.value),
                                 threshold=float(self.threshold.value),
                                 split_touching=bool(self.split.value),
