@@ -848,3 +848,21 @@ def test_a_particle_file_opened_during_a_session_is_not_claimed_by_its_tomogram(
     by_hand = viewer.add_points(np.zeros((0, 3)), scale=widget.tomogram.value.scale)
     assert frame_from_metadata(by_hand.metadata).name == \
         frame_from_metadata(widget.tomogram.value.metadata).name
+
+
+def test_the_voxel_size_field_shows_the_chosen_tomograms_own(workflow, tiny_result, tmp_path):
+    """25 A typed for A stayed in the field when B was chosen, and typing 25 for B then did
+    nothing (no change): B kept its 20 A."""
+    from napari_tomoseg.io.mrc import write_volume
+
+    viewer, widget = workflow
+    first = widget.tomogram.value
+    widget.session_panel.voxel.value = 25.0
+    other = write_volume(tmp_path / "other.mrc", tiny_result.tomogram + 1.0, 20.0)
+    (image2,) = viewer.open(str(other), plugin=PLUGIN)
+    widget.tomogram.value = image2
+    assert widget.session_panel.voxel.value == 0.0 and float(image2.scale[-1]) == 20.0
+    widget.session_panel.voxel.value = 25.0
+    assert float(image2.scale[-1]) == 25.0
+    widget.tomogram.value = first
+    assert widget.session_panel.voxel.value == 25.0

@@ -100,6 +100,11 @@ class SessionPanel(Container):
         one's (Start then made 'A.tomoseg-2' for B, and for A again an empty '-2-2')."""
         self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0
         layer = self.tomogram.value
+        meta = (layer.metadata.get("tomoseg") or {}) if layer is not None else {}
+        with self.voxel.changed.blocked():  # its own typed size, else 0 (the header's): the
+            # last tomogram's stayed, and typing the same number for this one did nothing
+            self.voxel.value = float(meta.get("voxel_size") or 0.0) \
+                if meta.get("voxel_size_typed") else 0.0
         if str(self.folder.line_edit.value) not in ("", ".", self._filled):
             return  # typed by the user: theirs to keep
         own = (layer.metadata.get("tomoseg") or {}).get("session") if layer is not None else None
