@@ -102,9 +102,9 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def move_files(folder: str | os.PathLike, old: str, new: str) -> list[Path]:
+def move_files(folder: str | os.PathLike, old: str, new: str) -> list[tuple[Path, Path]]:
     """Give ``old``'s files ``new``'s names (picks keep their old name inside: see
-    ``picks_store.rename_saved_picks``); the new paths. Files already under ``new``'s
+    ``picks_store.rename_saved_picks``); the (old, new) paths, to undo it. Files already under ``new``'s
     names (left by a feature removed before files were set aside) are not the renamed
     feature's: they are set aside first. A failed move puts back what it moved."""
     old_stem, new_stem = feature_file_stem(old), feature_file_stem(new)
@@ -123,4 +123,4 @@ def move_files(folder: str | os.PathLike, old: str, new: str) -> list[Path]:
     except OSError:
         _put_back(moved)
         raise
-    return [target for _, target in moved]
+    return moved

@@ -102,14 +102,14 @@ def rebind_saved_picks(folder: str | os.PathLike, voxel_size: float,
     """The tomogram's header changed and its voxels did not: the saved picks (in its voxels)
     take the new voxel size and origin, or a restore drew and exported them with the old
     ones. How many files were rewritten (unreadable ones are left as they are)."""
-    found, _ = load_picks(folder)
-    for picks in found:
+    moved = 0
+    for picks in load_picks(folder)[0]:
         geometry = picks.metadata.get("tomoseg")
         if geometry:
-            geometry["voxel_size"] = float(voxel_size)
-            geometry["origin"] = [float(o) for o in origin]
+            geometry.update(voxel_size=float(voxel_size), origin=[float(o) for o in origin])
             save_picks(folder, picks)
-    return sum(bool(p.metadata.get("tomoseg")) for p in found)
+            moved += 1
+    return moved
 
 
 def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:

@@ -148,8 +148,7 @@ class Session:
         self.training = [new if f == old else f for f in self.training]
         if new in self.models and self.folder / self.models[new] == self.model_path(old):
             self.models[new] = self._relative(self.model_path(new))
-        with self._undone_on_failure(before, [(m.with_name(feature_file_stem(old) + m.name[
-                len(feature_file_stem(new)):]), m) for m in moved]):
+        with self._undone_on_failure(before, moved):
             self.save()
         rename_saved_picks(self.folder, old, new)
 

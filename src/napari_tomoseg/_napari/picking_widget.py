@@ -92,6 +92,7 @@ class PickingWidget(Container):
         self.current = -1
         self._save_soon = single_shot(400, self._save, self.native)
         self.handle: JobHandle | None = None
+        self._filled_threshold: float | None = None  # the last threshold taken from a map
         self._connect_controls()
 
     def _connect_controls(self) -> None:
@@ -140,6 +141,11 @@ class PickingWidget(Container):
         if feature:
             self.feature.value = str(feature)
         self._filled_feature = self.feature.value  # a rename of the map's feature follows
+        self._fill_threshold(layer)
+
+    def _fill_threshold(self, layer) -> None:
+        """The map's calibrated (or Segment-slider) threshold; remembered, so that a value
+        the user typed is told apart from one filled in."""
         stored = stored_threshold(layer)
         if stored is not None:
             self.threshold.value = min(max(float(stored), 0.05), 0.95)
@@ -175,11 +181,9 @@ class PickingWidget(Container):
         if not is_probability(layer):
             raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
                                "Segment computed or a probability MRC, not from a tomogram.")
-        stored = stored_threshold(layer)  # the Segment slider may have moved it since: a
-        filled = getattr(self, "_filled_threshold", None)  # value not typed here follows it
-        if stored is not None and filled is not None and abs(self.threshold.value - filled) < 1e-6:
-            self.threshold.value = min(max(float(stored), 0.05), 0.95)
-            self._filled_threshold = float(self.threshold.value)
+        filled = self._filled_threshold  # the Segment slider may have moved the map's since:
+        if filled is not None and abs(self.threshold.value - filled) < 1e-6:  # not typed here
+            self._fill_threshold(layer)
         settings = PickSettings(diameter=float(self.diameter.value),
                                 threshold=float(self.threshold.value),
                                 split_touching=bool(self.split.value),

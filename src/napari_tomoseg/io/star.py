@@ -190,8 +190,8 @@ def lost_by_replacing(path: Path, blocks: dict, tomo_name: str) -> list[str]:
 
 
 def _particle_block_name(blocks: dict) -> str | None:
-    """The block a reader takes the particles from: ``particles``, else the first table of
-    coordinates (as ``_read_blocks`` chooses)."""
+    """The block particles are read from: ``particles``, else the first table of
+    coordinates (an unnamed ``data_`` block, as crYOLO writes)."""
     if isinstance(blocks.get("particles"), pd.DataFrame):
         return "particles"
     return next((name for name, b in blocks.items() if isinstance(b, pd.DataFrame)
@@ -226,10 +226,8 @@ def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         data = read_star_blocks(path)
     except Exception as exc:  # starfile raises many types on bad input
         raise InvalidCoordinatesError(f"{path.name} is not a readable STAR file ({exc}).") from exc
-    blocks = [b for b in data.values() if isinstance(b, pd.DataFrame)]
-    particles = data.get("particles")
-    if not isinstance(particles, pd.DataFrame):
-        particles = next((b for b in blocks if any("Coordinate" in c for c in b.columns)), None)
+    name = _particle_block_name(data)
+    particles = data[name] if name is not None else None
     if particles is None or len(particles.columns) == 0:
         raise InvalidCoordinatesError(f"{path.name} has no particle table with coordinates.")
     optics = data.get("optics")
