@@ -246,3 +246,50 @@ def test_segment_and_batch_read_runs_and_write_results(tmp_path, tiny_result, ti
                                 voxel_size=20.0)[0]
     np.testing.assert_array_equal(seg.numpy(), (np.asarray(labels) == 1).astype(np.uint8))
     assert cp.fingerprint(source.at_run("TS_002")) == cp.fingerprint(source.at_run("TS_002"))
+
+
+def test_a_segmentation_is_filed_under_the_runs_spacing_and_guarded(project):
+    """The OME-Zarr's float32 spacing (13.479999542 for 13.48) missed copick's == match: an
+    existing segmentation was replaced unasked. Another voxel size is refused."""
+    config, _ = project
+    source = cp.CopickSource(str(config), RUN, VS)
+    mask = _blobs(TRUE_ZYX, sigma=3.0) > 0.5
+    written = cp.write_segmentation(source, mask, "ribosome", float(np.float32(VS * 1.0000001)))
+    assert Path(written).name == "10.000_tomoseg_0_ribosome.zarr"
+    with pytest.raises(cp.CopickError, match="--overwrite"):
+        cp.write_segmentation(source, np.zeros_like(mask), "ribosome", VS * 1.0000001)
+    with pytest.raises(cp.CopickError, match="voxel spacing 10"):
+        cp.write_segmentation(source, mask, "ribosome", 2 * VS, overwrite=True)
+    assert copick.from_file(str(config)).get_run(RUN).get_segmentations(
+        name="ribosome", voxel_size=VS)[0].numpy().sum() == mask.sum()
+
+
+def test_pick_reads_another_tools_label_valued_segmentation(project):
+    """A binary segmentation storing its object's label (4) is the object wherever it is
+    not 0 (read as a 0-255 map it gave no picks); picks go under our own user id."""
+    config, _ = project
+    run = copick.from_file(str(config)).get_run(RUN)
+    theirs = run.new_segmentation(VS, "ribosome", "1", False, user_id="membrain")
+    theirs.from_numpy(np.where(_blobs(TRUE_ZYX, sigma=3.0) > 0.5, 4, 0).astype(np.uint8))
+    assert main(["pick", "--copick", str(config), "--run", RUN, "--voxel-spacing", "10",
+                 "--feature", "ribosome", "--diameter", "60", "--from-user-id", "membrain",
+                 "--from-session-id", "1"]) == 0
+    run = copick.from_file(str(config)).get_run(RUN)
+    assert not run.get_picks(object_name="ribosome", user_id="membrain")
+    picks = run.get_picks(object_name="ribosome", user_id="tomoseg", session_id="0")[0]
+    np.testing.assert_allclose(_sorted(picks.full_positions()), _sorted(TRUE_ZYX[:, ::-1] * VS),
+                               atol=VS)
+
+
+def test_segment_checks_copick_objects_before_segmenting(tmp_path, tiny_result, tiny_model,
+                                                          capsys):
+    tomogram = np.asarray(tiny_result.tomogram, dtype=np.float32)
+    config = _project(tmp_path, {"TS_002": (tomogram, 20.0)})
+    data = json.loads(config.read_text())
+    data["pickable_objects"] = [o for o in data["pickable_objects"] if o["name"] != "ribosome"]
+    config.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
+                 "-o", str(out)]) == 2
+    assert "not a pickable object" in capsys.readouterr().err
+    assert not list(out.glob("*.mrc"))  # refused before any work

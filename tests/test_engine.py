@@ -419,3 +419,33 @@ def test_averaged_weights_learn_and_are_the_ones_kept(tiny_result, ribosome_boxe
     assert model.info.get("averaged") is (None if hold_out else True)
     with pytest.raises(TomosegError, match="average"):
         TrainingSettings(average=1.0)
+
+
+def test_a_training_stopped_before_its_first_check_never_replaces_a_model(
+        tmp_path, tiny_result, ribosome_boxes, trained):
+    """Stop a few steps in: the feature's scored model and its backup stay; the unscored
+    weights are kept beside them. A finished training replaces the model, backing it up."""
+    from napari_tomoseg.feature_files import previous_model_file, stopped_model_file
+    from napari_tomoseg.jobs.train import train_feature
+
+    path = tmp_path / "ribosome.pt"
+    save_model(trained, path)
+    good = path.read_bytes()
+    previous_model_file(path).write_bytes(b"older model")
+    settings = TrainingSettings(**{**FAST.to_dict(), "steps": 50})
+    for _ in range(2):  # twice: the second Stop used to overwrite the backup too
+        job = train_feature(tiny_result.tomogram, VOXEL, ribosome_boxes, "ribosome", settings,
+                            output=path)
+        for progress in job:
+            if progress.step == 3:
+                break
+        job.close()  # what Stop does
+        assert path.read_bytes() == good
+        assert previous_model_file(path).read_bytes() == b"older model"
+        assert load_model(stopped_model_file(path)).info["unchecked"]
+    finished = train_feature(tiny_result.tomogram, VOXEL, ribosome_boxes, "ribosome",
+                             TrainingSettings(**{**FAST.to_dict(), "steps": 4}), output=path)
+    for _ in finished:
+        pass
+    assert previous_model_file(path).read_bytes() == good
+    assert "held_out" in load_model(path).info and "unchecked" not in load_model(path).info

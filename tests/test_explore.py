@@ -168,10 +168,18 @@ def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_vi
     probability = np.zeros(volume.shape, np.float32)
     probability[5, 32:48, 32:48] = 1.0
     layer = viewer.add_image(volume, name="tomo", scale=(10.0,) * 3, translate=(0.0, 50.0, 0.0))
-    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg._napari.layer_tags import INCOMPLETE, tag, tomogram_key
 
     prediction = viewer.add_image(probability, name="renamed by the user", scale=(10.0,) * 3)
-    tag(prediction, "probability", feature="ribosome")
+    tag(prediction, "probability", feature="ribosome", tomogram=tomogram_key(layer))
+    # a same-shape twin's map (all feature) and a stopped segmentation of this tomogram,
+    # both above ours: neither may decide the order
+    twin = viewer.add_image(volume.copy(), name="twin", scale=(10.0,) * 3)
+    tag(viewer.add_image(np.ones_like(probability), name="twin map"), "probability",
+        feature="ribosome", tomogram=tomogram_key(twin))
+    stopped = viewer.add_image(np.ones_like(probability), name="stopped")
+    tag(stopped, "probability", feature="ribosome", tomogram=tomogram_key(layer))
+    stopped.metadata[INCOMPLETE] = "holds a segmentation stopped part way"
     widget = GalleryWidget(viewer)
     assert prediction not in widget.tomogram.choices
     widget.tomogram.value = layer

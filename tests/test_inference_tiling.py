@@ -257,7 +257,7 @@ def test_bfloat16_path_stays_close_to_float32_and_only_where_asked():
     from napari_tomoseg.nn.fast_forward import bfloat16_pays
 
     network = _network("unet")
-    planes = _planes(network)
+    planes = _planes(network, 100, 120)  # 2 x 2 tiles: bfloat16 is slow on a CPU without it
     exact = predict_planes(inference_network(network, CPU, "float32"), planes, CPU, tile=TILE)
     lowered = inference_network(network, CPU, "bfloat16")
     assert next(lowered.parameters()).dtype == torch.bfloat16

@@ -228,3 +228,23 @@ def test_max_blob_drops_picks_along_an_edge(make_napari_viewer, qtbot, blobs):
     qtbot.waitUntil(lambda: len(widget.points.data) == len(CENTRES), timeout=5_000)
     assert match_picks(widget.points.data, CENTRES, 1.0)["f1"] == 1.0
 
+
+
+def test_pick_reads_the_map_as_it_was_when_started(make_napari_viewer, qtbot, blobs):
+    """Segment or a training preview writing into the layer while Pick runs must not
+    change what Pick picks from (it read the live array)."""
+    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    prob = np.stack([blobs((64, 96, 96), c[None], radius=6) for c in CENTRES]).max(0)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10))
+    tag(layer, "probability", feature="ribosome")
+    widget = PickingWidget(viewer)
+    widget.source.value = layer
+    widget.diameter.value = 120.0
+    handle = widget.pick()
+    layer.data[:] = 0.0  # a new segmentation starts filling the layer
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    assert len(widget.points.data) == len(CENTRES)

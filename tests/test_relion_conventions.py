@@ -129,19 +129,19 @@ def test_averaging_writes_the_angles_relion_reads(tmp_path, one_torch_thread):
     box, voxel, spacing = 24, 15.0, 26
     reference = reference_density(box, voxel)
     rng = np.random.default_rng(7)
-    grid = np.array([(z, y, x) for z in range(2) for y in range(3) for x in range(4)])
+    grid = np.array([(z, y, x) for z in range(2) for y in range(2) for x in range(4)])
     centres = (grid + 0.5) * spacing + rng.uniform(-1.5, 1.5, grid.shape)
     angles = np.column_stack([rng.uniform(-180, 180, len(grid)),
                               np.degrees(np.arccos(rng.uniform(-1, 1, len(grid)))),
                               rng.uniform(-180, 180, len(grid))])
-    shape = (2 * spacing, 3 * spacing, 4 * spacing)
+    shape = (2 * spacing, 2 * spacing, 4 * spacing)
     tomogram = -_render_relion(shape, centres, angles, reference)  # protein dark
     tomogram += rng.normal(0, 0.1 * tomogram.std(), shape).astype(np.float32)
     frame = TomogramFrame("TS_07", shape, voxel, tilt_series_pixel_size=voxel)
     picks = particle_table(np.round(centres))
     # the mask must hold the whole ribosome (17 voxels across, its stalk further out):
     # at the default 0.42 box (10 voxels) alignment failed here whatever the convention
-    settings = AverageSettings(box=box, iterations=2, angular_step=20.0, final_step=5.0,
+    settings = AverageSettings(box=box, iterations=1, angular_step=20.0, final_step=5.0,
                                start_resolution=35.0, mask_radius=11.5,
                                tilt_min=-90.0, tilt_max=90.0, device="cpu")
     _, _, written = run_job(average_job(tomogram, frame, picks, settings, tmp_path,
@@ -152,7 +152,7 @@ def test_averaging_writes_the_angles_relion_reads(tmp_path, one_torch_thread):
     centred = table[[f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]].to_numpy(float)
     found_zyx = centred[:, ::-1] / voxel + np.array(shape) / 2
     truth = [int(np.argmin(np.linalg.norm(centres - p, axis=1))) for p in found_zyx]
-    assert len(set(truth)) == len(table) >= 20
+    assert len(set(truth)) == len(table) >= 14
     errors = [angle_between(_angles(row), relion_euler_matrix(*angles[t]))
               for (_, row), t in zip(table.iterrows(), truth)]
     assert np.median(errors) < 15, np.round(errors)

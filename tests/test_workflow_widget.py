@@ -165,9 +165,16 @@ def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result,
     np.testing.assert_array_equal(saved, expected)
 
 
-def test_stop_ends_training(workflow, tiny_result, qtbot):
+def test_stop_ends_training_and_never_replaces_a_scored_model(workflow, tiny_result, qtbot):
+    from napari_tomoseg.feature_files import stopped_model_file
+
     viewer, widget = workflow
     _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 2  # a model whose weights a held-out check chose
+    worker = widget.start_training()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    first, path = widget.models["ribosome"], widget.controller.session.model_path("ribosome")
+    saved = path.read_bytes()
     widget.training.steps.value = 100000
     worker = widget.start_training()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 2, timeout=60_000)
@@ -177,6 +184,10 @@ def test_stop_ends_training(workflow, tiny_result, qtbot):
     # stopped within a step: at most the step in flight and a few queued updates follow
     assert at_stop <= len(widget.loss_plot.values) <= at_stop + 5
     assert widget.training.train_button.enabled
+    # before its first held-out check: the earlier model stays, in the dock and on disk
+    assert widget.models["ribosome"] is first and path.read_bytes() == saved
+    assert stopped_model_file(path).exists()
+    assert "keeps its earlier model" in widget.training.status.value
 
 
 def test_session_restores_exactly_in_a_new_viewer(workflow, tiny_result, make_napari_viewer,

@@ -333,6 +333,11 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
     from distributed import as_completed
 
     out = Path(settings.output)
+    if settings.copick is not None:  # objects and ids before any tomogram is segmented
+        from .io.copick_project import check_result_objects
+        from .nn.model_file import load_model
+
+        check_result_objects(settings.copick, [load_model(p).feature for p in settings.models])
     clean_stale_partials(out)
     tomograms, skipped = split_own_outputs(tomograms, settings)
     if skipped:

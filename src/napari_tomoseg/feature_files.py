@@ -41,11 +41,19 @@ def previous_model_file(model: Path) -> Path:
     return model.with_name(model.name.removesuffix(".pt") + ".previous.pt")
 
 
+def stopped_model_file(model: Path) -> Path:
+    """Where a training stopped before its first held-out check is kept (``NAME.stopped.pt``)
+    when a model already stands under ``NAME.pt``: its weights were never scored, so they
+    must not replace one that was."""
+    return model.with_name(model.name.removesuffix(".pt") + ".stopped.pt")
+
+
 def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     """The feature's files that exist: model (and the one it replaced), map, picks (and
     the picks that earlier picks replaced)."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
-    candidates = [model, previous_model_file(model), map_file(folder, feature),
+    candidates = [model, previous_model_file(model), stopped_model_file(model),
+                  map_file(folder, feature),
                   picks, *sorted(picks.parent.glob(picks.name + ".previous*"))]
     return [path for path in candidates if path.is_file()]
 

@@ -18,7 +18,7 @@ from ..errors import TomosegError
 from ..explore.gallery import GalleryItem, gallery_items, sort_items, thumbnail_rgb
 from .workflow.state import session_folder_of
 from ..session import Session
-from .layer_tags import has_role, layers_with
+from .layer_tags import has_role, incomplete_reason, layers_with, tomogram_key
 from .notify import guarded
 from .camera import camera_of
 
@@ -78,16 +78,18 @@ class GalleryWidget(Container):
             raise TomosegError("open a tomogram first.")
         session = self._session(layer)
         probabilities = {}
-        for feature in session.feature_names():  # the topmost map of each feature on this grid
-            for candidate in layers_with(self.viewer, "probability", feature=feature):
-                if candidate.data.shape == layer.data.shape:
+        for feature in session.feature_names():  # this tomogram's own map of each feature,
+            for candidate in layers_with(self.viewer, "probability", feature=feature,  # not a
+                                         tomogram=tomogram_key(layer)):  # same-shape twin's
+                if candidate.data.shape == layer.data.shape and not incomplete_reason(candidate):
                     probabilities[feature] = candidate.data
         by = "disagreement" if self.order.value == "disagreement" else "slice"
         self.items = sort_items(gallery_items(layer.data, session.boxes, probabilities), by)
         colours = {f.name: f.colour for f in session.features}
         self._fill(colours, layer)
         self.status.value = (f"{len(self.items)} boxes"
-                             + ("" if probabilities else " (no segmentation: not sorted by disagreement)"))
+                             + ("" if probabilities else " (no whole segmentation of this tomogram: not "
+                                                  "sorted by disagreement)"))
         return self.items
 
     def _fill(self, colours: dict, layer: Image) -> None:

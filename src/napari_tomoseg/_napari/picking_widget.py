@@ -199,7 +199,8 @@ class PickingWidget(Container):
         self.pick_button.enabled = False
         self.status.value = f"picking {feature}..."
         self.handle = start_job(
-            checked_pick(layer.data, frame, settings, feature, exclude),
+            # a copy: Segment or a training preview may write into the layer meanwhile
+            checked_pick(np.array(layer.data), frame, settings, feature, exclude),
             on_progress=lambda progress: setattr(self.status, "value", progress.message),
             on_done=lambda table: self.show_picks(table, layer, feature),
             on_error=self._failed,

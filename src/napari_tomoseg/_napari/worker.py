@@ -63,6 +63,7 @@ class JobHandle:
         self._finished = threading.Event()
         self._relay = _Relay()
         self.outcome: str | None = None  # "done", "cancelled" or "failed" once ended
+        self.error: BaseException | None = None  # what it failed with
         if on_progress is not None:
             self._relay.progressed.connect(on_progress)
         self.worker = thread_worker(_drive, start_thread=False, ignore_errors=True)(
@@ -93,7 +94,7 @@ class JobHandle:
             on_done(value)
 
     def _failed(self, exc: BaseException, on_error) -> None:
-        self.outcome = "failed"
+        self.outcome, self.error = "failed", exc
         on_error(exc)
 
     @property

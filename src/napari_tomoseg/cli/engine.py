@@ -18,6 +18,7 @@ from .train_inputs import training_inputs
 def cmd_train(args: argparse.Namespace) -> int:
     from ..io.particle_files import SUFFIXES, VOLUME_SUFFIXES
     from ..io.paths import safe_name
+    from ..feature_files import stopped_model_file
     from ..jobs.train import train_feature
     from ..nn.validation import describe_held_out
 
@@ -32,7 +33,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         model = run_with_bar(job, f"training {args.feature}")
     except KeyboardInterrupt:  # the job saved the best weights so far: say where
-        if output.exists() and output.stat().st_mtime >= started - 1:
+        stopped = stopped_model_file(output)
+        if stopped.exists() and stopped.stat().st_mtime >= started - 1:
+            print(f"{output}: unchanged; the training was interrupted before its first "
+                  f"held-out check, so its model was saved as {stopped} instead",
+                  file=sys.stderr)
+        elif output.exists() and output.stat().st_mtime >= started - 1:
             print(f"{output}: the best model so far was saved (interrupted training; "
                   "--resume continues it)", file=sys.stderr)
         raise
@@ -106,11 +112,11 @@ def _without_maps(tomograms: list[str]) -> list[str]:
 def _to_copick(args: argparse.Namespace, source, model, target: Path, voxel: float) -> None:
     """The map above the model's (or --copick-threshold's) threshold as a copick segmentation."""
     from ..io.copick_project import write_segmentation
-    from ..io.mrc import open_volume
-    from ..probability_maps import as_probability
+    from ..probability_maps import as_probability, open_probability
 
     threshold = model.threshold if args.copick_threshold is None else args.copick_threshold
-    mask = as_probability(open_volume(target)[0]) > threshold
+    # by its header: a uint8 map of an absent feature holds 0s and 1s, not a 0/1 mask
+    mask = as_probability(open_probability(target)[0]) > threshold
     print(write_segmentation(source, mask, model.feature, voxel, overwrite=args.overwrite))
 
 
@@ -132,6 +138,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
                              rescale=not args.no_rescale, overwrite=args.overwrite,
                              precision=args.precision)
+    if args.copick:  # objects and ids before any tomogram is segmented
+        from ..io.copick_project import check_result_objects
+
+        check_result_objects(copick_source(args), [m.feature for m in models])
     skipped: list[str] = []
     for name, volume, info, source in _segment_inputs(args, files, skipped):
         info = voxel_checked(info, name, args)

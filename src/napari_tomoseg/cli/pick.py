@@ -24,7 +24,8 @@ def _pick_map(args: argparse.Namespace, source):
     if args.probability:
         probability, info = open_probability(args.probability)
     elif source is not None:  # the feature's segmentation in the project (e.g. from segment)
-        probability, info = copick_project.read_segmentation(source, args.feature)
+        probability, info = copick_project.read_segmentation(
+            source, args.feature, args.from_user_id, args.from_session_id)
     else:
         raise TomosegError("give a probability MRC (or --copick to read a segmentation).")
     info = voxel_checked(info, args.probability or args.feature, args)
@@ -159,6 +160,11 @@ def add_parsers(sub) -> None:
     pick.add_argument("--tomo-name", help="rlnTomoName (default: the map's file name "
                                           "without the _FEATURE that segment adds)")
     copick_options(pick, several_runs=False)
+    pick.add_argument("--from-user-id", metavar="ID",
+                      help="copick user id of the segmentation to pick from, e.g. "
+                           "membrain-seg (default: --user-id); the picks go under --user-id")
+    pick.add_argument("--from-session-id", metavar="ID",
+                      help="copick session id of that segmentation (default: --session-id)")
     pick.add_argument("--overwrite", action="store_true",
                       help="replace an existing output file, or copick picks of the same "
                            "user and session")

@@ -183,6 +183,15 @@ def _object_name(root, feature: str) -> str:
     return feature
 
 
+def check_result_objects(source: CopickSource, features) -> None:
+    """Before any work: every feature is an object of the project, and our ids are valid
+    (these were found only after whole tomograms had been segmented)."""
+    root = open_project(source.config)
+    _check_ids(source)
+    for feature in features:
+        _object_name(root, feature)
+
+
 def _check_ids(source: CopickSource) -> None:
     from copick.util.escape import sanitize_name
 
@@ -273,35 +282,52 @@ def read_picks(source: CopickSource, feature: str, voxel_size: float) -> pd.Data
 
 def write_segmentation(source: CopickSource, mask: np.ndarray, feature: str,
                        voxel_size: float, overwrite: bool = False) -> str:
-    """Store a 0/1 mask as copick's binary segmentation of object ``feature`` (OME-Zarr)."""
+    """Store a 0/1 mask as copick's binary segmentation of object ``feature`` (OME-Zarr).
+
+    Filed under the run's voxel spacing the tomogram was found at: copick compares
+    spacings with ==, so the OME-Zarr's float32 13.479999542 for 13.48 missed the
+    existing segmentation (and replaced it unasked), and a --voxel-size given besides
+    filed a mask of the tomogram's shape under another spacing."""
+    spacing = float(source.voxel_spacing)
+    if abs(float(voxel_size) - spacing) > 0.005 * spacing:
+        raise CopickError(f"the segmentation has {float(voxel_size):g} A voxels but the run's "
+                          f"tomogram is at voxel spacing {spacing:g} A: leave --voxel-size out "
+                          "with --copick (the project's spacing is the voxel size).")
     run, name = _writable_run(source, feature)
-    if run.get_voxel_spacing(voxel_size) is None:
-        run.new_voxel_spacing(voxel_size)
+    if run.get_voxel_spacing(spacing) is None:
+        run.new_voxel_spacing(spacing)
     query = dict(name=name, user_id=source.user_id, session_id=source.session_id,
-                 voxel_size=voxel_size, is_multilabel=False)
+                 voxel_size=spacing, is_multilabel=False)
     if run.get_segmentations(**query) and not overwrite:
         raise CopickError(f"run '{source.run}' already has a '{name}' segmentation by "
                           f"{source.user_id}/{source.session_id}; use --overwrite or another "
                           "--session-id.")
-    segmentation = run.new_segmentation(voxel_size, name, source.session_id, False,
+    segmentation = run.new_segmentation(spacing, name, source.session_id, False,
                                         user_id=source.user_id, exist_ok=True)
     segmentation.from_numpy((np.asarray(mask) > 0).astype(np.uint8))
     return str(segmentation.path)
 
 
-def read_segmentation(source: CopickSource, feature: str) -> tuple[np.ndarray, VolumeInfo]:
-    """A binary copick segmentation (ours or anyone's) as an array with its geometry."""
+def read_segmentation(source: CopickSource, feature: str, user_id: str | None = None,
+                      session_id: str | None = None) -> tuple[np.ndarray, VolumeInfo]:
+    """A binary copick segmentation (ours or anyone's, by ``user_id``/``session_id``,
+    default the source's) as a 0/1 float mask with its geometry.
+
+    Any value above 0 is the object: other tools store the object's label (4, say), which
+    read as a 0-255 probability map stayed under every threshold and gave no picks."""
     import zarr
 
     run = _run(source)
-    found = run.get_segmentations(name=feature, user_id=source.user_id,
-                                  session_id=source.session_id,
+    user_id, session_id = user_id or source.user_id, session_id or source.session_id
+    found = run.get_segmentations(name=feature, user_id=user_id, session_id=session_id,
                                   voxel_size=source.voxel_spacing, is_multilabel=False)
     if not found:
         raise CopickError(f"run '{source.run}' has no '{feature}' segmentation by "
-                          f"{source.user_id}/{source.session_id} at {source.voxel_spacing:g} A.")
+                          f"{user_id}/{session_id} at {source.voxel_spacing:g} A.")
     group = zarr.open(found[0].zarr(), mode="r")
     data = np.asarray(group["0"][:])
+    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        data = (data > 0).astype(np.float32)
     voxel = _zarr_voxel_size(group) or float(source.voxel_spacing)
     return data, VolumeInfo(shape=tuple(int(n) for n in data.shape), voxel_size=(voxel,) * 3,
                             origin=(0.0, 0.0, 0.0), dtype=data.dtype.name)

@@ -14,9 +14,8 @@ import numpy as np
 
 from ..annotations import Box, check_boxes, check_boxes_fit
 from ..errors import InvalidSettingsError
-from ..feature_files import previous_model_file
+from ..feature_files import previous_model_file, stopped_model_file
 from ..features import FEATURE_COLOURS
-from ..io.atomic import write_bytes
 from ..io.paths import check_writable
 from ..nn.model_file import TrainedModel, save_model_or_rescue
 from ..nn.training import TrainingSettings, TrainingUpdate, iter_train
@@ -56,8 +55,9 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     """The trained model, saved at ``output``; progress payloads are ``TrainingUpdate``s.
 
     Cancelling ends training early: the best weights so far are kept and
-    saved, as when training stops by itself. A model file already at
-    ``output`` is first copied to ``NAME.previous.pt``. A model continued from
+    saved, as when training stops by itself (beside an earlier model, as
+    ``NAME.stopped.pt``, when no held-out check chose them yet). A model file
+    replaced at ``output`` is kept as ``NAME.previous.pt``. A model continued from
     ``start_from`` keeps that model's preprocessing, step count and history.
     """
     check_boxes(boxes, feature)
@@ -74,8 +74,6 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         if output.exists() and not overwrite:
             raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
         check_writable(output.parent)  # before training, not after
-        if output.exists():  # the model this run replaces stays at hand
-            write_bytes(previous_model_file(output), output.read_bytes())
     model = None
     updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
                          colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),
@@ -88,13 +86,32 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:
         if model is not None and output is not None:  # the best weights so far are worth keeping
             with _signals_held():
-                save_model_or_rescue(model, output)
+                _keep(model, output, stopped=True)
         raise
     if model is None:
         raise InvalidSettingsError("training stopped before its first step.")
     if output is not None:
-        save_model_or_rescue(model, output)
+        with _signals_held():  # a time limit landing in the save must not lose the model
+            _keep(model, output, stopped=False)
     return model
+
+
+def replaces_earlier(model: TrainedModel, earlier_exists: bool, stopped: bool) -> bool:
+    """Whether a trained ``model`` takes the place of the feature's earlier one.
+
+    Not when training was stopped before its first held-out check: those weights were
+    never scored (threshold 0.5), and a Stop a few steps in replaced a good model with
+    them, and a second such Stop overwrote the good model's backup too."""
+    return not (stopped and earlier_exists and model.info.get("unchecked"))
+
+
+def _keep(model: TrainedModel, output: Path, stopped: bool) -> Path:
+    """Save ``model`` where it belongs: over ``output`` (the model it replaces kept as
+    ``NAME.previous.pt``, only now that it is replaced), or beside it as
+    ``NAME.stopped.pt`` when it must not replace it."""
+    if not replaces_earlier(model, output.exists(), stopped):
+        return save_model_or_rescue(model, stopped_model_file(output))
+    return save_model_or_rescue(model, output, backup=previous_model_file(output))
 
 
 def check_continuable(start_from: TrainedModel, voxel_size: float,

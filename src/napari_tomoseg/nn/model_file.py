@@ -80,14 +80,16 @@ def _check_finite_weights(state: dict, what: str, outcome: str = "it was not sav
             "Check the tomogram for NaN voxels or lower the learning rate.")
 
 
-def save_model(model: TrainedModel, path: str | os.PathLike) -> Path:
+def save_model(model: TrainedModel, path: str | os.PathLike,
+               backup: str | os.PathLike | None = None) -> Path:
+    """Write ``model`` atomically; with ``backup`` the file it replaces is kept there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     _check_finite_weights(state, f"the '{model.feature}' network")
     payload = {"format": FORMAT, "metadata": json.dumps(model.metadata()), "state_dict": state,
                "weights_sha256": weights_digest(state)}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, backup=backup) as tmp:
         torch.save(payload, tmp)
     return path
 
@@ -97,7 +99,8 @@ def rescue_folder() -> Path:
     return Path(tempfile.gettempdir()) / "tomoseg-rescued-models"
 
 
-def save_model_or_rescue(model: TrainedModel, path: str | os.PathLike) -> Path:
+def save_model_or_rescue(model: TrainedModel, path: str | os.PathLike,
+                         backup: str | os.PathLike | None = None) -> Path:
     """Save ``model`` at ``path``; if that write fails, keep it in ``rescue_folder()``.
 
     A full disk or a read-only folder after an hour of training must not
@@ -105,7 +108,7 @@ def save_model_or_rescue(model: TrainedModel, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     try:
-        return save_model(model, path)
+        return save_model(model, path, backup=backup)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
         reason = os_reason(exc) if isinstance(exc, OSError) else _first_line(exc)
         rescue = rescue_folder() / f"{os.getpid()}-{safe_name(path.name, 'model.tomoseg.pt')}"
@@ -115,9 +118,11 @@ def save_model_or_rescue(model: TrainedModel, path: str | os.PathLike) -> Path:
             raise OutputNotWritableError(
                 f"could not write {path} ({reason}) nor the fallback {rescue} "
                 f"({_first_line(again)}); the trained model is lost.") from exc
-        raise OutputNotWritableError(
+        error = OutputNotWritableError(
             f"could not write {path} ({reason}); the trained model was saved to {rescue} "
-            "instead: move it where you want it.") from exc
+            "instead: move it where you want it.")
+        error.rescued = rescue  # the model is safe there: a GUI may keep using it
+        raise error from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -196,6 +196,8 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     if model.info.get("held_out") or model.info.get("averaged"):
         return
     if stopper is None or stopper.best is None:
+        if stopper is not None:  # stopped before the first check that may choose weights
+            model.info["unchecked"] = True
         if step_once.averaged is not None and step_once.done > 0:
             try:
                 model.network.load_state_dict(step_once.kept(step_once.done).state_dict())

@@ -12,9 +12,9 @@ from napari.utils.notifications import show_info
 
 from ...annotations import check_boxes
 from ...jobs.progress import Progress
-from ...jobs.train import train_feature
+from ...jobs.train import replaces_earlier, train_feature
 from ...errors import InvalidSettingsError, TomosegError
-from ...feature_files import previous_model_file
+from ...feature_files import previous_model_file, stopped_model_file
 from ...io.atomic import write_bytes
 from ...io.paths import same_file
 from ...nn.model_file import TrainedModel, load_model, save_model
@@ -99,8 +99,18 @@ class TrainPanel(Container):
                 overlay.refresh()
 
         def on_finished() -> None:  # also when cancelled or closing: the job saved the model
-            model = state["model"]
-            if workflow.job.outcome not in ("done", "cancelled") or model is None \
+            model, outcome = state["model"], workflow.job.outcome
+            rescued = getattr(workflow.job.error, "rescued", None)  # saved elsewhere: usable
+            if outcome == "cancelled" and model is not None \
+                    and not replaces_earlier(model, earlier, stopped=True):
+                c.session.end_training(feature)
+                if not workflow.closing:
+                    self.status.value = (
+                        f"training '{feature}' stopped before its first held-out check: "
+                        f"'{feature}' keeps its earlier model (the stopped one is "
+                        f"{stopped_model_file(c.session.model_path(feature)).name})")
+                return
+            if (outcome not in ("done", "cancelled") and rescued is None) or model is None \
                     or model is start_from:
                 c.session.end_training(feature)
                 if not workflow.closing:
@@ -109,12 +119,17 @@ class TrainPanel(Container):
                                          "before a model was kept")
                 return
             workflow.models[feature] = model
-            c.session.register_model(feature)
+            if rescued is None:
+                c.session.register_model(feature)
+            else:
+                c.session.end_training(feature)
             if not workflow.closing:
                 for listener in self.on_trained:
                     listener(feature, model)
-                self.status.value += "  (model saved" + _quality(model) + ")"
+                self.status.value += (f"  (model saved{_quality(model)})" if rescued is None
+                                      else f"  (model kept here and in {rescued}: Export it)")
 
+        earlier = c.session.model_path(feature).exists()
         c.session.begin_training(feature)  # a restore finds the model if no one records it
         self.status.value = f"training '{feature}'..."
         self.model_state.value = f"'{feature}': training" + (
