@@ -55,6 +55,19 @@ def test_average_never_replaces_its_inputs_nor_earlier_results(field, tmp_path):
     assert main(["average", tomogram, particles, "-o", str(folder), "--name", "avg", *FAST,
                  "--overwrite"]) == 0
     assert (folder / "avg_half2.mrc").exists()
+    # a full disk at the STAR file left the new maps beside the earlier STAR and settings
+    from napari_tomoseg.averaging import files as result_files
+
+    whole = _snapshot(folder)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(result_files, "write_star", full_disk)
+        assert main(["average", tomogram, particles, "-o", str(folder), "--name", "avg",
+                     *FAST, "--overwrite"]) != 0
+    assert _snapshot(folder) == whole  # not one map replaced, no partial left
 
 
 def test_classify_never_replaces_the_particles_it_reads(field, tmp_path):
@@ -114,3 +127,52 @@ def test_repeated_picks_are_dropped_before_the_half_sets(field, tmp_path):
                                device="cpu", min_distance=0)
         inflated, _, _ = run_job(average_job(noise, noise_frame, four, keep, tmp_path / "keep"))
     assert np.all(inflated.fsc[1:] > 0.99)
+
+
+@pytest.mark.parametrize("what", ["average", "classify"])
+def test_a_stop_request_ends_averaging_inside_an_iteration(field, tmp_path, what):
+    """An iteration searches every particle before it yields (minutes on a CPU): a face's
+    stop event ends it from inside the search, and nothing is written."""
+    import threading
+
+    from napari_tomoseg.averaging import ClassifySettings
+    from napari_tomoseg.errors import Cancelled
+    from napari_tomoseg.jobs.average import classify_job
+    from napari_tomoseg.jobs.progress import stop_event
+
+    frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
+    settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30,
+                               initial_step=45, device="cpu")
+    table = particle_table(field.zyx)
+    if what == "average":
+        job = average_job(field.tomogram, frame, table, settings, tmp_path / "out")
+    else:
+        table[["rot", "tilt", "psi"]] = 0.0
+        job = classify_job(field.tomogram, frame, table, settings, ClassifySettings(classes=2),
+                           tmp_path / "out")
+    stop = threading.Event()
+    with stop_event(stop):
+        assert next(job).message == "extracting particles"
+        stop.set()  # while the job is between yields
+        with pytest.raises(Cancelled):
+            next(job)  # before: the whole first iteration ran, and it yielded
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+
+def test_fewer_classes_than_before_leave_no_earlier_class_behind(field, tmp_path):
+    """Two classes written over three left the earlier class_3.mrc beside the new STAR."""
+    from napari_tomoseg.io.particles import write_star
+
+    files = write_particle_field(field, tmp_path / "in", name="t", box=24)
+    frame = TomogramFrame("t", field.tomogram.shape, field.voxel_size)
+    aligned = write_star(tmp_path / "aligned.star",
+                         particle_table(field.zyx, rot=0.0, tilt=0.0, psi=0.0), frame)
+    classify = ["classify", str(files["tomogram"]), str(aligned), "--tomo-name", "t",
+                "-o", str(tmp_path / "classes"), *CLASSIFY_FAST]
+    assert main([*classify, "--classes", "3"]) == 0
+    assert (tmp_path / "classes" / "class_3.mrc").exists()
+    assert main([*classify, "--classes", "2"]) == 2  # class_3.mrc would go: asked first
+    assert main([*classify, "--classes", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == [
+        "class_1.mrc", "class_2.mrc", "class_particles.star"]

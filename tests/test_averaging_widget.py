@@ -9,6 +9,8 @@ import pytest
 napari = pytest.importorskip("napari")
 
 from napari_tomoseg._napari.layer_tags import find  # noqa: E402
+from napari_tomoseg.errors import TomosegError  # noqa: E402
+from napari_tomoseg.jobs.progress import Progress  # noqa: E402
 from napari_tomoseg.io.mrc import write_volume  # noqa: E402
 from napari_tomoseg.io.particles import TomogramFrame, read_star  # noqa: E402
 from napari_tomoseg.synthetic.particle_field import simulate_particle_field  # noqa: E402
@@ -94,7 +96,28 @@ def test_average_shows_layers_and_writes_only_kept_picks(make_napari_viewer, qtb
     assert widget.run() is None and widget.classify() is None
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
     assert "kept" in widget.status.value
+    # a new average that fails leaves the finished one to classify, shown again; a reference
+    # of another voxel size is refused (only its box was checked)
+    first = widget.result
+    widget.output.value = tmp_path / "out2"
+    widget.reference.value = write_volume(tmp_path / "ref4.mrc", field.reference(32), 4.0)
+    with pytest.raises(TomosegError, match="4 A voxels"):
+        widget.run()
+    monkeypatch.setattr(averaging_widget, "average_job", _failing_job)
+    widget.reference.value = reference
+    handle = widget.run()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert widget.result is first and widget.classify_button.enabled
+    np.testing.assert_array_equal(find(view, "average").data, first.average)
     widget.average_view.close()
+
+
+def _failing_job(*args, **kwargs):
+    from napari_tomoseg.averaging.refine import IterationState
+
+    yield Progress(0, 2, "refining", payload=IterationState(
+        "refinement", 1, 2, np.zeros((32, 32, 32), np.float32)))
+    raise OSError(28, "No space left on device")
 
 
 def test_cancel_stops_without_writing(make_napari_viewer, qtbot, tmp_path, field):

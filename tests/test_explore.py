@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_tomoseg.errors import TomosegError
+
 from napari_tomoseg.errors import InvalidSettingsError
 from napari_tomoseg.explore import (DisplaySettings, feature_numbers, multiscale_pyramid,
                                     particle_density, slab, surface_from_volume)
@@ -105,6 +107,34 @@ def test_explore_widget_shows_filtered_slabs_without_touching_the_data(make_napa
     handle = widget.show_numbers()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
     assert "1 components" in widget.numbers.value
+
+
+def test_numbers_of_a_map_use_its_threshold_its_own_picks_and_refuse_a_part(
+        make_napari_viewer, qtbot):
+    """Explore counted at 0.5 (a calibrated 0.8 map's fringe), listed every points layer
+    (another tomogram's too) and measured a stopped segmentation as the whole tomogram."""
+    from napari_tomoseg._napari.explore_widget import ExploreWidget
+    from napari_tomoseg._napari.layer_tags import INCOMPLETE, tag
+
+    viewer = make_napari_viewer()
+    ball = _sphere((24, 64, 64), 8).astype(np.float32)
+    prob = np.where(ball > 0, 0.9, 0.0).astype(np.float32)
+    prob[2:6, 2:6, 2:6] = 0.6  # a fringe blob that only a threshold of 0.5 counts
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10.0,) * 3,
+                             metadata={"threshold": 0.8})
+    tag(layer, "probability", feature="ribosome")
+    viewer.add_points([[12.0, 32.0, 32.0]], name="picks here", scale=(10.0,) * 3)
+    viewer.add_points([[500.0, 32.0, 32.0]], name="picks elsewhere", scale=(10.0,) * 3)
+    widget = ExploreWidget(viewer)
+    widget.segmentation.value = layer
+    assert widget.threshold.value == pytest.approx(0.8)
+    handle = widget.show_numbers()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    assert "1 components" in widget.numbers.value
+    assert "picks here" in widget.numbers.value and "elsewhere" not in widget.numbers.value
+    layer.metadata[INCOMPLETE] = "holds a segmentation stopped part way"
+    with pytest.raises(TomosegError, match="stopped part way"):
+        widget.show_numbers()
 
 
 def test_snapshot_and_turntable_movie(make_napari_viewer, tmp_path):

@@ -587,3 +587,23 @@ def test_points_says_when_the_given_pixel_size_contradicts_the_star(tmp_path, ca
         assert "says the tilt-series pixel size is 7 A" in capsys.readouterr().err
         assert main(args + ["7"]) == 0
         assert "warning" not in capsys.readouterr().err
+
+
+def test_picks_added_to_an_info_file_without_apix_unbin_keep_its_pixel_convention(tmp_path):
+    """e2spt_boxer reads every box of a file as ``b / apix * apix_unbin + n // 2`` once the
+    file has apix_unbin: adding it to a file whose boxes are plain uncentred pixels moved
+    them all and rescaled their boxsize. Ours are written in the file's own pixels."""
+    shape = (61, 200, 181)
+    path = tmp_path / "TS_02_info.json"
+    path.write_text(json.dumps({"boxes_3d": [[100.0, 120.0, 30.0, "manual", 0.0, 0]],
+                                "class_list": {"0": {"boxsize": 32, "name": "membrane"}}}))
+    frame = TomogramFrame("TS_02", shape, 28.0, tilt_series_pixel_size=7.0)
+    picks = np.array([[30.0, 100.0, 90.0]])
+    with pytest.warns(CoordinateWarning, match="no apix_unbin"):
+        write_eman2_json(path, particle_table(picks), frame, box_size=16, feature="ribosome")
+    record = json.loads(path.read_text())
+    assert "apix_unbin" not in record
+    assert record["boxes_3d"][0] == [100.0, 120.0, 30.0, "manual", 0.0, 0]
+    assert record["class_list"]["0"]["boxsize"] == 32
+    assert record["boxes_3d"][1][:3] == [90.0, 100.0, 30.0]  # x, y, z in this tomogram's pixels
+    assert record["class_list"]["1"] == {"boxsize": 16, "name": "ribosome"}

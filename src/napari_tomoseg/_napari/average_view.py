@@ -10,7 +10,7 @@ import numpy as np
 from napari.layers import Image
 
 from ..layer_data import UNITS
-from .layer_tags import find, tag
+from .layer_tags import find, layers_with, tag, tag_of
 
 
 class AverageView:
@@ -46,6 +46,14 @@ class AverageView:
         tag(layer, role, index=index)
         viewer.reset_view()  # centred on the average, zoomed to fill the view
         return layer
+
+    def keep_classes(self, count: int) -> None:
+        """Remove class layers numbered above ``count`` (an earlier run with more classes)."""
+        if self.viewer is None:
+            return
+        for layer in list(layers_with(self.viewer, "class")):
+            if (tag_of(layer).get("index") or 0) > count:
+                self.viewer.layers.remove(layer)
 
     def close(self) -> None:
         if self.viewer is not None:

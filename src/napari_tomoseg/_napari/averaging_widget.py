@@ -23,10 +23,10 @@ from napari.utils.notifications import show_info
 
 from ..averaging import AverageResult, AverageSettings, ClassifySettings
 from ..averaging.extract import Subtomograms
-from ..averaging.files import aligned_particle_table, average_outputs, class_outputs
+from ..averaging.files import (aligned_particle_table, average_outputs, class_outputs,
+                               open_reference, stale_class_files)
 from ..session import user_sessions_folder
 from ..errors import TomosegError
-from ..io.mrc import open_volume
 from ..io.particles import TomogramFrame, particle_table
 from ..jobs.average import average_job, classify_job
 from ..jobs.progress import Progress
@@ -82,6 +82,8 @@ class AveragingWidget(Container):
         self.orientations: Vectors | None = None
         self._voxel = 1.0  # Angstrom per voxel of the tomogram being averaged
         self._source: tuple | None = None  # (volume, frame) the aligned particles came from
+        self._kept_voxel: float | None = None  # the finished average's voxel size
+        self._pending: tuple | None = None  # voxel size, source and picks of a running average
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
@@ -154,12 +156,11 @@ class AveragingWidget(Container):
                 else None)
         return [str(p) for p in (path, self.reference.value) if p and not Path(p).is_dir()]
 
-    def _reference(self) -> np.ndarray | None:
+    def _reference(self, voxel_size: float) -> np.ndarray | None:
         path = self.reference.value
         if path is None or Path(path).is_dir():
             return None
-        data, _ = open_volume(path)
-        return np.asarray(data, np.float32)
+        return open_reference(path, voxel_size)
 
     # averaging ---------------------------------------------------------------------------
     def run(self) -> JobHandle | None:
@@ -180,9 +181,12 @@ class AveragingWidget(Container):
                                  "(choose another output folder to keep both)")
             return None
         job = average_job(tomogram.data, frame, table, settings, Path(self.output.value),
-                          self._reference(), str(self.edge.value), inputs=self._inputs(tomogram))
-        self._voxel, self._source, self._table = frame.voxel_size, (tomogram.data, frame), table
-        self.result, self.subtomograms, self.state = None, None, None
+                          self._reference(frame.voxel_size), str(self.edge.value),
+                          inputs=self._inputs(tomogram))
+        # the earlier average stays what Classify uses until this one is done: a cancelled
+        # or failed run used to forget it (and its particles) while its files stayed
+        self._pending = (frame.voxel_size, (tomogram.data, frame), table)
+        self._voxel, self.state = frame.voxel_size, None  # the live view's voxel size
         self.status.value = f"extracting {len(table)} particles..."
         return self._start(job, self._on_average_progress, self._on_averaged)
 
@@ -208,6 +212,7 @@ class AveragingWidget(Container):
     def _on_averaged(self, outcome: tuple[AverageResult, Subtomograms, dict]) -> None:
         result, sub, written = outcome
         self.result, self.subtomograms = result, sub
+        self._kept_voxel, self._source, self._table = self._pending
         self._show_volume(result.average, "average")
         self.fsc_plot.set_curve(result.fsc, f"{result.resolution:.1f} A at FSC 0.143")
         self._show_orientations(self._source[1])
@@ -246,9 +251,20 @@ class AveragingWidget(Container):
 
     def _failed(self, exc: BaseException) -> None:
         self.status.value = report_error(exc)
+        self._show_kept()
 
     def _on_cancelled(self) -> None:
         self.status.value = "cancelled; nothing was written"
+        self._show_kept()
+
+    def _show_kept(self) -> None:
+        """After a run that ended without a result, the view shows the last finished average
+        again (its files are what the output folder holds), not the run's last iteration."""
+        if self.result is None or self._kept_voxel is None:
+            return
+        self._voxel = self._kept_voxel
+        self._show_volume(self.result.average, "average")
+        self.fsc_plot.set_curve(self.result.fsc, f"{self.result.resolution:.1f} A at FSC 0.143")
 
     def _busy(self, busy: bool) -> None:
         self.progress.visible = busy
@@ -269,8 +285,10 @@ class AveragingWidget(Container):
             carried["feature"] = self._table["feature"].to_numpy()[self.subtomograms.indices]
         table = aligned_particle_table(self.subtomograms.origins, self.result.alignment, **carried)
         volume, frame = self._source
-        if not may_replace(self.native, class_outputs(Path(self.output.value),
-                                                      settings.classes).values(), "these classes"):
+        folder = Path(self.output.value)
+        if not may_replace(self.native, [*class_outputs(folder, settings.classes).values(),
+                                         *stale_class_files(folder, settings.classes)],
+                           "these classes"):
             self.status.value = ("not classified: the earlier classes in that folder are kept "
                                  "(choose another output folder to keep both)")
             return None
@@ -294,6 +312,7 @@ class AveragingWidget(Container):
         counts = np.bincount(result.classes, minlength=len(result.averages) + 1)[1:]
         for c, volume in enumerate(result.averages, start=1):
             self._show_volume(volume, "class", c)
+        self.average_view.keep_classes(len(result.averages))
         folder = written["particles"].parent
         self.status.value = f"classes: {counts.tolist()} particles; written to {folder}"
         show_info(self.status.value)

@@ -27,7 +27,9 @@ from ..explore.view import SlabView
 from ..features import FEATURE_COLOURS
 from ..jobs.explore import numbers_job, surface_job
 from ..jobs.progress import Job
-from .layer_tags import has_role, tag_of
+from ..layer_data import frame_from_metadata
+from .layer_tags import has_role, incomplete_reason, tag_of
+from .picking_sources import stored_threshold
 from .notify import guarded, report_error
 from .worker import JobHandle, start_job
 from .camera import camera_of
@@ -75,6 +77,8 @@ class ExploreWidget(Container):
         self.movie_button.changed.connect(guarded(self.turntable))
         for control in (self.thickness, self.lowpass, self.highpass, self.invert):
             control.changed.connect(guarded(self._settings_changed))
+        self.segmentation.changed.connect(self._threshold_of_map)
+        self._threshold_of_map()
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
         self.viewer.layers.events.removed.connect(lambda e: self._refresh())
 
@@ -189,7 +193,18 @@ class ExploreWidget(Container):
         layer = self.segmentation.value
         if layer is None:
             raise TomosegError("choose a segmentation (probability map or labels).")
+        why = incomplete_reason(layer)  # a preview slice or a stopped run: numbers of part
+        if why:  # of the volume, shown as the tomogram's
+            raise TomosegError(f"'{layer.name}' {why}.".replace("before picking", "first"))
         return layer
+
+    def _threshold_of_map(self, *args) -> None:
+        """A probability map's calibrated threshold (0.5 counted a 5-box ribosome map's
+        uncertain fringe as ribosome), as Pick and Merge use it."""
+        layer = self.segmentation.value
+        if isinstance(layer, Image):
+            stored = stored_threshold(layer)
+            self.threshold.value = 0.5 if stored is None else float(stored)
 
     def add_surface(self) -> JobHandle:
         """Start ``surface_job`` in a thread; the mesh is added when it is done."""
@@ -234,7 +249,7 @@ class ExploreWidget(Container):
         voxel = float(layer.scale[-1])
         lines = [f"{layer.name}: {numbers['fraction']:.2%} of the volume, "
                  f"{numbers['volume_um3']:.4f} um^3, {numbers['components']} components"]
-        for points in (l for l in self.viewer.layers if isinstance(l, Points)):
+        for points in _points_within(self.viewer, layer):
             density = particle_density(len(points.data), numbers["shape"], voxel)
             lines.append(f"{points.name}: {len(points.data)} particles, {density:,.0f} per um^3")
         self.numbers.value = "\n".join(lines)
@@ -306,3 +321,22 @@ def _single_colour(colour: str):
 
     rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
     return Colormap([rgb + [1.0], rgb + [1.0]], name=f"tomoseg {colour}")
+
+
+def _points_within(viewer, layer) -> list[Points]:
+    """Points layers of the map's own tomogram: those that name a tomogram of its shape, or
+    name none and lie inside it (every points layer was counted, another tomogram's too)."""
+    shape = np.asarray(layer.data.shape)
+    low = np.asarray(layer.translate, float)
+    high = low + shape * np.asarray(layer.scale, float)
+    found = []
+    for points in (l for l in viewer.layers if isinstance(l, Points)):
+        frame = frame_from_metadata(points.metadata)
+        if frame is not None:
+            inside = tuple(frame.shape) == tuple(shape)
+        else:
+            world = np.asarray(points.data, float) * points.scale + points.translate
+            inside = bool(len(world)) and bool(np.all((world >= low) & (world <= high)))
+        if inside:
+            found.append(points)
+    return found

@@ -18,7 +18,8 @@ from typing import Any
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QObject, Signal
 
-from ..jobs.progress import Job, Progress
+from ..errors import Cancelled
+from ..jobs.progress import Job, Progress, stop_event
 from .notify import report_error
 
 _CANCELLED = object()
@@ -36,9 +37,14 @@ def _drive(job: Job, cancel: threading.Event, emit: Callable[[Progress], None]):
                 job.close()
                 return _CANCELLED
             try:
-                progress = next(job)
+                with stop_event(cancel):  # long loops inside the job stop too
+                    progress = next(job)
             except StopIteration as end:
                 return end.value
+            except Cancelled:
+                if cancel.is_set():
+                    return _CANCELLED
+                raise
             emit(progress)
     finally:
         job.close()

@@ -83,20 +83,19 @@ def write_average_result(folder: str | os.PathLike, result, frame: TomogramFrame
     check_outputs(paths.values(), overwrite, inputs)
     Path(folder).mkdir(parents=True, exist_ok=True)
     voxel = result.voxel_size
-    written = {  # checked above: overwrite here only replaces what the caller allowed
-        "average": write_volume(paths["average"], result.average, voxel, overwrite=True),
-        "half1": write_volume(paths["half1"], result.half_maps[0], voxel, overwrite=True),
-        "half2": write_volume(paths["half2"], result.half_maps[1], voxel, overwrite=True),
-        "fsc": write_fsc_table(paths["fsc"], result.fsc_table()),
-    }
     table = aligned_particle_table(origins_zyx, result.alignment, half=result.halves,
                                    **(extra_columns or {}))
-    written["particles"] = write_star(paths["particles"], table, frame)
     info = {"resolution_angstrom": result.resolution, "voxel_size": voxel,
             "particles": int(len(result.halves)), "settings": asdict(result.settings),
             "history": result.history, **result.report()}
-    written["settings"] = atomic.write_text(paths["settings"], json.dumps(info, indent=2))
-    return written
+    with atomic.files_together(paths) as tmp:  # checked above: only what the caller allowed
+        write_volume(tmp["average"], result.average, voxel, overwrite=True)
+        write_volume(tmp["half1"], result.half_maps[0], voxel, overwrite=True)
+        write_volume(tmp["half2"], result.half_maps[1], voxel, overwrite=True)
+        write_fsc_table(tmp["fsc"], result.fsc_table())
+        write_star(tmp["particles"], table, frame)
+        atomic.write_text(tmp["settings"], json.dumps(info, indent=2))
+    return dict(paths)
 
 
 def write_class_result(folder: str | os.PathLike, result, voxel_size: float, frame: TomogramFrame,
@@ -105,12 +104,42 @@ def write_class_result(folder: str | os.PathLike, result, voxel_size: float, fra
     """One MRC per class (``{name}_1.mrc`` ...) and the particles with their class, and
     ``extra`` columns carried from the input (e.g. ``half``: a later refinement keeps it)."""
     paths = class_outputs(folder, len(result.averages), name)
-    check_outputs(paths.values(), overwrite, inputs)
+    stale = stale_class_files(folder, len(result.averages), name)
+    check_outputs([*paths.values(), *stale], overwrite, inputs)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for c, volume in enumerate(result.averages, start=1):
-        written[f"class{c}"] = write_volume(paths[f"class{c}"], volume, voxel_size, overwrite=True)
     table = aligned_particle_table(origins_zyx, result.alignment,
                                    **{"class": result.classes, **(extra or {})})
-    written["particles"] = write_star(paths["particles"], table, frame)
-    return written
+    with atomic.files_together(paths) as tmp:
+        for c, volume in enumerate(result.averages, start=1):
+            write_volume(tmp[f"class{c}"], volume, voxel_size, overwrite=True)
+        write_star(tmp["particles"], table, frame)
+    for path in stale:  # an earlier run's classes beyond this one's count: not of this STAR
+        path.unlink(missing_ok=True)
+    return dict(paths)
+
+
+def stale_class_files(folder: str | os.PathLike, classes: int, name: str = "class") -> list[Path]:
+    """``{name}_N.mrc`` of an earlier classification with more classes than ``classes``:
+    left beside the new STAR, class 3 of three read as part of a two-class result."""
+    found, c = [], classes + 1
+    while (Path(folder) / f"{name}_{c}.mrc").exists():
+        found.append(Path(folder) / f"{name}_{c}.mrc")
+        c += 1
+    return found
+
+
+def open_reference(path: str | os.PathLike, voxel_size: float) -> np.ndarray:
+    """A reference map for averaging, refused when its header gives another voxel size than
+    the tomogram's: only its box was checked, and a 4 A RELION map of the same box as a
+    10 A tomogram was used at 2.5x the particle's size without a word."""
+    from ..io.mrc import open_volume
+
+    volume, info = open_volume(path)
+    theirs = info.isotropic_voxel_size if info.voxel_size_in_header else None
+    if theirs is not None and abs(theirs - voxel_size) > 0.01 * voxel_size:
+        raise InvalidSettingsError(
+            f"{Path(path).name} has {theirs:g} A voxels and the tomogram {voxel_size:g} A: "
+            f"resample the reference to {voxel_size:g} A (e.g. relion_image_handler "
+            f"--rescale_angpix {voxel_size:g} --new_box N), or set its header if it is "
+            "already at that size.")
+    return np.asarray(volume, dtype=np.float32)

@@ -50,14 +50,14 @@ def _print_written(written: dict) -> None:
 
 def cmd_average(args: argparse.Namespace) -> int:
     """Gold-standard subtomogram averaging of picked particles."""
-    from ..io.mrc import open_volume
+    from ..averaging.files import open_reference
     from ..jobs.average import average_job
 
     settings = _average_settings(args)
     volume, frame, table = _open_inputs(args)
     reference = None
     if args.reference:
-        reference = np.asarray(open_volume(args.reference)[0], dtype=np.float32)
+        reference = open_reference(args.reference, frame.voxel_size)
     start = time.perf_counter()
     result, sub, written = run_with_bar(
         average_job(volume, frame, table, settings, args.output, reference, args.edge, args.name,

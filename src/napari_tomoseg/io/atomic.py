@@ -104,6 +104,30 @@ def raise_for_user(exc: OSError, partial: Path, path: Path):
     raise exc
 
 
+@contextlib.contextmanager
+def files_together(paths: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Yield a partial path per output; they take their places only once the block has
+    written them all, and none does if it fails (a full disk half way through a result
+    set left new maps beside an earlier run's STAR and settings)."""
+    partials = {key: partial_path(path) for key, path in paths.items()}
+    try:
+        yield partials
+        for key, path in paths.items():
+            if partials[key].exists():
+                raise_unless_renamed(partials[key], Path(path))
+    finally:
+        for partial in partials.values():
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+
+
+def raise_unless_renamed(partial: Path, path: Path) -> None:
+    try:
+        os.replace(partial, path)
+    except OSError as exc:
+        raise_for_user(exc, partial, path)
+
+
 def write_text(path: str | os.PathLike, text: str, backup: str | os.PathLike | None = None) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     with atomic_path(path, backup) as tmp:

@@ -83,20 +83,27 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
     path = Path(path)
     check_coordinates(table, f"the {feature} picks")
     record = _existing(path)
-    unbinned = _unbinned_size(record, frame, unbinned_voxel_size, path.name)
+    names = _class_names(record)
+    used = set(names) | {int(b[5]) for b in record.get("boxes_3d") or [] if len(b) > 5}
+    index = next((i for i, n in names.items() if n == feature), max(used, default=-1) + 1)
+    kept = [b for b in record.get("boxes_3d") or [] if not (len(b) > 5 and int(b[5]) == index)]
+    if kept and not record.get("apix_unbin"):  # their boxes are this tomogram's pixels:
+        unbinned = None  # an apix_unbin added would move and rescale every one of them
+        warnings.warn(f"{path.name}: its boxes are in this tomogram's pixels (no apix_unbin), "
+                      "so ours are written the same way.", CoordinateWarning, stacklevel=2)
+    else:
+        unbinned = _unbinned_size(record, frame, unbinned_voxel_size, path.name)
+        if not unbinned:
+            warnings.warn(f"{path.name}: the tilt-series pixel size is unknown: boxes written "
+                          "in this tomogram's pixels without apix_unbin.", CoordinateWarning,
+                          stacklevel=2)
     zyx = table[list(AXES)].to_numpy(dtype=float)
     if unbinned:
         scale = frame.voxel_size / unbinned
         zyx = (zyx - eman2_centre(frame)) * scale
         size = int(np.round(box_size * scale))
     else:
-        warnings.warn(f"{path.name}: the tilt-series pixel size is unknown: boxes written in "
-                      "this tomogram's pixels without apix_unbin.", CoordinateWarning, stacklevel=2)
         size = int(box_size)
-    names = _class_names(record)
-    used = set(names) | {int(b[5]) for b in record.get("boxes_3d") or [] if len(b) > 5}
-    index = next((i for i, n in names.items() if n == feature), max(used, default=-1) + 1)
-    kept = [b for b in record.get("boxes_3d") or [] if not (len(b) > 5 and int(b[5]) == index)]
     scores = table["score"].to_numpy(float) if "score" in table else np.zeros(len(table))
     ours = [[float(x), float(y), float(z), "tomoseg",
              float(score) if math.isfinite(score) else 0.0, index]

@@ -12,13 +12,13 @@ from ..averaging.align import Alignment
 from ..averaging.classify import ClassifySettings, ClassResult, iter_classify
 from ..averaging.extract import Subtomograms
 from ..averaging.files import (Paths, average_outputs, check_outputs, class_outputs,
-                               write_average_result, write_class_result)
+                               stale_class_files, write_average_result, write_class_result)
 from ..averaging.pipeline import extract_particles
 from ..averaging.refine import AverageResult, AverageSettings, iter_average
 from ..averaging.rotations import relion_matrices
 from ..errors import InvalidCoordinatesError
 from ..io.particles import TomogramFrame
-from .progress import Job, Progress
+from .progress import Job, Progress, raise_if_stopped
 
 
 def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
@@ -37,7 +37,8 @@ def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     sub = extract_particles(volume, table, settings.box, edge, min_distance=settings.min_distance)
     result = None
     halves = table["half"].to_numpy()[sub.indices] if "half" in table else None  # kept
-    states = iter_average(sub.data, frame.voxel_size, settings, reference, halves=halves)
+    states = iter_average(sub.data, frame.voxel_size, settings, reference,
+                          should_stop=raise_if_stopped, halves=halves)
     with closing(states):
         for state in states:
             if isinstance(state, AverageResult):
@@ -63,7 +64,8 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     if not all(c in table for c in ("rot", "tilt", "psi")):
         raise InvalidCoordinatesError("classification needs particles with orientations "
                                       "(rlnAngleRot/Tilt/Psi): run tomoseg average first.")
-    check_outputs(class_outputs(output, settings.classes, name).values(), overwrite, inputs)
+    check_outputs([*class_outputs(output, settings.classes, name).values(),
+                   *stale_class_files(output, settings.classes, name)], overwrite, inputs)
     yield Progress(0, 1, "extracting particles")
     sub = extract_particles(volume, table, averaging.box, edge,
                             min_distance=averaging.min_distance)
@@ -75,7 +77,8 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     consensus = Alignment(relion_matrices(angles), sub.offsets[:, ::-1].copy(),
                           np.zeros(len(angles)))
     result = None
-    states = iter_classify(sub.data, frame.voxel_size, consensus, averaging, settings)
+    states = iter_classify(sub.data, frame.voxel_size, consensus, averaging, settings,
+                           should_stop=raise_if_stopped)
     with closing(states):
         for state in states:
             if isinstance(state, ClassResult):

@@ -11,9 +11,13 @@ job with a progress bar (``cli.progress``), the widgets in a thread
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from ..errors import Cancelled
 
 T = TypeVar("T")
 
@@ -51,3 +55,31 @@ def run_job(job: Job[T], on_progress: Callable[[Progress], None] | None = None) 
                 on_progress(progress)
     finally:
         job.close()
+
+
+# A face that runs a job in a thread may also stop it between its yields: a refinement
+# iteration searches every particle before it yields, minutes on a CPU, and Cancel waited
+# that long (a closed viewer kept computing). The face names its stop event for the thread;
+# long loops inside a job call ``raise_if_stopped``.
+_running = threading.local()
+
+
+@contextlib.contextmanager
+def stop_event(event: threading.Event) -> Iterator[None]:
+    """While in this block, ``raise_if_stopped`` in this thread obeys ``event``."""
+    before = getattr(_running, "event", None)
+    _running.event = event
+    try:
+        yield
+    finally:
+        _running.event = before
+
+
+def raise_if_stopped() -> bool:
+    """Raise ``Cancelled`` when this thread's job was asked to stop; else False (so it
+    serves as a ``should_stop`` callback that never returns True: no partial result is
+    ever returned as if it were whole)."""
+    event = getattr(_running, "event", None)
+    if event is not None and event.is_set():
+        raise Cancelled("stopped by the user")
+    return False
