@@ -98,43 +98,46 @@ class TrainPanel(Container):
                 overlay.data[update.preview_z] = steady(state, update.preview_z, update.preview)
                 overlay.refresh()
 
-        def on_finished() -> None:  # also when cancelled or closing: the job saved the model
-            model, outcome = state["model"], workflow.job.outcome
-            rescued = getattr(workflow.job.error, "rescued", None)  # saved elsewhere: usable
-            if outcome == "cancelled" and model is not None \
-                    and not replaces_earlier(model, earlier, stopped=True):
-                c.session.end_training(feature)
-                if not workflow.closing:
-                    self.status.value = (
-                        f"training '{feature}' stopped before its first held-out check: "
-                        f"'{feature}' keeps its earlier model (the stopped one is "
-                        f"{stopped_model_file(c.session.model_path(feature)).name})")
-                return
-            if (outcome not in ("done", "cancelled") and rescued is None) or model is None \
-                    or model is start_from:
-                c.session.end_training(feature)
-                if not workflow.closing:
-                    self.show_model_state()  # failed: the job saved nothing
-                    self.status.value = (f"training '{feature}' {workflow.job.outcome} "
-                                         "before a model was kept")
-                return
-            workflow.models[feature] = model
-            if rescued is None:
-                c.session.register_model(feature)
-            else:
-                c.session.end_training(feature)
-            if not workflow.closing:
-                for listener in self.on_trained:
-                    listener(feature, model)
-                self.status.value += (f"  (model saved{_quality(model)})" if rescued is None
-                                      else f"  (model kept here and in {rescued}: Export it)")
-
         earlier = c.session.model_path(feature).exists()
         c.session.begin_training(feature)  # a restore finds the model if no one records it
         self.status.value = f"training '{feature}'..."
         self.model_state.value = f"'{feature}': training" + (
             f" on from {len(start_from.history)} steps" if start_from else "")
-        return workflow.run(job, on_progress=on_progress, on_finished=on_finished)
+        return workflow.run(job, on_progress=on_progress, on_finished=lambda: self._finished(
+            c, feature, state["model"], start_from, earlier))
+
+    def _finished(self, c, feature: str, model, start_from, earlier: bool) -> None:
+        """A run's end, also when cancelled or closing: the job saved the model (or kept it
+        as NAME.stopped.pt, or in the rescue folder); the dock takes it up or says why not."""
+        workflow = self.workflow
+        outcome = workflow.job.outcome
+        rescued = getattr(workflow.job.error, "rescued", None)  # saved elsewhere: usable
+        if outcome == "cancelled" and model is not None \
+                and not replaces_earlier(model, earlier, stopped=True):
+            c.session.end_training(feature)
+            if not workflow.closing:
+                self.status.value = (
+                    f"training '{feature}' stopped before its first held-out check: "
+                    f"'{feature}' keeps its earlier model (the stopped one is "
+                    f"{stopped_model_file(c.session.model_path(feature)).name})")
+            return
+        if (outcome not in ("done", "cancelled") and rescued is None) or model is None \
+                or model is start_from:
+            c.session.end_training(feature)
+            if not workflow.closing:
+                self.show_model_state()  # failed: the job saved nothing
+                self.status.value = f"training '{feature}' {outcome} before a model was kept"
+            return
+        workflow.models[feature] = model
+        if rescued is None:
+            c.session.register_model(feature)
+        else:
+            c.session.end_training(feature)
+        if not workflow.closing:
+            for listener in self.on_trained:
+                listener(feature, model)
+            self.status.value += (f"  (model saved{_quality(model)})" if rescued is None
+                                  else f"  (model kept here and in {rescued}: Export it)")
 
     def show_busy(self, busy: bool) -> None:
         self.train_button.enabled = not busy
