@@ -671,3 +671,23 @@ def test_boxes_from_a_mask_painted_on_one_slice_put_negatives_only_there(tmp_pat
     assert negatives and {b.z for b in boxes} == {7}
     for b in negatives:  # and each is free of the painted line
         assert abs(b.y - 31) >= 8 + 1
+
+
+def test_boxes_from_a_label_volume_of_several_features_need_the_label(tmp_path, capsys):
+    """An Amira or copick export holding membranes as 1 and ribosomes as 4: every value > 0
+    became the feature, so 'ribosome' learned membranes too."""
+    from napari_tomoseg.annotations import load_boxes
+
+    truth = _truth()
+    truth[:, 40:48, 40:48] = 4  # a second feature's label
+    path = Files(tmp_path).mrc("labels.mrc", truth)
+    argv = ["boxes", path, str(tmp_path / "boxes"), "--feature", "ribosome", "--positives",
+            "3", "--negatives", "0", "--size", "16"]
+    code, err = _run(argv, capsys)
+    _one_line_error(code, err, "--label N")
+    assert "(1, 4)" in err
+    code, err = _run(argv + ["--label", "3"], capsys)
+    _one_line_error(code, err, "no voxel of label 3")
+    assert _run(argv + ["--label", "4"], capsys)[0] == 0
+    for box in load_boxes(tmp_path / "boxes"):  # each centred on label 4, never on the slab
+        assert 40 <= box.y < 48 and 40 <= box.x < 48

@@ -323,6 +323,12 @@ def test_cli_train_segment_merge(tmp_path, tiny_files, capsys):
     assert {1, 2} <= set(np.unique(expected))
     np.testing.assert_array_equal(labels, expected)
     assert labels_info.origin == info.origin and labels_info.voxel_size == info.voxel_size
+    # the header says which value is which feature (read back as another program would)
+    import mrcfile
+
+    with mrcfile.open(tmp_path / "labels.mrc", header_only=True) as mrc:
+        texts = [bytes(t).decode().strip() for t in mrc.header.label[:int(mrc.header.nlabl)]]
+    assert "tomoseg labels: 1=ribosome; 2=membrane" in texts
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "actin", "--steps", "3"]) == 2
 

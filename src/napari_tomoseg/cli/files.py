@@ -108,11 +108,12 @@ def _say_pixel_size_conflict(args: argparse.Namespace, name: str) -> None:
 MASK_VALUES = 16  # a label volume has a few integer values; a tomogram or a map many
 
 
-def _require_mask(truth, path) -> list[int]:
-    """The slices holding mask; refuses a tomogram or probability map given as the mask
-    (it made boxes of every voxel > 0).
+def _require_mask(truth, path, label: int | None = None) -> list[int]:
+    """The slices holding mask (value ``label`` when given); refuses a tomogram or
+    probability map given as the mask (it made boxes of every voxel > 0), and a label
+    volume of several features without ``label`` (every label became this feature).
 
-    Masks of 0/1, 0/255 or a few integer labels pass (every value above 0 is mask).
+    Masks of 0/1 or 0/255 pass (every value above 0 is mask).
     """
     import numpy as np
 
@@ -121,7 +122,7 @@ def _require_mask(truth, path) -> list[int]:
     for z in range(truth.shape[0]):  # slice by slice: a memory-mapped volume stays on disk
         plane = np.asarray(truth[z])
         found = np.unique(plane)
-        if found[-1] > 0:
+        if (found[-1] > 0) if label is None else bool(np.any(found == label)):
             painted.append(z)
         values.update(found[:MASK_VALUES + 1].tolist())
         if len(values) > MASK_VALUES or not np.all(np.mod(found, 1) == 0):
@@ -129,6 +130,14 @@ def _require_mask(truth, path) -> list[int]:
                                f"{plane.max():g} in {len(found)} values): give the feature's "
                                "mask (0 outside, above 0 inside, e.g. from tomoseg synth), not a "
                                "tomogram or a probability map.")
+    inside = sorted(int(v) for v in values if v > 0)
+    if label is None and len(inside) > 1:
+        raise TomosegError(f"{path} holds {len(inside)} labels ({', '.join(map(str, inside))}): "
+                           "give --label N for the feature's value (every label would become "
+                           "this feature).")
+    if label is not None and label not in inside:
+        raise TomosegError(f"{path} has no voxel of label {label} (it holds "
+                           f"{', '.join(map(str, inside)) or 'none'}).")
     return painted
 
 
@@ -146,6 +155,8 @@ def _slice_ranges(slices: list[int]) -> str:
 
 def cmd_boxes(args: argparse.Namespace) -> int:
     """Boxes from a ground-truth mask, placed as a user would (for tests and benchmarks)."""
+    import numpy as np
+
     from ..annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
     from ..io.mrc import open_volume
     from ..io.paths import check_writable
@@ -156,7 +167,9 @@ def cmd_boxes(args: argparse.Namespace) -> int:
                            "session.json: write the boxes to a folder of their own (train "
                            "--boxes takes either). Nothing was written.")
     truth, _ = open_volume(args.truth)
-    painted = _require_mask(truth, args.truth)
+    painted = _require_mask(truth, args.truth, args.label)
+    if args.label is not None:  # this feature's value only: the others are not it
+        truth = np.asarray(truth) == args.label
     check_writable(args.output)
     if 0 < len(painted) < truth.shape[0]:
         print(f"tomoseg: {args.truth} holds '{args.feature}' on {len(painted)} of "
@@ -243,4 +256,7 @@ def add_parsers(sub) -> None:
     boxes.add_argument("--seed", type=int, default=0)
     boxes.add_argument("--replace", action="store_true",
                        help="replace the boxes of --feature already in the folder")
+    boxes.add_argument("--label", type=COUNT, metavar="N",
+                       help="the feature's value in a label volume of several features "
+                            "(required then; a 0/1 or 0/255 mask needs none)")
     boxes.set_defaults(func=cmd_boxes)

@@ -50,6 +50,43 @@ def _labels(path: str | os.PathLike) -> list[str]:
 LABELS_MARK = "tomoseg label volume"  # a Labels layer saved as MRC reopens as Labels
 
 
+_LEGEND = "tomoseg labels: "
+LEGEND_LABELS = 8  # of the 10 an MRC header has: the mark and the 'which label is what'
+
+
+def legend_labels(names: dict[int, str]) -> tuple[str, ...]:
+    """Header labels saying which feature each label value is ("1=ribosome; 2=membrane"):
+    IMOD, Amira or EMAN2 showed numbers whose meaning changed with the order of the
+    models. None when the legend does not fit or a name cannot be told apart in it."""
+    entries = [f"{value}={name}" for value, name in sorted(names.items())]
+    if any(not e.isascii() or not e.isprintable() or ";" in e for e in entries):
+        return ()
+    lines, line = [], ""
+    for entry in entries:
+        candidate = f"{line}; {entry}" if line else entry
+        if len(_LEGEND) + len(candidate) <= LABEL_LENGTH:
+            line = candidate
+            continue
+        if not line or len(_LEGEND) + len(entry) > LABEL_LENGTH:
+            return ()
+        lines.append(line)
+        line = entry
+    lines.append(line)
+    return tuple(_LEGEND + text for text in lines) if len(lines) <= LEGEND_LABELS else ()
+
+
+def stored_legend(path: str | os.PathLike) -> dict[int, str]:
+    """{label value: feature} written by ``legend_labels`` ({} for other volumes)."""
+    legend = {}
+    for text in _labels(path):
+        if text.startswith(_LEGEND):
+            for entry in text[len(_LEGEND):].split("; "):
+                value, _, name = entry.partition("=")
+                if value.isdigit() and name:
+                    legend[int(value)] = name
+    return legend
+
+
 def is_marked_labels(path: str | os.PathLike) -> bool:
     """Whether the header says the file holds a label volume (written from a Labels layer)."""
     return LABELS_MARK in _labels(path)

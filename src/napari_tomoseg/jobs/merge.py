@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..io.mrc import check_finite_slab, open_volume, write_volume
-from ..io.probability_header import LABELS_MARK
+from ..io.probability_header import LABELS_MARK, legend_labels
 from ..merge import MergeSettings, check_same_grid, merge_slab
 from ..probability_maps import as_probability, header_scale, probability_scale
 from .progress import Job, Progress
@@ -65,7 +65,10 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
         labels[z:z + SLAB] = merge_slab(part, settings)
         yield Progress(min(z + SLAB, nz), nz + 1, "merging")
     if output is not None:
+        legend = legend_labels({settings.label_of(f): f for f in settings.features  # an
+                                if settings.label_artifacts or f not in settings.artifacts})
+        # artifact unlabelled only removes voxels: no value of the volume is its
         write_volume(output, labels, voxel_size, origin, overwrite=overwrite,
-                     labels=(LABELS_MARK,))  # never taken for a tomogram by a later glob
+                     labels=(LABELS_MARK, *legend))  # never taken for a tomogram by a glob
     yield Progress(nz + 1, nz + 1, "merged")
     return labels
