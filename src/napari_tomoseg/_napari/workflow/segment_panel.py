@@ -103,7 +103,7 @@ class SegmentPanel(Container):
             # the status line kept the last progress line ('N/N slices') after the job
             workflow.status(f"segmented {', '.join(written)} in {seconds:.0f} s")
 
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         self.progress.value, self.progress.max = 0, layer.data.shape[0] * len(features)  # slices
         self.progress.visible = True  # only this job's bar: training shows steps instead
         for overlay in overlays.values():
@@ -111,10 +111,11 @@ class SegmentPanel(Container):
 
         def on_finished() -> None:
             done = workflow.job.outcome == "done"
-            for overlay in overlays.values():
+            for feature, overlay in overlays.items():
                 overlay.metadata.pop(FILLING, None)
-                if done:
-                    overlay.metadata.pop(INCOMPLETE, None)
+                if done or _written_since(outputs[features.index(feature)], started_at):
+                    overlay.metadata.pop(INCOMPLETE, None)  # a Stop that came after its map
+                    # was whole: cancelling removes only maps not yet finished
                 else:  # what is shown is part of a map: Pick must not take it for one
                     overlay.metadata[INCOMPLETE] = (
                         f"holds a segmentation {workflow.job.outcome} part way: segment the "
@@ -248,3 +249,12 @@ def _map_thresholds(maps: dict, current: dict, by_hand: dict) -> tuple[dict, dic
             chosen = older[feature] = stored
         thresholds[feature] = chosen
     return thresholds, older
+
+
+def _written_since(path, since: float) -> bool:
+    """Whether the map at ``path`` was written whole by this run (its file is renamed into
+    place only when complete, and a cancelled run removes the ones it had not finished)."""
+    try:
+        return path.stat().st_mtime >= since - 1.0
+    except OSError:
+        return False
