@@ -59,6 +59,10 @@ class TrainingSettings:
     # exponential moving average of the weights that the held-out checks score and
     # training keeps (BatchNorm statistics measured anew for it); 0 keeps the raw weights
     average: float = 0.0
+    # learning rate times this after every ``plateau_checks`` held-out checks without a gain
+    # (0: constant rate); measured for membranes in docs/engine.md
+    plateau_decay: float = 0.0
+    plateau_checks: int = 3
 
     def __post_init__(self):
         if self.precision not in TRAINING_PRECISIONS:
@@ -74,6 +78,9 @@ class TrainingSettings:
             raise InvalidSettingsError("the learning rate must be positive.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidSettingsError("batch size must be at least 1.")
+        if not 0.0 <= self.plateau_decay < 1.0 or self.plateau_checks < 1:
+            raise InvalidSettingsError("plateau_decay must be at least 0 and below 1, "
+                                       "plateau_checks at least 1.")
 
     def resolved_batch_size(self) -> int:
         return self.batch_size or BATCH_SIZES.get(self.architecture, 16)
@@ -242,7 +249,12 @@ def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, step: int,
     network = step_once.kept(step)
     held = score_held_out(network, step_once.bank, step_once.device, rotations=1)
     warm = step >= min(settings.min_steps, settings.steps)
-    return held, warm and stopper.update(step, held, network)
+    done = warm and stopper.update(step, held, network)
+    if warm and settings.plateau_decay and stopper.since_best \
+            and stopper.since_best % settings.plateau_checks == 0:
+        for group in step_once.optimiser.param_groups:
+            group["lr"] *= settings.plateau_decay
+    return held, done
 
 
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
