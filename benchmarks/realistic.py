@@ -42,7 +42,7 @@ def cell_spec(short: bool) -> CellSpec:
 def load_cell(seed: int, short: bool) -> dict:
     """{'tomogram', 'labels': {feature: volume}, 'particles'} for a seed, cached on disk."""
     spec = cell_spec(short)
-    key = hashlib.sha1(json.dumps([asdict(spec), asdict(IMAGING), seed, 4],
+    key = hashlib.sha1(json.dumps([asdict(spec), asdict(IMAGING), seed, generator_digest()],
                                   default=str).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("TOMOSEG_BENCH_CACHE", Path.home() / ".cache/tomoseg-bench"))
     path = cache / f"cell_{key}.npz"
@@ -57,6 +57,49 @@ def load_cell(seed: int, short: bool) -> dict:
     data = np.load(path)
     return {"tomogram": data["tomogram"], "particles": data["particles"],
             "labels": {k[6:]: data[k] for k in data.files if k.startswith("label_")}}
+
+
+def generator_digest() -> str:
+    """A hash of the simulator's source: a cached cell made by other code is made anew (the
+    key was a number bumped by hand, and a changed generator kept its old cells)."""
+    import napari_tomoseg.synthetic as synthetic
+
+    digest = hashlib.sha1()
+    for source in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def painted_particles(cell: dict, boxes, radius: float) -> np.ndarray:
+    """Which particles a positive box's mask touches (within ``radius`` pixels of the
+    centre): on the training cell these were painted by the user, so finding them again
+    says little (Dice leaves the painted voxels out; picks counted them)."""
+    centres = np.asarray(cell["particles"], float).reshape(-1, 3)
+    painted = np.zeros(len(centres), bool)
+    for box in boxes:
+        if not box.positive or box.mask is None:
+            continue
+        y0, x0 = box.corner()
+        ys, xs = np.nonzero(box.mask)
+        voxels = np.column_stack([np.full(len(ys), box.z), ys + y0, xs + x0]).astype(float)
+        if len(voxels):
+            near = np.linalg.norm(centres[:, None] - voxels[None], axis=-1).min(axis=1)
+            painted |= near <= radius
+    return painted
+
+
+def unpainted_pick_scores(picks, cell: dict, boxes, voxel_size: float = 10.0) -> dict:
+    """``pick_scores`` against the particles no box painted; picks on painted ones are
+    left out (neither right nor wrong)."""
+    radius = RIBOSOME_DIAMETER_A / 2 / voxel_size
+    painted = painted_particles(cell, boxes, radius)
+    picks = np.asarray(picks, float).reshape(-1, 3)
+    centres = np.asarray(cell["particles"], float).reshape(-1, 3)
+    if painted.any() and len(picks):
+        to_painted = np.linalg.norm(picks[:, None] - centres[painted][None], axis=-1).min(axis=1)
+        picks = picks[to_painted > radius]
+    scores = match_picks(picks, centres[~painted], radius)
+    return {**scores, "painted": int(painted.sum())}
 
 
 def user_boxes(cell: dict, feature: str, n_pos: int, n_neg: int, seed: int = 1):

@@ -144,8 +144,9 @@ def test_a_stop_request_ends_averaging_inside_an_iteration(field, tmp_path, what
     settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30,
                                initial_step=45, device="cpu")
     table = particle_table(field.zyx)
-    if what == "average":
-        job = average_job(field.tomogram, frame, table, settings, tmp_path / "out")
+    if what == "average":  # with a reference: straight into the orientation search
+        job = average_job(field.tomogram, frame, table, settings, tmp_path / "out",
+                          reference=field.reference(24))
     else:
         table[["rot", "tilt", "psi"]] = 0.0
         job = classify_job(field.tomogram, frame, table, settings, ClassifySettings(classes=2),

@@ -125,6 +125,7 @@ def test_numbers_of_a_map_use_its_threshold_its_own_picks_and_refuse_a_part(
     tag(layer, "probability", feature="ribosome")
     viewer.add_points([[12.0, 32.0, 32.0]], name="picks here", scale=(10.0,) * 3)
     viewer.add_points([[500.0, 32.0, 32.0]], name="picks elsewhere", scale=(10.0,) * 3)
+    viewer.add_points([[3.0, 4.0]], name="2D points")  # no tomogram's picks: left out
     widget = ExploreWidget(viewer)
     widget.segmentation.value = layer
     assert widget.threshold.value == pytest.approx(0.8)
@@ -222,6 +223,13 @@ def test_gallery_lists_every_box_sorted_by_disagreement_and_jumps(make_napari_vi
     widget.buttons[0].click()  # the most doubtful box: slice 12
     assert viewer.dims.point[0] == pytest.approx(120.0)
     assert tuple(viewer.camera.center[1:]) == pytest.approx((90.0 * 10 + 50.0, 900.0))
+    # a map opened from a file names no tomogram: it still sorts the boxes
+    viewer.layers.remove(prediction)
+    viewer.layers.remove(stopped)
+    opened = viewer.add_image(probability, name="ribosome.mrc", scale=(10.0,) * 3)
+    tag(opened, "probability", feature="ribosome")
+    items = widget.refresh()
+    assert items[0].box.id == wrong.id and items[-1].disagreement == pytest.approx(0.0)
 
 
 def test_side_views_follow_the_cursor_and_ruler_measures_nm(make_napari_viewer):

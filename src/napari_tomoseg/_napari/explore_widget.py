@@ -330,7 +330,7 @@ def _points_within(viewer, layer) -> list[Points]:
     low = np.asarray(layer.translate, float)
     high = low + shape * np.asarray(layer.scale, float)
     found = []
-    for points in (l for l in viewer.layers if isinstance(l, Points)):
+    for points in (l for l in viewer.layers if isinstance(l, Points) and l.ndim == 3):
         frame = frame_from_metadata(points.metadata)
         if frame is not None:
             inside = tuple(frame.shape) == tuple(shape)

@@ -18,7 +18,7 @@ from ..errors import TomosegError
 from ..explore.gallery import GalleryItem, gallery_items, sort_items, thumbnail_rgb
 from .workflow.state import session_folder_of
 from ..session import Session
-from .layer_tags import has_role, incomplete_reason, layers_with, tomogram_key
+from .layer_tags import has_role, incomplete_reason, layers_with, tag_of, tomogram_key
 from .notify import guarded
 from .camera import camera_of
 
@@ -78,11 +78,14 @@ class GalleryWidget(Container):
             raise TomosegError("open a tomogram first.")
         session = self._session(layer)
         probabilities = {}
-        for feature in session.feature_names():  # this tomogram's own map of each feature,
-            for candidate in layers_with(self.viewer, "probability", feature=feature,  # not a
-                                         tomogram=tomogram_key(layer)):  # same-shape twin's
-                if candidate.data.shape == layer.data.shape and not incomplete_reason(candidate):
-                    probabilities[feature] = candidate.data
+        key = tomogram_key(layer)
+        for feature in session.feature_names():  # this tomogram's own whole map of each
+            found = [c for c in layers_with(self.viewer, "probability", feature=feature)
+                     if c.data.shape == layer.data.shape and not incomplete_reason(c)]
+            own = [c for c in found if tag_of(c).get("tomogram") == key]  # not a twin's;
+            opened = [c for c in found if not tag_of(c).get("tomogram")]  # or one from a file
+            if own or opened:
+                probabilities[feature] = (own or opened)[-1].data
         by = "disagreement" if self.order.value == "disagreement" else "slice"
         self.items = sort_items(gallery_items(layer.data, session.boxes, probabilities), by)
         colours = {f.name: f.colour for f in session.features}

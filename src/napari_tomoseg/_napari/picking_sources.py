@@ -73,3 +73,11 @@ def source_frame(viewer, layer) -> TomogramFrame:
             return frame
     return TomogramFrame(clean_tomo_name(layer.name), shape, float(layer.scale[-1]),
                          tuple(layer.translate))
+
+
+def snapshot(data):
+    """A copy of a map held in memory (Segment or a training preview may write into it while
+    Pick reads); a map on disk (memory-mapped, dask) is read as it is, never all at once."""
+    if isinstance(data, np.ndarray) and not isinstance(data, np.memmap):
+        return data.copy()
+    return data

@@ -31,8 +31,8 @@ from ..picking import PickSettings, artifact_region, excluded_note, suggest_scor
 from .histogram import Histogram
 from .confirm import agrees, may_replace
 from .layer_tags import incomplete_reason, tag_of
-from .picking_sources import (checked_pick, is_probability, shape_note, source_frame,
-                              stored_threshold)
+from .picking_sources import (checked_pick, is_probability, shape_note, snapshot,
+                              source_frame, stored_threshold)
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, quietly, report_error
 from .voxel_size import voxel_size_of
@@ -199,8 +199,7 @@ class PickingWidget(Container):
         self.pick_button.enabled = False
         self.status.value = f"picking {feature}..."
         self.handle = start_job(
-            # a copy: Segment or a training preview may write into the layer meanwhile
-            checked_pick(np.array(layer.data), frame, settings, feature, exclude),
+            checked_pick(snapshot(layer.data), frame, settings, feature, exclude),
             on_progress=lambda progress: setattr(self.status, "value", progress.message),
             on_done=lambda table: self.show_picks(table, layer, feature),
             on_error=self._failed,

@@ -136,6 +136,12 @@ def open_reference(path: str | os.PathLike, voxel_size: float) -> np.ndarray:
 
     volume, info = open_volume(path)
     theirs = info.isotropic_voxel_size if info.voxel_size_in_header else None
+    if theirs == 1.0:  # a header never set (IMOD's and many programs' default): unknown
+        import warnings
+
+        warnings.warn(f"{Path(path).name} says 1 A per voxel, most likely an unset header: "
+                      f"taken at the tomogram's {voxel_size:g} A.", stacklevel=2)
+        theirs = None
     if theirs is not None and abs(theirs - voxel_size) > 0.01 * voxel_size:
         raise InvalidSettingsError(
             f"{Path(path).name} has {theirs:g} A voxels and the tomogram {voxel_size:g} A: "

@@ -138,9 +138,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = SegmentOptions(dtype=args.dtype, device=args.device, batch_slices=args.batch,
                              rescale=not args.no_rescale, overwrite=args.overwrite,
                              precision=args.precision)
-    if args.copick:  # objects and ids before any tomogram is segmented
+    if args.copick:  # objects, ids and the voxel size before any tomogram is segmented
         from ..io.copick_project import check_result_objects
 
+        if getattr(args, "voxel_size", None) is not None:
+            raise InvalidSettingsError("--voxel-size does not go with --copick: the run's "
+                                       "voxel spacing (--voxel-spacing) is the voxel size.")
         check_result_objects(copick_source(args), [m.feature for m in models])
     skipped: list[str] = []
     for name, volume, info, source in _segment_inputs(args, files, skipped):

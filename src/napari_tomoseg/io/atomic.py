@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -106,19 +107,35 @@ def raise_for_user(exc: OSError, partial: Path, path: Path):
 
 @contextlib.contextmanager
 def files_together(paths: dict[str, Path]) -> Iterator[dict[str, Path]]:
-    """Yield a partial path per output; they take their places only once the block has
-    written them all, and none does if it fails (a full disk half way through a result
-    set left new maps beside an earlier run's STAR and settings)."""
-    partials = {key: partial_path(path) for key, path in paths.items()}
+    """Yield a path per output, in a hidden staging folder beside them; they take their
+    places only once the block has written them all, and none does if writing fails (a full
+    disk half way through a result set left new maps beside an earlier run's STAR and
+    settings). The renames at the end are not one step: a failure there is not undone.
+
+    Staged files keep their own names, so a writer's messages name the user's file."""
+    paths = {key: Path(path) for key, path in paths.items()}
+    folders = {path.parent for path in paths.values()}
+    if len(folders) != 1:
+        raise ValueError("files written together share one folder")
+    staging = partial_path(folders.pop() / "result-set")
+    staging.mkdir()
+    staged = {key: staging / path.name for key, path in paths.items()}
     try:
-        yield partials
+        try:
+            yield staged
+        except OSError as exc:  # name the user's file, not the staging folder
+            named = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+            user = next((paths[k] for k, s in staged.items()
+                         if named is not None and staging in (named, *named.parents)
+                         and s.name in named.name), None)
+            if user is not None and exc.errno:
+                raise type(exc)(exc.errno, exc.strerror, str(user)) from exc
+            raise
         for key, path in paths.items():
-            if partials[key].exists():
-                raise_unless_renamed(partials[key], Path(path))
+            if staged[key].exists():
+                raise_unless_renamed(staged[key], path)
     finally:
-        for partial in partials.values():
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def raise_unless_renamed(partial: Path, path: Path) -> None:
@@ -190,6 +207,10 @@ def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
     for entry in entries:
         match = ours.match(entry.name)
         if not match or int(match["pid"]) == os.getpid() or process_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():  # a result set's staging folder
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
             continue
         if not entry.is_file():
             continue

@@ -341,6 +341,8 @@ def _add_ribosomes(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
         ribo.render_blobs(spec.shape, centre, spec.voxel_size, tuple(euler), out=particle_density)
     canvas.density += 1.3 * particle_density
     canvas.labels["ribosome"] |= (particle_density > ribo.mask_threshold()).astype(np.uint8)
+    canvas.occupied |= particle_density > 0.2 / 1.3  # no crowding proteins inside a ribosome
+    # (distractors had this, ribosomes not: theirs was the darker, more textured blob)
     return np.array(centres).reshape(-1, 3), np.asarray(angles).reshape(-1, 3)
 
 

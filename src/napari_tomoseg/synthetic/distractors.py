@@ -3,7 +3,7 @@
 Real cytoplasm holds proteasomes, chaperonins, polysome neighbours and
 other 15-30 nm complexes. A picker that has learnt "a dark blob of 25 nm"
 takes them all; one that has learnt the ribosome's shape does not. Two
-shapes are drawn, both of ribosome-like mass: a barrel (four stacked rings,
+shapes are drawn, both of the ribosome's mass (integrated density): a barrel (four stacked rings,
 proteasome-like, 15 x 24 nm) and a compact dumb-bell of two 13 nm lobes.
 """
 
@@ -29,7 +29,24 @@ def _dumbbell_nm() -> np.ndarray:
                        [0.0, 0.0, 0.0, 3.0, 0.6]])
 
 
-SHAPES = {"barrel": _barrel_nm(), "dumbbell": _dumbbell_nm()}
+def _mass(blobs_nm: np.ndarray) -> float:
+    """Integrated density of Gaussian blobs (weight x (2 pi)^1.5 sigma^3, in nm^3)."""
+    return float(np.sum(blobs_nm[:, 4] * blobs_nm[:, 3] ** 3) * (2 * np.pi) ** 1.5)
+
+
+def _ribosome_mass_like(blobs_nm: np.ndarray) -> np.ndarray:
+    """The blobs with weights scaled to the ribosome's integrated density: as drawn before,
+    a barrel held 60% and a dumb-bell 67% of it, so a picker could reject them by contrast
+    alone instead of by shape (an audit of the yardstick)."""
+    from .ribosome import _BLOBS_NM
+
+    scaled = blobs_nm.copy()
+    scaled[:, 4] *= _mass(_BLOBS_NM) / _mass(blobs_nm)
+    return scaled
+
+
+SHAPES = {"barrel": _ribosome_mass_like(_barrel_nm()),
+          "dumbbell": _ribosome_mass_like(_dumbbell_nm())}
 RADIUS_NM = 12.0
 
 

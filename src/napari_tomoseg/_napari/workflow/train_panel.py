@@ -112,14 +112,16 @@ class TrainPanel(Container):
         workflow = self.workflow
         outcome = workflow.job.outcome
         rescued = getattr(workflow.job.error, "rescued", None)  # saved elsewhere: usable
-        if outcome == "cancelled" and model is not None \
-                and not replaces_earlier(model, earlier, stopped=True):
-            c.session.end_training(feature)
+        if model is not None and model is not start_from \
+                and not replaces_earlier(model, earlier, stopped=outcome != "done"):
+            c.session.end_training(feature)  # (also when that stopped model went elsewhere)
             if not workflow.closing:
+                self.show_model_state()
+                kept = stopped_model_file(c.session.model_path(feature))
                 self.status.value = (
                     f"training '{feature}' stopped before its first held-out check: "
-                    f"'{feature}' keeps its earlier model (the stopped one is "
-                    f"{stopped_model_file(c.session.model_path(feature)).name})")
+                    f"'{feature}' keeps its earlier model"
+                    + (f" (the stopped one is {kept.name})" if kept.exists() else ""))
             return
         if (outcome not in ("done", "cancelled") and rescued is None) or model is None \
                 or model is start_from:
