@@ -316,8 +316,7 @@ def _add_ribosomes(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
     radius = _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2)
     margin = radius * 0.6
     stride = max(1, int(radius // 4))
-    # clearance on a coarse grid: a block counts as occupied if any voxel is
-    blocks = block_reduce(canvas.occupied, (stride,) * 3, np.max)
+    blocks = block_reduce(canvas.occupied, (stride,) * 3, np.max)  # a block: any voxel
     clearance = ndimage.distance_transform_edt(~blocks, sampling=stride)
     candidates = np.argwhere(clearance > radius * 0.9 + stride) * stride + stride // 2
     candidates = candidates[np.all((candidates >= margin) &
@@ -341,8 +340,7 @@ def _add_ribosomes(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
         ribo.render_blobs(spec.shape, centre, spec.voxel_size, tuple(euler), out=particle_density)
     canvas.density += 1.3 * particle_density
     canvas.labels["ribosome"] |= (particle_density > ribo.mask_threshold()).astype(np.uint8)
-    canvas.occupied |= particle_density > 0.2 / 1.3  # no crowding proteins inside a ribosome
-    # (distractors had this, ribosomes not: theirs was the darker, more textured blob)
+    canvas.occupied |= particle_density > 0.2 / 1.3  # no crowding inside (as distractors)
     return np.array(centres).reshape(-1, 3), np.asarray(angles).reshape(-1, 3)
 
 
