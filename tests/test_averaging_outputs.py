@@ -173,6 +173,8 @@ def test_fewer_classes_than_before_leave_no_earlier_class_behind(field, tmp_path
                 "-o", str(tmp_path / "classes"), *CLASSIFY_FAST]
     assert main([*classify, "--classes", "3"]) == 0
     assert (tmp_path / "classes" / "class_3.mrc").exists()
+    (tmp_path / "classes" / "class_5.mrc").write_bytes(  # an older run's, beyond a gap
+        (tmp_path / "classes" / "class_3.mrc").read_bytes())
     assert main([*classify, "--classes", "2"]) == 2  # class_3.mrc would go: asked first
     assert main([*classify, "--classes", "2", "--overwrite"]) == 0
     assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,10 +122,12 @@ def write_class_result(folder: str | os.PathLike, result, voxel_size: float, fra
 def stale_class_files(folder: str | os.PathLike, classes: int, name: str = "class") -> list[Path]:
     """``{name}_N.mrc`` of an earlier classification with more classes than ``classes``:
     left beside the new STAR, class 3 of three read as part of a two-class result."""
-    found, c = [], classes + 1
-    while (Path(folder) / f"{name}_{c}.mrc").exists():
-        found.append(Path(folder) / f"{name}_{c}.mrc")
-        c += 1
+    pattern = re.compile(rf"^{re.escape(name)}_(\d+)\.mrc$")
+    found = []
+    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        match = pattern.match(path.name)
+        if match and int(match[1]) > classes:  # also beyond a gap: class_4 without class_3
+            found.append(path)
     return found
 
 
