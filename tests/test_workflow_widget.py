@@ -877,3 +877,64 @@ def test_the_voxel_size_field_shows_the_chosen_tomograms_own(workflow, tiny_resu
     assert float(image2.scale[-1]) == 25.0
     widget.tomogram.value = first
     assert widget.session_panel.voxel.value == 25.0
+
+
+def test_a_stop_after_a_map_is_whole_leaves_it_pickable(workflow, tiny_result, qtbot,
+                                                        monkeypatch):
+    """Stop landing after the map was written (the job had only its last progress left)
+    marked the finished map incomplete, and Pick refused it."""
+    import threading
+    from types import SimpleNamespace
+
+    from napari_tomoseg._napari.layer_tags import INCOMPLETE
+    from napari_tomoseg._napari.workflow import segment_panel
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.jobs.progress import Progress
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    widget.training.steps.value = 2
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    gate = threading.Event()
+
+    def whole_then_last_progress(volume, voxel, origin, models, outputs, options, tomogram=None):
+        write_volume(outputs[0], np.zeros(volume.shape, np.float32), voxel, origin,
+                     overwrite=True)  # the map is whole on disk
+        update = SimpleNamespace(z0=0, z1=1, probability=np.zeros((1, *volume.shape[1:])))
+        yield Progress(1, 2, "written", payload=(models[0].feature, update))
+        gate.wait(10)  # Stop comes now
+        yield Progress(2, 2, "done", payload=(models[0].feature, update))
+        return {models[0].feature: outputs[0]}
+
+    monkeypatch.setattr(segment_panel, "segment_tomogram", whole_then_last_progress)
+    handle = widget.start_segmentation()
+    qtbot.waitUntil(lambda: widget.segmenting.progress.value == 1, timeout=10_000)
+    widget.stop()
+    gate.set()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=10_000)
+    assert handle.outcome == "cancelled"
+    assert INCOMPLETE not in viewer.layers["prediction: ribosome"].metadata
+
+
+def test_a_model_rescued_from_a_full_disk_stays_in_the_dock(workflow, tiny_result, qtbot,
+                                                            monkeypatch, tmp_path):
+    from napari_tomoseg.nn import model_file
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"])
+    real_save = model_file.save_model
+    monkeypatch.setattr(model_file, "rescue_folder", lambda: tmp_path / "rescued")
+
+    def session_disk_full(model, path, backup=None):
+        if tmp_path / "rescued" not in path.parents:
+            raise OSError(28, "No space left on device")
+        return real_save(model, path, backup)
+
+    monkeypatch.setattr(model_file, "save_model", session_disk_full)
+    widget.training.steps.value = 2
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    assert handle.outcome == "failed" and widget.models.get("ribosome") is not None
+    assert "Export it" in widget.training.status.value
+    assert list((tmp_path / "rescued").glob("*.pt"))
