@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import asdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,8 +141,6 @@ def open_reference(path: str | os.PathLike, voxel_size: float) -> np.ndarray:
     volume, info = open_volume(path)
     theirs = info.isotropic_voxel_size if info.voxel_size_in_header else None
     if theirs == 1.0:  # a header never set (IMOD's and many programs' default): unknown
-        import warnings
-
         warnings.warn(f"{Path(path).name} says 1 A per voxel, most likely an unset header: "
                       f"taken at the tomogram's {voxel_size:g} A.", stacklevel=2)
         theirs = None

@@ -121,28 +121,20 @@ def files_together(paths: dict[str, Path]) -> Iterator[dict[str, Path]]:
     staging.mkdir()
     staged = {key: staging / path.name for key, path in paths.items()}
     try:
-        try:
-            yield staged
-        except OSError as exc:  # name the user's file, not the staging folder
-            named = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
-            user = next((paths[k] for k, s in staged.items()
-                         if named is not None and staging in (named, *named.parents)
-                         and s.name in named.name), None)
-            if user is not None and exc.errno:
-                raise type(exc)(exc.errno, exc.strerror, str(user)) from exc
-            raise
+        yield staged
         for key, path in paths.items():
             if staged[key].exists():
-                raise_unless_renamed(staged[key], path)
+                commit_partial(staged[key], path)
+    except OSError as exc:  # name the user's file, not the staging folder
+        named = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+        user = next((paths[k] for k, s in staged.items()
+                     if named is not None and staging in (named, *named.parents)
+                     and s.name in named.name), None)
+        if user is not None and exc.errno:
+            raise type(exc)(exc.errno, exc.strerror, str(user)) from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def raise_unless_renamed(partial: Path, path: Path) -> None:
-    try:
-        os.replace(partial, path)
-    except OSError as exc:
-        raise_for_user(exc, partial, path)
 
 
 def write_text(path: str | os.PathLike, text: str, backup: str | os.PathLike | None = None) -> Path:

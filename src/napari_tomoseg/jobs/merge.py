@@ -65,9 +65,10 @@ def merge_maps(maps: Mapping[str, np.ndarray | str | os.PathLike], settings: Mer
         labels[z:z + SLAB] = merge_slab(part, settings)
         yield Progress(min(z + SLAB, nz), nz + 1, "merging")
     if output is not None:
-        legend = legend_labels({settings.label_of(f): f for f in settings.features  # an
-                                if settings.label_artifacts or f not in settings.artifacts})
-        # artifact unlabelled only removes voxels: no value of the volume is its
+        # an artifact without a label of its own only removes voxels: no value is its
+        labelled = [f for f in settings.features
+                    if settings.label_artifacts or f not in settings.artifacts]
+        legend = legend_labels({settings.label_of(f): f for f in labelled})
         write_volume(output, labels, voxel_size, origin, overwrite=overwrite,
                      labels=(LABELS_MARK, *legend))  # never taken for a tomogram by a glob
     yield Progress(nz + 1, nz + 1, "merged")

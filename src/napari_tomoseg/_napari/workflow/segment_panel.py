@@ -111,9 +111,10 @@ class SegmentPanel(Container):
 
         def on_finished() -> None:
             done = workflow.job.outcome == "done"
-            for feature, overlay in overlays.items():
+            for feature, output in zip(features, outputs):
+                overlay = overlays[feature]
                 overlay.metadata.pop(FILLING, None)
-                if done or _written_since(outputs[features.index(feature)], started_at):
+                if done or _written_since(output, started_at):
                     overlay.metadata.pop(INCOMPLETE, None)  # a Stop that came after its map
                     # was whole: cancelling removes only maps not yet finished
                 else:  # what is shown is part of a map: Pick must not take it for one
