@@ -623,6 +623,25 @@ def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):
     assert code == 0 and len(load_boxes(folder)) == 2  # another feature's boxes are added
 
 
+def test_boxes_placed_on_another_binning_are_refused(tmp_path, capsys):
+    """Boxes from a mask of one binning trained on a tomogram of another landed on other
+    places without a word; the box file now records its grid, and train refuses it."""
+    files = Files(tmp_path)
+    folder = tmp_path / "grid_boxes"
+    truth = files.mrc("truth.mrc", _truth())
+    assert _run(["boxes", truth, str(folder), "--feature", "membrane", "--positives", "1",
+                 "--negatives", "1", "--size", "16"], capsys)[0] == 0
+    binned = files.mrc("binned.mrc", _tomogram()[::2, ::2, ::2].copy(), voxel=2 * VOXEL)
+    code, err = _run(["train", binned, "--boxes", str(folder), "--feature", "membrane",
+                      "--steps", "2", "-o", str(tmp_path / "m.pt")], capsys)
+    _one_line_error(code, err, "placed on a 16 x 48 x 48 volume")
+    assert not (tmp_path / "m.pt").exists()
+    other = files.mrc("other_truth.mrc", _truth()[::2, ::2, ::2].copy())
+    code, err = _run(["boxes", other, str(folder), "--feature", "actin", "--positives", "1",
+                      "--negatives", "0", "--size", "8"], capsys)
+    _one_line_error(code, err, "placed on a 16 x 48 x 48 volume")
+
+
 def test_opening_a_header_without_voxel_size_warns_at_once(tmp_path, monkeypatch):
     """It opened at 1 A per voxel without a word (a trial); the CLI refused it clearly."""
     pytest.importorskip("napari")

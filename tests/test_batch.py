@@ -211,9 +211,11 @@ def test_batch_refuses_a_header_without_voxel_size_unless_given(project, tmp_pat
     assert "| novoxel | failed |" in report and "no usable voxel size" in report
     assert not list(out.glob("*.mrc"))
     assert cli.main(["batch", str(tomogram), "-m", str(small), "-o", str(out), "--device", "cpu",
-                     "--voxel-size", "2"]) == 0
+                     "--voxel-size", "2", "--dtype", "float32"]) == 0
     probability, info = open_volume(out / "novoxel_ribosome.mrc")
     assert probability.shape == volume.shape and info.voxel_size == (2.0, 2.0, 2.0)
+    with mrcfile.open(out / "novoxel_ribosome.mrc", permissive=True, header_only=True) as mrc:
+        assert int(mrc.header.mode) == 2  # --dtype float32: readable by IMOD before 4.10
 
 
 @pytest.mark.parametrize("extra, fragment", [

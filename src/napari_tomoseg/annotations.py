@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .box_grid import BoxList, parse_grid
 from .errors import InvalidBoxesError, InvalidSettingsError, TomosegError
 from .io.atomic import write_text
 
@@ -42,6 +43,10 @@ class Box:
     positive: bool = True
     mask: np.ndarray | None = None  # (size, size) 0/1 for positives
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # (size, size) 0/1: the pixels whose label is known; None: the whole box. A rejected
+    # pick becomes a negative box known only on the particle it wrongly took, as its
+    # neighbours may be true particles
+    known: np.ndarray | None = None
 
     def corner(self) -> tuple[int, int]:
         """Top-left pixel (y, x) of the box on its slice."""
@@ -203,12 +208,16 @@ def box_record(box: Box) -> dict:
             "x": float(box.x), "size": int(box.size), "positive": bool(box.positive)}
 
 
-def save_boxes(folder: str | os.PathLike, boxes: list[Box]) -> None:
+def save_boxes(folder: str | os.PathLike, boxes: list[Box],
+               grid: tuple[int, int, int] | None = None) -> None:
     """A box folder for ``tomoseg train --boxes``: one generation, written whole.
 
     Boxes and masks go into one ``boxes.json`` with a SHA-1 of its body
     (one rename); the file it replaces becomes ``boxes.previous.json``.
     A version-1 ``masks.npz`` is kept while the backup still needs it.
+    ``grid`` is the shape (z, y, x) of the volume the boxes were placed on:
+    training refuses a tomogram of another shape (another binning), whose
+    boxes would otherwise land on other places without a word.
     """
     from .session_store import _digest, encode_mask
 
@@ -216,6 +225,8 @@ def save_boxes(folder: str | os.PathLike, boxes: list[Box]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     body = {"boxes": [dict(box_record(b), mask=None if b.mask is None else encode_mask(b.mask))
                       for b in boxes]}
+    if grid is not None:
+        body["grid"] = [int(n) for n in grid]
     text = json.dumps({"version": BOXES_VERSION, "sha1": _digest(body), "body": body}, indent=1)
     replaced_is_generation = _is_generation(folder / BOXES_FILE)
     write_text(folder / BOXES_FILE, text, backup=folder / BOXES_BACKUP_FILE)
@@ -238,7 +249,8 @@ def has_boxes(folder: str | os.PathLike) -> bool:
 
 
 def _read_box_file(path: Path) -> list[Box]:
-    """The boxes of one box file (version 2, or version 1 with ``masks.npz``)."""
+    """The boxes of one box file (version 2, or version 1 with ``masks.npz``); the grid
+    they were placed on, when recorded, as their ``grid`` attribute (``BoxList``)."""
     from .session_store import decode_mask, _digest
 
     try:
@@ -255,7 +267,7 @@ def _read_box_file(path: Path) -> list[Box]:
             masks = {r["id"]: decode_mask(r["mask"]) for r in records if r.get("mask") is not None}
         except (TypeError, ValueError, KeyError, AttributeError, zlib.error) as exc:
             raise InvalidBoxesError(f"{path} holds a mask that cannot be read ({exc}).") from exc
-        return boxes_from_records(records, masks, path)
+        return BoxList(boxes_from_records(records, masks, path), parse_grid(body.get("grid"), path))
     records = data.get("boxes") if isinstance(data, dict) else None
     masks_path = path.parent / MASKS_FILE
     masks = read_masks(masks_path) if masks_path.exists() else {}

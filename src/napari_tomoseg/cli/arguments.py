@@ -143,3 +143,10 @@ def precision_option(parser: argparse.ArgumentParser) -> None:
                         help="auto: bfloat16 arithmetic on CPUs that have it natively (about "
                              "1.3x faster end to end, Dice within 0.002); float32: identical "
                              "maps on every machine")
+
+
+def dtype_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16",
+                        help="map values: float16 (default; MRC mode 12, which IMOD before 4.10 "
+                             "cannot read), float32, or uint8 0-255 (MRC has no 8-bit unsigned "
+                             "mode: stored as uint16, twice the size)")

@@ -62,7 +62,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
-        diameter=args.diameter, device=args.device, precision=args.precision,
+        diameter=args.diameter, dtype=args.dtype, device=args.device, precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     check_writable(args.output)
     tomograms, skipped = batch.split_own_outputs(tomograms, settings)
@@ -99,6 +99,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--scheduler", help="address of a running dask scheduler")
     p.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     p.add_argument("--device", default="auto")
+    arguments.dtype_option(p)
     arguments.precision_option(p)
     copick_options(p, several_runs=True)
     p.set_defaults(func=cmd_batch)

@@ -244,9 +244,7 @@ def _segment_parser(sub) -> None:
     segment.add_argument("--model", "-m", action="append", required=True,
                          help="model file (repeat for several features)")
     segment.add_argument("--output-dir", "-o", type=Path, default=Path("."))
-    segment.add_argument("--dtype", choices=("float16", "float32", "uint8"), default="float16",
-                         help="map values: float16 (default), float32, or uint8 0-255 (MRC has "
-                              "no 8-bit unsigned mode: stored as uint16, twice the size)")
+    arguments.dtype_option(segment)
     segment.add_argument("--batch", type=POSITIVE_INT, default=4, help="slices per batch")
     segment.add_argument("--device", default="auto")
     arguments.precision_option(segment)

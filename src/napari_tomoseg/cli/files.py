@@ -158,6 +158,7 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..annotations import boxes_from_truth, has_boxes, load_boxes, save_boxes
+    from ..box_grid import check_box_grid
     from ..io.mrc import open_volume
     from ..io.paths import check_writable
     from ..session_store import is_session
@@ -186,12 +187,14 @@ def cmd_boxes(args: argparse.Namespace) -> int:
         print(f"tomoseg: only {n_neg} of {args.negatives} negative boxes found a "
               f"{args.size}-pixel square free of '{args.feature}'", file=sys.stderr)
     existing = load_boxes(args.output) if has_boxes(args.output) else []  # or its backup
+    check_box_grid(existing, truth.shape, args.output)  # one folder, one grid
     own = sum(b.feature == args.feature for b in existing)
     if own and not args.replace:
         raise TomosegError(f"{args.output} already holds {own} boxes of '{args.feature}' "
                            "(perhaps drawn by hand); add --replace to replace them, or choose "
                            "another folder. Nothing was written.")
-    save_boxes(args.output, [b for b in existing if b.feature != args.feature] + boxes)
+    save_boxes(args.output, [b for b in existing if b.feature != args.feature] + boxes,
+               grid=truth.shape)
     n_pos = sum(b.positive for b in boxes)
     print(f"{args.output}: {n_pos} positive and {len(boxes) - n_pos} negative boxes "
           f"for '{args.feature}'")

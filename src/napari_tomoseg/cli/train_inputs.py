@@ -18,6 +18,7 @@ from .arguments import voxel_checked
 def training_inputs(args: argparse.Namespace):
     """(volume, voxel size, boxes, model to continue, settings, preprocessing)."""
     from ..annotations import check_boxes, load_boxes
+    from ..box_grid import check_box_grid
     from ..io.mrc import open_volume
     from ..nn.model_file import load_model
     from ..nn.models import stem_parameters
@@ -28,8 +29,11 @@ def training_inputs(args: argparse.Namespace):
     volume, info = open_volume(args.tomogram)
     info = voxel_checked(info, args.tomogram, args)
     # a session folder keeps its boxes in session.json; a box folder in boxes.json
-    boxes = (_session_boxes(args.boxes, volume, args.tomogram) if is_session(args.boxes)
-             else load_boxes(args.boxes))
+    if is_session(args.boxes):
+        boxes = _session_boxes(args.boxes, volume, args.tomogram)
+    else:
+        boxes = load_boxes(args.boxes)
+        check_box_grid(boxes, volume.shape, args.boxes)
     check_boxes(boxes, args.feature)
     start_from = load_model(args.resume) if args.resume else None
     if start_from is not None and (args.rotations is not None or args.stem3d != "auto"):

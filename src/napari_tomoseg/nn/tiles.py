@@ -121,15 +121,17 @@ def _binned_label(box: Box, binning: int, size: int) -> tuple[np.ndarray, np.nda
     unknown (weight 0).
     """
     label = box.label()
+    known = (np.ones_like(label) if box.known is None
+             else (np.asarray(box.known) > 0).astype(np.float32))
     if binning == 1:
-        return label[:size, :size], np.ones((size, size), np.float32)
+        return label[:size, :size], known[:size, :size]
     cy, cx = box.corner()
     oy, ox = cy % binning, cx % binning
     n = size * binning
     padded = np.zeros((n + 2 * binning, n + 2 * binning), np.float32)
     inside = np.zeros_like(padded)
     padded[oy:oy + label.shape[0], ox:ox + label.shape[1]] = label
-    inside[oy:oy + label.shape[0], ox:ox + label.shape[1]] = 1.0
+    inside[oy:oy + label.shape[0], ox:ox + label.shape[1]] = known
 
     def shrink(a: np.ndarray) -> np.ndarray:
         return a[:n, :n].reshape(size, binning, size, binning).mean(axis=(1, 3))
