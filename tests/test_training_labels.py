@@ -62,6 +62,30 @@ def test_held_out_quadrants_are_out_of_the_loss_and_scored():
     assert bank.weights[:, 0, :m].sum() == 0 and bank.held_out[:, 0, :m].sum() == 0
 
 
+@pytest.mark.parametrize("binning", [1, 2])
+def test_a_partly_known_box_teaches_only_where_it_is_known(binning, tmp_path):
+    """A rejected pick becomes a negative box known on a disc: its neighbours, which may be
+    true particles, must carry no weight (nor be held out), and the region survives a save."""
+    from napari_tomoseg.annotations import load_boxes, save_boxes
+
+    truth = stripes_volume()
+    yy, xx = np.mgrid[:32, :32]
+    rejected = Box("membrane", 2, 40, 40, 32, False)
+    rejected.known = ((yy - 16) ** 2 + (xx - 16) ** 2 <= 6 ** 2).astype(np.uint8)
+    save_boxes(tmp_path, [positive_box(truth, 4, 80, 80), rejected])
+    boxes = load_boxes(tmp_path)
+    assert np.array_equal(boxes[1].known, rejected.known) and boxes[0].known is None
+    settings = PreprocessSettings(lowpass_sigma=0.0, highpass_pixels=0.0, binning=binning)
+    bank = TileBank(Preprocessor(truth, settings), boxes, context=0, holdout=0.25, seed=1)
+    m, s = bank.margin, bank.size
+    taught = (bank.weights + bank.held_out)[1, 0, m:m + s, m:m + s].numpy()
+    disc = rejected.known.reshape(s, binning, s, binning).min(axis=(1, 3))  # wholly known
+    assert np.array_equal(taught > 0, disc > 0)
+    assert 0 < taught.sum() < 0.2 * s * s  # the disc only, not the box
+    full = (bank.weights + bank.held_out)[0, 0, m:m + s, m:m + s]
+    assert torch.all(full == 1)  # a box without a region is known everywhere, as before
+
+
 class Intensity(torch.nn.Module):
     """A real (parameter-free) network whose probability is the input intensity itself."""
 

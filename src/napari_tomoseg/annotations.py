@@ -43,9 +43,8 @@ class Box:
     positive: bool = True
     mask: np.ndarray | None = None  # (size, size) 0/1 for positives
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # (size, size) 0/1: the pixels whose label is known; None: the whole box. A rejected
-    # pick becomes a negative box known only on the particle it wrongly took, as its
-    # neighbours may be true particles
+    # (size, size) 0/1: where the label is known (None: everywhere), e.g. a rejected pick's
+    # particle only, as its neighbours may be true ones
     known: np.ndarray | None = None
 
     def corner(self) -> tuple[int, int]:
@@ -164,6 +163,9 @@ def read_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def check_box_masks(boxes: list[Box], source: str = MASKS_FILE) -> None:
     """Every mask has exactly its box's size: a larger one is not cropped, a smaller not padded."""
     for b in boxes:
+        if b.known is not None and tuple(np.shape(b.known)) != (b.size, b.size):
+            raise InvalidBoxesError(f"{source}: the known region of box {b.id} (slice {b.z}) "
+                                    f"is not {b.size} x {b.size} pixels, as its box.")
         if b.mask is not None and tuple(np.shape(b.mask)) != (b.size, b.size):
             shape = " x ".join(str(n) for n in np.shape(b.mask))
             raise InvalidBoxesError(
@@ -203,9 +205,14 @@ def check_boxes_fit(boxes: list[Box], shape: tuple[int, ...], binning: int = 1) 
 
 
 def box_record(box: Box) -> dict:
-    """The JSON fields of a box (its mask is stored apart)."""
-    return {"id": box.id, "feature": box.feature, "z": int(box.z), "y": float(box.y),
-            "x": float(box.x), "size": int(box.size), "positive": bool(box.positive)}
+    """The JSON fields of a box (its mask is stored apart; a partly known box's region here)."""
+    record = {"id": box.id, "feature": box.feature, "z": int(box.z), "y": float(box.y),
+              "x": float(box.x), "size": int(box.size), "positive": bool(box.positive)}
+    if box.known is not None:
+        from .session_store import encode_mask
+
+        record["known"] = encode_mask(box.known)
+    return record
 
 
 def save_boxes(folder: str | os.PathLike, boxes: list[Box],
@@ -302,10 +309,17 @@ def boxes_from_records(records: list, masks: dict, source: str | os.PathLike) ->
     ``check_box_masks``): a bad one is an InvalidBoxesError, never a
     traceback or a silently cropped label.
     """
+    from .session_store import decode_mask
+
     records = check_box_records(records, source)
+    try:
+        known = {r["id"]: decode_mask(r["known"]) for r in records if r.get("known") is not None}
+    except (TypeError, ValueError, KeyError, AttributeError, zlib.error) as exc:
+        raise InvalidBoxesError(f"{source} holds a known region that cannot be read "
+                                f"({exc}).") from exc
     boxes = [Box(feature=r["feature"], z=int(r["z"]), y=float(r["y"]), x=float(r["x"]),
                  size=int(r.get("size", 64)), positive=r["positive"],
-                 mask=masks.get(r["id"]), id=r["id"]) for r in records]
+                 mask=masks.get(r["id"]), id=r["id"], known=known.get(r["id"])) for r in records]
     check_box_masks(boxes, source)
     return boxes
 
