@@ -133,9 +133,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--binning", type=int, help="default: the training default (auto)")
     parser.add_argument("--save", type=Path, help="keep the probability maps here (.npy)")
-    parser.add_argument("--correct", action="store_true",
-                        help="add a row per network after one correction round (5 positives on "
-                             "missed stretches, 10 negatives on false detections, continued)")
+    parser.add_argument("--correct", nargs="?", const="stretches", choices=["stretches", "picks"],
+                        help="add a row per network after one correction round, continued: "
+                             "'stretches' (5 positives on missed stretches, 10 negatives on false "
+                             "detections) or 'picks' (ribosomes: the 10 best false picks "
+                             "rejected, as in the Pick widget)")
     parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
                         "training default)")
     parser.add_argument("--seeds", type=lambda v: max(1, int(v)), default=1,
@@ -168,8 +170,10 @@ def main() -> None:
                         stem = f"{feature}_{n_pos}_{method}_{seed}"
                         (args.save / f"{stem}.threshold").write_text(f"{threshold}\n")
                     if args.correct and method != "forest":
-                        extra = rs.correction_boxes(probs[0], cells[0]["labels"][feature],
-                                                    feature, boxes, threshold)
+                        extra = (rs.rejection_boxes(probs[0], cells[0], boxes, threshold)
+                                 if args.correct == "picks" else
+                                 rs.correction_boxes(probs[0], cells[0]["labels"][feature],
+                                                     feature, boxes, threshold))
                         more = boxes + extra
                         probs, threshold, took2 = run_method(
                             method, cells, more, feature, args.binning, args.intensity,

@@ -100,8 +100,19 @@ def unpainted_pick_scores(picks, cell: dict, boxes, voxel_size: float = 10.0) ->
     if painted.any() and len(picks):
         to_painted = np.linalg.norm(picks[:, None] - centres[painted][None], axis=-1).min(axis=1)
         picks = picks[to_painted > radius]
+    rejected = rejected_places(boxes)
+    if len(rejected) and len(picks):  # taught as "not this one": finding them again says little
+        to_rejected = np.linalg.norm(picks[:, None] - rejected[None], axis=-1).min(axis=1)
+        picks = picks[to_rejected > radius]
     scores = match_picks(picks, centres[~painted], radius)
     return {**scores, "painted": int(painted.sum())}
+
+
+def rejected_places(boxes) -> np.ndarray:
+    """(z, y, x) of the rejected picks among ``boxes``."""
+    places = [[b.z, b.y, b.x] for b in boxes  # rejected boxes are centred on their picks
+              if not b.positive and b.known is not None and np.any(b.known)]
+    return np.asarray(places, float).reshape(-1, 3)
 
 
 def user_boxes(cell: dict, feature: str, n_pos: int, n_neg: int, seed: int = 1):
@@ -203,4 +214,40 @@ def correction_boxes(prob: np.ndarray, truth: np.ndarray, feature: str, boxes: l
         if free(box) and 0.02 <= mask.mean() <= MAX_FRACTION.get(feature, 1.0):
             box.mask = (mask > 0).astype(np.uint8)
             added.append(box)
+    return added
+
+
+def rejection_boxes(prob: np.ndarray, cell: dict, boxes: list, threshold: float,
+                    n_neg: int = 10, size: int = 64, voxel_size: float = 10.0) -> list:
+    """A user's second round in the Pick widget: the best-scored false picks rejected.
+
+    Each becomes a negative box centred on the pick and known only on a disc of 0.8
+    particle radii there (``Box.known``; cut by the slice's edge, so no padding is taught):
+    the user says "not this one", nothing about its neighbours, which may be true
+    particles. Rejections of the same place on a slice count once. The truth stands in for
+    the user's eye. Measured and not adopted as a widget action (docs/engine.md).
+    """
+    from napari_tomoseg.annotations import Box
+    from napari_tomoseg.picking import PickSettings, pick_particles
+
+    radius = RIBOSOME_DIAMETER_A / 2 / voxel_size
+    picks = pick_particles(prob, voxel_size, PickSettings(diameter=RIBOSOME_DIAMETER_A,
+                                                           threshold=threshold))
+    zyx = picks[["z", "y", "x"]].to_numpy()
+    centres = np.asarray(cell["particles"], float).reshape(-1, 3)
+    far = np.linalg.norm(zyx[:, None] - centres[None], axis=-1).min(axis=1) > radius
+    nz, ny, nx = prob.shape
+    yy, xx = np.mgrid[:size, :size]
+    added: list = []
+    for z, y, x in zyx[far]:  # best score first
+        z, y, x = int(round(z)), float(round(y)), float(round(x))
+        if len(added) >= n_neg or any(b.z == z and np.hypot(b.y - y, b.x - x) < radius
+                                      for b in added):
+            continue
+        box = Box("ribosome", z, y, x, size, False)
+        y0, x0 = box.corner()
+        gy, gx = yy + y0, xx + x0
+        disc = (gy - y) ** 2 + (gx - x) ** 2 <= (0.8 * radius) ** 2
+        box.known = (disc & (gy >= 0) & (gy < ny) & (gx >= 0) & (gx < nx)).astype(np.uint8)
+        added.append(box)
     return added

@@ -52,7 +52,11 @@ class TileBank:
             y0, x0 = cy // b - margin, cx // b - margin
             images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
             label, known = _binned_label(box, b, self.size)
-            out = _held_out_quadrant(box, label, seed) if holdout > 0 else np.zeros_like(label)
+            # a box known only in part (a rejected pick's disc) is trained on whole: a quarter
+            # of a disc is no score, and held out it swayed early stopping and calibration
+            partial = box.known is not None
+            out = (_held_out_quadrant(box, label, seed) if holdout > 0 and not partial
+                   else np.zeros_like(label))
             labels.append(self._pad(label))
             weights.append(self._pad(known * (1 - out)))
             held.append(self._pad(known * out))
