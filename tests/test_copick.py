@@ -291,5 +291,25 @@ def test_segment_checks_copick_objects_before_segmenting(tmp_path, tiny_result, 
     out = tmp_path / "out"
     assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
                  "-o", str(out)]) == 2
-    assert "not a pickable object" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a pickable object" in err and "--copick-object ribosome=OBJECT" in err
     assert not list(out.glob("*.mrc"))  # refused before any work
+
+    # the project names it otherwise: --copick-object files the model's feature under it
+    data["pickable_objects"].append({"name": "ribosome-70s", "is_particle": True, "label": 3,
+                                     "radius": 125.0})
+    config.write_text(json.dumps(data))
+    assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
+                 "-o", str(out), "--copick-object", "ribosme=ribosome-70s"]) == 2
+    assert "'ribosme' is not a feature of this run" in capsys.readouterr().err
+    assert main(["segment", "--copick", str(config), "--voxel-spacing", "20", "-m", tiny_model,
+                 "-o", str(out), "--copick-object", "ribosome=ribosome-70s"]) == 0
+    run = copick.from_file(str(config)).get_run("TS_002")
+    assert run.get_segmentations(name="ribosome-70s", user_id="tomoseg", voxel_size=20.0)
+    assert not run.get_segmentations(name="ribosome", voxel_size=20.0)
+    # and pick reads that segmentation and files the picks under the same object
+    assert main(["pick", "--copick", str(config), "--run", "TS_002", "--voxel-spacing", "20",
+                 "--feature", "ribosome", "--copick-object", "ribosome=ribosome-70s"]) == 0
+    run = copick.from_file(str(config)).get_run("TS_002")
+    assert run.get_picks(object_name="ribosome-70s", user_id="tomoseg")
+    assert not run.get_picks(object_name="ribosome")

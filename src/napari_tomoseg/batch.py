@@ -56,6 +56,8 @@ class BatchSettings:
             record.pop("voxel_size")
         if record["precision"] == "auto":  # likewise
             record.pop("precision")
+        if record["copick"] is not None and not record["copick"]["objects"]:  # likewise
+            record["copick"].pop("objects")
         # 2: rlnCoordinate* as RELION reads them; 3: picks pass the roundness test. Older redone
         record["star_pixels"] = 3 if self.pick else 2
         return _hash(record)

@@ -110,6 +110,9 @@ def copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
     group.add_argument("--tomo-type", default="wbp", help="tomogram type (default wbp)")
     group.add_argument("--user-id", default="tomoseg", help="copick user id of our results")
     group.add_argument("--session-id", default="0", help="copick session id (default 0: a tool)")
+    group.add_argument("--copick-object", action="append", metavar="FEATURE=OBJECT",
+                       help="file FEATURE's results as the project's OBJECT (repeat; default: "
+                            "the feature's own name)")
 
 
 def copick_source(args: argparse.Namespace, run: str | None = None):
@@ -120,8 +123,10 @@ def copick_source(args: argparse.Namespace, run: str | None = None):
 
     if run is None and isinstance(args.run, str):
         run = args.run
+    objects = tuple(key_values(getattr(args, "copick_object", None), "--copick-object").items())
     return CopickSource(config=str(args.copick), run=run, voxel_spacing=args.voxel_spacing,
-                        tomo_type=args.tomo_type, user_id=args.user_id, session_id=args.session_id)
+                        tomo_type=args.tomo_type, user_id=args.user_id, session_id=args.session_id,
+                        objects=objects)
 
 
 def tilt_series_option(parser: argparse.ArgumentParser) -> None:

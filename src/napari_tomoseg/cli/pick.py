@@ -90,6 +90,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
 
     args.feature = _pick_feature(args)
     source = copick_source(args)
+    if source is not None:  # the object and ids, before any work
+        copick_project.check_result_objects(source, [args.feature])
     if args.output:  # before any work; never onto the map, an artifact map or a volume
         check_particle_output(args.output, (args.probability, *args.exclude), args.overwrite)
         check_writable(Path(args.output).parent)

@@ -49,9 +49,15 @@ class CopickSource:
     tomo_type: str = "wbp"
     user_id: str = "tomoseg"
     session_id: str = "0"  # copick: "0" marks results written by a tool
+    # (feature, object) pairs: results of a feature go under another object name (a model's
+    # 'ribosome' as the project's 'ribosome-70s'); a feature not named keeps its own name
+    objects: tuple[tuple[str, str], ...] = ()
 
     def at_run(self, run: str) -> "CopickSource":
         return replace(self, run=run)
+
+    def object_for(self, feature: str) -> str:
+        return dict(self.objects).get(feature, feature)
 
 
 def _copick():
@@ -172,24 +178,30 @@ def frame_of(source: CopickSource, info: VolumeInfo) -> TomogramFrame:
                          voxel_size=info.isotropic_voxel_size, origin=(0.0, 0.0, 0.0))
 
 
-def _object_name(root, feature: str) -> str:
+def _object_name(root, source: CopickSource, feature: str) -> str:
     """The copick object for one of our features; it must be declared in the config."""
     names = {o.name: o for o in root.config.pickable_objects}
-    if feature not in names:
-        hint = " (copick names allow no '_' or spaces)" if any(c in feature for c in "_ ") else ""
-        raise CopickError(f"'{feature}' is not a pickable object of this copick project"
+    name = source.object_for(feature)
+    if name not in names:
+        hint = " (copick names allow no '_' or spaces)" if any(c in name for c in "_ ") else ""
+        raise CopickError(f"'{name}' is not a pickable object of this copick project"
                           f"{hint}; declared: {', '.join(sorted(names)) or 'none'}. Add it to "
-                          "the config's pickable_objects or use --feature NAME.")
-    return feature
+                          f"the config's pickable_objects or give --copick-object {feature}=OBJECT.")
+    return name
 
 
 def check_result_objects(source: CopickSource, features) -> None:
-    """Before any work: every feature is an object of the project, and our ids are valid
-    (these were found only after whole tomograms had been segmented)."""
+    """Before any work: every feature is an object of the project, every --copick-object
+    names a feature of the run, and our ids are valid (these were found only after whole
+    tomograms had been segmented)."""
     root = open_project(source.config)
     _check_ids(source)
+    unknown = sorted(set(dict(source.objects)) - set(features))
+    if unknown:
+        raise CopickError(f"--copick-object {unknown[0]}=...: '{unknown[0]}' is not a feature of "
+                          f"this run (its features: {', '.join(features) or 'none'}).")
     for feature in features:
-        _object_name(root, feature)
+        _object_name(root, source, feature)
 
 
 def _check_ids(source: CopickSource) -> None:
@@ -237,7 +249,7 @@ def _writable_run(source: CopickSource, feature: str):
     """(run, object name) to write results of ``feature`` into, ids and object checked."""
     root = open_project(source.config)
     _check_ids(source)
-    return _run(source, root), _object_name(root, feature)
+    return _run(source, root), _object_name(root, source, feature)
 
 
 def write_picks(source: CopickSource, table: pd.DataFrame, frame: TomogramFrame,
@@ -264,10 +276,11 @@ def write_picks(source: CopickSource, table: pd.DataFrame, frame: TomogramFrame,
 def read_picks(source: CopickSource, feature: str, voxel_size: float) -> pd.DataFrame:
     """Copick points as our table (pixels at ``voxel_size``, RELION angles, score)."""
     run = _run(source)
-    found = run.get_picks(object_name=feature, user_id=source.user_id,
+    name = source.object_for(feature)
+    found = run.get_picks(object_name=name, user_id=source.user_id,
                           session_id=source.session_id)
     if not found:
-        raise CopickError(f"run '{source.run}' has no '{feature}' picks by "
+        raise CopickError(f"run '{source.run}' has no '{name}' picks by "
                           f"{source.user_id}/{source.session_id}.")
     picks = found[0]
     locations, transforms = picks.numpy()
@@ -319,10 +332,11 @@ def read_segmentation(source: CopickSource, feature: str, user_id: str | None = 
 
     run = _run(source)
     user_id, session_id = user_id or source.user_id, session_id or source.session_id
-    found = run.get_segmentations(name=feature, user_id=user_id, session_id=session_id,
+    name = source.object_for(feature)
+    found = run.get_segmentations(name=name, user_id=user_id, session_id=session_id,
                                   voxel_size=source.voxel_spacing, is_multilabel=False)
     if not found:
-        raise CopickError(f"run '{source.run}' has no '{feature}' segmentation by "
+        raise CopickError(f"run '{source.run}' has no '{name}' segmentation by "
                           f"{user_id}/{session_id} at {source.voxel_spacing:g} A.")
     group = zarr.open(found[0].zarr(), mode="r")
     data = np.asarray(group["0"][:])
