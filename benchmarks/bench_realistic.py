@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--settings", type=json.loads, default=None,
                         help='extra TrainingSettings as JSON, e.g. \'{"batch_size": 32}\'')
     args = parser.parse_args()
+    if args.correct == "picks" and args.features != ["ribosome"]:
+        parser.error("--correct picks rejects false ribosome picks: give --features ribosome")
     provenance = rs.provenance()  # the code that runs, not what is checked out at the end
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []

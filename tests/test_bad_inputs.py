@@ -626,6 +626,8 @@ def test_boxes_never_replace_existing_boxes_unasked(tmp_path, capsys):
 def test_boxes_placed_on_another_binning_are_refused(tmp_path, capsys):
     """Boxes from a mask of one binning trained on a tomogram of another landed on other
     places without a word; the box file now records its grid, and train refuses it."""
+    from napari_tomoseg.annotations import load_boxes
+
     files = Files(tmp_path)
     folder = tmp_path / "grid_boxes"
     truth = files.mrc("truth.mrc", _truth())
@@ -640,6 +642,23 @@ def test_boxes_placed_on_another_binning_are_refused(tmp_path, capsys):
     code, err = _run(["boxes", other, str(folder), "--feature", "actin", "--positives", "1",
                       "--negatives", "0", "--size", "8"], capsys)
     _one_line_error(code, err, "placed on a 16 x 48 x 48 volume")
+    # placing the folder's only feature again, on the binned mask, is what the error asks for
+    assert _run(["boxes", other, str(folder), "--feature", "membrane", "--positives", "1",
+                 "--negatives", "1", "--size", "8", "--replace"], capsys)[0] == 0
+    assert load_boxes(folder).grid == (8, 24, 24)
+    # a folder written before grids were recorded: adding to it claims no grid for old boxes
+    older = Path(files.boxes())
+    assert load_boxes(older).grid is None
+    assert _run(["boxes", truth, str(older), "--feature", "actin", "--positives", "1",
+                 "--negatives", "0", "--size", "16"], capsys)[0] == 0
+    assert load_boxes(older).grid is None and len(load_boxes(older)) == 7
+    # a session of another shape (made without a file, so with no checksum) is refused too
+    from napari_tomoseg.session import Session
+
+    session = Session.create(tmp_path / "binned_session", None, 2 * VOXEL, (8, 24, 24))
+    code, err = _run(["train", files.mrc("t.mrc"), "--boxes", str(session.folder), "--feature",
+                      "membrane", "--steps", "2", "-o", str(tmp_path / "m.pt")], capsys)
+    _one_line_error(code, err, "made on a 8 x 24 x 24 tomogram")
 
 
 def test_opening_a_header_without_voxel_size_warns_at_once(tmp_path, monkeypatch):

@@ -313,3 +313,16 @@ def test_segment_checks_copick_objects_before_segmenting(tmp_path, tiny_result, 
     run = copick.from_file(str(config)).get_run("TS_002")
     assert run.get_picks(object_name="ribosome-70s", user_id="tomoseg")
     assert not run.get_picks(object_name="ribosome")
+
+
+def test_two_features_are_never_filed_under_one_object(project, capsys):
+    """--copick-object ribosome=membrane with a membrane model besides: batch writes with
+    overwrite, so the second feature's results replaced the first's without a word."""
+    config, _ = project
+    source = cp.CopickSource(str(config), RUN, VS, objects=(("ribosome", "membrane"),))
+    with pytest.raises(cp.CopickError, match="ribosome and membrane would both be filed"):
+        cp.check_result_objects(source, ["ribosome", "membrane"])
+    cp.check_result_objects(source, ["ribosome"])  # alone it may take that name
+    assert main(["pick", "prob.mrc", "p.star", "--feature", "ribosome",
+                 "--copick-object", "ribosome=membrane"]) == 2
+    assert "give --copick CONFIG too" in capsys.readouterr().err

@@ -75,6 +75,12 @@ def test_a_partly_known_box_teaches_only_where_it_is_known(binning, tmp_path):
     save_boxes(tmp_path, [positive_box(truth, 4, 80, 80), rejected])
     boxes = load_boxes(tmp_path)
     assert np.array_equal(boxes[1].known, rejected.known) and boxes[0].known is None
+    from napari_tomoseg.session import Session
+
+    session = Session.create(tmp_path / "session", None, 10.0, truth.shape)
+    session.boxes.extend(boxes)
+    session.save()
+    assert np.array_equal(Session.load(session.folder).boxes[1].known, rejected.known)
     settings = PreprocessSettings(lowpass_sigma=0.0, highpass_pixels=0.0, binning=binning)
     bank = TileBank(Preprocessor(truth, settings), boxes, context=0, holdout=0.25, seed=1)
     m, s = bank.margin, bank.size
@@ -82,8 +88,10 @@ def test_a_partly_known_box_teaches_only_where_it_is_known(binning, tmp_path):
     disc = rejected.known.reshape(s, binning, s, binning).min(axis=(1, 3))  # wholly known
     assert np.array_equal(taught > 0, disc > 0)
     assert 0 < taught.sum() < 0.2 * s * s  # the disc only, not the box
+    assert bank.held_out[1].sum() == 0  # trained on whole: a quarter disc scores nothing
     full = (bank.weights + bank.held_out)[0, 0, m:m + s, m:m + s]
     assert torch.all(full == 1)  # a box without a region is known everywhere, as before
+    assert 0 < bank.held_out[0].sum() < full.sum()  # and holds out a quadrant, as before
 
 
 class Intensity(torch.nn.Module):

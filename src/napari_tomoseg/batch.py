@@ -223,13 +223,13 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
     earlier run with the same input and segmentation settings, used instead
     of segmenting again.
     """
-    from .io.mrc import open_volume
     from .jobs import run_job
     from .jobs.merge import merge_maps
     from .jobs.pick import pick_job
     from .jobs.segment import SegmentOptions, segment_tomogram
     from .merge import MergeSettings, artifact_rules
     from .nn.model_file import load_model
+    from .probability_maps import open_probability
     from .picking import PickSettings
     from .tomogram import volume_frame
 
@@ -264,8 +264,10 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
             raise TomosegError(f"cannot pick '{feature}': no model for it.")
         pick = PickSettings(diameter=settings.diameter, threshold=thresholds.get(feature, 0.5))
         target = out / f"{name}_{feature}.star"
-        tables[feature] = run_job(pick_job(open_volume(maps[feature])[0], frame, pick, feature,
-                                           target))
+        # the header rule (0-255 maps of --dtype uint8), as merge reads them: a map whose
+        # values end at 1 was read as certain everywhere
+        tables[feature] = run_job(pick_job(open_probability(maps[feature])[0], frame, pick,
+                                           feature, target))
         result["outputs"].append(target.name)
         result["picks"][feature] = int(len(tables[feature]))
     if settings.copick is not None:

@@ -118,6 +118,8 @@ def copick_options(p: argparse.ArgumentParser, several_runs: bool) -> None:
 def copick_source(args: argparse.Namespace, run: str | None = None):
     """The copick project location named by --copick/--run/... (None without --copick)."""
     if not getattr(args, "copick", None):
+        if getattr(args, "copick_object", None):
+            raise TomosegError("--copick-object names copick objects: give --copick CONFIG too.")
         return None
     from ..io.copick_project import CopickSource
 

@@ -187,14 +187,16 @@ def cmd_boxes(args: argparse.Namespace) -> int:
         print(f"tomoseg: only {n_neg} of {args.negatives} negative boxes found a "
               f"{args.size}-pixel square free of '{args.feature}'", file=sys.stderr)
     existing = load_boxes(args.output) if has_boxes(args.output) else []  # or its backup
-    check_box_grid(existing, truth.shape, args.output)  # one folder, one grid
     own = sum(b.feature == args.feature for b in existing)
     if own and not args.replace:
         raise TomosegError(f"{args.output} already holds {own} boxes of '{args.feature}' "
                            "(perhaps drawn by hand); add --replace to replace them, or choose "
                            "another folder. Nothing was written.")
-    save_boxes(args.output, [b for b in existing if b.feature != args.feature] + boxes,
-               grid=truth.shape)
+    kept = [b for b in existing if b.feature != args.feature]
+    grid = getattr(existing, "grid", None)
+    if kept:  # one folder, one grid; the kept boxes' grid is unknown in older files
+        check_box_grid(existing, truth.shape, args.output)
+    save_boxes(args.output, kept + boxes, grid=truth.shape if grid or not kept else None)
     n_pos = sum(b.positive for b in boxes)
     print(f"{args.output}: {n_pos} positive and {len(boxes) - n_pos} negative boxes "
           f"for '{args.feature}'")

@@ -65,6 +65,11 @@ def _session_boxes(folder, volume, tomogram) -> list:
     from ..session import Session, data_checksum, fingerprint
 
     session = Session.load(folder)
+    if session.shape and tuple(session.shape) != tuple(volume.shape):  # also without a checksum
+        raise InvalidSettingsError(
+            f"the session in {folder} was made on a {' x '.join(map(str, session.shape))} "
+            f"tomogram (z y x), not {Path(tomogram).name}'s "
+            f"{' x '.join(map(str, volume.shape))}: give that tomogram, or box this one.")
     same_file = session.tomogram_fingerprint == fingerprint(tomogram)  # as sessions reopen
     if not same_file and session.data_checksum and session.data_checksum != data_checksum(volume):
         raise InvalidSettingsError(

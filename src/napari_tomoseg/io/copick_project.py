@@ -200,8 +200,12 @@ def check_result_objects(source: CopickSource, features) -> None:
     if unknown:
         raise CopickError(f"--copick-object {unknown[0]}=...: '{unknown[0]}' is not a feature of "
                           f"this run (its features: {', '.join(features) or 'none'}).")
-    for feature in features:
-        _object_name(root, source, feature)
+    names = [_object_name(root, source, feature) for feature in features]
+    shared = sorted({n for n in names if names.count(n) > 1})
+    if shared:  # the second would replace the first's results
+        both = [f for f in features if source.object_for(f) == shared[0]]
+        raise CopickError(f"{' and '.join(both)} would both be filed as copick object "
+                          f"'{shared[0]}'; give each feature its own object (--copick-object).")
 
 
 def _check_ids(source: CopickSource) -> None:
