@@ -385,3 +385,25 @@ def test_one_batch_run_at_a_time_writes_an_output_folder(tmp_path):
     with pytest.raises(TomosegError, match="process 123 on other-host.*delete"):
         with folder_lock(out):
             pass
+
+
+def test_batch_picks_read_a_uint8_map_by_its_header(project, tmp_path):
+    """`batch --dtype uint8 --pick` opened its own 0-255 maps without the header rule: a map
+    of a tomogram without the particle holds only 0s and 1s, which read as probability 1
+    everywhere (picks all over an empty map). Read as merge reads them, it has none."""
+    from napari_tomoseg.batch import _chain_jobs
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    _, model, tomograms, _ = project
+    shape = open_volume(tomograms[0])[0].shape
+    faint = np.round(np.random.default_rng(0).uniform(0.001, 0.005, shape) * 255)
+    assert set(np.unique(faint)) == {0, 1}
+    out = tmp_path / "out"
+    out.mkdir()
+    write_volume(out / "tomo0_ribosome.mrc", faint.astype(np.uint16), 20.0,
+                 labels=(threshold_label("ribosome", 0.5),))
+    settings = BatchSettings(models=(model,), output=str(out), pick=("ribosome",), dtype="uint8")
+    result = {"outputs": [], "picks": {}}
+    _chain_jobs(tomograms[0], settings, "tomo0", None, result,
+                ready_maps={"ribosome": "tomo0_ribosome.mrc"})
+    assert result["picks"]["ribosome"] == 0
