@@ -95,17 +95,19 @@ def unpainted_pick_scores(picks, cell: dict, boxes, voxel_size: float = 10.0) ->
     left out (neither right nor wrong)."""
     radius = RIBOSOME_DIAMETER_A / 2 / voxel_size
     painted = painted_particles(cell, boxes, radius)
-    picks = np.asarray(picks, float).reshape(-1, 3)
     centres = np.asarray(cell["particles"], float).reshape(-1, 3)
-    if painted.any() and len(picks):
-        to_painted = np.linalg.norm(picks[:, None] - centres[painted][None], axis=-1).min(axis=1)
-        picks = picks[to_painted > radius]
-    rejected = rejected_places(boxes)
-    if len(rejected) and len(picks):  # taught as "not this one": finding them again says little
-        to_rejected = np.linalg.norm(picks[:, None] - rejected[None], axis=-1).min(axis=1)
-        picks = picks[to_rejected > radius]
+    picks = _away_from(np.asarray(picks, float).reshape(-1, 3), centres[painted], radius)
+    # rejected places were taught as "not this one": finding them again says little
+    picks = _away_from(picks, rejected_places(boxes), radius)
     scores = match_picks(picks, centres[~painted], radius)
     return {**scores, "painted": int(painted.sum())}
+
+
+def _away_from(picks: np.ndarray, places: np.ndarray, radius: float) -> np.ndarray:
+    """The picks farther than ``radius`` from every place."""
+    if len(places) == 0 or len(picks) == 0:
+        return picks
+    return picks[np.linalg.norm(picks[:, None] - places[None], axis=-1).min(axis=1) > radius]
 
 
 def rejected_places(boxes) -> np.ndarray:

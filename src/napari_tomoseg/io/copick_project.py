@@ -203,7 +203,7 @@ def check_result_objects(source: CopickSource, features) -> None:
     names = [_object_name(root, source, feature) for feature in features]
     shared = sorted({n for n in names if names.count(n) > 1})
     if shared:  # the second would replace the first's results
-        both = [f for f in features if source.object_for(f) == shared[0]]
+        both = [f for f, n in zip(features, names) if n == shared[0]]
         raise CopickError(f"{' and '.join(both)} would both be filed as copick object "
                           f"'{shared[0]}'; give each feature its own object (--copick-object).")
 
