@@ -144,12 +144,13 @@ def test_a_stop_request_ends_averaging_inside_an_iteration(field, tmp_path, what
     settings = AverageSettings(box=24, iterations=1, angular_step=30, final_step=30,
                                initial_step=45, device="cpu")
     table = particle_table(field.zyx)
+    volume = _CountedReads(field.tomogram)
     if what == "average":  # with a reference: straight into the orientation search
-        job = average_job(field.tomogram, frame, table, settings, tmp_path / "out",
+        job = average_job(volume, frame, table, settings, tmp_path / "out",
                           reference=field.reference(24))
     else:
         table[["rot", "tilt", "psi"]] = 0.0
-        job = classify_job(field.tomogram, frame, table, settings, ClassifySettings(classes=2),
+        job = classify_job(volume, frame, table, settings, ClassifySettings(classes=2),
                            tmp_path / "out")
     stop = threading.Event()
     with stop_event(stop):
@@ -157,7 +158,19 @@ def test_a_stop_request_ends_averaging_inside_an_iteration(field, tmp_path, what
         stop.set()  # while the job is between yields
         with pytest.raises(Cancelled):
             next(job)  # before: the whole first iteration ran, and it yielded
+    assert volume.reads == 1 < len(field.zyx)  # before: every box was read first
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+class _CountedReads:
+    """A tomogram that counts the boxes read from it (a lazily read file stands behind)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data, self.shape, self.reads = data, data.shape, 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.data[key]
 
 
 

@@ -107,3 +107,34 @@ def test_a_model_no_disk_takes_is_one_clear_error(tmp_path, monkeypatch):
     assert str(tmp_path / "m.pt") in str(info.value)
     assert not (tmp_path / "m.pt").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_a_training_that_fails_keeps_its_best_weights_beside_the_model(tmp_path):
+    """An out-of-memory preview (or a divergence) steps in: the error is reported as it
+    is, and the weights so far are in NAME.stopped.pt, not over the model file."""
+    from napari_tomoseg.annotations import load_boxes
+    from napari_tomoseg.errors import user_message
+    from napari_tomoseg.io.mrc_read import open_volume
+    from napari_tomoseg.jobs.progress import run_job
+    from napari_tomoseg.jobs.train import train_feature
+    from napari_tomoseg.nn.training import TrainingSettings
+
+    tomogram, boxes = _inputs(tmp_path)
+    asked = []
+
+    def slice_in_view() -> int:
+        asked.append(1)
+        if len(asked) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return 8
+
+    output = tmp_path / "m.pt"
+    settings = TrainingSettings(steps=50, batch_size=2, architecture="unet", preview_every_s=0)
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        run_job(train_feature(np.asarray(open_volume(tomogram)[0]), 10.0, load_boxes(boxes), "membrane",
+                              settings, output=output, preview_z=slice_in_view))
+    kept = tmp_path / "m.stopped.pt"
+    assert info.value.kept_model == kept and not output.exists()
+    assert len(load_model(kept).history) >= 3
+    assert user_message(info.value) == ("out of memory: bin the tomogram or use a smaller "
+                                        f"region. The best weights so far are kept in {kept}.")

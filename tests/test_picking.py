@@ -300,3 +300,25 @@ def test_an_almost_empty_integer_map_of_segment_is_not_read_as_a_mask(tmp_path, 
     mask = write_volume(tmp_path / "mask.mrc", (faint > 0).astype(np.int8), 20.0)
     assert main(["pick", str(prob), str(tmp_path / "q.star"), "--diameter", "200",
                  "--exclude", str(mask)]) == 0  # a plain 0/1 mask is still a mask
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_a_stop_request_ends_picking_between_its_passes(blobs, method):
+    """Picking a large map is a few whole-volume passes (a minute): a face's stop event
+    ends it after the current pass, not after all of them."""
+    import threading
+
+    from napari_tomoseg.errors import Cancelled
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.jobs.pick import pick_job
+    from napari_tomoseg.jobs.progress import stop_event
+
+    prob = blobs((32, 64, 64), np.array([[16.0, 32.0, 32.0]]), radius=5)
+    job = pick_job(prob, TomogramFrame("t", prob.shape, 10.0),
+                   PickSettings(diameter=100.0, method=method), "ribosome")
+    stop = threading.Event()
+    with stop_event(stop):
+        assert next(job).message == "picking ribosome"
+        stop.set()  # while the job is between yields
+        with pytest.raises(Cancelled):
+            next(job)  # before: picking ran to its end and yielded the picks

@@ -148,7 +148,7 @@ def test_pick_refuses_what_is_not_a_probability_map(make_napari_viewer, qtbot, t
     qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
     assert "is it a tomogram" in widget.status.value and widget.points is None
     assert shown == [widget.status.value]  # one line, not a bug report
-    assert widget.pick_button.enabled
+    assert widget.pick_button.text == "Pick"
     del plain.metadata[KEY]  # no longer a map: refused before any thread starts
     assert tag_of(plain) == {}
     with pytest.raises(TomosegError, match="not a probability map"):
@@ -248,3 +248,24 @@ def test_pick_reads_the_map_as_it_was_when_started(make_napari_viewer, qtbot, bl
     qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
     qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
     assert len(widget.points.data) == len(CENTRES)
+
+
+def test_the_pick_button_stops_a_running_pick(make_napari_viewer, qtbot, blobs):
+    """While picking, the button is Stop: it ends the job between passes, no picks come."""
+    from napari_tomoseg._napari.layer_tags import tag
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+
+    prob = np.zeros((64, 384, 384), np.float32)  # seconds of scipy passes on two cores
+    prob[:64, :96, :96] = blobs((64, 96, 96), CENTRES, radius=6)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(prob, name="prediction: ribosome", scale=(10, 10, 10))
+    tag(layer, "probability", feature="ribosome")
+    widget = PickingWidget(viewer)
+    widget.source.value = layer
+    handle = widget._pick_or_stop()
+    assert widget.pick_button.text == "Stop"
+    assert widget._pick_or_stop() is None  # the second press stops it
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.pick_button.text == "Pick", timeout=5_000)
+    assert handle.outcome == "cancelled" and widget.points is None
+    assert widget.status.value == "stopped"

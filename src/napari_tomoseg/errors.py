@@ -87,9 +87,17 @@ def os_reason(exc: OSError) -> str:
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can act on; None for a bug."""
     if isinstance(exc, TomosegError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, OSError):
-        return describe_os_error(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory: bin the tomogram or use a smaller region."
-    return None
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    elif isinstance(exc, OSError):
+        message = describe_os_error(exc)
+    elif isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's
+        message = "out of memory: bin the tomogram or use a smaller region."  # GPU one too
+    else:
+        return None
+    return message + kept_model_note(exc)
+
+
+def kept_model_note(exc: BaseException) -> str:
+    """Where a failed training kept its best weights (``kept_model``), or nothing."""
+    kept = getattr(exc, "kept_model", None)
+    return f" The best weights so far are kept in {kept}." if kept is not None else ""

@@ -13,6 +13,7 @@ along filament or membrane segmentations at a given spacing.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from .pick_measures import mass_at, roundness  # noqa: F401 - roundness also imported from here
 from .probability_maps import as_probability  # noqa: F401 - also imported from here
 from .errors import InvalidSettingsError
 
@@ -116,9 +118,10 @@ def _components(mask: np.ndarray, prob: np.ndarray, split: bool, radius: float) 
     return watershed(-distance, markers, mask=mask)
 
 
-def _component_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
+def _component_candidates(prob: np.ndarray, settings: PickSettings, v: dict, stop):
     """EMAN2-style: (centres, scores, sizes, NaN roundness), one per component above threshold."""
     labels = _components(prob > settings.threshold, prob, settings.split_touching, v["radius"])
+    stop()
     index = np.arange(1, int(labels.max()) + 1)
     if len(index) == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0)
@@ -130,7 +133,7 @@ def _component_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
     return centres, scores, sizes, np.full(len(sizes), np.nan)  # no shape test: EMAN2's way
 
 
-def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
+def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict, stop):
     """(centres, scores, sizes, roundness): local maxima of the smoothed map, sized by the raw map.
 
     The smoothed map only places candidates (one peak per particle, even when
@@ -142,61 +145,23 @@ def _peak_candidates(prob: np.ndarray, settings: PickSettings, v: dict):
     radius = v["radius"]
     # zero beyond the volume: a mirrored border would pull peaks onto the face
     smooth = ndimage.gaussian_filter(prob, max(radius / 3, 0.5), mode="constant")
+    stop()  # between the whole-volume passes: each takes seconds on a large map
     reach = max(int(round(radius / 2)), 1)
     local_max = ndimage.maximum_filter(smooth, size=2 * reach + 1, mode="constant")
+    stop()
     floor = max(0.5 * settings.threshold, 0.05)  # flat zero regions are not peaks
     peaks = np.argwhere((smooth >= local_max) & (smooth >= floor))
     if len(peaks) == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0)
     above = prob > settings.threshold
-    mass = _mass_at(above, peaks, radius)
+    mass = mass_at(above, peaks, radius)
+    stop()
     if v["max_size"] is not None:  # a blob too big to be one particle: its component's size
         components, _ = ndimage.label(above, structure=np.ones((3, 3, 3)))
         sizes = np.bincount(components.ravel())
         component_size = sizes[components[tuple(peaks.T)]] * (components[tuple(peaks.T)] > 0)
         mass = np.where(component_size > v["max_size"], component_size, mass)
     return peaks.astype(float), smooth[tuple(peaks.T)], mass, roundness(smooth, peaks)
-
-
-def roundness(smooth: np.ndarray, peaks: np.ndarray) -> np.ndarray:
-    """Smallest over largest curvature of ``smooth`` at each peak: 1 a ball, 0 a sheet or ridge.
-
-    The Hessian from central differences, zero beyond the volume as in the smoothing (a
-    peak on a face voxel reads as curved there; such caps rarely have a particle's mass).
-    A particle is compact; a carbon edge or membrane the network mistook for one is
-    flat or long, so one of its curvatures is near zero.
-    """
-    if len(peaks) == 0:
-        return np.zeros(0)
-    f = np.pad(smooth, 1)
-    z, y, x = (np.asarray(peaks, int) + 1).T
-
-    def at(dz: int, dy: int, dx: int) -> np.ndarray:
-        return f[z + dz, y + dy, x + dx].astype(float)
-
-    centre = at(0, 0, 0)
-    hessian = np.empty((len(z), 3, 3))
-    steps = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
-    for i, a in enumerate(steps):
-        hessian[:, i, i] = at(*a) - 2 * centre + at(*(-np.array(a)))
-        for j in range(i + 1, 3):
-            b = np.array(steps[j])
-            plus, minus = np.array(a) + b, np.array(a) - b
-            hessian[:, i, j] = hessian[:, j, i] = (at(*plus) - at(*minus) - at(*(-minus))
-                                                   + at(*(-plus))) / 4
-    magnitude = np.abs(np.linalg.eigvalsh(hessian))
-    largest = magnitude.max(axis=1)
-    return np.where(largest > 0, magnitude.min(axis=1) / np.maximum(largest, 1e-30), 0.0)
-
-
-def _mass_at(above: np.ndarray, peaks: np.ndarray, radius: float) -> np.ndarray:
-    """Voxels of ``above`` within ``radius`` of each peak (a ball sum, only where asked)."""
-    r = int(np.ceil(radius))
-    zz, yy, xx = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
-    ball = zz ** 2 + yy ** 2 + xx ** 2 <= radius ** 2
-    padded = np.pad(above, r)
-    return np.array([np.count_nonzero(padded[z:z + 2 * r + 1, y:y + 2 * r + 1, x:x + 2 * r + 1]
-                                      & ball) for z, y, x in peaks], dtype=float)
 
 
 def _suppress(centres: np.ndarray, scores: np.ndarray, min_distance: float,
@@ -219,9 +184,11 @@ def _suppress(centres: np.ndarray, scores: np.ndarray, min_distance: float,
 
 def pick_particles(probability: np.ndarray, voxel_size: float,
                    settings: PickSettings = PickSettings(),
-                   exclude: np.ndarray | None = None) -> pd.DataFrame:
+                   exclude: np.ndarray | None = None,
+                   should_stop: Callable[[], object] | None = None) -> pd.DataFrame:
     """Particles as a table: z y x (pixels), score, size (voxels above threshold), roundness
-    (NaN for components), score_norm.
+    (NaN for components), score_norm. ``should_stop`` is called between the passes over
+    the volume (``jobs.progress.raise_if_stopped`` ends a job there).
 
     ``exclude`` (a boolean volume, e.g. a carbon model's map above its threshold) drops
     candidates centred in it before suppression, as merge removes an artifact's voxels
@@ -236,7 +203,9 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
         check_same_grid(exclude, prob.shape)
     v = settings.in_voxels(voxel_size)
     find = _peak_candidates if settings.method == "peaks" else _component_candidates
-    centres, scores, sizes, round_ = find(prob, settings, v)
+    stop = should_stop or (lambda: None)
+    centres, scores, sizes, round_ = find(prob, settings, v, stop)
+    stop()
     massive, flat = sizes >= v["min_size"], round_ < settings.min_roundness  # NaN: not measured
     dropped = massive & flat  # counted as distinct peaks: a plateau's voxels are maxima one by one
     stretch = settings.z_stretch

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from napari.utils.notifications import show_error
 
-from ..errors import user_message
+from ..errors import kept_model_note, user_message
 
 log = logging.getLogger("napari_tomoseg")
 
@@ -25,7 +25,8 @@ def report_error(exc: BaseException, notify: Callable[[str], None] | None = None
     if message is None:
         log.error("napari-tomoseg bug", exc_info=(type(exc), exc, exc.__traceback__))
         message = (f"internal error ({type(exc).__name__}: {str(exc)[:200]}); this is a bug in "
-                   "napari-tomoseg, the traceback is in the log. Please report it.")
+                   "napari-tomoseg, the traceback is in the log. Please report it."
+                   + kept_model_note(exc))
     notify(message)
     return message
 

@@ -66,7 +66,7 @@ class PickingWidget(Container):
             label="Min roundness", value=PickSettings.min_roundness, min=0.0, max=1.0, step=0.05,
             tooltip="drop peaks flatter or longer than this, such as a carbon edge (1 a ball, "
                     "0 a sheet; a 2:1 particle 0.1-0.35); 0 keeps all")
-        self.pick_button = PushButton(text="Pick")
+        self.pick_button = PushButton(text="Pick", tooltip="while picking: Stop")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")
         self.next = PushButton(text="next >  [.]")
@@ -96,14 +96,14 @@ class PickingWidget(Container):
         self._connect_controls()
 
     def _connect_controls(self) -> None:
-        self.pick_button.changed.connect(self._guard(self.pick))
+        self.pick_button.changed.connect(guarded(self._pick_or_stop))
         self.min_score.changed.connect(self._apply_filter)
         self.next.changed.connect(lambda: self.step(1))
         self.previous.changed.connect(lambda: self.step(-1))
-        self.accept.changed.connect(self._guard(lambda: self.judge(1)))
-        self.reject.changed.connect(self._guard(lambda: self.judge(-1)))
-        self.export_button.changed.connect(self._guard(self._export_asking))
-        self.discard_button.changed.connect(self._guard(self._discard_asking))
+        self.accept.changed.connect(guarded(lambda: self.judge(1)))
+        self.reject.changed.connect(guarded(lambda: self.judge(-1)))
+        self.export_button.changed.connect(guarded(self._export_asking))
+        self.discard_button.changed.connect(guarded(self._discard_asking))
         # bound on the picks layer too, where napari's own a (select all) would win; keys
         # pressed with nothing to judge say so on the status line, not in a pop-up
         said = lambda line: setattr(self.status, "value", line)  # noqa: E731
@@ -165,10 +165,15 @@ class PickingWidget(Container):
     def _sources(self, widget=None) -> list[Image]:
         return [l for l in self.viewer.layers if is_probability(l)]
 
-    def _guard(self, action):
-        return guarded(action)
-
     # picking ---------------------------------------------------------------------
+    def _pick_or_stop(self) -> JobHandle | None:
+        """The button: Pick, or Stop while picking (a large map takes a minute)."""
+        if self.handle is not None and self.handle.is_running:
+            self.handle.cancel()
+            self.status.value = "stopping..."
+            return None
+        return self.pick()
+
     def pick(self) -> JobHandle:
         """Start ``pick_job`` on the chosen map in a thread; the picks become a Points layer."""
         layer = self.source.value
@@ -194,16 +199,16 @@ class PickingWidget(Container):
             self.feature.value = self._filled_feature = str(named)  # renamed since: not typed
         feature = self.feature.value.strip() or "particle"
         voxel_size_of(layer)  # a usable, cubic voxel size, or a message saying what to do
-        frame = self._source_frame(layer)
+        frame = source_frame(self.viewer, layer)
         exclude = self._excluded_region(layer)
-        self.pick_button.enabled = False
+        self.pick_button.text = "Stop"
         self.status.value = f"picking {feature}..."
         self.handle = start_job(
             checked_pick(snapshot(layer.data), frame, settings, feature, exclude),
             on_progress=lambda progress: setattr(self.status, "value", progress.message),
             on_done=lambda table: self.show_picks(table, layer, feature),
-            on_error=self._failed,
-            on_finished=lambda: setattr(self.pick_button, "enabled", True), owner=self)
+            on_error=self._failed, on_cancelled=lambda: setattr(self.status, "value", "stopped"),
+            on_finished=lambda: setattr(self.pick_button, "text", "Pick"), owner=self)
         return self.handle
 
     def _failed(self, exc: BaseException) -> None:
@@ -215,7 +220,7 @@ class PickingWidget(Container):
         Picks of a map of a session's tomogram are saved in the session at once and after
         every judgement or edit (``session_layers``): closing the viewer loses nothing."""
         feature = feature or self.feature.value
-        frame = self._source_frame(layer)
+        frame = source_frame(self.viewer, layer)
         values = table.drop(columns=["z", "y", "x", "feature"], errors="ignore")
         picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
                            values=values.assign(status=0), metadata=frame_metadata(frame))
@@ -265,9 +270,6 @@ class PickingWidget(Container):
         # the picks keep the diameter they were picked at: the field may already hold the
         # next pick's (a judgement saved 100 A over 250 A, and EMAN2 boxes shrank)
         return save_or_say(self.points, min_score=float(self.min_score.value))
-
-    def _source_frame(self, layer) -> TomogramFrame:
-        return source_frame(self.viewer, layer)
 
     # filtering and QC ------------------------------------------------------------------
     def _picks(self) -> Points | None:

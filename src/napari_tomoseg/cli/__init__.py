@@ -18,7 +18,7 @@ import sys
 import threading
 
 from .. import __version__
-from ..errors import TomosegError, user_message
+from ..errors import user_message
 from . import averaging, batch, engine, files, launch, pick
 
 __all__ = ["build_parser", "main"]
@@ -77,13 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
     try:
         return args.func(args)
-    except (TomosegError, OSError, MemoryError) as exc:  # the user can act on these: one line
-        print(f"tomoseg: error: {user_message(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as exc:
         print(f"tomoseg: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # the user can act on these (one line); a bug keeps its traceback
+        message = user_message(exc)
+        if message is None:
+            raise
+        print(f"tomoseg: error: {message}", file=sys.stderr)
+        return 2
     finally:
         warnings.formatwarning = formatting
         if previous is not None:

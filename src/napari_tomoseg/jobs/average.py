@@ -21,6 +21,12 @@ from ..io.particles import TomogramFrame
 from .progress import Job, Progress, raise_if_stopped
 
 
+def _stoppable(*_) -> None:
+    """Extraction's progress callback: Stop is heard every 50 boxes (thousands of boxes
+    from a lazily read tomogram take minutes, and Stop waited for all of them)."""
+    raise_if_stopped()
+
+
 def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
                 settings: AverageSettings, output: str | os.PathLike,
                 reference: np.ndarray | None = None, edge: str = "skip",
@@ -34,7 +40,8 @@ def average_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     """
     check_outputs(average_outputs(output, name).values(), overwrite, inputs)
     yield Progress(0, 1, "extracting particles")
-    sub = extract_particles(volume, table, settings.box, edge, min_distance=settings.min_distance)
+    sub = extract_particles(volume, table, settings.box, edge, progress=_stoppable,
+                            min_distance=settings.min_distance)
     result = None
     halves = table["half"].to_numpy()[sub.indices] if "half" in table else None  # kept
     states = iter_average(sub.data, frame.voxel_size, settings, reference,
@@ -67,7 +74,7 @@ def classify_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     check_outputs([*class_outputs(output, settings.classes, name).values(),
                    *stale_class_files(output, settings.classes, name)], overwrite, inputs)
     yield Progress(0, 1, "extracting particles")
-    sub = extract_particles(volume, table, averaging.box, edge,
+    sub = extract_particles(volume, table, averaging.box, edge, progress=_stoppable,
                             min_distance=averaging.min_distance)
     angles = table[["rot", "tilt", "psi"]].to_numpy(float)[sub.indices]
     if not np.isfinite(angles).all():  # e.g. points added by hand to an average's layer

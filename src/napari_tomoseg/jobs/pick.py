@@ -13,7 +13,7 @@ from ..io.particle_files import check_particle_output, eman2_box_size, write_par
 from ..io.particles import TomogramFrame
 from ..picking import PickSettings, check_same_grid, dropped_note, pick_particles, sample_along
 from ..probability_maps import as_probability
-from .progress import Job, Progress
+from .progress import Job, Progress, raise_if_stopped
 
 
 def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettings,
@@ -40,7 +40,8 @@ def pick_job(probability: np.ndarray, frame: TomogramFrame, settings: PickSettin
         table = sample_along(mask, spacing, frame.voxel_size)
     else:
         prob = as_probability(probability, name=f"the {feature} map")
-        table = pick_particles(prob, frame.voxel_size, settings, exclude)
+        table = pick_particles(prob, frame.voxel_size, settings, exclude,
+                               should_stop=raise_if_stopped)
     table["feature"] = feature
     said = f"{len(table)} {feature} picks" + dropped_note(table)
     yield Progress(1, 2, said)

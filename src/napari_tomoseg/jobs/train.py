@@ -88,6 +88,10 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
             with _signals_held():
                 _keep(model, output, stopped=True)
         raise
+    except Exception as exc:  # diverged, out of memory, a bug: the best weights still count
+        if model is not None and output is not None:
+            _keep_after_failure(model, output, exc)
+        raise
     if model is None:
         raise InvalidSettingsError("training stopped before its first step.")
     if output is not None:
@@ -112,6 +116,21 @@ def _keep(model: TrainedModel, output: Path, stopped: bool) -> Path:
     if not replaces_earlier(model, output.exists(), stopped):
         return save_model_or_rescue(model, stopped_model_file(output))
     return save_model_or_rescue(model, output, backup=previous_model_file(output))
+
+
+def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception) -> None:
+    """Save a failed run's best weights as ``NAME.stopped.pt`` (never over the earlier
+    model) and name the file on ``exc`` (``kept_model``): a divergence or an out-of-memory
+    preview an hour in lost the whole training. The first error stays the one reported."""
+    try:
+        with _signals_held():
+            exc.kept_model = save_model_or_rescue(model, stopped_model_file(output))
+    except Exception as again:  # noqa: BLE001 - reported with the error that ended training
+        rescued = getattr(again, "rescued", None)
+        if rescued is not None:
+            exc.kept_model = rescued
+        else:
+            exc.add_note(f"the best weights so far could not be kept: {again}")
 
 
 def check_continuable(start_from: TrainedModel, voxel_size: float,

@@ -128,7 +128,10 @@ class TrainPanel(Container):
             c.session.end_training(feature)
             if not workflow.closing:
                 self.show_model_state()  # failed: the job saved nothing
-                self.status.value = f"training '{feature}' {outcome} before a model was kept"
+                kept = getattr(workflow.job.error, "kept_model", None)
+                self.status.value = (f"training '{feature}' {outcome} before a model was kept"
+                                     if kept is None else f"training '{feature}' {outcome}; "
+                                     f"its best weights so far are in {kept}: Load them")
             return
         workflow.models[feature] = model
         if rescued is None:
