@@ -211,6 +211,28 @@ def test_a_failed_write_leaves_the_target_and_no_partial(tmp_path):
     assert target.read_text() == "new" and (tmp_path / "out.previous").read_text() == "old"
 
 
+def test_a_kill_while_a_file_with_a_backup_is_replaced_leaves_the_file(tmp_path, monkeypatch):
+    """The file replaced keeps its name until the new one takes it: a model, session or box
+    file renamed aside first was missing after a kill between the two renames."""
+    import napari_tomoseg.io.atomic as atomic
+
+    target, backup = tmp_path / "m.pt", tmp_path / "m.previous.pt"
+    target.write_text("good")
+    replace = os.replace
+
+    def killed_on_the_last_rename(source, destination):
+        if Path(destination) == target:
+            raise KeyboardInterrupt  # the process ends here
+        replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", killed_on_the_last_rename)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target, backup=backup) as tmp:
+            tmp.write_text("new")
+    assert target.read_text() == "good" and backup.read_text() == "good"
+    assert sorted(os.listdir(tmp_path)) == ["m.previous.pt", "m.pt"]
+
+
 def test_stale_partials_of_dead_processes_are_cleaned_and_refused(tmp_path, volume, capsys):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()

@@ -64,10 +64,26 @@ def commit_partial(tmp: str | os.PathLike, path: str | os.PathLike,
     path = Path(path)
     fsync_path(tmp)
     if backup is not None and path.exists():
-        os.replace(path, backup)
+        _second_name(path, Path(backup))
     os.replace(tmp, path)
     fsync_path(path.parent, directory=True)
     return path
+
+
+def _second_name(path: Path, backup: Path) -> None:
+    """``backup`` becomes another name of the file ``path`` holds, so ``path`` exists at
+    every moment: renaming it aside first left only the backup after a kill between the
+    two renames, and readers found no model or session."""
+    tmp = partial_path(backup)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:  # a file system without hard links: a copy
+            shutil.copy2(path, tmp)
+        os.replace(tmp, backup)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
