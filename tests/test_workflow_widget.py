@@ -123,6 +123,31 @@ def test_a_positive_box_starts_the_brush_and_spilled_paint_is_dropped(workflow):
     assert c.session.boxes[0].mask.sum() == 16 + 8
 
 
+def test_undo_and_redo_of_a_stroke_are_saved(workflow, tmp_path):
+    """napari's undo and redo emit no paint event: an undone stroke came back after a
+    crash, and a redone one was lost."""
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    widget.place_box(True, 5, 40.0, 40.0)
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c.masks_layer.brush_size = 4
+    with c.masks_layer.block_history():  # one stroke: paint is announced at its end
+        c.masks_layer.paint((5, 40, 40), c.session.label_of("membrane"))
+
+    def saved() -> int:
+        mask = Session.load(tmp_path / "session").boxes[0].mask
+        return 0 if mask is None else int(mask.sum())
+
+    painted = saved()
+    assert painted > 0
+    c.masks_layer.undo()
+    assert saved() == 0
+    c.masks_layer.redo()
+    assert saved() == painted
+
+
 def test_train_through_the_widget_overlays_a_good_preview(workflow, tiny_result, qtbot):
     viewer, widget = workflow
     truth = tiny_result.cell.labels["ribosome"]

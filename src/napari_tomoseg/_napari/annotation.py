@@ -70,6 +70,7 @@ class AnnotationController:
     def listen(self) -> None:
         self.boxes_layer.events.data.connect(self._on_shapes_changed)
         self.masks_layer.events.paint.connect(self._on_paint)
+        self.masks_layer.events.set_data.connect(self._on_redrawn)
 
     def _reuse(self, role: str):
         """This tomogram's layer of ``role`` from an earlier session start, if still open."""
@@ -79,6 +80,7 @@ class AnnotationController:
         """Another session takes over the layers: this one stops listening to them."""
         self.boxes_layer.events.data.disconnect(self._on_shapes_changed)
         self.masks_layer.events.paint.disconnect(self._on_paint)
+        self.masks_layer.events.set_data.disconnect(self._on_redrawn)
 
     def ensure_layers(self) -> list[str]:
         """Make the boxes or masks layer again if the user deleted it, from the session (and
@@ -280,6 +282,18 @@ class AnnotationController:
         """A stroke ended: keep what lies inside the boxes, quietly drop what spilled over."""
         self.clip_stray_paint(self.current_z())
         self.collect_masks()
+
+    def _on_redrawn(self, event=None) -> None:
+        """Undo and redo of a stroke emit no paint event, only a redraw: the masks are
+        saved when a box's paint differs from the session's (an undone stroke came back
+        after a crash, a redone one was lost)."""
+        def changed(box: Box) -> bool:
+            shown = self._mask_crop(box)
+            return not np.array_equal(shown, box.mask if box.mask is not None
+                                      else np.zeros_like(shown))
+
+        if any(box.positive and changed(box) for box in self.session.boxes):
+            self.collect_masks()
 
     def start_painting(self, box: Box) -> None:
         """After a positive box: the brush on the masks layer, sized for the box, its label."""
