@@ -267,15 +267,41 @@ def test_rerun_with_new_pick_settings_reuses_maps_unless_a_map_changed(project, 
     assert not any(r.get("reused_maps") for r in run_batch(tomograms[:2], fourth, client=client))
 
 
-def test_the_summary_has_a_cell_per_column_for_failed_rows(capsys):
+@pytest.mark.parametrize("pick", [("ribosome",), ()])
+def test_the_summary_has_a_cell_per_column_for_failed_rows(capsys, pick):
     from napari_tomoseg.cli.batch import _print_summary
 
     rows = [{"name": "a", "status": "done", "picks": {"ribosome": 3}, "seconds": 1.0},
             {"name": "c", "status": "failed", "picks": {}, "seconds": 0.0, "error": "bad\nmore"}]
-    assert _print_summary(rows, ("ribosome",), "out") == 1
+    assert _print_summary(rows, pick, "out") == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    assert len({line.count("|") for line in lines}) == 1
-    assert lines[-1] == "| c | failed |  | 0.0 | bad |"
+    assert len({line.count("|") for line in lines}) == 1  # without --pick the header had more
+    assert lines[-1] == "| c | failed |" + "  |" * len(pick) + " 0.0 | bad |"
+
+
+def test_batch_never_writes_over_an_input_or_a_file_no_batch_wrote(project, tmp_path):
+    """NAME_FEATURE.mrc was written over whatever held the name: another input (then
+    segmented as the first tomogram's map and reported done) or another program's file."""
+    import shutil
+
+    from napari_tomoseg.batch_outputs import check_batch_outputs
+
+    _, model, tomograms, _ = project
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second = out / "t.mrc", out / "t_ribosome.mrc"
+    shutil.copy(tomograms[0], first)
+    shutil.copy(tomograms[1], second)
+    before = second.read_bytes()
+    settings = BatchSettings(models=(model,), output=str(out))
+    with pytest.raises(TomosegError, match="t_ribosome.mrc over one of its inputs"):
+        run_batch([str(first), str(second)], settings)
+    with pytest.raises(TomosegError, match="holds t_ribosome.mrc, not written by a batch"):
+        run_batch([str(first)], settings)  # the map of t would replace another file
+    assert second.read_bytes() == before and not (out / "manifest.json").exists()
+    check_batch_outputs(out, ["t"], ["ribosome"], (), [str(first)], set(), overwrite=True)
+    check_batch_outputs(out, ["t"], ["ribosome"], (), [str(first)], {"t_ribosome.mrc"},
+                        overwrite=False)  # its own output, listed in the manifest: a rerun
 
 
 def test_runs_into_one_folder_never_share_output_names(project, client, tmp_path):

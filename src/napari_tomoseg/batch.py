@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .batch_combined import write_combined_star
 from .batch_manifest import Manifest
+from .batch_outputs import check_batch_outputs
 from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
@@ -326,22 +327,27 @@ def make_client(workers: int | None = None, scheduler: str | None = None,
 
 
 def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
-              progress: Callable[[dict, int, int], None] | None = None) -> list[dict]:
+              progress: Callable[[dict, int, int], None] | None = None,
+              overwrite: bool = False) -> list[dict]:
     """Process every tomogram (skipping finished ones); returns one summary row each. One
-    run at a time per output folder (``folder_lock``)."""
+    run at a time per output folder (``folder_lock``). Files there that no batch wrote
+    are replaced only with ``overwrite`` (see ``batch_outputs``)."""
     with folder_lock(settings.output):
-        return _run_batch(tomograms, settings, client, progress)
+        return _run_batch(tomograms, settings, client, progress, overwrite)
 
 
-def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progress) -> list[dict]:
+def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progress,
+               overwrite: bool) -> list[dict]:
     from distributed import as_completed
 
+    from .nn.model_file import load_model
+
     out = Path(settings.output)
+    features = [load_model(p).feature for p in settings.models]
     if settings.copick is not None:  # objects and ids before any tomogram is segmented
         from .io.copick_project import check_result_objects
-        from .nn.model_file import load_model
 
-        check_result_objects(settings.copick, [load_model(p).feature for p in settings.models])
+        check_result_objects(settings.copick, features)
     clean_stale_partials(out)
     tomograms, skipped = split_own_outputs(tomograms, settings)
     if skipped:
@@ -362,6 +368,10 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
         else:
             todo.append(path)
             ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
+    if settings.copick is None:
+        recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
+        check_batch_outputs(out, [names[p] for p in todo], features, settings.pick, tomograms,
+                            recorded, overwrite)
     manifest.begin(todo)  # a run killed while rewriting their outputs leaves them not done
     own_client = client is None
     client = client or make_client()

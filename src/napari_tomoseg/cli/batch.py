@@ -26,8 +26,8 @@ def _tomograms(args: argparse.Namespace, copick) -> list[str]:
 
 
 def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
-    print(f"| tomogram | status | {' | '.join(f'{f} picks' for f in pick)} | s | note |")
-    print("|---|---|" + "---|" * len(pick) + "---|---|")
+    header = ["tomogram", "status", *(f"{f} picks" for f in pick), "s", "note"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))  # as many cells as rows
     for row in rows:
         note = ((row.get("error") or "").splitlines()[0] if row.get("error")
                 else "probability maps of the last run reused" if row.get("reused_maps") else "")
@@ -76,7 +76,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
             show(done, total, ", ".join(f"{k}={v}" for k, v in counts.items()))
         try:
-            rows = batch.run_batch(tomograms, settings, client=client, progress=progress)
+            rows = batch.run_batch(tomograms, settings, client=client, progress=progress,
+                                   overwrite=args.overwrite)
         finally:
             client.close()
     return _print_summary(rows, settings.pick, args.output)
@@ -99,6 +100,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--scheduler", help="address of a running dask scheduler")
     p.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files in --output that no batch there wrote")
     arguments.dtype_option(p)
     arguments.precision_option(p)
     copick_options(p, several_runs=True)
