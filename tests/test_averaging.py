@@ -17,7 +17,7 @@ from napari_tomoseg.averaging.extract import extract_subtomograms
 from napari_tomoseg.averaging.rotations import angular_distance
 from napari_tomoseg.averaging.volumes import lowpass, soft_sphere, transform_volumes
 from napari_tomoseg.averaging.wedge import wedge_mask
-from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.errors import InvalidAlignmentError, InvalidSettingsError
 from napari_tomoseg.io.particles import TomogramFrame, read_star
 from napari_tomoseg.synthetic.particle_field import simulate_particle_field
 from napari_tomoseg.synthetic.ribosome import reference_density, relion_matrix, render_blobs
@@ -198,6 +198,18 @@ def test_bad_settings_are_refused():
     # symmetrising about z smeared both halves alike (a C2 object on x: correlation 0.71)
     with pytest.raises(InvalidSettingsError, match="symmetry C2 needs a reference"):
         average(np.zeros((8, 32, 32, 32), np.float32), 10.0, AverageSettings(symmetry="C2"))
+
+
+def test_a_box_too_small_to_align_at_the_start_resolution_is_refused():
+    """16 voxels at 8 A keep 2.1 shells of the 60 A start and the search drops the lowest 4:
+    every score was NaN, every particle took the first orientation, and a resolution was
+    reported anyway."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(8, 16, 16, 16)).astype(np.float32)
+    with pytest.raises(InvalidSettingsError, match="box of at least 28 voxels"):
+        average(noise, 8.0, AverageSettings(box=16, iterations=1))
+    with pytest.raises(InvalidAlignmentError, match="every score is undefined"):
+        average(np.zeros((8, 24, 24, 24), np.float32), 10.0, AverageSettings(box=24, iterations=1))
 
 
 # files and half sets, not accuracy: a coarse search (163 orientations, not 1857) keeps it short

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,16 @@ def test_fewer_classes_than_before_leave_no_earlier_class_behind(field, tmp_path
     assert main([*classify, "--classes", "2", "--overwrite"]) == 0
     assert sorted(p.name for p in (tmp_path / "classes").iterdir()) == [
         "class_1.mrc", "class_2.mrc", "class_particles.star"]
+
+
+@pytest.mark.parametrize("name", ["../evil", "sub/dir", ".hidden"])
+def test_a_result_name_that_leaves_the_output_folder_is_refused(name):
+    from napari_tomoseg.averaging.files import average_outputs, class_outputs
+    from napari_tomoseg.errors import InvalidSettingsError
+
+    with pytest.raises(InvalidSettingsError, match="--name"):
+        average_outputs("out", name)  # ../evil.mrc and its halves were written beside -o
+    with pytest.raises(InvalidSettingsError, match="--name"):
+        class_outputs("out", 2, name)
+    assert average_outputs("out", "run-2_a.b")["average"] == Path("out/run-2_a.b.mrc")
+

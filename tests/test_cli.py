@@ -33,6 +33,19 @@ def test_synth_refuses_to_overwrite(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tomoseg: error:") and "exists" in err and "Traceback" not in err
     assert "building the cell" not in err  # refused before any simulation
+    reference = (tmp_path / "ribosome_reference.mrc").read_bytes()
+    # another cell of the same voxel size shares the reference; of another it would replace
+    # it under the first cell's manifest
+    assert main([*args, "--name", "other", "--seed", "2"]) == 0
+    assert main([*args[:7], "30", *args[8:], "--name", "third"]) == 2
+    assert "ribosome_reference.mrc exists" in capsys.readouterr().err
+    assert (tmp_path / "ribosome_reference.mrc").read_bytes() == reference
+    assert not list(tmp_path.glob("third*"))
+    # all or nothing: a new tomogram was written beside the older cell's labels, then refused
+    (tmp_path / "synthetic.mrc").unlink()
+    assert main([*args, "--seed", "7"]) == 2
+    assert "synthetic_membrane.mrc exists" in capsys.readouterr().err
+    assert not (tmp_path / "synthetic.mrc").exists()
 
 
 def test_info_reports_geometry_and_bad_files_cleanly(tmp_path, capsys):

@@ -18,6 +18,7 @@ from ..errors import InvalidSettingsError
 from ..nn.devices import pick_device
 from .align import Alignment
 from .evaluate import superpose
+from .inputs import checked_inputs
 from .reconstruct import Reconstruction
 from .rotations import symmetry_operators
 from .search import PreparedParticles, recentre, search_orientations
@@ -227,27 +228,6 @@ def _independent_starts(prepared: PreparedParticles, voxel_size: float, rng: np.
     return [models[0], normalise_inside(moved, mask) * mask]
 
 
-def _checked(particles: np.ndarray, voxel_size: float, s: AverageSettings,
-             reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    particles = np.asarray(particles)
-    if particles.ndim != 4 or particles.shape[1:] != (s.box,) * 3:
-        raise InvalidSettingsError(f"particles must be (n, {s.box}, {s.box}, {s.box}) boxes.")
-    if len(particles) < 4:
-        raise InvalidSettingsError("averaging needs at least 4 particles (2 per half set).")
-    if voxel_size <= 0:
-        raise InvalidSettingsError("the voxel size must be positive.")
-    if reference is not None:
-        reference = np.asarray(reference, dtype=np.float32)
-        if reference.shape != (s.box,) * 3:
-            raise InvalidSettingsError(f"the reference is {reference.shape}, the boxes are {s.box}^3.")
-    elif s.symmetry.upper() != "C1":  # the start's axis lies as its first particle did:
-        raise InvalidSettingsError(  # symmetrised about z, it was smeared (both halves alike)
-            f"symmetry {s.symmetry} needs a reference whose symmetry axis is z (as RELION's): "
-            "without one the start's axis lies anywhere. Average in C1 first, then align the "
-            "result's axis to z and use it as the reference.")
-    return particles, reference
-
-
 def _half_sets(n: int, rng: np.random.Generator, given: np.ndarray | None) -> np.ndarray:
     """The particles' half sets: the given ones (RELION's rlnRandomSubset of an earlier run,
     kept as RELION keeps them: new random halves would mix particles that shaped one half's
@@ -292,7 +272,7 @@ def iter_average(particles: np.ndarray, voxel_size: float,
     independent: each is aligned only to its own map. Stopping returns without a result.
     """
     s = settings
-    particles, reference = _checked(particles, voxel_size, s, reference)
+    particles, reference = checked_inputs(particles, voxel_size, s, reference)
     device = pick_device(s.device)
     rng = np.random.default_rng(s.seed)
     prepared = PreparedParticles(particles, s, device)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..errors import InvalidAlignmentError
 from .align import Aligner, Alignment, fourier_crop
 from .reconstruct import Reconstruction
 from .rotations import local_rotations, uniform_rotations
@@ -96,6 +97,10 @@ def search_orientations(prepared: PreparedParticles, reference: torch.Tensor, cu
                                      local_rotations(step, search_range), indices, should_stop,
                                      small_known)
     found.shifts = found.shifts / scale
+    if len(found.scores) and not np.isfinite(found.scores).any():  # each took the first
+        raise InvalidAlignmentError(  # orientation, silently (an empty Fourier band)
+            "no particle could be compared with the reference (every score is undefined): "
+            "the box is too small for the resolution searched, or the boxes are empty.")
     return found
 
 

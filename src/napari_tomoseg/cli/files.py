@@ -16,6 +16,8 @@ from .progress import progress_bar
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable, safe_name
     from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
+    from ..synthetic.ribosome import reference_density
+    from ..synthetic.simulate import check_synthetic_outputs, default_reference_box
 
     spec = CellSpec(shape=tuple(args.shape), voxel_size=args.voxel_size,
                     n_vesicles=args.vesicles, n_microtubules=args.microtubules,
@@ -26,9 +28,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise InvalidSettingsError(f"--name {args.name!r}: use letters, digits, '.', '_', "
                                    f"'+' and '-' (e.g. {safe_name(args.name)}).")
     check_writable(args.output)
-    target = args.output / f"{args.name}.mrc"
-    if target.exists() and not args.overwrite:  # say so before minutes of simulation
-        raise FileExistsError(f"{target} exists; use --overwrite or another --name.")
+    if not args.overwrite:  # say so before minutes of simulation (the reference once made)
+        reference = reference_density(default_reference_box(spec.voxel_size), spec.voxel_size)
+        check_synthetic_outputs(args.output, args.name, args.compact,
+                                (reference, spec.voxel_size))
     start = time.perf_counter()
     with progress_bar("synthetic cell") as show:
         result = simulate(spec, imaging, seed=args.seed, progress=show)

@@ -88,6 +88,10 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
     folder.mkdir(parents=True, exist_ok=True)
     spec = result.cell.spec
     voxel = spec.voxel_size
+    box = reference_box or default_reference_box(voxel)
+    reference = reference_density(box, voxel)
+    if not overwrite:  # all or nothing: a new tomogram beside an older cell's labels
+        check_synthetic_outputs(folder, name, compact, (reference, voxel))
     written: dict[str, Path] = {}
     tomogram = quantise_int8(result.tomogram) if compact else result.tomogram
     written["tomogram"] = write_volume(folder / f"{name}.mrc", tomogram, voxel, origin,
@@ -104,9 +108,9 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
                            psi=cell.angles[:, 2], feature=["ribosome"] * len(cell.particles))
     written["particles"] = write_star(folder / f"{name}_ribosomes.star", table, frame,
                                       overwrite=overwrite)
-    box = reference_box or int(2 * round(0.8 * 250 / voxel)) + 8
-    written["reference"] = write_volume(folder / "ribosome_reference.mrc",
-                                        reference_density(box, voxel), voxel, overwrite=True)
+    written["reference"] = folder / REFERENCE_FILE
+    if not _same_reference(written["reference"], reference, voxel):  # shared by the cells
+        write_volume(written["reference"], reference, voxel, overwrite=True)  # of a folder
     manifest = {
         "name": name,
         "cell": asdict(spec),
@@ -121,3 +125,44 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
     write_text(manifest_path, json.dumps(manifest, indent=2))
     written["manifest"] = manifest_path
     return written
+
+
+REFERENCE_FILE = "ribosome_reference.mrc"
+
+
+def default_reference_box(voxel_size: float) -> int:
+    """The reference's box: a 250 A ribosome with a margin (0.8 diameters a side, + 8)."""
+    return int(2 * round(0.8 * 250 / voxel_size)) + 8
+
+
+def synthetic_outputs(folder: str | os.PathLike, name: str, compact: bool = False) -> list[Path]:
+    """The files ``write_synthetic`` writes for a cell called ``name`` (reference included)."""
+    folder = Path(folder)
+    labels = ".mrc.gz" if compact else ".mrc"
+    return [folder / f"{name}.mrc", *(folder / f"{name}_{f}{labels}" for f in FEATURES),
+            folder / f"{name}_ribosomes.star", folder / REFERENCE_FILE, folder / f"{name}.json"]
+
+
+def check_synthetic_outputs(folder: str | os.PathLike, name: str, compact: bool = False,
+                            reference: tuple[np.ndarray, float] | None = None) -> None:
+    """Refuse before any work when a cell's file exists (the shared reference only when it
+    differs from ``reference``, (density, voxel size)): a second cell of another voxel
+    size replaced it under the first one's manifest."""
+    for path in synthetic_outputs(folder, name, compact):
+        if path.name == REFERENCE_FILE and (reference is None or _same_reference(path, *reference)):
+            continue
+        if path.exists():
+            raise FileExistsError(f"{path} exists; use --overwrite or another --name or folder.")
+
+
+def _same_reference(path: Path, density: np.ndarray, voxel: float) -> bool:
+    from ..io.mrc import open_volume
+
+    if not path.is_file():
+        return False
+    try:
+        data, info = open_volume(path, check_finite=False)
+    except Exception:  # noqa: BLE001 - unreadable: not the same reference
+        return False
+    return (data.shape == density.shape and abs(info.isotropic_voxel_size - voxel) < 1e-3
+            and np.allclose(data, density, atol=1e-5))
