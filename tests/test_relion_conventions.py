@@ -241,6 +241,26 @@ def test_relion4_pixel_columns_are_read_onto_a_binned_tomogram(tmp_path):
         assert read_star(star, binned)[["x", "y", "z"]].to_numpy().tolist() == [[40, 48, 10]]
 
 
+def test_each_particle_is_read_at_its_own_optics_groups_pixel_size(tmp_path):
+    """RELION 4 keeps rlnTomoTiltSeriesPixelSize per optics group and each particle names
+    its group (rlnOpticsGroup): the first particle's group stood for all, so a second
+    group at 2.7 A was read at 1.35 A, half way to the corner."""
+    star = tmp_path / "two_groups.star"
+    starfile.write({"optics": pd.DataFrame({"rlnOpticsGroup": [1, 2],
+                                            "rlnTomoTiltSeriesPixelSize": [1.35, 2.7]}),
+                    "particles": pd.DataFrame({
+                        "rlnTomoName": ["TS_01", "TS_01"], "rlnCoordinateX": [400.0, 200.0],
+                        "rlnCoordinateY": [480.0, 300.0], "rlnCoordinateZ": [100.0, 40.0],
+                        "rlnOriginXAngst": [0.0, 13.5], "rlnOriginYAngst": [0.0, 0.0],
+                        "rlnOriginZAngst": [0.0, 0.0], "rlnOpticsGroup": [1, 2]})}, star)
+    frame = TomogramFrame("TS_01", (125, 720, 511), 10.8)
+    table = read_star(star, frame)
+    for (_, row), xyz, shift, size in zip(table.iterrows(), [[400, 480, 100], [200, 300, 40]],
+                                          [0.0, 13.5], [1.35, 2.7]):
+        unbinned = relion4_tomogram_pixel(xyz, [shift, 0, 0], (0, 0, 0), size)
+        np.testing.assert_allclose([row.x, row.y, row.z], unbinned * size / 10.8, atol=1e-6)
+
+
 def test_unknown_pixel_size_is_never_guessed(tmp_path):
     frame = TomogramFrame("TS_01", (20, 40, 40), 28.0)
     with pytest.warns(CoordinateWarning, match="tilt-series pixel size is unknown"):

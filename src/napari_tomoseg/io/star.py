@@ -34,6 +34,7 @@ import starfile
 
 from ..errors import InvalidCoordinatesError
 from .atomic import atomic_path
+from .star_optics import particle_pixel_sizes
 from .particles import (AXES, CoordinateWarning, TomogramFrame, check_coordinates,
                         check_inside, particle_table)
 from .relion_euler import relion_angles, relion_matrices
@@ -281,18 +282,6 @@ def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
         f"{', ...' if len(present) > 5 else ''}): give the right name with --tomo-name.")
 
 
-def tilt_series_pixel_size(optics: pd.DataFrame | None, particles: pd.DataFrame) -> float | None:
-    """``rlnTomoTiltSeriesPixelSize`` of the optics group of the (first) particle, if any."""
-    if optics is None or "rlnTomoTiltSeriesPixelSize" not in optics or not len(optics):
-        return None
-    values = optics["rlnTomoTiltSeriesPixelSize"].astype(float)
-    if "rlnOpticsGroup" in optics and "rlnOpticsGroup" in particles and len(particles):
-        group = optics["rlnOpticsGroup"].astype(int) == int(particles["rlnOpticsGroup"].iloc[0])
-        if group.any():
-            return float(values[group.to_numpy()].iloc[0])
-    return float(values.iloc[0])
-
-
 def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None = None) -> float | None:
     """The tilt-series pixel size a STAR file gives for ``tomo_name`` (or its first particle)."""
     try:
@@ -302,11 +291,12 @@ def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None =
     if tomo_name is not None and "rlnTomoName" in particles:
         chosen = particles[particles["rlnTomoName"].astype(str) == tomo_name]
         particles = chosen if len(chosen) else particles
-    return tilt_series_pixel_size(optics, particles)
+    sizes = particle_pixel_sizes(optics, particles.iloc[:1])  # of its (first) particle
+    return float(sizes[0]) if sizes is not None and len(sizes) else None
 
 
-def _positions(particles: pd.DataFrame, frame: TomogramFrame | None, pixel_size: float | None,
-               source: str) -> np.ndarray:
+def _positions(particles: pd.DataFrame, frame: TomogramFrame | None,
+               pixel_size: np.ndarray | None, source: str) -> np.ndarray:
     """True (z, y, x) pixels: RELION's coordinate minus A_sub @ origin."""
     shift_xyz = np.einsum("nij,nj->ni", _matrices(particles, list(SUBTOMO.values())),
                           _origins(particles, list(ORIGIN.values())))
@@ -325,11 +315,12 @@ def _positions(particles: pd.DataFrame, frame: TomogramFrame | None, pixel_size:
 
 
 def _pixel_positions(xyz: np.ndarray, shift_xyz: np.ndarray, frame: TomogramFrame | None,
-                     pixel_size: float | None, source: str) -> np.ndarray:
+                     pixel_size: np.ndarray | None, source: str) -> np.ndarray:
     """(z, y, x) from ``rlnCoordinateX/Y/Z``: RELION's unbinned tilt-series pixels when the
     file gives ``rlnTomoTiltSeriesPixelSize`` (scaled onto ``frame``), else ``frame``'s pixels.
     """
-    if pixel_size:
+    if pixel_size is not None:  # per particle (its optics group)
+        pixel_size = np.asarray(pixel_size, float).reshape(-1, 1)
         xyz = xyz - shift_xyz / pixel_size
         if frame is not None:
             xyz = xyz * pixel_size / frame.voxel_size
@@ -383,7 +374,7 @@ def read_star(path: str | os.PathLike, frame: TomogramFrame | None = None,
     particles, optics = _read_blocks(path)
     wanted = tomo_name or (frame.name if frame is not None else None)
     particles = select_tomogram(particles, wanted, path.name, explicit=tomo_name is not None)
-    zyx = _positions(particles, frame, tilt_series_pixel_size(optics, particles), path.name)
+    zyx = _positions(particles, frame, particle_pixel_sizes(optics, particles), path.name)
     table = particle_table(zyx)
     _orientations(particles, table)
     for column, label in OPTIONAL_STAR.items():
