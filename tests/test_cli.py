@@ -70,6 +70,13 @@ def test_clean_replaces_nan(tmp_path, capsys):
     assert main(["clean", str(tmp_path / "n.mrc"), str(tmp_path / "c.mrc")]) == 0
     assert "replaced 1 NaN/Inf" in capsys.readouterr().out
     assert np.all(np.isfinite(open_volume(tmp_path / "c.mrc")[0]))
+    # an uncompressed MRC named .gz (or .csv), and the input replaced in place, are refused
+    assert main(["clean", str(tmp_path / "n.mrc"), str(tmp_path / "c.mrc.gz")]) == 2
+    assert "written as a plain MRC" in capsys.readouterr().err
+    assert main(["clean", str(tmp_path / "n.mrc"), str(tmp_path / "n.mrc"), "--overwrite"]) == 2
+    assert "is an input" in capsys.readouterr().err
+    assert not (tmp_path / "c.mrc.gz").exists()
+    assert np.isnan(open_volume(tmp_path / "n.mrc", check_finite=False)[0]).any()
 
 
 def test_points_converts_star_to_csv_and_back(tiny_files, tmp_path):

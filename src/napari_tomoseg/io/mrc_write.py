@@ -172,8 +172,15 @@ def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
     """Copy ``src`` to ``dst`` with NaN/Inf voxels set to the mean of the finite ones.
 
     Streams slab by slab so it works on tomograms larger than memory;
-    returns the number of voxels replaced.
+    returns the number of voxels replaced. ``dst`` is a plain MRC, never ``src`` itself.
     """
+    from .mrc_header import MRC_SUFFIXES
+    from .paths import check_outputs
+
+    if Path(dst).suffix.lower() not in MRC_SUFFIXES:  # c.mrc.gz was an uncompressed MRC
+        raise InvalidVolumeError(f"{dst}: the copy is written as a plain MRC; name it "
+                                 f"{', '.join(MRC_SUFFIXES[:2])} or similar.")
+    check_outputs([dst], [src], overwrite, option="output file")  # in place: a bad copy
     data, info = open_volume(src, check_finite=False)
     total, count = 0.0, 0
     for z in range(0, data.shape[0], chunk_slices):
