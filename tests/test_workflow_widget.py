@@ -30,8 +30,12 @@ def workflow(make_napari_viewer, tiny_files, tmp_path):
 def _merged(widget, qtbot) -> np.ndarray:
     """Merge in the background, as the button does, and return the labels shown."""
     handle = widget.merge()
+    bar = widget.segmenting.progress
+    assert not bar.native.isHidden()  # a large tomogram merges a while: the bar says how far
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     assert handle.outcome == "done"
+    qtbot.waitUntil(bar.native.isHidden, timeout=5_000)
+    assert bar.max == bar.value > 1  # slabs and the final step, as the job reported them
     return np.asarray(widget.viewer.layers["segmentation (merged)"].data)
 
 

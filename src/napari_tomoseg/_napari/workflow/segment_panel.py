@@ -212,8 +212,13 @@ class SegmentPanel(Container):
                 f"; the map of '{f}' is from an earlier model: merged at its own threshold "
                 f"{t:.2f} (Segment again to use the new model)" for f, t in older.items()))
 
-        return workflow.run(job, on_progress=lambda p: workflow.status(p.message),
-                            on_done=on_done)
+        def on_progress(progress: Progress) -> None:
+            self.progress.max, self.progress.value = progress.total, progress.step
+            workflow.status(progress.message)
+
+        self.progress.value, self.progress.visible = 0, True  # slabs of a large tomogram
+        return workflow.run(job, on_progress=on_progress, on_done=on_done, on_finished=lambda:
+                            None if workflow.closing else setattr(self.progress, "visible", False))
 
     def _show_merged(self, labels: np.ndarray, settings: MergeSettings) -> None:
         viewer, c = self.workflow.viewer, self.workflow.controller
