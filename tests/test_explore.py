@@ -43,6 +43,19 @@ def test_sphere_surface_has_the_right_radius_and_area():
         surface_from_volume(np.zeros((8, 8, 8), np.float32), 0.5, voxel)
 
 
+def test_a_large_volume_gets_a_mesh_step_that_keeps_its_surface_small():
+    from napari_tomoseg.explore.surfaces import default_mesh_step
+
+    assert default_mesh_step((96, 256, 256)) == 1  # 6 M voxels: every voxel
+    assert default_mesh_step((256, 1024, 1024)) == 3  # 268 M: 3 keeps 10 M, 2 would 34 M
+    assert default_mesh_step((64, 64, 64), budget=64 ** 3 // 8) == 2
+    assert default_mesh_step((2000, 4000, 4000)) == 8  # the spin box's limit
+    # the surface at that step still lies where the full one does
+    coarse = surface_from_volume(_sphere().astype(np.float32), 0.5, 10.0, step=2)
+    radii = np.linalg.norm(coarse.vertices - np.array([240.0, 240.0, 240.0]), axis=1) / 10.0
+    assert abs(radii.mean() - 12.0) < 0.5
+
+
 def test_numbers_count_components_and_density():
     mask = _sphere() | np.roll(_sphere(radius=3), 20, axis=2)
     numbers = feature_numbers(mask, 10.0)

@@ -22,7 +22,7 @@ from napari.utils.notifications import show_info
 from ..errors import TomosegError
 from ..explore import DisplaySettings, multiscale_pyramid, particle_density
 from ..explore.display import display_plane
-from ..explore.surfaces import Surface
+from ..explore.surfaces import Surface, default_mesh_step
 from ..explore.view import SlabView
 from ..features import FEATURE_COLOURS
 from ..jobs.explore import numbers_job, surface_job
@@ -78,7 +78,9 @@ class ExploreWidget(Container):
         for control in (self.thickness, self.lowpass, self.highpass, self.invert):
             control.changed.connect(guarded(self._settings_changed))
         self.segmentation.changed.connect(self._threshold_of_map)
+        self.segmentation.changed.connect(self._mesh_step_of_volume)
         self._threshold_of_map()
+        self._mesh_step_of_volume()
         self.viewer.layers.events.inserted.connect(lambda e: self._refresh())
         self.viewer.layers.events.removed.connect(lambda e: self._refresh())
 
@@ -205,6 +207,12 @@ class ExploreWidget(Container):
         if isinstance(layer, Image):
             stored = stored_threshold(layer)
             self.threshold.value = 0.5 if stored is None else float(stored)
+
+    def _mesh_step_of_volume(self, *args) -> None:
+        """A step that keeps a large volume's surface quick (it can be lowered by hand)."""
+        layer = self.segmentation.value
+        if layer is not None:
+            self.mesh_step.value = default_mesh_step(layer.data.shape)
 
     def add_surface(self) -> JobHandle:
         """Start ``surface_job`` in a thread; the mesh is added when it is done."""

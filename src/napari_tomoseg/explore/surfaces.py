@@ -20,6 +20,16 @@ class Surface:
         return self.vertices, self.faces
 
 
+MESH_VOXELS = 32_000_000  # marching cubes over more takes minutes and gives millions of faces
+
+
+def default_mesh_step(shape: tuple[int, ...], budget: int = MESH_VOXELS) -> int:
+    """The smallest step (1-8 voxels) that keeps the voxels marched within ``budget``: at
+    step 1 a 1024 x 1024 x 256 map was one uninterruptible call and a mesh napari crawled on."""
+    voxels = float(np.prod(shape))
+    return int(min(8, max(1, np.ceil((voxels / budget) ** (1 / 3) - 1e-9))))
+
+
 def surface_from_volume(volume: np.ndarray, threshold: float, voxel_size: float,
                         origin=(0.0, 0.0, 0.0), step: int = 1) -> Surface:
     """Marching cubes at ``threshold``; ``step`` > 1 skips voxels for a lighter mesh."""
