@@ -279,6 +279,21 @@ def test_the_summary_has_a_cell_per_column_for_failed_rows(capsys, pick):
     assert lines[-1] == "| c | failed |" + "  |" * len(pick) + " 0.0 | bad |"
 
 
+def test_a_workers_warnings_reach_the_summary_one_line_each(project, tmp_path, capsys):
+    """A dask worker's warnings went to its own stderr in Python's several-line format."""
+    from napari_tomoseg.cli.batch import _print_summary
+
+    _, model, tomograms, _ = project
+    settings = BatchSettings(models=(model,), output=str(tmp_path / "out"), voxel_size=21.0)
+    row = process_tomogram(tomograms[0], settings)
+    assert row["status"] == "done"
+    assert row["warnings"] == ["tomo0.mrc: the voxel size given, 21 A, replaces the header's "
+                               "20 x 20 x 20 A."]
+    _print_summary([row, {**row, "name": "old", "status": "skipped"}], (), "out")
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"tomoseg: warning: tomo0: {row['warnings'][0]}"]  # not a skipped row's
+
+
 def test_batch_never_writes_over_an_input_or_a_file_no_batch_wrote(project, tmp_path):
     """NAME_FEATURE.mrc was written over whatever held the name: another input (then
     segmented as the first tomogram's map and reported done) or another program's file."""

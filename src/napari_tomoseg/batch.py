@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .batch_combined import write_combined_star
+from .batch_cluster import make_client
 from .batch_manifest import Manifest
 from .batch_outputs import check_batch_outputs
 from .session import fingerprint
@@ -291,39 +292,19 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
     name = name or tomogram_name(path)
     result = {"tomogram": path, "name": name, "status": "failed", "picks": {}, "outputs": [],
               "seconds": 0.0, "error": None, "worker_pid": os.getpid()}
-    try:
-        _chain_jobs(path, settings, name, models, result, ready_maps)
-        result["status"] = "done"
-    except TomosegError as exc:
-        result["error"] = str(exc)
-    except Exception as exc:  # a bug: keep the traceback for the report
-        result["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    with warnings.catch_warnings(record=True) as said:  # a worker's warnings went to its
+        warnings.simplefilter("always")  # own stderr, several lines each: into the summary
+        try:
+            _chain_jobs(path, settings, name, models, result, ready_maps)
+            result["status"] = "done"
+        except TomosegError as exc:
+            result["error"] = str(exc)
+        except Exception as exc:  # a bug: keep the traceback for the report
+            result["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    result["warnings"] = list(dict.fromkeys(str(w.message) for w in said
+                                            if issubclass(w.category, UserWarning)))
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
-
-
-def make_client(workers: int | None = None, scheduler: str | None = None,
-                jobqueue: str | None = None):
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        return Client(scheduler)
-    if jobqueue:
-        if jobqueue != "slurm":
-            raise TomosegError("only --jobqueue slurm is supported (pip install napari-tomoseg[slurm]).")
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError as exc:
-            raise TomosegError("--jobqueue slurm needs dask-jobqueue: pip install dask-jobqueue") from exc
-        cluster = SLURMCluster(cores=1, processes=1, memory="16GB")
-        cluster.scale(workers or 4)
-        return Client(cluster)
-    import torch
-
-    n = workers or max(1, torch.cuda.device_count() or min(os.cpu_count() or 1, 4))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    return Client(cluster)
 
 
 def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,

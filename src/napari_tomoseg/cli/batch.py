@@ -34,6 +34,9 @@ def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
         cells = [row["name"], row["status"], *(str(row.get("picks", {}).get(f, "")) for f in pick),
                  f"{row.get('seconds', 0):.1f}", note]  # a cell per column, empty or not
         print("| " + " | ".join(cells) + " |")
+    for row in rows:  # what the workers warned of, one line each (not from earlier runs)
+        for message in row.get("warnings", []) if row["status"] != "skipped" else []:
+            print(f"tomoseg: warning: {row['name']}: {message}", file=sys.stderr)
     failed = sum(r["status"] == "failed" for r in rows)
     print(f"{len(rows) - failed} of {len(rows)} tomograms finished; outputs in {output}")
     return 1 if failed else 0
