@@ -272,3 +272,30 @@ def test_a_nan_origin_reads_as_zero_plain_or_compressed(tmp_path, compressed):
         mrc.header.origin.y = 20.0
     _, info = open_volume(_gzipped(path) if compressed else path)
     assert info.origin == (0.0, 0.0, 0.0)
+
+
+def _chimerax_first_voxel_xyz(path) -> np.ndarray:
+    """Where ChimeraX puts voxel (0, 0, 0), in Angstrom: its MRC reader
+    (map_data/mrc/mrc_format.py, MRC_Data.__init__) takes the header origin unless it is all
+    zero, and then the start indices (nxstart, nystart, nzstart) times the voxel size."""
+    with mrcfile.open(path, header_only=True) as mrc:
+        h = mrc.header
+        step = np.array([float(h.cella.x) / h.mx, float(h.cella.y) / h.my, float(h.cella.z) / h.mz])
+        origin = np.array([float(h.origin.x), float(h.origin.y), float(h.origin.z)])
+        start = np.array([int(h.nxstart), int(h.nystart), int(h.nzstart)])
+    return origin if origin.any() else start * step
+
+
+def test_a_map_of_a_tomogram_placed_by_its_start_indices_lies_on_it_in_chimerax(tmp_path):
+    """A tomogram with origin 0 and start indices (50, 60, 70) (as Bsoft writes): read as
+    origin 0, its maps (start 0) lay 50-70 voxels away from it in ChimeraX."""
+    src = tmp_path / "t.mrc"
+    with mrcfile.new(src) as mrc:
+        mrc.set_data(np.ones((6, 7, 8), np.float32))
+        mrc.voxel_size = 10.0
+        mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 50, 60, 70
+    _, info = open_volume(src)
+    assert info.origin == (700.0, 600.0, 500.0)  # z y x, where ChimeraX shows it
+    replace_nonfinite(src, tmp_path / "copy.mrc")  # written as every map is: its origin
+    np.testing.assert_allclose(_chimerax_first_voxel_xyz(tmp_path / "copy.mrc"),
+                               _chimerax_first_voxel_xyz(src))

@@ -219,6 +219,11 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
         vx = vy = vz = 1.0
     origin = header_origin(header)
     order = axis_order(header, path)
+    start = (int(header.nzstart), int(header.nystart), int(header.nxstart))
+    if origin == (0.0, 0.0, 0.0) and any(start) and in_header and order is None:
+        # a zero origin defers to the start indices (ChimeraX, Xmipp; Bsoft writes them):
+        # read as 0, our maps of the tomogram lay that many voxels away in ChimeraX
+        origin = (start[0] * vz, start[1] * vy, start[2] * vx)
     shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
     info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,
                       dtype=dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
