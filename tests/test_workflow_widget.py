@@ -79,6 +79,26 @@ def test_features_can_be_added_renamed_recoloured_removed(workflow):
     assert "MT" not in session.feature_names()
 
 
+def test_removing_a_feature_keeps_the_paint_of_those_after_it(workflow, tmp_path):
+    """Mask labels follow the feature list: removing 'membrane' made 'ribosome' label 1,
+    its paint stayed 2, and the next stroke saved its mask as empty."""
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active("ribosome")
+    widget.boxes.box_size.value = 32
+    widget.place_box(True, 5, 40.0, 40.0)
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c.masks_layer.data[5, 36:44, 36:44] = c.session.label_of("ribosome")
+    c._on_paint()
+    widget.features.feature.value = "membrane"
+    widget.features.remove()
+    assert c.session.label_of("ribosome") == 1
+    c._on_paint()  # the next stroke anywhere
+    mask = Session.load(tmp_path / "session").boxes[0].mask
+    assert mask is not None and int(mask.sum()) == 64
+    assert np.count_nonzero(c.masks_layer.data[5] == 1) == 64
+
+
 def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     viewer, widget = workflow
     c = widget.controller

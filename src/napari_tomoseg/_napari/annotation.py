@@ -226,6 +226,14 @@ class AnnotationController:
         plane = np.asarray(self.masks_layer.data[box.z]) == label
         return crop_slice(plane.astype(np.float32), box.corner(), box.size).astype(np.uint8)
 
+    def redraw_masks(self) -> None:
+        """The masks layer drawn anew from the session's box masks: a removed feature moves
+        the labels of those after it down one, and their paint, left under the old
+        numbers, was saved as empty at the next stroke."""
+        self.masks_layer.data[:] = 0
+        self._restore_masks()
+        self.masks_layer.refresh()
+
     def _restore_masks(self) -> None:
         for box in self.session.boxes:
             if box.positive and box.mask is not None:

@@ -107,7 +107,9 @@ class FeaturesPanel(Container):
         name = self.feature.value
         if self.workflow.busy:
             raise TomosegError("a job is running: stop it before removing a feature.")
+        c.collect_masks()  # the latest paint, under the labels it was painted with
         removed, aside = c.session.remove_feature(name)
+        c.redraw_masks()  # labels follow the feature list: those after it moved down one
         open_picks = follow_feature(self.workflow.viewer, c.session.folder, name, None)
         # its map went aside with its files: shown on, a new feature of the name would
         # take it for its own (Merge and Pick included)
