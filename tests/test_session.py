@@ -120,6 +120,12 @@ def test_a_damaged_current_file_falls_back_to_the_previous_generation(tmp_path):
     assert (folder / "session.damaged.json").exists()
     assert json.loads((folder / BACKUP_FILE).read_text())["sha1"]
     assert len(Session.load(folder).boxes) == len(previous) + 1
+    first_damage = (folder / "session.damaged.json").read_text()
+    current.write_text(text[:10])  # damaged again: set aside beside the first, not over it
+    again = Session.load(folder)
+    again.add_box("membrane", 4, 10.0, 10.0, positive=False, size=16)
+    assert (folder / "session.damaged.json").read_text() == first_damage
+    assert (folder / "session.damaged-2.json").read_text() == text[:10]
     current.write_text("{}")
     (folder / BACKUP_FILE).write_text("not json")
     with pytest.raises(TomosegError, match="cannot restore the session"):
@@ -146,6 +152,25 @@ def test_the_data_checksum_ignores_the_header_and_sees_the_voxels(tmp_path, volu
     changed[0, 0, 5] += 1.0  # a sampled slice and row
     assert data_checksum(changed) != a
     assert data_checksum(volume[:, :, :-1]) != data_checksum(volume[:, :, 1:])
+
+
+def test_a_session_without_a_voxel_checksum_gets_one_and_survives_a_header_change(tmp_path,
+                                                                                   volume):
+    """Sessions of version 1 knew only the file's bytes: restored, they stayed so, and a
+    later header edit started a new, empty session beside them."""
+    tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0, (0.0, 0.0, 0.0))
+    folder = tmp_path / "t.mrc.tomoseg"
+    session, _ = open_session(folder, str(tomogram), 10.0, SHAPE)
+    session.add_box("ribosome", 3, 20.0, 20.0, positive=True, size=16)
+    session.data_checksum = None  # as version 1 wrote it
+    session.save()
+    assert Session.load(folder).data_checksum is None
+    restored, message = open_session(folder, str(tomogram), 10.0, SHAPE)
+    assert message.startswith("Restored session: 1 boxes")
+    assert Session.load(folder).data_checksum == data_checksum(volume)
+    write_volume(tomogram, volume, 12.0, (5.0, 0.0, 0.0), overwrite=True)  # header only
+    rebound, message = open_session(folder, str(tomogram), 12.0, SHAPE)
+    assert rebound.folder == folder and len(rebound.boxes) == 1 and "rebound" in message
 
 
 def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_path, volume):

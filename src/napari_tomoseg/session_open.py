@@ -75,6 +75,11 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
         if verdict == "same":
             message = (f"Restored session: {len(session.boxes)} boxes, "
                        f"{len(session.features)} features, from {candidate}")
+            if tomogram and session.data_checksum is None:  # a version-1 session: without
+                # the voxels' checksum a later header edit read as another tomogram
+                session.data_checksum, origin = file_checksum(tomogram)
+                session.origin = session.origin if session.origin is not None else origin
+                session.save()
             if voxel_size and abs(float(voxel_size) - session.voxel_size) > 1e-6 * voxel_size:
                 message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
                 session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or

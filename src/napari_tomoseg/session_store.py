@@ -112,8 +112,12 @@ def read_generation(folder: Path) -> tuple[dict, list[Box], str | None]:
 def set_damaged_aside(folder: Path) -> None:
     """Keep a damaged current file under another name, so the next save keeps the good backup."""
     current = folder / SESSION_FILE
-    if current.exists():
-        os.replace(current, folder / DAMAGED_FILE)
+    if current.exists():  # never over an earlier damaged one (a second damage replaced it)
+        target, n = folder / DAMAGED_FILE, 1
+        while target.exists():
+            n += 1
+            target = folder / DAMAGED_FILE.replace(".json", f"-{n}.json")
+        os.replace(current, target)
 
 
 def is_session(folder: str | os.PathLike) -> bool:
