@@ -173,6 +173,28 @@ def test_a_session_without_a_voxel_checksum_gets_one_and_survives_a_header_chang
     assert rebound.folder == folder and len(rebound.boxes) == 1 and "rebound" in message
 
 
+def test_a_renamed_tomogram_is_told_where_its_session_is(tmp_path, volume, monkeypatch):
+    """TS_01.mrc renamed TS_01_rec.mrc (or its folder made read-only, so sessions go to the
+    data folder): an empty session started and the one with the boxes went unmentioned."""
+    import napari_tomoseg.session_open as session_open
+
+    data = tmp_path / "data"
+    monkeypatch.setattr(session_open, "user_sessions_folder", lambda: data)
+    tomogram = write_volume(tmp_path / "TS_01.mrc", volume, 10.0)
+    session, _ = open_session(tmp_path / "TS_01.mrc.tomoseg", str(tomogram), 10.0, SHAPE)
+    session.add_box("ribosome", 3, 20.0, 20.0, positive=True, size=16)
+    renamed = tomogram.rename(tmp_path / "TS_01_rec.mrc")
+    new, message = open_session(tmp_path / "TS_01_rec.mrc.tomoseg", str(renamed), 10.0, SHAPE)
+    assert not new.boxes
+    assert (f"Sessions of the same voxels: {tmp_path / 'TS_01.mrc.tomoseg'} (1 boxes, made for "
+            "TS_01.mrc): to go on with one, choose it as the session folder.") in message
+    _, elsewhere = open_session(data / "TS_01_rec.mrc.tomoseg", str(renamed), 10.0, SHAPE)
+    assert "TS_01.mrc.tomoseg (1 boxes" in elsewhere  # from the data folder, the one beside
+    other = write_volume(tmp_path / "other.mrc", volume + 1.0, 10.0)
+    _, message = open_session(tmp_path / "other.mrc.tomoseg", str(other), 10.0, SHAPE)
+    assert "same voxels" not in message  # other voxels: nothing to say
+
+
 def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_path, volume):
     tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0, (0.0, 0.0, 0.0))
     folder = tmp_path / "t.mrc.tomoseg"

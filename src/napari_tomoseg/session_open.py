@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import TomosegError
 from .picks_store import rebind_saved_picks
-from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint
+from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint, user_sessions_folder
 from .session_store import is_session
 
 
@@ -65,7 +65,7 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
         if not is_session(candidate):
             session = Session.create(candidate, tomogram, voxel_size, shape)
             moved = f" ({folder} belongs to another tomogram and is kept)" if n > 1 else ""
-            return session, f"New session in {candidate}{moved}."
+            return session, f"New session in {candidate}{moved}." + _elsewhere(session)
         session = Session.load(candidate)
         verdict = "same" if not tomogram else _identify(session, tomogram)
         if session.shape and tuple(session.shape) != tuple(int(n) for n in shape):
@@ -88,6 +88,29 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
             return session, (message + (f" ({session.note})." if session.note else ".")
                              + _adopted(session))
     raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
+
+
+def _elsewhere(session: Session) -> str:
+    """Sessions with boxes on the same voxels under another name or place, said (never taken
+    over unasked): a renamed or moved tomogram, or a folder turned read-only, started an
+    empty session and never mentioned the one holding the user's boxes."""
+    if not session.data_checksum or not session.tomogram:
+        return ""
+    places = {Path(session.tomogram).resolve().parent, user_sessions_folder()}
+    found = []
+    for place in places:
+        for folder in sorted(place.glob(f"*{SESSION_SUFFIX}")) if place.is_dir() else []:
+            if folder.resolve() == session.folder.resolve() or not is_session(folder):
+                continue
+            try:
+                other = Session.load(folder)
+            except TomosegError:
+                continue
+            if other.data_checksum == session.data_checksum and other.boxes:
+                found.append(f"{folder} ({len(other.boxes)} boxes, made for "
+                             f"{Path(other.tomogram or '?').name})")
+    return (" Sessions of the same voxels: " + "; ".join(found)
+            + ": to go on with one, choose it as the session folder." if found else "")
 
 
 def _adopted(session: Session) -> str:
