@@ -190,8 +190,10 @@ def restore_session_layers(viewer, controller,
         except (TomosegError, OSError) as exc:
             problems.append(f"the map of '{feature}': {exc}")
             continue
-        if tuple(data.shape) != controller.shape:
-            continue  # a map of other data (the tomogram was replaced): not this one's
+        if tuple(data.shape) != controller.shape:  # a map of other data: not shown, said
+            problems.append(f"the map of '{feature}' is {' x '.join(map(str, data.shape))}, "
+                            "not this tomogram's shape")
+            continue
         overlay = controller.overlay(feature)
         overlay.data = np.array(data, np.float16)  # a copy: Segment and Train write into it
         threshold = thresholds.get(feature, 0.5)
