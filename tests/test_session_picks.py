@@ -440,3 +440,35 @@ def test_the_pick_threshold_follows_the_segment_slider_unless_typed(make_napari_
     widget.segmenting.threshold.value = 0.4
     _pick(picking, overlay, qtbot, 120.0)
     assert picking.threshold.value == pytest.approx(0.6)
+
+
+def test_two_windows_judging_one_sessions_picks_never_lose_a_judgement(make_napari_viewer,
+                                                                       tmp_path, monkeypatch):
+    """The last window to save won: A's accept was gone after B's reject."""
+    import pandas as pd
+
+    from napari_tomoseg._napari import session_layers
+    from napari_tomoseg.picks_store import SavedPicks, load_picks, save_picks
+
+    said = []
+    monkeypatch.setattr(session_layers, "show_error", said.append)
+    save_picks(tmp_path, SavedPicks("ribosome", np.array([[1.0, 5.0, 5.0], [2.0, 9.0, 9.0]]),
+                                    pd.DataFrame({"score": [0.9, 0.8], "status": [0, 0]})))
+    (picks,), _ = load_picks(tmp_path)
+    a, b = (session_layers.add_picks_layer(make_napari_viewer(), picks, 4.0, tmp_path)
+            for _ in range(2))
+    a.features.loc[0, "status"] = 1
+    assert session_layers.save_or_say(a) == picks_path(tmp_path, "ribosome")
+    b.features.loc[1, "status"] = -1
+    assert session_layers.save_or_say(b) is None
+    assert "saved by another window" in said[0] and "ribosome.json.conflict" in said[0]
+    assert json.loads(picks_path(tmp_path, "ribosome").read_text())["rows"][0][-1] == 1
+    conflict = picks_path(tmp_path, "ribosome").with_name("ribosome.json.conflict")
+    assert [row[-1] for row in json.loads(conflict.read_text())["rows"]] == [0, -1]
+    b.features.loc[0, "status"] = -1  # later edits go where the message said, quietly
+    session_layers.save_or_say(b)
+    assert len(said) == 1
+    assert [row[-1] for row in json.loads(conflict.read_text())["rows"]] == [-1, -1]
+    a.features.loc[1, "status"] = 1  # the first window goes on saving as before
+    session_layers.save_or_say(a)
+    assert [row[-1] for row in json.loads(picks_path(tmp_path, "ribosome").read_text())["rows"]] == [1, 1]

@@ -593,7 +593,8 @@ def test_training_shows_a_preview_from_step_one_and_continue_keeps_the_curve(wor
     assert overlay.contrast_limits == [0.0, 1.0]  # from 0, not only what passes 0.5
     first = list(widget.loss_plot.values)
     assert len(first) == 3
-    assert "trained 3 steps" in widget.training.model_state.value
+    qtbot.waitUntil(lambda: "trained 3 steps" in widget.training.model_state.value,
+                    timeout=5_000)  # the dock's end-of-job callback may come a moment later
     widget.training.continue_training.value = True
     handle = widget.start_training()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import TomosegError
 from .io.atomic import atomic_path
 from .feature_files import PICKS, picks_file
 
@@ -49,8 +50,8 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def save_picks(folder: str | os.PathLike, picks: SavedPicks) -> Path:
-    """Write ``picks`` into the session ``folder`` (whole or not at all)."""
+def save_picks(folder: str | os.PathLike, picks: SavedPicks, path: Path | None = None) -> Path:
+    """Write ``picks`` into the session ``folder`` (whole or not at all), or at ``path``."""
     points = np.asarray(picks.points, float).reshape(-1, 3)
     if len(picks.values) != len(points):
         raise ValueError(f"{len(points)} points but {len(picks.values)} rows of values")
@@ -60,11 +61,47 @@ def save_picks(folder: str | os.PathLike, picks: SavedPicks) -> Path:
     record = {"version": VERSION, "feature": picks.feature, "points": points.round(3).tolist(),
               "columns": columns, "dtypes": dtypes, "rows": rows, "metadata": picks.metadata,
               "min_score": float(picks.min_score), "diameter": picks.diameter}
-    path = picks_path(folder, picks.feature)
+    path = path or picks_path(folder, picks.feature)
     path.parent.mkdir(exist_ok=True)  # in the session folder; a deleted session is not remade
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, default=_plain))
     return path
+
+
+class PicksConflictError(TomosegError):
+    """Another window saved a feature's picks since this one read or wrote them."""
+
+
+def file_stamp(path: Path) -> list | None:
+    """What changes whenever a file is written anew (an atomic write makes a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_ino, st.st_mtime_ns, st.st_size]
+
+
+def conflict_path(folder: str | os.PathLike, feature: str) -> Path:
+    path = picks_path(folder, feature)
+    return path.with_name(path.name + ".conflict")  # not *.json: never restored as picks
+
+
+def save_picks_checked(folder: str | os.PathLike, picks: SavedPicks,
+                       known: list | None) -> tuple[Path, list | None]:
+    """``save_picks`` unless another window saved the file since ``known`` (its stamp when
+    this one last read or wrote it; None: replace whatever is there): the last window to
+    save won, and another's judgements were lost. Then this window's picks are kept in
+    ``FEATURE.json.conflict`` and ``PicksConflictError`` says so. Returns the new stamp."""
+    path = picks_path(folder, picks.feature)
+    now = file_stamp(path)
+    if known is not None and now is not None and list(now) != list(known):
+        kept = save_picks(folder, picks, conflict_path(folder, picks.feature))
+        raise PicksConflictError(
+            f"the picks of '{picks.feature}' were saved by another window since they were "
+            f"opened here, so these are not saved over them: they are kept in {kept}. Open the "
+            "session again to go on.")
+    written = save_picks(folder, picks)
+    return written, file_stamp(written)
 
 
 def keep_previous(folder: str | os.PathLike, feature: str) -> Path | None:

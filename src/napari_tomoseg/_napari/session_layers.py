@@ -21,7 +21,9 @@ from ..errors import TomosegError
 from ..feature_files import was_removed
 from ..io.mrc_read import open_volume
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
-from ..picks_store import SavedPicks, keep_previous, load_picks, save_picks
+from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
+                           keep_previous, load_picks, picks_path, save_picks,
+                           save_picks_checked)
 from ..session_store import read_generation
 from .annotation import probability_colormap
 from .layer_tags import has_role, layers_with, tag_of, tagged, tomogram_key
@@ -30,6 +32,7 @@ from .notify import quietly
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
 MIN_SCORE = "tomoseg_min_score"
+STAMP, CONFLICT = "tomoseg_picks_stamp", "conflict"  # the file as this layer last saw it
 DIAMETER = "tomoseg_diameter"  # Angstrom, as picked: kept when every point is deleted
 
 
@@ -59,6 +62,8 @@ def add_picks_layer(viewer, picks: SavedPicks, size_px: float, session: Path | N
     if len(values) and "score_norm" in values:  # the score cut holds before Pick is opened
         scores = np.asarray(values["score_norm"], float)
         layer.shown = (scores >= picks.min_score) | np.isnan(scores)
+    if session:  # the file as read: a save finding it changed since is another window's
+        layer.metadata[STAMP] = file_stamp(picks_path(session, picks.feature))
     layer.events.data.connect(_on_edit)  # kept up to date whether or not Pick is open
     return layer
 
@@ -90,6 +95,8 @@ def follow_feature(viewer, folder: Path, old: str, new: str | None) -> list[Poin
             layer.name = layer.name.replace(old, new)
             if "feature" in layer.features:
                 layer.features["feature"] = new
+            layer.metadata[STAMP] = file_stamp(picks_path(folder, new))  # rewritten by the
+            # rename (its name inside), not by another window
         layer.metadata[ROLE_KEY] = tagged("picks", **attributes)
         changed.append(layer)
     return changed
@@ -116,6 +123,9 @@ def save_or_say(layer: Points, **kwargs) -> Path | None:
     """``save_picks_layer``, with a failure shown, not raised into napari's event loop."""
     try:
         return save_picks_layer(layer, **kwargs)
+    except PicksConflictError as exc:
+        show_error(str(exc))
+        return None
     except (OSError, ValueError) as exc:
         show_error(f"picks of '{tag_of(layer).get('feature')}' not saved in their session: "
                    f"{exc}. Export them to keep them.")
@@ -136,10 +146,18 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
     diameter = diameter or layer.metadata.get(DIAMETER) or (
         float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
     layer.metadata[DIAMETER] = diameter
-    return save_picks(folder, SavedPicks(
-        feature=str(tag_of(layer).get("feature") or "particle"),
-        points=np.asarray(layer.data, float), values=values, metadata=metadata,
-        min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter))
+    picks = SavedPicks(feature=str(tag_of(layer).get("feature") or "particle"),
+                       points=np.asarray(layer.data, float), values=values, metadata=metadata,
+                       min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter)
+    if layer.metadata.get(STAMP) == CONFLICT:  # said once; later edits go where it said
+        return save_picks(folder, picks, conflict_path(folder, picks.feature))
+    try:
+        path, layer.metadata[STAMP] = save_picks_checked(folder, picks,
+                                                         layer.metadata.get(STAMP))
+    except PicksConflictError:
+        layer.metadata[STAMP] = CONFLICT
+        raise
+    return path
 
 
 def discard_picks_layer(viewer, layer: Points) -> Path | None:
@@ -204,9 +222,12 @@ def restore_session_layers(viewer, controller,
     problems += unreadable
     folder = Path(session.folder)
     for picks in saved:
-        if any(Path(tag_of(l).get(SESSION, "")) == folder
-               for l in layers_with(viewer, "picks", feature=picks.feature)):
-            continue  # still open, and saved as it changed
+        still = [l for l in layers_with(viewer, "picks", feature=picks.feature)
+                 if Path(tag_of(l).get(SESSION, "")) == folder]
+        for layer in still:  # still open, and saved as it changed; a restore may have
+            layer.metadata[STAMP] = file_stamp(picks_path(folder, picks.feature))  # rebound it
+        if still:
+            continue
         frame = frame_from_metadata(picks.metadata)
         if frame is not None and tuple(frame.shape) != controller.shape:
             problems.append(f"the picks of '{picks.feature}' were made on a "
