@@ -209,7 +209,9 @@ def test_a_box_too_small_to_align_at_the_start_resolution_is_refused():
     with pytest.raises(InvalidSettingsError, match="box of at least 28 voxels"):
         average(noise, 8.0, AverageSettings(box=16, iterations=1))
     with pytest.raises(InvalidAlignmentError, match="every score is undefined"):
-        average(np.zeros((8, 24, 24, 24), np.float32), 10.0, AverageSettings(box=24, iterations=1))
+        average(np.zeros((8, 24, 24, 24), np.float32), 10.0,
+                AverageSettings(box=24, iterations=1, angular_step=45, final_step=45),
+                reference=np.ones((24, 24, 24), np.float32))  # straight into the search
 
 
 # files and half sets, not accuracy: a coarse search (163 orientations, not 1857) keeps it short
