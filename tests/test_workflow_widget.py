@@ -79,15 +79,22 @@ def test_features_can_be_added_renamed_recoloured_removed(workflow):
     assert "MT" not in session.feature_names()
 
 
+def _positive_box_in_view(workflow, feature: str):
+    """A 32-px positive box of ``feature`` at slice 5 (40, 40), in view; the controller."""
+    viewer, widget = workflow
+    c = widget.controller
+    c.set_active(feature)
+    widget.boxes.box_size.value = 32
+    widget.place_box(True, 5, 40.0, 40.0)
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    return c
+
+
 def test_removing_a_feature_keeps_the_paint_of_those_after_it(workflow, tmp_path):
     """Mask labels follow the feature list: removing 'membrane' made 'ribosome' label 1,
     its paint stayed 2, and the next stroke saved its mask as empty."""
     viewer, widget = workflow
-    c = widget.controller
-    c.set_active("ribosome")
-    widget.boxes.box_size.value = 32
-    widget.place_box(True, 5, 40.0, 40.0)
-    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c = _positive_box_in_view(workflow, "ribosome")
     c.masks_layer.data[5, 36:44, 36:44] = c.session.label_of("ribosome")
     c._on_paint()
     widget.features.feature.value = "membrane"
@@ -150,12 +157,7 @@ def test_a_positive_box_starts_the_brush_and_spilled_paint_is_dropped(workflow):
 def test_undo_and_redo_of_a_stroke_are_saved(workflow, tmp_path):
     """napari's undo and redo emit no paint event: an undone stroke came back after a
     crash, and a redone one was lost."""
-    viewer, widget = workflow
-    c = widget.controller
-    c.set_active("membrane")
-    widget.boxes.box_size.value = 32
-    widget.place_box(True, 5, 40.0, 40.0)
-    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c = _positive_box_in_view(workflow, "membrane")
     c.masks_layer.brush_size = 4
     with c.masks_layer.block_history():  # one stroke: paint is announced at its end
         c.masks_layer.paint((5, 40, 40), c.session.label_of("membrane"))
