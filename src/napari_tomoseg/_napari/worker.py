@@ -82,9 +82,20 @@ class JobHandle:
             self.worker.finished.connect(on_finished)
 
     def _while_alive(self, callback):
+        """``callback`` while the widget lives; an error in it is shown as one line (it went
+        to napari's exception hook as a traceback dialog)."""
         if callback is None:
             return None
-        return lambda *args: callback(*args) if self.alive else None
+
+        def run(*args):
+            if not self.alive:
+                return None
+            try:
+                return callback(*args)
+            except Exception as exc:  # noqa: BLE001 - shown or logged, never raised into Qt
+                report_error(exc)
+                return None
+        return run
 
     def orphan(self) -> None:
         """The owning widget was destroyed: cancel, and call nothing of it any more."""
