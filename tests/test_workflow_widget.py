@@ -92,18 +92,26 @@ def _positive_box_in_view(workflow, feature: str):
 
 def test_removing_a_feature_keeps_the_paint_of_those_after_it(workflow, tmp_path):
     """Mask labels follow the feature list: removing 'membrane' made 'ribosome' label 1,
-    its paint stayed 2, and the next stroke saved its mask as empty."""
+    its paint stayed 2, and the next stroke saved its mask as empty (and redrawing box by
+    box saved every box but the first as empty)."""
     viewer, widget = workflow
     c = _positive_box_in_view(workflow, "ribosome")
-    c.masks_layer.data[5, 36:44, 36:44] = c.session.label_of("ribosome")
-    c._on_paint()
+    widget.features.new_name.value = "microtubule"
+    widget.features.add()
+    for z, feature in ((6, "ribosome"), (7, "microtubule")):
+        c.set_active(feature)
+        widget.place_box(True, z, 40.0, 40.0)
+    for z, feature in ((5, "ribosome"), (6, "ribosome"), (7, "microtubule")):
+        c.masks_layer.data[z, 36:44, 36:44] = c.session.label_of(feature)
+    c.collect_masks()
     widget.features.feature.value = "membrane"
     widget.features.remove()
-    assert c.session.label_of("ribosome") == 1
+    assert c.session.label_of("ribosome") == 1 and c.session.label_of("microtubule") == 2
     c._on_paint()  # the next stroke anywhere
-    mask = Session.load(tmp_path / "session").boxes[0].mask
-    assert mask is not None and int(mask.sum()) == 64
-    assert np.count_nonzero(c.masks_layer.data[5] == 1) == 64
+    masks = [b.mask for b in Session.load(tmp_path / "session").boxes]
+    assert [int(m.sum()) if m is not None else 0 for m in masks] == [64, 64, 64]
+    assert np.count_nonzero(c.masks_layer.data[5:7] == 1) == 128
+    assert np.count_nonzero(c.masks_layer.data[7] == 2) == 64
 
 
 def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):

@@ -222,16 +222,18 @@ class AnnotationController:
 
     # masks ----------------------------------------------------------------------
     def _mask_crop(self, box: Box) -> np.ndarray:
-        label = self.session.label_of(box.feature)
-        plane = np.asarray(self.masks_layer.data[box.z]) == label
-        return crop_slice(plane.astype(np.float32), box.corner(), box.size).astype(np.uint8)
+        """The box's window of its feature's paint; only the window is compared, as this
+        runs at every redraw (a whole plane per box lagged the scrolling)."""
+        window = crop_slice(self.masks_layer.data[box.z], box.corner(), box.size, fill=0)
+        return (window == self.session.label_of(box.feature)).astype(np.uint8)
 
     def redraw_masks(self) -> None:
         """The masks layer drawn anew from the session's box masks: a removed feature moves
         the labels of those after it down one, and their paint, left under the old
         numbers, was saved as empty at the next stroke."""
-        self.masks_layer.data[:] = 0
-        self._restore_masks()
+        with self.masks_layer.events.set_data.blocker(self._on_redrawn):  # each box's paint
+            self.masks_layer.data[:] = 0  # redraws: the boxes not yet painted again read
+            self._restore_masks()  # as undone strokes, and their masks were saved empty
         self.masks_layer.refresh()
 
     def _restore_masks(self) -> None:
