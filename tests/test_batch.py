@@ -387,12 +387,21 @@ def test_a_run_killed_while_rewriting_outputs_leaves_them_to_be_redone(tmp_path)
     Manifest(tmp_path).record({"tomogram": "/d/t.mrc", "name": "t", "status": "done",
                                "outputs": ["t_labels.mrc"], "maps": maps}, "f", "S1", "seg")
     assert Manifest(tmp_path).finished("/d/t.mrc", "f", "S1", "t")
-    Manifest(tmp_path).begin(["/d/t.mrc", "/d/new.mrc"])  # a run with S2 starts ... killed
+    planned = {"/d/t.mrc": ("t", ["t_ribosome.mrc", "t_labels.mrc"]),
+               "/d/new.mrc": ("new", ["new_ribosome.mrc", "new_labels.mrc"])}
+    Manifest(tmp_path).begin(["/d/t.mrc", "/d/new.mrc"], planned)  # a run with S2 ... killed
     (tmp_path / "t_labels.mrc").write_text("labels at 0.2")
+    (tmp_path / "new_ribosome.mrc").write_text("a map the killed run wrote")
     again = Manifest(tmp_path)
     assert not again.finished("/d/t.mrc", "f", "S1", "t")  # redone, not skipped
     assert again.reusable_maps("/d/t.mrc", "f", "seg", "t") == {"ribosome": "t_ribosome.mrc"}
-    assert "/d/new.mrc" not in again.entries
+    assert not again.finished("/d/new.mrc", "g", "S2", "new")
+    # the killed run's files are the batch's own: the rerun replaces them without --overwrite
+    from napari_tomoseg.batch_outputs import check_batch_outputs
+
+    recorded = {o for e in again.entries.values() for o in e.get("outputs", [])}
+    check_batch_outputs(tmp_path, ["t", "new"], ["ribosome"], (), [], recorded, overwrite=False)
+    assert again.names(["/d/new.mrc"], ["new"]) == {"/d/new.mrc": "new"}
 
 
 def test_one_batch_run_at_a_time_writes_an_output_folder(tmp_path):

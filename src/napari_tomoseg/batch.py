@@ -27,7 +27,7 @@ from pathlib import Path
 from .batch_combined import write_combined_star
 from .batch_cluster import make_client
 from .batch_manifest import Manifest
-from .batch_outputs import check_batch_outputs
+from .batch_outputs import check_batch_outputs, planned_outputs
 from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
@@ -349,11 +349,13 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
         else:
             todo.append(path)
             ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
+    planned = {p: (names[p], planned_outputs(names[p], features, settings.pick)
+                   if settings.copick is None else []) for p in todo}
     if settings.copick is None:
         recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
         check_batch_outputs(out, [names[p] for p in todo], features, settings.pick, tomograms,
                             recorded, overwrite)
-    manifest.begin(todo)  # a run killed while rewriting their outputs leaves them not done
+    manifest.begin(todo, planned)  # a run killed while rewriting their outputs: not done
     own_client = client is None
     client = client or make_client()
     try:

@@ -30,7 +30,8 @@ class Manifest:
         if not isinstance(self.entries, dict):
             raise TomosegError(f"the batch manifest {self.path} is damaged ("
                                f"{reason if self.entries is None else 'not a JSON object'}); "
-                               "move it away to process every tomogram again.")
+                               "move it away and run again with --overwrite to process every "
+                               "tomogram again (its files are then no longer known as the batch's).")
 
     def _entry(self, path: str, fingerprint: str, name: str) -> dict | None:
         entry = self.entries.get(path)
@@ -90,14 +91,19 @@ class Manifest:
             return None
         return {feature: record["file"] for feature, record in maps.items()}
 
-    def begin(self, paths: list[str]) -> None:
-        """Mark the tomograms about to run as running: a run killed while rewriting their
-        labels and picks left entries saying 'done' with the earlier settings, so a rerun
-        with those settings skipped them and kept the killed run's files."""
-        begun = [p for p in paths if p in self.entries]
-        for path in begun:
-            self.entries[path] = {**self.entries[path], "status": "running"}
-        if begun:
+    def begin(self, paths: list[str], planned: dict[str, tuple[str, list[str]]]) -> None:
+        """Mark the tomograms about to run as running, with their (name, planned outputs):
+        a run killed while rewriting their labels and picks left entries saying 'done' with
+        the earlier settings, so a rerun skipped them and kept the killed run's files; and a
+        run killed before a tomogram's first record left files no entry listed, which the
+        rerun refused as another program's."""
+        for path in paths:
+            name, outputs = planned[path]
+            entry = self.entries.get(path) or {"tomogram": path, "name": name, "outputs": []}
+            listed = list(dict.fromkeys([*entry.get("outputs", []), *outputs]))
+            self.entries[path] = {**entry, "status": "running", "outputs": listed}
+        if paths:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_text(self.path, json.dumps(self.entries, indent=1))
 
     def record(self, result: dict, fingerprint: str, digest: str, segment_digest: str) -> None:
