@@ -31,7 +31,7 @@ class Manifest:
             raise TomosegError(f"the batch manifest {self.path} is damaged ("
                                f"{reason if self.entries is None else 'not a JSON object'}); "
                                "move it away and run again with --overwrite to process every "
-                               "tomogram again (its files are then no longer known as the batch's).")
+                               "tomogram again (its files no longer count as the batch's).")
 
     def _entry(self, path: str, fingerprint: str, name: str) -> dict | None:
         entry = self.entries.get(path)
