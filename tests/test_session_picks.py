@@ -472,3 +472,35 @@ def test_two_windows_judging_one_sessions_picks_never_lose_a_judgement(make_napa
     a.features.loc[1, "status"] = 1  # the first window goes on saving as before
     session_layers.save_or_say(a)
     assert [row[-1] for row in json.loads(picks_path(tmp_path, "ribosome").read_text())["rows"]] == [1, 1]
+
+
+def test_opening_the_session_again_after_a_picks_conflict_shows_the_saved_picks(
+        make_napari_viewer, tiny_files, tmp_path, monkeypatch):
+    """The conflict message says to open the session again; the open layer then took up the
+    file's stamp but kept showing this window's picks, and its next edit wrote over the
+    other window's judgements."""
+    import pandas as pd
+
+    from napari_tomoseg._napari import session_layers
+    from napari_tomoseg._napari.layer_tags import layers_with
+    from napari_tomoseg.picks_store import SavedPicks, save_picks
+
+    monkeypatch.setattr(session_layers, "show_error", lambda message: None)
+    folder = tmp_path / "session"
+    _dock(make_napari_viewer, tiny_files, folder)  # the session, then its picks
+    save_picks(folder, SavedPicks("ribosome", np.array([[8.0, 20.0, 20.0], [8.0, 40.0, 44.0]]),
+                                  pd.DataFrame({"score": [0.9, 0.8], "status": [0, 0]})))
+    viewers = [_dock(make_napari_viewer, tiny_files, folder) for _ in range(2)]
+    (a,), (b,) = (list(layers_with(v, "picks", feature="ribosome")) for v, _, _ in viewers)
+    a.features.loc[0, "status"] = 1
+    session_layers.save_or_say(a)
+    b.features.loc[1, "status"] = -1
+    assert session_layers.save_or_say(b) is None  # the conflict
+    viewer_b, widget_b, _ = viewers[1]
+    widget_b.start_session(folder)  # as the message says
+    (shown,) = layers_with(viewer_b, "picks", feature="ribosome")
+    assert shown is not b and list(shown.features["status"]) == [1, 0]  # as window A saved
+    shown.features.loc[1, "status"] = 1
+    session_layers.save_or_say(shown)
+    saved = json.loads(picks_path(folder, "ribosome").read_text())["rows"]
+    assert [row[-1] for row in saved] == [1, 1]  # A's accept kept, B's new one added

@@ -224,6 +224,12 @@ def restore_session_layers(viewer, controller,
     for picks in saved:
         still = [l for l in layers_with(viewer, "picks", feature=picks.feature)
                  if Path(tag_of(l).get(SESSION, "")) == folder]
+        for layer in [l for l in still if l.metadata.get(STAMP) == CONFLICT]:
+            viewer.layers.remove(layer)  # it showed this window's picks, kept aside: taking
+            still.remove(layer)  # up the file's stamp, its next edit wrote over the other's
+            problems.append(f"the picks of '{picks.feature}' are shown as another window "
+                            f"saved them; this window's are in "
+                            f"{conflict_path(folder, picks.feature).name}")
         for layer in still:  # still open, and saved as it changed; a restore may have
             layer.metadata[STAMP] = file_stamp(picks_path(folder, picks.feature))  # rebound it
         if still:
