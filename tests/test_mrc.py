@@ -286,7 +286,9 @@ def _chimerax_first_voxel_xyz(path) -> np.ndarray:
     return origin if origin.any() else start * step
 
 
-def test_a_map_of_a_tomogram_placed_by_its_start_indices_lies_on_it_in_chimerax(tmp_path):
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_map_of_a_tomogram_placed_by_its_start_indices_lies_on_it_in_chimerax(tmp_path,
+                                                                                 compressed):
     """A tomogram with origin 0 and start indices (50, 60, 70) (as Bsoft writes): read as
     origin 0, its maps (start 0) lay 50-70 voxels away from it in ChimeraX."""
     src = tmp_path / "t.mrc"
@@ -294,7 +296,7 @@ def test_a_map_of_a_tomogram_placed_by_its_start_indices_lies_on_it_in_chimerax(
         mrc.set_data(np.ones((6, 7, 8), np.float32))
         mrc.voxel_size = 10.0
         mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 50, 60, 70
-    _, info = open_volume(src)
+    _, info = open_volume(_gzipped(src) if compressed else src)
     assert info.origin == (700.0, 600.0, 500.0)  # z y x, where ChimeraX shows it
     replace_nonfinite(src, tmp_path / "copy.mrc")  # written as every map is: its origin
     np.testing.assert_allclose(_chimerax_first_voxel_xyz(tmp_path / "copy.mrc"),

@@ -259,6 +259,10 @@ def test_each_particle_is_read_at_its_own_optics_groups_pixel_size(tmp_path):
                                           [0.0, 13.5], [1.35, 2.7]):
         unbinned = relion4_tomogram_pixel(xyz, [shift, 0, 0], (0, 0, 0), size)
         np.testing.assert_allclose([row.x, row.y, row.z], unbinned * size / 10.8, atol=1e-6)
+    blocks = starfile.read(star)  # a pixel size of 0 says "unknown": this tomogram's pixels
+    blocks["optics"]["rlnTomoTiltSeriesPixelSize"] = 0.0
+    starfile.write(blocks, star, overwrite=True)
+    assert read_star(star, frame)["x"].tolist() == pytest.approx([400.0, 200.0 - 13.5 / 10.8])
 
 
 def test_unknown_pixel_size_is_never_guessed(tmp_path):

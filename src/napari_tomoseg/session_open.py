@@ -100,11 +100,14 @@ def _elsewhere(session: Session) -> str:
     found = []
     for place in places:
         for folder in sorted(place.glob(f"*{SESSION_SUFFIX}")) if place.is_dir() else []:
-            if folder.resolve() == session.folder.resolve() or not is_session(folder):
+            try:
+                if folder.resolve() == session.folder.resolve() or not is_session(folder):
+                    continue
+            except OSError:
                 continue
             try:
                 other = Session.load(folder)
-            except TomosegError:
+            except (TomosegError, OSError):  # e.g. another user's folder: not readable
                 continue
             if other.data_checksum == session.data_checksum and other.boxes:
                 found.append(f"{folder} ({len(other.boxes)} boxes, made for "

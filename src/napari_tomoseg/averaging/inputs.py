@@ -36,9 +36,10 @@ def checked_inputs(particles: np.ndarray, voxel_size: float, s: AverageSettings,
 
 
 def _check_search_band(s: AverageSettings, voxel_size: float) -> None:
-    """The first search compares Fourier shells 4 (the high-pass) to the start's low-pass
-    (plus its 1.5-shell edge): a small box at a fine voxel size held none, every score
-    was NaN, every particle took the first orientation, and a resolution was reported."""
+    """The first search compares Fourier shells from 4 (the high-pass) to the start's
+    low-pass plus its 1.5-shell cosine edge: a small box at a fine voxel size held none,
+    every score was NaN, every particle took the first orientation, and a resolution was
+    reported. Refused below one shell of band (a sliver of the edge aligns on noise)."""
     shells = s.start_cutoff(voxel_size) * s.box
     if shells < 3.5:
         smallest = int(np.ceil(3.5 / s.start_cutoff(voxel_size) / 2)) * 2

@@ -97,8 +97,9 @@ def search_orientations(prepared: PreparedParticles, reference: torch.Tensor, cu
                                      local_rotations(step, search_range), indices, should_stop,
                                      small_known)
     found.shifts = found.shifts / scale
-    if len(found.scores) and not np.isfinite(found.scores).any():  # each took the first
-        raise InvalidAlignmentError(  # orientation, silently (an empty Fourier band)
+    if len(found.scores) and not np.isfinite(found.scores).any() \
+            and not (should_stop is not None and should_stop()):  # a stop is no failure
+        raise InvalidAlignmentError(  # each took the first orientation (an empty band)
             "no particle could be compared with the reference (every score is undefined): "
             "the box is too small for the resolution searched, or the boxes are empty.")
     return found

@@ -178,6 +178,18 @@ def header_origin(header) -> tuple[float, float, float]:
     return origin if all(np.isfinite(origin)) else (0.0, 0.0, 0.0)
 
 
+def header_position(header, voxel_zyx: tuple[float, float, float] | None,
+                    order: tuple[int, int, int] | None) -> tuple[float, float, float]:
+    """Where voxel (0, 0, 0) lies (z, y, x, Angstrom): the origin, or when it is all zero
+    the start indices times the voxel size, as ChimeraX and Xmipp read them (Bsoft writes
+    its origin there). Read as 0, our maps of such a tomogram lay apart from it in ChimeraX."""
+    origin = header_origin(header)
+    start = (int(header.nzstart), int(header.nystart), int(header.nxstart))
+    if origin == (0.0, 0.0, 0.0) and any(start) and voxel_zyx and order is None:
+        return tuple(float(s * v) for s, v in zip(start, voxel_zyx))
+    return origin
+
+
 def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     """Parse and validate an MRC header; raises InvalidVolumeError with a clear reason."""
     path = Path(path)
@@ -217,13 +229,8 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     in_header = all(sane_voxel_size(v) for v in (vx, vy, vz))
     if not in_header:
         vx = vy = vz = 1.0
-    origin = header_origin(header)
     order = axis_order(header, path)
-    start = (int(header.nzstart), int(header.nystart), int(header.nxstart))
-    if origin == (0.0, 0.0, 0.0) and any(start) and in_header and order is None:
-        # a zero origin defers to the start indices (ChimeraX, Xmipp; Bsoft writes them):
-        # read as 0, our maps of the tomogram lay that many voxels away in ChimeraX
-        origin = (start[0] * vz, start[1] * vy, start[2] * vx)
+    origin = header_position(header, (vz, vy, vx) if in_header else None, order)
     shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
     info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,
                       dtype=dtype.newbyteorder("=").name, voxel_size_in_header=in_header,

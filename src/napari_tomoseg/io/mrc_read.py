@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidVolumeError, NonFiniteError
 from .mrc_header import (COMPLEX_MODES, COMPRESSED_SUFFIXES, HEADER_BYTES, VolumeInfo,
-                         axis_order, header_origin, read_header, sane_voxel_size,
+                         axis_order, header_position, read_header, sane_voxel_size,
                          stored_dtype)
 
 
@@ -71,7 +71,8 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
     in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
     info = VolumeInfo(shape=tuple(data.shape), voxel_size=(vz, vy, vx) if in_header else (1.0,) * 3,
-                      origin=header_origin(header),
+                      origin=header_position(header, (vz, vy, vx) if in_header else None,
+                                             order),
                       dtype=data.dtype.newbyteorder("=").name, voxel_size_in_header=in_header,
                       header_voxel_size=vx)
     if check_finite and data.dtype.kind == "f" and not np.all(np.isfinite(data)):

@@ -18,6 +18,8 @@ def particle_pixel_sizes(optics: pd.DataFrame | None, particles: pd.DataFrame
     if optics is None or "rlnTomoTiltSeriesPixelSize" not in optics or not len(optics):
         return None
     values = optics["rlnTomoTiltSeriesPixelSize"].astype(float).to_numpy()
+    if not np.all(np.isfinite(values) & (values > 0)):  # 0 (unknown): this tomogram's pixels
+        return None
     if not ("rlnOpticsGroup" in optics and "rlnOpticsGroup" in particles):
         return np.full(len(particles), values[0])
     by_group = dict(zip(optics["rlnOpticsGroup"].astype(int), values))

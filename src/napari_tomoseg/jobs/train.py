@@ -125,6 +125,7 @@ def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception) -> No
     try:
         with _signals_held():
             exc.kept_model = save_model_or_rescue(model, stopped_model_file(output))
+        exc.add_note(f"the best weights so far are kept in {exc.kept_model}")  # a traceback
     except Exception as again:  # noqa: BLE001 - reported with the error that ended training
         rescued = getattr(again, "rescued", None)
         if rescued is not None:
