@@ -173,6 +173,34 @@ def test_a_session_without_a_voxel_checksum_gets_one_and_survives_a_header_chang
     assert rebound.folder == folder and len(rebound.boxes) == 1 and "rebound" in message
 
 
+def test_a_session_follows_a_tomogram_whose_header_now_reads_at_its_start_indices(tmp_path,
+                                                                                  volume):
+    """Older versions read origin 0 where the start indices place a tomogram (as ChimeraX
+    does now): its saved picks must move with the layer, not stay at origin 0."""
+    import mrcfile
+
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.layer_data import frame_from_metadata, frame_metadata
+    from napari_tomoseg.picks_store import SavedPicks, load_picks, save_picks
+
+    tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0)
+    with mrcfile.open(tomogram, "r+") as mrc:
+        mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 5, 6, 7
+    folder = tmp_path / "t.mrc.tomoseg"
+    session, _ = open_session(folder, str(tomogram), 10.0, SHAPE)
+    session.origin = (0.0, 0.0, 0.0)  # as an older version saved it
+    session.save()
+    save_picks(folder, SavedPicks("ribosome", np.array([[1.0, 2.0, 3.0]]),
+                                  pd.DataFrame({"score": [0.9]}),
+                                  frame_metadata(TomogramFrame("t", SHAPE, 10.0))))
+    _, message = open_session(folder, str(tomogram), 10.0, SHAPE)
+    assert "origin as the header now reads" in message
+    assert Session.load(folder).origin == (70.0, 60.0, 50.0)
+    (picks,), _ = load_picks(folder)
+    assert frame_from_metadata(picks.metadata).origin == (70.0, 60.0, 50.0)
+    assert "origin" not in open_session(folder, str(tomogram), 10.0, SHAPE)[1]  # said once
+
+
 def test_a_renamed_tomogram_is_told_where_its_session_is(tmp_path, volume, monkeypatch):
     """TS_01.mrc renamed TS_01_rec.mrc (or its folder made read-only, so sessions go to the
     data folder): an empty session started and the one with the boxes went unmentioned."""

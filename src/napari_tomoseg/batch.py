@@ -307,6 +307,20 @@ def process_tomogram(path: str, settings: BatchSettings, name: str | None = None
     return result
 
 
+def _begin(manifest: Manifest, todo: list[str], names: dict[str, str], features: list[str],
+           settings: BatchSettings, inputs: Sequence[str], overwrite: bool) -> None:
+    """Check the outputs (``batch_outputs``), then list the tomograms about to run with their
+    planned outputs as running: killed while rewriting them, they are not done, and their
+    files stay the batch's own for the rerun."""
+    planned = {p: (names[p], planned_outputs(names[p], features, settings.pick)
+                   if settings.copick is None else []) for p in todo}
+    if settings.copick is None:
+        recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
+        check_batch_outputs(Path(settings.output), [names[p] for p in todo], features,
+                            settings.pick, inputs, recorded, overwrite)
+    manifest.begin(todo, planned)
+
+
 def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
               progress: Callable[[dict, int, int], None] | None = None,
               overwrite: bool = False) -> list[dict]:
@@ -349,13 +363,7 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
         else:
             todo.append(path)
             ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
-    planned = {p: (names[p], planned_outputs(names[p], features, settings.pick)
-                   if settings.copick is None else []) for p in todo}
-    if settings.copick is None:
-        recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
-        check_batch_outputs(out, [names[p] for p in todo], features, settings.pick, tomograms,
-                            recorded, overwrite)
-    manifest.begin(todo, planned)  # a run killed while rewriting their outputs: not done
+    _begin(manifest, todo, names, features, settings, tomograms, overwrite)
     own_client = client is None
     client = client or make_client()
     try:

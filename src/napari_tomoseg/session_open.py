@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .errors import TomosegError
 from .picks_store import rebind_saved_picks
 from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint, user_sessions_folder
@@ -73,21 +75,45 @@ def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: fl
         if verdict == "rebind":
             return session, _rebind(session, tomogram, voxel_size) + _adopted(session)
         if verdict == "same":
-            message = (f"Restored session: {len(session.boxes)} boxes, "
-                       f"{len(session.features)} features, from {candidate}")
-            if tomogram and session.data_checksum is None:  # a version-1 session: without
-                # the voxels' checksum a later header edit read as another tomogram
-                session.data_checksum, origin = file_checksum(tomogram)
-                session.origin = session.origin if session.origin is not None else origin
-                session.save()
-            if voxel_size and abs(float(voxel_size) - session.voxel_size) > 1e-6 * voxel_size:
-                message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
-                session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or
-                session.save()  # its header's; the session's own was dropped without a word
-                rebind_saved_picks(candidate, session.voxel_size, session.origin or (0.0,) * 3)
-            return session, (message + (f" ({session.note})." if session.note else ".")
-                             + _adopted(session))
+            return session, _restored(session, tomogram, voxel_size) + _adopted(session)
     raise TomosegError(f"too many sessions beside {folder}; choose a session folder.")
+
+
+def _restored(session: Session, tomogram: str | None, voxel_size: float) -> str:
+    """The sentence of a restore of the same file, its geometry brought up to date."""
+    message = (f"Restored session: {len(session.boxes)} boxes, "
+               f"{len(session.features)} features, from {session.folder}")
+    if tomogram and session.data_checksum is None:  # a version-1 session: without the
+        # voxels' checksum a later header edit read as another tomogram
+        session.data_checksum, origin = file_checksum(tomogram)
+        session.origin = session.origin if session.origin is not None else origin
+        session.save()
+    changed = False
+    if voxel_size and abs(float(voxel_size) - session.voxel_size) > 1e-6 * voxel_size:
+        message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
+        session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or its
+        changed = True  # header's; the session's own was dropped without a word
+    origin = _header_origin(tomogram)
+    if origin is not None and session.origin is not None \
+            and not np.allclose(origin, session.origin, atol=1e-3):
+        message += ", origin as the header now reads (start indices)"  # same file, read
+        session.origin, changed = origin, True  # by a newer rule: picks follow the layer
+    if changed:
+        session.save()
+        rebind_saved_picks(session.folder, session.voxel_size, session.origin or (0.0,) * 3)
+    return message + (f" ({session.note})." if session.note else ".")
+
+
+def _header_origin(tomogram: str | None) -> tuple[float, float, float] | None:
+    """The origin as the header reads now; None for no file or a compressed one (read whole)."""
+    from .io.mrc_header import COMPRESSED_SUFFIXES, read_header
+
+    if not tomogram or str(tomogram).lower().endswith(COMPRESSED_SUFFIXES):
+        return None
+    try:
+        return tuple(float(o) for o in read_header(tomogram)[1].origin)
+    except (TomosegError, OSError):
+        return None
 
 
 def _elsewhere(session: Session) -> str:
