@@ -7,6 +7,7 @@ do (a rebind, a backup used, a training that never reported back) is said in one
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from .errors import TomosegError
 from .picks_store import rebind_saved_picks
 from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint, user_sessions_folder
-from .session_store import is_session
+from .session_store import SESSION_FILE, is_session
 
 
 def _beside(folder: Path, n: int) -> Path:
@@ -131,15 +132,24 @@ def _elsewhere(session: Session) -> str:
                     continue
             except OSError:
                 continue
-            try:
-                other = Session.load(folder)
-            except (TomosegError, OSError):  # e.g. another user's folder: not readable
-                continue
-            if other.data_checksum == session.data_checksum and other.boxes:
-                found.append(f"{folder} ({len(other.boxes)} boxes, made for "
-                             f"{Path(other.tomogram or '?').name})")
+            body = _record(folder)
+            boxes = len(body.get("boxes") or [])
+            if body.get("data_checksum") == session.data_checksum and boxes:
+                found.append(f"{folder} ({boxes} boxes, made for "
+                             f"{Path(body.get('tomogram') or '?').name})")
     return (" Sessions of the same voxels: " + "; ".join(found)
             + ": to go on with one, choose it as the session folder." if found else "")
+
+
+def _record(folder: Path) -> dict:
+    """A session's saved record, read without decoding its masks or tidying its folder (a
+    folder of a hundred sessions is scanned at every new one); {} when unreadable."""
+    try:
+        document = json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    body = document.get("body") if isinstance(document, dict) else None
+    return body if isinstance(body, dict) else {}
 
 
 def _adopted(session: Session) -> str:
