@@ -22,7 +22,7 @@ from ..errors import InvalidSettingsError
 from ..io import atomic
 from ..io.atomic import atomic_path
 from ..io.mrc import write_volume
-from ..io.paths import safe_name, same_file
+from ..io.paths import checked_name, same_file
 from ..io.particles import TomogramFrame, particle_table, write_star
 from .align import Alignment
 from .rotations import relion_angles
@@ -31,17 +31,9 @@ from .rotations import relion_angles
 Paths = Sequence[str | os.PathLike]
 
 
-def _checked_name(name: str) -> str:
-    """A result name that stays in its folder (``../x`` wrote beside it, outside -o)."""
-    if safe_name(name, "") != name:
-        raise InvalidSettingsError(f"--name {name!r}: use letters, digits, '.', '_', '+' and "
-                                   f"'-' (e.g. {safe_name(name, 'average')}).")
-    return name
-
-
 def average_outputs(folder: str | os.PathLike, name: str = "average") -> dict[str, Path]:
     """The files ``write_average_result`` writes, by key."""
-    folder, name = Path(folder), _checked_name(name)
+    folder, name = Path(folder), checked_name(name, "average")
     return {"average": folder / f"{name}.mrc", "half1": folder / f"{name}_half1.mrc",
             "half2": folder / f"{name}_half2.mrc", "fsc": folder / f"{name}_fsc.csv",
             "particles": folder / f"{name}_particles.star", "settings": folder / f"{name}.json"}
@@ -49,7 +41,7 @@ def average_outputs(folder: str | os.PathLike, name: str = "average") -> dict[st
 
 def class_outputs(folder: str | os.PathLike, classes: int, name: str = "class") -> dict[str, Path]:
     """The files ``write_class_result`` writes, by key."""
-    folder, name = Path(folder), _checked_name(name)
+    folder, name = Path(folder), checked_name(name, "average")
     written = {f"class{c}": folder / f"{name}_{c}.mrc" for c in range(1, classes + 1)}
     return {**written, "particles": folder / f"{name}_particles.star"}
 

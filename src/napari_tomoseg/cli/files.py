@@ -14,24 +14,19 @@ from .progress import progress_bar
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..io.paths import check_writable, safe_name
+    from ..io.paths import check_writable, checked_name
     from ..synthetic import CellSpec, ImagingSpec, simulate, write_synthetic
-    from ..synthetic.ribosome import reference_density
-    from ..synthetic.simulate import check_synthetic_outputs, default_reference_box
+    from ..synthetic.simulate import check_synthetic_outputs
 
     spec = CellSpec(shape=tuple(args.shape), voxel_size=args.voxel_size,
                     n_vesicles=args.vesicles, n_microtubules=args.microtubules,
                     n_actin=args.actin, carbon_edge=not args.no_carbon)
     imaging = ImagingSpec(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
                           tilt_step=args.tilt_range[2], snr=args.snr, defocus_um=args.defocus)
-    if safe_name(args.name) != args.name:  # a name like ../x would write outside the folder
-        raise InvalidSettingsError(f"--name {args.name!r}: use letters, digits, '.', '_', "
-                                   f"'+' and '-' (e.g. {safe_name(args.name)}).")
+    checked_name(args.name, "synthetic")
     check_writable(args.output)
     if not args.overwrite:  # say so before minutes of simulation (the reference once made)
-        reference = reference_density(default_reference_box(spec.voxel_size), spec.voxel_size)
-        check_synthetic_outputs(args.output, args.name, args.compact,
-                                (reference, spec.voxel_size))
+        check_synthetic_outputs(args.output, args.name, spec.voxel_size, args.compact)
     start = time.perf_counter()
     with progress_bar("synthetic cell") as show:
         result = simulate(spec, imaging, seed=args.seed, progress=show)

@@ -91,8 +91,9 @@ def atomic_path(path: str | os.PathLike, backup: str | os.PathLike | None = None
     """Yield a partial path to write; on success it replaces ``path`` in one rename.
 
     With ``backup``, the file ``path`` held so far is kept under that name too (a hard
-    link, or a copy) just before the new one takes its place, so ``path`` always exists. Any exception in the
-    block, or in the flush, removes the partial and leaves ``path`` as it was.
+    link, or a copy) just before the new one takes its place, so ``path`` always exists.
+    Any exception in the block, or in the flush, removes the partial and leaves ``path``
+    as it was.
     """
     path = Path(path)
     if path.is_dir():  # said of the path the user gave, not of our hidden partial

@@ -52,6 +52,15 @@ def safe_name(name: object, default: str = "feature") -> str:
     return text[:MAX_NAME] or default
 
 
+def checked_name(name: str, example: str) -> str:
+    """``name`` when it is a plain file name; a name like ``../x`` would write outside the
+    output folder (``example``: what to suggest when the name reduces to nothing)."""
+    if safe_name(name, "") != name:
+        raise InvalidSettingsError(f"--name {name!r}: use letters, digits, '.', '_', '+' and "
+                                   f"'-' (e.g. {safe_name(name, example)}).")
+    return name
+
+
 def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
     """Create ``folder`` if needed and prove a file can be written there; returns it.
 

@@ -292,7 +292,9 @@ def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None =
         chosen = particles[particles["rlnTomoName"].astype(str) == tomo_name]
         particles = chosen if len(chosen) else particles
     sizes = particle_pixel_sizes(optics, particles.iloc[:1])  # of its (first) particle
-    return float(sizes[0]) if sizes is not None and len(sizes) else None
+    if sizes is None:
+        return None
+    return float(sizes[0] if len(sizes) else optics["rlnTomoTiltSeriesPixelSize"].iloc[0])
 
 
 def _positions(particles: pd.DataFrame, frame: TomogramFrame | None,

@@ -91,7 +91,7 @@ def write_synthetic(result: SyntheticTomogram, folder: str | os.PathLike, name: 
     box = reference_box or default_reference_box(voxel)
     reference = reference_density(box, voxel)
     if not overwrite:  # all or nothing: a new tomogram beside an older cell's labels
-        check_synthetic_outputs(folder, name, compact, (reference, voxel))
+        check_synthetic_outputs(folder, name, voxel, compact, reference)
     written: dict[str, Path] = {}
     tomogram = quantise_int8(result.tomogram) if compact else result.tomogram
     written["tomogram"] = write_volume(folder / f"{name}.mrc", tomogram, voxel, origin,
@@ -143,13 +143,15 @@ def synthetic_outputs(folder: str | os.PathLike, name: str, compact: bool = Fals
             folder / f"{name}_ribosomes.star", folder / REFERENCE_FILE, folder / f"{name}.json"]
 
 
-def check_synthetic_outputs(folder: str | os.PathLike, name: str, compact: bool = False,
-                            reference: tuple[np.ndarray, float] | None = None) -> None:
-    """Refuse before any work when a cell's file exists (the shared reference only when it
-    differs from ``reference``, (density, voxel size)): a second cell of another voxel
-    size replaced it under the first one's manifest."""
+def check_synthetic_outputs(folder: str | os.PathLike, name: str, voxel_size: float,
+                            compact: bool = False, reference: np.ndarray | None = None) -> None:
+    """Refuse before any work when a cell's file exists; the shared reference only when it
+    differs from the one of ``voxel_size`` (default box unless ``reference`` is given): a
+    second cell of another voxel size replaced it under the first one's manifest."""
+    if reference is None:
+        reference = reference_density(default_reference_box(voxel_size), voxel_size)
     for path in synthetic_outputs(folder, name, compact):
-        if path.name == REFERENCE_FILE and (reference is None or _same_reference(path, *reference)):
+        if path.name == REFERENCE_FILE and _same_reference(path, reference, voxel_size):
             continue
         if path.exists():
             raise FileExistsError(f"{path} exists; use --overwrite or another --name or folder.")
