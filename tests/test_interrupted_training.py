@@ -138,3 +138,68 @@ def test_a_training_that_fails_keeps_its_best_weights_beside_the_model(tmp_path)
     assert len(load_model(kept).history) >= 3
     assert user_message(info.value) == ("out of memory: bin the tomogram or use a smaller "
                                         f"region. The best weights so far are kept in {kept}.")
+
+
+def test_a_killed_training_keeps_its_best_weights_so_far(tmp_path):
+    """kill -9 (a cluster's hard limit, a power cut) runs no handler: the checkpoint written
+    while training holds the best weights so far, as a complete model file."""
+    from napari_tomoseg.io.mrc_read import open_volume
+    from napari_tomoseg.metrics import dice
+    from napari_tomoseg.nn.inference import segment
+
+    tomogram, boxes = _inputs(tmp_path)
+    output = tmp_path / "m.pt"
+    kept = tmp_path / "m.stopped.pt"
+    script = (
+        "import sys, numpy as np\n"
+        "from napari_tomoseg.annotations import load_boxes\n"
+        "from napari_tomoseg.io.mrc_read import open_volume\n"
+        "from napari_tomoseg.jobs import checkpoints\n"
+        "from napari_tomoseg.jobs.progress import run_job\n"
+        "from napari_tomoseg.jobs.train import train_feature\n"
+        "from napari_tomoseg.nn.training import TrainingSettings\n"
+        "checkpoints.CHECKPOINT_EVERY_S = 0.0\n"
+        "settings = TrainingSettings(steps=100000, batch_size=2, architecture='unet',\n"
+        "                            min_steps=20, check_every=10, preview_every_s=1e9)\n"
+        "volume = np.asarray(open_volume(sys.argv[1])[0])\n"
+        "run_job(train_feature(volume, 10.0, load_boxes(sys.argv[2]), 'membrane', settings,\n"
+        "                      output=sys.argv[3]))\n")
+    process = subprocess.Popen([sys.executable, "-c", script, tomogram, boxes, str(output)],
+                               stderr=subprocess.DEVNULL)
+    try:
+        start = time.monotonic()
+        while not kept.exists() and process.poll() is None and time.monotonic() - start < 240:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    model = load_model(kept)
+    assert model.info["checkpoint"] and model.info["held_out"]["step"] >= 20
+    assert 0 < model.threshold < 1 and not output.exists()
+    volume = np.asarray(open_volume(tomogram)[0])
+    truth = np.zeros(SHAPE, bool)
+    truth[:, 20:28, :] = True
+    assert dice(segment(volume, model, 10.0) >= model.threshold, truth) > 0.5
+
+
+def test_a_training_that_ends_removes_its_checkpoint(tmp_path, monkeypatch):
+    """Only a training that did not end leaves NAME.stopped.pt; the model holds the rest."""
+    from napari_tomoseg.annotations import load_boxes
+    from napari_tomoseg.io.mrc_read import open_volume
+    from napari_tomoseg.jobs import checkpoints
+    from napari_tomoseg.jobs.progress import run_job
+    from napari_tomoseg.jobs.train import train_feature
+    from napari_tomoseg.nn.training import TrainingSettings
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY_S", 0.0)
+    tomogram, boxes = _inputs(tmp_path)
+    output = tmp_path / "m.pt"
+    settings = TrainingSettings(steps=60, batch_size=2, architecture="unet", min_steps=10,
+                                check_every=10, patience=3, preview_every_s=1e9)
+    seen = []
+    job = train_feature(np.asarray(open_volume(tomogram)[0]), 10.0, load_boxes(boxes),
+                        "membrane", settings, output=output)
+    run_job(job, on_progress=lambda p: seen.append((tmp_path / "m.stopped.pt").exists()))
+    assert any(seen), "no checkpoint was written while training"
+    assert output.exists() and not (tmp_path / "m.stopped.pt").exists()

@@ -665,7 +665,7 @@ def test_a_thick_slab_averages_slices_in_the_annotation_view(workflow):
     assert image.projection_mode == "none"
 
 
-def test_the_3d_stem_choice_reaches_the_network_and_a_continued_model_keeps_its_own(
+def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_keeps_its_own(
         workflow, tiny_result, qtbot):
     from napari_tomoseg.errors import InvalidSettingsError
 
@@ -677,9 +677,14 @@ def test_the_3d_stem_choice_reaches_the_network_and_a_continued_model_keeps_its_
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     model = widget.models["ribosome"]
     assert model.network.stem is not None and model.parameters["context"] == 4
+    assert model.network.symmetry == "wedge"  # auto: a ribosome keeps the tilt axis
     assert "3D stem" in widget.training.model_state.value
     widget.training.continue_training.value = True
     widget.training.stem3d.value = "off"
+    with pytest.raises(InvalidSettingsError, match="keeps its own"):
+        widget.start_training()
+    widget.training.stem3d.value = "auto"
+    widget.training.orientations.value = "any"
     with pytest.raises(InvalidSettingsError, match="keeps its own"):
         widget.start_training()
     assert widget.models["ribosome"] is model  # nothing trained, nothing replaced

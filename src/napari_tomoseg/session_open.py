@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TomosegError
+from .feature_files import stopped_model_file
 from .picks_store import rebind_saved_picks
 from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint, user_sessions_folder
 from .session_store import SESSION_FILE, is_session
@@ -162,4 +163,10 @@ def _adopted(session: Session) -> str:
     cut = [f for f in begun if f not in new]  # said, not claimed saved: it may not have been
     return said + "".join(f" The training of {f!r} ended with the viewer: " + (
         "the model is the last one saved, perhaps from before it." if f in session.models
-        else "no model was saved.") for f in cut)
+        else "no model was saved.") + _checkpoint_note(session, f) for f in cut)
+
+
+def _checkpoint_note(session: Session, feature: str) -> str:
+    """Where a killed training's checkpoint (``jobs.checkpoints``) holds its best weights."""
+    kept = stopped_model_file(session.model_path(feature))
+    return f" Its best weights so far are in {kept}." if kept.is_file() else ""

@@ -36,13 +36,16 @@ def training_inputs(args: argparse.Namespace):
         check_box_grid(boxes, volume.shape, args.boxes)
     check_boxes(boxes, args.feature)
     start_from = load_model(args.resume) if args.resume else None
-    if start_from is not None and (args.rotations is not None or args.stem3d != "auto"):
-        raise InvalidSettingsError("--rotations and --stem3d are fixed when a model is first "
-                                   "trained; a resumed model keeps its own.")
+    if start_from is not None and (args.rotations is not None or args.stem3d != "auto"
+                                   or args.orientations is not None):
+        raise InvalidSettingsError("--rotations, --orientations and --stem3d are fixed when a "
+                                   "model is first trained; a resumed model keeps its own.")
     args.arch = _architecture(args, start_from)
     parameters = stem_parameters(args.arch, args.stem3d)
     if args.rotations is not None:
         parameters["rotations"] = args.rotations
+    if args.orientations is not None:
+        parameters["symmetry"] = args.orientations
     settings = TrainingSettings(architecture=args.arch, seed=args.seed, device=args.device,
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,

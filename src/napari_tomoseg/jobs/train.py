@@ -20,6 +20,7 @@ from ..io.paths import check_writable
 from ..nn.model_file import TrainedModel, save_model_or_rescue
 from ..nn.training import TrainingSettings, TrainingUpdate, iter_train
 from ..preprocess import PreprocessSettings, default_preprocessing
+from .checkpoints import Checkpoints
 from .progress import Job, Progress
 
 
@@ -38,10 +39,12 @@ def _signals_held():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
-def _describe(update: TrainingUpdate) -> str:
+def _describe(update: TrainingUpdate, checkpoints: Checkpoints) -> str:
     text = f"step {update.step}/{update.total}, loss {update.loss:.4f}"
     if update.held_out is not None and update.held_out.dice == update.held_out.dice:
         text += f", held-out Dice {update.held_out.dice:.3f}"
+    if checkpoints.failed:
+        text += f" (no checkpoint: {checkpoints.failed})"
     return text
 
 
@@ -56,7 +59,9 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
 
     Cancelling ends training early: the best weights so far are kept and
     saved, as when training stops by itself (beside an earlier model, as
-    ``NAME.stopped.pt``, when no held-out check chose them yet). A model file
+    ``NAME.stopped.pt``, when no held-out check chose them yet). While it runs,
+    the best weights so far are written to ``NAME.stopped.pt`` every minute, so
+    a kill keeps them (``jobs.checkpoints``). A model file
     replaced at ``output`` is kept as ``NAME.previous.pt``. A model continued from
     ``start_from`` keeps that model's preprocessing, step count and history.
     """
@@ -74,7 +79,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         if output.exists() and not overwrite:
             raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
         check_writable(output.parent)  # before training, not after
-    model = None
+    model, checkpoints = None, Checkpoints(output)
     updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
                          colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),
                          start_from=start_from, preview_z=preview_z)
@@ -82,11 +87,14 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         with closing(updates):
             for update in updates:
                 model = update.model
-                yield Progress(update.step, update.total, _describe(update), payload=update)
+                checkpoints.offer(update.best)
+                yield Progress(update.step, update.total, _describe(update, checkpoints),
+                               payload=update)
     except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:
         if model is not None and output is not None:  # the best weights so far are worth keeping
             with _signals_held():
-                _keep(model, output, stopped=True)
+                if _keep(model, output, stopped=True) != checkpoints.path:
+                    checkpoints.discard()
         raise
     except Exception as exc:  # diverged, out of memory, a bug: the best weights still count
         if model is not None and output is not None:
@@ -97,6 +105,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     if output is not None:
         with _signals_held():  # a time limit landing in the save must not lose the model
             _keep(model, output, stopped=False)
+        checkpoints.discard()
     return model
 
 

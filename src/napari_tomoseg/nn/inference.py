@@ -92,12 +92,21 @@ def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
     """
     rotations = getattr(network, "rotations", 1) if rotations is None else check_rotations(rotations)
     total = None
-    for k in range(0, 4, 4 // rotations):
-        turned = torch.rot90(x, k, dims=(-2, -1)).contiguous() if k else x
-        prob = network.probability(_forward(network, turned, tile))
-        prob = torch.rot90(prob, -k, dims=(-2, -1)) if k else prob
+    for turn, back in _orientations(getattr(network, "symmetry", "any"), rotations):
+        prob = back(network.probability(_forward(network, turn(x).contiguous(), tile)))
         total = prob.float() if total is None else total + prob.float()
     return total / rotations
+
+
+def _orientations(symmetry: str, rotations: int) -> list:
+    """(turn, turn back) pairs: quarter turns, or for ``symmetry`` "wedge" the flips that keep
+    the tilt axis (identity, 180 degrees, then the flips of x and y)."""
+    if symmetry == "wedge":
+        axes = [(), (-2, -1), (-1,), (-2,)][:rotations]
+        return [(lambda t, a=a: t.flip(a) if a else t,) * 2 for a in axes]
+    return [(lambda t, k=k: torch.rot90(t, k, dims=(-2, -1)) if k else t,
+             lambda t, k=k: torch.rot90(t, -k, dims=(-2, -1)) if k else t)
+            for k in range(0, 4, 4 // rotations)]
 
 
 @torch.inference_mode()

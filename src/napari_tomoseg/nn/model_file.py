@@ -35,8 +35,9 @@ from .models import build_model
 FORMAT = "napari-tomoseg-model"
 # 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices);
 # 3: U-Net predictions averaged over quarter turns ("rotations"; 2 and 1 are read as 1)
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: orientations that keep the tilt axis ("symmetry"; 3 and before are read as "any")
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -212,8 +213,10 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
     meta = _checked_metadata(path, payload)
     _check_weights(path, payload)
     try:
-        # files from before averaged rotations were calibrated on single predictions
-        network = build_model(meta["architecture"], {"rotations": 1, **meta["parameters"]})
+        # files from before averaged rotations were calibrated on single predictions, files
+        # from before the tilt axis was kept were trained on tiles turned any way
+        network = build_model(meta["architecture"],
+                              {"rotations": 1, "symmetry": "any", **meta["parameters"]})
         network.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError, TomosegError) as exc:
         raise InvalidModelError(

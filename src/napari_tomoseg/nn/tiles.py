@@ -79,7 +79,7 @@ class TileBank:
         return bool(self.held_out.sum() > 0)
 
     def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True,
-              intensity: float = 0.0):
+              intensity: float = 0.0, wedge: bool = False):
         """(images, labels, weights) of a batch, half positives, randomly rotated and flipped."""
         pos = np.flatnonzero(self.positive)
         neg = np.flatnonzero(~self.positive)
@@ -90,7 +90,7 @@ class TileBank:
                                 else np.empty(0, int)]).astype(int)
         images, labels, weights = self.images[picks], self.labels[picks], self.weights[picks]
         if augment:
-            images, labels, weights = rotate_and_flip(images, labels, rng, weights)
+            images, labels, weights = rotate_and_flip(images, labels, rng, weights, wedge)
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
         if intensity > 0:
             images = jitter_intensity(images, rng, intensity)
@@ -179,11 +179,22 @@ def _held_out_quadrant(box: Box, label: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+WEDGE_JITTER = np.radians(10.0)
+
+
 def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,
-                    weights: torch.Tensor | None = None):
-    """The same random in-plane rotation (0-360 degrees) and flip for image, label and weight."""
+                    weights: torch.Tensor | None = None, wedge: bool = False):
+    """The same random in-plane rotation (0-360 degrees) and flip for image, label and weight.
+
+    With ``wedge`` the rotation is 0 or 180 degrees within +-10: with the flip, the turns
+    that keep the tilt axis (y) where the tomogram has it.
+    """
     n = images.shape[0]
-    angles = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
+    if wedge:
+        angles = torch.from_numpy(rng.uniform(-WEDGE_JITTER, WEDGE_JITTER, n)
+                                  + np.pi * rng.integers(0, 2, n)).float()
+    else:
+        angles = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
     flips = torch.from_numpy(np.where(rng.random(n) < 0.5, -1.0, 1.0)).float()
     cos, sin = torch.cos(angles), torch.sin(angles)
     theta = torch.zeros(n, 2, 3)

@@ -14,7 +14,7 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -102,6 +102,8 @@ class TrainingUpdate:
     preview: np.ndarray | None = None  # probability on the preview slice/region
     preview_z: int | None = None
     held_out: HeldOutScore | None = None  # set on the steps where held-out pixels were scored
+    # a copy holding the best weights so far, on the steps that found them (checkpoints)
+    best: TrainedModel | None = None
 
 
 def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarray:
@@ -139,6 +141,7 @@ class _Step:
         self.rng = np.random.default_rng(settings.seed)
         self.batch_size = settings.resolved_batch_size()
         self.augment = settings.augment
+        self.wedge = getattr(network, "symmetry", "any") == "wedge"
         self.intensity = settings.intensity_augment if settings.augment else 0.0
         self.channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu",
                                                               False)
@@ -164,7 +167,8 @@ class _Step:
         from torch.optim.swa_utils import update_bn
 
         rng = np.random.default_rng([step, 7])
-        batches = [self.bank.batch(rng, self.batch_size, augment=self.augment)[0]
+        batches = [self.bank.batch(rng, self.batch_size, augment=self.augment,
+                                   wedge=self.wedge)[0]
                    for _ in range(8)]
         update_bn(batches, self.averaged.module, self.device)
         return self.averaged.module
@@ -172,7 +176,8 @@ class _Step:
     def __call__(self, step: int) -> float:
         self.network.train()
         images, labels, weights = (t.to(self.device) for t in self.bank.batch(
-            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity))
+            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity,
+            wedge=self.wedge))
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         self.optimiser.zero_grad(set_to_none=True)
@@ -227,6 +232,24 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
                                            if final.interval else None)}
 
 
+def _best_so_far(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
+                 step: int) -> TrainedModel | None:
+    """On a step whose check found new best weights, a copy of ``model`` with them and the
+    threshold of the single prediction that chose them, for a checkpoint (a killed
+    training keeps these); else None."""
+    if stopper is None or stopper.best is None or stopper.best_step != step:
+        return None
+    network = copy.deepcopy(model.network)
+    stopper.restore(network)
+    best = stopper.best
+    held = {"step": first_step + stopper.best_step, "loss": round(best.loss, 5),
+            "dice": _rounded(best.dice), "dice_at_threshold": _rounded(best.dice_at_threshold),
+            "threshold": best.threshold, "interval": None}
+    return replace(model, network=network, history=list(model.history),
+                               threshold=best.threshold,
+                               info={**model.info, "held_out": held, "checkpoint": True})
+
+
 def _rounded(value: float, digits: int = 4) -> float | None:
     return round(value, digits) if np.isfinite(value) else None
 
@@ -268,9 +291,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                preprocessor: Preprocessor | None = None) -> Iterator[TrainingUpdate]:
     """Train one feature's network on ``boxes``; see the module docstring.
 
-    ``preview_z`` may be a function returning the slice in view, asked at
-    every preview, so the preview follows the user through the tomogram.
-    Every ``check_every`` steps the held-out quadrants are scored; training
+    ``preview_z`` may be a function returning the slice in view (the preview follows
+    the user). Every ``check_every`` steps the held-out quadrants are scored; training
     ends after ``patience`` checks without improvement (never before
     ``min_steps``), with the best weights and their calibrated threshold.
     """
@@ -312,7 +334,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             image, z = preview(network, elapsed, step == 1 or last, final=last)
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
-                                 model=model, preview=image, preview_z=z, held_out=held)
+                                 model=model, preview=image, preview_z=z, held_out=held,
+                                 best=_best_so_far(model, stopper, first_step, step))
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights

@@ -18,7 +18,7 @@ from ...feature_files import previous_model_file, stopped_model_file
 from ...io.atomic import write_bytes
 from ...io.paths import same_file
 from ...nn.model_file import TrainedModel, load_model, save_model
-from ...nn.models import STEM_CHOICES, stem_parameters
+from ...nn.models import STEM_CHOICES, SYMMETRIES, stem_parameters
 from ...nn.training import TrainingSettings
 from ...nn.validation import describe_held_out
 from ..layer_tags import INCOMPLETE
@@ -41,6 +41,11 @@ class TrainPanel(Container):
         self.stem3d = ComboBox(label="3D stem", choices=list(STEM_CHOICES), value="auto",
                                tooltip="unet: 3D convolutions over +-4 slices first. auto: on for "
                                        "membranes (better Dice, ~3x the training time)")
+        self.orientations = ComboBox(
+            label="Orientations", choices=["auto", *SYMMETRIES], value="auto",
+            tooltip="wedge: tiles turned only so the tilt axis stays along y (flips, 180 "
+                    "degrees), so the missing wedge looks as in the tomogram; any: every "
+                    "turn. auto: wedge for ribosomes, any for the rest (docs/engine.md)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
@@ -52,7 +57,7 @@ class TrainPanel(Container):
         self.load_button = PushButton(text="Load model...")
         self.export_button = PushButton(text="Export model...")
         self.loss_plot = LossPlot()
-        self.extend([self.architecture, self.stem3d, self.steps, self.continue_training,
+        self.extend([self.architecture, self.stem3d, self.orientations, self.steps, self.continue_training,
                      Container(widgets=[self.train_button, self.stop_button],
                                layout="horizontal", labels=False), self.status,
                      self.model_state, self.model_file,
@@ -72,13 +77,15 @@ class TrainPanel(Container):
         feature = c.active
         check_boxes(c.session.boxes, feature)
         start_from = workflow.models.get(feature) if self.continue_training.value else None
-        if start_from is not None and self.stem3d.value != "auto":
-            raise InvalidSettingsError("the 3D stem is fixed when a model is first trained; a "
-                                       "continued model keeps its own (set 3D stem to auto).")
+        if start_from is not None and {self.stem3d.value, self.orientations.value} != {"auto"}:
+            raise InvalidSettingsError("the 3D stem and orientations are fixed when a model is "
+                                       "first trained; a continued model keeps its own (set "
+                                       "them to auto).")
+        parameters = stem_parameters(self.architecture.value, self.stem3d.value)
+        if self.orientations.value != "auto":
+            parameters["symmetry"] = self.orientations.value
         settings = TrainingSettings(architecture=self.architecture.value,
-                                    steps=int(self.steps.value),
-                                    parameters=stem_parameters(self.architecture.value,
-                                                               self.stem3d.value))
+                                    steps=int(self.steps.value), parameters=parameters)
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),

@@ -1,0 +1,50 @@
+"""The best weights of a running training, on disk every minute, so a kill keeps them.
+
+Cancel, Ctrl-C, SIGTERM and errors already save the best weights (``jobs.train``);
+a kill -9, a power cut or a cluster job's hard time limit did not, and lost the run.
+Checkpoints go to ``NAME.stopped.pt``, the file that holds the weights of a training
+that did not finish; a training that ends removes the checkpoint it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..feature_files import stopped_model_file
+from ..nn.model_file import TrainedModel, save_model
+
+CHECKPOINT_EVERY_S = 60.0
+
+
+class Checkpoints:
+    """Writes the newest best weights offered, at most every ``every_s`` seconds."""
+
+    def __init__(self, output: Path | None, every_s: float | None = None):
+        self.path = stopped_model_file(output) if output is not None else None
+        self.every_s = CHECKPOINT_EVERY_S if every_s is None else every_s
+        self.last = time.monotonic()  # a training shorter than every_s writes none
+        self.pending: TrainedModel | None = None
+        self.written = False
+        self.failed: str | None = None  # why the last write failed (training goes on)
+
+    def offer(self, best: TrainedModel | None) -> None:
+        """Keep ``best`` (when given) and write the newest one kept once it is time."""
+        if best is not None:
+            self.pending = best
+        if self.path is None or self.pending is None \
+                or time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        try:
+            save_model(self.pending, self.path)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not end the training
+            self.failed = str(exc)
+            return
+        self.pending, self.written, self.failed = None, True, None
+
+    def discard(self) -> None:
+        """Remove the checkpoint this training wrote: its end saved what it holds."""
+        if self.written and self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.written = False
