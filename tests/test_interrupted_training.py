@@ -149,7 +149,7 @@ def test_a_killed_training_keeps_its_best_weights_so_far(tmp_path):
 
     tomogram, boxes = _inputs(tmp_path)
     output = tmp_path / "m.pt"
-    kept = tmp_path / "m.stopped.pt"
+    kept = tmp_path / "m.checkpoint.pt"
     script = (
         "import sys, numpy as np\n"
         "from napari_tomoseg.annotations import load_boxes\n"
@@ -195,11 +195,32 @@ def test_a_training_that_ends_removes_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY_S", 0.0)
     tomogram, boxes = _inputs(tmp_path)
     output = tmp_path / "m.pt"
+    earlier = tmp_path / "m.stopped.pt"  # a failed run's weights, which the user was told of
+    earlier.write_bytes(b"an earlier run's weights")
     settings = TrainingSettings(steps=60, batch_size=2, architecture="unet", min_steps=10,
                                 check_every=10, patience=3, preview_every_s=1e9)
     seen = []
     job = train_feature(np.asarray(open_volume(tomogram)[0]), 10.0, load_boxes(boxes),
                         "membrane", settings, output=output)
-    run_job(job, on_progress=lambda p: seen.append((tmp_path / "m.stopped.pt").exists()))
+    run_job(job, on_progress=lambda p: seen.append((tmp_path / "m.checkpoint.pt").exists()))
     assert any(seen), "no checkpoint was written while training"
-    assert output.exists() and not (tmp_path / "m.stopped.pt").exists()
+    assert output.exists() and not (tmp_path / "m.checkpoint.pt").exists()
+    assert earlier.read_bytes() == b"an earlier run's weights"
+
+
+def test_a_checkpoint_another_process_wrote_since_is_not_removed(tmp_path):
+    from napari_tomoseg.jobs.checkpoints import Checkpoints
+
+    parameters = {"context": 0, "base": 4, "levels": 2}
+    model = TrainedModel(network=build_model("unet", parameters), architecture="unet",
+                         parameters=parameters, preprocess=PreprocessSettings(), voxel_size=10.0,
+                         box_size=16, feature="membrane")
+    ours = Checkpoints(tmp_path / "m.pt", every_s=0.0)
+    ours.offer(model)
+    assert load_model(tmp_path / "m.checkpoint.pt").feature == "membrane"
+    theirs = Checkpoints(tmp_path / "m.pt", every_s=0.0)  # a second window on the feature
+    theirs.offer(model)
+    ours.discard()
+    assert (tmp_path / "m.checkpoint.pt").exists()
+    theirs.discard()
+    assert not (tmp_path / "m.checkpoint.pt").exists()

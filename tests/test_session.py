@@ -414,11 +414,11 @@ def test_a_killed_training_of_a_trained_feature_is_not_called_saved(tmp_path, ti
     assert "best weights so far" not in message
     session, _ = open_session(tmp_path / "u.tomoseg", tomogram, 20.0, tiny_result.tomogram.shape)
     session.begin_training("membrane")
-    checkpoint = session.model_path("membrane").with_name("membrane.stopped.pt")
+    checkpoint = session.model_path("membrane").with_name("membrane.checkpoint.pt")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"a checkpoint")  # killed after its first checkpoint
     _, message = open_session(session.folder, tomogram, 20.0, tiny_result.tomogram.shape)
-    assert f"no model was saved. Its best weights so far are in {checkpoint}." in message
+    assert f"no model was saved. Its best weights so far are in {checkpoint} (load" in message
 
 
 def test_hand_set_thresholds_follow_renames_and_survive_an_unfinished_retrain(tmp_path):

@@ -42,10 +42,16 @@ def previous_model_file(model: Path) -> Path:
 
 
 def stopped_model_file(model: Path) -> Path:
-    """Where a training stopped before its first held-out check is kept (``NAME.stopped.pt``)
-    when a model already stands under ``NAME.pt``: its weights were never scored, so they
-    must not replace one that was."""
+    """Where the weights of a training that must not replace ``NAME.pt`` are kept
+    (``NAME.stopped.pt``): one stopped before its first held-out check (never scored), or one
+    that failed part way."""
     return model.with_name(model.name.removesuffix(".pt") + ".stopped.pt")
+
+
+def checkpoint_model_file(model: Path) -> Path:
+    """Where a running training keeps its best weights so far (``NAME.checkpoint.pt``,
+    ``jobs.checkpoints``); it outlives only a training that was killed."""
+    return model.with_name(model.name.removesuffix(".pt") + ".checkpoint.pt")
 
 
 def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
@@ -53,7 +59,7 @@ def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     the picks that earlier picks replaced)."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
     candidates = [model, previous_model_file(model), stopped_model_file(model),
-                  map_file(folder, feature),
+                  checkpoint_model_file(model), map_file(folder, feature),
                   picks, *sorted(picks.parent.glob(picks.name + ".previous*"))]
     return [path for path in candidates if path.is_file()]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TomosegError
-from .feature_files import stopped_model_file
+from .feature_files import checkpoint_model_file
 from .picks_store import rebind_saved_picks
 from .session import SESSION_SUFFIX, Session, file_checksum, fingerprint, user_sessions_folder
 from .session_store import SESSION_FILE, is_session
@@ -168,5 +168,6 @@ def _adopted(session: Session) -> str:
 
 def _checkpoint_note(session: Session, feature: str) -> str:
     """Where a killed training's checkpoint (``jobs.checkpoints``) holds its best weights."""
-    kept = stopped_model_file(session.model_path(feature))
-    return f" Its best weights so far are in {kept}." if kept.is_file() else ""
+    kept = checkpoint_model_file(session.model_path(feature))
+    return (f" Its best weights so far are in {kept} (load them, or the feature's next "
+            "training writes its own there)." if kept.is_file() else "")

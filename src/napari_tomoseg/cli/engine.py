@@ -215,8 +215,8 @@ def _train_parser(sub) -> None:
                        help="quarter turns of each slice averaged per prediction (default: 4 for "
                             "unet, 1 for eman2); 1 segments about 4x faster, less accurately")
     train.add_argument("--orientations", choices=("wedge", "any"),
-                       help="in-plane orientations trained on and averaged (default wedge for "
-                            "unet): wedge keeps the tilt axis along y (flips, 180 degrees), so "
+                       help="in-plane orientations trained on and averaged (default: wedge "
+                            "for a unet of ribosomes, else any): wedge keeps the tilt axis along y (flips, 180 degrees), so "
                             "the missing wedge looks as the tomogram holds it; any turns tiles "
                             "every way (for a tilt axis along neither x nor y)")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",

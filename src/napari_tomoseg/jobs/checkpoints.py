@@ -2,16 +2,19 @@
 
 Cancel, Ctrl-C, SIGTERM and errors already save the best weights (``jobs.train``);
 a kill -9, a power cut or a cluster job's hard time limit did not, and lost the run.
-Checkpoints go to ``NAME.stopped.pt``, the file that holds the weights of a training
-that did not finish; a training that ends removes the checkpoint it wrote.
+Once a held-out check has chosen weights, they are written to ``NAME.checkpoint.pt``
+(their threshold is the one chosen on the check's single predictions). A training that
+ends removes the checkpoint it wrote, and only that file: not one another process wrote
+since. The next training of the feature writes its own over a killed run's checkpoint.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
-from ..feature_files import stopped_model_file
+from ..feature_files import checkpoint_model_file
 from ..nn.model_file import TrainedModel, save_model
 
 CHECKPOINT_EVERY_S = 60.0
@@ -21,11 +24,11 @@ class Checkpoints:
     """Writes the newest best weights offered, at most every ``every_s`` seconds."""
 
     def __init__(self, output: Path | None, every_s: float | None = None):
-        self.path = stopped_model_file(output) if output is not None else None
+        self.path = checkpoint_model_file(output) if output is not None else None
         self.every_s = CHECKPOINT_EVERY_S if every_s is None else every_s
         self.last = time.monotonic()  # a training shorter than every_s writes none
         self.pending: TrainedModel | None = None
-        self.written = False
+        self.written: tuple[int, int] | None = None  # (inode, mtime) of our last write
         self.failed: str | None = None  # why the last write failed (training goes on)
 
     def offer(self, best: TrainedModel | None) -> None:
@@ -38,13 +41,23 @@ class Checkpoints:
         self.last = time.monotonic()
         try:
             save_model(self.pending, self.path)
+            self.written = _identity(self.path)
         except Exception as exc:  # noqa: BLE001 - a full disk must not end the training
             self.failed = str(exc)
             return
-        self.pending, self.written, self.failed = None, True, None
+        self.pending, self.failed = None, None
 
     def discard(self) -> None:
-        """Remove the checkpoint this training wrote: its end saved what it holds."""
-        if self.written and self.path is not None:
+        """Remove the checkpoint this training wrote (its end saved what it holds)."""
+        if self.written is not None and self.path is not None \
+                and _identity(self.path) == self.written:
             self.path.unlink(missing_ok=True)
-            self.written = False
+        self.written = None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns

@@ -60,8 +60,8 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     Cancelling ends training early: the best weights so far are kept and
     saved, as when training stops by itself (beside an earlier model, as
     ``NAME.stopped.pt``, when no held-out check chose them yet). While it runs,
-    the best weights so far are written to ``NAME.stopped.pt`` every minute, so
-    a kill keeps them (``jobs.checkpoints``). A model file
+    the best weights so far are written to ``NAME.checkpoint.pt`` every minute,
+    so a kill keeps them (``jobs.checkpoints``). A model file
     replaced at ``output`` is kept as ``NAME.previous.pt``. A model continued from
     ``start_from`` keeps that model's preprocessing, step count and history.
     """
@@ -93,12 +93,14 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
     except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:
         if model is not None and output is not None:  # the best weights so far are worth keeping
             with _signals_held():
-                if _keep(model, output, stopped=True) != checkpoints.path:
-                    checkpoints.discard()
+                _keep(model, output, stopped=True)
+            checkpoints.discard()
         raise
     except Exception as exc:  # diverged, out of memory, a bug: the best weights still count
         if model is not None and output is not None:
             _keep_after_failure(model, output, exc)
+            if getattr(exc, "kept_model", None) == stopped_model_file(output):
+                checkpoints.discard()
         raise
     if model is None:
         raise InvalidSettingsError("training stopped before its first step.")
