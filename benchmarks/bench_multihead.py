@@ -51,6 +51,7 @@ class OneOutput(nn.Module):
         super().__init__()
         self.network, self.k = network, k
         self.rotations = network.rotations
+        self.symmetry = getattr(network, "symmetry", "any")
         self.size_multiple = network.size_multiple
         self.receptive_halo = None  # held-out tiles are small: whole planes
 

@@ -164,6 +164,9 @@ def main() -> None:
                         settings=args.settings)
                     seconds.append(took)
                     runs.append(score(feature, boxes, cells, probs, threshold))
+                    print(f"  seed {seed}: " + ", ".join(  # for paired comparisons of settings
+                        f"{k} {v:.3f}" for k, v in runs[-1].items()
+                        if k.startswith(("f1_", "dice_stored_"))), flush=True)
                     if args.save:
                         args.save.mkdir(parents=True, exist_ok=True)
                         for i, prob in enumerate(probs):

@@ -272,18 +272,23 @@ def test_cli_train_segment_merge(tmp_path, tiny_files, capsys):
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
                  "ribosome", "--steps", "3", "--output", str(model)]) == 0
     assert load_model(model).network.rotations == 4  # the U-Net's default
-    assert load_model(model).network.symmetry == "wedge"  # a ribosome's default
+    assert load_model(model).network.symmetry == "any"  # every feature's default
     low, high = load_model(model).info["held_out"]["interval"]  # over resampled boxes
     assert 0 <= low <= high <= 1 and f"over resampled boxes {low:.3f}-{high:.3f}" in \
         capsys.readouterr().out
     single = tmp_path / "single.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
-                 "ribosome", "--steps", "3", "--rotations", "1", "--orientations", "any",
+                 "ribosome", "--steps", "3", "--rotations", "1", "--orientations", "wedge",
                  "--output", str(single)]) == 0
     assert load_model(single).network.rotations == 1
-    assert load_model(single).network.symmetry == "any"
+    assert load_model(single).network.symmetry == "wedge"
+    rewedged = tmp_path / "rewedged.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
-                 "ribosome", "--steps", "3", "--resume", str(model), "--orientations", "any",
+                 "ribosome", "--steps", "3", "--rotations", "1", "--orientations", "rewedge",
+                 "--output", str(rewedged)]) == 0
+    assert load_model(rewedged).network.symmetry == "rewedge"
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "3", "--resume", str(model), "--orientations", "wedge",
                  "--output", str(tmp_path / "resumed.pt")]) == 2  # fixed at the first training
     averaged = tmp_path / "averaged.pt"
     assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",

@@ -673,18 +673,18 @@ def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_ke
     _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=6)
     widget.training.steps.value = 2
     widget.training.stem3d.value = "on"  # a ribosome has no stem unless asked
+    widget.training.orientations.value = "wedge"
     handle = widget.start_training()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     model = widget.models["ribosome"]
     assert model.network.stem is not None and model.parameters["context"] == 4
-    assert model.network.symmetry == "wedge"  # auto: a ribosome keeps the tilt axis
-    assert "3D stem" in widget.training.model_state.value
+    assert model.network.symmetry == "wedge"
+    assert "3D stem, tilt axis kept" in widget.training.model_state.value
     widget.training.continue_training.value = True
     widget.training.stem3d.value = "off"
     with pytest.raises(InvalidSettingsError, match="keeps its own"):
         widget.start_training()
     widget.training.stem3d.value = "auto"
-    widget.training.orientations.value = "any"
     with pytest.raises(InvalidSettingsError, match="keeps its own"):
         widget.start_training()
     assert widget.models["ribosome"] is model  # nothing trained, nothing replaced

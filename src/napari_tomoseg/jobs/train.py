@@ -98,9 +98,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         raise
     except Exception as exc:  # diverged, out of memory, a bug: the best weights still count
         if model is not None and output is not None:
-            _keep_after_failure(model, output, exc)
-            if getattr(exc, "kept_model", None) == stopped_model_file(output):
-                checkpoints.discard()
+            _keep_after_failure(model, output, exc, checkpoints)
         raise
     if model is None:
         raise InvalidSettingsError("training stopped before its first step.")
@@ -129,13 +127,16 @@ def _keep(model: TrainedModel, output: Path, stopped: bool) -> Path:
     return save_model_or_rescue(model, output, backup=previous_model_file(output))
 
 
-def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception) -> None:
+def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception,
+                        checkpoints: Checkpoints) -> None:
     """Save a failed run's best weights as ``NAME.stopped.pt`` (never over the earlier
     model) and name the file on ``exc`` (``kept_model``): a divergence or an out-of-memory
-    preview an hour in lost the whole training. The first error stays the one reported."""
+    preview an hour in lost the whole training. The first error stays the one reported;
+    the run's checkpoint goes once the weights are kept."""
     try:
         with _signals_held():
             exc.kept_model = save_model_or_rescue(model, stopped_model_file(output))
+        checkpoints.discard()
         exc.add_note(f"the best weights so far are kept in {exc.kept_model}")  # a traceback
     except Exception as again:  # noqa: BLE001 - reported with the error that ended training
         rescued = getattr(again, "rescued", None)

@@ -99,9 +99,11 @@ def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
 
 
 def _orientations(symmetry: str, rotations: int) -> list:
-    """(turn, turn back) pairs: quarter turns, or for ``symmetry`` "wedge" the flips that keep
-    the tilt axis (identity, 180 degrees, then the flips of x and y)."""
-    if symmetry == "wedge":
+    """(turn, turn back) pairs: quarter turns, or for ``symmetry`` "wedge" and "rewedge" the
+    flips that keep the tilt axis (identity, 180 degrees, then the flips of x and y): those
+    networks learnt the missing wedge about y (for "rewedge" quarter turns cost microtubules
+    0.1-0.14 Dice, docs/engine.md)."""
+    if symmetry in ("wedge", "rewedge"):
         axes = [(), (-2, -1), (-1,), (-2,)][:rotations]
         return [(lambda t, a=a: t.flip(a) if a else t,) * 2 for a in axes]
     return [(lambda t, k=k: torch.rot90(t, k, dims=(-2, -1)) if k else t,

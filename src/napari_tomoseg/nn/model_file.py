@@ -55,8 +55,13 @@ class TrainedModel:
     threshold: float = 0.5  # chosen on held-out labelled pixels when trained (calibration)
 
     def metadata(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
-                "architecture": self.architecture, "parameters": self.parameters,
+        # "any" is what a file without "symmetry" means: left out, with format 3, older
+        # versions still read the file
+        parameters = {k: v for k, v in self.parameters.items()
+                      if (k, v) != ("symmetry", "any")}
+        version = FORMAT_VERSION if "symmetry" in parameters else 3
+        return {"format": FORMAT, "format_version": version, "package_version": __version__,
+                "architecture": self.architecture, "parameters": parameters,
                 "preprocess": self.preprocess.to_dict(), "voxel_size": self.voxel_size,
                 "box_size": self.box_size, "feature": self.feature, "colour": self.colour,
                 "history": self.history, "info": self.info, "threshold": self.threshold,

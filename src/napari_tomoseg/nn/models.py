@@ -26,8 +26,10 @@ from ..errors import InvalidSettingsError
 ROTATIONS = (1, 2, 4)
 # "any": trained on tiles turned by any angle, averaged over quarter turns; "wedge": only the
 # turns that keep a y tilt axis where it is (flips of x and y, 180 degrees, small angles), so
-# the missing wedge's anisotropy stays as the tomogram holds it (docs/engine.md)
-SYMMETRIES = ("any", "wedge")
+# the missing wedge's anisotropy stays as the tomogram holds it; "rewedge": slabs turned by
+# any angle and given the tilt series' missing wedge again, so a filament of any direction is
+# shown as the tomogram would hold it (both averaged over the flips; docs/engine.md)
+SYMMETRIES = ("any", "wedge", "rewedge")
 
 
 def check_symmetry(symmetry: str) -> str:
@@ -195,12 +197,11 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
                                "symmetry": "any"}}
 # Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
 # gain from 3D convolutions over +-4 slices (best Dice +0.03-0.05, at the stored threshold
-# +0.02-0.11, for ~3x the training time); microtubules and ribosomes do not. Ribosomes
-# gain from orientations that keep the tilt axis (picks F1 0.83 -> 0.90 on the training
-# cell from 5 boxes); membranes lose (Dice 0.67 -> 0.44): boxes of a few membranes need
-# every turn to show membrane of every direction, boxes of ribosomes hold many turned ones.
+# +0.02-0.11, for ~3x the training time); microtubules and ribosomes do not. Orientations
+# that keep the tilt axis ("wedge") gave ribosome picks no gain beyond the seed spread and
+# cost membranes and microtubules 0.1-0.3 Dice: every feature turns tiles every way.
 STEM3D = {"stem3d": 16, "context": 4}
-FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "ribosome": {"symmetry": "wedge"}}}
+FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D}}
 STEM_CHOICES = ("auto", "on", "off")
 
 

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from ..annotations import Box, check_boxes_fit, crop_slice
 from ..errors import InvalidVolumeError
 from ..preprocess import Preprocessor
+from .models import size_multiple
 
 
 class TileBank:
@@ -29,11 +30,13 @@ class TileBank:
     feature beyond the painted box. With ``holdout`` > 0 one quadrant of every
     box (chosen from ``seed`` and the box's place) is held out of the loss: those
     labelled pixels score the network while it trains (early stopping) and
-    choose its threshold (calibration).
+    choose its threshold (calibration). With ``depth`` above ``context`` each tile is cut
+    as a slab of +-``depth`` slices, turned every way and given the tilt series' missing
+    wedge again (``reimpose_wedge``) before its middle slices are taken.
     """
 
     def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int,
-                 holdout: float = 0.0, seed: int = 0, multiple: int = 1):
+                 holdout: float = 0.0, seed: int = 0, multiple: int = 1, depth: int = 0):
         b = preprocessor.settings.binning
         check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
@@ -42,12 +45,13 @@ class TileBank:
         self.crop = int(math.ceil(self.size / multiple)) * multiple
         self.padded = int(math.ceil(self.crop * math.sqrt(2) / 2)) * 2
         self.margin = margin = (self.padded - self.size) // 2
+        self.context, self.depth = context, max(depth, context)
         images, labels, weights, held, positive = [], [], [], [], []
         cache: dict[int, np.ndarray] = {}
         for box in boxes:
             zb = box.z // b
             if zb not in cache:
-                cache[zb] = preprocessor.slab(zb - context, zb + context + 1)
+                cache[zb] = preprocessor.slab(zb - self.depth, zb + self.depth + 1)
             cy, cx = box.corner()  # full resolution; the binned grid starts at cy // b
             y0, x0 = cy // b - margin, cx // b - margin
             images.append(np.stack([crop_slice(p, (y0, x0), self.padded) for p in cache[zb]]))
@@ -61,7 +65,10 @@ class TileBank:
             weights.append(self._pad(known * (1 - out)))
             held.append(self._pad(known * out))
             positive.append(box.positive)
-        self.images = torch.from_numpy(np.stack(images))
+        slabs = torch.from_numpy(np.stack(images))
+        middle = slice(self.depth - context, self.depth + context + 1)
+        self.images = slabs[:, middle].contiguous()
+        self.slabs = slabs if depth > context else None
         _require_contrast(preprocessor.volume, boxes)
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
         self.weights = torch.from_numpy(np.stack(weights))[:, None]
@@ -89,7 +96,13 @@ class TileBank:
                                 rng.choice(neg, batch_size - n_pos) if batch_size - n_pos
                                 else np.empty(0, int)]).astype(int)
         images, labels, weights = self.images[picks], self.labels[picks], self.weights[picks]
-        if augment:
+        if augment and self.slabs is not None:  # any turn, then the tilt series' wedge again
+            slabs = self.slabs[picks]
+            slabs, labels, weights = rotate_and_flip(slabs, labels, rng, weights)
+            d, c = self.depth, self.context
+            images = reimpose_wedge(slabs)[:, d - c:d + c + 1].contiguous()
+            weights = (weights > 0.999).float()
+        elif augment:
             images, labels, weights = rotate_and_flip(images, labels, rng, weights, wedge)
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
         if intensity > 0:
@@ -97,6 +110,20 @@ class TileBank:
         m, s = (self.padded - self.crop) // 2, self.crop
         crop = (..., slice(m, m + s), slice(m, m + s))
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
+
+
+# slices either side of a tile whose wedge is imposed anew (a 340 A slab at 20 A voxels)
+REWEDGE_DEPTH = 8
+
+
+def tile_bank_for(network: torch.nn.Module, preprocessor: Preprocessor, boxes: list[Box],
+                  holdout: float = 0.0, seed: int = 0) -> TileBank:
+    """The boxes' tiles as ``network`` takes them: its context and size multiple, and for a
+    "rewedge" network slabs of +-``REWEDGE_DEPTH`` slices to turn and give the wedge again."""
+    rewedge = getattr(network, "symmetry", "any") == "rewedge"
+    return TileBank(preprocessor, boxes, getattr(network, "context", 0), holdout=holdout,
+                    seed=seed, multiple=size_multiple(network),
+                    depth=REWEDGE_DEPTH if rewedge else 0)
 
 
 def jitter_intensity(images: torch.Tensor, rng: np.random.Generator,
@@ -180,6 +207,22 @@ def _held_out_quadrant(box: Box, label: np.ndarray, seed: int) -> np.ndarray:
 
 
 WEDGE_JITTER = np.radians(10.0)
+TILT_RANGE = 60.0  # degrees either side: the wedge a reimposed tile lacks
+
+
+def reimpose_wedge(slabs: torch.Tensor, tilt: float = TILT_RANGE) -> torch.Tensor:
+    """Slabs (n, z, y, x) without what a tilt series about y to +-``tilt`` does not record
+    (|k_z| > tan(tilt) |k_x|): a tile turned in-plane shows its structure as the tomogram
+    would, whatever the turn. The wedge does not depend on k_y, so the transform runs over
+    z and x only, of the slab mirrored in both (no wrap-around edges to ring)."""
+    nz, nx = slabs.shape[1], slabs.shape[3]
+    mirrored = torch.cat([slabs, slabs.flip(1)], dim=1)
+    mirrored = torch.cat([mirrored, mirrored.flip(3)], dim=3)
+    kz = torch.fft.fftfreq(2 * nz).abs()[:, None, None]
+    kx = torch.fft.rfftfreq(2 * nx)[None, None, :]
+    keep = ((kz <= math.tan(math.radians(tilt)) * kx) | (kz == 0)).float()
+    spectrum = torch.fft.rfft2(mirrored, dim=(1, 3))
+    return torch.fft.irfft2(spectrum * keep, s=(2 * nz, 2 * nx), dim=(1, 3))[:, :nz, :, :nx]
 
 
 def rotate_and_flip(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,

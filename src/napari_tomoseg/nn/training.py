@@ -26,8 +26,8 @@ from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessin
 from .devices import pick_device
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
-from .models import build_model, default_parameters, size_multiple
-from .tiles import TileBank
+from .models import build_model, default_parameters
+from .tiles import TileBank, tile_bank_for
 from .validation import EarlyStopping, HeldOutScore, score_held_out
 
 DEFAULT_ARCHITECTURE = "unet"
@@ -308,8 +308,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     network.to(device)
     pre = preprocessor or Preprocessor(volume, preprocess)
     context = getattr(network, "context", 0)
-    bank = TileBank(pre, boxes, context, holdout=0.25 if settings.hold_out else 0.0,
-                    seed=settings.seed, multiple=size_multiple(network))
+    bank = tile_bank_for(network, pre, boxes, holdout=0.25 if settings.hold_out else 0.0,
+                         seed=settings.seed)
     step_once = _Step(network, bank, settings, device, feature)
     stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
     preview = _Previewer(pre, context, preview_z, preview_region, settings, device)

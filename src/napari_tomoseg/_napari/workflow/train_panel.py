@@ -43,9 +43,10 @@ class TrainPanel(Container):
                                        "membranes (better Dice, ~3x the training time)")
         self.orientations = ComboBox(
             label="Orientations", choices=["auto", *SYMMETRIES], value="auto",
-            tooltip="wedge: tiles turned only so the tilt axis stays along y (flips, 180 "
-                    "degrees), so the missing wedge looks as in the tomogram; any: every "
-                    "turn. auto: wedge for ribosomes, any for the rest (docs/engine.md)")
+            tooltip="any (auto): tiles turned every way. wedge: only so the tilt axis stays "
+                    "along y (flips, 180 degrees). rewedge: every way, with the missing wedge "
+                    "imposed again: filaments crossing the tilt axis in other tomograms are "
+                    "found better, in this one worse (docs/engine.md)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
@@ -233,6 +234,7 @@ def model_summary(model: TrainedModel | None) -> str:
     if model is None:
         return "untrained"
     stem = ", 3D stem" if getattr(model.network, "stem", None) is not None else ""
+    stem += ", tilt axis kept" if getattr(model.network, "symmetry", "any") == "wedge" else ""
     text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
     described = describe_held_out(model.info.get("held_out"), model.threshold)
     return text + (f", {described}" if described else "")
