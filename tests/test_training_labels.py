@@ -270,3 +270,26 @@ def test_boxes_on_a_2d_image_say_it_is_not_a_tomogram():
         check_boxes_fit([box], (1, 315, 326))
     with pytest.raises(InvalidBoxesError, match=r"tomogram\.$"):
         check_boxes_fit([box], (20, 315, 326))
+
+
+def test_each_plane_is_preprocessed_once_for_boxes_at_neighbouring_depths():
+    """Tiles are cut from a sliding window of planes: a slab per box depth filtered most
+    planes 2k+1 times and held them all (1.2 GB for 60 boxes on 1024 px binned planes)."""
+
+    class Counting(Preprocessor):
+        asked = 0
+
+        def slab(self, z0: int, z1: int) -> np.ndarray:
+            Counting.asked += z1 - z0
+            return super().slab(z0, z1)
+
+    truth = stripes_volume((30, 96, 96))
+    pre = Counting(truth, PLAIN)
+    boxes = [positive_box(truth, z, 48, 48) for z in (7, 5, 20, 6)]  # not in depth order
+    bank = TileBank(pre, boxes, context=2)
+    assert Counting.asked == len(range(3, 10)) + len(range(18, 23))  # 12, not 4 x 5
+    whole = pre.slab(0, 30)
+    for box, tile in zip(boxes, bank.images):
+        y0, x0 = (c - bank.margin for c in box.corner())
+        expected = [crop_slice(p, (y0, x0), bank.padded) for p in whole[box.z - 2:box.z + 3]]
+        assert torch.equal(tile, torch.from_numpy(np.stack(expected)))

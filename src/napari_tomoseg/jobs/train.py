@@ -136,7 +136,6 @@ def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception,
     try:
         with _signals_held():
             exc.kept_model = save_model_or_rescue(model, stopped_model_file(output))
-        checkpoints.discard()
         exc.add_note(f"the best weights so far are kept in {exc.kept_model}")  # a traceback
     except Exception as again:  # noqa: BLE001 - reported with the error that ended training
         rescued = getattr(again, "rescued", None)
@@ -144,6 +143,11 @@ def _keep_after_failure(model: TrainedModel, output: Path, exc: Exception,
             exc.kept_model = rescued
         else:
             exc.add_note(f"the best weights so far could not be kept: {again}")
+        return
+    try:
+        checkpoints.discard()
+    except OSError:  # the weights are kept; a checkpoint left over is harmless
+        pass
 
 
 def check_continuable(start_from: TrainedModel, voxel_size: float,

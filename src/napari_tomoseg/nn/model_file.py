@@ -35,7 +35,8 @@ from .models import build_model
 FORMAT = "napari-tomoseg-model"
 # 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices);
 # 3: U-Net predictions averaged over quarter turns ("rotations"; 2 and 1 are read as 1)
-# 4: orientations that keep the tilt axis ("symmetry"; 3 and before are read as "any")
+# 4: orientations trained on ("symmetry" wedge or rewedge; without it, and in 3 and before,
+# "any")
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 

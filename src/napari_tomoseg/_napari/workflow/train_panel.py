@@ -234,7 +234,8 @@ def model_summary(model: TrainedModel | None) -> str:
     if model is None:
         return "untrained"
     stem = ", 3D stem" if getattr(model.network, "stem", None) is not None else ""
-    stem += ", tilt axis kept" if getattr(model.network, "symmetry", "any") == "wedge" else ""
+    stem += {"wedge": ", tilt axis kept", "rewedge": ", wedge imposed again"}.get(
+        getattr(model.network, "symmetry", "any"), "")
     text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
     described = describe_held_out(model.info.get("held_out"), model.threshold)
     return text + (f", {described}" if described else "")
