@@ -76,6 +76,10 @@ def test_model_files_keep_their_orientations(tmp_path):
     turned every way and must be averaged that way, whatever today's default."""
     for feature in ("ribosome", "membrane", None):  # measured no better (docs/engine.md)
         assert default_parameters("unet", feature)["symmetry"] == "any", feature
+    for feature in ("microtubule", "Microtubules"):  # reuse on crossing filaments
+        assert default_parameters("unet", feature)["symmetry"] == "rewedge", feature
+    assert default_parameters("unet", "microtubule", {"symmetry": "any"})["symmetry"] == "any"
+    assert default_parameters("eman2", "microtubule")["symmetry"] == "any"
     assert default_parameters("unet", "membrane", {"symmetry": "wedge"})["symmetry"] == "wedge"
     assert default_parameters("unet", "membrane", {"symmetry": "wedge"})["stem3d"] == 16
     for symmetry, recorded in (("wedge", True), ("any", True), ("any", False)):

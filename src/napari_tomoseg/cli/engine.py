@@ -215,12 +215,13 @@ def _train_parser(sub) -> None:
                        help="quarter turns of each slice averaged per prediction (default: 4 for "
                             "unet, 1 for eman2); 1 segments about 4x faster, less accurately")
     train.add_argument("--orientations", choices=("any", "wedge", "rewedge"),
-                       help="in-plane orientations trained on and averaged (default any). "
+                       help="in-plane orientations trained on and averaged (default: rewedge "
+                            "for a unet of microtubules, else any). "
                             "wedge keeps the tilt axis along y (flips, 180 degrees), so the "
                             "missing wedge looks as the tomogram holds it; rewedge turns slabs "
                             "every way and imposes the missing wedge again: microtubules "
-                            "crossing the tilt axis in another tomogram were found 3x better, "
-                            "in the training tomogram worse (docs/engine.md)")
+                            "crossing the tilt axis in another tomogram were found 3-10x "
+                            "better (docs/engine.md)")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",
                        help="unet: 3D convolutions over +-4 slices before the 2D U-Net (auto: on "
                             "for a feature named membrane; better membranes, ~3x the training "

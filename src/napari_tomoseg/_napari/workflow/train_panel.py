@@ -43,10 +43,10 @@ class TrainPanel(Container):
                                        "membranes (better Dice, ~3x the training time)")
         self.orientations = ComboBox(
             label="Orientations", choices=["auto", *SYMMETRIES], value="auto",
-            tooltip="any (auto): tiles turned every way. wedge: only so the tilt axis stays "
-                    "along y (flips, 180 degrees). rewedge: every way, with the missing wedge "
-                    "imposed again: filaments crossing the tilt axis in other tomograms are "
-                    "found better, in this one worse (docs/engine.md)")
+            tooltip="any: tiles turned every way. wedge: only so the tilt axis stays along y "
+                    "(flips, 180 degrees). rewedge: every way, with the missing wedge imposed "
+                    "again: filaments crossing the tilt axis in other tomograms are found "
+                    "better. auto: rewedge for microtubules, any for the rest (docs/engine.md)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
