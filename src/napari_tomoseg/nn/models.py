@@ -198,9 +198,9 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 # Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
 # gain from 3D convolutions over +-4 slices (best Dice +0.03-0.05, at the stored threshold
 # +0.02-0.11, for ~3x the training time); microtubules and ribosomes do not. Microtubules
-# gain from turned slabs given the missing wedge again ("rewedge": from 5 boxes Dice 0.57 /
-# 0.02 -> 0.64 / 0.24 on the training / another cell, from 10 boxes 0.77 / 0.09 -> 0.57 /
-# 0.30); ribosomes (reuse F1 -0.06) and membranes (no change) do not. Orientations that keep
+# gain from turned slabs given the missing wedge again ("rewedge": from 5 boxes Dice 0.58 /
+# 0.03 -> 0.60 / 0.23 on the training / another cell over six seeds, from 10 boxes 0.77 /
+# 0.09 -> 0.57 / 0.30); ribosomes (reuse F1 -0.06) and membranes (no change) do not. Orientations that keep
 # the tilt axis ("wedge") gave no feature a gain beyond the seed spread.
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
