@@ -38,8 +38,9 @@ def test_wedge_augmentation_keeps_a_line_along_the_tilt_axis(wedge):
     truth[:, :, 46:50] = 1  # a line along y, the tilt axis
     box = Box("membrane", 2, 48, 48, 32, True)
     box.mask = (crop_slice(truth[2], box.corner(), 32) > 0).astype(np.uint8)
-    bank = TileBank(Preprocessor(truth, PLAIN), [box], context=0)
-    _, labels, _ = bank.batch(np.random.default_rng(0), 64, augment=True, wedge=wedge)
+    bank = TileBank(Preprocessor(truth, PLAIN), [box], context=0,
+                    symmetry="wedge" if wedge else "any")
+    _, labels, _ = bank.batch(np.random.default_rng(0), 64, augment=True)
     angles = [_angle_from_y(label[0].numpy()) for label in labels]
     if wedge:  # flips and 180 degrees keep it along y; the jitter is at most 10 degrees
         assert max(angles) < 11
@@ -124,7 +125,7 @@ def test_a_rewedge_network_trains_on_turned_slabs_with_the_wedge_imposed_again(t
     truth[:, :, 46:50] = 1  # a wall along y: its normal (x) lies outside the wedge
     box = Box("membrane", 12, 48, 48, 32, True)
     box.mask = (crop_slice(truth[12], box.corner(), 32) > 0).astype(np.uint8)
-    bank = TileBank(Preprocessor(truth, PLAIN), [box], context=2, depth=8)
+    bank = TileBank(Preprocessor(truth, PLAIN), [box], context=2, symmetry="rewedge")
     assert bank.slabs.shape[1] == 17 and bank.images.shape[1] == 5
     assert torch.equal(bank.images, bank.slabs[:, 6:11])
     images, labels, _ = bank.batch(np.random.default_rng(0), 16, augment=True)

@@ -22,6 +22,10 @@ from ..preprocess import Preprocessor
 from .models import size_multiple
 
 
+# slices either side of a tile whose wedge is imposed anew (a 340 A slab at 20 A voxels)
+REWEDGE_DEPTH = 8
+
+
 class TileBank:
     """Tiles (with rotation margin), labels and loss weights of a set of boxes, as tensors.
 
@@ -30,13 +34,15 @@ class TileBank:
     feature beyond the painted box. With ``holdout`` > 0 one quadrant of every
     box (chosen from ``seed`` and the box's place) is held out of the loss: those
     labelled pixels score the network while it trains (early stopping) and
-    choose its threshold (calibration). With ``depth`` above ``context`` each tile is cut
-    as a slab of +-``depth`` slices, turned every way and given the tilt series' missing
-    wedge again (``reimpose_wedge``) before its middle slices are taken.
+    choose its threshold (calibration). ``symmetry`` (``models.SYMMETRIES``) says how tiles
+    are turned: "any" every way, "wedge" only by the turns that keep the tilt axis, and
+    "rewedge" cut as slabs of +-``REWEDGE_DEPTH`` slices, turned every way and given the
+    tilt series' missing wedge again (``reimpose_wedge``) before the middle slices are taken.
     """
 
     def __init__(self, preprocessor: Preprocessor, boxes: list[Box], context: int,
-                 holdout: float = 0.0, seed: int = 0, multiple: int = 1, depth: int = 0):
+                 holdout: float = 0.0, seed: int = 0, multiple: int = 1,
+                 symmetry: str = "any"):
         b = preprocessor.settings.binning
         check_boxes_fit(boxes, preprocessor.volume.shape, b)  # clear errors, not empty tiles
         self.size = max(8, boxes[0].size // b)
@@ -45,7 +51,8 @@ class TileBank:
         self.crop = int(math.ceil(self.size / multiple)) * multiple
         self.padded = int(math.ceil(self.crop * math.sqrt(2) / 2)) * 2
         self.margin = margin = (self.padded - self.size) // 2
-        self.context, self.depth = context, max(depth, context)
+        self.context, self.wedge = context, symmetry == "wedge"
+        self.depth = max(REWEDGE_DEPTH, context + 4) if symmetry == "rewedge" else context
         images = _cut_slabs(preprocessor, boxes, self.depth, margin, self.padded)
         labels, weights, held, positive = [], [], [], []
         for box in boxes:
@@ -62,7 +69,7 @@ class TileBank:
         slabs = torch.from_numpy(np.stack(images))
         middle = slice(self.depth - context, self.depth + context + 1)
         self.images = slabs[:, middle].contiguous()
-        self.slabs = slabs if depth > context else None
+        self.slabs = slabs if self.depth > context else None
         _require_contrast(preprocessor.volume, boxes)
         self.labels = torch.from_numpy(np.stack(labels))[:, None]
         self.weights = torch.from_numpy(np.stack(weights))[:, None]
@@ -80,7 +87,7 @@ class TileBank:
         return bool(self.held_out.sum() > 0)
 
     def batch(self, rng: np.random.Generator, batch_size: int, augment: bool = True,
-              intensity: float = 0.0, wedge: bool = False):
+              intensity: float = 0.0):
         """(images, labels, weights) of a batch, half positives, randomly rotated and flipped."""
         pos = np.flatnonzero(self.positive)
         neg = np.flatnonzero(~self.positive)
@@ -89,16 +96,15 @@ class TileBank:
         picks = np.concatenate([rng.choice(pos, n_pos) if n_pos else np.empty(0, int),
                                 rng.choice(neg, batch_size - n_pos) if batch_size - n_pos
                                 else np.empty(0, int)]).astype(int)
-        images, labels, weights = self.images[picks], self.labels[picks], self.weights[picks]
-        if augment and self.slabs is not None:  # any turn, then the tilt series' wedge again
-            slabs = self.slabs[picks]
-            slabs, labels, weights = rotate_and_flip(slabs, labels, rng, weights)
-            d, c = self.depth, self.context
-            images = reimpose_wedge(slabs)[:, d - c:d + c + 1].contiguous()
-            weights = (weights > 0.999).float()
-        elif augment:
-            images, labels, weights = rotate_and_flip(images, labels, rng, weights, wedge)
+        labels, weights = self.labels[picks], self.weights[picks]
+        rewedge = augment and self.slabs is not None  # any turn, then the wedge again
+        images = (self.slabs if rewedge else self.images)[picks]
+        if augment:
+            images, labels, weights = rotate_and_flip(images, labels, rng, weights, self.wedge)
             weights = (weights > 0.999).float()  # pixels whose label is wholly known
+        if rewedge:
+            d, c = self.depth, self.context
+            images = reimpose_wedge(images)[:, d - c:d + c + 1].contiguous()
         if intensity > 0:
             images = jitter_intensity(images, rng, intensity)
         m, s = (self.padded - self.crop) // 2, self.crop
@@ -106,19 +112,12 @@ class TileBank:
         return images[crop].contiguous(), labels[crop].contiguous(), weights[crop].contiguous()
 
 
-# slices either side of a tile whose wedge is imposed anew (a 340 A slab at 20 A voxels)
-REWEDGE_DEPTH = 8
-
-
 def tile_bank_for(network: torch.nn.Module, preprocessor: Preprocessor, boxes: list[Box],
                   holdout: float = 0.0, seed: int = 0) -> TileBank:
-    """The boxes' tiles as ``network`` takes them: its context and size multiple, and for a
-    "rewedge" network slabs of +-``REWEDGE_DEPTH`` slices to turn and give the wedge again."""
-    context = getattr(network, "context", 0)
-    rewedge = getattr(network, "symmetry", "any") == "rewedge"
-    return TileBank(preprocessor, boxes, context, holdout=holdout, seed=seed,
-                    multiple=size_multiple(network),
-                    depth=max(REWEDGE_DEPTH, context + 4) if rewedge else 0)
+    """The boxes' tiles as ``network`` takes them: its context, size multiple and symmetry."""
+    return TileBank(preprocessor, boxes, getattr(network, "context", 0), holdout=holdout,
+                    seed=seed, multiple=size_multiple(network),
+                    symmetry=getattr(network, "symmetry", "any"))
 
 
 def jitter_intensity(images: torch.Tensor, rng: np.random.Generator,

@@ -141,7 +141,6 @@ class _Step:
         self.rng = np.random.default_rng(settings.seed)
         self.batch_size = settings.resolved_batch_size()
         self.augment = settings.augment
-        self.wedge = getattr(network, "symmetry", "any") == "wedge"
         self.intensity = settings.intensity_augment if settings.augment else 0.0
         self.channels_last = device.type == "cpu" and getattr(network, "channels_last_on_cpu",
                                                               False)
@@ -167,8 +166,7 @@ class _Step:
         from torch.optim.swa_utils import update_bn
 
         rng = np.random.default_rng([step, 7])
-        batches = [self.bank.batch(rng, self.batch_size, augment=self.augment,
-                                   wedge=self.wedge)[0]
+        batches = [self.bank.batch(rng, self.batch_size, augment=self.augment)[0]
                    for _ in range(8)]
         update_bn(batches, self.averaged.module, self.device)
         return self.averaged.module
@@ -176,8 +174,7 @@ class _Step:
     def __call__(self, step: int) -> float:
         self.network.train()
         images, labels, weights = (t.to(self.device) for t in self.bank.batch(
-            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity,
-            wedge=self.wedge))
+            self.rng, self.batch_size, augment=self.augment, intensity=self.intensity))
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         self.optimiser.zero_grad(set_to_none=True)
