@@ -162,6 +162,44 @@ def test_a_positive_box_starts_the_brush_and_spilled_paint_is_dropped(workflow):
     assert c.session.boxes[0].mask.sum() == 16 + 8
 
 
+def test_paint_a_moved_box_left_outside_survives_the_next_stroke(workflow):
+    """Dragging a painted box used to lose its painting: the next stroke on the slice
+    clipped everything outside the boxes, the paint the box had just left included."""
+    viewer, widget = workflow
+    c = widget.controller
+    said = []
+    c.notify = said.append
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    box = widget.place_box(True, 5, 40.0, 40.0)  # covers y, x 24..55
+    label = c.session.label_of("membrane")
+    c.masks_layer.data[5, 26:30, 26:30] = label  # the user's painting, near the box's corner
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
+    c._on_paint()
+    assert c.session.box(box.id).mask.sum() == 16
+    moved = [d.copy() for d in c.boxes_layer.data]
+    moved[0][:, 1:] += 10  # dragged by 10 px in y and x: the painting is outside now
+    c.boxes_layer.data = moved
+    assert c.session.box(box.id).mask.sum() == 0
+    assert said and said[-1].startswith("16 painted pixels now lie outside")
+    c.masks_layer.data[5, 50:54, 64:68] = label  # the next stroke, spilling 2 px over x 65
+    c._on_paint()
+    plane = np.asarray(c.masks_layer.data[5])
+    assert np.count_nonzero(plane[26:30, 26:30]) == 16  # kept
+    assert np.count_nonzero(plane[50:54, 66:68]) == 0  # the stroke's own spill is dropped
+    assert c.session.box(box.id).mask.sum() == 8
+    back = [d.copy() for d in c.boxes_layer.data]
+    back[0][:, 1:] -= 10  # moved back: the painting is the box's again, the stroke's is left
+    c.boxes_layer.data = back
+    assert c.session.box(box.id).mask.sum() == 16
+    assert said[-1].startswith("8 painted pixels now lie outside")
+    c.masks_layer.data[5, 26:30, 26:30] = 0  # erased, then painted outside again by a stroke
+    c._on_paint()
+    c.masks_layer.data[5, 60:62, 60:62] = label
+    c._on_paint()
+    assert np.count_nonzero(np.asarray(c.masks_layer.data[5])[60:62, 60:62]) == 0
+
+
 def test_undo_and_redo_of_a_stroke_are_saved(workflow, tmp_path):
     """napari's undo and redo emit no paint event: an undone stroke came back after a
     crash, and a redone one was lost."""

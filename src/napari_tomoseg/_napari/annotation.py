@@ -10,8 +10,11 @@ number; a positive box's mask is what is painted inside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from napari.layers import Image
+from napari.utils.notifications import show_info
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ..annotations import Box, crop_slice
@@ -33,13 +36,16 @@ def overlay_name(feature: str) -> str:
 class AnnotationController:
     """All layer bookkeeping of one tomogram's session; widgets call into this."""
 
-    def __init__(self, viewer, image: Image, session: Session):
+    def __init__(self, viewer, image: Image, session: Session,
+                 notify: Callable[[str], None] | None = None):
         self.viewer = viewer
         self.image = image
         self.session = session
         self.active = session.features[0].name if session.features else None
         self._syncing = False
         self.moved = False  # the last box placed was moved inside the slice
+        self.notify = notify or show_info
+        self._left_outside: dict[int, np.ndarray] = {}  # slice -> paint a box move left
         self.shape = tuple(image.data.shape)
         self.boxes_layer = self._reuse("boxes") or self._new_boxes_layer()
         self.masks_layer = self._reuse("masks") or self._new_masks_layer()
@@ -206,19 +212,40 @@ class AnnotationController:
             self.refresh_boxes()
             return
         kept = set(ids)
-        removed = [b.id for b in self.session.boxes if b.id not in kept]
+        removed = [b for b in self.session.boxes if b.id not in kept]
+        touched = {b.z for b in removed}
         for box_id, vertices in zip(ids, layer.data):
             box = self.session.box(box_id)
             centre = np.asarray(vertices).mean(axis=0)
-            box.z = int(np.clip(round(centre[0]), 0, self.shape[0] - 1))
-            box.y, box.x = float(centre[1]), float(centre[2])
+            place = (int(np.clip(round(centre[0]), 0, self.shape[0] - 1)),
+                     float(centre[1]), float(centre[2]))
+            if place != (box.z, box.y, box.x):
+                touched |= {box.z, place[0]}
+            box.z, box.y, box.x = place
             if box.positive:
                 box.mask = self._mask_crop(box)
         if removed:
-            self.session.remove_boxes(removed)
+            self.session.remove_boxes([b.id for b in removed])
         else:
             self.session.save()
         self.refresh_boxes()
+        self._keep_paint_left_outside(touched)
+
+    def _keep_paint_left_outside(self, slices: set[int]) -> None:
+        """Paint that a moved or removed box left outside every box stays: only a stroke's
+        own spill is dropped (the next stroke on the slice used to wipe it, so dragging a
+        box lost its painting). It is not trained on nor saved, which the user is told;
+        moving the box back over it takes it into the box again."""
+        left = 0
+        for z in slices:
+            plane = np.asarray(self.masks_layer.data[z])
+            outside = (plane > 0) & ~self._allowed(plane, z)
+            self._left_outside[z] = outside
+            left += int(np.count_nonzero(outside))
+        if left:
+            self.notify(f"{left} painted pixels now lie outside every positive box: they are "
+                        "kept on screen but not trained on or saved; move the box back over "
+                        "them, or erase them.")
 
     # masks ----------------------------------------------------------------------
     def _mask_crop(self, box: Box) -> np.ndarray:
@@ -231,6 +258,7 @@ class AnnotationController:
         """The masks layer drawn anew from the session's box masks: a removed feature moves
         the labels of those after it down one, and their paint, left under the old
         numbers, was saved as empty at the next stroke."""
+        self._left_outside.clear()
         with self.masks_layer.events.set_data.blocker(self._on_redrawn):  # each box's paint
             self.masks_layer.data[:] = 0  # redraws: the boxes not yet painted again read
             self._restore_masks()  # as undone strokes, and their masks were saved empty
@@ -279,9 +307,13 @@ class AnnotationController:
         return int(np.count_nonzero((plane > 0) & ~self._allowed(plane, z)))
 
     def clip_stray_paint(self, z: int) -> int:
-        """Remove paint that spilled out of the positive boxes (it would not be used)."""
+        """Remove paint that spilled out of the positive boxes (it would not be used),
+        except what a box move left outside (``_keep_paint_left_outside``)."""
         plane = self.masks_layer.data[z]
         stray = (plane > 0) & ~self._allowed(np.asarray(plane), z)
+        if z in self._left_outside:
+            self._left_outside[z] &= stray  # erased or boxed again: no longer kept
+            stray &= ~self._left_outside[z]
         count = int(np.count_nonzero(stray))
         if count:
             plane[stray] = 0
