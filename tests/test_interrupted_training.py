@@ -208,6 +208,39 @@ def test_a_training_that_ends_removes_its_checkpoint(tmp_path, monkeypatch):
     assert earlier.read_bytes() == b"an earlier run's weights"
 
 
+def test_a_training_without_held_out_checks_checkpoints_the_weights_it_would_keep(
+        tmp_path, monkeypatch):
+    """--no-early-stop has no held-out check to choose weights: the checkpoint holds the
+    weights such a training keeps (the last), so a kill does not lose the run either."""
+    import torch
+
+    from napari_tomoseg.annotations import load_boxes
+    from napari_tomoseg.io.mrc_read import open_volume
+    from napari_tomoseg.jobs import checkpoints
+    from napari_tomoseg.jobs.train import train_feature
+    from napari_tomoseg.nn.training import TrainingSettings
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY_S", 0.0)
+    tomogram, boxes = _inputs(tmp_path)
+    output, kept = tmp_path / "m.pt", tmp_path / "m.checkpoint.pt"
+    settings = TrainingSettings(steps=12, batch_size=2, architecture="unet", hold_out=False,
+                                preview_every_s=1e9)
+    job = train_feature(np.asarray(open_volume(tomogram)[0]), 10.0, load_boxes(boxes),
+                        "membrane", settings, output=output)
+    compared = 0
+    try:
+        while True:
+            progress = next(job)
+            live = progress.payload.model.network.state_dict()
+            saved = load_model(kept).network.state_dict()  # written at this step
+            assert all(torch.equal(live[k], saved[k]) for k in live)
+            compared += 1
+    except StopIteration:
+        pass
+    assert compared == 12
+    assert output.exists() and not kept.exists()
+
+
 def test_a_checkpoint_another_process_wrote_since_is_not_removed(tmp_path):
     from napari_tomoseg.jobs.checkpoints import Checkpoints
 

@@ -3,7 +3,8 @@
 Cancel, Ctrl-C, SIGTERM and errors already save the best weights (``jobs.train``);
 a kill -9, a power cut or a cluster job's hard time limit did not, and lost the run.
 Once a held-out check has chosen weights, they are written to ``NAME.checkpoint.pt``
-(their threshold is the one chosen on the check's single predictions). A training that
+(their threshold is the one chosen on the check's single predictions); a training without
+held-out checks (``--no-early-stop``) writes the weights it would keep then. A training that
 ends removes the checkpoint it wrote, and only that file: not one another process wrote
 since. The next training of the feature writes its own over a killed run's checkpoint.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..feature_files import checkpoint_model_file
@@ -31,12 +33,17 @@ class Checkpoints:
         self.written: tuple[int, int] | None = None  # (inode, mtime) of our last write
         self.failed: str | None = None  # why the last write failed (training goes on)
 
-    def offer(self, best: TrainedModel | None) -> None:
-        """Keep ``best`` (when given) and write the newest one kept once it is time."""
+    def offer(self, best: TrainedModel | None,
+              snapshot: Callable[[], TrainedModel] | None = None) -> None:
+        """Keep ``best`` (when given) and write the newest one kept once it is time; a
+        training without held-out checks offers a ``snapshot`` of its weights instead."""
         if best is not None:
             self.pending = best
-        if self.path is None or self.pending is None \
-                or time.monotonic() - self.last < self.every_s:
+        if self.path is None or time.monotonic() - self.last < self.every_s:
+            return
+        if self.pending is None and snapshot is not None:
+            self.pending = snapshot()
+        if self.pending is None:
             return
         self.last = time.monotonic()
         try:

@@ -87,7 +87,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         with closing(updates):
             for update in updates:
                 model = update.model
-                checkpoints.offer(update.best)
+                checkpoints.offer(update.best, update.snapshot)
                 yield Progress(update.step, update.total, _describe(update, checkpoints),
                                payload=update)
     except (GeneratorExit, KeyboardInterrupt):  # cancelled, Ctrl-C or SIGTERM mid-step:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -104,6 +105,9 @@ class TrainingUpdate:
     held_out: HeldOutScore | None = None  # set on the steps where held-out pixels were scored
     # a copy holding the best weights so far, on the steps that found them (checkpoints)
     best: TrainedModel | None = None
+    # without held-out checks: makes a copy of the weights that would be kept now, on demand
+    # (a copy every step would cost more than the checkpoint every minute that uses it)
+    snapshot: Callable[[], TrainedModel] | None = None
 
 
 def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarray:
@@ -247,6 +251,17 @@ def _best_so_far(model: TrainedModel, stopper: EarlyStopping | None, first_step:
                                info={**model.info, "held_out": held, "checkpoint": True})
 
 
+def _live_copy(model: TrainedModel, step_once: _Step) -> TrainedModel:
+    """A copy of ``model`` with the weights a training without held-out checks keeps (the
+    last, or their average), for a checkpoint; called while the training waits."""
+    network = copy.deepcopy(model.network)
+    if step_once.averaged is not None and step_once.done > 0:
+        network.load_state_dict(step_once.kept(step_once.done).state_dict())
+    network.eval()
+    return replace(model, network=network, history=list(model.history),
+                   info={**model.info, "checkpoint": True})
+
+
 def _rounded(value: float, digits: int = 4) -> float | None:
     return round(value, digits) if np.isfinite(value) else None
 
@@ -332,7 +347,9 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
                                  model=model, preview=image, preview_z=z, held_out=held,
-                                 best=_best_so_far(model, stopper, first_step, step))
+                                 best=_best_so_far(model, stopper, first_step, step),
+                                 snapshot=None if stopper else partial(_live_copy, model,
+                                                                       step_once))
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
