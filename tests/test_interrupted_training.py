@@ -257,3 +257,23 @@ def test_a_checkpoint_another_process_wrote_since_is_not_removed(tmp_path):
     assert (tmp_path / "m.checkpoint.pt").exists()
     theirs.discard()
     assert not (tmp_path / "m.checkpoint.pt").exists()
+
+
+def test_a_snapshot_that_fails_does_not_end_the_training_and_is_made_afresh(tmp_path):
+    """No memory for the copy must not stop a training; the next minute copies anew."""
+    from napari_tomoseg.jobs.checkpoints import Checkpoints
+
+    parameters = {"context": 0, "base": 4, "levels": 2}
+    model = TrainedModel(network=build_model("unet", parameters), architecture="unet",
+                         parameters=parameters, preprocess=PreprocessSettings(), voxel_size=10.0,
+                         box_size=16, feature="membrane")
+
+    def no_memory():
+        raise MemoryError("no memory for a copy of the weights")
+
+    checkpoints = Checkpoints(tmp_path / "m.pt", every_s=0.0)
+    checkpoints.offer(None, no_memory)
+    assert "no memory" in checkpoints.failed and not (tmp_path / "m.checkpoint.pt").exists()
+    checkpoints.offer(None, lambda: model)
+    assert checkpoints.failed is None and checkpoints.pending is None
+    assert load_model(tmp_path / "m.checkpoint.pt").feature == "membrane"

@@ -177,11 +177,14 @@ def test_paint_a_moved_box_left_outside_survives_the_next_stroke(workflow):
     viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
     c._on_paint()
     assert c.session.box(box.id).mask.sum() == 16
+    widget.place_box(True, 7, 80.4, 80.3)  # a box not moved, its centre drawn rounded
+    viewer.dims.set_point(0, c.image.data_to_world((5, 0, 0))[0])
     moved = [d.copy() for d in c.boxes_layer.data]
     moved[0][:, 1:] += 10  # dragged by 10 px in y and x: the painting is outside now
     c.boxes_layer.data = moved
     assert c.session.box(box.id).mask.sum() == 0
     assert said and said[-1].startswith("16 painted pixels now lie outside")
+    assert set(c._left_outside) == {5}  # the unmoved box's slice is not watched
     c.masks_layer.data[5, 50:54, 64:68] = label  # the next stroke, spilling 2 px over x 65
     c._on_paint()
     plane = np.asarray(c.masks_layer.data[5])
@@ -193,6 +196,13 @@ def test_paint_a_moved_box_left_outside_survives_the_next_stroke(workflow):
     c.boxes_layer.data = back
     assert c.session.box(box.id).mask.sum() == 16
     assert said[-1].startswith("8 painted pixels now lie outside")
+    c.boxes_layer.selected_data = {0}
+    widget.boxes.toggle_selected()  # made negative: its painting is left outside too
+    c.masks_layer.data[5, 90:92, 90:92] = label
+    c._on_paint()
+    c.boxes_layer.selected_data = {0}
+    widget.boxes.toggle_selected()  # and positive again
+    assert c.session.box(box.id).mask.sum() == 16
     c.masks_layer.data[5, 26:30, 26:30] = 0  # erased, then painted outside again by a stroke
     c._on_paint()
     c.masks_layer.data[5, 60:62, 60:62] = label

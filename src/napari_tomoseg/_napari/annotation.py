@@ -186,6 +186,7 @@ class AnnotationController:
             box.mask = self._mask_crop(box) if box.positive else None
         self.session.save()
         self.refresh_boxes()
+        self._keep_paint_left_outside({self.session.box(i).z for i in ids})
         return len(ids)
 
     def refresh_boxes(self) -> None:
@@ -217,11 +218,11 @@ class AnnotationController:
         for box_id, vertices in zip(ids, layer.data):
             box = self.session.box(box_id)
             centre = np.asarray(vertices).mean(axis=0)
-            place = (int(np.clip(round(centre[0]), 0, self.shape[0] - 1)),
-                     float(centre[1]), float(centre[2]))
-            if place != (box.z, box.y, box.x):
-                touched |= {box.z, place[0]}
-            box.z, box.y, box.x = place
+            before = (box.z, box.corner())  # the pixels it covers (centres drawn are rounded)
+            box.z = int(np.clip(round(centre[0]), 0, self.shape[0] - 1))
+            box.y, box.x = float(centre[1]), float(centre[2])
+            if (box.z, box.corner()) != before:
+                touched |= {before[0], box.z}
             if box.positive:
                 box.mask = self._mask_crop(box)
         if removed:
@@ -240,8 +241,10 @@ class AnnotationController:
         for z in slices:
             plane = np.asarray(self.masks_layer.data[z])
             outside = (plane > 0) & ~self._allowed(plane, z)
-            self._left_outside[z] = outside
-            left += int(np.count_nonzero(outside))
+            known = self._left_outside.pop(z, None)
+            left += int(np.count_nonzero(outside if known is None else outside & ~known))
+            if outside.any():
+                self._left_outside[z] = outside
         if left:
             self.notify(f"{left} painted pixels now lie outside every positive box: they are "
                         "kept on screen but not trained on or saved; move the box back over "
@@ -258,7 +261,10 @@ class AnnotationController:
         """The masks layer drawn anew from the session's box masks: a removed feature moves
         the labels of those after it down one, and their paint, left under the old
         numbers, was saved as empty at the next stroke."""
+        lost = sum(int(np.count_nonzero(kept)) for kept in self._left_outside.values())
         self._left_outside.clear()
+        if lost:  # their labels are renumbered with the features: not kept through a redraw
+            self.notify(f"{lost} painted pixels outside the positive boxes were cleared.")
         with self.masks_layer.events.set_data.blocker(self._on_redrawn):  # each box's paint
             self.masks_layer.data[:] = 0  # redraws: the boxes not yet painted again read
             self._restore_masks()  # as undone strokes, and their masks were saved empty
@@ -312,8 +318,10 @@ class AnnotationController:
         plane = self.masks_layer.data[z]
         stray = (plane > 0) & ~self._allowed(np.asarray(plane), z)
         if z in self._left_outside:
-            self._left_outside[z] &= stray  # erased or boxed again: no longer kept
-            stray &= ~self._left_outside[z]
+            kept = self._left_outside.pop(z) & stray  # erased or boxed again: no longer kept
+            stray &= ~kept
+            if kept.any():
+                self._left_outside[z] = kept
         count = int(np.count_nonzero(stray))
         if count:
             plane[stray] = 0

@@ -39,18 +39,15 @@ class Checkpoints:
         training without held-out checks offers a ``snapshot`` of its weights instead."""
         if best is not None:
             self.pending = best
-        if self.path is None or time.monotonic() - self.last < self.every_s:
-            return
-        if self.pending is None and snapshot is not None:
-            self.pending = snapshot()
-        if self.pending is None:
+        if self.path is None or time.monotonic() - self.last < self.every_s \
+                or (self.pending is None and snapshot is None):
             return
         self.last = time.monotonic()
-        try:
-            save_model(self.pending, self.path)
+        try:  # a snapshot is made afresh each time, never kept over a failed write
+            save_model(self.pending if self.pending is not None else snapshot(), self.path)
             self.written = _identity(self.path)
-        except Exception as exc:  # noqa: BLE001 - a full disk must not end the training
-            self.failed = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a full disk or no memory for the copy
+            self.failed = str(exc)  # must not end the training
             return
         self.pending, self.failed = None, None
 

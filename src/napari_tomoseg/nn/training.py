@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
 from .models import build_model, default_parameters
 from .tiles import TileBank, tile_bank_for
+from .weight_copies import best_so_far, live_copier, rounded
 from .validation import EarlyStopping, HeldOutScore, score_held_out
 
 DEFAULT_ARCHITECTURE = "unet"
@@ -226,44 +226,11 @@ def _finish(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
     model.threshold = final.threshold
     model.info["held_out"] = {"step": first_step + stopper.best_step,
                               "loss": round(final.loss, 5),
-                              "dice": _rounded(final.dice),
-                              "dice_at_threshold": _rounded(final.dice_at_threshold),
+                              "dice": rounded(final.dice),
+                              "dice_at_threshold": rounded(final.dice_at_threshold),
                               "threshold": final.threshold,
                               "interval": ([round(v, 4) for v in final.interval]
                                            if final.interval else None)}
-
-
-def _best_so_far(model: TrainedModel, stopper: EarlyStopping | None, first_step: int,
-                 step: int) -> TrainedModel | None:
-    """On a step whose check found new best weights, a copy of ``model`` with them and the
-    threshold of the single prediction that chose them, for a checkpoint (a killed
-    training keeps these); else None."""
-    if stopper is None or stopper.best is None or stopper.best_step != step:
-        return None
-    network = copy.deepcopy(model.network)
-    stopper.restore(network)
-    best = stopper.best
-    held = {"step": first_step + stopper.best_step, "loss": round(best.loss, 5),
-            "dice": _rounded(best.dice), "dice_at_threshold": _rounded(best.dice_at_threshold),
-            "threshold": best.threshold, "interval": None}
-    return replace(model, network=network, history=list(model.history),
-                               threshold=best.threshold,
-                               info={**model.info, "held_out": held, "checkpoint": True})
-
-
-def _live_copy(model: TrainedModel, step_once: _Step) -> TrainedModel:
-    """A copy of ``model`` with the weights a training without held-out checks keeps (the
-    last, or their average), for a checkpoint; called while the training waits."""
-    network = copy.deepcopy(model.network)
-    if step_once.averaged is not None and step_once.done > 0:
-        network.load_state_dict(step_once.kept(step_once.done).state_dict())
-    network.eval()
-    return replace(model, network=network, history=list(model.history),
-                   info={**model.info, "checkpoint": True})
-
-
-def _rounded(value: float, digits: int = 4) -> float | None:
-    return round(value, digits) if np.isfinite(value) else None
 
 
 def _box_info(boxes: list[Box], settings: TrainingSettings) -> dict:
@@ -319,12 +286,11 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     device = pick_device(settings.device)
     network.to(device)
     pre = preprocessor or Preprocessor(volume, preprocess)
-    context = getattr(network, "context", 0)
     bank = tile_bank_for(network, pre, boxes, holdout=0.25 if settings.hold_out else 0.0,
                          seed=settings.seed)
     step_once = _Step(network, bank, settings, device, feature)
     stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
-    preview = _Previewer(pre, context, preview_z, preview_region, settings, device)
+    preview = _Previewer(pre, network, preview_z, preview_region, settings, device)
     model = TrainedModel(network=network, architecture=architecture, parameters=parameters,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
@@ -347,9 +313,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
                                  model=model, preview=image, preview_z=z, held_out=held,
-                                 best=_best_so_far(model, stopper, first_step, step),
-                                 snapshot=None if stopper else partial(_live_copy, model,
-                                                                       step_once))
+                                 best=best_so_far(model, stopper, first_step, step),
+                                 snapshot=live_copier(model, stopper, step_once))
             if done:
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
@@ -359,8 +324,9 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
 class _Previewer:
     """The network's probability on the slice in view, every ``preview_every_s`` seconds."""
 
-    def __init__(self, pre: Preprocessor, context: int, preview_z, region, settings, device):
-        self.pre, self.context, self.preview_z, self.region = pre, context, preview_z, region
+    def __init__(self, pre: Preprocessor, network, preview_z, region, settings, device):
+        self.pre, self.preview_z, self.region = pre, preview_z, region
+        self.context = getattr(network, "context", 0)  # slices each side the network reads
         self.every, self.device = settings.preview_every_s, device
         self.last = -np.inf
         self.cache: dict[int, np.ndarray] = {}
