@@ -34,8 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
+from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
-from napari_tomoseg.nn.training import TrainingSettings, iter_train  # noqa: E402
+from napari_tomoseg.nn.training import TrainingSettings  # noqa: E402
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
 
@@ -62,7 +63,8 @@ def run_method(method: str, cells, boxes, feature: str, binning: int | None = No
     first_preview, curve, model = None, [], None
     extra = {} if intensity is None else {"intensity_augment": intensity}
     extra = {**extra, **(settings or {}), "seed": seed}
-    for update in iter_train(tomogram, boxes, 10.0, TrainingSettings(architecture=method, **extra),
+    for update in iter_train_members(tomogram, boxes, 10.0,
+                                     TrainingSettings(architecture=method, **extra),
                              preprocess=PreprocessSettings(binning=binning) if binning else None,
                              preview_z=tomogram.shape[0] // 2, start_from=start_from):
         model = update.model

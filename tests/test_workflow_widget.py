@@ -736,6 +736,14 @@ def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_ke
     with pytest.raises(InvalidSettingsError, match="keeps its own"):
         widget.start_training()
     assert widget.models["ribosome"] is model  # nothing trained, nothing replaced
+    widget.training.continue_training.value = False
+    widget.training.orientations.value = "auto"
+    widget.training.networks.value = 2
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    model = widget.models["ribosome"]
+    assert model.parameters["members"] == 2 and len(model.network.members) == 2
+    assert "(unet, 2 networks averaged)" in widget.training.model_state.value
 
 
 def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, tiny_result, qtbot):

@@ -50,7 +50,7 @@ def training_inputs(args: argparse.Namespace):
                                 **({"steps": args.steps} if args.steps else {}),
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 hold_out=not args.no_early_stop, average=args.average,
-                                parameters=parameters)
+                                parameters=parameters, members=args.members)
     box_size = next(b.size for b in boxes if b.feature == args.feature)
     preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
     if start_from is not None:  # its own, unless asked otherwise (refused by the job then)

@@ -18,7 +18,8 @@ from ..feature_files import previous_model_file, stopped_model_file
 from ..features import FEATURE_COLOURS
 from ..io.paths import check_writable
 from ..nn.model_file import TrainedModel, save_model_or_rescue
-from ..nn.training import TrainingSettings, TrainingUpdate, iter_train
+from ..nn.ensemble_training import iter_train_members
+from ..nn.training import TrainingSettings, TrainingUpdate
 from ..preprocess import PreprocessSettings, default_preprocessing
 from .checkpoints import Checkpoints
 from .progress import Job, Progress
@@ -41,6 +42,8 @@ def _signals_held():
 
 def _describe(update: TrainingUpdate, checkpoints: Checkpoints) -> str:
     text = f"step {update.step}/{update.total}, loss {update.loss:.4f}"
+    if update.member is not None:
+        text = f"network {update.member[0]} of {update.member[1]}: " + text
     if update.held_out is not None and update.held_out.dice == update.held_out.dice:
         text += f", held-out Dice {update.held_out.dice:.3f}"
     if checkpoints.failed:
@@ -80,9 +83,10 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
             raise FileExistsError(f"{output} exists; use --overwrite or another --output.")
         check_writable(output.parent)  # before training, not after
     model, checkpoints = None, Checkpoints(output)
-    updates = iter_train(volume, boxes, voxel_size, settings, preprocess, feature=feature,
-                         colour=colour or FEATURE_COLOURS.get(feature, "#f2c94c"),
-                         start_from=start_from, preview_z=preview_z)
+    colour = colour or FEATURE_COLOURS.get(feature, "#f2c94c")
+    updates = iter_train_members(volume, boxes, voxel_size, settings, preprocess,
+                                 feature=feature, colour=colour, start_from=start_from,
+                                 preview_z=preview_z)
     try:
         with closing(updates):
             for update in updates:

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .ensemble import Ensemble, members_of
 from .models import size_multiple
 
 FFT_MIN_KERNEL = 7  # smaller kernels are faster direct (oneDNN); 15x15 is ~10x faster by FFT
@@ -171,6 +172,9 @@ def inference_network(network: nn.Module, device: torch.device,
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    members = members_of(network)
+    if members:  # an ensemble: each member its own fast copy, averaged as before
+        return Ensemble([inference_network(m, device, precision) for m in members]).eval()
     if not any(isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in network.modules()):
         return network.to(device).eval()
     fast = fold_batchnorm(network).to(device)
@@ -259,6 +263,9 @@ def receptive_halo(network: nn.Module) -> int:
     ``size_multiple(network)``, so tiles cut at that offset keep the pooling
     grid. Raises ValueError for a layer it cannot account for.
     """
+    members = members_of(network)
+    if members:
+        return max(receptive_halo(m) for m in members)
     graph = torch.fx.symbolic_trace(network).graph
     modules = dict(network.named_modules())
     extents: dict = {}

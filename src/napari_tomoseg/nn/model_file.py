@@ -37,8 +37,9 @@ FORMAT = "napari-tomoseg-model"
 # 3: U-Net predictions averaged over quarter turns ("rotations"; 2 and 1 are read as 1)
 # 4: orientations trained on ("symmetry" wedge or rewedge; without it, and in 3 and before,
 # "any")
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# 5: an ensemble of networks trained apart ("members"; without it, and before, one network)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 @dataclass
@@ -59,8 +60,8 @@ class TrainedModel:
         # "any" is what a file without "symmetry" means: left out, with format 3, older
         # versions still read the file
         parameters = {k: v for k, v in self.parameters.items()
-                      if (k, v) != ("symmetry", "any")}
-        version = FORMAT_VERSION if "symmetry" in parameters else 3
+                      if (k, v) not in (("symmetry", "any"), ("members", 1))}
+        version = 5 if "members" in parameters else 4 if "symmetry" in parameters else 3
         return {"format": FORMAT, "format_version": version, "package_version": __version__,
                 "architecture": self.architecture, "parameters": parameters,
                 "preprocess": self.preprocess.to_dict(), "voxel_size": self.voxel_size,

@@ -205,6 +205,7 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
 STEM_CHOICES = ("auto", "on", "off")
+MAX_MEMBERS = 8  # networks in an ensemble (parameter "members"; 1: a single network)
 
 
 def stem_parameters(architecture: str, choice: str) -> dict:
@@ -247,7 +248,14 @@ def build_model(name: str, parameters: dict | None = None) -> nn.Module:
         raise InvalidSettingsError(
             f"unknown network '{name}'; choose one of {', '.join(ARCHITECTURES)}.")
     merged = {**DEFAULT_PARAMETERS[name], **(parameters or {})}
+    members = merged.pop("members", 1)
+    if isinstance(members, bool) or not isinstance(members, int) \
+            or not 1 <= members <= MAX_MEMBERS:
+        raise InvalidSettingsError(f"an ensemble has 1 to {MAX_MEMBERS} networks, not {members!r}.")
     try:
+        if members > 1:  # networks trained apart, averaged (nn.ensemble)
+            from .ensemble import Ensemble
+            return Ensemble([ARCHITECTURES[name](**merged) for _ in range(members)])
         return ARCHITECTURES[name](**merged)
     except TypeError as exc:
         raise InvalidSettingsError(f"bad parameters for network '{name}': {exc}") from exc

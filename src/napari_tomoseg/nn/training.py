@@ -26,7 +26,7 @@ from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessin
 from .devices import pick_device
 from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
-from .models import build_model, default_parameters
+from .models import MAX_MEMBERS, build_model, default_parameters
 from .tiles import TileBank, tile_bank_for
 from .weight_copies import best_so_far, live_copier, rounded
 from .validation import EarlyStopping, HeldOutScore, score_held_out
@@ -64,6 +64,9 @@ class TrainingSettings:
     # (0: constant rate); measured for membranes in docs/engine.md
     plateau_decay: float = 0.0
     plateau_checks: int = 3
+    members: int = 1  # networks trained one after another with seeds seed, seed + 1, ...,
+    # their probabilities averaged (nn.ensemble); all hold out the quadrants of holdout_seed
+    holdout_seed: int | None = None  # None: seed
 
     def __post_init__(self):
         if self.precision not in TRAINING_PRECISIONS:
@@ -79,6 +82,8 @@ class TrainingSettings:
             raise InvalidSettingsError("the learning rate must be positive.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidSettingsError("batch size must be at least 1.")
+        if not 1 <= self.members <= MAX_MEMBERS:
+            raise InvalidSettingsError(f"train 1 to {MAX_MEMBERS} networks, not {self.members}.")
         if not 0.0 <= self.plateau_decay < 1.0 or self.plateau_checks < 1:
             raise InvalidSettingsError("plateau_decay must be at least 0 and below 1, "
                                        "plateau_checks at least 1.")
@@ -88,6 +93,11 @@ class TrainingSettings:
 
     def resolved_learning_rate(self) -> float:
         return self.learning_rate or LEARNING_RATES.get(self.architecture, 1e-3)
+
+    @property
+    def split_seed(self) -> int:
+        """The seed that chooses each box's held-out quadrant."""
+        return self.seed if self.holdout_seed is None else self.holdout_seed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +118,7 @@ class TrainingUpdate:
     # without held-out checks: makes a copy of the weights that would be kept now, on demand
     # (a copy every step would cost more than the checkpoint every minute that uses it)
     snapshot: Callable[[], TrainedModel] | None = None
+    member: tuple[int, int] | None = None  # (k, n): network k of an ensemble of n (from 1)
 
 
 def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarray:
@@ -287,7 +298,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     network.to(device)
     pre = preprocessor or Preprocessor(volume, preprocess)
     bank = tile_bank_for(network, pre, boxes, holdout=0.25 if settings.hold_out else 0.0,
-                         seed=settings.seed)
+                         seed=settings.split_seed)
     step_once = _Step(network, bank, settings, device, feature)
     stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
     preview = _Previewer(pre, network, preview_z, preview_region, settings, device)

@@ -17,8 +17,9 @@ from ...errors import InvalidSettingsError, TomosegError
 from ...feature_files import previous_model_file, stopped_model_file
 from ...io.atomic import write_bytes
 from ...io.paths import same_file
+from ...nn.ensemble import members_of
 from ...nn.model_file import TrainedModel, load_model, save_model
-from ...nn.models import STEM_CHOICES, SYMMETRIES, stem_parameters
+from ...nn.models import MAX_MEMBERS, STEM_CHOICES, SYMMETRIES, stem_parameters
 from ...nn.training import TrainingSettings
 from ...nn.validation import describe_held_out
 from ..layer_tags import INCOMPLETE
@@ -47,6 +48,11 @@ class TrainPanel(Container):
                     "(flips, 180 degrees). rewedge: every way, with the missing wedge imposed "
                     "again: filaments crossing the tilt axis in other tomograms are found "
                     "better. auto: rewedge for microtubules, any for the rest (docs/engine.md)")
+        self.networks = SpinBox(
+            label="Networks", value=1, min=1, max=MAX_MEMBERS,
+            tooltip="networks trained one after another on the same boxes with other seeds, "
+                    "their maps averaged as one model: 3 raised 5-box ribosome picks and "
+                    "membrane Dice by about 0.03, for 3x the training time (docs/engine.md)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
@@ -58,7 +64,8 @@ class TrainPanel(Container):
         self.load_button = PushButton(text="Load model...")
         self.export_button = PushButton(text="Export model...")
         self.loss_plot = LossPlot()
-        self.extend([self.architecture, self.stem3d, self.orientations, self.steps, self.continue_training,
+        self.extend([self.architecture, self.stem3d, self.orientations, self.networks, self.steps,
+                     self.continue_training,
                      Container(widgets=[self.train_button, self.stop_button],
                                layout="horizontal", labels=False), self.status,
                      self.model_state, self.model_file,
@@ -86,7 +93,8 @@ class TrainPanel(Container):
         if self.orientations.value != "auto":
             parameters["symmetry"] = self.orientations.value
         settings = TrainingSettings(architecture=self.architecture.value,
-                                    steps=int(self.steps.value), parameters=parameters)
+                                    steps=int(self.steps.value), parameters=parameters,
+                                    members=1 if start_from else int(self.networks.value))
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
@@ -233,9 +241,12 @@ def _status(progress: Progress, elapsed: float) -> str:
 def model_summary(model: TrainedModel | None) -> str:
     if model is None:
         return "untrained"
-    stem = ", 3D stem" if getattr(model.network, "stem", None) is not None else ""
+    members = members_of(model.network)
+    network = members[0] if members else model.network
+    stem = ", 3D stem" if getattr(network, "stem", None) is not None else ""
     stem += {"wedge": ", tilt axis kept", "rewedge": ", wedge imposed again"}.get(
-        getattr(model.network, "symmetry", "any"), "")
+        getattr(network, "symmetry", "any"), "")
+    stem += f", {len(members)} networks averaged" if members else ""
     text = f"trained {len(model.history)} steps ({model.architecture}{stem})"
     described = describe_held_out(model.info.get("held_out"), model.threshold)
     return text + (f", {described}" if described else "")
@@ -244,4 +255,5 @@ def model_summary(model: TrainedModel | None) -> str:
 def _quality(model) -> str:
     held = model.info.get("held_out")
     described = describe_held_out(held, model.threshold)
-    return f"; {described}, best step {held['step']}" if described else ""
+    step = f", best step {held['step']}" if held and held.get("step") is not None else ""
+    return f"; {described}{step}" if described else ""

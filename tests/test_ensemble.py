@@ -1,0 +1,118 @@
+"""Ensembles: networks trained apart on the same boxes, their probabilities averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tomoseg.annotations import boxes_from_truth
+from napari_tomoseg.errors import TomosegError
+from napari_tomoseg.io.mrc_read import open_volume
+from napari_tomoseg.jobs.progress import run_job
+from napari_tomoseg.jobs.train import train_feature
+from napari_tomoseg.metrics import dice
+from napari_tomoseg.nn.ensemble import Ensemble
+from napari_tomoseg.nn.inference import segment
+from napari_tomoseg.nn.model_file import TrainedModel, load_model, save_model
+from napari_tomoseg.nn.models import build_model
+from napari_tomoseg.nn.training import TrainingSettings
+from napari_tomoseg.preprocess import PreprocessSettings
+
+SHAPE = (12, 48, 48)
+SMALL = {"context": 1, "base": 4, "levels": 2, "rotations": 4}  # as training stores them
+
+
+def _stripe():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=SHAPE).astype(np.float32)
+    truth = np.zeros(SHAPE, np.uint8)
+    truth[:, 20:28, :] = 1
+    volume[truth > 0] += 2.0
+    return volume, truth, boxes_from_truth(truth, "membrane", 2, 4, size=16, seed=1)
+
+
+def _model(network, parameters) -> TrainedModel:
+    return TrainedModel(network=network.eval(), architecture="unet", parameters=parameters,
+                        preprocess=PreprocessSettings(binning=1), voxel_size=10.0, box_size=16,
+                        feature="membrane", threshold=0.4)
+
+
+def test_an_ensemble_segments_as_the_mean_of_its_members_and_survives_its_file(tmp_path):
+    torch.manual_seed(0)
+    parameters = {**SMALL, "members": 3}
+    ensemble = _model(build_model("unet", parameters), parameters)
+    assert isinstance(ensemble.network, Ensemble) and len(ensemble.network.members) == 3
+    volume = _stripe()[0]
+    maps = [segment(volume, _model(m, SMALL), 10.0) for m in ensemble.network.members]
+    together = segment(volume, ensemble, 10.0)  # the fast inference copy of each member
+    np.testing.assert_allclose(together, np.mean(maps, axis=0), atol=2e-3)
+    assert np.abs(maps[0] - maps[1]).max() > 0.01  # the members differ: the mean is no copy
+    save_model(ensemble, tmp_path / "e.pt")
+    loaded = load_model(tmp_path / "e.pt")
+    assert loaded.parameters["members"] == 3 and loaded.threshold == 0.4
+    np.testing.assert_allclose(segment(volume, loaded, 10.0), together, atol=1e-6)
+    meta = torch.load(tmp_path / "e.pt", weights_only=True)["metadata"]
+    assert '"format_version": 5' in meta  # older versions refuse it with a clear message
+    save_model(_model(ensemble.network.members[0], SMALL), tmp_path / "one.pt")
+    assert '"format_version": 3' in torch.load(tmp_path / "one.pt", weights_only=True)["metadata"]
+    with pytest.raises(TomosegError, match="1 to 8"):
+        build_model("unet", {**SMALL, "members": 9})
+
+
+def test_members_train_apart_on_the_same_held_out_quadrants_and_are_calibrated_together(tmp_path):
+    volume, truth, boxes = _stripe()
+    settings = TrainingSettings(steps=40, batch_size=2, min_steps=10, check_every=10,
+                                patience=2, members=2, seed=5, parameters=SMALL,
+                                preview_every_s=1e9)
+    seen = []
+    model = run_job(train_feature(volume, 10.0, boxes, "membrane", settings,
+                                  preprocess=PreprocessSettings(binning=1),
+                                  output=tmp_path / "m.pt"),
+                    on_progress=lambda p: seen.append(p.message))
+    first, second = model.network.members
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                      second.state_dict().values()))
+    infos = model.info["members"]
+    assert [i["training"]["seed"] for i in infos] == [5, 6]
+    assert [i["training"]["holdout_seed"] for i in infos] == [5, 5]  # one held-out split
+    assert 0 < model.threshold < 1 and model.info["held_out"]["dice"] > 0.5
+    assert any(m.startswith("network 1 of 2:") for m in seen)
+    assert any(m.startswith("network 2 of 2:") for m in seen)
+    saved = load_model(tmp_path / "m.pt")
+    assert saved.parameters["members"] == 2
+    assert dice(segment(volume, saved, 10.0) >= saved.threshold, truth > 0) > 0.7
+
+
+def test_a_cancel_in_the_second_member_keeps_the_first(tmp_path):
+    """Stopped before the second network's first check: the first, finished, is kept
+    alone (the unscored second is left out); the model file is complete."""
+    volume, _, boxes = _stripe()
+    settings = TrainingSettings(steps=60, batch_size=2, min_steps=20, check_every=10,
+                                members=3, parameters=SMALL, preview_every_s=1e9)
+    job = train_feature(volume, 10.0, boxes, "membrane", settings,
+                        preprocess=PreprocessSettings(binning=1), output=tmp_path / "m.pt")
+    for progress in job:
+        if progress.payload.member == (2, 3) and progress.payload.step >= 62:
+            break
+    job.close()
+    kept = load_model(tmp_path / "m.pt")
+    assert "members" not in kept.parameters and kept.info.get("held_out")
+    assert not kept.info.get("unchecked")
+
+
+def test_the_cli_trains_an_ensemble(tmp_path, tiny_files):
+    from napari_tomoseg.cli import main
+
+    boxes = tmp_path / "boxes"
+    assert main(["boxes", str(tiny_files["ribosome"]), str(boxes), "--feature", "ribosome",
+                 "--positives", "4", "--negatives", "8", "--size", "32"]) == 0
+    model = tmp_path / "ribosome.pt"
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "3", "--members", "2", "--rotations", "1",
+                 "--output", str(model)]) == 0
+    assert load_model(model).parameters["members"] == 2
+    assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
+                 str(tmp_path / "seg")]) == 0
+    prob, _ = open_volume(tmp_path / "seg" / "tiny_ribosome.mrc")
+    assert 0 <= float(np.min(prob)) <= float(np.max(prob)) <= 1
