@@ -116,3 +116,25 @@ def test_the_cli_trains_an_ensemble(tmp_path, tiny_files):
                  str(tmp_path / "seg")]) == 0
     prob, _ = open_volume(tmp_path / "seg" / "tiny_ribosome.mrc")
     assert 0 <= float(np.min(prob)) <= float(np.max(prob)) <= 1
+
+
+def test_a_continued_ensemble_continues_every_member():
+    volume, _, boxes = _stripe()
+    settings = TrainingSettings(steps=6, batch_size=2, hold_out=False, members=2,
+                                parameters=SMALL, preview_every_s=1e9)
+    first = run_job(train_feature(volume, 10.0, boxes, "membrane", settings,
+                                  preprocess=PreprocessSettings(binning=1)))
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in first.network.members]
+    again = run_job(train_feature(volume, 10.0, boxes, "membrane",
+                                  TrainingSettings(steps=4, batch_size=2, hold_out=False,
+                                                   preview_every_s=1e9),
+                                  start_from=first))
+    assert again.parameters["members"] == 2
+    for old, member in zip(before, again.network.members):
+        assert any(not torch.equal(old[k], v) for k, v in member.state_dict().items())
+    for old, member in zip(before, first.network.members):  # the model given is untouched
+        assert all(torch.equal(old[k], v) for k, v in member.state_dict().items())
+    with pytest.raises(TomosegError, match="continues with them"):
+        run_job(train_feature(volume, 10.0, boxes, "membrane",
+                              TrainingSettings(steps=2, members=3, hold_out=False),
+                              start_from=first))
