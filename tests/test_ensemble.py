@@ -60,16 +60,28 @@ def test_an_ensemble_segments_as_the_mean_of_its_members_and_survives_its_file(t
         build_model("unet", {**SMALL, "members": 9})
 
 
-def test_members_train_apart_on_the_same_held_out_quadrants_and_are_calibrated_together(tmp_path):
+def test_members_train_apart_on_the_same_held_out_quadrants_and_are_calibrated_together(
+        tmp_path, monkeypatch):
+    from napari_tomoseg.jobs import checkpoints
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY_S", 0.0)
     volume, truth, boxes = _stripe()
     settings = TrainingSettings(steps=40, batch_size=2, min_steps=10, check_every=10,
                                 patience=2, members=2, seed=5, parameters=SMALL,
                                 preview_every_s=1e9)
-    seen = []
+    seen, kept = [], tmp_path / "m.checkpoint.pt"
+
+    def watch(progress):
+        seen.append(progress.message)
+        if kept.exists():  # a kill keeps what is written: the first network's best weights,
+            networks = load_model(kept).parameters.get("members", 1)  # then both networks'
+            seen.append(f"checkpoint of {networks} during network {progress.payload.member[0]}")
+
     model = run_job(train_feature(volume, 10.0, boxes, "membrane", settings,
                                   preprocess=PreprocessSettings(binning=1),
-                                  output=tmp_path / "m.pt"),
-                    on_progress=lambda p: seen.append(p.message))
+                                  output=tmp_path / "m.pt"), on_progress=watch)
+    assert "checkpoint of 1 during network 1" in seen and "checkpoint of 2 during network 2" in seen
+    assert not kept.exists()
     first, second = model.network.members
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(),
                                                       second.state_dict().values()))
@@ -86,7 +98,7 @@ def test_members_train_apart_on_the_same_held_out_quadrants_and_are_calibrated_t
 
 def test_a_cancel_in_the_second_member_keeps_the_first(tmp_path):
     """Stopped before the second network's first check: the first, finished, is kept
-    alone (the unscored second is left out); the model file is complete."""
+    alone (the unscored second is left out); stopped after it, both, calibrated."""
     volume, _, boxes = _stripe()
     settings = TrainingSettings(steps=60, batch_size=2, min_steps=20, check_every=10,
                                 members=3, parameters=SMALL, preview_every_s=1e9)
@@ -99,6 +111,15 @@ def test_a_cancel_in_the_second_member_keeps_the_first(tmp_path):
     kept = load_model(tmp_path / "m.pt")
     assert "members" not in kept.parameters and kept.info.get("held_out")
     assert not kept.info.get("unchecked")
+    job = train_feature(volume, 10.0, boxes, "membrane", settings, overwrite=True,
+                        preprocess=PreprocessSettings(binning=1), output=tmp_path / "m.pt")
+    for progress in job:  # past the second network's checks: both kept, calibrated together
+        if progress.payload.member == (2, 3) and progress.payload.step >= 95:
+            break
+    job.close()
+    kept = load_model(tmp_path / "m.pt")
+    assert kept.parameters["members"] == 2 and kept.info["held_out"]["dice"] > 0.5
+    assert [len(m["history"]) for m in kept.info["members"]] == [60, 35]
 
 
 def test_the_cli_trains_an_ensemble(tmp_path, tiny_files):
@@ -112,6 +133,12 @@ def test_the_cli_trains_an_ensemble(tmp_path, tiny_files):
                  "ribosome", "--steps", "3", "--members", "2", "--rotations", "1",
                  "--output", str(model)]) == 0
     assert load_model(model).parameters["members"] == 2
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "2", "--rotations", "1", "--output",
+                 str(tmp_path / "one.pt")]) == 0
+    assert main(["train", str(tiny_files["tomogram"]), "--boxes", str(boxes), "--feature",
+                 "ribosome", "--steps", "2", "--members", "3", "--resume",
+                 str(tmp_path / "one.pt"), "--output", str(tmp_path / "more.pt")]) == 2
     assert main(["segment", str(tiny_files["tomogram"]), "-m", str(model), "-o",
                  str(tmp_path / "seg")]) == 0
     prob, _ = open_volume(tmp_path / "seg" / "tiny_ribosome.mrc")

@@ -44,7 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     held = model.info.get("held_out")
     described = describe_held_out(held, model.threshold, digits=3)
-    quality = (f"{described}, best step {held['step']}" if described
+    best = f", best step {held['step']}" if held and held.get("step") is not None else ""
+    quality = (f"{described}{best}" if described
                else f"final loss {model.history[-1][1]:.4f}")
     print(f"{output}: '{args.feature}' {model.architecture} network, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "

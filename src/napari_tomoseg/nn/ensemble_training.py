@@ -35,10 +35,10 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                        **kwargs) -> Iterator[TrainingUpdate]:
     """``iter_train`` for ``settings.members`` networks (one: exactly ``iter_train``)."""
     continued = members_of(start_from.network) if start_from is not None else None
-    count = len(continued) if continued else settings.members
+    count = len(continued) if continued else 1 if start_from is not None else settings.members
     if start_from is not None and settings.members not in (1, count):
-        raise InvalidSettingsError(f"the model to continue holds {len(continued or [0])} "
-                                   f"network(s); it continues with them, not {settings.members}.")
+        raise InvalidSettingsError(f"the model to continue holds {count} network(s); it "
+                                   f"continues with them, not {settings.members}.")
     if count == 1:
         yield from iter_train(volume, boxes, voxel_size, settings, preprocess,
                               start_from=start_from, **kwargs)
@@ -46,12 +46,13 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     if start_from is not None:
         preprocess = start_from.preprocess
     elif preprocess is None:
-        preprocess = default_preprocessing(voxel_size, boxes[0].size,
+        own = [b for b in boxes if b.feature == kwargs.get("feature", boxes[0].feature)]
+        preprocess = default_preprocessing(voxel_size, (own or boxes)[0].size,
                                            architecture=settings.architecture)
-    kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)
+    pre = kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)
     done: list[TrainedModel] = []
     now: list[TrainedModel] = []  # the members of the model last yielded
-    shown, last = None, None
+    shown, last, taken = None, None, 0
     try:
         for k in range(count):
             member = replace(settings, seed=settings.seed + k, holdout_seed=settings.split_seed,
@@ -61,44 +62,67 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             with closing(updates):
                 for last in updates:
                     now, shown = done + [last.model], _ensemble(done + [last.model])
-                    yield replace(last, step=k * settings.steps + last.step,
-                                  total=count * settings.steps, model=shown,
-                                  best=_ensemble(done) if last.step == 1 and done else None,
-                                  snapshot=None, member=(k + 1, count))
+                    yield replace(last, step=taken + last.step,
+                                  total=taken + (count - k) * settings.steps, model=shown,
+                                  best=_checkpointed(done, last), snapshot=_snapshot(done, last),
+                                  member=(k + 1, count))
             if len(now) == len(done):  # stopped before this member's first step
                 break
-            done = now
+            done, taken = now, taken + last.step
         if last is None:
             return
-        final = _calibrated(_ensemble(done), boxes, settings, kwargs["preprocessor"])
-        yield replace(last, step=count * settings.steps, total=count * settings.steps,
-                      model=final, best=final, member=(len(done), count), preview=None)
+        final = _calibrated(_ensemble(done), boxes, settings, pre)
+        yield replace(last, step=taken, total=taken, model=final, best=None, snapshot=None,
+                      member=(len(done), count), preview=None, held_out=None)
     finally:  # cancelled mid-member: that member has its best weights by now (iter_train)
         if shown is not None and len(now) > len(done) and len(now) > 1:
-            settled = _ensemble(done if now[-1].info.get("unchecked") else now)
+            kept = done if now[-1].info.get("unchecked") else now
+            settled = _calibrated(_ensemble(kept), boxes, settings, pre)
             for name in ("network", "parameters", "history", "info", "threshold"):
                 setattr(shown, name, getattr(settled, name))  # the object a cancel keeps
 
 
+def _checkpointed(done: list[TrainedModel], update: TrainingUpdate) -> TrainedModel | None:
+    """What to checkpoint: the finished members with the new best weights of the member in
+    training (a copy, from ``iter_train``), or on its first step the finished ones alone."""
+    if update.best is not None:
+        return _ensemble(done + [update.best])
+    return _ensemble(done) if update.step == 1 and done else None
+
+
+def _snapshot(done: list[TrainedModel], update: TrainingUpdate):
+    """Without held-out checks: the finished members with a copy of the current one."""
+    if update.snapshot is None:
+        return None
+    return lambda: _ensemble(done + [update.snapshot()])
+
+
 def _member(start_from: TrainedModel | None, continued, k: int) -> TrainedModel | None:
+    """Member k of a continued ensemble, with its own history and info."""
     if start_from is None:
         return None
     parameters = {key: v for key, v in start_from.parameters.items() if key != "members"}
     infos = start_from.info.get("members") or [{}] * len(continued)
-    return replace(start_from, network=continued[k], parameters=parameters, history=[],
-                   info=dict(infos[k]))
+    info = dict(infos[k])
+    history = info.pop("history", [])
+    return replace(start_from, network=continued[k], parameters=parameters,
+                   history=history if isinstance(history, list) else [], info=info)
 
 
 def _ensemble(models: list[TrainedModel]) -> TrainedModel:
-    """The members as one model; its threshold the mean of theirs until it is calibrated."""
+    """The members as one model; its threshold the mean of theirs until it is calibrated.
+    Each member's history is kept in its info; the model's is that of all members."""
     if len(models) == 1:
         return models[0]
     first = models[0]
     info = {key: v for key, v in first.info.items() if key not in ("held_out", "unchecked")}
-    return replace(first, network=Ensemble([m.network for m in models]),
-                   parameters={**first.parameters, "members": len(models)},
-                   history=list(models[-1].history),
-                   info={**info, "members": [m.info for m in models]},
+    members = [{**m.info, "history": m.history} for m in models]
+    network = Ensemble([m.network for m in models])
+    network.train(False)
+    return replace(first, network=network, parameters={**first.parameters,
+                                                       "members": len(models)},
+                   history=[point for m in models for point in m.history],
+                   info={**info, "members": members},
                    threshold=float(np.mean([m.threshold for m in models])))
 
 
@@ -112,7 +136,11 @@ def _calibrated(model: TrainedModel, boxes: list[Box], settings: TrainingSetting
                          seed=settings.split_seed)
     if not bank.has_holdout:
         return model
-    final = score_held_out(model.network, bank, pick_device(settings.device))
+    try:
+        final = score_held_out(model.network, bank, pick_device(settings.device))
+    except Exception:  # noqa: BLE001 - e.g. out of memory: keep the members' mean threshold
+        return model  # rather than lose the trained networks
+    model.network.train(False)
     model.threshold = final.threshold
     model.info["held_out"] = {"dice": rounded(final.dice), "threshold": final.threshold,
                               "dice_at_threshold": rounded(final.dice_at_threshold),

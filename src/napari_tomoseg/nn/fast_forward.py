@@ -299,6 +299,9 @@ def _spans(size: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
 
 def slides_slabs(network: nn.Module) -> bool:
     """True for a frozen network whose 3D stem runs over slabs (several slices per call pay)."""
+    members = members_of(network)
+    if members:
+        return all(slides_slabs(m) for m in members)
     return isinstance(getattr(network, "stem", None), SlidingStem)
 
 

@@ -82,6 +82,9 @@ class TrainingSettings:
             raise InvalidSettingsError("the learning rate must be positive.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InvalidSettingsError("batch size must be at least 1.")
+        if "members" in self.parameters:  # an Ensemble cannot be trained as one network
+            raise InvalidSettingsError("give the number of networks as members=, not as a "
+                                       "network parameter.")
         if not 1 <= self.members <= MAX_MEMBERS:
             raise InvalidSettingsError(f"train 1 to {MAX_MEMBERS} networks, not {self.members}.")
         if not 0.0 <= self.plateau_decay < 1.0 or self.plateau_checks < 1:
@@ -371,8 +374,10 @@ class _Previewer:
 def train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
           settings: TrainingSettings = TrainingSettings(), progress=None, **kwargs) -> TrainedModel:
     """Run training to the end; ``progress(step, total, message)`` is told of each step."""
+    from .ensemble_training import iter_train_members  # it builds on this module
+
     model = None
-    for update in iter_train(volume, boxes, voxel_size, settings, **kwargs):
+    for update in iter_train_members(volume, boxes, voxel_size, settings, **kwargs):
         model = update.model
         if progress:
             progress(update.step, update.total, f"loss {update.loss:.4f}")
