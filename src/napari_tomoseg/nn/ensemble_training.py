@@ -1,9 +1,9 @@
 """Training an ensemble (``TrainingSettings.members``): its networks one after another.
 
 Each member is an ordinary training (``iter_train``) with its own seed (initial
-weights, batches, augmentation) and early stopping; all hold out the same quadrant
-of each box, so the ensemble's threshold is then chosen on pixels no member trained
-on. The updates are the members' own, counted over the whole ensemble; their model is
+weights, batches, augmentation, held-out quadrants), early stopping and threshold: member
+k is exactly the network ``--seed`` s + k trains alone. The ensemble's map is the mean of
+theirs and its threshold the mean of theirs. The updates are the members' own, counted over the whole ensemble; their model is
 the ensemble of the members so far, so a cancel keeps every finished member and the
 best weights of the one in training. A continued ensemble continues each member.
 """
@@ -19,12 +19,9 @@ import numpy as np
 from ..annotations import Box
 from ..errors import InvalidSettingsError
 from ..preprocess import PreprocessSettings, Preprocessor, default_preprocessing
-from .devices import pick_device
 from .ensemble import Ensemble, members_of
 from .model_file import TrainedModel
-from .tiles import tile_bank_for
 from .training import TrainingSettings, TrainingUpdate, iter_train
-from .validation import score_held_out
 from .weight_copies import rounded
 
 
@@ -49,14 +46,13 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         own = [b for b in boxes if b.feature == kwargs.get("feature", boxes[0].feature)]
         preprocess = default_preprocessing(voxel_size, (own or boxes)[0].size,
                                            architecture=settings.architecture)
-    pre = kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)
+    kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)
     done: list[TrainedModel] = []
     now: list[TrainedModel] = []  # the members of the model last yielded
     shown, last, taken = None, None, 0
     try:
         for k in range(count):
-            member = replace(settings, seed=settings.seed + k, holdout_seed=settings.split_seed,
-                             members=1)
+            member = replace(settings, seed=settings.seed + k, members=1)
             updates = iter_train(volume, boxes, voxel_size, member, preprocess,
                                  start_from=_member(start_from, continued, k), **kwargs)
             with closing(updates):
@@ -71,13 +67,13 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             done, taken = now, taken + last.step
         if last is None:
             return
-        final = _calibrated(_ensemble(done), boxes, settings, pre)
+        final = _ensemble(done)
         yield replace(last, step=taken, total=taken, model=final, best=None, snapshot=None,
                       member=(len(done), count), preview=None, held_out=None)
     finally:  # cancelled mid-member: that member has its best weights by now (iter_train)
         if shown is not None and len(now) > len(done) and len(now) > 1:
             kept = done if now[-1].info.get("unchecked") else now
-            settled = _calibrated(_ensemble(kept), boxes, settings, pre)
+            settled = _ensemble(kept)
             for name in ("network", "parameters", "history", "info", "threshold"):
                 setattr(shown, name, getattr(settled, name))  # the object a cancel keeps
 
@@ -110,8 +106,11 @@ def _member(start_from: TrainedModel | None, continued, k: int) -> TrainedModel 
 
 
 def _ensemble(models: list[TrainedModel]) -> TrainedModel:
-    """The members as one model; its threshold the mean of theirs until it is calibrated.
-    Each member's history is kept in its info; the model's is that of all members."""
+    """The members as one model, its threshold the mean of theirs. Each chose its own on its
+    own held-out quadrants, as each stopped on them; one split for all, and a threshold chosen
+    for the mean map there, did worse on the benchmark (docs/engine.md, Ensembles). Each
+    member's history is kept in its info; the model's is that of all members; its held-out
+    numbers are the means of the members'."""
     if len(models) == 1:
         return models[0]
     first = models[0]
@@ -119,32 +118,15 @@ def _ensemble(models: list[TrainedModel]) -> TrainedModel:
     members = [{**m.info, "history": m.history} for m in models]
     network = Ensemble([m.network for m in models])
     network.train(False)
+    threshold = float(np.mean([m.threshold for m in models]))
+    held = [m.info.get("held_out") or {} for m in models]
+    if all(h.get("dice") is not None for h in held):
+        info["held_out"] = {"dice": rounded(float(np.mean([h["dice"] for h in held]))),
+                            "dice_at_threshold": rounded(float(np.mean(
+                                [h.get("dice_at_threshold") or h["dice"] for h in held]))),
+                            "threshold": threshold, "interval": None, "step": None,
+                            "mean_of_members": True}
     return replace(first, network=network, parameters={**first.parameters,
                                                        "members": len(models)},
                    history=[point for m in models for point in m.history],
-                   info={**info, "members": members},
-                   threshold=float(np.mean([m.threshold for m in models])))
-
-
-def _calibrated(model: TrainedModel, boxes: list[Box], settings: TrainingSettings,
-                pre: Preprocessor) -> TrainedModel:
-    """The ensemble's threshold chosen on the held-out quadrants all its members left out."""
-    if not isinstance(model.network, Ensemble) or not settings.hold_out:
-        return model
-    own = [b for b in boxes if b.feature == model.feature]
-    bank = tile_bank_for(model.network.members[0], pre, own, holdout=0.25,
-                         seed=settings.split_seed)
-    if not bank.has_holdout:
-        return model
-    try:
-        final = score_held_out(model.network, bank, pick_device(settings.device))
-    except Exception:  # noqa: BLE001 - e.g. out of memory: keep the members' mean threshold
-        return model  # rather than lose the trained networks
-    model.network.train(False)
-    model.threshold = final.threshold
-    model.info["held_out"] = {"dice": rounded(final.dice), "threshold": final.threshold,
-                              "dice_at_threshold": rounded(final.dice_at_threshold),
-                              "loss": round(final.loss, 5), "step": None,
-                              "interval": ([round(v, 4) for v in final.interval]
-                                           if final.interval else None)}
-    return model
+                   info={**info, "members": members}, threshold=threshold)

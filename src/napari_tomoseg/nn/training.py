@@ -65,8 +65,8 @@ class TrainingSettings:
     plateau_decay: float = 0.0
     plateau_checks: int = 3
     members: int = 1  # networks trained one after another with seeds seed, seed + 1, ...,
-    # their probabilities averaged (nn.ensemble); all hold out the quadrants of holdout_seed
-    holdout_seed: int | None = None  # None: seed
+    # their probabilities averaged (nn.ensemble_training)
+    holdout_seed: int | None = None  # chooses the held-out quadrants; None: seed
 
     def __post_init__(self):
         if self.precision not in TRAINING_PRECISIONS:
