@@ -57,7 +57,9 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                                  start_from=_member(start_from, continued, k), **kwargs)
             with closing(updates):
                 for last in updates:
-                    now, shown = done + [last.model], _ensemble(done + [last.model])
+                    if len(now) == len(done):  # the member's first step: its model object
+                        now = done + [last.model]  # stays, so the ensemble is made once;
+                        shown = _ensemble(now)  # a cancel or error settles it (finally)
                     yield replace(last, step=taken + last.step,
                                   total=taken + (count - k) * settings.steps, model=shown,
                                   best=_checkpointed(done, last), snapshot=_snapshot(done, last),
@@ -70,7 +72,7 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
         final = _ensemble(done)
         yield replace(last, step=taken, total=taken, model=final, best=None, snapshot=None,
                       member=(len(done), count), preview=None, held_out=None)
-    finally:  # cancelled mid-member: that member has its best weights by now (iter_train)
+    finally:  # cancelled or failed mid-member: it has its best weights by now (iter_train)
         if shown is not None and len(now) > len(done) and len(now) > 1:
             kept = done if now[-1].info.get("unchecked") else now
             settled = _ensemble(kept)
