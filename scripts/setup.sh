@@ -64,9 +64,12 @@ case "$MODE" in
         ;;
     test)
         # one worker per CPU this process may use (pytest-xdist's own "auto" counts physical
-        # cores); each worker's torch on one thread (tests/conftest.py); -n 0: one process
+        # cores); each worker's torch on one thread (tests/conftest.py); -n 0: one process.
+        # worksteal: an idle worker takes queued tests from a busy one, so a few long tests
+        # at the end of one worker's share do not leave the other core idle
         export PYTEST_XDIST_AUTO_NUM_WORKERS="${PYTEST_XDIST_AUTO_NUM_WORKERS:-$(nproc)}"
-        exec xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest -ra -n auto "$@"
+        exec xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest -ra -n auto \
+            --dist worksteal "$@"
         ;;
     *)
         echo "usage: bash scripts/setup.sh [launch|test] [arguments]" >&2

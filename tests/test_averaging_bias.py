@@ -46,7 +46,7 @@ def test_pure_noise_is_not_resolved(tmp_path):
     box = 24
     data = noise_particles(60, box, seed=1)
     settings = AverageSettings(box=box, iterations=2, angular_step=30.0, initial_iterations=2,
-                               initial_step=30.0, seed=1)
+                               initial_step=30.0, final_step=8.0, seed=1)
     result = average(data, VOXEL, settings)
     start = VOXEL / settings.start_cutoff(VOXEL)
     assert not result.supported, result.note
@@ -68,7 +68,8 @@ def test_signal_is_still_resolved_from_independent_starts():
     box = 32
     sub = extract_subtomograms(field.tomogram, field.zyx, box)
     settings = AverageSettings(box=box, iterations=2, angular_step=30.0, initial_iterations=2,
-                               initial_step=35.0, start_resolution=90.0, seed=0)
+                               initial_step=35.0, final_step=8.0, start_resolution=90.0,
+                               seed=0)
     result = average(sub.data, VOXEL, settings)  # reference-free: one start per half
     start = VOXEL / settings.start_cutoff(VOXEL)
     assert result.supported, result.note
