@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import warnings
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from napari_tomoseg.errors import InvalidVolumeError
 from napari_tomoseg.io.mrc import (MrcStream, open_volume, read_header, replace_nonfinite,
                                    robust_contrast_limits, write_volume)
+from napari_tomoseg.io.mrc_header import PermutedAxesWarning
 
 
 def _volume(shape=(6, 10, 12), dtype=np.float32, seed=0):
@@ -105,9 +108,43 @@ def test_swapped_axis_mapping_is_transposed_to_zyx(tmp_path, mapping, stored_as,
     with mrcfile.new(path) as mrc:
         mrc.set_data(np.ascontiguousarray(data.transpose(stored_as)))
         mrc.header.mapc, mrc.header.mapr, mrc.header.maps = mapping
-    loaded, info = open_volume(_gzipped(path) if compressed else path)
+    with pytest.warns(PermutedAxesWarning, match="IMOD, RELION and EMAN2 ignore"):
+        loaded, info = open_volume(_gzipped(path) if compressed else path)
     assert info.shape == (3, 4, 5)
     np.testing.assert_array_equal(loaded, data)
+
+
+def _as_relion_reads(path) -> np.ndarray:
+    """The voxels as RELION's rwMRC.h reads them: nx, ny, nz and the data after the header
+    (and nsymbt bytes), mapc, mapr and maps never read (as IMOD)."""
+    raw = Path(path).read_bytes()
+    nx, ny, nz, mode = np.frombuffer(raw[:16], "<i4")
+    assert mode == 2
+    nsymbt = int(np.frombuffer(raw[92:96], "<i4")[0])
+    start = 1024 + nsymbt
+    return np.frombuffer(raw[start:start + 4 * nx * ny * nz], "<f4").reshape(nz, ny, nx)
+
+
+def test_clean_rewrites_a_permuted_file_as_relion_and_imod_read_it(tmp_path, capsys):
+    """The warning's advice works: the copy holds, as RELION reads it, what we show."""
+    from napari_tomoseg.cli import main
+
+    data = _volume(shape=(3, 4, 5))
+    path = tmp_path / "swapped.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.ascontiguousarray(data.transpose(2, 1, 0)))
+        mrc.header.mapc, mrc.header.mapr, mrc.header.maps = (3, 2, 1)
+        mrc.voxel_size = 10.0
+    assert _as_relion_reads(path).shape == (5, 4, 3)  # what RELION would pick on: transposed
+    with pytest.warns(PermutedAxesWarning):
+        assert main(["clean", str(path), str(tmp_path / "standard.mrc")]) == 0
+    assert "standard order" in capsys.readouterr().out
+    np.testing.assert_array_equal(_as_relion_reads(tmp_path / "standard.mrc"), data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PermutedAxesWarning)  # the copy is standard
+        copy, info = open_volume(tmp_path / "standard.mrc")
+    np.testing.assert_array_equal(copy, data)
+    assert info.voxel_size == (10.0, 10.0, 10.0)
 
 
 def test_missing_voxel_size_is_flagged(tmp_path):

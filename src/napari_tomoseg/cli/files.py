@@ -63,7 +63,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     check_writable(Path(args.output).parent)
     replaced = replace_nonfinite(args.input, args.output, overwrite=args.overwrite)
-    print(f"{args.output}: replaced {replaced:,} NaN/Inf voxels with the mean")
+    print(f"{args.output}: replaced {replaced:,} NaN/Inf voxels with the mean; axes in "
+          "standard order (mapc, mapr, maps = 1, 2, 3)")
     return 0
 
 
@@ -230,7 +231,8 @@ def add_parsers(sub) -> None:
     info.add_argument("files", nargs="+")
     info.set_defaults(func=cmd_info)
 
-    clean = sub.add_parser("clean", help="copy an MRC file with NaN/Inf voxels replaced")
+    clean = sub.add_parser("clean", help="copy an MRC file with NaN/Inf voxels replaced and its "
+                           "axes in standard order (as IMOD, RELION and EMAN2 read them)")
     clean.add_argument("input")
     clean.add_argument("output")
     clean.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -32,6 +32,10 @@ COMPLEX_MODES = (3, 4)
 VOXEL_SIZE_RANGE = (0.1, 1000.0)
 
 
+class PermutedAxesWarning(UserWarning):
+    """A file whose axis mapping (mapc, mapr, maps) is not 1, 2, 3: other programs differ."""
+
+
 @dataclass(frozen=True)
 class VolumeInfo:
     """Geometry of a volume in napari's (z, y, x) order; lengths in Angstrom."""
@@ -170,6 +174,22 @@ def axis_order(header, path: Path) -> tuple[int, int, int] | None:
     return tuple(stored.index(axis) for axis in (3, 2, 1))
 
 
+def warn_permuted(header, path: Path) -> None:
+    """Say that IMOD, RELION and EMAN2 would see this file's voxels elsewhere.
+
+    We follow MRC2014 and transpose (as ChimeraX and mrcfile-based tools do), but RELION
+    (rwMRC.h) and IMOD never read the mapping and EMAN2 only swaps x and y (mrcio.cpp),
+    so picks and maps of this volume would not line up with the file in them.
+    """
+    mapping = (int(header.mapc), int(header.mapr), int(header.maps))
+    warnings.warn(
+        f"{path.name} stores its axes permuted (mapc, mapr, maps = "
+        f"{', '.join(map(str, mapping))}). It is shown as the MRC2014 standard defines, but "
+        "IMOD, RELION and EMAN2 ignore that mapping, so picks and maps made on it will not "
+        f"line up with this file there. Rewrite it in standard order first: `tomoseg clean "
+        f"{path.name} standard.mrc`, and work on the copy.", PermutedAxesWarning, stacklevel=3)
+
+
 def header_origin(header) -> tuple[float, float, float]:
     """The (z, y, x) origin in Angstrom with IMOD's sign rule; a NaN or infinite one is (0, 0, 0)
     (it flowed into the layer's position and the CSV's Angstrom columns)."""
@@ -230,6 +250,8 @@ def read_header(path: str | os.PathLike) -> tuple[object, VolumeInfo]:
     if not in_header:
         vx = vy = vz = 1.0
     order = axis_order(header, path)
+    if order is not None:
+        warn_permuted(header, path)
     origin = header_position(header, (vz, vy, vx) if in_header else None, order)
     shape = stored_shape if order is None else tuple(stored_shape[i] for i in order)
     info = VolumeInfo(shape=shape, voxel_size=(vz, vy, vx), origin=origin,

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InvalidVolumeError, NonFiniteError
 from .mrc_header import (COMPLEX_MODES, COMPRESSED_SUFFIXES, HEADER_BYTES, VolumeInfo,
                          axis_order, header_position, read_header, sane_voxel_size,
-                         stored_dtype)
+                         stored_dtype, warn_permuted)
 
 
 def open_volume(path: str | os.PathLike,
@@ -67,6 +67,7 @@ def _open_compressed(path: Path, check_finite: bool) -> tuple[np.ndarray, Volume
     data = data.view(stored_dtype(header, path))
     order = axis_order(header, path)
     if order is not None:
+        warn_permuted(header, path)
         data = data.transpose(order)
     vz, vy, vx = float(voxel.z), float(voxel.y), float(voxel.x)
     in_header = all(sane_voxel_size(v) for v in (vz, vy, vx))
