@@ -744,6 +744,11 @@ def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_ke
     model = widget.models["ribosome"]
     assert model.parameters["members"] == 2 and len(model.network.members) == 2
     assert "(unet, 2 networks averaged)" in widget.training.model_state.value
+    # one loss curve per network, drawn over each other (not one sawtooth)
+    curves = widget.loss_plot.curves()
+    assert len(curves) == 2
+    assert list(curves[0]) == [loss for _, loss in model.info["members"][0]["history"]]
+    widget.loss_plot.grab()  # painted without error
 
 
 def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, tiny_result, qtbot):

@@ -102,12 +102,16 @@ class TrainPanel(Container):
                             colour=c.session.feature(feature).colour, preview_z=c.current_z)
         overlay = c.overlay(feature)
         # continuing keeps the curve: the model's history is where this run starts
-        self.loss_plot.set_values([loss for _, loss in start_from.history] if start_from else [])
-        state = {"model": start_from, "start": time.perf_counter()}
+        self.loss_plot.set_values(*_curves_of(start_from))
+        state = {"model": start_from, "start": time.perf_counter(), "member": None}
 
         def on_progress(progress: Progress) -> None:
             update = progress.payload
             state["model"] = update.model
+            if update.member and update.member[0] != state["member"]:
+                if state["member"] is not None or start_from is not None:
+                    self.loss_plot.new_curve()  # the next network's own curve
+                state["member"] = update.member[0]
             self.loss_plot.append(update.loss)
             self.status.value = _status(progress, time.perf_counter() - state["start"])
             if update.preview is not None:
@@ -230,6 +234,15 @@ def steady(state: dict, z: int, preview: np.ndarray) -> np.ndarray:
         shown = 0.5 * last + 0.5 * preview.astype(np.float32)
     state["preview"], state["preview_z"] = shown, z
     return shown.astype(np.float16)
+
+
+def _curves_of(model) -> tuple[list[float], list[int]]:
+    """A model's losses so far and where each network's begin (an ensemble's history is
+    its members' one after another)."""
+    if model is None:
+        return [], [0]
+    lengths = [len(m.get("history") or []) for m in model.info.get("members") or []]
+    return [loss for _, loss in model.history], list(np.cumsum([0, *lengths[:-1]]))
 
 
 def _status(progress: Progress, elapsed: float) -> str:
