@@ -22,6 +22,27 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_network_per_feature():
+    """Tests train one network for every feature, ribosomes too: three would triple the
+    suite's training. Session-wide, so fixtures of any scope train one too; tests of the
+    ensemble default ask for it (mark ``feature_members``, below)."""
+    from napari_tomoseg.nn import models
+
+    product = models.FEATURE_MEMBERS
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "FEATURE_MEMBERS", {})
+        yield product
+
+
+@pytest.fixture(autouse=True)
+def _feature_members_when_marked(request, monkeypatch, one_network_per_feature):
+    if request.node.get_closest_marker("feature_members") is not None:
+        from napari_tomoseg.nn import models
+
+        monkeypatch.setattr(models, "FEATURE_MEMBERS", one_network_per_feature)
+
+
 @pytest.fixture(scope="session")
 def tiny_result():
     return simulate(TINY, ImagingSpec(tilt_step=6.0), seed=3)

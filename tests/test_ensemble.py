@@ -174,3 +174,27 @@ def test_a_continued_ensemble_continues_every_member():
         run_job(train_feature(volume, 10.0, boxes, "membrane",
                               TrainingSettings(steps=2, members=3, hold_out=False),
                               start_from=first))
+
+
+@pytest.mark.feature_members
+def test_ribosomes_train_three_networks_by_default_the_rest_one():
+    """The product default (nn.models.FEATURE_MEMBERS): what the user leaves open only."""
+    open_ = TrainingSettings()
+    for name in ("ribosome", "70S ribosomes"):
+        assert (open_.for_feature(name).members, open_.for_feature(name).patience) == (3, 5)
+    for name in ("membrane", "ribosome-free zone", None):
+        assert (open_.for_feature(name).members, open_.for_feature(name).patience) == (1, 10)
+    assert TrainingSettings(members=1).for_feature("ribosome").patience == 10
+    assert TrainingSettings(patience=7).for_feature("ribosome").patience == 7
+    assert TrainingSettings(architecture="eman2").for_feature("ribosome").members == 1
+    volume, _, boxes = _stripe()
+    boxes = [replace(b, feature="ribosome") for b in boxes]
+    settings = TrainingSettings(steps=12, batch_size=2, min_steps=4, check_every=4,
+                                parameters=SMALL, preview_every_s=1e9)
+    model = run_job(train_feature(volume, 10.0, boxes, "ribosome", settings,
+                                  preprocess=PreprocessSettings(binning=1)))
+    assert model.parameters["members"] == 3 and len(model.network.members) == 3
+    assert [m["training"]["patience"] for m in model.info["members"]] == [5, 5, 5]
+    single = run_job(train_feature(volume, 10.0, boxes, "ribosome", replace(settings, members=1),
+                                   preprocess=PreprocessSettings(binning=1)))
+    assert "members" not in single.parameters and single.info["training"]["patience"] == 10

@@ -25,6 +25,19 @@ from .training import TrainingSettings, TrainingUpdate, iter_train
 from .weight_copies import rounded
 
 
+def _resolved(settings: TrainingSettings, start_from: TrainedModel | None,
+              continued: list | None, feature: str | None) -> TrainingSettings:
+    """Members and patience settled: a continued model's own count, else the user's or the
+    feature's default (three networks for ribosomes)."""
+    if start_from is not None:
+        count = len(continued) if continued else 1
+        if settings.members not in (None, 1, count):
+            raise InvalidSettingsError(f"the model to continue holds {count} network(s); it "
+                                       f"continues with them, not {settings.members}.")
+        settings = replace(settings, members=count)
+    return settings.for_feature(feature)
+
+
 def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                        settings: TrainingSettings = TrainingSettings(),
                        preprocess: PreprocessSettings | None = None,
@@ -32,10 +45,9 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                        **kwargs) -> Iterator[TrainingUpdate]:
     """``iter_train`` for ``settings.members`` networks (one: exactly ``iter_train``)."""
     continued = members_of(start_from.network) if start_from is not None else None
-    count = len(continued) if continued else 1 if start_from is not None else settings.members
-    if start_from is not None and settings.members not in (1, count):
-        raise InvalidSettingsError(f"the model to continue holds {count} network(s); it "
-                                   f"continues with them, not {settings.members}.")
+    settings = _resolved(settings, start_from, continued,
+                         kwargs.get("feature") or (boxes[0].feature if boxes else None))
+    count = settings.members
     if count == 1:
         yield from iter_train(volume, boxes, voxel_size, settings, preprocess,
                               start_from=start_from, **kwargs)

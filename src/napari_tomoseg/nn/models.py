@@ -204,6 +204,12 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 # the tilt axis ("wedge") gave no feature a gain beyond the seed spread.
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
+# networks trained and averaged by default (TrainingSettings.members): three U-Nets for
+# ribosomes raised 5-box picks from F1 0.86 / 0.89 (six single networks, training / other
+# cell) to 0.90 / 0.93 (two ensembles, each network stopped after 5 checks without gain),
+# and took the luck of the seed out (singles 0.75-0.90), at about twice the training time
+# (docs/engine.md, "Ensembles"); membranes would take 6-8 minutes
+FEATURE_MEMBERS = {"unet": {"ribosome": 3}}
 STEM_CHOICES = ("auto", "on", "off")
 MAX_MEMBERS = 8  # networks in an ensemble (parameter "members"; 1: a single network)
 
@@ -234,13 +240,23 @@ def default_parameters(architecture: str, feature: str | None = None,
     if architecture not in ARCHITECTURES:
         build_model(architecture)  # the clear error for an unknown name
     overrides = dict(overrides or {})
-    words = re.findall(r"[a-z]+", (feature or "").lower())
-    last = words[-1] if words else ""
-    own = FEATURE_PARAMETERS.get(architecture, {})
-    feature_own = own.get(last, own.get(last[:-1], {}) if last.endswith("s") else {})
+    feature_own = feature_default(FEATURE_PARAMETERS.get(architecture, {}), feature, {})
     if overrides.keys() & feature_own.keys():  # e.g. an explicit context: no stem added to it
         feature_own = {}
     return {**DEFAULT_PARAMETERS[architecture], **feature_own, **overrides}
+
+
+def feature_default(table: dict, feature: str | None, default):
+    """``table``'s entry for ``feature``, matched by the last word of its name, singular or
+    plural ("membranes", "plasma membrane", not "membrane-bound vesicle"), else ``default``."""
+    words = re.findall(r"[a-z]+", (feature or "").lower())
+    last = words[-1] if words else ""
+    return table.get(last, table.get(last[:-1], default) if last.endswith("s") else default)
+
+
+def default_members(architecture: str, feature: str | None) -> int:
+    """How many networks ``feature`` trains when the user does not say (FEATURE_MEMBERS)."""
+    return feature_default(FEATURE_MEMBERS.get(architecture, {}), feature, 1)
 
 
 def build_model(name: str, parameters: dict | None = None) -> nn.Module:

@@ -21,13 +21,12 @@ import torch
 
 from ..annotations import Box, check_boxes
 from ..errors import InvalidSettingsError, NonFiniteError
-from ..preprocess import (PreprocessSettings, Preprocessor, default_preprocessing,
-                          unbin_slices)
+from ..preprocess import PreprocessSettings, Preprocessor, default_preprocessing
 from .devices import pick_device
-from .inference import predict_planes, stack_context
 from .model_file import TrainedModel
-from .models import MAX_MEMBERS, build_model, default_parameters
+from .models import MAX_MEMBERS, build_model, default_members, default_parameters
 from .tiles import TileBank, tile_bank_for
+from .training_preview import Previewer
 from .weight_copies import best_so_far, live_copier, rounded
 from .validation import EarlyStopping, HeldOutScore, score_held_out
 
@@ -36,6 +35,7 @@ DEFAULT_ARCHITECTURE = "unet"
 LEARNING_RATES = {"eman2": 1e-4, "unet": 1e-3}
 BATCH_SIZES = {"eman2": 20, "unet": 16}
 TRAINING_PRECISIONS = ("float32", "bfloat16")
+SINGLE_PATIENCE, MEMBER_PATIENCE = 10, 5  # held-out checks without gain before stopping
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class TrainingSettings:
     intensity_augment: float = 0.0  # contrast, offset and noise jitter (see tiles.jitter_intensity)
     hold_out: bool = True  # a quadrant of each box scores the network: early stop + threshold
     check_every: int = 20  # steps between held-out checks
-    patience: int = 10  # checks without improvement before stopping
+    # checks without improvement before stopping; None: 10 for one network, 5 for each of
+    # an ensemble's (ribosomes: the same picks from 2/3 of the steps; docs/engine.md)
+    patience: int | None = None
     min_steps: int = 150
     # "bfloat16": mixed-precision steps on a CPU, 2x faster with the membrane stem on
     # avx512_bf16, but membrane Dice 0.03-0.07 lower over 6 seeds (docs/engine.md): opt-in
@@ -64,8 +66,9 @@ class TrainingSettings:
     # (0: constant rate); measured for membranes in docs/engine.md
     plateau_decay: float = 0.0
     plateau_checks: int = 3
-    members: int = 1  # networks trained one after another with seeds seed, seed + 1, ...,
-    # their probabilities averaged (nn.ensemble_training)
+    # networks trained one after another with seeds seed, seed + 1, ..., their probabilities
+    # averaged (nn.ensemble_training); None: the feature's default (nn.models.FEATURE_MEMBERS)
+    members: int | None = None
     holdout_seed: int | None = None  # chooses the held-out quadrants; None: seed
 
     def __post_init__(self):
@@ -76,7 +79,8 @@ class TrainingSettings:
             raise InvalidSettingsError("average must be at least 0 and below 1.")
         if self.steps < 1:
             raise InvalidSettingsError("training needs at least one step.")
-        if self.check_every < 1 or self.patience < 1 or self.min_steps < 0:
+        if self.check_every < 1 or (self.patience is not None and self.patience < 1) \
+                or self.min_steps < 0:
             raise InvalidSettingsError("check_every and patience must be at least 1.")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise InvalidSettingsError("the learning rate must be positive.")
@@ -85,7 +89,7 @@ class TrainingSettings:
         if "members" in self.parameters:  # an Ensemble cannot be trained as one network
             raise InvalidSettingsError("give the number of networks as members=, not as a "
                                        "network parameter.")
-        if not 1 <= self.members <= MAX_MEMBERS:
+        if self.members is not None and not 1 <= self.members <= MAX_MEMBERS:
             raise InvalidSettingsError(f"train 1 to {MAX_MEMBERS} networks, not {self.members}.")
         if not 0.0 <= self.plateau_decay < 1.0 or self.plateau_checks < 1:
             raise InvalidSettingsError("plateau_decay must be at least 0 and below 1, "
@@ -96,6 +100,12 @@ class TrainingSettings:
 
     def resolved_learning_rate(self) -> float:
         return self.learning_rate or LEARNING_RATES.get(self.architecture, 1e-3)
+
+    def for_feature(self, feature: str | None) -> TrainingSettings:
+        """These settings with the feature's defaults where members or patience are open."""
+        members = self.members or default_members(self.architecture, feature)
+        patience = self.patience or (SINGLE_PATIENCE if members == 1 else MEMBER_PATIENCE)
+        return replace(self, members=members, patience=patience)
 
     @property
     def split_seed(self) -> int:
@@ -122,16 +132,6 @@ class TrainingUpdate:
     # (a copy every step would cost more than the checkpoint every minute that uses it)
     snapshot: Callable[[], TrainedModel] | None = None
     member: tuple[int, int] | None = None  # (k, n): network k of an ensemble of n (from 1)
-
-
-def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarray:
-    b = pre.settings.binning
-    zb = z // b
-    planes = stack_context(pre.slab(zb - context, zb + context + 1), context)
-    if region is not None:
-        ys, xs = region
-        planes = planes[..., ys.start // b:(ys.stop + b - 1) // b, xs.start // b:(xs.stop + b - 1) // b]
-    return planes
 
 
 def _network_for(settings: TrainingSettings, start_from: TrainedModel | None,
@@ -273,6 +273,17 @@ def _check_held_out(stopper: EarlyStopping | None, step_once: _Step, step: int,
     return held, done
 
 
+def _one_network_of(feature: str | None, boxes: list[Box],
+                    settings: TrainingSettings) -> tuple[str, list[Box], TrainingSettings]:
+    """The feature, its boxes (checked) and the settings of one network: an ensemble's
+    members come with their own patience (ensemble_training), else a single network's."""
+    feature = feature or (boxes[0].feature if boxes else "feature")
+    boxes = [b for b in boxes if b.feature == feature]
+    check_boxes(boxes, feature)
+    return feature, boxes, replace(settings, members=1,
+                                   patience=settings.patience or SINGLE_PATIENCE)
+
+
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                settings: TrainingSettings = TrainingSettings(),
                preprocess: PreprocessSettings | None = None,
@@ -289,9 +300,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     ends after ``patience`` checks without improvement (never before
     ``min_steps``), with the best weights and their calibrated threshold.
     """
-    feature = feature or (boxes[0].feature if boxes else "feature")
-    boxes = [b for b in boxes if b.feature == feature]
-    check_boxes(boxes, feature)
+    feature, boxes, settings = _one_network_of(feature, boxes, settings)
     if preprocess is None:  # the default: binned towards 20 A (see default_preprocessing)
         preprocess = default_preprocessing(voxel_size, boxes[0].size,
                                            architecture=settings.architecture)
@@ -304,7 +313,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                          seed=settings.split_seed)
     step_once = _Step(network, bank, settings, device, feature)
     stopper = EarlyStopping(settings.patience) if bank.has_holdout else None
-    preview = _Previewer(pre, network, preview_z, preview_region, settings, device)
+    preview = Previewer(pre, network, preview_z, preview_region, settings, device)
     model = TrainedModel(network=network, architecture=architecture, parameters=parameters,
                          preprocess=preprocess, voxel_size=float(voxel_size),
                          box_size=int(boxes[0].size), feature=feature, colour=colour,
@@ -333,42 +342,6 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                 break
     finally:  # also when the consumer closes the generator (cancel): keep the best weights
         _finish(model, stopper, first_step, step_once)
-
-
-class _Previewer:
-    """The network's probability on the slice in view, every ``preview_every_s`` seconds."""
-
-    def __init__(self, pre: Preprocessor, network, preview_z, region, settings, device):
-        self.pre, self.preview_z, self.region = pre, preview_z, region
-        self.context = getattr(network, "context", 0)  # slices each side the network reads
-        self.every, self.device = settings.preview_every_s, device
-        self.last = -np.inf
-        self.cache: dict[int, np.ndarray] = {}
-
-    def __call__(self, network, elapsed: float, force: bool, final: bool = False):
-        """The probability on the slice in view: single predictions while training (fast),
-        the model's own (averaged rotations) for the weights that are kept."""
-        if self.preview_z is None or not (force or elapsed - self.last >= self.every):
-            return None, None
-        z = int(self.preview_z() if callable(self.preview_z) else self.preview_z)
-        if z not in self.cache:
-            self.cache = {z: _preview_planes(self.pre, z, self.context, self.region)}
-        network.eval()
-        image = predict_planes(network, self.cache[z], self.device,
-                               rotations=None if final else 1)
-        b = self.pre.settings.binning
-        if b > 1:  # back onto the tomogram's grid (or the preview region's)
-            ny, nx = self._full_shape()
-            image = unbin_slices(image, b, ny, nx)
-        image = image[0]
-        self.last = elapsed
-        return image, z
-
-    def _full_shape(self) -> tuple[int, int]:
-        if self.region is None:
-            return self.pre.volume.shape[1], self.pre.volume.shape[2]
-        ys, xs = self.region
-        return ys.stop - ys.start, xs.stop - xs.start
 
 
 def train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
