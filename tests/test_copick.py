@@ -326,3 +326,48 @@ def test_two_features_are_never_filed_under_one_object(project, capsys):
     assert main(["pick", "prob.mrc", "p.star", "--feature", "ribosome",
                  "--copick-object", "ribosome=membrane"]) == 2
     assert "give --copick CONFIG too" in capsys.readouterr().err
+
+
+def test_an_overwrite_that_fails_midway_keeps_the_earlier_result(project, monkeypatch):
+    """copick truncates a picks file before writing it and fills a zarr chunk by chunk: a
+    full disk there lost the earlier result. Now it is set aside and put back."""
+    import copick.impl.filesystem as copick_fs
+    import copick.models as copick_models
+
+    config, _ = project
+    source = cp.CopickSource(str(config), RUN, VS)
+    frame = TomogramFrame("TS_001", SHAPE, VS)
+    first = pd.DataFrame(TRUE_ZYX, columns=["z", "y", "x"])
+    picks_file = Path(cp.write_picks(source, first, frame, "ribosome"))
+    before = picks_file.read_bytes()
+    mask = _blobs(TRUE_ZYX, sigma=3.0) > np.exp(-0.5)
+    seg = Path(cp.write_segmentation(source, mask, "ribosome", VS))
+
+    def disk_full_after_a_little(data, handle, **kwargs):
+        handle.write("{\"pickable_object_name\": ")
+        raise OSError(28, "No space left on device")
+
+    def disk_full_after_one_level(loc, pyramid, **kwargs):
+        import zarr as zarr_module
+
+        level = next(iter(pyramid.values()))
+        zarr_module.open_group(loc, mode="a").create_dataset("0", data=level * 0)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(copick_fs.json, "dump", disk_full_after_a_little)
+    with pytest.raises(OSError, match="No space"):
+        cp.write_picks(source, first.iloc[:2], frame, "ribosome", overwrite=True)
+    assert picks_file.read_bytes() == before and not Path(f"{picks_file}.replacing").exists()
+    monkeypatch.setattr(copick_models, "write_ome_zarr_3d", disk_full_after_one_level)
+    with pytest.raises(OSError, match="No space"):
+        cp.write_segmentation(source, ~mask, "ribosome", VS, overwrite=True)
+    monkeypatch.undo()
+    again, _ = cp.read_segmentation(source, "ribosome")
+    np.testing.assert_array_equal(again, mask.astype(np.uint8))
+    assert not Path(f"{seg}.replacing").exists()
+    np.testing.assert_allclose(cp.read_picks(source, "ribosome", VS)[["z", "y", "x"]],
+                               TRUE_ZYX, atol=1e-9)
+    # a write that completes replaces it and leaves nothing aside
+    cp.write_picks(source, first.iloc[:2], frame, "ribosome", overwrite=True)
+    assert len(cp.read_picks(source, "ribosome", VS)) == 2
+    assert not Path(f"{picks_file}.replacing").exists()
