@@ -33,7 +33,7 @@ def main() -> None:
             paths.append(str(write_volume(folder / f"t{seed}.mrc", result.tomogram, 10.0)))
             if seed == 0:
                 boxes = boxes_from_truth(result.cell.labels["ribosome"], "ribosome", 10, 50, 64)
-                model = train(result.tomogram, boxes, 10.0, TrainingSettings(steps=100))
+                model = train(result.tomogram, boxes, 10.0, TrainingSettings(steps=100, members=1))
                 model_path = str(save_model(model, folder / "ribosome.pt"))
         rows = []
         settings = BatchSettings(models=(model_path,), output=str(folder / "plain"),

@@ -69,8 +69,10 @@ def accuracy(short: bool) -> None:
                     prob = apply_forest(forest, pre)
                     other = apply_forest(forest, Preprocessor(other_cell.tomogram))
                 else:
+                    # one network per method, as the tables in docs/engine.md compare them
                     model = train(tomo, boxes, 10.0, TrainingSettings(architecture=method,
-                                                                      steps=steps[method]))
+                                                                      steps=steps[method],
+                                                                      members=1))
                     train_s = time.perf_counter() - start
                     prob = segment(tomo, model, 10.0)
                     other = segment(other_cell.tomogram, model, 10.0)

@@ -45,7 +45,7 @@ def main() -> None:
 
     pick_and_score("ground-truth labels", truth.astype(np.float32))
     boxes = boxes_from_truth(truth, "ribosome", 10, 50, 64, seed=1)
-    model = train(result.tomogram, boxes, spec.voxel_size, TrainingSettings(steps=600))
+    model = train(result.tomogram, boxes, spec.voxel_size, TrainingSettings(steps=600, members=1))
     pick_and_score("U-Net segmentation (10+/50-)", segment(result.tomogram, model, spec.voxel_size))
     # the classical baseline: a random forest on filter-bank features (benchmarks/baseline_forest.py)
     from baseline_forest import apply_forest, train_forest

@@ -126,6 +126,16 @@ def row_cells(feature: str, runs: list[dict]) -> list[str]:
     return out + [_spread(runs, "threshold")]
 
 
+
+def _default_members() -> str:
+    """What a model of each feature holds unless --settings says (nn.models.FEATURE_ENSEMBLES),
+    so a table says whether its rows are ensembles."""
+    from napari_tomoseg.nn.models import FEATURE_ENSEMBLES
+
+    own = ", ".join(f"{name} {n}, each with patience {patience}" for name, (n, patience) in
+                    FEATURE_ENSEMBLES["unet"].items())
+    return f"unet: {own}; the rest 1" if own else "1"
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--short", action="store_true")
@@ -205,6 +215,8 @@ def main() -> None:
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
                 else "")
              + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
+             + ("" if "members" in (args.settings or {}) else
+                f"; networks per model: the feature's default ({_default_members()})")
              + f"; {args.seeds} training seed(s) per row (from {args.first_seed}): mean (range)"
              + f"; cell generator {rs.generator_digest()}; forest at its best threshold on "
                "cell 0 (an oracle); picks on cell 0 scored against the unpainted particles"]

@@ -29,9 +29,9 @@ def one_network_per_feature():
     ensemble default ask for it (mark ``feature_members``, below)."""
     from napari_tomoseg.nn import models
 
-    product = models.FEATURE_MEMBERS
+    product = models.FEATURE_ENSEMBLES
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(models, "FEATURE_MEMBERS", {})
+        patch.setattr(models, "FEATURE_ENSEMBLES", {})
         yield product
 
 
@@ -40,7 +40,7 @@ def _feature_members_when_marked(request, monkeypatch, one_network_per_feature):
     if request.node.get_closest_marker("feature_members") is not None:
         from napari_tomoseg.nn import models
 
-        monkeypatch.setattr(models, "FEATURE_MEMBERS", one_network_per_feature)
+        monkeypatch.setattr(models, "FEATURE_ENSEMBLES", one_network_per_feature)
 
 
 @pytest.fixture(scope="session")

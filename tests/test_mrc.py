@@ -136,7 +136,8 @@ def test_clean_rewrites_a_permuted_file_as_relion_and_imod_read_it(tmp_path, cap
         mrc.header.mapc, mrc.header.mapr, mrc.header.maps = (3, 2, 1)
         mrc.voxel_size = 10.0
     assert _as_relion_reads(path).shape == (5, 4, 3)  # what RELION would pick on: transposed
-    with pytest.warns(PermutedAxesWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PermutedAxesWarning)  # not told to do what it does
         assert main(["clean", str(path), str(tmp_path / "standard.mrc")]) == 0
     assert "standard order" in capsys.readouterr().out
     np.testing.assert_array_equal(_as_relion_reads(tmp_path / "standard.mrc"), data)

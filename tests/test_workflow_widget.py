@@ -745,10 +745,17 @@ def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_ke
     assert model.parameters["members"] == 2 and len(model.network.members) == 2
     assert "(unet, 2 networks averaged)" in widget.training.model_state.value
     # one loss curve per network, drawn over each other (not one sawtooth)
-    curves = widget.loss_plot.curves()
-    assert len(curves) == 2
-    assert list(curves[0]) == [loss for _, loss in model.info["members"][0]["history"]]
+    own = [[loss for _, loss in m["history"]] for m in model.info["members"]]
+    assert [list(c) for c in widget.loss_plot.curves()] == own
     widget.loss_plot.grab()  # painted without error
+    widget.training.continue_training.value = True  # each network goes on with its curve
+    handle = widget.start_training()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    more = widget.models["ribosome"]
+    assert more.parameters["members"] == 2
+    assert [list(c) for c in widget.loss_plot.curves()] == \
+        [[loss for _, loss in m["history"]] for m in more.info["members"]]
+    assert [len(c) for c in widget.loss_plot.curves()] == [len(c) + 2 for c in own]
 
 
 def test_pick_refuses_a_training_preview_and_a_stopped_segmentation(workflow, tiny_result, qtbot):

@@ -47,7 +47,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = f", best step {held['step']}" if held and held.get("step") is not None else ""
     quality = (f"{described}{best}" if described
                else f"final loss {model.history[-1][1]:.4f}")
-    print(f"{output}: '{args.feature}' {model.architecture} network, "
+    networks = model.parameters.get("members", 1)
+    kind = "network" if networks == 1 else f"ensemble of {networks} networks averaged"
+    print(f"{output}: '{args.feature}' {model.architecture} {kind}, "
           f"{model.info['positives']} positive / {model.info['negatives']} negative boxes, "
           f"{len(model.history)} steps, {quality}")
     return 0
@@ -229,7 +231,9 @@ def _train_parser(sub) -> None:
                             "for a unet of ribosomes, else 1); 3 raised 5-box ribosome picks "
                             "from F1 0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) "
                             "and membrane Dice by 0.03, for 2-3x the training and 3x the "
-                            "segmentation time (docs/engine.md)")
+                            "segmentation time; each network of the ribosome default stops "
+                            "after 5 checks without gain, any other after 10 "
+                            "(docs/engine.md)")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",
                        help="unet: 3D convolutions over +-4 slices before the 2D U-Net (auto: on "
                             "for a feature named membrane; better membranes, ~3x the training "

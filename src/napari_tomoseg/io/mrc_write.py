@@ -8,6 +8,7 @@ file that looks finished.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidVolumeError
 from .atomic import atomic_path, commit_partial, partial_path, raise_for_user
+from .mrc_header import PermutedAxesWarning
 from .mrc_read import open_volume
 
 
@@ -181,7 +183,9 @@ def replace_nonfinite(src: str | os.PathLike, dst: str | os.PathLike,
         raise InvalidVolumeError(f"{dst}: the copy is written as a plain MRC; name it "
                                  f"{', '.join(MRC_SUFFIXES[:2])} or similar.")
     check_outputs([dst], [src], overwrite, option="output file")  # in place: a bad copy
-    data, info = open_volume(src, check_finite=False)
+    with warnings.catch_warnings():  # the copy is the remedy the warning suggests
+        warnings.simplefilter("ignore", PermutedAxesWarning)
+        data, info = open_volume(src, check_finite=False)
     total, count = 0.0, 0
     for z in range(0, data.shape[0], chunk_slices):
         slab = np.asarray(data[z:z + chunk_slices], dtype=np.float64)

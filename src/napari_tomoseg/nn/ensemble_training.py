@@ -31,9 +31,10 @@ def _resolved(settings: TrainingSettings, start_from: TrainedModel | None,
     feature's default (three networks for ribosomes)."""
     if start_from is not None:
         count = len(continued) if continued else 1
-        if settings.members not in (None, 1, count):
+        if settings.members not in (None, count):
             raise InvalidSettingsError(f"the model to continue holds {count} network(s); it "
-                                       f"continues with them, not {settings.members}.")
+                                       f"continues with them, not {settings.members} (leave "
+                                       "the number of networks out).")
         settings = replace(settings, members=count)
     return settings.for_feature(feature)
 
@@ -129,6 +130,8 @@ def _ensemble(models: list[TrainedModel]) -> TrainedModel:
         return models[0]
     first = models[0]
     info = {key: v for key, v in first.info.items() if key not in ("held_out", "unchecked")}
+    if isinstance(info.get("training"), dict):  # the ensemble's, not its first network's
+        info["training"] = {**info["training"], "members": len(models)}
     members = [{**m.info, "history": m.history} for m in models]
     network = Ensemble([m.network for m in models])
     network.train(False)

@@ -204,12 +204,13 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 # the tilt axis ("wedge") gave no feature a gain beyond the seed spread.
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
-# networks trained and averaged by default (TrainingSettings.members): three U-Nets for
-# ribosomes raised 5-box picks from F1 0.86 / 0.89 (six single networks, training / other
-# cell) to 0.90 / 0.93 (two ensembles, each network stopped after 5 checks without gain),
-# and took the luck of the seed out (singles 0.75-0.90), at about twice the training time
-# (docs/engine.md, "Ensembles"); membranes would take 6-8 minutes
-FEATURE_MEMBERS = {"unet": {"ribosome": 3}}
+# (networks, patience of each) trained and averaged by default (TrainingSettings.members,
+# .patience): three U-Nets for ribosomes, each stopped after 5 checks without gain, raised
+# 5-box picks from F1 0.86 / 0.89 (six single networks, training / other cell) to 0.90 /
+# 0.93 (two ensembles) and took the luck of the seed out (singles 0.75-0.90), at about twice
+# the training time (docs/engine.md, "Ensembles"). Membranes lost Dice with patience 5 and
+# would take 6-8 minutes with 10; other numbers of networks keep patience 10
+FEATURE_ENSEMBLES = {"unet": {"ribosome": (3, 5)}}
 STEM_CHOICES = ("auto", "on", "off")
 MAX_MEMBERS = 8  # networks in an ensemble (parameter "members"; 1: a single network)
 
@@ -254,9 +255,10 @@ def feature_default(table: dict, feature: str | None, default):
     return table.get(last, table.get(last[:-1], default) if last.endswith("s") else default)
 
 
-def default_members(architecture: str, feature: str | None) -> int:
-    """How many networks ``feature`` trains when the user does not say (FEATURE_MEMBERS)."""
-    return feature_default(FEATURE_MEMBERS.get(architecture, {}), feature, 1)
+def default_ensemble(architecture: str, feature: str | None) -> tuple[int, int] | None:
+    """(networks, patience of each) ``feature`` trains unless the user says (FEATURE_ENSEMBLES),
+    or None: one network."""
+    return feature_default(FEATURE_ENSEMBLES.get(architecture, {}), feature, None)
 
 
 def build_model(name: str, parameters: dict | None = None) -> nn.Module:

@@ -24,7 +24,7 @@ from ..errors import InvalidSettingsError, NonFiniteError
 from ..preprocess import PreprocessSettings, Preprocessor, default_preprocessing
 from .devices import pick_device
 from .model_file import TrainedModel
-from .models import MAX_MEMBERS, build_model, default_members, default_parameters
+from .models import MAX_MEMBERS, build_model, default_ensemble, default_parameters
 from .tiles import TileBank, tile_bank_for
 from .training_preview import Previewer
 from .weight_copies import best_so_far, live_copier, rounded
@@ -35,7 +35,7 @@ DEFAULT_ARCHITECTURE = "unet"
 LEARNING_RATES = {"eman2": 1e-4, "unet": 1e-3}
 BATCH_SIZES = {"eman2": 20, "unet": 16}
 TRAINING_PRECISIONS = ("float32", "bfloat16")
-SINGLE_PATIENCE, MEMBER_PATIENCE = 10, 5  # held-out checks without gain before stopping
+PATIENCE = 10  # held-out checks without gain before stopping (a feature's ensemble: its own)
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class TrainingSettings:
     intensity_augment: float = 0.0  # contrast, offset and noise jitter (see tiles.jitter_intensity)
     hold_out: bool = True  # a quadrant of each box scores the network: early stop + threshold
     check_every: int = 20  # steps between held-out checks
-    # checks without improvement before stopping; None: 10 for one network, 5 for each of
-    # an ensemble's (ribosomes: the same picks from 2/3 of the steps; docs/engine.md)
+    # checks without improvement before stopping; None: 10, or the feature's own for its
+    # default ensemble (ribosomes: 5, the same picks from 2/3 of the steps; docs/engine.md)
     patience: int | None = None
     min_steps: int = 150
     # "bfloat16": mixed-precision steps on a CPU, 2x faster with the membrane stem on
@@ -67,7 +67,7 @@ class TrainingSettings:
     plateau_decay: float = 0.0
     plateau_checks: int = 3
     # networks trained one after another with seeds seed, seed + 1, ..., their probabilities
-    # averaged (nn.ensemble_training); None: the feature's default (nn.models.FEATURE_MEMBERS)
+    # averaged (nn.ensemble_training); None: the feature's default (nn.models.FEATURE_ENSEMBLES)
     members: int | None = None
     holdout_seed: int | None = None  # chooses the held-out quadrants; None: seed
 
@@ -102,10 +102,12 @@ class TrainingSettings:
         return self.learning_rate or LEARNING_RATES.get(self.architecture, 1e-3)
 
     def for_feature(self, feature: str | None) -> TrainingSettings:
-        """These settings with the feature's defaults where members or patience are open."""
-        members = self.members or default_members(self.architecture, feature)
-        patience = self.patience or (SINGLE_PATIENCE if members == 1 else MEMBER_PATIENCE)
-        return replace(self, members=members, patience=patience)
+        """These settings with the feature's defaults where members or patience are open:
+        its ensemble's patience only for its own number of networks (measured so), else 10."""
+        members, patience = default_ensemble(self.architecture, feature) or (1, PATIENCE)
+        if self.members not in (None, members):
+            members, patience = self.members, PATIENCE
+        return replace(self, members=members, patience=self.patience or patience)
 
     @property
     def split_seed(self) -> int:
@@ -281,7 +283,7 @@ def _one_network_of(feature: str | None, boxes: list[Box],
     boxes = [b for b in boxes if b.feature == feature]
     check_boxes(boxes, feature)
     return feature, boxes, replace(settings, members=1,
-                                   patience=settings.patience or SINGLE_PATIENCE)
+                                   patience=settings.patience or PATIENCE)
 
 
 def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,

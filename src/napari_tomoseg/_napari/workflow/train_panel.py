@@ -54,7 +54,7 @@ class TrainPanel(Container):
                     "their maps averaged as one model: 3 raised 5-box ribosome picks from F1 "
                     "0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) and membrane Dice "
                     "by 0.03, for 2-3x the training and 3x the segmentation time. Stop keeps "
-                    "the networks finished. auto: 3 for ribosomes, 1 for the rest "
+                    "the networks finished. auto: 3 for a U-Net of ribosomes, 1 for the rest "
                     "(docs/engine.md)")
         self.networks.native.setSpecialValueText("auto")  # 0 shows as auto
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
@@ -98,8 +98,9 @@ class TrainPanel(Container):
             parameters["symmetry"] = self.orientations.value
         settings = TrainingSettings(architecture=self.architecture.value,
                                     steps=int(self.steps.value), parameters=parameters,
-                                    members=1 if start_from else
-                                    int(self.networks.value) or None)  # 0: the feature's
+                                    # continued: its own; 0 (auto): the feature's
+                                    members=None if start_from else
+                                    int(self.networks.value) or None)
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
@@ -107,16 +108,15 @@ class TrainPanel(Container):
         overlay = c.overlay(feature)
         # continuing keeps the curve: the model's history is where this run starts
         self.loss_plot.set_values(*_curves_of(start_from))
-        state = {"model": start_from, "start": time.perf_counter(), "member": None}
+        state = {"model": start_from, "start": time.perf_counter(), "step": None}
 
         def on_progress(progress: Progress) -> None:
             update = progress.payload
             state["model"] = update.model
-            if update.member and update.member[0] != state["member"]:
-                if state["member"] is not None or start_from is not None:
-                    self.loss_plot.new_curve()  # the next network's own curve
-                state["member"] = update.member[0]
-            self.loss_plot.append(update.loss)
+            if update.step != state["step"]:  # an ensemble's last update repeats its step
+                self.loss_plot.append(update.loss, update.member[0] - 1 if update.member
+                                      else None)  # network k's loss on its own curve
+            state["step"] = update.step
             self.status.value = _status(progress, time.perf_counter() - state["start"])
             if update.preview is not None:
                 overlay.metadata[INCOMPLETE] = PREVIEW_NOTE
