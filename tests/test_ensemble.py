@@ -181,7 +181,7 @@ def test_a_continued_ensemble_continues_every_member():
 def test_ribosomes_train_three_networks_by_default_the_rest_one():
     """The product default (nn.models.FEATURE_ENSEMBLES): what the user leaves open only."""
     open_ = TrainingSettings()
-    for name in ("ribosome", "70S ribosomes"):
+    for name in ("ribosome", "70S ribosomes", "microtubules"):
         assert (open_.for_feature(name).members, open_.for_feature(name).patience) == (3, 5)
     for name in ("membrane", "ribosome-free zone", None):
         assert (open_.for_feature(name).members, open_.for_feature(name).patience) == (1, 10)

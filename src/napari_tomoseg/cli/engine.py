@@ -228,12 +228,12 @@ def _train_parser(sub) -> None:
     train.add_argument("--members", type=POSITIVE_INT, default=None,
                        help="networks trained one after another with seeds --seed, --seed + 1, "
                             "..., their maps and thresholds averaged as one model (default: 3 "
-                            "for a unet of ribosomes, else 1); 3 raised 5-box ribosome picks "
-                            "from F1 0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) "
-                            "and membrane Dice by 0.03, for 2-3x the training and 3x the "
-                            "segmentation time; each network of the ribosome default stops "
-                            "after 5 checks without gain, any other after 10 "
-                            "(docs/engine.md)")
+                            "for a unet of ribosomes or microtubules, else 1); 3 raised 5-box "
+                            "ribosome picks from F1 0.86 / 0.89 to 0.90 / 0.93 (training / "
+                            "other tomogram), microtubule Dice by 0.07 / 0.04 and membrane "
+                            "Dice by 0.03, for 2-3x the training and 3x the segmentation time; "
+                            "each network of those defaults stops after 5 checks without "
+                            "gain, any other after 10 (docs/engine.md)")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",
                        help="unet: 3D convolutions over +-4 slices before the 2D U-Net (auto: on "
                             "for a feature named membrane; better membranes, ~3x the training "

@@ -208,9 +208,10 @@ FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "
 # .patience): three U-Nets for ribosomes, each stopped after 5 checks without gain, raised
 # 5-box picks from F1 0.86 / 0.89 (six single networks, training / other cell) to 0.90 /
 # 0.93 (two ensembles) and took the luck of the seed out (singles 0.75-0.90), at about twice
-# the training time (docs/engine.md, "Ensembles"). Membranes lost Dice with patience 5 and
-# would take 6-8 minutes with 10; other numbers of networks keep patience 10
-FEATURE_ENSEMBLES = {"unet": {"ribosome": (3, 5)}}
+# the training time (docs/engine.md, "Ensembles"); microtubules (rewedge) gained Dice 0.07 /
+# 0.04 (two ensembles against six singles). Membranes lost Dice with patience 5 and would
+# take 6-8 minutes with 10; other numbers of networks keep patience 10
+FEATURE_ENSEMBLES = {"unet": {"ribosome": (3, 5), "microtubule": (3, 5)}}
 STEM_CHOICES = ("auto", "on", "off")
 MAX_MEMBERS = 8  # networks in an ensemble (parameter "members"; 1: a single network)
 

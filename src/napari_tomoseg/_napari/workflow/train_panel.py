@@ -54,7 +54,8 @@ class TrainPanel(Container):
                     "their maps averaged as one model: 3 raised 5-box ribosome picks from F1 "
                     "0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) and membrane Dice "
                     "by 0.03, for 2-3x the training and 3x the segmentation time. Stop keeps "
-                    "the networks finished. auto: 3 for a U-Net of ribosomes, 1 for the rest "
+                    "the networks finished. auto: 3 for a U-Net of ribosomes or microtubules, "
+                    "1 for the rest "
                     "(docs/engine.md)")
         self.networks.native.setSpecialValueText("auto")  # 0 shows as auto
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
