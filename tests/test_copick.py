@@ -371,3 +371,8 @@ def test_an_overwrite_that_fails_midway_keeps_the_earlier_result(project, monkey
     cp.write_picks(source, first.iloc[:2], frame, "ribosome", overwrite=True)
     assert len(cp.read_picks(source, "ribosome", VS)) == 2
     assert not Path(f"{picks_file}.replacing").exists()
+    # killed after setting the earlier result aside, before copick made the new file: the
+    # next write does not go ahead and leave it there unnoticed
+    picks_file.rename(f"{picks_file}.replacing")
+    with pytest.raises(cp.CopickError, match="set aside by a write that did not finish"):
+        cp.write_picks(source, first, frame, "ribosome", overwrite=True)

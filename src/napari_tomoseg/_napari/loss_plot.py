@@ -29,11 +29,13 @@ class LossPlot(QWidget):
     def values(self) -> list[float]:
         return [v for curve in self._curves for v in curve]
 
-    def set_values(self, values, starts=(0,)) -> None:
-        """``values`` of networks one after another, network k's from ``starts[k]``."""
-        values = [float(v) for v in values]
-        cuts = sorted({0, *(int(s) for s in starts if 0 < int(s) < len(values))})
-        self._curves = [values[a:b] for a, b in zip(cuts, cuts[1:] + [len(values)])]
+    def set_values(self, values) -> None:
+        """One network's losses."""
+        self.set_curves([values])
+
+    def set_curves(self, curves) -> None:
+        """Each network's losses (network k's go on with curve k)."""
+        self._curves = [[float(v) for v in c] for c in curves] or [[]]
         self.latest = len(self._curves) - 1
         self.update()
 

@@ -231,7 +231,7 @@ def _train_parser(sub) -> None:
                             "for a unet of ribosomes or microtubules, else 1); 3 raised 5-box "
                             "ribosome picks from F1 0.86 / 0.89 to 0.90 / 0.93 (training / "
                             "other tomogram), microtubule Dice by 0.07 / 0.04 and membrane "
-                            "Dice by 0.03, for 2-3x the training and 3x the segmentation time; "
+                            "Dice by 0.03, for 1.5-3x the training and 3x the segmentation time; "
                             "each network of those defaults stops after 5 checks without "
                             "gain, any other after 10 (docs/engine.md)")
     train.add_argument("--stem3d", choices=("auto", "on", "off"), default="auto",

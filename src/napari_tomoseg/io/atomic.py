@@ -227,3 +227,41 @@ def clean_stale_partials(folder: str | os.PathLike) -> list[Path]:
             entry.unlink()
             removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def kept_until_written(fs, path: str, refused: type[Exception]) -> Iterator[None]:
+    """A file or folder written in place by another library (copick: a JSON truncated first,
+    a zarr chunk by chunk) never loses the earlier one to a failed write: it is renamed aside
+    (``PATH.replacing``; copick lists only ``.json`` and ``.zarr``), put back if the write
+    fails, deleted once the new one is complete. A kill in between leaves it there, and the
+    next write refuses until it is moved back."""
+    aside, done = f"{path}.replacing", f"{path}.replaced"
+    if fs.exists(aside):
+        raise refused(f"{aside} is an earlier result set aside by a write that did not "
+                      "finish: move it back (or delete it) before writing again.")
+    if fs.exists(done):  # replaced by a write that completed: only its deletion was cut short
+        fs.rm(done, recursive=True)
+    if not fs.exists(path):
+        yield
+        return
+    _rename(fs, path, aside)
+    try:
+        yield
+    except BaseException:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        _rename(fs, aside, path)
+        raise
+    _rename(fs, aside, done)  # a kill while deleting leaves no 'earlier result' to restore
+    fs.rm(done, recursive=True)
+
+
+def _rename(fs, source: str, target: str) -> None:
+    """A rename on a local filesystem (copick's reconnecting fsspec wrapper would copy, and
+    cannot); fsspec's move elsewhere."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if {"file", "local"} & set(protocols):
+        os.replace(source.removeprefix("file://"), target.removeprefix("file://"))
+    else:
+        fs.mv(source, target, recursive=True)

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CopickError, TomosegError  # CopickError: still importable from here
+from .atomic import kept_until_written
 from .mrc import VolumeInfo
 from .particles import ANGLE_COLUMNS, AXES, TomogramFrame
 
@@ -274,7 +274,8 @@ def write_picks(source: CopickSource, table: pd.DataFrame, frame: TomogramFrame,
     scores = None
     if "score" in table.columns:
         scores = np.nan_to_num(table["score"].to_numpy(dtype=float), nan=1.0)
-    with _kept_until_written(picks.fs, picks.path):  # copick truncates, then writes
+    # copick truncates the file, then writes it: the earlier picks wait aside until it is done
+    with kept_until_written(picks.fs, picks.path, CopickError):
         picks.from_numpy(locations, transforms, scores=scores)
     return str(picks.path)
 
@@ -323,42 +324,9 @@ def write_segmentation(source: CopickSource, mask: np.ndarray, feature: str,
                           "--session-id.")
     segmentation = run.new_segmentation(spacing, name, source.session_id, False,
                                         user_id=source.user_id, exist_ok=True)
-    with _kept_until_written(segmentation.fs, segmentation.path):  # zarr chunk by chunk
+    with kept_until_written(segmentation.fs, segmentation.path, CopickError):  # chunk by chunk
         segmentation.from_numpy((np.asarray(mask) > 0).astype(np.uint8))
     return str(segmentation.path)
-
-
-@contextmanager
-def _kept_until_written(fs, path: str):
-    """An --overwrite never loses the earlier result to a failed write: it is renamed aside
-    (``PATH.replacing``; copick lists only ``.json`` and ``.zarr``), put back if the write
-    fails, deleted once the new one is complete. A kill in between leaves it there."""
-    aside = f"{path}.replacing"
-    if not fs.exists(path):
-        yield
-        return
-    if fs.exists(aside):
-        raise CopickError(f"{aside} is an earlier result set aside by a write that did not "
-                          "finish: move it back (or delete it) before writing again.")
-    _rename(fs, path, aside)
-    try:
-        yield
-    except BaseException:
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        _rename(fs, aside, path)
-        raise
-    fs.rm(aside, recursive=True)
-
-
-def _rename(fs, source: str, target: str) -> None:
-    """A rename on a local project (copick's reconnecting wrapper would copy, and cannot);
-    fsspec's move elsewhere."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if {"file", "local"} & set(protocols):
-        os.replace(source.removeprefix("file://"), target.removeprefix("file://"))
-    else:
-        fs.mv(source, target, recursive=True)
 
 
 def read_segmentation(source: CopickSource, feature: str, user_id: str | None = None,

@@ -35,7 +35,8 @@ def _resolved(settings: TrainingSettings, start_from: TrainedModel | None,
             raise InvalidSettingsError(f"the model to continue holds {count} network(s); it "
                                        f"continues with them, not {settings.members} (leave "
                                        "the number of networks out).")
-        settings = replace(settings, members=count)
+        # its own architecture (the widget's box may say another): patience and rate follow it
+        settings = replace(settings, members=count, architecture=start_from.architecture)
     return settings.for_feature(feature)
 
 

@@ -53,7 +53,7 @@ class TrainPanel(Container):
             tooltip="networks trained one after another on the same boxes with other seeds, "
                     "their maps averaged as one model: 3 raised 5-box ribosome picks from F1 "
                     "0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) and membrane Dice "
-                    "by 0.03, for 2-3x the training and 3x the segmentation time. Stop keeps "
+                    "by 0.03, for 1.5-3x the training and 3x the segmentation time. Stop keeps "
                     "the networks finished. auto: 3 for a U-Net of ribosomes or microtubules, "
                     "1 for the rest "
                     "(docs/engine.md)")
@@ -108,7 +108,7 @@ class TrainPanel(Container):
                             colour=c.session.feature(feature).colour, preview_z=c.current_z)
         overlay = c.overlay(feature)
         # continuing keeps the curve: the model's history is where this run starts
-        self.loss_plot.set_values(*_curves_of(start_from))
+        self.loss_plot.set_curves(_curves_of(start_from))
         state = {"model": start_from, "start": time.perf_counter(), "step": None}
 
         def on_progress(progress: Progress) -> None:
@@ -241,13 +241,12 @@ def steady(state: dict, z: int, preview: np.ndarray) -> np.ndarray:
     return shown.astype(np.float16)
 
 
-def _curves_of(model) -> tuple[list[float], list[int]]:
-    """A model's losses so far and where each network's begin (an ensemble's history is
-    its members' one after another)."""
+def _curves_of(model) -> list[list[float]]:
+    """Each network's losses so far (an ensemble keeps its members' histories apart)."""
     if model is None:
-        return [], [0]
-    lengths = [len(m.get("history") or []) for m in model.info.get("members") or []]
-    return [loss for _, loss in model.history], list(np.cumsum([0, *lengths[:-1]]))
+        return [[]]
+    members = model.info.get("members") or [{"history": model.history}]
+    return [[loss for _, loss in m.get("history") or []] for m in members]
 
 
 def _status(progress: Progress, elapsed: float) -> str:
