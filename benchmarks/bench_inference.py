@@ -112,13 +112,15 @@ def _all_features(data: np.ndarray, method: str) -> None:
     from napari_tomoseg.nn.inference import iter_segment
 
     from napari_tomoseg.nn.model_file import TrainedModel
-    from napari_tomoseg.nn.models import build_model, default_parameters
+    from napari_tomoseg.nn.models import build_model, default_ensemble, default_parameters
     from napari_tomoseg.preprocess import PreprocessSettings
 
     models = []
-    for index, feature in enumerate(FEATURE_NAMES):  # each with its default network
+    for index, feature in enumerate(FEATURE_NAMES):  # each with its default network(s)
         torch.manual_seed(index)
         parameters = default_parameters("unet", feature)
+        ensemble = default_ensemble("unet", feature)  # ribosomes, microtubules: three
+        parameters = {**parameters, "members": ensemble[0]} if ensemble else parameters
         models.append(TrainedModel(network=build_model("unet", parameters).eval(),
                                    architecture="unet", parameters=parameters,
                                    preprocess=PreprocessSettings(binning=2), voxel_size=10.0,
