@@ -162,11 +162,13 @@ def main() -> None:
         c.paint_box_mask(placed, last.mask)
         c.collect_masks()
 
-        # 3. Train, screenshot mid-way: live preview, loss curve, steps/s
+        # 3. Train, screenshot mid-way through the second of the ribosome's three networks:
+        # live preview, the first network's loss curve and the second's, steps/s
         dock.training.steps.value = TRAIN_STEPS
         viewer.layers.selection.active = image
         handle = dock.start_training()
-        wait_for(handle, until=lambda: len(dock.loss_plot.values) >= TRAIN_STEPS // 2)
+        wait_for(handle, until=lambda: len(dock.loss_plot.curves()) >= 2
+                 and len(dock.loss_plot.curves()[-1]) >= TRAIN_STEPS // 2)
         show_section(dock, 0, dock.training)
         shot(window, "tutorial_3_training.png")
         wait_for(handle)

@@ -738,7 +738,8 @@ def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_ke
     assert widget.models["ribosome"] is model  # nothing trained, nothing replaced
     widget.training.continue_training.value = False
     widget.training.orientations.value = "auto"
-    widget.training.networks.value = 2
+    assert widget.training.networks.value == "auto"
+    widget.training.networks.value = "2"
     handle = widget.start_training()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     model = widget.models["ribosome"]

@@ -48,16 +48,15 @@ class TrainPanel(Container):
                     "(flips, 180 degrees). rewedge: every way, with the missing wedge imposed "
                     "again: filaments crossing the tilt axis in other tomograms are found "
                     "better. auto: rewedge for microtubules, any for the rest (docs/engine.md)")
-        self.networks = SpinBox(
-            label="Networks", value=0, min=0, max=MAX_MEMBERS,
+        self.networks = ComboBox(
+            label="Networks", choices=["auto", *map(str, range(1, MAX_MEMBERS + 1))],
+            value="auto",
             tooltip="networks trained one after another on the same boxes with other seeds, "
                     "their maps averaged as one model: 3 raised 5-box ribosome picks from F1 "
                     "0.86 / 0.89 to 0.90 / 0.93 (training / other tomogram) and membrane Dice "
                     "by 0.03, for 1.5-3x the training and 3x the segmentation time. Stop keeps "
                     "the networks finished. auto: 3 for a U-Net of ribosomes or microtubules, "
-                    "1 for the rest "
-                    "(docs/engine.md)")
-        self.networks.native.setSpecialValueText("auto")  # 0 shows as auto
+                    "1 for the rest (docs/engine.md)")
         self.steps = SpinBox(label="Max steps", value=1500, min=1, max=100000, step=50,
                              tooltip="training stops earlier when held-out box pixels stop improving")
         self.continue_training = CheckBox(text="Continue from the last model", value=False)
@@ -99,9 +98,9 @@ class TrainPanel(Container):
             parameters["symmetry"] = self.orientations.value
         settings = TrainingSettings(architecture=self.architecture.value,
                                     steps=int(self.steps.value), parameters=parameters,
-                                    # continued: its own; 0 (auto): the feature's
-                                    members=None if start_from else
-                                    int(self.networks.value) or None)
+                                    # continued: its own; auto: the feature's
+                                    members=None if start_from or self.networks.value == "auto"
+                                    else int(self.networks.value))
         job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
