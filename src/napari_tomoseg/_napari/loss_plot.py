@@ -83,5 +83,5 @@ class LossPlot(QWidget):
                                 1.5 if bright else 1.0))
             painter.drawPolyline(points)
         painter.setPen(QColor(170, 170, 170))
-        network = f", network {self.latest + 1}" if len(self.curves()) > 1 else ""
+        network = f", network {self.latest + 1}" if sum(map(bool, self._curves)) > 1 else ""
         painter.drawText(left + 6, top + 10, f"loss {latest[-1]:.4f}{network}")

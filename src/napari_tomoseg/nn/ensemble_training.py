@@ -47,8 +47,8 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
                        **kwargs) -> Iterator[TrainingUpdate]:
     """``iter_train`` for ``settings.members`` networks (one: exactly ``iter_train``)."""
     continued = members_of(start_from.network) if start_from is not None else None
-    settings = _resolved(settings, start_from, continued,
-                         kwargs.get("feature") or (boxes[0].feature if boxes else None))
+    feature = kwargs.get("feature") or (boxes[0].feature if boxes else None)
+    settings = _resolved(settings, start_from, continued, feature)
     count = settings.members
     if count == 1:
         yield from iter_train(volume, boxes, voxel_size, settings, preprocess,
@@ -57,7 +57,7 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     if start_from is not None:
         preprocess = start_from.preprocess
     elif preprocess is None:
-        own = [b for b in boxes if b.feature == kwargs.get("feature", boxes[0].feature)]
+        own = [b for b in boxes if b.feature == feature]
         preprocess = default_preprocessing(voxel_size, (own or boxes)[0].size,
                                            architecture=settings.architecture)
     kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)

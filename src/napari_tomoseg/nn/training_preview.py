@@ -18,7 +18,6 @@ def _preview_planes(pre: Preprocessor, z: int, context: int, region) -> np.ndarr
     return planes
 
 
-
 class Previewer:
     """The network's probability on the slice in view, every ``preview_every_s`` seconds."""
 
