@@ -39,6 +39,11 @@ DEFAULT_TILE = 512  # 2 cores: 512 slices whole (tiles of 256 cost 1.4x in halos
 # planes smaller than this go several per call: one 48 px training tile per call cost 3.7x
 # (plain U-Net) to 4.7x (3D stem) of 256^2 pixels per call, 512^2 was no faster on 2 cores
 SMALL_PLANE_PIXELS = 256 * 256
+# pixels of image mirrored beyond each side of a plane before the network sees it. With
+# the convolutions' zeros there, ribosomes within 15 px of a tomogram's side kept 0-80% of
+# their probability mass and were all 10 misses of the realistic benchmark's picks (two
+# cells, one ensemble); 16 px found 9 of them, and 32 px did no better (docs/engine.md)
+EDGE_MIRROR = 16
 
 
 
@@ -114,7 +119,8 @@ def _orientations(symmetry: str, rotations: int) -> list:
 @torch.inference_mode()
 def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
                    device: torch.device | None = None, scale: float = 1.0,
-                   tile: int | None = DEFAULT_TILE, rotations: int | None = None) -> np.ndarray:
+                   tile: int | None = DEFAULT_TILE, rotations: int | None = None,
+                   mirror: bool = True) -> np.ndarray:
     """Probabilities (n, y, x) for (n, channels, y, x) preprocessed planes.
 
     ``network`` must be in eval mode: small planes go several per call, and BatchNorm in
@@ -123,23 +129,36 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     ``scale`` resamples the planes first (model voxel size / tomogram voxel
     size) and the result back, for a model trained at another voxel size.
     ``tile`` (pixels; None: whole slices) bounds the activations. ``rotations``:
-    quarter turns averaged (None: the network's own, as segmentation uses).
+    quarter turns averaged (None: the network's own, as segmentation uses). ``mirror``:
+    EDGE_MIRROR pixels of each plane mirrored beyond its sides (False: the network's zeros,
+    for planes whose sides are margin, not data).
     """
     device = device or next(network.parameters()).device
     x = torch.as_tensor(np.ascontiguousarray(planes), dtype=torch.float32, device=device)
     height, width = x.shape[-2:]
     if abs(scale - 1.0) > 1e-3:
         x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+    size = tuple(x.shape[-2:])  # the (resampled) planes, unpadded
+    stride = getattr(network, "output_stride", 1)
+    mirror = _mirror_width(size, stride) if mirror else 0
+    if mirror:
+        x = F.pad(x, (mirror,) * 4, mode="reflect")
     multiple = size_multiple(network)
     pad_y = (-x.shape[-2]) % multiple
     pad_x = (-x.shape[-1]) % multiple
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
     prob = _averaged_over_rotations(network, x, tile, rotations)
-    size = (x.shape[-2] - pad_y, x.shape[-1] - pad_x)  # the (resampled) planes, unpadded
-    stride = getattr(network, "output_stride", 1)
+    prob = prob[..., mirror // stride:, mirror // stride:]
     prob = _back_on_grid(prob, stride, size, scale, (height, width))
     return prob[:, 0].float().cpu().numpy()
+
+
+def _mirror_width(size: tuple[int, int], stride: int) -> int:
+    """EDGE_MIRROR in whole output pixels of the network, and less than the plane (reflection
+    cannot reach further)."""
+    width = min(EDGE_MIRROR, min(size) - 1)
+    return max(width // stride * stride, 0)
 
 
 def _back_on_grid(prob: torch.Tensor, stride: int, size: tuple[int, int], scale: float,
