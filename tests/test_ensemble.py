@@ -55,8 +55,10 @@ def test_an_ensemble_segments_as_the_mean_of_its_members_and_survives_its_file(t
     assert loaded.parameters["members"] == 2 and loaded.threshold == 0.4
     np.testing.assert_allclose(segment(volume, loaded, 10.0), together, atol=1e-6)
     meta = torch.load(tmp_path / "e.pt", weights_only=True)["metadata"]
-    assert '"format_version": 5' in meta  # older versions refuse it with a clear message
-    save_model(_model(ensemble.network.members[0], SMALL), tmp_path / "one.pt")
+    assert '"format_version": 6' in meta  # older versions refuse it with a clear message
+    assert '"members": 2' in meta and '"edge": "mirror"' in meta
+    member = build_model("unet", {**SMALL, "edge": "zeros"})
+    save_model(_model(member, SMALL), tmp_path / "one.pt")
     assert '"format_version": 3' in torch.load(tmp_path / "one.pt", weights_only=True)["metadata"]
     with pytest.raises(TomosegError, match="1 to 8"):
         build_model("unet", {**SMALL, "members": 9})

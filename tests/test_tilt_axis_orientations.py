@@ -87,7 +87,8 @@ def test_model_files_keep_their_orientations(tmp_path):
         parameters = {"context": 0, "base": 4, "levels": 2}
         if recorded:
             parameters["symmetry"] = symmetry
-        model = TrainedModel(network=build_model("unet", {**parameters, "symmetry": symmetry}),
+        model = TrainedModel(network=build_model("unet", {**parameters, "symmetry": symmetry,
+                                                          "edge": "zeros"}),
                              architecture="unet", parameters=parameters,
                              preprocess=PreprocessSettings(), voxel_size=10.0, box_size=32)
         save_model(model, tmp_path / "m.pt")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 # attributes the training and inference code read from a network; all members share them
-SHARED = ("context", "rotations", "symmetry", "output_stride", "size_multiple")
+SHARED = ("context", "rotations", "symmetry", "edge", "output_stride", "size_multiple")
 
 
 class Ensemble(nn.Module):

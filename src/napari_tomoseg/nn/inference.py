@@ -39,10 +39,11 @@ DEFAULT_TILE = 512  # 2 cores: 512 slices whole (tiles of 256 cost 1.4x in halos
 # planes smaller than this go several per call: one 48 px training tile per call cost 3.7x
 # (plain U-Net) to 4.7x (3D stem) of 256^2 pixels per call, 512^2 was no faster on 2 cores
 SMALL_PLANE_PIXELS = 256 * 256
-# pixels of image mirrored beyond each side of a plane before the network sees it. With
-# the convolutions' zeros there, ribosomes within 15 px of a tomogram's side kept 0-80% of
-# their probability mass and were all 10 misses of the realistic benchmark's picks (two
-# cells, one ensemble); 16 px found 9 of them, and 32 px did no better (docs/engine.md)
+# pixels of image mirrored beyond each side of a plane before a network whose ``edge`` is
+# "mirror" sees it. With the convolutions' zeros there, ribosomes within 15 px of a
+# tomogram's side kept 0-80% of their probability mass and were all 10 misses of the
+# realistic benchmark's picks (two cells, one ensemble); 16 px found 9 of them, and 32 px
+# did no better (docs/engine.md, "Sides of the slice")
 EDGE_MIRROR = 16
 
 
@@ -129,9 +130,9 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     ``scale`` resamples the planes first (model voxel size / tomogram voxel
     size) and the result back, for a model trained at another voxel size.
     ``tile`` (pixels; None: whole slices) bounds the activations. ``rotations``:
-    quarter turns averaged (None: the network's own, as segmentation uses). ``mirror``:
-    EDGE_MIRROR pixels of each plane mirrored beyond its sides (False: the network's zeros,
-    for planes whose sides are margin, not data).
+    quarter turns averaged (None: the network's own, as segmentation uses). ``mirror``
+    False: the network's zeros beyond the planes' sides even where its ``edge`` is "mirror"
+    (EDGE_MIRROR pixels mirrored), for planes whose sides are margin, not data.
     """
     device = device or next(network.parameters()).device
     x = torch.as_tensor(np.ascontiguousarray(planes), dtype=torch.float32, device=device)
@@ -140,7 +141,8 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
         x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
     size = tuple(x.shape[-2:])  # the (resampled) planes, unpadded
     stride = getattr(network, "output_stride", 1)
-    mirror = _mirror_width(size, stride) if mirror else 0
+    mirrored = mirror and getattr(network, "edge", "zeros") == "mirror"
+    mirror = _mirror_width(size, stride) if mirrored else 0
     if mirror:
         x = F.pad(x, (mirror,) * 4, mode="reflect")
     multiple = size_multiple(network)

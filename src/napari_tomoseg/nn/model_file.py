@@ -38,8 +38,9 @@ FORMAT = "napari-tomoseg-model"
 # 4: orientations trained on ("symmetry" wedge or rewedge; without it, and in 3 and before,
 # "any")
 # 5: an ensemble of networks trained apart ("members"; without it, and before, one network)
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# 6: slices' sides mirrored when segmenting ("edge" mirror; without it, and before, "zeros")
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 @dataclass
@@ -59,9 +60,12 @@ class TrainedModel:
     def metadata(self) -> dict:
         # "any" is what a file without "symmetry" means: left out, with format 3, older
         # versions still read the file
-        parameters = {k: v for k, v in self.parameters.items()
-                      if (k, v) not in (("symmetry", "any"), ("members", 1))}
-        version = 5 if "members" in parameters else 4 if "symmetry" in parameters else 3
+        # what the network does at a slice's sides, whatever the parameters it was built from
+        edge = {"edge": self.network.edge} if hasattr(self.network, "edge") else {}
+        parameters = {k: v for k, v in {**self.parameters, **edge}.items()
+                      if (k, v) not in (("symmetry", "any"), ("members", 1), ("edge", "zeros"))}
+        version = (6 if "edge" in parameters else 5 if "members" in parameters
+                   else 4 if "symmetry" in parameters else 3)
         return {"format": FORMAT, "format_version": version, "package_version": __version__,
                 "architecture": self.architecture, "parameters": parameters,
                 "preprocess": self.preprocess.to_dict(), "voxel_size": self.voxel_size,
@@ -221,7 +225,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
     _check_weights(path, payload)
     try:
         # files from before averaged rotations were calibrated on single predictions, files
-        # from before the tilt axis was kept were trained on tiles turned any way
+        # from before the tilt axis was kept were trained on tiles turned any way, files
+        # without "edge" saw zeros beyond a slice (their maps stay what they were)
+        meta["parameters"] = {"edge": "zeros", **meta["parameters"]}
         network = build_model(meta["architecture"],
                               {"rotations": 1, "symmetry": "any", **meta["parameters"]})
         network.load_state_dict(payload["state_dict"])

@@ -30,6 +30,11 @@ ROTATIONS = (1, 2, 4)
 # any angle and given the tilt series' missing wedge again, so a filament of any direction is
 # shown as the tomogram would hold it (both averaged over the flips; docs/engine.md)
 SYMMETRIES = ("any", "wedge", "rewedge")
+# What a network sees beyond a slice's sides when it segments (``inference.predict_planes``):
+# its convolutions' zeros, or EDGE_MIRROR pixels of the slice mirrored. Mirroring found the
+# ribosomes the zeros hid there; it made microtubule networks draw the mirror's seam as a
+# filament (docs/engine.md, "Sides of the slice"). Model files without it mean "zeros".
+EDGES = ("zeros", "mirror")
 
 
 def check_symmetry(symmetry: str) -> str:
@@ -37,6 +42,13 @@ def check_symmetry(symmetry: str) -> str:
     if symmetry not in SYMMETRIES:
         raise InvalidSettingsError(f"symmetry must be one of {SYMMETRIES}, not {symmetry!r}.")
     return symmetry
+
+
+def check_edge(edge: str) -> str:
+    """What a network sees beyond a slice's sides (``EDGES``)."""
+    if edge not in EDGES:
+        raise InvalidSettingsError(f"edge must be one of {EDGES}, not {edge!r}.")
+    return edge
 
 
 def check_rotations(rotations: int) -> int:
@@ -53,11 +65,12 @@ class EMAN2Net(nn.Module):
     channels_last_on_cpu = True  # 15x15 kernels: ~2x faster in this layout on CPU
 
     def __init__(self, filters: int = 40, kernel: int = 15, context: int = 0, rotations: int = 1,
-                 symmetry: str = "any"):
+                 symmetry: str = "any", edge: str = "zeros"):
         super().__init__()
         self.context = context
         self.rotations = check_rotations(rotations)
         self.symmetry = check_symmetry(symmetry)
+        self.edge = check_edge(edge)
         channels = 2 * context + 1
         pad = kernel // 2
         self.conv1 = nn.Conv2d(channels, filters, kernel, padding=pad)
@@ -119,13 +132,15 @@ class UNet25D(nn.Module):
     channels_last_on_cpu = False  # 3x3 kernels gain nothing; the layout costs memory
 
     def __init__(self, context: int = 2, base: int = 16, levels: int = 3, norm: str = "batch",
-                 stem3d: int = 0, rotations: int = 1, symmetry: str = "any"):
+                 stem3d: int = 0, rotations: int = 1, symmetry: str = "any",
+                 edge: str = "zeros"):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', not {norm!r}")
         self.context = context
         self.rotations = check_rotations(rotations)
         self.symmetry = check_symmetry(symmetry)
+        self.edge = check_edge(edge)
         self.levels = levels
         widths = [base * 2 ** i for i in range(levels + 1)]
         self.down = nn.ModuleList()
@@ -194,7 +209,7 @@ class UNet25D(nn.Module):
 ARCHITECTURES = {"eman2": EMAN2Net, "unet": UNet25D}
 DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symmetry": "any"},
                       "unet": {"context": 2, "base": 16, "levels": 3, "rotations": 4,
-                               "symmetry": "any"}}
+                               "symmetry": "any", "edge": "mirror"}}
 # Per feature, where the realistic benchmark measured better (docs/engine.md): membranes
 # gain from 3D convolutions over +-4 slices (best Dice +0.03-0.05, at the stored threshold
 # +0.02-0.11, for ~3x the training time); microtubules and ribosomes do not. Microtubules
@@ -203,7 +218,10 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 # 0.09 -> 0.57 / 0.30); ribosomes (reuse F1 -0.06) and membranes (no change) do not. Orientations that keep
 # the tilt axis ("wedge") gave no feature a gain beyond the seed spread.
 STEM3D = {"stem3d": 16, "context": 4}
-FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
+# Mirrored sides (EDGES) lost microtubules Dice 0.09 / 0.03 at the stored threshold (one
+# ensemble, training / other cell): the seam drawn as a filament; membranes did not change.
+FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D,
+                               "microtubule": {"symmetry": "rewedge", "edge": "zeros"}}}
 # (networks, patience of each) trained and averaged by default (TrainingSettings.members,
 # .patience): three U-Nets for ribosomes, each stopped after 5 checks without gain, raised
 # 5-box picks from F1 0.86 / 0.89 (six single networks, training / other cell) to 0.90 /
