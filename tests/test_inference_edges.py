@@ -80,6 +80,9 @@ def test_new_unets_mirror_except_for_filaments_and_old_files_keep_the_zeros(tmp_
     assert default_parameters("unet", "ribosome")["edge"] == "mirror"
     assert default_parameters("unet", "membrane")["edge"] == "mirror"
     assert default_parameters("unet", "microtubules")["edge"] == "zeros"
+    for symmetry in ("any", "rewedge"):  # orientations set by hand keep the filaments' zeros
+        assert default_parameters("unet", "microtubule", {"symmetry": symmetry})["edge"] == "zeros"
+    assert default_parameters("unet", "microtubule", {"edge": "mirror"})["edge"] == "mirror"
     assert "edge" not in default_parameters("eman2", "ribosome")  # the paper's, unmeasured
     small = {"context": 0, "base": 4, "levels": 2}
     for edge, version in (("mirror", 6), ("zeros", 3), (None, 3)):

@@ -153,6 +153,12 @@ def test_the_3d_stem_runs_once_over_consecutive_slices_with_the_same_numbers():
         predict_planes(fast, planes, CPU, tile=64, rotations=1, mirror=False),
         predict_planes(network, planes, CPU, tile=64, rotations=1, mirror=False), atol=1e-5)
     assert batches == [(1, 2 + depth - 1)] * 3  # 64 x 64 px hold two 40 x 48 slices
+    batches.clear()  # mirrored sides (the network's edge) are overhead: still two per call
+    assert fast.edge == "mirror"
+    np.testing.assert_allclose(predict_planes(fast, planes, CPU, tile=64, rotations=1),
+                               predict_planes(network, planes, CPU, tile=64, rotations=1),
+                               atol=1e-5)
+    assert batches == [(1, 2 + depth - 1)] * 3
 
 
 def test_fft_convolution_equals_conv2d():

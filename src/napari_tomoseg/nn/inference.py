@@ -36,6 +36,7 @@ from .models import check_rotations, size_multiple
 
 MAX_BATCH_PIXELS = 2 ** 20
 DEFAULT_TILE = 512  # 2 cores: 512 slices whole (tiles of 256 cost 1.4x in halos); 1k slices in 4
+# (a mirrored side, EDGE_MIRROR, widens a tile by as much: it never adds one)
 # planes smaller than this go several per call: one 48 px training tile per call cost 3.7x
 # (plain U-Net) to 4.7x (3D stem) of 256^2 pixels per call, 512^2 was no faster on 2 cores
 SMALL_PLANE_PIXELS = 256 * 256
@@ -68,11 +69,17 @@ def _halo(network: torch.nn.Module) -> int | None:
         return None
 
 
-def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> torch.Tensor:
-    """``network(x)``, in tiles of ``tile`` pixels where a slice is larger (same numbers)."""
+def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None,
+             mirror: int = 0) -> torch.Tensor:
+    """``network(x)``, in tiles of ``tile`` pixels where a slice is larger (same numbers).
+
+    ``mirror`` (pixels mirrored beyond each side) is overhead that neither adds a tile (a
+    1k slice stays in 2 x 2) nor takes a slice from a sliding stem's batch (4 of 256 px).
+    """
     multiple = size_multiple(network)
     whole = max(x.shape[-2:])
     requested = tile
+    tile = tile + 2 * mirror if tile else tile
     halo = _halo(network) if tile and whole > tile else None
     if halo is None:
         tile, halo = whole, 0
@@ -82,11 +89,14 @@ def _forward(network: torch.nn.Module, x: torch.Tensor, tile: int | None) -> tor
     # in one requested tile's pixels (membranes' U-Net, 256 px slices: 4 at once, 1.5x faster);
     # small planes (held-out tiles, small slices) go several per call for every network
     pixels = requested ** 2 if requested and slides_slabs(network) else SMALL_PLANE_PIXELS
+    height, width = x.shape[-2:]
+    pixels = pixels * height * width // max((height - 2 * mirror) * (width - 2 * mirror), 1)
     return tiled_forward(network, x, tile, halo, channels_last, min_pixels=pixels)
 
 
 def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
-                            tile: int | None, rotations: int | None = None) -> torch.Tensor:
+                            tile: int | None, rotations: int | None = None,
+                            mirror: int = 0) -> torch.Tensor:
     """The probability, averaged over ``network.rotations`` quarter turns of the planes.
 
     A network trained on randomly rotated tiles still answers a little differently
@@ -99,7 +109,7 @@ def _averaged_over_rotations(network: torch.nn.Module, x: torch.Tensor,
     rotations = getattr(network, "rotations", 1) if rotations is None else check_rotations(rotations)
     total = None
     for turn, back in _orientations(getattr(network, "symmetry", "any"), rotations):
-        prob = back(network.probability(_forward(network, turn(x).contiguous(), tile)))
+        prob = back(network.probability(_forward(network, turn(x).contiguous(), tile, mirror)))
         total = prob.float() if total is None else total + prob.float()
     return total / rotations
 
@@ -150,7 +160,7 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     pad_x = (-x.shape[-1]) % multiple
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
-    prob = _averaged_over_rotations(network, x, tile, rotations)
+    prob = _averaged_over_rotations(network, x, tile, rotations, mirror)
     prob = prob[..., mirror // stride:, mirror // stride:]
     prob = _back_on_grid(prob, stride, size, scale, (height, width))
     return prob[:, 0].float().cpu().numpy()

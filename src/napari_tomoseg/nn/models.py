@@ -218,10 +218,11 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 # 0.09 -> 0.57 / 0.30); ribosomes (reuse F1 -0.06) and membranes (no change) do not. Orientations that keep
 # the tilt axis ("wedge") gave no feature a gain beyond the seed spread.
 STEM3D = {"stem3d": 16, "context": 4}
+FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
 # Mirrored sides (EDGES) lost microtubules Dice 0.09 / 0.03 at the stored threshold (one
 # ensemble, training / other cell): the seam drawn as a filament; membranes did not change.
-FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D,
-                               "microtubule": {"symmetry": "rewedge", "edge": "zeros"}}}
+# Apart from FEATURE_PARAMETERS: orientations set by hand must not bring the mirror back.
+FEATURE_EDGES = {"unet": {"microtubule": "zeros"}}
 # (networks, patience of each) trained and averaged by default (TrainingSettings.members,
 # .patience): three U-Nets for ribosomes, each stopped after 5 checks without gain, raised
 # 5-box picks from F1 0.86 / 0.89 (six single networks, training / other cell) to 0.90 /
@@ -254,7 +255,8 @@ def stem_parameters(architecture: str, choice: str) -> dict:
 def default_parameters(architecture: str, feature: str | None = None,
                        overrides: dict | None = None) -> dict:
     """The network's parameters for ``feature``: the architecture's defaults, the feature's
-    own (whole, and only where ``overrides`` sets none of their keys), then ``overrides``.
+    own (whole, and only where ``overrides`` sets none of their keys), its ``edge``
+    (FEATURE_EDGES, whatever else is overridden), then ``overrides``.
 
     A feature matches by the last word of its name ("membranes", "plasma membrane",
     not "membrane-bound vesicle").
@@ -265,6 +267,8 @@ def default_parameters(architecture: str, feature: str | None = None,
     feature_own = feature_default(FEATURE_PARAMETERS.get(architecture, {}), feature, {})
     if overrides.keys() & feature_own.keys():  # e.g. an explicit context: no stem added to it
         feature_own = {}
+    edge = feature_default(FEATURE_EDGES.get(architecture, {}), feature, None)
+    feature_own = {**feature_own, **({"edge": edge} if edge else {})}
     return {**DEFAULT_PARAMETERS[architecture], **feature_own, **overrides}
 
 

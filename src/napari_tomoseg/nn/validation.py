@@ -60,8 +60,9 @@ def score_held_out(network: torch.nn.Module, bank: TileBank,
     """
     was_training = network.training
     network.eval()
-    # no mirror: the held-out quadrants lie inside the boxes, a rotation margin of real image
-    # (a fifth of the box) from a tile's side, and mirroring made training 30% slower
+    # no mirror: the held-out quadrants lie inside the boxes, a rotation margin (a fifth of
+    # the box; real image unless the box meets the tomogram's side, where crop_slice gives
+    # zeros) from a tile's side, and mirroring made training 30% slower
     prob = predict_planes(network, bank.images, device, rotations=rotations, mirror=False)
     network.train(was_training)
     held = bank.held_out[:, 0].numpy() > 0.5
