@@ -43,8 +43,8 @@ SMALL_PLANE_PIXELS = 256 * 256
 # pixels of image mirrored beyond each side of a plane before a network whose ``edge`` is
 # "mirror" sees it. With the convolutions' zeros there, ribosomes within 15 px of a
 # tomogram's side kept 0-80% of their probability mass and were all 10 misses of the
-# realistic benchmark's picks (two cells, one ensemble); 16 px found 9 of them, and 32 px
-# did no better (docs/engine.md, "Sides of the slice")
+# realistic benchmark's picks (two cells, one ensemble); with 16 px one network found 8 of
+# its 9 misses, and 32 px did no better (docs/engine.md, "Sides of the slice")
 EDGE_MIRROR = 16
 
 
@@ -152,16 +152,16 @@ def predict_planes(network: torch.nn.Module, planes: np.ndarray | torch.Tensor,
     size = tuple(x.shape[-2:])  # the (resampled) planes, unpadded
     stride = getattr(network, "output_stride", 1)
     mirrored = mirror and getattr(network, "edge", "zeros") == "mirror"
-    mirror = _mirror_width(size, stride) if mirrored else 0
-    if mirror:
-        x = F.pad(x, (mirror,) * 4, mode="reflect")
+    margin = _mirror_width(size, stride) if mirrored else 0
+    if margin:
+        x = F.pad(x, (margin,) * 4, mode="reflect")
     multiple = size_multiple(network)
     pad_y = (-x.shape[-2]) % multiple
     pad_x = (-x.shape[-1]) % multiple
     if pad_y or pad_x:
         x = F.pad(x, (0, pad_x, 0, pad_y), mode="reflect" if min(x.shape[-2:]) > max(pad_x, pad_y) else "constant")
-    prob = _averaged_over_rotations(network, x, tile, rotations, mirror)
-    prob = prob[..., mirror // stride:, mirror // stride:]
+    prob = _averaged_over_rotations(network, x, tile, rotations, margin)
+    prob = prob[..., margin // stride:, margin // stride:]
     prob = _back_on_grid(prob, stride, size, scale, (height, width))
     return prob[:, 0].float().cpu().numpy()
 
