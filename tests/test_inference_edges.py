@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_tomoseg.errors import InvalidModelError
 from napari_tomoseg.nn.inference import predict_planes
 from napari_tomoseg.nn.model_file import TrainedModel, load_model, save_model
 from napari_tomoseg.nn.models import build_model, default_parameters
@@ -97,3 +98,10 @@ def test_new_unets_mirror_except_for_filaments_and_old_files_keep_the_zeros(tmp_
         assert loaded.parameters["edge"] == (edge or "zeros")
     with pytest.raises(Exception, match="edge must be one of"):
         build_model("unet", {**small, "edge": "wrap"})
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)  # the last: no edge written
+    assert '"edge"' not in payload["metadata"]
+    payload["metadata"] = payload["metadata"].replace(  # now one naming an edge unknown here
+        '"parameters": {', '"parameters": {"edge": "wrap", ', 1)
+    torch.save(payload, tmp_path / "wrap.pt")
+    with pytest.raises(InvalidModelError, match="'wrap' beyond a slice's sides"):
+        load_model(tmp_path / "wrap.pt")

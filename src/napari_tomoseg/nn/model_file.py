@@ -30,7 +30,7 @@ from ..io.atomic import atomic_path
 from ..io.mrc import VOXEL_SIZE_RANGE, sane_voxel_size
 from ..io.paths import safe_name
 from ..preprocess import PreprocessSettings
-from .models import build_model
+from .models import EDGES, build_model
 
 FORMAT = "napari-tomoseg-model"
 # 2: calibrated threshold and preprocessing mode (1 is read as 0.5, slices);
@@ -207,6 +207,10 @@ def _checked_metadata(path: Path, payload: dict) -> dict:
     except (TypeError, TomosegError) as exc:
         raise InvalidModelError(f"{path.name} has unusable preprocessing settings "
                                 f"({_first_line(exc)}).") from exc
+    edge = meta["parameters"].get("edge", "zeros")
+    if edge not in EDGES:  # else read as weights that do not fit
+        raise InvalidModelError(f"{path.name} says its network sees {edge!r} beyond a slice's "
+                                f"sides; this version knows {' and '.join(EDGES)}.")
     meta["feature"] = safe_name(meta.get("feature", "feature"))
     threshold = meta.get("threshold", 0.5)  # files from before calibration: 0.5
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
