@@ -77,9 +77,11 @@ def test_a_plane_too_small_to_mirror_fully_is_mirrored_as_far_as_it_goes():
     np.testing.assert_allclose(predict_planes(network, planes, CPU), 0.3, atol=1e-5)
 
 
-def test_new_unets_mirror_except_for_filaments_and_old_files_keep_the_zeros(tmp_path):
+def test_new_unets_mirror_except_for_filaments_and_membranes_and_old_files_keep_zeros(tmp_path):
     assert default_parameters("unet", "ribosome")["edge"] == "mirror"
-    assert default_parameters("unet", "membrane")["edge"] == "mirror"
+    assert default_parameters("unet", "vesicle")["edge"] == "mirror"
+    assert default_parameters("unet", "plasma membrane")["edge"] == "zeros"
+    assert default_parameters("unet", "membrane", {"stem3d": 0, "context": 2})["edge"] == "zeros"
     assert default_parameters("unet", "microtubules")["edge"] == "zeros"
     for symmetry in ("any", "rewedge"):  # orientations set by hand keep the filaments' zeros
         assert default_parameters("unet", "microtubule", {"symmetry": symmetry})["edge"] == "zeros"

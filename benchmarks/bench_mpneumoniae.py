@@ -1,0 +1,94 @@
+"""Membrane settings on real data: the M. pneumoniae cell against a by-eye trace.
+
+    python benchmarks/bench_mpneumoniae.py [--seeds 2] [--variants default nostem]
+        [--out FILE]
+
+Each variant is trained from the same boxes (mpneumoniae.membrane_boxes) with
+training seeds 0.. and scored by mpneumoniae.traced_scores at the stored
+threshold (and f, their harmonic mean with the traced share, at 0.5 and at its
+best threshold): recall of the traced membranes, the share of detections near
+them, the share of the volume above the threshold. No ground truth: a check that
+settings chosen on synthetic cells carry over, not an accuracy figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import mpneumoniae as mp  # noqa: E402
+from realistic import provenance  # noqa: E402
+
+from napari_tomoseg.io.mrc import open_volume  # noqa: E402
+from napari_tomoseg.nn.inference import segment  # noqa: E402
+from napari_tomoseg.nn.training import TrainingSettings, train  # noqa: E402
+from napari_tomoseg.sample_files import MYCOPLASMA, sample_path  # noqa: E402
+
+VARIANTS = {"default": {}, "nostem": {"parameters": {"stem3d": 0}}}
+
+
+def run(vol: np.ndarray, settings: dict, seed: int, save: Path | None, name: str) -> dict:
+    boxes = mp.membrane_boxes(vol.shape)
+    start = time.perf_counter()
+    model = train(vol, boxes, 20.0, TrainingSettings(**{**settings, "seed": seed}),
+                  feature="membrane")
+    seconds = time.perf_counter() - start
+    prob = segment(vol, model, 20.0)
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+        np.save(save / f"{name}_{seed}.npy", prob.astype(np.float16))
+    sweep = mp.threshold_sweep(prob)
+    stored = mp.with_f(mp.traced_scores(prob > model.threshold))
+    return {**stored, "threshold": model.threshold, "f_05": sweep["at_half"]["f"],
+            "f_best": sweep["best"]["f"], "best_threshold": sweep["best"]["threshold"],
+            "seconds": seconds, "steps": len(model.history)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
+                        help=f"named ({', '.join(VARIANTS)}) or TrainingSettings as JSON")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--save", type=Path, help="keep the probability maps here (.npy)")
+    args = parser.parse_args()
+    volume, _ = open_volume(sample_path(MYCOPLASMA))
+    vol = np.asarray(volume, np.float32)
+    lines = [f"# {provenance()}",
+             "# M. pneumoniae (EMPIAR-10499, 20 A), 5/25 boxes on slice 64; scored against "
+             "membranes traced by eye (benchmarks/mpneumoniae.py); mean (range) over seeds",
+             "| variant | recall of traced membrane | detections near it | f (both) | f at 0.5 | "
+             "best f (at threshold) | volume above threshold | stored threshold | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in args.variants:
+        settings = VARIANTS[name] if name in VARIANTS else json.loads(name)
+        rows = [run(vol, settings, seed, args.save, name) for seed in range(args.seeds)]
+        for seed, row in enumerate(rows):
+            print(f"  {name} seed {seed}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()),
+                  flush=True)
+        cell = {k: _mean_range([r[k] for r in rows]) for k in rows[0]}
+        lines.append(f"| {name} | {cell['recall']} | {cell['near']} | {cell['f']} | "
+                     f"{cell['f_05']} | {cell['f_best']} (@{cell['best_threshold']}) | "
+                     f"{cell['above']} | {cell['threshold']} | {cell['seconds']} |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+def _mean_range(values: list[float]) -> str:
+    values = np.asarray(values, float)
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{values.mean():.3g} ({values.min():.3g}-{values.max():.3g})"
+
+
+if __name__ == "__main__":
+    main()
