@@ -5,7 +5,8 @@ on slices 40, 52, 64 and 76 of a 7-slice average (checked by drawing them over
 the slices); on slice 76 only the left membrane is clear. Scored slices are
 40, 52 and 76, away from the boxes' slice 64:
 - ``recall``: the traced line's pixels with a detection within 4 px in the
-  same slice (a membrane found where one sees it);
+  same slice (4 steps between 4-connected pixels: 2.8 px along a diagonal; a
+  membrane found where one sees it);
 - ``near``: of the detected pixels on slices 40 and 52, where both membranes
   are traced over their visible length, the share within 6 px of a line (what
   is not near is stripes, blobs and spots: false, up to the tracing's reach);
@@ -49,15 +50,26 @@ def polyline_plane(lines, shape: tuple[int, int]) -> np.ndarray:
     return plane
 
 
-def membrane_boxes(shape: tuple[int, int, int], seed: int = 0) -> list[Box]:
-    """5 positive boxes on slice 64 with 3-px lines along the membranes (a user's brush) and 25
-    negatives in the cytoplasm and outside, 40 px clear of the drawn lines."""
+# (slice, x, y) of the positive boxes: all on one slice, or split over two (3 + 2)
+POSITIVES = {"one slice": [(64, 35, 100), (64, 65, 183), (64, 98, 258), (64, 260, 58),
+                           (64, 295, 143)],
+             "two slices": [(64, 35, 100), (64, 98, 258), (64, 295, 143), (40, 62, 160),
+                            (40, 272, 100)]}
+
+
+def membrane_boxes(shape: tuple[int, int, int], seed: int = 0,
+                   positives: str = "one slice") -> list[Box]:
+    """5 positive boxes with 3-px lines along the membranes (a user's brush; on slice 64 the
+    lines of DRAWN, elsewhere the trace) and 25 negatives in the cytoplasm and outside, 40
+    px clear of slice 64's lines."""
     _, ny, nx = shape
     plane = ndimage.binary_dilation(polyline_plane(DRAWN, (ny, nx)), iterations=1)
     boxes = []
-    for x, y in [(35, 100), (65, 183), (98, 258), (260, 58), (295, 143)]:
-        box = Box("membrane", BOX_SLICE, float(y), float(x), 64, True)
-        box.mask = (crop_slice(plane.astype(np.float32), box.corner(), 64) > 0).astype(np.uint8)
+    for z, x, y in POSITIVES[positives]:
+        lines = plane if z == BOX_SLICE else ndimage.binary_dilation(
+            polyline_plane(TRACED[z], (ny, nx)), iterations=1)
+        box = Box("membrane", z, float(y), float(x), 64, True)
+        box.mask = (crop_slice(lines.astype(np.float32), box.corner(), 64) > 0).astype(np.uint8)
         boxes.append(box)
     rng = np.random.default_rng(seed)
     far = ndimage.distance_transform_edt(~plane) > 40
@@ -68,27 +80,30 @@ def membrane_boxes(shape: tuple[int, int, int], seed: int = 0) -> list[Box]:
     return boxes
 
 
-def traced_scores(detected: np.ndarray) -> dict:
-    """recall, near and above (see the module) of a boolean segmentation of the cell."""
+def traced_scores(detected: np.ndarray, unscored: tuple[int, ...] = ()) -> dict:
+    """recall, near and above (see the module) of a boolean segmentation of the cell, leaving
+    out the slices ``unscored`` (those that hold boxes)."""
     shape = detected.shape[1:]
     found, traced, near, total = 0, 0, 0, 0
-    for z in RECALL_SLICES:
+    for z in (z for z in RECALL_SLICES if z not in unscored):
         lines = polyline_plane(TRACED[z], shape)
         close = ndimage.binary_dilation(detected[z], iterations=4)
         found, traced = found + int((lines & close).sum()), traced + int(lines.sum())
-    for z in NEAR_SLICES:
+    for z in (z for z in NEAR_SLICES if z not in unscored):
         band = ndimage.distance_transform_edt(~polyline_plane(TRACED[z], shape)) <= 6
         near, total = near + int((detected[z] & band).sum()), total + int(detected[z].sum())
+    if not traced or not any(z not in unscored for z in NEAR_SLICES):
+        raise ValueError(f"no traced slice is left to score beside {sorted(unscored)}")
     return {"recall": found / traced, "near": near / total if total else float("nan"),
             "above": float(detected.mean())}
 
 
-def threshold_sweep(prob: np.ndarray) -> dict:
+def threshold_sweep(prob: np.ndarray, unscored: tuple[int, ...] = ()) -> dict:
     """``traced_scores`` with ``f`` at thresholds 0.05..0.95: the best and where it lies, and
     the scores at 0.5."""
     best = {"f": -1.0}
-    for threshold in np.round(np.arange(0.05, 0.96, 0.05), 2):
-        scores = with_f(traced_scores(prob > threshold))
+    for threshold in np.arange(1, 20) / 20:
+        scores = with_f(traced_scores(prob > threshold, unscored))
         if threshold == 0.5:
             at_half = scores
         if scores["f"] > best["f"]:
@@ -98,5 +113,7 @@ def threshold_sweep(prob: np.ndarray) -> dict:
 
 def with_f(scores: dict) -> dict:
     recall, near = scores["recall"], scores["near"]
-    f = 2 * recall * near / (recall + near) if recall + near > 0 and near == near else 0.0
+    if np.isnan(near):  # nothing detected on the scored slices
+        return {**scores, "f": 0.0}
+    f = 2 * recall * near / (recall + near) if recall + near > 0 else 0.0
     return {**scores, "f": f}
