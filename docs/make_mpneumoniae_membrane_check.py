@@ -1,6 +1,6 @@
 """A visual check on real data: membranes of M. pneumoniae (EMPIAR-10499) from 5 boxes.
 
-    python docs/make_mpneumoniae_membrane_check.py   (about 2 min on 2 CPU cores)
+    python docs/make_mpneumoniae_membrane_check.py   (1.5-6 min on 2 CPU cores)
 
 Five positive boxes on slice 64, their masks drawn as 3-px lines along the two
 membranes as a user's brush would, 25 negative boxes in the cytoplasm and

@@ -220,10 +220,10 @@ DEFAULT_PARAMETERS = {"eman2": {"filters": 40, "kernel": 15, "context": 0, "symm
 STEM3D = {"stem3d": 16, "context": 4}
 FEATURE_PARAMETERS = {"unet": {"membrane": STEM3D, "microtubule": {"symmetry": "rewedge"}}}
 # Mirrored sides (EDGES) lost microtubules Dice 0.09 / 0.03 at the stored threshold (one
-# ensemble, training / other cell): the seam drawn as a filament. Membranes did not change
-# on the synthetic cells, and on the real M. pneumoniae cell (six trainings, each segmented
-# both ways, benchmarks/bench_mpneumoniae.py) the mirror drew more false membrane along the
-# sides: agreement with a by-eye trace 0.31 mirrored, 0.35 with zeros (5 of 6 better).
+# ensemble, training / other cell): the seam drawn as a filament. On the real M. pneumoniae
+# cell (six membrane trainings, each segmented both ways, benchmarks/bench_mpneumoniae.py)
+# the mirror drew false membrane along the sides: agreement with a by-eye trace 0.31
+# mirrored, 0.35 with zeros (5 of 6 better); synthetic membranes 0.65 / 0.71 -> 0.67 / 0.72.
 # Apart from FEATURE_PARAMETERS: orientations set by hand must not bring the mirror back.
 FEATURE_EDGES = {"unet": {"microtubule": "zeros", "membrane": "zeros"}}
 # (networks, patience of each) trained and averaged by default (TrainingSettings.members,
