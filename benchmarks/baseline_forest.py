@@ -19,7 +19,11 @@ def _features(image: np.ndarray) -> np.ndarray:
 
 
 def train_forest(pre: Preprocessor, boxes: list[Box], seed: int = 0, per_box: int = 1500):
-    from sklearn.ensemble import RandomForestClassifier
+    try:
+        from sklearn.ensemble import RandomForestClassifier
+    except ImportError as error:  # not in the test setup (scripts/setup.sh): say how
+        raise SystemExit("the forest baseline needs scikit-learn: .venv/bin/python -m pip "
+                         "install -e '.[bench]' (or leave 'forest' out of --methods)") from error
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []

@@ -24,6 +24,7 @@ each row then gives the mean over seeds and their range (the boxes stay).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -162,6 +163,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.correct == "picks" and args.features != ["ribosome"]:
         parser.error("--correct picks rejects false ribosome picks: give --features ribosome")
+    if "forest" in args.methods and importlib.util.find_spec("sklearn") is None:
+        parser.error("the forest baseline needs scikit-learn: .venv/bin/python -m pip install "
+                     "-e '.[bench]' (or leave 'forest' out of --methods)")
     provenance = rs.provenance()  # the code that runs, not what is checked out at the end
     cells = [rs.load_cell(seed, args.short) for seed in (0, 1)]
     rows = []
