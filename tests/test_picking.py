@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from napari_tomoseg.errors import InvalidSettingsError
-from napari_tomoseg.picking import (PickSettings, match_picks, pick_particles, roundness,
-                                    sample_along)
+from napari_tomoseg.picking import (PickSettings, dropped_note, match_picks, pick_particles,
+                                    roundness, sample_along)
 
 
 def test_known_blobs_are_found_at_their_centres(blobs):
@@ -322,3 +322,37 @@ def test_a_stop_request_ends_picking_between_its_passes(blobs, method):
         stop.set()  # while the job is between yields
         with pytest.raises(Cancelled):
             next(job)  # before: picking ran to its end and yielded the picks
+
+
+def _stretched_blobs(shape, centres, sigma, stretch):
+    """Gaussian blobs longer along x by ``stretch`` (roundness about 1 / stretch**2)."""
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    prob = np.zeros(shape, np.float32)
+    for z, y, x in centres:
+        d2 = (zz - z) ** 2 + (yy - y) ** 2 + ((xx - x) / stretch) ** 2
+        prob = np.maximum(prob, np.exp(-d2 / (2 * sigma ** 2)))
+    return prob
+
+
+def test_the_relative_roundness_cut_drops_the_odd_long_peak_but_keeps_a_map_of_long_particles():
+    """Among round picks, a peak much longer than they are is dropped (0.5 x their median
+    roundness, at most 0.25); a map whose particles are all that long keeps every one, and
+    min roundness 0 or relative 0 keep everything."""
+    round_centres = [[20.0, 15.0 + 30 * i, 15.0 + 30 * j] for i in range(3) for j in range(3)]
+    long_centres = [[50.0, 30.0, 25.0], [50.0, 70.0, 65.0]]
+    shape = (70, 100, 100)
+    prob = np.maximum(_stretched_blobs(shape, round_centres, 3.3, 1.0),
+                      _stretched_blobs(shape, long_centres, 3.3, 2.3))  # roundness ~0.2
+    settings = PickSettings(diameter=100.0)
+    every = pick_particles(prob, 10.0, PickSettings(diameter=100.0, relative_roundness=0.0))
+    assert len(every) == 11 and (every["roundness"] < 0.25).sum() == 2
+    kept = pick_particles(prob, 10.0, settings)
+    assert match_picks(kept[["z", "y", "x"]].to_numpy(), np.array(round_centres), 5.0)["f1"] == 1.0
+    assert kept.attrs["flat_or_long"] == 2 and "2 flat or long" in dropped_note(kept)
+    assert len(pick_particles(prob, 10.0, PickSettings(diameter=100.0, min_roundness=0.0))) == 11
+    all_long = _stretched_blobs(shape, [[20.0, 15.0 + 23 * i, 25.0 + 50 * j] for i in range(4)
+                                        for j in range(2)] + long_centres, 3.3, 2.3)
+    long_picks = pick_particles(all_long, 10.0, settings)
+    assert len(long_picks) == 10  # their median is theirs: 0.5 x ~0.2 asks for less than 0.15
+    with pytest.raises(InvalidSettingsError, match="relative roundness"):
+        PickSettings(relative_roundness=1.5)

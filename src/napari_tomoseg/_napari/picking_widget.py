@@ -64,8 +64,8 @@ class PickingWidget(Container):
                                              "all")
         self.min_roundness = FloatSpinBox(
             label="Min roundness", value=PickSettings.min_roundness, min=0.0, max=1.0, step=0.05,
-            tooltip="drop peaks flatter or longer than this, such as a carbon edge (1 a ball, "
-                    "0 a sheet; a 2:1 particle 0.1-0.35); 0 keeps all")
+            tooltip="drop peaks flatter or longer than this or than half the picks' median "
+                    "(at most 0.25), e.g. a carbon edge (1 a ball, 0 a sheet); 0 keeps all")
         self.pick_button = PushButton(text="Pick", tooltip="while picking: Stop")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")

@@ -44,7 +44,9 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
                         split_touching=args.split, max_picks=args.max_picks,
                         method=args.method, min_size=args.min_size, max_blob=args.max_blob,
                         **({} if args.min_roundness is None
-                           else {"min_roundness": args.min_roundness}))
+                           else {"min_roundness": args.min_roundness}),
+                        **({} if args.relative_roundness is None
+                           else {"relative_roundness": args.relative_roundness}))
 
 
 def _excluded(paths: list[str], grid):
@@ -150,6 +152,9 @@ def add_parsers(sub) -> None:
                       help="peaks only: drop peaks flatter or longer than this, such as a "
                            "carbon edge (smallest over largest curvature: 1 a ball, 0 a sheet; "
                            "a 2:1 particle 0.1-0.35); default 0.15, 0 keeps all")
+    pick.add_argument("--relative-roundness", type=number(float, 0, inclusive=True, high=1.0),
+                      help="peaks only: also drop peaks less round than this times the picks' "
+                           "median roundness (at most 0.25); default 0.5, 0 (or min 0) off")
     pick.add_argument("--split", action="store_true",
                       help="components only: split touching particles (watershed)")
     pick.add_argument("--max-picks", type=POSITIVE_INT)
