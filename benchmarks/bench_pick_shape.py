@@ -67,7 +67,8 @@ def main() -> None:
             true_round[cell] += list(every["roundness"].to_numpy()[near])
         for cut in args.cuts:  # picked again: the cut acts before non-maximum suppression
             kept = pick_particles(prob, 10.0, PickSettings(
-                diameter=rs.RIBOSOME_DIAMETER_A, threshold=threshold, min_roundness=cut))
+                diameter=rs.RIBOSOME_DIAMETER_A, threshold=threshold, min_roundness=cut,
+                relative_roundness=0.0))  # the absolute cut alone, as results/pick_shape.txt
             scores.setdefault((method, n, cell, cut), []).append(
                 rs.pick_scores(kept[["z", "y", "x"]].to_numpy(), cells[cell]))
     lines = [f"# {rs.provenance()}", f"# maps: {', '.join(str(f) for f in args.folders)}",

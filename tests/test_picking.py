@@ -348,7 +348,7 @@ def test_the_relative_roundness_cut_drops_the_odd_long_peak_but_keeps_a_map_of_l
     assert len(every) == 11 and (every["roundness"] < 0.25).sum() == 2
     kept = pick_particles(prob, 10.0, settings)
     assert match_picks(kept[["z", "y", "x"]].to_numpy(), np.array(round_centres), 5.0)["f1"] == 1.0
-    assert kept.attrs["flat_or_long"] == 2 and "2 flat or long" in dropped_note(kept)
+    assert kept.attrs["less_round"] == 2 and kept.attrs["flat_or_long"] == 0
     assert len(pick_particles(prob, 10.0, PickSettings(diameter=100.0, min_roundness=0.0))) == 11
     all_long = _stretched_blobs(shape, [[20.0, 15.0 + 23 * i, 25.0 + 50 * j] for i in range(4)
                                         for j in range(2)] + long_centres, 3.3, 2.3)
@@ -356,3 +356,22 @@ def test_the_relative_roundness_cut_drops_the_odd_long_peak_but_keeps_a_map_of_l
     assert len(long_picks) == 10  # their median is theirs: 0.5 x ~0.2 asks for less than 0.15
     with pytest.raises(InvalidSettingsError, match="relative roundness"):
         PickSettings(relative_roundness=1.5)
+
+
+def test_max_picks_gives_the_best_picks_of_the_whole_map_with_the_relative_cut():
+    """The relative cut's median comes from every pick, so max picks N returns the first N
+    of the uncapped picks; the components method (no roundness) is untouched by it."""
+    centres = [[20.0, 15.0 + 30 * i, 15.0 + 30 * j] for i in range(3) for j in range(3)]
+    shape = (70, 100, 100)
+    prob = np.maximum(_stretched_blobs(shape, centres, 3.3, 1.0),
+                      _stretched_blobs(shape, [[50.0, 30.0, 25.0], [50.0, 70.0, 65.0]], 3.3, 2.3))
+    prob *= np.linspace(0.8, 1.0, 100, dtype=np.float32)[None, None, :]  # scores differ
+    every = pick_particles(prob, 10.0, PickSettings(diameter=100.0))
+    assert len(every) == 9 and every.attrs["less_round"] == 2
+    assert "2 less round than the map's picks dropped" in dropped_note(every)
+    for n in (3, 9):
+        top = pick_particles(prob, 10.0, PickSettings(diameter=100.0, max_picks=n))
+        np.testing.assert_allclose(top[["z", "y", "x"]].to_numpy(),
+                                   every[["z", "y", "x"]].to_numpy()[:n])
+    components = pick_particles(prob, 10.0, PickSettings(diameter=100.0, method="components"))
+    assert len(components) == 11  # one per blob: no roundness, no relative cut

@@ -194,16 +194,16 @@ def _suppress_relative(centres: np.ndarray, scores: np.ndarray, round_: np.ndarr
                        min_distance: float, settings: PickSettings) -> tuple[list[int], int]:
     """Suppression, then again without the candidates below the relative roundness cut
     (``relative_roundness_cut`` of the first picks): (accepted, picks the cut dropped)."""
-    stretch = settings.z_stretch
-    accepted = _suppress(centres, scores, min_distance, settings.max_picks, stretch)
-    cut = (relative_roundness_cut(round_[accepted], settings.relative_roundness)
-           if settings.min_roundness > 0 else 0.0)  # 0: every shape kept, as the user asked
+    stretch, most = settings.z_stretch, settings.max_picks
+    accepted = _suppress(centres, scores, min_distance, None, stretch)  # the median of all:
+    cut = (relative_roundness_cut(round_[accepted], settings.relative_roundness)  # max picks
+           if settings.min_roundness > 0 else 0.0)  # stay the best of these; 0: every shape
     if cut <= settings.min_roundness:
-        return accepted, 0
+        return accepted[:most] if most else accepted, 0
     dropped = int(np.sum(round_[accepted] < cut))
-    round_enough = np.flatnonzero(round_ >= cut)
-    again = _suppress(centres[round_enough], scores[round_enough], min_distance,
-                      settings.max_picks, stretch)
+    round_enough = np.flatnonzero(~(round_ < cut))  # NaN (not measured) stays
+    again = _suppress(centres[round_enough], scores[round_enough], min_distance, most,
+                      stretch)
     return [int(round_enough[i]) for i in again], dropped
 
 
@@ -257,8 +257,8 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     table["size"] = sizes[accepted].astype(int)
     table["roundness"] = round_[accepted]
     table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
-    # the warning weighs the absolute test; the note counts the relative one's drops too
-    table.attrs["flat_or_long"] = _report_shape(flat_peaks, len(table), settings) + less_round
+    table.attrs["flat_or_long"] = _report_shape(flat_peaks, len(table), settings)
+    table.attrs["less_round"] = less_round  # the relative cut's: no warning, a note
     table.attrs["excluded"] = on_artifact
     return table
 
@@ -268,6 +268,8 @@ def dropped_note(table: pd.DataFrame) -> str:
     parts = []
     if table.attrs.get("flat_or_long"):
         parts.append(f"{table.attrs['flat_or_long']} flat or long peaks dropped")
+    if table.attrs.get("less_round"):
+        parts.append(f"{table.attrs['less_round']} less round than the map's picks dropped")
     if table.attrs.get("excluded"):
         parts.append(_excluded_text(table.attrs["excluded"]))
     return f" ({'; '.join(parts)})" if parts else ""
@@ -304,8 +306,8 @@ def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
         warnings.warn(f"{dropped} peaks with a particle's mass were dropped as flat or long "
                       f"(roundness below {settings.min_roundness:g}) beside {kept} picks kept; "
                       f"check the diameter ({settings.diameter:g} A: a particle larger than "
-                      "it looks flat at its peak) or, for an elongated particle, lower the min "
-                      "roundness (0 keeps every shape).", ShapeWarning, stacklevel=3)
+                      "it looks flat at its peak) or, for an elongated particle, set the min "
+                      "roundness to 0 (every shape kept).", ShapeWarning, stacklevel=3)
     return dropped
 
 

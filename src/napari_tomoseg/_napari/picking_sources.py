@@ -46,13 +46,16 @@ def checked_pick(probability, frame: TomogramFrame, settings: PickSettings,
     return (yield from pick_job(probability, frame, settings, feature, exclude=exclude))
 
 
-def shape_note(flat: int, kept: int) -> str:
-    """What the shape test dropped, with advice when it dropped many (as ``pick`` warns)."""
-    if not flat:
-        return ""
-    advice = (": check the diameter, or lower Min roundness for an elongated particle"
-              if too_many_dropped(flat, kept) else "")
-    return f" ({flat} flat or long peaks dropped{advice})"
+def shape_note(attrs: dict, kept: int) -> str:
+    """What the shape tests dropped, with advice when the absolute one dropped many (as
+    ``pick`` warns); the relative cut's drops are counted apart, without advice."""
+    flat, less_round = attrs.get("flat_or_long", 0), attrs.get("less_round", 0)
+    parts = [f"{less_round} less round than the map's picks dropped"] if less_round else []
+    if flat:
+        advice = (": check the diameter, or set Min roundness to 0 for an elongated particle"
+                  if too_many_dropped(flat, kept) else "")
+        parts.insert(0, f"{flat} flat or long peaks dropped{advice}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def source_frame(viewer, layer) -> TomogramFrame:

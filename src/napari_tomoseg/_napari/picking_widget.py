@@ -233,7 +233,7 @@ class PickingWidget(Container):
                                     tag_of(layer).get("tomogram")))
         saved = self._save()
         n = len(picks.points)
-        self.status.value = (f"{n} picks" + shape_note(table.attrs.get("flat_or_long", 0), n)
+        self.status.value = (f"{n} picks" + shape_note(table.attrs, n)
                              + excluded_note(table) + note
                              + ("" if saved or note else "; not in a session: Export keeps them")
                              + (f"; the earlier picks are kept as {kept.name}" if kept else ""))
