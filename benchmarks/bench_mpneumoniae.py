@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mpneumoniae as mp  # noqa: E402
-from realistic import provenance  # noqa: E402
+from realistic import provenance, spread  # noqa: E402
 
 from napari_tomoseg.io.mrc import open_volume  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
@@ -95,22 +95,17 @@ def main() -> None:
             print(f"  {name} seed {seed}: " + ", ".join(
                 f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                 flush=True)
-        cell = {k: _mean_range([r[k] for r in rows]) for k in rows[0] if k != "edge"}
-        lines.append(f"| {name}, sides {rows[0]['edge']} | {cell['recall']} | {cell['near']} | {cell['f']} | "
-                     f"{cell['f_05']} | {cell['f_best']} (@{cell['best_threshold']}) | "
-                     f"{cell['above']} | {cell['threshold']} | {cell['seconds']} |")
+        cell = {k: spread(rows, k, 4 if k == "above" else 2) for k in rows[0] if k != "edge"}
+        lines.append(f"| {name}, sides {rows[0]['edge']} | {cell['recall']} | {cell['near']} | "
+                     f"{cell['f']} | {cell['f_05']} | {cell['f_best']} "
+                     f"(@{cell['best_threshold']}) | {cell['above']} | {cell['threshold']} | "
+                     f"{cell['seconds']} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)
 
-
-def _mean_range(values: list[float]) -> str:
-    values = np.asarray(values, float)
-    if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{values.mean():.3g} ({values.min():.3g}-{values.max():.3g})"
 
 
 if __name__ == "__main__":

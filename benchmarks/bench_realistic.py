@@ -109,22 +109,15 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
     return out
 
 
-def _spread(runs: list[dict], key: str, digits: int = 2) -> str:
-    """Mean over seeds, with the range when there are several."""
-    values = np.array([r[key] for r in runs], float)
-    text = f"{values.mean():.{digits}f}"
-    return text if len(values) == 1 else f"{text} ({values.min():.{digits}f}-{values.max():.{digits}f})"
-
-
 def row_cells(feature: str, runs: list[dict]) -> list[str]:
     out = []
     for i in (0, 1):
-        out.append(f"{_spread(runs, f'dice_05_{i}')} / {_spread(runs, f'dice_stored_{i}')} / "
-                   f"{_spread(runs, f'best_{i}')}@{_spread(runs, f'best_threshold_{i}')}")
+        out.append(f"{rs.spread(runs, f'dice_05_{i}')} / {rs.spread(runs, f'dice_stored_{i}')} / "
+                   f"{rs.spread(runs, f'best_{i}')}@{rs.spread(runs, f'best_threshold_{i}')}")
     for i in (0, 1):
-        out.append(f"{_spread(runs, f'f1_{i}')} ({_spread(runs, f'precision_{i}')}/"
-                   f"{_spread(runs, f'recall_{i}')})" if feature == "ribosome" else "-")
-    return out + [_spread(runs, "threshold")]
+        out.append(f"{rs.spread(runs, f'f1_{i}')} ({rs.spread(runs, f'precision_{i}')}/"
+                   f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else "-")
+    return out + [rs.spread(runs, "threshold")]
 
 
 

@@ -132,6 +132,13 @@ def dice_scores(prob: np.ndarray, truth: np.ndarray, where=None, threshold: floa
             "best": scores[best], "best_threshold": float(thresholds[best])}
 
 
+def spread(runs: list[dict], key: str, digits: int = 2) -> str:
+    """Mean over seeds, with the range when there are several."""
+    values = np.array([r[key] for r in runs], float)
+    text = f"{values.mean():.{digits}f}"
+    return text if len(values) == 1 else f"{text} ({values.min():.{digits}f}-{values.max():.{digits}f})"
+
+
 def pick_scores(picks, cell: dict, voxel_size: float = 10.0) -> dict:
     radius = RIBOSOME_DIAMETER_A / 2 / voxel_size
     return match_picks(np.asarray(picks, float).reshape(-1, 3), cell["particles"], radius)

@@ -195,9 +195,10 @@ def _suppress_relative(centres: np.ndarray, scores: np.ndarray, round_: np.ndarr
     """Suppression, then again without the candidates below the relative roundness cut
     (``relative_roundness_cut`` of the first picks): (accepted, picks the cut dropped)."""
     stretch, most = settings.z_stretch, settings.max_picks
-    accepted = _suppress(centres, scores, min_distance, None, stretch)  # the median of all:
-    cut = (relative_roundness_cut(round_[accepted], settings.relative_roundness)  # max picks
-           if settings.min_roundness > 0 else 0.0)  # stay the best of these; 0: every shape
+    # uncapped, so the median is the whole map's and max picks keeps the best of it
+    accepted = _suppress(centres, scores, min_distance, None, stretch)
+    cut = (relative_roundness_cut(round_[accepted], settings.relative_roundness)
+           if settings.min_roundness > 0 else 0.0)  # min roundness 0: every shape kept
     if cut <= settings.min_roundness:
         return accepted[:most] if most else accepted, 0
     dropped = int(np.sum(round_[accepted] < cut))
@@ -269,7 +270,7 @@ def dropped_note(table: pd.DataFrame) -> str:
     if table.attrs.get("flat_or_long"):
         parts.append(f"{table.attrs['flat_or_long']} flat or long peaks dropped")
     if table.attrs.get("less_round"):
-        parts.append(f"{table.attrs['less_round']} less round than the map's picks dropped")
+        parts.append(less_round_text(table.attrs["less_round"]))
     if table.attrs.get("excluded"):
         parts.append(_excluded_text(table.attrs["excluded"]))
     return f" ({'; '.join(parts)})" if parts else ""
@@ -279,6 +280,11 @@ def excluded_note(table: pd.DataFrame) -> str:
     """The excluded artifacts' share of ``dropped_note`` alone (the widget words the rest)."""
     n = table.attrs.get("excluded", 0)
     return f" ({_excluded_text(n)})" if n else ""
+
+
+def less_round_text(n: int) -> str:
+    """The relative roundness cut's drops, in the CLI's and the widget's words."""
+    return f"{n} less round than the map's picks dropped"
 
 
 def _excluded_text(n: int) -> str:

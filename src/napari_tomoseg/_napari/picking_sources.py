@@ -15,7 +15,7 @@ from ..io.particles import TomogramFrame
 from ..layer_data import clean_tomo_name, frame_from_metadata
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
-from ..picking import PickSettings, too_many_dropped
+from ..picking import PickSettings, less_round_text, too_many_dropped
 from .layer_tags import has_role, tag_of, tomogram_key
 
 
@@ -50,7 +50,7 @@ def shape_note(attrs: dict, kept: int) -> str:
     """What the shape tests dropped, with advice when the absolute one dropped many (as
     ``pick`` warns); the relative cut's drops are counted apart, without advice."""
     flat, less_round = attrs.get("flat_or_long", 0), attrs.get("less_round", 0)
-    parts = [f"{less_round} less round than the map's picks dropped"] if less_round else []
+    parts = [less_round_text(less_round)] if less_round else []
     if flat:
         advice = (": check the diameter, or set Min roundness to 0 for an elongated particle"
                   if too_many_dropped(flat, kept) else "")
