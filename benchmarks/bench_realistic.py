@@ -11,7 +11,9 @@ particles no positive box painted). Columns: Dice at 0.5, Dice at the
 model's stored threshold, best Dice over thresholds (and where it lies);
 for ribosomes, picks by ``pick_particles`` with default settings (the
 model's stored threshold) scored as precision / recall / F1 within half a
-diameter of the true centres. The forest is the ilastik recipe
+diameter of the true centres; for microtubules, Dice of the tubes
+``trace_filaments`` draws around the centre lines it finds in the map (at
+the stored threshold, 25 nm across). The forest is the ilastik recipe
 (baseline_forest.py) with the same boxes and the same picker. With
 ``--correct`` each network gets a second round as a user would give it:
 5 positives on the largest missed stretches and 10 negatives on the largest
@@ -35,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
+from napari_tomoseg.filaments import FilamentSettings, trace_filaments  # noqa: E402
+from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
 from napari_tomoseg.nn.training import TrainingSettings  # noqa: E402
@@ -105,6 +109,9 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                  else rs.pick_scores(zyx, cell))  # as Dice leaves the painted voxels out
             out.update({f"f1_{i}": m["f1"], f"precision_{i}": m["precision"],
                         f"recall_{i}": m["recall"]})
+        if feature == "microtubule":  # traced as tubes of a microtubule's 25 nm (filaments.py)
+            tubes = trace_filaments(prob, 10.0, FilamentSettings(threshold=threshold)).tubes
+            out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
     out["threshold"] = threshold
     return out
 
@@ -116,7 +123,8 @@ def row_cells(feature: str, runs: list[dict]) -> list[str]:
                    f"{rs.spread(runs, f'best_{i}')}@{rs.spread(runs, f'best_threshold_{i}')}")
     for i in (0, 1):
         out.append(f"{rs.spread(runs, f'f1_{i}')} ({rs.spread(runs, f'precision_{i}')}/"
-                   f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else "-")
+                   f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else
+                   f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature == "microtubule" else "-")
     return out + [rs.spread(runs, "threshold")]
 
 
@@ -175,7 +183,7 @@ def main() -> None:
                     runs.append(score(feature, boxes, cells, probs, threshold))
                     print(f"  seed {seed}: " + ", ".join(  # for paired comparisons of settings
                         f"{k} {v:.3f}" for k, v in runs[-1].items()
-                        if k.startswith(("f1_", "dice_stored_"))), flush=True)
+                        if k.startswith(("f1_", "dice_stored_", "tubes_"))), flush=True)
                     if args.save:
                         args.save.mkdir(parents=True, exist_ok=True)
                         for i, prob in enumerate(probs):
@@ -224,7 +232,8 @@ def write_table(comments: list[str], rows: list[list[str]], out: Path | None) ->
     """Print the results table under its comment lines, and write it to ``out`` if given."""
     lines = comments + [
         "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
-        "Dice @0.5 / @stored / best other | pick F1 (P/R) same | pick F1 (P/R) other "
+        "Dice @0.5 / @stored / best other | pick F1 (P/R) or tubes Dice same | "
+        "pick F1 (P/R) or tubes Dice other "
         "| stored threshold | train s |",
         "|---|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

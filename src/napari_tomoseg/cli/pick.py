@@ -66,14 +66,15 @@ def _excluded(paths: list[str], grid):
     return region
 
 
-def _pick_feature(args: argparse.Namespace) -> str:
-    """--feature, else the one the map's header names, else ribosome; never another feature's
-    map under this name (its picks and its model's threshold would pass as this feature's)."""
+def map_feature(args: argparse.Namespace, default: str = "ribosome") -> str:
+    """--feature, else the one the map's header names, else ``default``; never another
+    feature's map under this name (its picks and its model's threshold would pass as this
+    feature's)."""
     from ..io.probability_header import stored_probability
 
     stored = stored_probability(args.probability) if args.probability else None
     if args.feature is None:
-        return stored[0] if stored else "ribosome"
+        return stored[0] if stored else default
     if stored and stored[0] != args.feature[:30]:
         raise InvalidSettingsError(f"{Path(args.probability).name} is the probability map of "
                                    f"'{stored[0]}' (its header), not '{args.feature}': give "
@@ -90,7 +91,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from ..picking import dropped_note
     from ..tomogram import volume_frame
 
-    args.feature = _pick_feature(args)
+    args.feature = map_feature(args)
     source = copick_source(args)
     if source is not None:  # the object and ids, before any work
         copick_project.check_result_objects(source, [args.feature])

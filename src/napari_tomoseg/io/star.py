@@ -46,6 +46,10 @@ OPTIONAL_STAR = {
     "half": "rlnRandomSubset",
     "alignment_score": "rlnTomosegAlignmentScore",
     "feature": "rlnTomosegFeature",
+    "filament": "rlnHelicalTubeID",  # traced filaments (filaments.py): RELION's helical columns
+    "track_length": "rlnHelicalTrackLengthAngst",
+    "tilt_prior": "rlnAngleTiltPrior",
+    "psi_prior": "rlnAnglePsiPrior",
 }
 ANGLES = {"rot": "rlnAngleRot", "tilt": "rlnAngleTilt", "psi": "rlnAnglePsi"}
 SUBTOMO = {"subtomo_rot": "rlnTomoSubtomogramRot", "subtomo_tilt": "rlnTomoSubtomogramTilt",

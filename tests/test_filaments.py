@@ -1,0 +1,153 @@
+"""Filaments traced through patchy maps: whole tubes, RELION's helical columns, bad input."""
+
+from __future__ import annotations
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+
+from napari_tomoseg.cli import main
+from napari_tomoseg.errors import InvalidSettingsError
+from napari_tomoseg.filaments import FilamentSettings, axis_angles, trace_filaments
+from napari_tomoseg.io.mrc import write_volume
+from napari_tomoseg.io.probability_header import threshold_label
+from napari_tomoseg.metrics import dice
+
+from .test_relion_conventions import relion_euler_matrix, relion_tomogram_pixel
+
+SHAPE = (40, 96, 96)
+VOXEL = 10.0
+DIAMETER = 100.0  # A: a radius of 5 voxels
+START = np.array([20.0, 20.0, 12.0])  # z y x
+DIRECTION = np.array([0.15, 0.45, 0.88]) / np.linalg.norm([0.15, 0.45, 0.88])
+LENGTH = 80.0  # voxels
+
+
+def _along_and_across(start=START, direction=DIRECTION):
+    grid = np.indices(SHAPE).astype(float)
+    offset = grid - start[:, None, None, None]
+    along = np.tensordot(direction, offset, axes=1)
+    across = np.sqrt(np.maximum((offset ** 2).sum(0) - along ** 2, 0))
+    return along, across
+
+
+def _patchy_map(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(map, the whole tube, the distractors): the tube's map has gaps (more than half of
+    every 25 voxels), as the missing wedge leaves a filament across the tilt axis; balls
+    of its width and a sheet are as strong."""
+    along, across = _along_and_across()
+    tube = (along >= 0) & (along <= LENGTH) & (across <= DIAMETER / 2 / VOXEL)
+    seen = tube & ((along % 25) < 12)
+    zz, yy, xx = np.indices(SHAPE)
+    others = np.zeros(SHAPE, bool)
+    for c in [(20, 75, 20), (12, 80, 70), (28, 72, 40)]:
+        others |= (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 36
+    others |= (zz >= 3) & (zz <= 5) & (yy < 50) & (xx > 50)
+    others &= ~tube
+    rng = np.random.default_rng(seed)
+    prob = 0.15 * rng.random(SHAPE, dtype=np.float32)
+    prob[seen | others] = 0.9
+    return prob, tube, others
+
+
+def test_a_patchy_tube_is_traced_whole_and_balls_and_sheets_are_not():
+    prob, tube, others = _patchy_map()
+    assert dice(prob > 0.5, tube) < 0.65  # what a threshold keeps of it
+    found = trace_filaments(prob, VOXEL, FilamentSettings(diameter=DIAMETER))
+    assert len(found.paths) == 1
+    assert dice(found.tubes > 0, tube) > 0.75
+    assert not (found.tubes > 0)[others].any()
+    (length,) = found.lengths(VOXEL)
+    assert 0.7 * LENGTH < length / VOXEL < 1.1 * LENGTH  # its last stretch is the shortest
+    along, across = _along_and_across()
+    path = np.round(found.paths[0]).astype(int)
+    assert np.median(across[tuple(path.T)]) < 1.5  # on the axis, through the gaps
+    assert across[tuple(path.T)].max() < 4.0
+
+
+def test_two_crossing_filaments_give_one_whole_line_and_the_other_in_two():
+    along_a, across_a = _along_and_across()
+    other = np.array([0.0, -0.9, 0.44]) / np.linalg.norm([0.0, -0.9, 0.44])
+    along_b, across_b = _along_and_across(np.array([20.0, 75.0, 20.0]), other)
+    radius = DIAMETER / 2 / VOXEL
+    tubes = [(a >= 0) & (a <= LENGTH) & (r <= radius)
+             for a, r in ((along_a, across_a), (along_b, across_b))]
+    prob = np.where(tubes[0] | tubes[1], 0.9, 0.05).astype(np.float32)
+    found = trace_filaments(prob, VOXEL, FilamentSettings(diameter=DIAMETER, min_length=150))
+    assert 2 <= len(found.paths) <= 3
+    assert dice(found.tubes > 0, tubes[0] | tubes[1]) > 0.8
+    assert max(found.lengths(VOXEL)) > 0.8 * LENGTH * VOXEL
+
+
+def test_priors_put_a_relion_reference_z_axis_along_the_filament():
+    """RELION's helical references run along z; A (euler.cpp) takes a reference point u
+    to pos + A u, so A's third column must be the filament's direction."""
+    rng = np.random.default_rng(3)
+    directions = rng.normal(size=(20, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    for d, (rot, tilt, psi) in zip(directions, axis_angles(directions)):
+        assert rot == 0
+        assert np.allclose(relion_euler_matrix(rot, tilt, psi)[:, 2], d, atol=1e-6)
+
+
+def _map_file(tmp_path, prob):
+    return write_volume(tmp_path / "TS_01_microtubule.mrc", prob, VOXEL, overwrite=True,
+                        labels=(threshold_label("microtubule", 0.5),))
+
+
+def test_trace_writes_relion_helical_points_and_numbered_tubes(tmp_path, capsys):
+    prob, tube, _ = _patchy_map()
+    path = _map_file(tmp_path, prob)
+    star, tubes = tmp_path / "filaments.star", tmp_path / "tubes.mrc"
+    assert main(["trace", str(path), str(star), "--tubes", str(tubes), "--diameter",
+                 str(DIAMETER), "--tilt-series-pixel-size", "5"]) == 0
+    assert "1 microtubule filaments" in capsys.readouterr().out
+    table = starfile.read(star, always_dict=True)["particles"]
+    assert set(table["rlnHelicalTubeID"]) == {1}
+    assert (table["rlnTomoName"] == "TS_01").all()
+    track = table["rlnHelicalTrackLengthAngst"].to_numpy()
+    assert np.allclose(np.diff(track), DIAMETER / 2, atol=0.5)  # every radius, in order
+    alignment = []
+    for _, row in table.iterrows():  # RELION's own pixel, then back to this binned map
+        pixel = relion_tomogram_pixel([row[f"rlnCenteredCoordinate{a}Angst"] for a in "XYZ"],
+                                      [0, 0, 0], [0, 0, 0], 5.0,
+                                      [2 * n for n in SHAPE[::-1]])
+        zyx = (pixel / 2)[::-1]
+        offset = zyx - START
+        assert np.linalg.norm(offset - (offset @ DIRECTION) * DIRECTION) < 4.0  # radius 5
+        axis = relion_euler_matrix(0, row["rlnAngleTiltPrior"], row["rlnAnglePsiPrior"])[:, 2]
+        alignment.append(abs(axis @ DIRECTION[::-1]))  # x y z; no known polarity
+    assert np.median(alignment) > 0.98 and min(alignment) > 0.9  # its ends bend a little
+    with mrcfile.open(tubes) as mrc:
+        assert float(mrc.voxel_size.x) == VOXEL
+        labels = np.asarray(mrc.data)
+    assert set(np.unique(labels)) == {0, 1}
+    assert dice(labels > 0, tube) > 0.75
+
+
+def test_trace_refuses_bad_input_before_any_work(tmp_path, capsys):
+    prob, _, _ = _patchy_map()
+    path = _map_file(tmp_path, prob)
+    assert main(["trace", str(path)]) == 2  # nothing to write
+    assert "give a points file" in capsys.readouterr().err
+    assert main(["trace", str(path), str(tmp_path / "p.star"), "--diameter", "15"]) == 2
+    assert "too thin" in capsys.readouterr().err
+    taken = tmp_path / "taken.csv"
+    taken.write_text("keep me\n")
+    assert main(["trace", str(path), str(taken)]) == 2
+    assert taken.read_text() == "keep me\n"
+    assert main(["trace", str(path), str(tmp_path / "p.star"), "--feature", "ribosome"]) == 2
+    assert "not 'ribosome'" in capsys.readouterr().err  # another feature's map
+    assert main(["trace", str(path), str(tmp_path / "p.star"), "--tubes", str(path),
+                 "--overwrite"]) == 2  # never onto its own map
+    with mrcfile.open(path) as mrc:
+        assert np.array_equal(mrc.data, prob)
+
+
+@pytest.mark.parametrize("bad", [{"diameter": 0}, {"threshold": 1.0}, {"stretch": -1},
+                                 {"contrast": float("nan")}, {"min_length": 0},
+                                 {"directions": 2}])
+def test_bad_filament_settings_are_refused(bad):
+    with pytest.raises(InvalidSettingsError):
+        FilamentSettings(**bad)
