@@ -92,6 +92,10 @@ class PickingDock(_ScrolledDock):
     module, name = "picking_widget", "PickingWidget"
 
 
+class FilamentsDock(_ScrolledDock):
+    module, name = "filaments_widget", "FilamentsWidget"
+
+
 class AveragingDock(_ScrolledDock):
     module, name = "averaging_widget", "AveragingWidget"
 

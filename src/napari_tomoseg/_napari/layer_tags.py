@@ -3,7 +3,8 @@
 A user may rename any layer; the plugin still finds the probability map of
 a feature, the boxes of a session or the picks to average. The tag is a
 small dict under ``metadata["tomoseg_role"]``: ``{"role": ..., **attributes}``.
-Roles: tomogram, truth, boxes, masks, probability, labels, picks, average, class.
+Roles: tomogram, truth, boxes, masks, probability, labels, picks, filaments, average,
+class.
 """
 
 from __future__ import annotations

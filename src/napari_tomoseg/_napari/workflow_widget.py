@@ -79,6 +79,7 @@ class TomosegWidget(Container):
         self.tabs.add_now("Segment", segment)
         viewer = napari_viewer
         self.tabs.add("Pick", lambda: _widget("picking_widget", "PickingWidget", viewer))
+        self.tabs.add("Filaments", lambda: _widget("filaments_widget", "FilamentsWidget", viewer))
         self.tabs.add("Average", lambda: _widget("averaging_widget", "AveragingWidget", viewer))
         self.tabs.add("Explore", lambda: _widget("explore_widget", "ExploreWidget", viewer))
         self.tabs.add("Gallery", lambda: _widget("gallery_widget", "GalleryWidget", viewer))

@@ -12,11 +12,9 @@ from .engine import map_threshold
 from .pick import map_feature
 from .progress import run_with_bar
 
-DIAMETERS = {"microtubule": 250.0, "actin": 70.0}  # Angstrom, outer
-
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from ..filaments import FilamentSettings
+    from ..filaments import DIAMETERS, FilamentSettings
     from ..io.mrc import MRC_SUFFIXES, check_finite_volume
     from ..io.particle_files import check_particle_output
     from ..io.paths import check_outputs, check_writable

@@ -1,0 +1,154 @@
+"""Trace filaments through a probability layer: numbered tubes (Labels) and points along
+them (Points, one colour per filament), exported as RELION helical STAR, CSV or JSON.
+
+Tracing is ``jobs.filaments.trace_job``, the CLI's (``tomoseg trace``), started in a
+thread; it writes nothing until Export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, \
+    LineEdit, PushButton
+from napari.layers import Image, Labels, Points
+from napari.utils.notifications import show_info
+
+from ..errors import TomosegError
+from ..filaments import DIAMETERS, Filaments, FilamentSettings
+from ..io.particle_files import eman2_box_size, write_particles
+from ..io.particles import TomogramFrame
+from ..jobs.filaments import trace_job
+from .confirm import may_replace
+from .layer_tags import incomplete_reason, layers_with, tag, tag_of
+from .notify import guarded, report_error
+from .picking_sources import is_probability, snapshot, source_frame, stored_threshold
+from .voxel_size import voxel_size_of
+from .worker import JobHandle, start_job
+
+
+
+class FilamentsWidget(Container):
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.source = ComboBox(label="Probability", choices=self._sources)
+        self.feature = LineEdit(label="Feature", value="microtubule")
+        self.diameter = FloatSpinBox(label="Diameter (A)", value=250.0, min=10.0, max=5000.0,
+                                     step=10.0, tooltip="outer diameter: microtubule 250, "
+                                                        "actin 70")
+        self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
+        self.stretch = FloatSpinBox(label="Straight stretch", value=3.0, min=0.5, max=20.0,
+                                    step=0.5, tooltip="diameters compared along a filament "
+                                                      "(less for curved ones)")
+        self.trace_button = PushButton(text="Trace", tooltip="while tracing: Stop")
+        self.status = Label(value="")
+        self.output = FileEdit(label="Export to", mode="w", filter="*.star *.csv *.json",
+                               value=Path.home() / "filaments.star")
+        self.export_button = PushButton(text="Export points")
+        self.extend([self.source, self.feature, self.diameter, self.threshold, self.stretch,
+                     self.trace_button, self.status, self.output, self.export_button])
+        self.handle: JobHandle | None = None
+        self.result: tuple[Filaments, TomogramFrame, FilamentSettings, str] | None = None
+        self.trace_button.changed.connect(guarded(self._trace_or_stop))
+        self.export_button.changed.connect(guarded(self._export_asking))
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(lambda e: self.source.reset_choices())
+        self.source.changed.connect(self._defaults_from_source)
+        self.feature.changed.connect(self._diameter_of_feature)
+        self._defaults_from_source()
+
+    def _sources(self, widget=None) -> list[Image]:
+        return [layer for layer in self.viewer.layers if is_probability(layer)]
+
+    def _defaults_from_source(self, *args) -> None:
+        layer = self.source.value
+        if layer is None:
+            return
+        self.feature.value = str(tag_of(layer).get("feature") or self.feature.value)
+        stored = stored_threshold(layer)
+        if stored is not None:
+            self.threshold.value = min(max(stored, 0.05), 0.95)
+
+    def _diameter_of_feature(self, *args) -> None:
+        known = DIAMETERS.get(self.feature.value.strip())
+        if known:
+            self.diameter.value = known
+
+    def _trace_or_stop(self) -> JobHandle | None:
+        if self.handle is not None and self.handle.is_running:
+            self.handle.cancel()
+            self.status.value = "stopping..."
+            return None
+        return self.trace()
+
+    def trace(self) -> JobHandle:
+        """Start ``trace_job`` on the chosen map in a thread; its result becomes layers."""
+        layer = self.source.value
+        if layer is None:
+            raise TomosegError("open or compute a probability map first (Segment, or open a "
+                               "probability MRC): tracing needs one.")
+        why = incomplete_reason(layer)
+        if why:
+            raise TomosegError(f"'{layer.name}' {why}.")
+        settings = FilamentSettings(diameter=float(self.diameter.value),
+                                    threshold=float(self.threshold.value),
+                                    stretch=float(self.stretch.value))
+        feature = self.feature.value.strip() or "filament"
+        voxel_size_of(layer)  # a usable, cubic voxel size, or a message saying what to do
+        frame = source_frame(self.viewer, layer)
+        self.trace_button.text = "Stop"
+        self.status.value = f"tracing {feature}..."
+        self.handle = start_job(
+            trace_job(snapshot(layer.data), frame, settings, feature),
+            on_progress=lambda progress: setattr(self.status, "value", progress.message),
+            on_done=lambda found: self.show(found, layer, frame, settings, feature),
+            on_error=lambda exc: setattr(self.status, "value", report_error(exc)),
+            on_cancelled=lambda: setattr(self.status, "value", "stopped"),
+            on_finished=lambda: setattr(self.trace_button, "text", "Trace"), owner=self)
+        return self.handle
+
+    def show(self, found: Filaments, layer, frame: TomogramFrame, settings: FilamentSettings,
+             feature: str) -> tuple[Labels, Points]:
+        """The tubes as Labels and the points along them as Points, on the map's grid; a
+        new trace of the same feature replaces both."""
+        for old in list(layers_with(self.viewer, "filaments", feature=feature)):
+            self.viewer.layers.remove(old)
+        place = {"scale": layer.scale, "translate": layer.translate}
+        tubes = self.viewer.add_labels(found.tubes, name=f"{feature} tubes", opacity=0.4, **place)
+        table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
+        points = self.viewer.add_points(
+            table[["z", "y", "x"]].to_numpy(float), name=f"{feature} filaments", **place,
+            size=settings.diameter / 4 / float(layer.scale[-1]),
+            features=table.drop(columns=["z", "y", "x"]), face_color="filament",
+            face_colormap="turbo")
+        for added in (tubes, points):
+            tag(added, "filaments", feature=feature)
+        self.result = (found, frame, settings, feature)
+        lengths = found.lengths(frame.voxel_size)
+        self.status.value = (f"{len(lengths)} filaments" + (
+            f", {sum(lengths) / 10:.0f} nm in all, the longest {max(lengths) / 10:.0f} nm"
+            if lengths else ": lower the threshold or the straight stretch, or check the "
+                            "diameter"))
+        return tubes, points
+
+    def _export_asking(self) -> Path | None:
+        path = Path(self.output.value)
+        if not may_replace(self.native, [path], "the points along the filaments"):
+            self.status.value = f"not exported: {path.name} kept"
+            return None
+        return self.export()
+
+    def export(self) -> Path:
+        """The points along the filaments, in the format the file's suffix names."""
+        if self.result is None:
+            raise TomosegError("trace first: there are no filaments to export.")
+        found, frame, settings, feature = self.result
+        path = Path(self.output.value)
+        table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
+        table["feature"] = feature
+        write_particles(path, table, frame, feature=feature,
+                        box_size=eman2_box_size(settings.diameter, frame.voxel_size))
+        show_info(f"{len(table)} points along {len(found.paths)} filaments written to {path}")
+        return path

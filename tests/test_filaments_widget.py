@@ -1,0 +1,72 @@
+"""The Filaments tab: tubes and points from a patchy map, replaced on a new trace, exported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+
+import starfile  # noqa: E402
+
+from napari_tomoseg.metrics import dice  # noqa: E402
+
+from .test_filaments import DIAMETER, VOXEL, _patchy_map  # noqa: E402
+
+
+def _widget(make_napari_viewer):
+    from napari_tomoseg._napari.filaments_widget import FilamentsWidget
+    from napari_tomoseg._napari.layer_tags import tag
+
+    viewer = make_napari_viewer()
+    prob, tube, _ = _patchy_map()
+    layer = viewer.add_image(prob, name="prediction: microtubule", scale=(VOXEL,) * 3,
+                             translate=(30.0, 0.0, -20.0), metadata={"threshold": 0.5})
+    tag(layer, "probability", feature="microtubule")
+    widget = FilamentsWidget(viewer)
+    assert widget.source.value is layer and widget.feature.value == "microtubule"
+    assert widget.diameter.value == 250.0  # a microtubule's, until told otherwise
+    widget.diameter.value = DIAMETER
+    return viewer, widget, tube
+
+
+def _traced(widget, qtbot):
+    handle = widget.trace()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.result is not None, timeout=5_000)
+
+
+def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
+        make_napari_viewer, qtbot, tmp_path):
+    viewer, widget, tube = _widget(make_napari_viewer)
+    _traced(widget, qtbot)
+    tubes, points = viewer.layers["microtubule tubes"], viewer.layers["microtubule filaments"]
+    assert dice(tubes.data > 0, tube) > 0.75
+    np.testing.assert_allclose(tubes.translate, (30.0, 0.0, -20.0))
+    np.testing.assert_allclose(points.translate, (30.0, 0.0, -20.0))
+    assert set(points.features["filament"]) == {1} and len(points.data) >= 10
+    assert "1 filaments" in widget.status.value
+    _traced(widget, qtbot)  # again: the layers are replaced, not doubled
+    assert [layer.name for layer in viewer.layers].count("microtubule tubes") == 1
+    assert len(viewer.layers) == 3
+    path = tmp_path / "mt.star"
+    widget.output.value = path
+    widget.export()
+    table = starfile.read(path, always_dict=True)["particles"]
+    assert len(table) == len(points.data)
+    assert set(table["rlnHelicalTubeID"]) == {1}
+    assert {"rlnAngleTiltPrior", "rlnAnglePsiPrior", "rlnHelicalTrackLengthAngst"} <= set(table)
+
+
+def test_stop_leaves_no_layers_and_export_before_a_trace_says_why(make_napari_viewer, qtbot):
+    from napari_tomoseg.errors import TomosegError
+
+    viewer, widget, _ = _widget(make_napari_viewer)
+    with pytest.raises(TomosegError, match="trace first"):
+        widget.export()
+    handle = widget.trace()
+    widget._trace_or_stop()  # the button reads Stop while tracing
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.trace_button.text == "Trace", timeout=5_000)
+    assert widget.status.value == "stopped"
+    assert len(viewer.layers) == 1 and widget.result is None
