@@ -92,6 +92,16 @@ def run_method(method: str, cells, boxes, feature: str, binning: int | None = No
     return [segment(c["tomogram"], model, 10.0) for c in cells], threshold, seconds
 
 
+def saved_maps(folder: Path, feature: str, n_pos: int, method: str, seed: int
+               ) -> tuple[list, float, float]:
+    """What ``--save`` kept of one training: (maps of both cells, stored threshold, nan)."""
+    stem = f"{feature}_{n_pos}_{method}_{seed}"
+    if not (folder / f"{stem}.threshold").is_file():
+        raise SystemExit(f"{folder} holds no maps of {stem} (saved with --save?)")
+    maps = [np.load(folder / f"{stem}_{i}.npy").astype(np.float32) for i in (0, 1)]
+    return maps, float((folder / f"{stem}.threshold").read_text()), float("nan")
+
+
 def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, float]:
     """Numbers of one trained method: per cell Dice at 0.5, at the stored threshold, the best
     and where it lies; for ribosomes the picks' F1, precision and recall."""
@@ -161,7 +171,12 @@ def main() -> None:
                         help="seeds run from here (so more seeds can be added to a run)")
     parser.add_argument("--settings", type=json.loads, default=None,
                         help='extra TrainingSettings as JSON, e.g. \'{"batch_size": 32}\'')
+    parser.add_argument("--from-maps", type=Path, metavar="DIR",
+                        help="score the maps an earlier --save kept in DIR instead of training "
+                             "(same features, boxes, methods and seeds; train s reads nan)")
     args = parser.parse_args()
+    if args.from_maps and (args.save or args.correct):
+        parser.error("--from-maps scores saved maps: it trains nothing to --save or --correct")
     if args.correct == "picks" and args.features != ["ribosome"]:
         parser.error("--correct picks rejects false ribosome picks: give --features ribosome")
     if "forest" in args.methods and importlib.util.find_spec("sklearn") is None:
@@ -176,9 +191,13 @@ def main() -> None:
             for method in args.methods:
                 runs, second, seconds = [], [], []
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
-                    probs, threshold, took = run_method(
-                        method, cells, boxes, feature, args.binning, args.intensity, seed=seed,
-                        settings=args.settings)
+                    if args.from_maps:  # scored again, not trained: picking or tracing changed
+                        probs, threshold, took = saved_maps(args.from_maps, feature, n_pos,
+                                                            method, seed)
+                    else:
+                        probs, threshold, took = run_method(
+                            method, cells, boxes, feature, args.binning, args.intensity,
+                            seed=seed, settings=args.settings)
                     seconds.append(took)
                     runs.append(score(feature, boxes, cells, probs, threshold))
                     print(f"  seed {seed}: " + ", ".join(  # for paired comparisons of settings
@@ -220,6 +239,8 @@ def main() -> None:
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
                 else "")
              + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
+             + (f"; maps from {args.from_maps} (trained earlier, scored by this commit)"
+                if args.from_maps else "")
              + ("" if "members" in (args.settings or {}) else
                 f"; networks per model: the feature's default ({_default_members()})")
              + f"; {args.seeds} training seed(s) per row (from {args.first_seed}): mean (range)"

@@ -31,6 +31,7 @@ def _widget(make_napari_viewer):
 
 
 def _traced(widget, qtbot):
+    widget.result = None  # set again when this trace's layers are shown
     handle = widget.trace()
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     qtbot.waitUntil(lambda: widget.result is not None, timeout=5_000)
@@ -49,6 +50,14 @@ def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
     _traced(widget, qtbot)  # again: the layers are replaced, not doubled
     assert [layer.name for layer in viewer.layers].count("microtubule tubes") == 1
     assert len(viewer.layers) == 3
+    tubes = viewer.layers["microtubule tubes"]
+    tubes.data[0, 0, :5] = 7  # painted by hand: work, never replaced by a new trace
+    tubes.refresh()
+    _traced(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert "microtubule tubes (edited)" in names and names.count("microtubule tubes") == 1
+    assert (viewer.layers["microtubule tubes (edited)"].data[0, 0, :5] == 7).all()
+    points = viewer.layers["microtubule filaments"]
     path = tmp_path / "mt.star"
     widget.output.value = path
     widget.export()

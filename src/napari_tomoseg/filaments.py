@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from .errors import InvalidSettingsError
@@ -93,7 +93,10 @@ def axis_angles(directions_xyz: np.ndarray) -> np.ndarray:
     (a point u of the reference sits at pos + A u): tilt and psi are fixed by it, rot
     (the turn about the filament) is left 0."""
     d = np.asarray(directions_xyz, float).reshape(-1, 3)
-    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    norms = np.linalg.norm(d, axis=1, keepdims=True)
+    if not np.all(norms > 0):
+        raise InvalidSettingsError("a filament's direction must not be a zero vector.")
+    d = d / norms
     helper = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]])
     first = np.cross(helper, d)
     first /= np.linalg.norm(first, axis=1, keepdims=True)
@@ -135,18 +138,22 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     length = settings.stretch * 2 * radius
     best = np.full(work.shape, -np.inf, np.float32)
     axes = half_sphere(settings.directions)
+    # mirrored beyond the faces: zeros there made every high stretch along a face a 'tube'
+    padded = np.pad(work, _kernel_half(radius, length), mode="reflect")
     for done, direction in enumerate(axes):
-        np.maximum(best, _convolved(work, _contrast_kernel(direction, radius, length)),
+        np.maximum(best, _convolved(padded, _contrast_kernel(direction, radius, length)),
                    out=best)
         yield done + 1, len(axes)
+    del padded
     axis = best >= settings.contrast * settings.threshold
     del best
     min_length = (settings.min_length / voxel_size / binning if settings.min_length
                   else length)
-    paths = [_smoothed(p, sigma=max(2.0, radius / 2)) for p in centre_lines(axis)
-             if _length(p) >= min_length]
+    paths = [_smoothed(p, sigma=max(2.0, radius / 2)) for p in centre_lines(axis, min_length)]
     tubes = _tubes(paths, work.shape, radius, binning, probability.shape)
-    return Filaments([p * binning + (binning - 1) / 2 for p in paths], tubes, radius_px)
+    last = np.array(probability.shape, float) - 1  # a part block's centre lies past the edge
+    return Filaments([np.clip(p * binning + (binning - 1) / 2, 0, last) for p in paths], tubes,
+                     radius_px)
 
 
 def half_sphere(n: int) -> np.ndarray:
@@ -159,8 +166,12 @@ def half_sphere(n: int) -> np.ndarray:
     return points[z >= 0]
 
 
+def _kernel_half(radius: float, length: float) -> int:
+    return int(np.ceil(np.hypot(length / 2, SLEEVE * radius)))
+
+
 def _contrast_kernel(direction: np.ndarray, radius: float, length: float) -> np.ndarray:
-    half = int(np.ceil(np.hypot(length / 2, SLEEVE * radius)))
+    half = _kernel_half(radius, length)
     grid = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1].astype(np.float32)
     along = np.tensordot(direction.astype(np.float32), grid, axes=1)
     across = np.sqrt(np.maximum((grid ** 2).sum(0) - along ** 2, 0))
@@ -170,22 +181,24 @@ def _contrast_kernel(direction: np.ndarray, radius: float, length: float) -> np.
     return (inside / inside.sum() - sleeve / sleeve.sum()).astype(np.float32)
 
 
-def _convolved(work: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``work`` convolved with ``kernel`` ('same'), SLAB slices at a time (symmetric kernels:
-    the same as a correlation)."""
+def _convolved(padded: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``padded`` (the volume with a kernel's half on every side) convolved with ``kernel``:
+    the volume's shape, SLAB slices at a time (symmetric kernels: the same as a
+    correlation)."""
     half = kernel.shape[0] // 2
-    out = np.empty(work.shape, np.float32)
-    for start in range(0, work.shape[0], SLAB):
-        lo, hi = max(start - half, 0), min(start + SLAB + half, work.shape[0])
-        part = signal.fftconvolve(work[lo:hi], kernel, mode="same")
-        out[start:start + SLAB] = part[start - lo:start - lo + min(SLAB, work.shape[0] - start)]
+    shape = tuple(n - 2 * half for n in padded.shape)
+    out = np.empty(shape, np.float32)
+    for start in range(0, shape[0], SLAB):
+        stop = min(start + SLAB, shape[0])
+        out[start:stop] = signal.fftconvolve(padded[start:stop + 2 * half], kernel,
+                                             mode="valid")
     return out
 
 
-def centre_lines(axis: np.ndarray) -> list[np.ndarray]:
-    """Ordered centre lines of the skeleton of ``axis``: in each connected piece the
-    longest path, then the longest of what is left, and so on (two crossing filaments
-    give one whole line and two halves)."""
+def centre_lines(axis: np.ndarray, min_length: float = 0.0) -> list[np.ndarray]:
+    """Ordered centre lines of the skeleton of ``axis``, at least ``min_length`` voxels long:
+    in each connected piece the longest path, then the longest of what is left, and so on
+    (two crossing filaments give one whole line and two halves)."""
     from skimage.morphology import skeletonize
 
     skeleton = skeletonize(axis) if axis.any() else axis
@@ -196,15 +209,19 @@ def centre_lines(axis: np.ndarray) -> list[np.ndarray]:
     steps = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
     graph = coo_matrix((steps, (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2).tocsr()
     graph = graph + graph.T
-    left = np.ones(len(points), bool)
+    _, piece = connected_components(graph, directed=False)
     paths = []
-    while left.sum() >= 2:
-        path = _longest_path(graph, np.flatnonzero(left)[0], left)
-        if len(path) < 2:
+    for members in np.split(np.argsort(piece, kind="stable"),
+                            np.flatnonzero(np.diff(np.sort(piece))) + 1):
+        if len(members) < 2 or np.sqrt(3) * (len(members) - 1) < min_length:
+            continue  # too few voxels for a line that long: most pieces of a noisy map
+        sub = graph[members][:, members]
+        left = np.ones(len(members), bool)
+        while left.sum() >= 2:
+            path = _longest_path(sub, np.flatnonzero(left)[0], left)
             left[path] = False
-            continue
-        paths.append(points[path])
-        left[path] = False
+            if len(path) >= 2 and _length(points[members[path]]) >= min_length:
+                paths.append(points[members[path]])
     return paths
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zlib
+
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, \
     LineEdit, PushButton
@@ -27,6 +29,12 @@ from .picking_sources import is_probability, snapshot, source_frame, stored_thre
 from .voxel_size import voxel_size_of
 from .worker import JobHandle, start_job
 
+CHECKSUM = "tomoseg_checksum"  # of the data as traced: a layer edited since is kept
+
+
+def _checksum(data) -> int:
+    array = np.ascontiguousarray(data)
+    return zlib.crc32(array.tobytes(), zlib.crc32(repr(array.shape).encode()))
 
 
 class FilamentsWidget(Container):
@@ -112,19 +120,25 @@ class FilamentsWidget(Container):
     def show(self, found: Filaments, layer, frame: TomogramFrame, settings: FilamentSettings,
              feature: str) -> tuple[Labels, Points]:
         """The tubes as Labels and the points along them as Points, on the map's grid; a
-        new trace of the same feature replaces both."""
+        new trace of the same feature replaces both, unless edited since (then kept, named
+        '... (edited)')."""
         for old in list(layers_with(self.viewer, "filaments", feature=feature)):
-            self.viewer.layers.remove(old)
+            if old.metadata.get(CHECKSUM) == _checksum(old.data):
+                self.viewer.layers.remove(old)
+            else:  # edited by hand since: work, kept beside the new trace
+                old.name = f"{old.name} (edited)"
+                tag(old, "edited filaments", feature=feature)
         place = {"scale": layer.scale, "translate": layer.translate}
         tubes = self.viewer.add_labels(found.tubes, name=f"{feature} tubes", opacity=0.4, **place)
         table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
         points = self.viewer.add_points(
             table[["z", "y", "x"]].to_numpy(float), name=f"{feature} filaments", **place,
-            size=settings.diameter / 4 / float(layer.scale[-1]),
+            size=settings.diameter / 4 / frame.voxel_size,
             features=table.drop(columns=["z", "y", "x"]), face_color="filament",
             face_colormap="turbo")
         for added in (tubes, points):
             tag(added, "filaments", feature=feature)
+            added.metadata[CHECKSUM] = _checksum(added.data)
         self.result = (found, frame, settings, feature)
         lengths = found.lengths(frame.voxel_size)
         self.status.value = (f"{len(lengths)} filaments" + (

@@ -71,8 +71,9 @@ def add_parsers(sub) -> None:
                             "and tilt/psi priors), .csv or .json (EMAN2 info)")
     trace.add_argument("--tubes", help="label MRC: each filament's tube, numbered as in the "
                                        "points (the map's grid)")
-    trace.add_argument("--feature", type=feature_name, help="the feature traced (default: the one the map's "
-                                         "header names, else microtubule)")
+    trace.add_argument("--feature", type=feature_name,
+                       help="the feature traced (default: the one the map's header names, "
+                            "else microtubule)")
     trace.add_argument("--diameter", type=POSITIVE,
                        help="outer diameter, A (default: microtubule 250, actin 70)")
     trace.add_argument("--threshold", type=PROBABILITY,
