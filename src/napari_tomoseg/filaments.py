@@ -122,8 +122,8 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     """Centre lines and tubes of the filaments in ``probability`` (values 0-1); yields
     (directions done, directions) as it goes, and stops where it is when closed.
 
-    Works at a binning that leaves the radius 5-10 voxels (the contrast is smooth on
-    that scale); paths and tubes come back on the map's grid, the tubes numbered as
+    Works at a binning that leaves the radius 4-9 voxels (the contrast is smooth on
+    that scale, and a radius of 12 voxels took 3.5 times as long as 6); paths and tubes come back on the map's grid, the tubes numbered as
     their centre lines (from 1; a voxel near two lines goes to the nearer).
     """
     if voxel_size <= 0:
@@ -132,8 +132,8 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     if radius_px < 1:
         raise InvalidSettingsError(f"a filament of {settings.diameter:g} A is under two voxels "
                                    f"of {voxel_size:g} A wide: too thin to trace here.")
-    binning = max(1, int(radius_px // 5))
-    work = _binned(np.asarray(probability, np.float32), binning)
+    binning = max(1, round(radius_px / 6))  # a working radius of 4-9 voxels
+    work = _binned(probability, binning)
     radius = radius_px / binning
     length = settings.stretch * 2 * radius
     best = np.full(work.shape, -np.inf, np.float32)
@@ -270,13 +270,20 @@ def _resampled(path: np.ndarray, step: float, baseline: float = 1.0
     return at(spots), spots, direction
 
 
-def _binned(volume: np.ndarray, binning: int) -> np.ndarray:
+def _binned(volume: np.ndarray, binning: int, slab: int = 16) -> np.ndarray:
+    """Block means (float32; a part block at an end is filled with its last voxels), read
+    ``slab`` binned slices at a time: a memory-mapped float16 map is never copied whole."""
     if binning == 1:
-        return volume
-    padded = [(0, -s % binning) for s in volume.shape]
-    volume = np.pad(volume, padded, mode="edge")
-    shape = [s // binning for s in volume.shape]
-    return volume.reshape(shape[0], binning, shape[1], binning, shape[2], binning).mean((1, 3, 5))
+        return np.asarray(volume, np.float32)
+    shape = [-(-n // binning) for n in volume.shape]
+    out = np.empty(shape, np.float32)
+    for start in range(0, shape[0], slab):
+        block = np.asarray(volume[start * binning:(start + slab) * binning], np.float32)
+        block = np.pad(block, [(0, -n % binning) for n in block.shape], mode="edge")
+        z = block.shape[0] // binning
+        out[start:start + z] = block.reshape(z, binning, shape[1], binning, shape[2],
+                                             binning).mean((1, 3, 5))
+    return out
 
 
 def _tubes(paths: list[np.ndarray], work_shape: tuple, radius: float, binning: int,
