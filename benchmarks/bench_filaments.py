@@ -4,9 +4,10 @@
 
 Each map holds straight tubes of a microtubule's 25 nm at 10 A per voxel, with gaps (the
 map keeps 11 of every 25 voxels along each, as across the tilt axis), ribosome-sized balls
-as strong as the tubes, and noise. Columns: seconds, the tracing's peak memory (numpy's, by tracemalloc),
-filaments found against placed, and the tubes' Dice against the whole tubes next to the
-threshold's. Run it alone: a second job on two cores slows both.
+as strong as the tubes, and noise. Columns: seconds, the tracing's peak memory (numpy's,
+by tracemalloc; the map itself not counted), filaments found against placed, and the
+tubes' Dice against the whole tubes next to the threshold's. Run it alone: a second job
+on two cores slows both.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [((64, 192, 192), 2)] if args.short else [
         ((96, 256, 256), 2), ((128, 512, 512), 4), ((200, 720, 720), 6)]
-    lines = ["# " + rs.provenance(), "| map (z y x) | tubes placed | found | s | peak MB added "
+    lines = ["# " + rs.provenance(), "| map (z y x) | tubes placed | found | s | peak MB "
              "| Dice tubes | Dice threshold |", "|---|---|---|---|---|---|---|"]
     for shape, n_tubes in sizes:
         prob, truth = patchy_map(shape, n_tubes, seed=1)
