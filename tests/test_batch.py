@@ -457,3 +457,26 @@ def test_batch_picks_read_a_uint8_map_by_its_header(project, tmp_path):
     _chain_jobs(tomograms[0], settings, "tomo0", None, result,
                 ready_maps={"ribosome": "tomo0_ribosome.mrc"})
     assert result["picks"]["ribosome"] == 0
+
+
+def test_batch_traces_filaments_into_named_files_and_refuses_what_it_cannot(project, tmp_path,
+                                                                            capsys):
+    from napari_tomoseg.cli import main
+
+    folder, model, tomograms, _ = project
+    settings = BatchSettings(models=(model,), output=str(tmp_path / "out"),
+                             trace={"ribosome": 200.0})  # a tiny model's map, traced
+    row = process_tomogram(tomograms[0], settings)
+    assert row["status"] == "done", row["error"]
+    assert {"tomo0_ribosome_filaments.star", "tomo0_ribosome_tubes.mrc"} <= set(row["outputs"])
+    tubes, info = open_volume(tmp_path / "out" / "tomo0_ribosome_tubes.mrc")
+    assert tubes.shape == open_volume(tomograms[0])[0].shape and info.voxel_size[0] == 20.0
+    assert int(tubes.max()) == row["filaments"]["ribosome"]  # numbered as the filaments
+    assert settings.digest() != BatchSettings(models=(model,), output="x").digest()
+    assert settings.segment_digest() == BatchSettings(models=(model,), output="x").segment_digest()
+    out = str(tmp_path / "cli")
+    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "microtubule"]) == 2
+    assert "--trace microtubule: no model" in capsys.readouterr().err
+    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome"]) == 2
+    assert "give its diameter" in capsys.readouterr().err
+    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome=-3"]) == 2

@@ -65,6 +65,18 @@ def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
     assert len(table) == len(points.data)
     assert set(table["rlnHelicalTubeID"]) == {1}
     assert {"rlnAngleTiltPrior", "rlnAnglePsiPrior", "rlnHelicalTrackLengthAngst"} <= set(table)
+    # the CLI on the same map (as an MRC at the layer's place) writes the same points
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+
+    source = write_volume(tmp_path / "mt.mrc", widget.source.value.data, VOXEL, (30.0, 0.0, -20.0))
+    assert main(["trace", str(source), str(tmp_path / "cli.star"), "--diameter", str(DIAMETER),
+                 "--threshold", "0.5"]) == 0
+    cli = starfile.read(tmp_path / "cli.star", always_dict=True)["particles"]
+    columns = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"] + ["rlnHelicalTubeID",
+                                                                   "rlnAngleTiltPrior"]
+    np.testing.assert_allclose(cli[columns].to_numpy(float), table[columns].to_numpy(float),
+                               atol=1e-3)
 
 
 def test_stop_leaves_no_layers_and_export_before_a_trace_says_why(make_napari_viewer, qtbot):

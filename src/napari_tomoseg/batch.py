@@ -1,4 +1,4 @@
-"""Segment, merge and pick many tomograms on dask.distributed, resumably.
+"""Segment, merge, pick and trace many tomograms on dask.distributed, resumably.
 
 One dask task per tomogram runs ``process_tomogram``: the same segment,
 merge and pick jobs (``napari_tomoseg.jobs``) as the CLI and the widgets,
@@ -28,6 +28,7 @@ from .batch_combined import write_combined_star
 from .batch_cluster import make_client
 from .batch_manifest import Manifest
 from .batch_outputs import check_batch_outputs, planned_outputs
+from .batch_particles import pick_and_trace
 from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
@@ -43,6 +44,7 @@ class BatchSettings:
     artifacts: dict = field(default_factory=dict)
     pick: tuple[str, ...] = ()  # features to pick
     diameter: float = 250.0  # Angstrom
+    trace: dict = field(default_factory=dict)  # {feature: diameter (A)} traced as filaments
     dtype: str = "float16"
     device: str = "auto"
     precision: str = "auto"  # bfloat16 where the CPU has it natively; float32: reproducible
@@ -58,6 +60,8 @@ class BatchSettings:
             record.pop("voxel_size")
         if record["precision"] == "auto":  # likewise
             record.pop("precision")
+        if not record["trace"]:  # likewise
+            record.pop("trace")
         if record["copick"] is not None and not record["copick"]["objects"]:  # likewise
             record["copick"].pop("objects")
         # 2: rlnCoordinate* as RELION reads them; 3: picks pass the roundness test. Older redone
@@ -219,7 +223,8 @@ def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) 
 
 def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence | None,
                 result: dict, ready_maps: dict[str, str] | None = None) -> None:
-    """segment -> merge -> pick, the jobs every face runs; outputs listed in ``result``.
+    """segment -> merge -> pick and trace, the jobs every face runs; outputs listed in
+    ``result``.
 
     ``ready_maps`` ({feature: file name in the output folder}): maps of an
     earlier run with the same input and segmentation settings, used instead
@@ -227,12 +232,9 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
     """
     from .jobs import run_job
     from .jobs.merge import merge_maps
-    from .jobs.pick import pick_job
     from .jobs.segment import SegmentOptions, segment_tomogram
     from .merge import MergeSettings, artifact_rules
     from .nn.model_file import load_model
-    from .probability_maps import open_probability
-    from .picking import PickSettings
     from .tomogram import volume_frame
 
     out = Path(settings.output)
@@ -260,18 +262,7 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
                                 info.origin, overwrite=True))
     result["outputs"].append(f"{name}_labels.mrc")
     frame = volume_frame(info, name, settings.tilt_series_pixel_size)
-    tables = {}
-    for feature in settings.pick:
-        if feature not in maps:
-            raise TomosegError(f"cannot pick '{feature}': no model for it.")
-        pick = PickSettings(diameter=settings.diameter, threshold=thresholds.get(feature, 0.5))
-        target = out / f"{name}_{feature}.star"
-        # the header rule (0-255 maps of --dtype uint8), as merge reads them: a map whose
-        # values end at 1 was read as certain everywhere
-        tables[feature] = run_job(pick_job(open_probability(maps[feature])[0], frame, pick,
-                                           feature, target))
-        result["outputs"].append(target.name)
-        result["picks"][feature] = int(len(tables[feature]))
+    tables = pick_and_trace(maps, frame, settings, thresholds, out, name, result)
     if settings.copick is not None:
         result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
 
@@ -312,12 +303,12 @@ def _begin(manifest: Manifest, todo: list[str], names: dict[str, str], features:
     """Check the outputs (``batch_outputs``), then list the tomograms about to run with their
     planned outputs as running: killed while rewriting them, they are not done, and their
     files stay the batch's own for the rerun."""
-    planned = {p: (names[p], planned_outputs(names[p], features, settings.pick)
+    planned = {p: (names[p], planned_outputs(names[p], features, settings.pick, settings.trace)
                    if settings.copick is None else []) for p in todo}
     if settings.copick is None:
         recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
         check_batch_outputs(Path(settings.output), [names[p] for p in todo], features,
-                            settings.pick, inputs, recorded, overwrite)
+                            settings.pick, inputs, recorded, overwrite, settings.trace)
     manifest.begin(todo, planned)
 
 

@@ -11,22 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .batch_particles import filament_outputs
 from .errors import TomosegError
 
 
-def planned_outputs(name: str, features: Iterable[str], pick: Iterable[str]) -> list[str]:
+def planned_outputs(name: str, features: Iterable[str], pick: Iterable[str],
+                    trace: Iterable[str] = ()) -> list[str]:
     """File names (in the output folder) a batch writes for the tomogram called ``name``."""
     return ([f"{name}_{f}.mrc" for f in features] + [f"{name}_labels.mrc"]
-            + [f"{name}_{f}.star" for f in pick])
+            + [f"{name}_{f}.star" for f in pick]
+            + [file for f in trace for file in filament_outputs(name, f)])
 
 
 def check_batch_outputs(folder: Path, names: Iterable[str], features: Sequence[str],
                         pick: Sequence[str], inputs: Iterable[str], recorded: set[str],
-                        overwrite: bool) -> None:
+                        overwrite: bool, trace: Sequence[str] = ()) -> None:
     """Refuse an output that is an input (always), or an existing file the manifest does
     not list as this folder's batch output (unless ``overwrite``)."""
     given = {Path(p).resolve() for p in inputs}
-    planned = [f for name in names for f in planned_outputs(name, features, pick)]
+    planned = [f for name in names for f in planned_outputs(name, features, pick, trace)]
     planned += [f"all_{f}.star" for f in pick] if not recorded else []
     clashes = [f for f in planned if (folder / f).resolve() in given]
     if clashes:

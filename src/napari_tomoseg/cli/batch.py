@@ -1,4 +1,5 @@
-"""``tomoseg batch``: segment, merge and pick many tomograms on dask (see ``napari_tomoseg.batch``)."""
+"""``tomoseg batch``: segment, merge, pick and trace many tomograms on dask (see
+``napari_tomoseg.batch``)."""
 
 from __future__ import annotations
 
@@ -25,13 +26,16 @@ def _tomograms(args: argparse.Namespace, copick) -> list[str]:
     return batch.expand_inputs(args.tomograms)
 
 
-def _print_summary(rows: list[dict], pick: tuple[str, ...], output) -> int:
-    header = ["tomogram", "status", *(f"{f} picks" for f in pick), "s", "note"]
+def _print_summary(rows: list[dict], pick: tuple[str, ...], output,
+                   trace: tuple[str, ...] = ()) -> int:
+    header = ["tomogram", "status", *(f"{f} picks" for f in pick),
+              *(f"{f} filaments" for f in trace), "s", "note"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))  # as many cells as rows
     for row in rows:
         note = ((row.get("error") or "").splitlines()[0] if row.get("error")
                 else "probability maps of the last run reused" if row.get("reused_maps") else "")
         cells = [row["name"], row["status"], *(str(row.get("picks", {}).get(f, "")) for f in pick),
+                 *(str(row.get("filaments", {}).get(f, "")) for f in trace),
                  f"{row.get('seconds', 0):.1f}", note]  # a cell per column, empty or not
         print("| " + " | ".join(cells) + " |")
     for row in rows:  # what the workers warned of, one line each (not from earlier runs)
@@ -47,11 +51,34 @@ def _model_features(args: argparse.Namespace) -> list[str]:
     from ..nn.model_file import load_model
 
     features = [load_model(path).feature for path in args.model]
-    missing = [f for f in args.pick or () if f not in features]
-    if missing:
-        raise InvalidSettingsError(f"--pick {', '.join(missing)}: no model of that feature "
-                                   f"(the models are of {', '.join(features)}).")
+    for option, wanted in (("--pick", args.pick or ()), ("--trace", _traced(args))):
+        missing = [f for f in wanted if f not in features]
+        if missing:
+            raise InvalidSettingsError(f"{option} {', '.join(missing)}: no model of that "
+                                       f"feature (the models are of {', '.join(features)}).")
     return features
+
+
+def _traced(args: argparse.Namespace) -> dict[str, float]:
+    """--trace FEATURE[=DIAMETER] as {feature: diameter (A)}."""
+    from ..filaments import DIAMETERS
+
+    traced = {}
+    for given in args.trace or ():
+        feature, _, diameter = given.partition("=")
+        feature = feature.strip()
+        if diameter:
+            try:
+                traced[feature] = POSITIVE(diameter)
+            except argparse.ArgumentTypeError as exc:
+                raise InvalidSettingsError(f"--trace {given}: {exc}") from None
+        elif feature in DIAMETERS:
+            traced[feature] = DIAMETERS[feature]
+        else:
+            raise InvalidSettingsError(f"--trace {feature}: give its diameter, e.g. "
+                                       f"--trace {feature}=250 (A); tomoseg knows it for "
+                                       f"{', '.join(DIAMETERS)}.")
+    return traced
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -59,13 +86,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from ..io.paths import check_writable
 
     copick = copick_source(args)
+    if copick is not None and args.trace:
+        raise TomosegError("--trace writes files into --output; it does not write into a "
+                           "copick project yet: leave --copick out, or --trace.")
     tomograms = _tomograms(args, copick)
     features = _model_features(args)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
-        diameter=args.diameter, dtype=args.dtype, device=args.device, precision=args.precision,
+        diameter=args.diameter, trace=_traced(args), dtype=args.dtype, device=args.device, precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     check_writable(args.output)
     tomograms, skipped = batch.split_own_outputs(tomograms, settings)
@@ -83,11 +113,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                    overwrite=args.overwrite)
         finally:
             client.close()
-    return _print_summary(rows, settings.pick, args.output)
+    return _print_summary(rows, settings.pick, args.output, tuple(settings.trace))
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("batch", help="segment, merge and pick many tomograms (dask)")
+    p = sub.add_parser("batch", help="segment, merge, pick and trace many tomograms (dask)")
     p.add_argument("tomograms", nargs="*", help="paths or globs (quote them), or --copick")
     p.add_argument("--model", "-m", action="append", required=True)
     p.add_argument("--output", "-o", type=Path, required=True)
@@ -97,6 +127,10 @@ def add_parsers(sub) -> None:
                         "other feature)")
     p.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
     p.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
+    p.add_argument("--trace", action="append", metavar="FEATURE[=DIAMETER]",
+                   help="trace the feature's filaments (tomoseg trace): NAME_FEATURE_filaments"
+                        ".star and NAME_FEATURE_tubes.mrc; diameter in A (default: microtubule "
+                        "250, actin 70)")
     tilt_series_option(p)
     voxel_size_option(p, "tomograms whose")
     p.add_argument("--workers", type=POSITIVE_INT, help="local workers (default: GPUs, else <= 4 cores)")
