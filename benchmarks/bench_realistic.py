@@ -11,9 +11,9 @@ particles no positive box painted). Columns: Dice at 0.5, Dice at the
 model's stored threshold, best Dice over thresholds (and where it lies);
 for ribosomes, picks by ``pick_particles`` with default settings (the
 model's stored threshold) scored as precision / recall / F1 within half a
-diameter of the true centres; for microtubules, Dice of the tubes
+diameter of the true centres; for microtubules and actin, Dice of the tubes
 ``trace_filaments`` draws around the centre lines it finds in the map (at
-the stored threshold, 25 nm across). The forest is the ilastik recipe
+the stored threshold, 25 and 7 nm across). The forest is the ilastik recipe
 (baseline_forest.py) with the same boxes and the same picker. With
 ``--correct`` each network gets a second round as a user would give it:
 5 positives on the largest missed stretches and 10 negatives on the largest
@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
-from napari_tomoseg.filaments import FilamentSettings, trace_filaments  # noqa: E402
+from napari_tomoseg.filaments import DIAMETERS, FilamentSettings, trace_filaments  # noqa: E402
 from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
@@ -119,8 +119,9 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                  else rs.pick_scores(zyx, cell))  # as Dice leaves the painted voxels out
             out.update({f"f1_{i}": m["f1"], f"precision_{i}": m["precision"],
                         f"recall_{i}": m["recall"]})
-        if feature == "microtubule":  # traced as tubes of a microtubule's 25 nm (filaments.py)
-            tubes = trace_filaments(prob, 10.0, FilamentSettings(threshold=threshold)).tubes
+        if feature in DIAMETERS:  # filaments traced as tubes of their diameter (filaments.py)
+            tubes = trace_filaments(prob, 10.0, FilamentSettings(
+                diameter=DIAMETERS[feature], threshold=threshold)).tubes
             out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
     out["threshold"] = threshold
     return out
@@ -134,7 +135,7 @@ def row_cells(feature: str, runs: list[dict]) -> list[str]:
     for i in (0, 1):
         out.append(f"{rs.spread(runs, f'f1_{i}')} ({rs.spread(runs, f'precision_{i}')}/"
                    f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else
-                   f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature == "microtubule" else "-")
+                   f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature in DIAMETERS else "-")
     return out + [rs.spread(runs, "threshold")]
 
 
