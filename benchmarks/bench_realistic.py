@@ -102,6 +102,11 @@ def saved_maps(folder: Path, feature: str, n_pos: int, method: str, seed: int
     return maps, float((folder / f"{stem}.threshold").read_text()), float("nan")
 
 
+def check_saved_shapes(maps: list, cells: list) -> None:
+    if any(m.shape != c["tomogram"].shape for m, c in zip(maps, cells)):
+        raise SystemExit("the saved maps are of other cells (--short, or another generator?)")
+
+
 def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, float]:
     """Numbers of one trained method: per cell Dice at 0.5, at the stored threshold, the best
     and where it lies; for ribosomes the picks' F1, precision and recall."""
@@ -121,7 +126,8 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                         f"recall_{i}": m["recall"]})
         if feature in DIAMETERS:  # filaments traced as tubes of their diameter (filaments.py)
             tubes = trace_filaments(prob, 10.0, FilamentSettings(
-                diameter=DIAMETERS[feature], threshold=threshold)).tubes
+                diameter=DIAMETERS[feature], threshold=threshold,
+                **getattr(score, "trace", {}))).tubes
             out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
     out["threshold"] = threshold
     return out
@@ -175,7 +181,10 @@ def main() -> None:
     parser.add_argument("--from-maps", type=Path, metavar="DIR",
                         help="score the maps an earlier --save kept in DIR instead of training "
                              "(same features, boxes, methods and seeds; train s reads nan)")
+    parser.add_argument("--trace", type=json.loads, default={},
+                        help='FilamentSettings for the tubes, e.g. \'{"contrast": 0.4}\'')
     args = parser.parse_args()
+    score.trace = args.trace
     if args.from_maps and (args.save or args.correct):
         parser.error("--from-maps scores saved maps: it trains nothing to --save or --correct")
     if args.correct == "picks" and args.features != ["ribosome"]:
@@ -195,6 +204,7 @@ def main() -> None:
                     if args.from_maps:  # scored again, not trained: picking or tracing changed
                         probs, threshold, took = saved_maps(args.from_maps, feature, n_pos,
                                                             method, seed)
+                        check_saved_shapes(probs, cells)
                     else:
                         probs, threshold, took = run_method(
                             method, cells, boxes, feature, args.binning, args.intensity,
@@ -242,6 +252,7 @@ def main() -> None:
              + (f"; settings {json.dumps(args.settings)}" if args.settings else "")
              + (f"; maps from {args.from_maps} (trained earlier, scored by this commit)"
                 if args.from_maps else "")
+             + (f"; tracing {json.dumps(args.trace)}" if args.trace else "")
              + ("" if "members" in (args.settings or {}) else
                 f"; networks per model: the feature's default ({_default_members()})")
              + f"; {args.seeds} training seed(s) per row (from {args.first_seed}): mean (range)"

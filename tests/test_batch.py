@@ -479,4 +479,24 @@ def test_batch_traces_filaments_into_named_files_and_refuses_what_it_cannot(proj
     assert "--trace microtubule: no model" in capsys.readouterr().err
     assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome"]) == 2
     assert "give its diameter" in capsys.readouterr().err
-    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome=-3"]) == 2
+    for bad in ("ribosome=-3", "ribosome=inf", "ribosome=", "=250"):
+        assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", bad]) == 2
+        assert "--trace" in capsys.readouterr().err
+    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome=200",
+                 "--trace", "ribosome=300"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome=200",
+                 "--threshold", "ribosome=0"]) == 2
+    assert "above 0" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()  # refused before any work
+
+
+def test_adding_trace_to_a_finished_batch_reuses_its_maps(project, client, tmp_path):
+    folder, model, tomograms, _ = project
+    first = BatchSettings(models=(model,), output=str(tmp_path / "out"))
+    assert [r["status"] for r in run_batch(tomograms[:1], first, client=client)] == ["done"]
+    traced = BatchSettings(models=(model,), output=str(tmp_path / "out"),
+                           trace={"ribosome": 200.0})
+    (row,) = run_batch(tomograms[:1], traced, client=client)
+    assert row["status"] == "done" and row.get("reused_maps")
+    assert (tmp_path / "out" / "tomo0_ribosome_tubes.mrc").exists()

@@ -151,3 +151,23 @@ def test_trace_refuses_bad_input_before_any_work(tmp_path, capsys):
 def test_bad_filament_settings_are_refused(bad):
     with pytest.raises(InvalidSettingsError):
         FilamentSettings(**bad)
+
+
+def test_a_0_255_map_traces_as_its_probabilities_and_a_tomogram_is_refused():
+    from napari_tomoseg.errors import InvalidVolumeError
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.filaments import trace_job
+
+    prob, tube, others = _patchy_map()
+    prob[others] = 0.05  # the tube alone: a ball of its width is a borderline case (docs)
+    frame = TomogramFrame("t", SHAPE, VOXEL)
+    settings = FilamentSettings(diameter=DIAMETER)
+    as_float = run_job(trace_job(prob, frame, settings, "microtubule"))
+    as_bytes = run_job(trace_job(np.round(prob * 255).astype(np.uint8), frame, settings,
+                                 "microtubule"))
+    assert len(as_bytes.paths) == len(as_float.paths) == 1
+    assert dice(as_bytes.tubes > 0, tube) > 0.75 and dice(as_float.tubes > 0, tube) > 0.75
+    assert dice(as_bytes.tubes > 0, as_float.tubes > 0) > 0.9  # a skeleton's end moves a little
+    with pytest.raises(InvalidVolumeError, match="not probabilities"):
+        run_job(trace_job(prob * 40 - 20, frame, settings, "microtubule"))

@@ -107,9 +107,9 @@ def axis_angles(directions_xyz: np.ndarray) -> np.ndarray:
 
 
 def trace_filaments(probability: np.ndarray, voxel_size: float,
-                    settings: FilamentSettings) -> Filaments:
+                    settings: FilamentSettings, scale: float = 1.0) -> Filaments:
     """``iter_trace`` run to its end: for scripts and benchmarks."""
-    steps = iter_trace(probability, voxel_size, settings)
+    steps = iter_trace(probability, voxel_size, settings, scale)
     while True:
         try:
             next(steps)
@@ -117,14 +117,16 @@ def trace_filaments(probability: np.ndarray, voxel_size: float,
             return end.value
 
 
-def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSettings
-               ) -> Generator[tuple[int, int], None, Filaments]:
-    """Centre lines and tubes of the filaments in ``probability`` (values 0-1); yields
-    (directions done, directions) as it goes, and stops where it is when closed.
+def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSettings,
+               scale: float = 1.0) -> Generator[tuple[int, int], None, Filaments]:
+    """Centre lines and tubes of the filaments in ``probability`` (values 0-1 once
+    multiplied by ``scale``: 1/255 for a 0-255 map); yields (directions done, directions)
+    as it goes, and stops where it is when closed.
 
-    Works at a binning that leaves the radius 4-9 voxels (the contrast is smooth on
-    that scale, and a radius of 12 voxels took 3.5 times as long as 6); paths and tubes come back on the map's grid, the tubes numbered as
-    their centre lines (from 1; a voxel near two lines goes to the nearer).
+    Works binned so that a radius of more than 9 voxels comes down to 4.5-9 (the contrast
+    is smooth on that scale, and a radius of 12 voxels took 3.5 times as long as 6);
+    paths and tubes come back on the map's grid, the tubes numbered as their centre lines
+    (from 1; a voxel near two lines goes to the nearer).
     """
     if voxel_size <= 0:
         raise InvalidSettingsError("the voxel size must be positive.")
@@ -132,8 +134,8 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     if radius_px < 1:
         raise InvalidSettingsError(f"a filament of {settings.diameter:g} A is under two voxels "
                                    f"of {voxel_size:g} A wide: too thin to trace here.")
-    binning = max(1, round(radius_px / 6))  # a working radius of 4-9 voxels
-    work = _binned(probability, binning)
+    binning = max(1, round(radius_px / 6))  # a radius of 4.5-9 voxels once binned
+    work = _binned(probability, binning, scale)
     radius = radius_px / binning
     length = settings.stretch * 2 * radius
     best = np.full(work.shape, -np.inf, np.float32)
@@ -270,19 +272,21 @@ def _resampled(path: np.ndarray, step: float, baseline: float = 1.0
     return at(spots), spots, direction
 
 
-def _binned(volume: np.ndarray, binning: int, slab: int = 16) -> np.ndarray:
-    """Block means (float32; a part block at an end is filled with its last voxels), read
-    ``slab`` binned slices at a time: a memory-mapped float16 map is never copied whole."""
-    if binning == 1:
-        return np.asarray(volume, np.float32)
+def _binned(volume: np.ndarray, binning: int, scale: float = 1.0, slab: int = 16
+            ) -> np.ndarray:
+    """Block means x ``scale`` (float32; a part block at an end is filled with its last
+    voxels), read ``slab`` binned slices at a time: a memory-mapped float16 map is never
+    copied whole."""
     shape = [-(-n // binning) for n in volume.shape]
     out = np.empty(shape, np.float32)
     for start in range(0, shape[0], slab):
         block = np.asarray(volume[start * binning:(start + slab) * binning], np.float32)
-        block = np.pad(block, [(0, -n % binning) for n in block.shape], mode="edge")
-        z = block.shape[0] // binning
-        out[start:start + z] = block.reshape(z, binning, shape[1], binning, shape[2],
-                                             binning).mean((1, 3, 5))
+        if binning > 1:
+            block = np.pad(block, [(0, -n % binning) for n in block.shape], mode="edge")
+            z = block.shape[0] // binning
+            block = block.reshape(z, binning, shape[1], binning, shape[2],
+                                  binning).mean((1, 3, 5))
+        out[start:start + block.shape[0]] = block * np.float32(scale) if scale != 1 else block
     return out
 
 

@@ -23,9 +23,10 @@ from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
 from ..jobs.filaments import trace_job
 from .confirm import may_replace
-from .layer_tags import incomplete_reason, layers_with, tag, tag_of
+from .layer_tags import layers_with, tag, tag_of
 from .notify import guarded, report_error
-from .picking_sources import is_probability, snapshot, source_frame, stored_threshold
+from .picking_sources import (check_chosen_map, is_probability, snapshot, source_frame,
+                              stored_threshold)
 from .voxel_size import voxel_size_of
 from .worker import JobHandle, start_job
 
@@ -94,12 +95,7 @@ class FilamentsWidget(Container):
     def trace(self) -> JobHandle:
         """Start ``trace_job`` on the chosen map in a thread; its result becomes layers."""
         layer = self.source.value
-        if layer is None:
-            raise TomosegError("open or compute a probability map first (Segment, or open a "
-                               "probability MRC): tracing needs one.")
-        why = incomplete_reason(layer)
-        if why:
-            raise TomosegError(f"'{layer.name}' {why}.")
+        check_chosen_map(layer, "tracing", "trace")
         settings = FilamentSettings(diameter=float(self.diameter.value),
                                     threshold=float(self.threshold.value),
                                     stretch=float(self.stretch.value))

@@ -64,5 +64,5 @@ def incomplete_reason(layer) -> str | None:
     """Why ``layer`` is not a finished map, or None."""
     metadata = getattr(layer, "metadata", {}) or {}
     if metadata.get(FILLING):
-        return "is still being segmented: pick when it is done"
+        return "is still being segmented: use it when it is done"
     return metadata.get(INCOMPLETE)

@@ -16,13 +16,27 @@ from ..layer_data import clean_tomo_name, frame_from_metadata
 from ..jobs.pick import pick_job
 from ..jobs.progress import Job, Progress
 from ..picking import PickSettings, less_round_text, too_many_dropped
-from .layer_tags import has_role, tag_of, tomogram_key
+from .layer_tags import has_role, incomplete_reason, tag_of, tomogram_key
 
 
 def is_probability(layer) -> bool:
     """Tagged ``probability``, or an older map that carries its calibrated threshold."""
     return (isinstance(layer, Image) and layer.ndim == 3
             and (has_role(layer, "probability") or "threshold" in layer.metadata))
+
+
+def check_chosen_map(layer, doing: str, verb: str) -> None:
+    """A finished probability map is chosen, or a message says what to do (``doing``:
+    'picking'; ``verb``: 'pick')."""
+    if layer is None:
+        raise TomosegError("open or compute a probability map first (Segment, or open a "
+                           f"probability MRC): {doing} needs one.")
+    why = incomplete_reason(layer)
+    if why:
+        raise TomosegError(f"'{layer.name}' {why}.")
+    if not is_probability(layer):
+        raise TomosegError(f"'{layer.name}' is not a probability map: {verb} from a map that "
+                           "Segment computed or a probability MRC, not from a tomogram.")
 
 
 def stored_threshold(layer) -> float | None:

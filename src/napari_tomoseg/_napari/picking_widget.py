@@ -30,9 +30,9 @@ from ..layer_data import frame_from_metadata, frame_metadata
 from ..picking import PickSettings, artifact_region, excluded_note, suggest_score_cut
 from .histogram import Histogram
 from .confirm import agrees, may_replace
-from .layer_tags import incomplete_reason, tag_of
-from .picking_sources import (checked_pick, is_probability, shape_note, snapshot,
-                              source_frame, stored_threshold)
+from .layer_tags import tag_of
+from .picking_sources import (check_chosen_map, checked_pick, is_probability, shape_note,
+                              snapshot, source_frame, stored_threshold)
 from .keys import KeyBindings, release_on_close
 from .notify import guarded, quietly, report_error
 from .voxel_size import voxel_size_of
@@ -177,15 +177,7 @@ class PickingWidget(Container):
     def pick(self) -> JobHandle:
         """Start ``pick_job`` on the chosen map in a thread; the picks become a Points layer."""
         layer = self.source.value
-        if layer is None:
-            raise TomosegError("open or compute a probability map first (Segment, or open a "
-                               "probability MRC): picking needs one.")
-        why = incomplete_reason(layer)
-        if why:
-            raise TomosegError(f"'{layer.name}' {why}.")
-        if not is_probability(layer):
-            raise TomosegError(f"'{layer.name}' is not a probability map: pick from a map that "
-                               "Segment computed or a probability MRC, not from a tomogram.")
+        check_chosen_map(layer, "picking", "pick")
         filled = self._filled_threshold  # the Segment slider may have moved the map's since:
         if filled is not None and abs(self.threshold.value - filled) < 1e-6:  # not typed here
             self._fill_threshold(layer)

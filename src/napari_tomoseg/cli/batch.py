@@ -60,24 +60,28 @@ def _model_features(args: argparse.Namespace) -> list[str]:
 
 
 def _traced(args: argparse.Namespace) -> dict[str, float]:
-    """--trace FEATURE[=DIAMETER] as {feature: diameter (A)}."""
-    from ..filaments import DIAMETERS
+    """--trace FEATURE[=DIAMETER] as {feature: diameter (A)}, checked before any work."""
+    from ..filaments import DIAMETERS, FilamentSettings
 
     traced = {}
     for given in args.trace or ():
-        feature, _, diameter = given.partition("=")
-        feature = feature.strip()
-        if diameter:
-            try:
-                traced[feature] = POSITIVE(diameter)
-            except argparse.ArgumentTypeError as exc:
-                raise InvalidSettingsError(f"--trace {given}: {exc}") from None
-        elif feature in DIAMETERS:
-            traced[feature] = DIAMETERS[feature]
-        else:
+        feature, equals, diameter = (part.strip() for part in given.partition("="))
+        if not feature or (equals and not diameter):
+            raise InvalidSettingsError(f"--trace {given!r}: give FEATURE or FEATURE=DIAMETER "
+                                       "(A), e.g. --trace microtubule or --trace actin=70.")
+        if feature in traced:
+            raise InvalidSettingsError(f"--trace {feature} is given twice.")
+        if not diameter and feature not in DIAMETERS:
             raise InvalidSettingsError(f"--trace {feature}: give its diameter, e.g. "
                                        f"--trace {feature}=250 (A); tomoseg knows it for "
                                        f"{', '.join(DIAMETERS)}.")
+        try:
+            value = float(diameter) if diameter else DIAMETERS[feature]
+            FilamentSettings(diameter=value)  # a finite, positive number
+        except (ValueError, InvalidSettingsError):
+            raise InvalidSettingsError(f"--trace {given}: the diameter must be a positive "
+                                       "number of Angstrom.") from None
+        traced[feature] = value
     return traced
 
 
@@ -95,8 +99,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
-        diameter=args.diameter, trace=_traced(args), dtype=args.dtype, device=args.device, precision=args.precision,
+        diameter=args.diameter, trace=_traced(args), dtype=args.dtype, device=args.device,
+        precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
+    for feature in settings.trace:  # a cut at 0 takes every voxel for a filament's axis
+        if settings.thresholds.get(feature, 0.5) <= 0:
+            raise InvalidSettingsError(f"--threshold {feature}=0: tracing needs a threshold "
+                                       "above 0.")
     check_writable(args.output)
     tomograms, skipped = batch.split_own_outputs(tomograms, settings)
     if skipped:  # a rerun with -o the input folder: the first run's maps match the glob
@@ -133,7 +142,8 @@ def add_parsers(sub) -> None:
                         "250, actin 70)")
     tilt_series_option(p)
     voxel_size_option(p, "tomograms whose")
-    p.add_argument("--workers", type=POSITIVE_INT, help="local workers (default: GPUs, else <= 4 cores)")
+    p.add_argument("--workers", type=POSITIVE_INT,
+                   help="local workers (default: GPUs, else <= 4 cores)")
     p.add_argument("--scheduler", help="address of a running dask scheduler")
     p.add_argument("--jobqueue", choices=("slurm",), help="start workers through SLURM")
     p.add_argument("--device", default="auto")

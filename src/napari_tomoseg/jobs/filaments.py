@@ -15,7 +15,7 @@ from ..io.particle_files import check_particle_output, eman2_box_size, write_par
 from ..io.particles import TomogramFrame
 from ..io.paths import check_outputs
 from ..io.probability_header import LABELS_MARK, tomogram_labels
-from ..probability_maps import as_probability
+from ..probability_maps import probability_scale
 from .progress import Job, Progress
 
 
@@ -34,8 +34,9 @@ def trace_job(probability: np.ndarray, frame: TomogramFrame, settings: FilamentS
         if points is not None and Path(points).resolve() == Path(tubes).resolve():
             raise InvalidSettingsError("give the points and the tubes different files.")
     check_finite_volume(probability, feature)
-    prob = as_probability(probability, name=f"the {feature} map")
-    steps = iter_trace(prob, frame.voxel_size, settings)
+    # the range is checked, not converted: a float16 map is read slab by slab, never copied
+    scale = probability_scale(probability, name=f"the {feature} map")
+    steps = iter_trace(probability, frame.voxel_size, settings, scale)
     total = settings.directions + 2
     try:
         while True:
