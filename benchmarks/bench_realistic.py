@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
 
-from napari_tomoseg.filaments import DIAMETERS, FilamentSettings, trace_filaments  # noqa: E402
+from napari_tomoseg.features import FILAMENT_DIAMETERS  # noqa: E402
+from napari_tomoseg.filaments import FilamentSettings, trace_filaments  # noqa: E402
 from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
@@ -124,9 +125,9 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                  else rs.pick_scores(zyx, cell))  # as Dice leaves the painted voxels out
             out.update({f"f1_{i}": m["f1"], f"precision_{i}": m["precision"],
                         f"recall_{i}": m["recall"]})
-        if feature in DIAMETERS:  # filaments traced as tubes of their diameter (filaments.py)
+        if feature in FILAMENT_DIAMETERS:  # traced as tubes of their diameter (filaments.py)
             tubes = trace_filaments(prob, 10.0, FilamentSettings(
-                diameter=DIAMETERS[feature], threshold=threshold,
+                diameter=FILAMENT_DIAMETERS[feature], threshold=threshold,
                 **getattr(score, "trace", {}))).tubes
             out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
     out["threshold"] = threshold
@@ -141,7 +142,8 @@ def row_cells(feature: str, runs: list[dict]) -> list[str]:
     for i in (0, 1):
         out.append(f"{rs.spread(runs, f'f1_{i}')} ({rs.spread(runs, f'precision_{i}')}/"
                    f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else
-                   f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature in DIAMETERS else "-")
+                   f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature in FILAMENT_DIAMETERS
+                   else "-")
     return out + [rs.spread(runs, "threshold")]
 
 

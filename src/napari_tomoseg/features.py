@@ -15,3 +15,5 @@ FEATURE_COLOURS: dict[str, str] = {
     "ribosome": "#eb5757",
     "carbon": "#828282",
 }
+# outer diameters (Angstrom) of the features traced as filaments (filaments.py): their defaults
+FILAMENT_DIAMETERS: dict[str, float] = {"microtubule": 250.0, "actin": 70.0}

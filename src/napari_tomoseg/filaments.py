@@ -26,7 +26,6 @@ from scipy.spatial import cKDTree
 from .errors import InvalidSettingsError
 from .io.relion_euler import relion_angles
 
-DIAMETERS = {"microtubule": 250.0, "actin": 70.0}  # Angstrom, outer: the defaults by feature
 SLEEVE = 2.0  # the sleeve compared reaches out to this many radii
 SLAB = 64  # working slices convolved at once: bounds the memory on a whole tomogram
 

@@ -18,7 +18,8 @@ from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info
 
 from ..errors import TomosegError
-from ..filaments import DIAMETERS, Filaments, FilamentSettings
+from ..features import FILAMENT_DIAMETERS
+from ..filaments import Filaments, FilamentSettings
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
 from ..jobs.filaments import trace_job
@@ -81,7 +82,7 @@ class FilamentsWidget(Container):
             self.threshold.value = min(max(stored, 0.05), 0.95)
 
     def _diameter_of_feature(self, *args) -> None:
-        known = DIAMETERS.get(self.feature.value.strip())
+        known = FILAMENT_DIAMETERS.get(self.feature.value.strip())
         if known:
             self.diameter.value = known
 

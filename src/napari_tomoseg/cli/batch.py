@@ -61,7 +61,8 @@ def _model_features(args: argparse.Namespace) -> list[str]:
 
 def _traced(args: argparse.Namespace) -> dict[str, float]:
     """--trace FEATURE[=DIAMETER] as {feature: diameter (A)}, checked before any work."""
-    from ..filaments import DIAMETERS, FilamentSettings
+    from ..features import FILAMENT_DIAMETERS
+    from ..filaments import FilamentSettings
 
     traced = {}
     for given in args.trace or ():
@@ -71,12 +72,12 @@ def _traced(args: argparse.Namespace) -> dict[str, float]:
                                        "(A), e.g. --trace microtubule or --trace actin=70.")
         if feature in traced:
             raise InvalidSettingsError(f"--trace {feature} is given twice.")
-        if not diameter and feature not in DIAMETERS:
+        if not diameter and feature not in FILAMENT_DIAMETERS:
             raise InvalidSettingsError(f"--trace {feature}: give its diameter, e.g. "
                                        f"--trace {feature}=250 (A); tomoseg knows it for "
-                                       f"{', '.join(DIAMETERS)}.")
+                                       f"{', '.join(FILAMENT_DIAMETERS)}.")
         try:
-            value = float(diameter) if diameter else DIAMETERS[feature]
+            value = float(diameter) if diameter else FILAMENT_DIAMETERS[feature]
             FilamentSettings(diameter=value)  # a finite, positive number
         except (ValueError, InvalidSettingsError):
             raise InvalidSettingsError(f"--trace {given}: the diameter must be a positive "

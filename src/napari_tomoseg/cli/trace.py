@@ -14,7 +14,8 @@ from .progress import run_with_bar
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from ..filaments import DIAMETERS, FilamentSettings
+    from ..features import FILAMENT_DIAMETERS
+    from ..filaments import FilamentSettings
     from ..io.mrc import MRC_SUFFIXES, check_finite_volume
     from ..io.particle_files import check_particle_output
     from ..io.paths import check_outputs, check_writable
@@ -37,10 +38,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if out:
             check_writable(Path(out).parent)
     feature = map_feature(args, default="microtubule")
-    diameter = args.diameter or DIAMETERS.get(feature)
+    diameter = args.diameter or FILAMENT_DIAMETERS.get(feature)
     if diameter is None:
         raise TomosegError(f"give the filament's --diameter (A): tomoseg knows it for "
-                           f"{', '.join(DIAMETERS)}, not for '{feature}'.")
+                           f"{', '.join(FILAMENT_DIAMETERS)}, not for '{feature}'.")
     probability, info = open_probability(args.probability)
     info = voxel_checked(info, args.probability, args)
     check_finite_volume(probability, args.probability)

@@ -11,6 +11,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_info
 
 from ...errors import TomosegError
+from ...features import FILAMENT_DIAMETERS
 from ...io.probability_header import stored_threshold
 from ...jobs.merge import merge_maps
 from ...jobs.progress import Progress
@@ -101,7 +102,10 @@ class SegmentPanel(Container):
             show_info(f"Segmented {', '.join(written)} in {seconds:.0f} s: "
                       f"{', '.join(map(str, written.values()))}")
             # the status line kept the last progress line ('N/N slices') after the job
-            workflow.status(f"segmented {', '.join(written)} in {seconds:.0f} s")
+            filaments = [f for f in written if f in FILAMENT_DIAMETERS]
+            workflow.status(f"segmented {', '.join(written)} in {seconds:.0f} s" + (
+                f"; the Filaments tab traces {' and '.join(filaments)} whole" if filaments
+                else ""))
 
         started, started_at = time.perf_counter(), time.time()
         self.progress.value, self.progress.max = 0, layer.data.shape[0] * len(features)  # slices
