@@ -479,7 +479,7 @@ def test_batch_traces_filaments_into_named_files_and_refuses_what_it_cannot(proj
     assert "--trace microtubule: no model" in capsys.readouterr().err
     assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome"]) == 2
     assert "give its diameter" in capsys.readouterr().err
-    for bad in ("ribosome=-3", "ribosome=inf", "ribosome=", "=250"):
+    for bad in ("ribosome=-3", "ribosome=inf", "ribosome=", "=250", "ribosome=1e-300"):
         assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", bad]) == 2
         assert "--trace" in capsys.readouterr().err
     assert main(["batch", tomograms[0], "-m", model, "-o", out, "--trace", "ribosome=200",

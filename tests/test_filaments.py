@@ -171,3 +171,15 @@ def test_a_0_255_map_traces_as_its_probabilities_and_a_tomogram_is_refused():
     assert dice(as_bytes.tubes > 0, as_float.tubes > 0) > 0.9  # a skeleton's end moves a little
     with pytest.raises(InvalidVolumeError, match="not probabilities"):
         run_job(trace_job(prob * 40 - 20, frame, settings, "microtubule"))
+
+
+def test_a_tomogram_normalised_to_minus_one_one_is_not_traced():
+    from napari_tomoseg.errors import InvalidVolumeError
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.filaments import trace_job
+
+    prob, _, _ = _patchy_map()
+    with pytest.raises(InvalidVolumeError, match="not probabilities"):
+        run_job(trace_job(prob * 2 - 1, TomogramFrame("t", SHAPE, VOXEL),
+                          FilamentSettings(diameter=DIAMETER), "microtubule"))

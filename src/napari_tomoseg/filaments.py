@@ -285,7 +285,8 @@ def _binned(volume: np.ndarray, binning: int, scale: float = 1.0, slab: int = 16
             z = block.shape[0] // binning
             block = block.reshape(z, binning, shape[1], binning, shape[2],
                                   binning).mean((1, 3, 5))
-        out[start:start + block.shape[0]] = block * np.float32(scale) if scale != 1 else block
+        block = block * np.float32(scale) if scale != 1 else block
+        out[start:start + block.shape[0]] = np.clip(block, 0.0, 1.0)  # values within the slack
     return out
 
 

@@ -33,7 +33,11 @@ def probability_scale(volume: np.ndarray, name: str = "the probability map") -> 
     values = np.asarray(volume)
     if values.size == 0:
         return 1.0
-    return _scale(values.dtype, float(values.min()), float(values.max()), name)
+    low, high = float(values.min()), float(values.max())
+    scale = _scale(values.dtype, low, high, name)
+    if low * scale < -_SLACK:  # a tomogram normalised to [-1, 1] is no map
+        raise _not_probabilities(name, low, high)
+    return scale
 
 
 def header_scale(path, dtype: np.dtype) -> float | None:

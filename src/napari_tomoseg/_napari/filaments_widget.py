@@ -35,8 +35,8 @@ CHECKSUM = "tomoseg_checksum"  # of the data as traced: a layer edited since is 
 
 
 def _checksum(data) -> int:
-    array = np.ascontiguousarray(data)
-    return zlib.crc32(array.tobytes(), zlib.crc32(repr(array.shape).encode()))
+    array = np.ascontiguousarray(data)  # no copy for a layer's own array
+    return zlib.crc32(memoryview(array).cast("B"), zlib.crc32(repr(array.shape).encode()))
 
 
 class FilamentsWidget(Container):
@@ -56,7 +56,9 @@ class FilamentsWidget(Container):
         self.status = Label(value="")
         self.output = FileEdit(label="Export to", mode="w", filter="*.star *.csv *.json",
                                value=Path.home() / "filaments.star")
-        self.export_button = PushButton(text="Export points")
+        self.export_button = PushButton(text="Export points", tooltip=(
+            "the points as traced; edits of the layers are saved with File > Save Selected "
+            "Layers"))
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.stretch,
                      self.trace_button, self.status, self.output, self.export_button])
         self.handle: JobHandle | None = None

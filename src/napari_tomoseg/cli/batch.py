@@ -79,9 +79,11 @@ def _traced(args: argparse.Namespace) -> dict[str, float]:
         try:
             value = float(diameter) if diameter else FILAMENT_DIAMETERS[feature]
             FilamentSettings(diameter=value)  # a finite, positive number
+            if value < 10:
+                raise ValueError(value)
         except (ValueError, InvalidSettingsError):
-            raise InvalidSettingsError(f"--trace {given}: the diameter must be a positive "
-                                       "number of Angstrom.") from None
+            raise InvalidSettingsError(f"--trace {given}: the diameter must be a number of "
+                                       "Angstrom, at least 10.") from None
         traced[feature] = value
     return traced
 
@@ -95,12 +97,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise TomosegError("--trace writes files into --output; it does not write into a "
                            "copick project yet: leave --copick out, or --trace.")
     tomograms = _tomograms(args, copick)
+    traced = _traced(args)  # before the models are read: a typo costs nothing
     features = _model_features(args)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
-        diameter=args.diameter, trace=_traced(args), dtype=args.dtype, device=args.device,
+        diameter=args.diameter, trace=traced, dtype=args.dtype, device=args.device,
         precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
     for feature in settings.trace:  # a cut at 0 takes every voxel for a filament's axis
