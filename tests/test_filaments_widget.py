@@ -63,6 +63,24 @@ def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
     widget.export()
     table = starfile.read(path, always_dict=True)["particles"]
     assert len(table) == len(points.data)
+    # Export writes the layer as it is now: a point deleted is left out, one added joins
+    # the nearest filament
+    first_track = float(points.features["track_length"][1])
+    points.selected_data = {0}
+    points.remove_selected()  # as the layer's delete key does
+    points.add(points.data[0] + [0.0, 1.0, 1.0])
+    edited = tmp_path / "edited.csv"
+    widget.output.value = edited
+    widget.export()
+    import pandas as pd
+
+    rows = pd.read_csv(edited)
+    assert len(rows) == len(points.data) == len(table)
+    assert set(rows["filament"]) == {1} and rows["tilt_prior"].notna().all()
+    assert rows["track_length"].iloc[0] == pytest.approx(first_track)  # the deleted one is out
+    assert rows["track_length"].iloc[-1] == pytest.approx(first_track)  # the added one's nearest
+    np.testing.assert_allclose(rows[["z", "y", "x"]].to_numpy()[-1], points.data[-1])
+    widget.output.value = path
     assert set(table["rlnHelicalTubeID"]) == {1}
     assert {"rlnAngleTiltPrior", "rlnAnglePsiPrior", "rlnHelicalTrackLengthAngst"} <= set(table)
     # the CLI on the same map (as an MRC at the layer's place) writes the same points

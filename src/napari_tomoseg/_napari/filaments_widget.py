@@ -7,15 +7,16 @@ thread; it writes nothing until Export.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
-import zlib
-
 import numpy as np
+import pandas as pd
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, \
     LineEdit, PushButton
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info
+from scipy.spatial import cKDTree
 
 from ..errors import TomosegError
 from ..features import FILAMENT_DIAMETERS
@@ -57,8 +58,8 @@ class FilamentsWidget(Container):
         self.output = FileEdit(label="Export to", mode="w", filter="*.star *.csv *.json",
                                value=Path.home() / "filaments.star")
         self.export_button = PushButton(text="Export points", tooltip=(
-            "the points as traced; edits of the layers are saved with File > Save Selected "
-            "Layers"))
+            "the points layer as it is now: deleted points left out, added or moved ones "
+            "join the nearest filament"))
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.stretch,
                      self.trace_button, self.status, self.output, self.export_button])
         self.handle: JobHandle | None = None
@@ -154,14 +155,39 @@ class FilamentsWidget(Container):
         return self.export()
 
     def export(self) -> Path:
-        """The points along the filaments, in the format the file's suffix names."""
+        """The points of the traced feature's layer as they are now (points deleted by hand
+        are left out; one added or moved takes the filament columns of the nearest traced
+        point), in the format the file's suffix names."""
         if self.result is None:
             raise TomosegError("trace first: there are no filaments to export.")
         found, frame, settings, feature = self.result
-        path = Path(self.output.value)
         table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
+        points = self._points_layer(feature)
+        if points is not None:
+            table = _as_shown(table, np.asarray(points.data, float).reshape(-1, 3))
         table["feature"] = feature
+        path = Path(self.output.value)
         write_particles(path, table, frame, feature=feature,
                         box_size=eman2_box_size(settings.diameter, frame.voxel_size))
-        show_info(f"{len(table)} points along {len(found.paths)} filaments written to {path}")
+        show_info(f"{len(table)} points along {table['filament'].nunique()} filaments "
+                  f"written to {path}")
         return path
+
+    def _points_layer(self, feature: str) -> Points | None:
+        found = [layer for layer in layers_with(self.viewer, "filaments", feature=feature)
+                 if isinstance(layer, Points)]
+        return found[-1] if found else None
+
+
+def _as_shown(traced: pd.DataFrame, zyx: np.ndarray) -> pd.DataFrame:
+    """The points now in the layer (z y x, the map's pixels), each with the filament columns
+    of the traced point nearest to it: its own where it was not moved. Matched by place, not
+    by the layer's features, which napari copies from the last selected point to a new one."""
+    if not len(zyx):
+        raise TomosegError("every filament point was deleted: trace again to export.")
+    if traced.empty:
+        raise TomosegError("the trace found no filaments: there is nothing to export.")
+    nearest = cKDTree(traced[["z", "y", "x"]].to_numpy(float)).query(zyx)[1]
+    table = traced.iloc[nearest].reset_index(drop=True)
+    table[["z", "y", "x"]] = zyx
+    return table
