@@ -30,7 +30,7 @@ from .notify import guarded, report_error
 from .picking_sources import (check_chosen_map, is_probability, snapshot, source_frame,
                               stored_threshold)
 from .voxel_size import voxel_size_of
-from .worker import JobHandle, start_job
+from .worker import JobHandle, start_job, stop_or_start
 
 CHECKSUM = "tomoseg_checksum"  # of the data as traced: a layer edited since is kept
 
@@ -90,11 +90,7 @@ class FilamentsWidget(Container):
             self.diameter.value = known
 
     def _trace_or_stop(self) -> JobHandle | None:
-        if self.handle is not None and self.handle.is_running:
-            self.handle.cancel()
-            self.status.value = "stopping..."
-            return None
-        return self.trace()
+        return stop_or_start(self.handle, self.status, self.trace)
 
     def trace(self) -> JobHandle:
         """Start ``trace_job`` on the chosen map in a thread; its result becomes layers."""

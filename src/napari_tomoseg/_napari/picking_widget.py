@@ -41,7 +41,7 @@ from .session_layers import (DIAMETER, MIN_SCORE, STATUS_COLOURS, add_picks_laye
                              discard_picks_layer,
                              earlier_picks, is_session_picks, keep_earlier, save_or_say,
                              session_of_map, session_picks, single_shot)
-from .worker import JobHandle, start_job
+from .worker import JobHandle, start_job, stop_or_start
 from .camera import camera_of
 
 
@@ -168,11 +168,7 @@ class PickingWidget(Container):
     # picking ---------------------------------------------------------------------
     def _pick_or_stop(self) -> JobHandle | None:
         """The button: Pick, or Stop while picking (a large map takes a minute)."""
-        if self.handle is not None and self.handle.is_running:
-            self.handle.cancel()
-            self.status.value = "stopping..."
-            return None
-        return self.pick()
+        return stop_or_start(self.handle, self.status, self.pick)
 
     def pick(self) -> JobHandle:
         """Start ``pick_job`` on the chosen map in a thread; the picks become a Points layer."""

@@ -132,6 +132,17 @@ class JobHandle:
         return self._finished.wait(timeout)
 
 
+def stop_or_start(handle: JobHandle | None, status, start: Callable[[], JobHandle]
+                  ) -> JobHandle | None:
+    """A Start button that reads Stop while its job runs: cancel the running job (saying
+    so on the ``status`` label), else start a new one."""
+    if handle is not None and handle.is_running:
+        handle.cancel()
+        status.value = "stopping..."
+        return None
+    return start()
+
+
 def start_job(job: Job, on_progress: Callable[[Progress], Any] | None = None,
               on_done: Callable[[Any], Any] | None = None,
               on_error: Callable[[BaseException], Any] | None = None,
