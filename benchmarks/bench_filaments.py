@@ -75,10 +75,7 @@ def main() -> None:
                      f"{seconds:.1f} | {peak:.0f} | "
                      f"{dice(found.tubes > 0, truth):.2f} | {dice(prob > 0.5, truth):.2f} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    rs.emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mpneumoniae as mp  # noqa: E402
-from realistic import provenance, spread  # noqa: E402
+from realistic import emit, provenance, spread  # noqa: E402
 
 from napari_tomoseg.io.mrc import open_volume  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
@@ -101,10 +101,7 @@ def main() -> None:
                      f"(@{cell['best_threshold']}) | {cell['above']} | {cell['threshold']} | "
                      f"{cell['seconds']} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 

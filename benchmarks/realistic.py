@@ -139,6 +139,14 @@ def spread(runs: list[dict], key: str, digits: int = 2) -> str:
     return text if len(values) == 1 else f"{text} ({values.min():.{digits}f}-{values.max():.{digits}f})"
 
 
+def emit(lines: list[str], out: Path | None) -> None:
+    """A result table printed, and written to ``out`` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def pick_scores(picks, cell: dict, voxel_size: float = 10.0) -> dict:
     radius = RIBOSOME_DIAMETER_A / 2 / voxel_size
     return match_picks(np.asarray(picks, float).reshape(-1, 3), cell["particles"], radius)
