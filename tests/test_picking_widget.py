@@ -230,6 +230,24 @@ def test_max_blob_drops_picks_along_an_edge(make_napari_viewer, qtbot, blobs):
 
 
 
+def test_relative_roundness_drops_the_odd_long_peak_and_zero_keeps_it(make_napari_viewer,
+                                                                        qtbot):
+    from .test_picking import _stretched_blobs
+
+    round_centres = [[20.0, 15.0 + 30 * i, 15.0 + 30 * j] for i in range(3) for j in range(3)]
+    shape = (70, 100, 100)
+    prob = np.maximum(_stretched_blobs(shape, round_centres, 3.3, 1.0),
+                      _stretched_blobs(shape, [[50.0, 30.0, 25.0], [50.0, 70.0, 65.0]], 3.3, 2.3))
+    viewer, widget = _picked(make_napari_viewer, qtbot, prob)
+    assert widget.relative_roundness.value == 0.5
+    assert match_picks(widget.points.data, np.array(round_centres), 5.0)["f1"] == 1.0
+    assert "less round" in widget.status.value  # the drops are said
+    widget.relative_roundness.value = 0.0
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: len(widget.points.data) == 11, timeout=5_000)
+
+
 def test_pick_reads_the_map_as_it_was_when_started(make_napari_viewer, qtbot, blobs):
     """Segment or a training preview writing into the layer while Pick runs must not
     change what Pick picks from (it read the live array)."""

@@ -64,8 +64,12 @@ class PickingWidget(Container):
                                              "all")
         self.min_roundness = FloatSpinBox(
             label="Min roundness", value=PickSettings.min_roundness, min=0.0, max=1.0, step=0.05,
-            tooltip="drop peaks flatter or longer than this or than half the picks' median "
-                    "(at most 0.25), e.g. a carbon edge (1 a ball, 0 a sheet); 0 keeps all")
+            tooltip="drop peaks flatter or longer than this, e.g. a carbon edge (1 a ball, "
+                    "0 a sheet); 0 keeps all shapes")
+        self.relative_roundness = FloatSpinBox(
+            label="Relative roundness", value=PickSettings.relative_roundness, min=0.0, max=1.0,
+            step=0.05, tooltip="also drop peaks less round than this times the picks' median "
+                               "roundness (at most 0.25): the odd long look-alike; 0 off")
         self.pick_button = PushButton(text="Pick", tooltip="while picking: Stop")
         self.min_score = FloatSlider(label="Min score", value=0.0, min=0.0, max=1.0, step=0.01)
         self.previous = PushButton(text="< previous  [,]")
@@ -80,7 +84,8 @@ class PickingWidget(Container):
             "remove these picks; a session keeps its saved file aside (FEATURE.json.previous)"))
         self.histogram = Histogram()
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.split,
-                     self.exclude, self.max_blob, self.min_roundness, self.pick_button,
+                     self.exclude, self.max_blob, self.min_roundness,
+                     self.relative_roundness, self.pick_button,
                      self.min_score])
         self.native.layout().addWidget(self.histogram)
         self.extend([Container(widgets=[self.previous, self.next], layout="horizontal", labels=False),
@@ -181,7 +186,8 @@ class PickingWidget(Container):
                                 threshold=float(self.threshold.value),
                                 split_touching=bool(self.split.value),
                                 max_blob=float(self.max_blob.value) or None,
-                                min_roundness=float(self.min_roundness.value))
+                                min_roundness=float(self.min_roundness.value),
+                                relative_roundness=float(self.relative_roundness.value))
         named = tag_of(layer).get("feature")
         if named and self.feature.value == getattr(self, "_filled_feature", None):
             self.feature.value = self._filled_feature = str(named)  # renamed since: not typed
