@@ -109,3 +109,18 @@ def test_stop_leaves_no_layers_and_export_before_a_trace_says_why(make_napari_vi
     qtbot.waitUntil(lambda: widget.trace_button.text == "Trace", timeout=5_000)
     assert widget.status.value == "stopped"
     assert len(viewer.layers) == 1 and widget.result is None
+
+
+def test_a_map_without_filaments_says_what_to_try(make_napari_viewer, qtbot):
+    from napari_tomoseg._napari.filaments_widget import FilamentsWidget
+    from napari_tomoseg._napari.layer_tags import tag
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((24, 48, 48), np.float32), name="prediction: actin",
+                             scale=(VOXEL,) * 3, metadata={"threshold": 0.5})
+    tag(layer, "probability", feature="actin")
+    widget = FilamentsWidget(viewer)
+    assert widget.diameter.value == 70.0  # actin's
+    _traced(widget, qtbot)
+    assert widget.status.value.startswith("0 filaments: lower the threshold")
+    assert len(viewer.layers["actin filaments"].data) == 0

@@ -37,7 +37,8 @@ CHECKSUM = "tomoseg_checksum"  # of the data as traced: a layer edited since is 
 
 def _checksum(data) -> int:
     array = np.ascontiguousarray(data)  # no copy for a layer's own array
-    return zlib.crc32(memoryview(array).cast("B"), zlib.crc32(repr(array.shape).encode()))
+    raw = memoryview(array).cast("B") if array.size else b""  # an empty one cannot be cast
+    return zlib.crc32(raw, zlib.crc32(repr(array.shape).encode()))
 
 
 class FilamentsWidget(Container):
@@ -130,8 +131,9 @@ class FilamentsWidget(Container):
         points = self.viewer.add_points(
             table[["z", "y", "x"]].to_numpy(float), name=f"{feature} filaments", **place,
             size=settings.diameter / 4 / frame.voxel_size,
-            features=table.drop(columns=["z", "y", "x"]), face_color="filament",
-            face_colormap="turbo")
+            features=table.drop(columns=["z", "y", "x"]),
+            # a colour per filament; none found: napari cannot colour by an empty column
+            **({"face_color": "filament", "face_colormap": "turbo"} if len(table) else {}))
         for added in (tubes, points):
             tag(added, "filaments", feature=feature)
             added.metadata[CHECKSUM] = _checksum(added.data)
