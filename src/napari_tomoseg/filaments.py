@@ -152,7 +152,7 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
                   else length)
     paths = [_smoothed(p, sigma=max(2.0, radius / 2)) for p in centre_lines(axis, min_length)]
     tubes = _tubes(paths, work.shape, radius, binning, probability.shape)
-    last = np.array(probability.shape, float) - 1  # a part block's centre lies past the edge
+    last = np.array(probability.shape, float) - 1  # a part block's centre may lie past it
     return Filaments([np.clip(p * binning + (binning - 1) / 2, 0, last) for p in paths], tubes,
                      radius_px)
 
@@ -273,21 +273,17 @@ def _resampled(path: np.ndarray, step: float, baseline: float = 1.0
 
 def _binned(volume: np.ndarray, binning: int, scale: float = 1.0, slab: int = 16
             ) -> np.ndarray:
-    """Block means x ``scale`` (float32; a part block at an end is filled with its last
-    voxels), read ``slab`` binned slices at a time: a memory-mapped float16 map is never
+    """The preprocessing's block means (``bin_slab``, ``bin_volume_z``: a part block in y
+    and x is dropped, one in z averaged) x ``scale``, clipped to 0-1 (values within the
+    slack), read ``slab`` binned slices at a time: a memory-mapped float16 map is never
     copied whole."""
-    shape = [-(-n // binning) for n in volume.shape]
-    out = np.empty(shape, np.float32)
-    for start in range(0, shape[0], slab):
-        block = np.asarray(volume[start * binning:(start + slab) * binning], np.float32)
-        if binning > 1:
-            block = np.pad(block, [(0, -n % binning) for n in block.shape], mode="edge")
-            z = block.shape[0] // binning
-            block = block.reshape(z, binning, shape[1], binning, shape[2],
-                                  binning).mean((1, 3, 5))
-        block = block * np.float32(scale) if scale != 1 else block
-        out[start:start + block.shape[0]] = np.clip(block, 0.0, 1.0)  # values within the slack
-    return out
+    from .preprocess import bin_slab, bin_volume_z
+
+    parts = []
+    for start in range(0, volume.shape[0], slab * binning):
+        block = bin_volume_z(bin_slab(volume[start:start + slab * binning], binning), binning)
+        parts.append(np.clip(block * np.float32(scale), 0.0, 1.0, dtype=np.float32))
+    return np.concatenate(parts)
 
 
 def _tubes(paths: list[np.ndarray], work_shape: tuple, radius: float, binning: int,

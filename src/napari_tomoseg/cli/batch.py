@@ -46,12 +46,13 @@ def _print_summary(rows: list[dict], pick: tuple[str, ...], output,
     return 1 if failed else 0
 
 
-def _model_features(args: argparse.Namespace) -> list[str]:
-    """The models' features, checked against --pick before any tomogram is segmented."""
+def _model_features(args: argparse.Namespace, traced: dict[str, float]) -> list[str]:
+    """The models' features, checked against --pick and --trace before any tomogram is
+    segmented."""
     from ..nn.model_file import load_model
 
     features = [load_model(path).feature for path in args.model]
-    for option, wanted in (("--pick", args.pick or ()), ("--trace", _traced(args))):
+    for option, wanted in (("--pick", args.pick or ()), ("--trace", traced)):
         missing = [f for f in wanted if f not in features]
         if missing:
             raise InvalidSettingsError(f"{option} {', '.join(missing)}: no model of that "
@@ -98,7 +99,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                            "copick project yet: leave --copick out, or --trace.")
     tomograms = _tomograms(args, copick)
     traced = _traced(args)  # before the models are read: a typo costs nothing
-    features = _model_features(args)
+    features = _model_features(args, traced)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
