@@ -143,6 +143,14 @@ def test_trace_refuses_bad_input_before_any_work(tmp_path, capsys):
                  "--overwrite"]) == 2  # never onto its own map
     with mrcfile.open(path) as mrc:
         assert np.array_equal(mrc.data, prob)
+    # a one-slice map (a 2D prediction or an image) gave "0 filaments", read as "none here"
+    flat = tmp_path / "slice.mrc"
+    write_volume(flat, prob[prob.shape[0] // 2:][:1], 10.0)
+    for command in (["trace", str(flat), str(tmp_path / "f.star")],
+                    ["pick", str(flat), str(tmp_path / "f.star")]):
+        assert main(command) == 2
+        assert "needs a 3D probability map" in capsys.readouterr().err
+        assert not (tmp_path / "f.star").exists()
 
 
 @pytest.mark.parametrize("bad", [{"diameter": 0}, {"threshold": 1.0}, {"stretch": -1},

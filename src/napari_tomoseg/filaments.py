@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from .errors import InvalidSettingsError
 from .io.relion_euler import relion_angles
+from .probability_maps import check_volume_map
 
 SLEEVE = 2.0  # the sleeve compared reaches out to this many radii
 SLAB = 64  # working slices convolved at once: bounds the memory on a whole tomogram
@@ -127,6 +128,7 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     paths and tubes come back on the map's grid, the tubes numbered as their centre lines
     (from 1; a voxel near two lines goes to the nearer).
     """
+    check_volume_map(np.shape(probability), "tracing")
     if voxel_size <= 0:
         raise InvalidSettingsError("the voxel size must be positive.")
     radius_px = settings.diameter / 2 / voxel_size

@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 
 from .pick_measures import mass_at, relative_roundness_cut
 from .pick_measures import roundness  # noqa: F401 - also imported from here
-from .probability_maps import as_probability  # noqa: F401 - also imported from here
+from .probability_maps import as_probability, check_volume_map  # noqa: F401 - also imported from here
 from .errors import InvalidSettingsError
 
 
@@ -222,8 +222,7 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     pick falsely.
     """
     prob = as_probability(probability)
-    if prob.ndim != 3:
-        raise InvalidSettingsError("picking needs a 3D probability map.")
+    check_volume_map(prob.shape, "picking")
     check_diameter(settings.diameter, prob.shape, voxel_size)
     if exclude is not None:
         check_same_grid(exclude, prob.shape)
@@ -365,6 +364,7 @@ def sample_along(mask: np.ndarray, spacing: float, voxel_size: float) -> pd.Data
     from skimage.morphology import skeletonize
 
     mask = np.asarray(mask) > 0
+    check_volume_map(mask.shape, "points along a mask")
     skeleton = skeletonize(mask) if mask.any() else mask
     points = np.argwhere(skeleton).astype(float)
     step = spacing / voxel_size

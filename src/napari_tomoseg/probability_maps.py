@@ -19,6 +19,16 @@ from .errors import InvalidVolumeError
 _SLACK = 0.05
 
 
+def check_volume_map(shape: tuple[int, ...], doing: str) -> None:
+    """Refuse a map that is not a volume: a one-slice MRC (an image, a projection or a 2D
+    prediction) gave 0 picks or 0 filaments without a word, which reads as "none here"."""
+    if len(shape) != 3 or shape[0] < 2:
+        size = " x ".join(str(n) for n in shape)
+        raise InvalidVolumeError(f"{doing} needs a 3D probability map of the tomogram; this one "
+                                 f"is {size} voxels" + (" (one slice: an image, not a volume)."
+                                                        if len(shape) == 3 else "."))
+
+
 def _not_probabilities(name: str, low: float, high: float) -> InvalidVolumeError:
     return InvalidVolumeError(
         f"{name} holds values from {low:.3g} to {high:.3g}, not probabilities (0-1, or 0-255 "
