@@ -141,6 +141,28 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     assert [b.id for b in c.session.boxes] == [box.id]  # and nothing was added
 
 
+def test_a_shape_drawn_on_the_boxes_layer_never_moves_a_box_or_its_mask(workflow, tmp_path):
+    """napari gives a shape drawn (or pasted) with its own tools the feature defaults, the
+    last box's id: taken for that box, the box jumped there and its mask was saved empty."""
+    viewer, widget = workflow
+    c = widget.controller
+    said = []
+    c.notify = said.append
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    box = widget.place_box(True, 5, 40.0, 40.0)
+    label = c.session.label_of("membrane")
+    c.masks_layer.data[5, 30:40, 30:40] = label
+    c.collect_masks()
+    assert int(Session.load(tmp_path / "session").box(box.id).mask.sum()) == 100
+    c.boxes_layer.add_rectangles([np.array([[9, 80, 80], [9, 80, 110], [9, 110, 110],
+                                            [9, 110, 80]], float)])
+    saved = Session.load(tmp_path / "session").boxes
+    assert [(b.id, b.z, b.y, b.x) for b in saved] == [(box.id, 5, 40.0, 40.0)]
+    assert int(saved[0].mask.sum()) == 100
+    assert len(c.boxes_layer.data) == 1 and "not a box" in said[-1]
+
+
 def test_a_positive_box_starts_the_brush_and_spilled_paint_is_dropped(workflow):
     viewer, widget = workflow
     c = widget.controller

@@ -209,8 +209,13 @@ class AnnotationController:
             return
         layer = self.boxes_layer
         ids = list(layer.features["id"]) if "id" in layer.features else []
-        if len(ids) != len(layer.data):  # a shape drawn by hand: not a box we know
+        known = {b.id for b in self.session.boxes}
+        # a shape drawn or pasted with napari's tools takes the last box's id (napari's
+        # feature defaults): taken for that box, it moved it and emptied its saved mask
+        if len(ids) != len(layer.data) or len(set(ids)) != len(ids) or not set(ids) <= known:
             self.refresh_boxes()
+            self.notify("boxes are placed with the + positive / - negative buttons (b, Shift-B); a "
+                        "shape drawn or pasted on the boxes layer is not a box and was removed.")
             return
         kept = set(ids)
         removed = [b for b in self.session.boxes if b.id not in kept]
