@@ -504,3 +504,60 @@ def test_opening_the_session_again_after_a_picks_conflict_shows_the_saved_picks(
     session_layers.save_or_say(shown)
     saved = json.loads(picks_path(folder, "ribosome").read_text())["rows"]
     assert [row[-1] for row in saved] == [1, 1]  # A's accept kept, B's new one added
+
+
+def test_opening_the_session_again_shows_picks_another_window_judged_since(
+        make_napari_viewer, tiny_files, tmp_path, monkeypatch):
+    """Without a conflict first: window B restored the session while its picks layer was
+    open; the layer took up the file's new stamp (A's judgements) and B's next judgement
+    wrote its older statuses over A's, with no message and no .conflict file."""
+    import pandas as pd
+
+    from napari_tomoseg._napari import session_layers
+    from napari_tomoseg._napari.layer_tags import layers_with
+    from napari_tomoseg.picks_store import SavedPicks, save_picks
+
+    monkeypatch.setattr(session_layers, "show_error", lambda message: None)
+    folder = tmp_path / "session"
+    _dock(make_napari_viewer, tiny_files, folder)
+    save_picks(folder, SavedPicks("ribosome", np.array([[8.0, 20.0, 20.0], [8.0, 40.0, 44.0]]),
+                                  pd.DataFrame({"score": [0.9, 0.8], "status": [0, 0]})))
+    viewers = [_dock(make_napari_viewer, tiny_files, folder) for _ in range(2)]
+    (a,), (b,) = (list(layers_with(v, "picks", feature="ribosome")) for v, _, _ in viewers)
+    a.features["status"] = 1
+    session_layers.save_or_say(a)
+    viewer_b, widget_b, _ = viewers[1]
+    widget_b.start_session(folder)
+    (shown,) = layers_with(viewer_b, "picks", feature="ribosome")
+    assert shown is not b and list(shown.features["status"]) == [1, 1]
+    kept = picks_path(folder, "ribosome").with_name("ribosome.json.conflict")  # B's, as shown
+    assert [row[-1] for row in json.loads(kept.read_text())["rows"]] == [0, 0]
+    shown.features.loc[1, "status"] = -1
+    session_layers.save_or_say(shown)
+    saved = json.loads(picks_path(folder, "ribosome").read_text())["rows"]
+    assert [row[-1] for row in saved] == [1, -1]
+
+
+def test_picks_follow_a_voxel_size_typed_while_their_layer_was_closed(make_napari_viewer,
+                                                                      tiny_files, tmp_path):
+    """The typed size reached only open picks layers: restored later, closed ones were drawn
+    (and exported) at the header's size, a pick at voxel 32 shown over voxel 24.6."""
+    import pandas as pd
+
+    from napari_tomoseg._napari.layer_tags import layers_with
+    from napari_tomoseg.picks_store import SavedPicks, load_picks, save_picks
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    frame = {"tomoseg": dict(image.metadata["tomoseg"])}
+    save_picks(folder, SavedPicks("ribosome", np.array([[8.0, 32.0, 32.0]]),
+                                  pd.DataFrame({"score": [0.9], "status": [1]}), frame))
+    typed = 1.3 * float(image.scale[-1])
+    widget.session_panel.voxel.value = typed
+    viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
+    (shown,) = layers_with(viewer2, "picks", feature="ribosome")
+    np.testing.assert_allclose(shown.scale, image2.scale)
+    np.testing.assert_allclose(shown.data_to_world(shown.data[0]),
+                               image2.data_to_world((8.0, 32.0, 32.0)))
+    (saved,), _ = load_picks(folder)
+    assert saved.metadata["tomoseg"]["voxel_size"] == pytest.approx(typed)

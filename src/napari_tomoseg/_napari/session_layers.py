@@ -140,15 +140,7 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
         return None
     if min_score is not None:
         layer.metadata[MIN_SCORE] = float(min_score)
-    values = layer.features.drop(columns=["feature"], errors="ignore")
-    metadata = {k: v for k, v in layer.metadata.items() if k == "tomoseg"}
-    size = np.asarray(layer.size, float)
-    diameter = diameter or layer.metadata.get(DIAMETER) or (
-        float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
-    layer.metadata[DIAMETER] = diameter
-    picks = SavedPicks(feature=str(tag_of(layer).get("feature") or "particle"),
-                       points=np.asarray(layer.data, float), values=values, metadata=metadata,
-                       min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter)
+    picks = layer_picks(layer, diameter)
     if layer.metadata.get(STAMP) == CONFLICT:  # said once; later edits go where it said
         return save_picks(folder, picks, conflict_path(folder, picks.feature))
     try:
@@ -158,6 +150,19 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
         layer.metadata[STAMP] = CONFLICT
         raise
     return path
+
+
+def layer_picks(layer: Points, diameter: float | None = None) -> SavedPicks:
+    """A picks layer's points, values, frame and score cut, as the session keeps them."""
+    values = layer.features.drop(columns=["feature"], errors="ignore")
+    metadata = {k: v for k, v in layer.metadata.items() if k == "tomoseg"}
+    size = np.asarray(layer.size, float)
+    diameter = diameter or layer.metadata.get(DIAMETER) or (
+        float(size.flat[0]) * float(layer.scale[-1]) if size.size else None)
+    layer.metadata[DIAMETER] = diameter
+    return SavedPicks(feature=str(tag_of(layer).get("feature") or "particle"),
+                      points=np.asarray(layer.data, float), values=values, metadata=metadata,
+                      min_score=float(layer.metadata.get(MIN_SCORE, 0.0)), diameter=diameter)
 
 
 def discard_picks_layer(viewer, layer: Points) -> Path | None:
@@ -230,10 +235,15 @@ def restore_session_layers(viewer, controller,
             problems.append(f"the picks of '{picks.feature}' are shown as another window "
                             f"saved them; this window's are in "
                             f"{conflict_path(folder, picks.feature).name}")
-        for layer in still:  # still open, and saved as it changed; a restore may have
-            layer.metadata[STAMP] = file_stamp(picks_path(folder, picks.feature))  # rebound it
+        for layer in [l for l in still
+                      if l.metadata.get(STAMP) != file_stamp(picks_path(folder, picks.feature))]:
+            # written since this layer saw it (another window, or a header rebind): taking up
+            # the new stamp let the layer's older judgements overwrite the file's
+            problems += _set_aside_stale(viewer, layer, picks, folder)
+            still.remove(layer)
         if still:
             continue
+        picks = _in_session_frame(picks, session, folder)
         frame = frame_from_metadata(picks.metadata)
         if frame is not None and tuple(frame.shape) != controller.shape:
             problems.append(f"the picks of '{picks.feature}' were made on a "
@@ -244,6 +254,46 @@ def restore_session_layers(viewer, controller,
         add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
     return restored, problems
+
+
+def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> list[str]:
+    """Remove an open picks layer whose file changed since it saw it, so the file's picks are
+    shown; what the layer holds beyond them (other points or judgements) is kept first in
+    ``FEATURE.json.conflict``. A message when something was kept."""
+    mine = layer_picks(layer)
+    same = (mine.points.shape == saved.points.shape
+            and np.allclose(mine.points, saved.points, atol=1e-3)
+            and np.array_equal(_statuses(mine), _statuses(saved), equal_nan=True))
+    kept = None if same else save_picks(folder, mine, conflict_path(folder, mine.feature))
+    quietly(lambda: layer.events.data.disconnect(_on_edit))
+    viewer.layers.remove(layer)
+    return [] if kept is None else [
+        f"the picks of '{mine.feature}' changed in another window: they are shown as saved "
+        f"there, and this window's are kept in {kept.name}"]
+
+
+def _statuses(picks: SavedPicks) -> np.ndarray:
+    values = picks.values
+    return np.asarray(values["status"], float) if "status" in values else np.zeros(len(values))
+
+
+def _in_session_frame(picks: SavedPicks, session, folder: Path) -> SavedPicks:
+    """Saved picks drawn in the session's voxel size and origin: picks lie in tomogram voxels,
+    and a voxel size typed while their layer was closed left the file's frame behind (they
+    were drawn, and exported, at the old size). The file is rewritten when it changes."""
+    geometry = picks.metadata.get("tomoseg")
+    if not isinstance(geometry, dict) or not session.voxel_size:
+        return picks
+    origin = [float(o) for o in (session.origin or geometry.get("origin") or (0, 0, 0))]
+    if np.isclose(float(geometry.get("voxel_size") or 0), float(session.voxel_size),
+                  rtol=1e-6) and np.allclose(geometry.get("origin") or (0, 0, 0), origin):
+        return picks
+    geometry.update(voxel_size=float(session.voxel_size), origin=origin)
+    try:
+        save_picks(folder, picks)
+    except OSError:
+        pass  # drawn right now; the file says the old frame until the next save
+    return picks
 
 
 def is_session_picks(layer) -> bool:
