@@ -233,6 +233,35 @@ def test_new_picks_replace_only_the_same_tomograms(make_napari_viewer):
     assert _earlier_picks(viewer, "membrane", "A", None) is None
 
 
+def test_picks_of_no_session_are_replaced_only_on_their_own_tomogram_and_never_judged_ones(
+        make_napari_viewer):
+    """Maps opened from files (no session): picking TS_02 removed TS_01's judged picks, and a
+    new pick on TS_01 dropped its judgements, which nothing else kept."""
+    import pandas as pd
+
+    from napari_tomoseg._napari import session_layers
+    from napari_tomoseg._napari.layer_tags import tag_of
+    from napari_tomoseg.layer_data import geometry_metadata
+    from napari_tomoseg.picks_store import SavedPicks
+
+    viewer = make_napari_viewer()
+    values = pd.DataFrame({"score": [0.9, 0.8], "score_norm": [0.9, 0.8], "status": [1, 0]})
+    frame = geometry_metadata("TS_01", (20, 64, 64), 10.0, (0.0, 0.0, 0.0))
+    first = session_layers.add_picks_layer(
+        viewer, SavedPicks("ribosome", np.ones((2, 3)), values, frame), 5.0, None)
+    assert session_layers.earlier_picks(viewer, "ribosome", None, None, "TS_02") is None
+    assert session_layers.earlier_picks(viewer, "ribosome", None, None, "TS_01") is first
+    note = session_layers.retire_earlier(viewer, first)
+    assert first in viewer.layers and "(earlier)" in first.name and "(earlier)" in note
+    assert tag_of(first)["role"] == "earlier picks"
+    assert session_layers.earlier_picks(viewer, "ribosome", None, None, "TS_01") is None
+    unjudged = session_layers.add_picks_layer(
+        viewer, SavedPicks("ribosome", np.ones((2, 3)), values.assign(status=0), frame), 5.0,
+        None)
+    assert session_layers.retire_earlier(viewer, unjudged) == ""
+    assert unjudged not in viewer.layers
+
+
 def test_choosing_another_tomogram_shows_its_own_session_folder(make_napari_viewer, tiny_files,
                                                                 tmp_path):
     """The folder field kept A's session: Start for B made 'A.tomoseg-2', and for A again an

@@ -39,7 +39,8 @@ from .voxel_size import voxel_size_of
 from ..picks_store import SavedPicks
 from .session_layers import (DIAMETER, MIN_SCORE, STATUS_COLOURS, add_picks_layer,
                              discard_picks_layer,
-                             earlier_picks, is_session_picks, keep_earlier, save_or_say,
+                             earlier_picks, is_session_picks, keep_earlier, retire_earlier,
+                             save_or_say,
                              session_of_map, session_picks, single_shot)
 from .worker import JobHandle, start_job, stop_or_start
 from .camera import camera_of
@@ -219,9 +220,9 @@ class PickingWidget(Container):
         picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
                            values=values.assign(status=0), metadata=frame_metadata(frame))
         session, kept, note = keep_earlier(session_of_map(self.viewer, layer), feature)
-        earlier = earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session)
-        if earlier is not None:  # of this tomogram only: another's picks stay
-            self.viewer.layers.remove(earlier)
+        earlier = earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session,
+                                frame.name)  # of this tomogram only: another's picks stay
+        note += retire_earlier(self.viewer, earlier) if earlier is not None else ""
         size = float(self.diameter.value) / float(layer.scale[-1])
         self._adopt(add_picks_layer(self.viewer, picks, size, session,
                                     tag_of(layer).get("tomogram")))

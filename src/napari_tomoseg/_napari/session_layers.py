@@ -26,7 +26,7 @@ from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_s
                            save_picks_checked)
 from ..session_store import read_generation
 from .annotation import probability_colormap
-from .layer_tags import has_role, layers_with, tag_of, tagged, tomogram_key
+from .layer_tags import has_role, layers_with, tag, tag_of, tagged, tomogram_key
 from .notify import quietly
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
@@ -308,19 +308,36 @@ def session_picks(viewer):
                 None)
 
 
-def earlier_picks(viewer, feature: str, tomogram: str | None, session):
+def earlier_picks(viewer, feature: str, tomogram: str | None, session,
+                  tomo_name: str | None = None):
     """The picks layer new picks of ``feature`` replace: on the same tomogram (or session);
-    picks of a map that belongs to none replace those of none."""
+    picks of a map that belongs to none replace those of none of the same tomogram name
+    (any such layer did: picking TS_02's map removed TS_01's judged picks)."""
     for layer in reversed(list(viewer.layers)):
         found = tag_of(layer)
         if found.get("role") != "picks" or found.get("feature") != feature:
             continue
+        frame = frame_from_metadata(layer.metadata)
         if (tomogram and found.get("tomogram") == tomogram) or (
                 session and found.get(SESSION) == str(session)) or (
                 not tomogram and not session and not found.get("tomogram")
-                and not found.get(SESSION)):
+                and not found.get(SESSION)
+                and (frame.name if frame is not None else None) == tomo_name):
             return layer
     return None
+
+
+def retire_earlier(viewer, layer: Points) -> str:
+    """Make way for new picks: remove ``layer``, unless its judgements live nowhere else (no
+    session keeps them); then it stays, renamed '(earlier)', and the note says so."""
+    judged = "status" in layer.features and np.any(np.asarray(layer.features["status"]) != 0)
+    if tag_of(layer).get(SESSION) or not judged:
+        quietly(lambda: layer.events.data.disconnect(_on_edit))
+        viewer.layers.remove(layer)
+        return ""
+    layer.name = f"{layer.name} (earlier)"
+    tag(layer, "earlier picks", feature=tag_of(layer).get("feature"))
+    return f"; the earlier judged picks stay as '{layer.name}' (Export them to keep them)"
 
 
 def keep_earlier(session, feature: str):
