@@ -590,3 +590,23 @@ def test_picks_follow_a_voxel_size_typed_while_their_layer_was_closed(make_napar
                                image2.data_to_world((8.0, 32.0, 32.0)))
     (saved,), _ = load_picks(folder)
     assert saved.metadata["tomoseg"]["voxel_size"] == pytest.approx(typed)
+
+
+def test_a_restored_map_keeps_the_threshold_of_the_model_that_made_it(make_napari_viewer,
+                                                                     tiny_files, tmp_path):
+    """Train again, close without segmenting, restore: the old map was shown, and picked, at
+    the new model's threshold. Its header names its own; one set by hand still wins."""
+    from napari_tomoseg._napari.session_layers import restore_session_layers
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    c = widget.controller
+    prob = np.zeros(image.data.shape, np.float32)
+    write_volume(c.session.segmentation_path("ribosome"), prob, float(image.scale[-1]),
+                 tuple(image.translate), labels=(threshold_label("ribosome", 0.3),))
+    restore_session_layers(viewer, c, {"ribosome": 0.6})  # the new model's
+    assert c.overlay("ribosome").metadata["threshold"] == pytest.approx(0.3)
+    c.session.thresholds["ribosome"] = 0.7
+    restore_session_layers(viewer, c, {"ribosome": 0.7})
+    assert c.overlay("ribosome").metadata["threshold"] == pytest.approx(0.7)

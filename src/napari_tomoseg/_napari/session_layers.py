@@ -20,6 +20,7 @@ from qtpy.QtCore import QTimer
 from ..errors import TomosegError
 from ..feature_files import was_removed
 from ..io.mrc_read import open_volume
+from ..io.probability_header import stored_threshold
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
                            keep_previous, load_picks, picks_path, save_picks,
@@ -219,7 +220,10 @@ def restore_session_layers(viewer, controller,
             continue
         overlay = controller.overlay(feature)
         overlay.data = np.array(data, np.float16)  # a copy: Segment and Train write into it
-        threshold = thresholds.get(feature, 0.5)
+        # the threshold of the model that made this map (its header), unless set by hand: a
+        # map kept from before a new training was shown, and picked, at the new model's
+        stored = None if feature in session.thresholds else stored_threshold(path)
+        threshold = stored if stored is not None else thresholds.get(feature, 0.5)
         overlay.metadata["threshold"] = threshold
         overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
         restored.append(f"map of '{feature}'")
