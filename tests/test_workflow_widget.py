@@ -735,6 +735,22 @@ def test_a_thick_slab_averages_slices_in_the_annotation_view(workflow):
     assert image.projection_mode == "none"
 
 
+def test_boxes_placed_while_training_runs_reach_no_network_of_it(workflow, tiny_result, qtbot):
+    """Training read the session's live box list: an ensemble's later networks trained on
+    boxes placed after Train, which its first network (and its held-out split) never saw."""
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=6)
+    widget.training.steps.value = 3
+    widget.training.networks.value = "2"
+    handle = widget.start_training()
+    widget.place_box(False, 3, 20.0, 20.0)  # the user goes on annotating
+    widget.place_box(False, 4, 90.0, 90.0)
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    members = widget.models["ribosome"].info["members"]
+    assert [m["negatives"] for m in members] == [6, 6]
+    assert sum(not b.positive for b in widget.controller.session.boxes) == 8
+
+
 def test_stem_and_orientation_choices_reach_the_network_and_a_continued_model_keeps_its_own(
         workflow, tiny_result, qtbot):
     from napari_tomoseg.errors import InvalidSettingsError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from pathlib import Path
@@ -101,7 +102,10 @@ class TrainPanel(Container):
                                     # continued: its own; auto: the feature's
                                     members=None if start_from or self.networks.value == "auto"
                                     else int(self.networks.value))
-        job = train_feature(c.image.data, voxel_size_of(c.image), c.session.boxes, feature,
+        # the boxes as they are now: the list and its boxes change as the user goes on while
+        # the job reads them (an ensemble's later networks saw boxes the first did not)
+        boxes = [replace(box) for box in c.session.boxes]
+        job = train_feature(c.image.data, voxel_size_of(c.image), boxes, feature,
                             settings, start_from=start_from,
                             output=c.session.model_path(feature),
                             colour=c.session.feature(feature).colour, preview_z=c.current_z)
