@@ -223,6 +223,30 @@ def test_a_renamed_tomogram_is_told_where_its_session_is(tmp_path, volume, monke
     assert "same voxels" not in message  # other voxels: nothing to say
 
 
+def test_models_trained_on_the_voxels_follow_a_changed_voxel_size(tmp_path, volume):
+    """A header corrected after training (or a size typed): the models kept the old stamp,
+    and Segment resampled the same voxels by 12 / 10 before the network saw them. A model
+    of another voxel size, loaded from elsewhere, keeps its own."""
+    from napari_tomoseg.nn.model_file import load_model, save_model
+
+    from .test_bad_inputs import _model
+
+    tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0)
+    folder = tmp_path / "t.mrc.tomoseg"
+    session, _ = open_session(folder, str(tomogram), 10.0, SHAPE)
+    for feature, voxel in (("ribosome", 10.0), ("membrane", 7.0)):
+        save_model(_model(feature, voxel), session.model_path(feature))
+        session.register_model(feature)
+    write_volume(tomogram, volume, 12.0, overwrite=True)  # the header corrected
+    _, message = open_session(folder, str(tomogram), 12.0, SHAPE)
+    assert "model of 'ribosome', trained on these voxels, now reads 12 A" in message
+    assert load_model(session.model_path("ribosome")).voxel_size == 12.0
+    assert load_model(session.model_path("membrane")).voxel_size == 7.0
+    _, message = open_session(folder, str(tomogram), 13.5, SHAPE)  # a size typed
+    assert "now reads 13.5 A" in message
+    assert load_model(session.model_path("ribosome")).voxel_size == 13.5
+
+
 def test_a_changed_header_rebinds_and_other_voxels_start_a_session_beside(tmp_path, volume):
     tomogram = write_volume(tmp_path / "t.mrc", volume, 10.0, (0.0, 0.0, 0.0))
     folder = tmp_path / "t.mrc.tomoseg"

@@ -567,7 +567,7 @@ def test_opening_the_session_again_shows_picks_another_window_judged_since(
     assert [row[-1] for row in saved] == [1, -1]
 
 
-def test_picks_follow_a_voxel_size_typed_while_their_layer_was_closed(make_napari_viewer,
+def test_picks_and_models_follow_a_voxel_size_typed_while_picks_were_closed(make_napari_viewer,
                                                                       tiny_files, tmp_path):
     """The typed size reached only open picks layers: restored later, closed ones were drawn
     (and exported) at the header's size, a pick at voxel 32 shown over voxel 24.6."""
@@ -576,13 +576,24 @@ def test_picks_follow_a_voxel_size_typed_while_their_layer_was_closed(make_napar
     from napari_tomoseg._napari.layer_tags import layers_with
     from napari_tomoseg.picks_store import SavedPicks, load_picks, save_picks
 
+    from napari_tomoseg.nn.model_file import load_model, save_model
+
+    from .test_bad_inputs import _model
+
     folder = tmp_path / "session"
     viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
     frame = {"tomoseg": dict(image.metadata["tomoseg"])}
     save_picks(folder, SavedPicks("ribosome", np.array([[8.0, 32.0, 32.0]]),
                                   pd.DataFrame({"score": [0.9], "status": [1]}), frame))
+    model_path = widget.controller.session.model_path("ribosome")
+    save_model(_model("ribosome", float(image.scale[-1])), model_path)  # trained here
+    widget.controller.session.register_model("ribosome")
+    widget.start_session(folder)  # its model loaded
     typed = 1.3 * float(image.scale[-1])
     widget.session_panel.voxel.value = typed
+    # the model learned these voxels: Segment must not resample them by 1.3
+    assert widget.models["ribosome"].voxel_size == pytest.approx(typed)
+    assert load_model(model_path).voxel_size == pytest.approx(typed)
     viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
     (shown,) = layers_with(viewer2, "picks", feature="ribosome")
     np.testing.assert_allclose(shown.scale, image2.scale)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
     session.voxel_size = float(voxel_size)
     session.save()
     moved = rebind_saved_picks(session.folder, session.voxel_size, session.origin)
+    models = _restamped(session, old_voxel)
     changes = []
     if old_voxel != session.voxel_size:
         changes.append(f"voxel size {old_voxel:g} -> {session.voxel_size:g} A")
@@ -52,7 +54,38 @@ def _rebind(session: Session, tomogram: str, voxel_size: float) -> str:
     return (f"The header of {Path(tomogram).name} changed ({', '.join(changes) or 'other fields'}), "
             f"its voxels did not: session {session.folder} rebound to it, "
             f"all {len(session.boxes)} boxes kept"
-            + (f" and the picks of {moved} feature(s) moved with it." if moved else "."))
+            + (f" and the picks of {moved} feature(s) moved with it." if moved else ".")
+            + models)
+
+
+def restamp_models(session: Session, old: float, new: float) -> list[str]:
+    """The session's models stamped with the tomogram's old voxel size take its new one (the
+    header changed, or a size was typed; the voxels did not): they learned these voxels, and
+    Segment resampled the tomogram by new / old, so the network saw it at the wrong scale
+    without a word. Models of another voxel size (loaded from elsewhere) stay. The features
+    restamped."""
+    from .nn.model_file import load_model, save_model
+
+    if not old or not new or abs(new - old) <= 1e-6 * new:
+        return []
+    done = []
+    for feature, relative in sorted(session.models.items()):
+        path = session.folder / relative
+        try:
+            model = load_model(path)
+        except (TomosegError, OSError):
+            continue  # said where the session's models are loaded
+        if abs(model.voxel_size - old) <= 1e-3 * old:
+            save_model(replace(model, voxel_size=float(new)), path)
+            done.append(feature)
+    return done
+
+
+def _restamped(session: Session, old: float) -> str:
+    moved = restamp_models(session, old, session.voxel_size)
+    return (f" The model{'s' if len(moved) > 1 else ''} of {', '.join(map(repr, moved))}, "
+            f"trained on these voxels, now read{'' if len(moved) > 1 else 's'} "
+            f"{session.voxel_size:g} A too." if moved else "")
 
 
 def open_session(folder: str | os.PathLike, tomogram: str | None, voxel_size: float,
@@ -90,11 +123,12 @@ def _restored(session: Session, tomogram: str | None, voxel_size: float) -> str:
         session.data_checksum, origin = file_checksum(tomogram)
         session.origin = session.origin if session.origin is not None else origin
         session.save()
-    changed = False
+    changed, models = False, ""
     if voxel_size and abs(float(voxel_size) - session.voxel_size) > 1e-6 * voxel_size:
         message += f", voxel size {session.voxel_size:g} -> {float(voxel_size):g} A"
-        session.voxel_size = float(voxel_size)  # the tomogram's size now: typed or its
-        changed = True  # header's; the session's own was dropped without a word
+        old, session.voxel_size = session.voxel_size, float(voxel_size)  # the tomogram's size
+        changed = True  # now: typed or its header's; the session's own was dropped unsaid
+        models = _restamped(session, old)
     origin = _header_origin(tomogram)
     if origin is not None and session.origin is not None \
             and not np.allclose(origin, session.origin, atol=1e-3):
@@ -103,7 +137,7 @@ def _restored(session: Session, tomogram: str | None, voxel_size: float) -> str:
     if changed:
         session.save()
         rebind_saved_picks(session.folder, session.voxel_size, session.origin or (0.0,) * 3)
-    return message + (f" ({session.note})." if session.note else ".")
+    return message + (f" ({session.note})." if session.note else ".") + models
 
 
 def _header_origin(tomogram: str | None) -> tuple[float, float, float] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 from napari.layers import Image
+from napari.utils.notifications import show_info
 
 from ...session import Session
+from ...session_open import restamp_models
 from ..layer_tags import has_role, tag_of, tomogram_key
 from ..notify import guarded
 from ..session_layers import save_picks_layer
@@ -80,8 +83,17 @@ class SessionPanel(Container):
                     save_picks_layer(other)  # a session's picks: kept with the new size
         c = self.workflow.controller
         if c is not None and c.image is layer and c.session.voxel_size != float(self.voxel.value):
-            c.session.voxel_size = float(self.voxel.value)
+            old, c.session.voxel_size = c.session.voxel_size, float(self.voxel.value)
             c.session.save()
+            moved = restamp_models(c.session, old, c.session.voxel_size)
+            for feature in moved:
+                model = self.workflow.models.get(feature)  # trained on these voxels
+                if model is not None:
+                    self.workflow.models[feature] = replace(model,
+                                                            voxel_size=c.session.voxel_size)
+            if moved:
+                show_info(f"The models of {', '.join(map(repr, moved))} were trained on these "
+                          f"voxels: they now read {c.session.voxel_size:g} A too.")
 
     def _set_tilt_series_pixel_size(self, *args) -> None:
         """The typed size goes into the layer's metadata (and so into STAR files of picks
