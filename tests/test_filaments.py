@@ -191,3 +191,23 @@ def test_a_tomogram_normalised_to_minus_one_one_is_not_traced():
     with pytest.raises(InvalidVolumeError, match="not probabilities"):
         run_job(trace_job(prob * 2 - 1, TomogramFrame("t", SHAPE, VOXEL),
                           FilamentSettings(diameter=DIAMETER), "microtubule"))
+
+
+def test_a_point_moved_along_a_filament_moves_its_track_length_by_the_step():
+    """An added or moved point took its nearest traced point's track length: two segments of
+    one tube then shared a rlnHelicalTrackLengthAngst, by which RELION orders them."""
+    from napari_tomoseg.filament_points import as_edited
+
+    prob, _, _ = _patchy_map()
+    found = trace_filaments(prob, VOXEL, FilamentSettings(diameter=DIAMETER))
+    table = found.table(VOXEL, DIAMETER / 2)
+    zyx = table[["z", "y", "x"]].to_numpy(float)
+    same = as_edited(table, zyx, VOXEL)
+    np.testing.assert_allclose(same["track_length"], table["track_length"], atol=1e-6)
+    # the traced direction agrees with the tube's, and with the way the track grows
+    grows = np.sign(np.dot(zyx[4] - zyx[3], DIRECTION))  # the points' order along the tube
+    nudged = zyx[3] + 1.5 * grows * DIRECTION  # 1.5 voxels on, the way the track grows
+    moved = as_edited(table, nudged[None], VOXEL)
+    assert moved["track_length"][0] == pytest.approx(table["track_length"][3] + 15.0, abs=1.0)
+    assert moved["filament"][0] == table["filament"][3]
+    assert len(as_edited(table, np.zeros((0, 3)), VOXEL)) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,9 @@ def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
     first_track = float(points.features["track_length"][1])
     points.selected_data = {0}
     points.remove_selected()  # as the layer's delete key does
+    along = np.diff(points.data[:2], axis=0)[0] * VOXEL  # the straight filament, as traced
+    step = float(np.diff(points.features["track_length"][:2]).item())
+    along *= np.sign(step) / np.linalg.norm(along)  # the way its track length grows
     points.add(points.data[0] + [0.0, 1.0, 1.0])
     edited = tmp_path / "edited.csv"
     widget.output.value = edited
@@ -78,7 +83,10 @@ def test_trace_shows_whole_tubes_and_points_and_exports_relion_helical_star(
     assert len(rows) == len(points.data) == len(table)
     assert set(rows["filament"]) == {1} and rows["tilt_prior"].notna().all()
     assert rows["track_length"].iloc[0] == pytest.approx(first_track)  # the deleted one is out
-    assert rows["track_length"].iloc[-1] == pytest.approx(first_track)  # the added one's nearest
+    # the added one: its nearest point's track length, moved along the filament by its step
+    assert rows["track_length"].iloc[-1] == pytest.approx(
+        first_track + float(np.dot([0.0, VOXEL, VOXEL], along)), abs=1.0)
+    assert rows["track_length"].iloc[-1] != pytest.approx(first_track, abs=1.0)
     np.testing.assert_allclose(rows[["z", "y", "x"]].to_numpy()[-1], points.data[-1])
     widget.output.value = path
     assert set(table["rlnHelicalTubeID"]) == {1}
@@ -124,3 +132,73 @@ def test_a_map_without_filaments_says_what_to_try(make_napari_viewer, qtbot):
     _traced(widget, qtbot)
     assert widget.status.value.startswith("0 filaments: lower the threshold")
     assert len(viewer.layers["actin filaments"].data) == 0
+
+
+def _session_dock(make_napari_viewer, tomogram, folder):
+    from napari_tomoseg._napari.filaments_widget import FilamentsWidget
+    from napari_tomoseg._napari.workflow_widget import TomosegWidget
+
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tomogram), plugin="napari-tomoseg")
+    widget = TomosegWidget(viewer)
+    widget.tomogram.value = image
+    widget.start_session(folder)
+    return viewer, widget, FilamentsWidget(viewer)
+
+
+def test_edited_filament_points_are_kept_in_the_session_and_come_back(make_napari_viewer,
+                                                                      qtbot, tmp_path):
+    """Closing the viewer lost the traced points and every edit of them; a second trace left
+    the edited layer with nothing to export it."""
+    import pandas as pd
+
+    from napari_tomoseg.feature_files import filaments_file
+    from napari_tomoseg.io.mrc import write_volume
+
+    prob, _, _ = _patchy_map()
+    tomogram = write_volume(tmp_path / "TS_07.mrc", prob, VOXEL)  # any voxels of the shape
+    folder = tmp_path / "TS_07.tomoseg"
+    viewer, dock, widget = _session_dock(make_napari_viewer, tomogram, folder)
+    dock.features.new_name.value = "microtubule"
+    dock.features.add()
+    overlay = dock.controller.overlay("microtubule")
+    overlay.data = prob.astype(np.float16)  # what Segment leaves
+    widget.source.reset_choices()
+    widget.source.value = overlay
+    widget.diameter.value = DIAMETER
+    _traced(widget, qtbot)
+    assert widget.status.value.endswith("kept in the session")
+    points = viewer.layers["microtubule filaments"]
+    saved = filaments_file(folder, "microtubule")
+    traced = len(points.data)
+    points.selected_data = {0, 1}
+    points.remove_selected()
+    assert len(json.loads(saved.read_text())["points"]) == traced - 2  # saved at once
+    viewer2, _, widget2 = _session_dock(make_napari_viewer, tomogram, folder)
+    restored = viewer2.layers["microtubule filaments"]
+    np.testing.assert_allclose(restored.data, points.data, atol=1e-3)
+    assert set(restored.features["filament"]) == {1}
+    np.testing.assert_allclose(restored.translate, points.translate)
+    out = tmp_path / "restored.csv"
+    widget2.output.value = out
+    widget2.export()  # no trace in this viewer: the restored layer is exported
+    assert len(pd.read_csv(out)) == traced - 2
+    # a new trace keeps the edited layer beside it, exportable, its file kept aside
+    _traced(widget, qtbot)
+    assert len(json.loads(saved.read_text())["points"]) == traced
+    assert len(json.loads(saved.with_name("microtubule.json.previous").read_text())["points"]) \
+        == traced - 2
+    edited = viewer.layers["microtubule filaments (edited)"]
+    viewer.layers.selection.active = edited
+    widget.output.value = tmp_path / "edited.csv"
+    widget.export()
+    assert len(pd.read_csv(tmp_path / "edited.csv")) == traced - 2
+    dock.features.feature.value = "microtubule"  # the file follows a renamed feature
+    dock.features.new_name.value = "MT"
+    dock.features.rename()
+    assert filaments_file(folder, "MT").is_file() and not saved.exists()
+    moved = viewer.layers["MT filaments"]  # the open layer saves under the new name
+    moved.selected_data = {0}
+    moved.remove_selected()
+    assert len(json.loads(filaments_file(folder, "MT").read_text())["points"]) == traced - 1
+    assert not saved.exists()

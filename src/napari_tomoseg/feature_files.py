@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 MODELS, MAPS, PICKS, REMOVED = "models", "segmentations", "picks", "removed"
+FILAMENTS = "filaments"
 
 
 def feature_file_stem(name: str) -> str:
@@ -34,6 +35,11 @@ def map_file(folder: str | os.PathLike, feature: str) -> Path:
 
 def picks_file(folder: str | os.PathLike, feature: str) -> Path:
     return Path(folder) / PICKS / f"{feature_file_stem(feature)}.json"
+
+
+def filaments_file(folder: str | os.PathLike, feature: str) -> Path:
+    """Points along a feature's traced filaments, as edited (``filament_points``)."""
+    return Path(folder) / FILAMENTS / f"{feature_file_stem(feature)}.json"
 
 
 def previous_model_file(model: Path) -> Path:
@@ -55,12 +61,14 @@ def checkpoint_model_file(model: Path) -> Path:
 
 
 def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
-    """The feature's files that exist: model (and the one it replaced), map, picks (and
-    the picks that earlier picks replaced)."""
+    """The feature's files that exist: model (and the one it replaced), map, picks and
+    traced filaments (and the earlier ones new ones replaced)."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
+    filaments = filaments_file(folder, feature)
     candidates = [model, previous_model_file(model), stopped_model_file(model),
                   checkpoint_model_file(model), map_file(folder, feature),
-                  picks, *sorted(picks.parent.glob(picks.name + ".previous*"))]
+                  picks, *sorted(picks.parent.glob(picks.name + ".previous*")),
+                  filaments, *sorted(filaments.parent.glob(filaments.name + ".previous*"))]
     return [path for path in candidates if path.is_file()]
 
 

@@ -104,10 +104,12 @@ def save_picks_checked(folder: str | os.PathLike, picks: SavedPicks,
     return written, file_stamp(written)
 
 
-def keep_previous(folder: str | os.PathLike, feature: str) -> Path | None:
-    """Keep a feature's saved picks as ``FEATURE.json.previous`` before new picks replace
-    them (judgements are work); the path kept, or None when there were none."""
-    path = picks_path(folder, feature)
+def keep_previous(folder: str | os.PathLike, feature: str,
+                  path: Path | None = None) -> Path | None:
+    """Keep a feature's saved picks (or the file at ``path``) as ``FEATURE.json.previous``
+    before new ones replace them (judgements and edits are work); the path kept, or None
+    when there were none."""
+    path = path or picks_path(folder, feature)
     if not path.exists():
         return None
     for n in range(1, 10_000):  # never over an earlier one: each may hold judgements
@@ -166,6 +168,12 @@ def load_picks(folder: str | os.PathLike) -> tuple[list[SavedPicks], list[str]]:
             continue
         found.append(picks)
     return found, problems
+
+
+def read_saved(path: Path) -> SavedPicks:
+    """One saved file of points (picks, or points along filaments); errors as ``json`` and
+    ``pandas`` raise them (OSError, ValueError, KeyError, TypeError)."""
+    return _read(Path(path))
 
 
 def _read(path: Path) -> SavedPicks:

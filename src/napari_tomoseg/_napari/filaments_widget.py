@@ -2,7 +2,8 @@
 them (Points, one colour per filament), exported as RELION helical STAR, CSV or JSON.
 
 Tracing is ``jobs.filaments.trace_job``, the CLI's (``tomoseg trace``), started in a
-thread; it writes nothing until Export.
+thread. The points of a session's map are kept in the session as they are edited
+(``filament_layers``); nothing else is written until Export.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, FloatSpinBox, Label, \
     LineEdit, PushButton
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_info
-from scipy.spatial import cKDTree
 
 from ..errors import TomosegError
 from ..features import FILAMENT_DIAMETERS
@@ -24,11 +23,16 @@ from ..filaments import Filaments, FilamentSettings
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
 from ..jobs.filaments import trace_job
+from ..layer_data import frame_from_metadata, frame_metadata
+from ..picks_store import SavedPicks
 from .confirm import may_replace
+from .filament_layers import (DIAMETER, EDITED, ROLE, add_filament_points, layer_table,
+                              save_or_say, set_aside_edited)
 from .layer_tags import layers_with, tag, tag_of
 from .notify import guarded, report_error
 from .picking_sources import (check_chosen_map, is_probability, snapshot, source_frame,
                               stored_threshold)
+from .session_layers import session_of_map
 from .voxel_size import voxel_size_of
 from .worker import JobHandle, start_job, stop_or_start
 
@@ -118,31 +122,33 @@ class FilamentsWidget(Container):
              feature: str) -> tuple[Labels, Points]:
         """The tubes as Labels and the points along them as Points, on the map's grid; a
         new trace of the same feature replaces both, unless edited since (then kept, named
-        '... (edited)')."""
-        for old in list(layers_with(self.viewer, "filaments", feature=feature)):
+        '... (edited)'). The points of a session's map are kept in the session."""
+        session = session_of_map(self.viewer, layer)
+        for old in list(layers_with(self.viewer, ROLE, feature=feature)):
             if old.metadata.get(CHECKSUM) == _checksum(old.data):
                 self.viewer.layers.remove(old)
-            else:  # edited by hand since: work, kept beside the new trace
+            elif isinstance(old, Points):  # edited by hand since: work, kept beside the new
+                set_aside_edited(old)
+            else:
                 old.name = f"{old.name} (edited)"
-                tag(old, "edited filaments", feature=feature)
+                tag(old, EDITED, feature=feature)
         place = {"scale": layer.scale, "translate": layer.translate}
         tubes = self.viewer.add_labels(found.tubes, name=f"{feature} tubes", opacity=0.4, **place)
+        tag(tubes, ROLE, feature=feature)
         table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
-        points = self.viewer.add_points(
-            table[["z", "y", "x"]].to_numpy(float), name=f"{feature} filaments", **place,
-            size=settings.diameter / 4 / frame.voxel_size,
-            features=table.drop(columns=["z", "y", "x"]),
-            # a colour per filament; none found: napari cannot colour by an empty column
-            **({"face_color": "filament", "face_colormap": "turbo"} if len(table) else {}))
+        saved = SavedPicks(feature, table[["z", "y", "x"]].to_numpy(float),
+                           table.drop(columns=["z", "y", "x"]), frame_metadata(frame),
+                           diameter=settings.diameter)
+        points = add_filament_points(self.viewer, saved, place, session)
         for added in (tubes, points):
-            tag(added, "filaments", feature=feature)
             added.metadata[CHECKSUM] = _checksum(added.data)
+        kept = save_or_say(points)
         self.result = (found, frame, settings, feature)
         lengths = found.lengths(frame.voxel_size)
         self.status.value = (f"{len(lengths)} filaments" + (
             f", {sum(lengths) / 10:.0f} nm in all, the longest {max(lengths) / 10:.0f} nm"
             if lengths else ": lower the threshold or the straight stretch, or check the "
-                            "diameter"))
+                            "diameter") + ("; kept in the session" if kept else ""))
         return tubes, points
 
     def _export_asking(self) -> Path | None:
@@ -153,39 +159,30 @@ class FilamentsWidget(Container):
         return self.export()
 
     def export(self) -> Path:
-        """The points of the traced feature's layer as they are now (points deleted by hand
-        are left out; one added or moved takes the filament columns of the nearest traced
-        point), in the format the file's suffix names."""
-        if self.result is None:
+        """The points of the selected filaments layer (else the newest) as they are now:
+        points deleted by hand are left out, ones moved or added carry the columns of the
+        filament they joined; in the format the file's suffix names."""
+        points = self._points_layer()
+        if points is None:
             raise TomosegError("trace first: there are no filaments to export.")
-        found, frame, settings, feature = self.result
-        table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
-        points = self._points_layer(feature)
-        if points is not None:
-            table = _as_shown(table, np.asarray(points.data, float).reshape(-1, 3))
+        if not len(points.data):
+            raise TomosegError("the layer holds no filament points (none traced, or every one "
+                               "deleted): trace again to export.")
+        table = layer_table(points)
+        feature = str(tag_of(points).get("feature") or "filament")
         table["feature"] = feature
+        frame = frame_from_metadata(points.metadata)
         path = Path(self.output.value)
+        diameter = float(points.metadata.get(DIAMETER) or self.diameter.value)
         write_particles(path, table, frame, feature=feature,
-                        box_size=eman2_box_size(settings.diameter, frame.voxel_size))
-        show_info(f"{len(table)} points along {table['filament'].nunique()} filaments "
-                  f"written to {path}")
+                        box_size=eman2_box_size(diameter, frame.voxel_size))
+        show_info(f"{len(table)} points along {table['filament'].nunique()} filaments of "
+                  f"'{points.name}' written to {path}")
         return path
 
-    def _points_layer(self, feature: str) -> Points | None:
-        found = [layer for layer in layers_with(self.viewer, "filaments", feature=feature)
-                 if isinstance(layer, Points)]
-        return found[-1] if found else None
-
-
-def _as_shown(traced: pd.DataFrame, zyx: np.ndarray) -> pd.DataFrame:
-    """The points now in the layer (z y x, the map's pixels), each with the filament columns
-    of the traced point nearest to it: its own where it was not moved. Matched by place, not
-    by the layer's features, which napari copies from the last selected point to a new one."""
-    if not len(zyx):
-        raise TomosegError("every filament point was deleted: trace again to export.")
-    if traced.empty:
-        raise TomosegError("the trace found no filaments: there is nothing to export.")
-    nearest = cKDTree(traced[["z", "y", "x"]].to_numpy(float)).query(zyx)[1]
-    table = traced.iloc[nearest].reset_index(drop=True)
-    table[["z", "y", "x"]] = zyx
-    return table
+    def _points_layer(self) -> Points | None:
+        """The selected layer if it holds traced points, else the newest such layer."""
+        found = [layer for layer in self.viewer.layers if isinstance(layer, Points)
+                 and tag_of(layer).get("role") in (ROLE, EDITED)]
+        active = self.viewer.layers.selection.active
+        return active if active in found else (found[-1] if found else None)

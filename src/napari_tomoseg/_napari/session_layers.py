@@ -27,6 +27,7 @@ from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_s
                            save_picks_checked)
 from ..session_store import read_generation
 from .annotation import probability_colormap
+from .filament_layers import follow_filaments, restore_filaments
 from .layer_tags import has_role, layers_with, tag, tag_of, tagged, tomogram_key
 from .notify import quietly
 
@@ -84,7 +85,7 @@ def follow_feature(viewer, folder: Path, old: str, new: str | None) -> list[Poin
     """The session's picks layers of feature ``old`` after a rename (``new``: they save under
     the new name) or a removal (None: they no longer save into the session, whose files of
     the feature were set aside); the layers changed."""
-    changed = []
+    changed = follow_filaments(viewer, folder, old, new)
     for layer in list(layers_with(viewer, "picks", feature=old)):
         attributes = {k: v for k, v in tag_of(layer).items() if k != "role"}
         if Path(attributes.get(SESSION, "")) != Path(folder):
@@ -257,7 +258,10 @@ def restore_session_layers(viewer, controller,
         size = (picks.diameter or 10.0 * voxel) / voxel
         add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
-    return restored, problems
+    place = {"scale": controller.image.scale, "translate": controller.image.translate}
+    shown, unreadable = restore_filaments(viewer, folder, session.feature_names(),
+                                          controller.shape, place)
+    return restored + shown, problems + unreadable
 
 
 def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> list[str]:

@@ -124,7 +124,7 @@ class FeaturesPanel(Container):
         kept = (f" Its boxes and files were set aside in {aside}" + (
             " (a session of this feature alone: open it, or train --boxes it)." if removed
             else ".")) if aside else ""
-        still = (" Its picks layer stays open, no longer saved with the session."
+        still = (" Its picks or filaments layers stay open, no longer saved with the session."
                  if open_picks else "")
         show_info(f"Removed '{name}' and its {removed} boxes.{kept}{still}")
 
