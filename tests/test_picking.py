@@ -375,3 +375,34 @@ def test_max_picks_gives_the_best_picks_of_the_whole_map_with_the_relative_cut()
                                    every[["z", "y", "x"]].to_numpy()[:n])
     components = pick_particles(prob, 10.0, PickSettings(diameter=100.0, method="components"))
     assert len(components) == 11  # one per blob: no roundness, no relative cut
+
+
+def test_what_the_picker_drops_is_said_and_a_saturated_map_warned(blobs, tmp_path, capsys):
+    """--edge of half the volume gave '0 picks' with no note; a map above the threshold almost
+    everywhere (an undertrained model) gave picks in its corners without a word; --spacing
+    ignored the particle options given with it; an artifact map from another place excluded
+    the wrong voxels."""
+    from napari_tomoseg.cli import main
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.pick_checks import MapWarning
+
+    centres = np.array([[12.0, 20.0, 20.0], [12.0, 40.0, 44.0], [6.0, 30.0, 10.0]])
+    prob = blobs((24, 64, 64), centres, 4)
+    settings = PickSettings(diameter=80.0, edge=100.0)  # 10 voxels: the first two stay
+    picks = pick_particles(prob, 10.0, settings)
+    assert len(picks) == 2 and picks.attrs["near_edge"] == 1
+    assert "1 within the edge distance dropped" in dropped_note(picks)
+    with pytest.warns(MapWarning, match="above the threshold"):
+        pick_particles(np.full((24, 64, 64), 0.9, np.float32), 10.0, PickSettings(diameter=80.0))
+    path = write_volume(tmp_path / "m.mrc", prob.astype(np.float32), 10.0)
+    out = tmp_path / "p.csv"
+    assert main(["pick", str(path), str(out), "--spacing", "50", "--max-picks", "3"]) == 2
+    assert "--max-picks are for particles" in capsys.readouterr().err
+    elsewhere = write_volume(tmp_path / "carbon.mrc", np.zeros_like(prob, np.float32), 10.0,
+                             (0.0, 0.0, 300.0))
+    assert main(["pick", str(path), str(out), "--diameter", "80",
+                 "--exclude", str(elsewhere)]) == 2
+    assert "another origin" in capsys.readouterr().err
+    coarse = write_volume(tmp_path / "coarse.mrc", np.zeros_like(prob, np.float32), 20.0)
+    assert main(["pick", str(path), str(out), "--diameter", "80", "--exclude", str(coarse)]) == 2
+    assert "voxels of 20 A" in capsys.readouterr().err and not out.exists()

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from .errors import InvalidSettingsError
 from .io.relion_euler import relion_angles
+from .pick_checks import check_diameter
 from .probability_maps import check_volume_map
 
 SLEEVE = 2.0  # the sleeve compared reaches out to this many radii
@@ -135,6 +136,7 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     if radius_px < 1:
         raise InvalidSettingsError(f"a filament of {settings.diameter:g} A is under two voxels "
                                    f"of {voxel_size:g} A wide: too thin to trace here.")
+    check_diameter(settings.diameter, np.shape(probability), voxel_size, what="filament")
     binning = max(1, round(radius_px / 6))  # a radius of 4.5-9 voxels once binned
     work = _binned(probability, binning, scale)
     radius = radius_px / binning

@@ -12,7 +12,6 @@ along filament or membrane segmentations at a given spacing.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,9 @@ from .pick_measures import mass_at, relative_roundness_cut
 from .pick_measures import roundness  # noqa: F401 - also imported from here
 from .probability_maps import as_probability, check_volume_map  # noqa: F401 - also imported from here
 from .errors import InvalidSettingsError
+from .pick_checks import (ShapeWarning, check_diameter, check_same_grid, dropped_note,  # noqa: F401
+                          excluded_note, less_round_text, report_shape, too_many_dropped,
+                          warn_if_saturated)
 
 
 PICK_METHODS = ("peaks", "components")
@@ -224,6 +226,7 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     prob = as_probability(probability)
     check_volume_map(prob.shape, "picking")
     check_diameter(settings.diameter, prob.shape, voxel_size)
+    warn_if_saturated(prob, settings.threshold)
     if exclude is not None:
         check_same_grid(exclude, prob.shape)
     v = settings.in_voxels(voxel_size)
@@ -240,7 +243,10 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     if v["max_size"] is not None:
         keep &= sizes <= v["max_size"]
     edge, shape = v["edge"], np.asarray(prob.shape, float)
-    keep &= np.all((centres >= edge) & (centres <= shape - 1 - edge), axis=1)
+    inner = np.all((centres >= edge) & (centres <= shape - 1 - edge), axis=1)
+    near_edge = len(_suppress(centres[keep & ~inner], scores[keep & ~inner], v["min_distance"],
+                              None, stretch))  # said: an edge of half the volume left none
+    keep &= inner
     on_artifact = 0
     if exclude is not None and len(centres):
         index = tuple(np.clip(np.rint(centres).astype(int), 0, shape.astype(int) - 1).T)
@@ -257,84 +263,11 @@ def pick_particles(probability: np.ndarray, voxel_size: float,
     table["size"] = sizes[accepted].astype(int)
     table["roundness"] = round_[accepted]
     table["score_norm"] = table["score"] / table["score"].max() if len(table) else table["score"]
-    table.attrs["flat_or_long"] = _report_shape(flat_peaks, len(table), settings)
+    table.attrs["flat_or_long"] = report_shape(flat_peaks, len(table), settings)
     table.attrs["less_round"] = less_round  # the relative cut's: no warning, a note
     table.attrs["excluded"] = on_artifact
+    table.attrs["near_edge"] = near_edge
     return table
-
-
-def dropped_note(table: pd.DataFrame) -> str:
-    """What the picker dropped, for the line that reports the picks ('' when nothing)."""
-    parts = []
-    if table.attrs.get("flat_or_long"):
-        parts.append(f"{table.attrs['flat_or_long']} flat or long peaks dropped")
-    if table.attrs.get("less_round"):
-        parts.append(less_round_text(table.attrs["less_round"]))
-    if table.attrs.get("excluded"):
-        parts.append(_excluded_text(table.attrs["excluded"]))
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def excluded_note(table: pd.DataFrame) -> str:
-    """The excluded artifacts' share of ``dropped_note`` alone (the widget words the rest)."""
-    n = table.attrs.get("excluded", 0)
-    return f" ({_excluded_text(n)})" if n else ""
-
-
-def less_round_text(n: int) -> str:
-    """The relative roundness cut's drops, in the CLI's and the widget's words."""
-    return f"{n} less round than the map's picks dropped"
-
-
-def _excluded_text(n: int) -> str:
-    return f"{n} peak{'s' if n != 1 else ''} on excluded artifacts dropped"
-
-
-class ShapeWarning(UserWarning):
-    """Many candidate peaks failed the roundness test: the particle may be elongated, or
-    larger than the diameter given."""
-
-
-def too_many_dropped(dropped: int, kept: int) -> bool:
-    """Whether the shape test dropped more peaks than half the picks it kept (and 3 or more)."""
-    return dropped >= 3 and dropped > kept / 2
-
-
-def _report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
-    """Warn when the shape test dropped too many peaks (``too_many_dropped``).
-
-    On the realistic benchmark it dropped 0-13 peaks (the carbon edge's) beside 39-74
-    picks, for 42 maps; more means the particles themselves may be long (a saturated 2:1 blob scores
-    about 0.1).
-    """
-    if too_many_dropped(dropped, kept):
-        warnings.warn(f"{dropped} peaks with a particle's mass were dropped as flat or long "
-                      f"(roundness below {settings.min_roundness:g}) beside {kept} picks kept; "
-                      f"check the diameter ({settings.diameter:g} A: a particle larger than "
-                      "it looks flat at its peak) or, for an elongated particle, set the min "
-                      "roundness to 0 (every shape kept).", ShapeWarning, stacklevel=3)
-    return dropped
-
-
-def check_diameter(diameter: float, shape: tuple[int, ...], voxel_size: float) -> None:
-    """Refuse a particle larger than the volume (none can be in it, and its ball sums never
-    end) or under two voxels across (given in pixels or nanometres, not Angstrom)."""
-    extent = max(shape) * voxel_size
-    if diameter < 2 * voxel_size:  # a blob under two voxels across: nothing is found, unsaid
-        raise InvalidSettingsError(f"the particle diameter {diameter:g} A is under two voxels "
-                                   f"({voxel_size:g} A each); give the diameter in Angstrom.")
-    if diameter > extent:
-        raise InvalidSettingsError(f"the particle diameter {diameter:g} A is larger than the "
-                                   f"volume ({extent:g} A across); give the diameter in Angstrom.")
-
-
-def check_same_grid(exclude: np.ndarray, shape: tuple[int, ...], name: str = "the excluded "
-                    "region") -> None:
-    """Refuse an excluded region (an artifact's map) on another grid than the picked map."""
-    if tuple(np.shape(exclude)) != tuple(shape):
-        raise InvalidSettingsError(f"{name} is {tuple(np.shape(exclude))} voxels, the probability "
-                                   f"map {tuple(shape)}: they must share a grid (exclude a map "
-                                   "of the same tomogram).")
 
 
 def artifact_region(artifact: np.ndarray, threshold: float | None, shape: tuple[int, ...],

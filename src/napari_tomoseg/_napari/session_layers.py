@@ -201,9 +201,8 @@ def session_of_map(viewer, probability) -> Path | None:
     return None
 
 
-def restore_session_layers(viewer, controller,
-                           thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
-    """Show the session's finished maps and its picks: (what came back, what could not)."""
+def _restore_maps(controller, thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
+    """The session's finished maps into the features' prediction layers."""
     restored, problems = [], []
     session = controller.session
     for feature in session.feature_names():
@@ -228,6 +227,14 @@ def restore_session_layers(viewer, controller,
         overlay.metadata["threshold"] = threshold
         overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
         restored.append(f"map of '{feature}'")
+    return restored, problems
+
+
+def restore_session_layers(viewer, controller,
+                           thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
+    """Show the session's finished maps and its picks: (what came back, what could not)."""
+    restored, problems = _restore_maps(controller, thresholds)
+    session = controller.session
     saved, unreadable = load_picks(session.folder)
     problems += unreadable
     folder = Path(session.folder)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InvalidSettingsError, TomosegError
 from . import arguments
 from .arguments import (POSITIVE, POSITIVE_INT, PROBABILITY, copick_options, copick_source,
@@ -37,6 +39,7 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
     from ..picking import PickSettings
 
     if args.spacing is not None:  # points along a mask: only the threshold matters
+        _check_spacing_options(args)
         return PickSettings(diameter=args.diameter, threshold=threshold)
     return PickSettings(diameter=args.diameter, threshold=threshold,
                         min_distance=args.min_distance, z_stretch=args.z_stretch,
@@ -49,7 +52,37 @@ def _pick_settings(args: argparse.Namespace, threshold: float):
                            else {"relative_roundness": args.relative_roundness}))
 
 
-def _excluded(paths: list[str], grid):
+def _check_spacing_options(args: argparse.Namespace) -> None:
+    """--spacing lays points along the mask: particle options given with it were ignored
+    without a word (--max-picks 3 still gave every point)."""
+    named = ("min_distance", "edge", "min_size", "max_blob", "min_roundness",
+             "relative_roundness", "max_picks")
+    given = [f"--{n.replace('_', '-')}" for n in named if getattr(args, n) is not None]
+    given += ["--split"] * bool(args.split) + ["--method"] * (args.method != "peaks")
+    given += ["--z-stretch"] * (args.z_stretch != 2.0)
+    if given:
+        raise InvalidSettingsError(f"--spacing lays points along the mask; {', '.join(given)} "
+                                   "are for particles: leave them out, or pick particles "
+                                   "without --spacing.")
+
+
+def _same_place(artifact, grid, path: str, typed: bool) -> None:
+    """An artifact map from another place (origin) or of other voxels, with the picked
+    map's shape, excluded the wrong voxels without a word."""
+    voxel = np.asarray(grid.voxel_size, float)
+    if not typed and not np.allclose(artifact.voxel_size, voxel, rtol=1e-3):
+        raise InvalidSettingsError(
+            f"{Path(path).name} has voxels of {artifact.isotropic_voxel_size:g} A, the picked "
+            f"map {grid.isotropic_voxel_size:g} A: exclude a map of the same tomogram.")
+    if not np.allclose(artifact.origin, grid.origin, atol=1e-3 * float(voxel.max())):
+        raise InvalidSettingsError(
+            f"{Path(path).name} starts at another origin than the picked map "
+            f"({' '.join(f'{o:g}' for o in artifact.origin[::-1])} against "
+            f"{' '.join(f'{o:g}' for o in grid.origin[::-1])} A, x y z): exclude a map of "
+            "the same tomogram.")
+
+
+def _excluded(paths: list[str], grid, typed: bool = False):
     """The union of the artifact maps above their thresholds, or None (no --exclude)."""
     from ..io.mrc import check_finite_volume
     from ..picking import artifact_region
@@ -57,9 +90,10 @@ def _excluded(paths: list[str], grid):
 
     region = None
     for path in paths:
-        artifact, _ = open_probability(path)
+        artifact, info = open_probability(path)
         check_finite_volume(artifact, path)
-        # shapes only: a --voxel-size given for the picked map may override both headers
+        # voxel sizes compared unless --voxel-size was given (it overrides both headers)
+        _same_place(info, grid, path, typed)
         above = artifact_region(artifact, map_threshold(None, path, Path(path).stem),
                                 grid.shape, name=str(path))
         region = above if region is None else region | above
@@ -107,7 +141,8 @@ def cmd_pick(args: argparse.Namespace) -> int:
     frame = volume_frame(info, name, args.tilt_series_pixel_size)
     table = run_with_bar(pick_job(probability, frame, _pick_settings(args, threshold),
                                   args.feature, args.output or None, args.spacing,
-                                  _excluded(args.exclude, info), args.overwrite), "picking")
+                                  _excluded(args.exclude, info, args.voxel_size is not None),
+                                  args.overwrite), "picking")
     if source is not None:
         written = copick_project.write_picks(source, table, frame, args.feature, args.overwrite)
         print(f"{written}: {len(table)} {args.feature} picks (copick)")
