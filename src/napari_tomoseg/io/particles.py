@@ -133,6 +133,46 @@ def check_inside(table: pd.DataFrame, frame: TomogramFrame, source: str) -> None
     warnings.warn(message + ".", CoordinateWarning, stacklevel=3)
 
 
+def tomogram_names(particles: pd.DataFrame) -> pd.Series | None:
+    """Each STAR row's tomogram: ``rlnTomoName`` (RELION 4/5), else the name of the
+    ``rlnMicrographName`` file, named as ``tomogram_name`` names the opened tomogram
+    (``Tomograms/TS_01.mrc``: 'TS_01'): RELION 3.0/3.1 have no rlnTomoName, and the particles
+    of every tomogram they list were put on the one opened. None when there is neither."""
+    if "rlnTomoName" in particles:
+        return particles["rlnTomoName"].astype(str)
+    if "rlnMicrographName" not in particles:
+        return None
+    from ..tomogram import tomogram_name  # that module builds on this one
+
+    files = particles["rlnMicrographName"].astype(str)
+    return files.map({f: tomogram_name(f) for f in files.unique()})
+
+
+def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
+                    explicit: bool = False) -> pd.DataFrame:
+    """The rows of tomogram ``name``, saying how many of other tomograms were skipped."""
+    names = tomogram_names(particles)
+    if name is None or names is None or not len(particles):
+        return particles
+    present = sorted(set(names))
+    if name in present:
+        keep = (names == name).to_numpy()
+        if not keep.all():
+            others = [n for n in present if n != name]
+            warnings.warn(f"{source}: using the {int(keep.sum())} particles of '{name}'; skipped "
+                          f"{int((~keep).sum())} of {len(others)} other tomogram(s) "
+                          f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}).",
+                          CoordinateWarning, stacklevel=3)
+        return particles[keep]
+    if len(present) == 1 and not explicit:
+        warnings.warn(f"{source}: its particles belong to '{present[0]}', not '{name}'; "
+                      "placed on this tomogram anyway.", CoordinateWarning, stacklevel=3)
+        return particles
+    raise InvalidCoordinatesError(
+        f"{source} has no particles of '{name}' (it holds {', '.join(present[:5])}"
+        f"{', ...' if len(present) > 5 else ''}): give the right name with --tomo-name.")
+
+
 def write_csv(path: str | os.PathLike, table: pd.DataFrame, frame: TomogramFrame | None = None) -> Path:
     """CSV with pixel ``x y z`` (and world Angstrom ``x_A y_A z_A`` when a frame is known)."""
     path = Path(path)
@@ -208,6 +248,6 @@ def __getattr__(name: str):
 
 __all__ = ["AXES", "ANGLE_COLUMNS", "CoordinateWarning", "TomogramFrame", "at_voxel_size",
            "check_coordinates", "check_inside", "convert_pixels", "particle_table", "read_csv",
-           "read_csv_world",
+           "read_csv_world", "select_tomogram", "tomogram_names",
            "read_eman2_json", "read_star", "star_tilt_series_pixel_size", "write_csv",
            "write_eman2_json", "write_star"]

@@ -36,7 +36,7 @@ from ..errors import InvalidCoordinatesError
 from .atomic import atomic_path
 from .star_optics import particle_pixel_sizes
 from .particles import (AXES, CoordinateWarning, TomogramFrame, check_coordinates,
-                        check_inside, particle_table)
+                        check_inside, particle_table, select_tomogram, tomogram_names)
 from .relion_euler import relion_angles, relion_matrices
 
 # our column -> RELION label, for the optional per-particle values
@@ -55,6 +55,8 @@ ANGLES = {"rot": "rlnAngleRot", "tilt": "rlnAngleTilt", "psi": "rlnAnglePsi"}
 SUBTOMO = {"subtomo_rot": "rlnTomoSubtomogramRot", "subtomo_tilt": "rlnTomoSubtomogramTilt",
            "subtomo_psi": "rlnTomoSubtomogramPsi"}
 ORIGIN = {"origin_x": "rlnOriginXAngst", "origin_y": "rlnOriginYAngst", "origin_z": "rlnOriginZAngst"}
+ORIGIN_PIXELS = [f"rlnOrigin{a}" for a in "XYZ"]  # RELION 3.0: pixels of the particle image
+IMAGE_PIXEL = ["rlnDetectorPixelSize", "rlnMagnification"]  # RELION 3.0: 1e4 * dstep / mag A
 CENTRED = [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]
 PIXELS = [f"rlnCoordinate{a}" for a in "XYZ"]
 OPTICS_NAME = "opticsGroup1"
@@ -68,10 +70,33 @@ def _matrices(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def _origins(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """(n, 3) origin shifts (x, y, z) in Angstrom; zero where absent."""
-    if not all(c in frame for c in columns):
-        return np.zeros((len(frame), 3))
-    return frame[columns].to_numpy(dtype=float)
+    """(n, 3) origin shifts (x, y, z) in the columns' unit; a missing axis is 0, not all three."""
+    return np.stack([frame[c].to_numpy(dtype=float) if c in frame else np.zeros(len(frame))
+                     for c in columns], axis=1)
+
+
+def _shifts(particles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``A_sub @ origin`` (x, y, z) in Angstrom and in pixels of rlnCoordinateX/Y/Z: RELION 3.1
+    reads 3.0's pixel origins as ``rlnOriginX * 1e4 * rlnDetectorPixelSize / rlnMagnification``
+    A (src/jaz/io/star_converter.cpp ``translateOffsets``); without those, the subtomogram's
+    pixel is the tomogram's (not rescaled). The Angstrom columns win when a file has both."""
+    zero = np.zeros((len(particles), 3))
+    if any(c in particles for c in ORIGIN.values()):
+        angstrom, pixels = _origins(particles, list(ORIGIN.values())), zero
+    elif (size := _image_pixel_size(particles)) is not None:
+        angstrom, pixels = _origins(particles, ORIGIN_PIXELS) * size[:, None], zero
+    else:
+        angstrom, pixels = zero, _origins(particles, ORIGIN_PIXELS)
+    sub = _matrices(particles, list(SUBTOMO.values()))
+    return np.einsum("nij,nj->ni", sub, angstrom), np.einsum("nij,nj->ni", sub, pixels)
+
+
+def _image_pixel_size(particles: pd.DataFrame) -> np.ndarray | None:
+    """RELION 3.0's particle-image pixel (A), ``1e4 * rlnDetectorPixelSize / rlnMagnification``."""
+    if not all(c in particles for c in IMAGE_PIXEL):
+        return None
+    size = (1e4 * particles[IMAGE_PIXEL[0]] / particles[IMAGE_PIXEL[1]]).to_numpy(dtype=float)
+    return size if np.all(np.isfinite(size) & (size > 0)) else None
 
 
 def _particle_block(table: pd.DataFrame, frame: TomogramFrame) -> pd.DataFrame:
@@ -220,7 +245,8 @@ def warn_unknown_pixel_size(what: str) -> None:
 def read_star_blocks(path: str | os.PathLike) -> dict:
     """Every block of a STAR file; tomogram names stay text ('001' was read as the number 1,
     so its particles belonged to no tomogram '001' and outputs were named '1')."""
-    return starfile.read(path, always_dict=True, parse_as_string=["rlnTomoName"])
+    return starfile.read(path, always_dict=True,
+                         parse_as_string=["rlnTomoName", "rlnMicrographName"])
 
 
 def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -242,7 +268,8 @@ def _read_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 def _require_numbers(particles: pd.DataFrame, source: str) -> None:
     """Coordinates, shifts and angles must be numbers: text there raised a bare ValueError."""
-    numeric = [*PIXELS, *CENTRED, *ORIGIN.values(), *SUBTOMO.values(), *ANGLES.values()]
+    numeric = [*PIXELS, *CENTRED, *ORIGIN.values(), *ORIGIN_PIXELS, *IMAGE_PIXEL,
+               *SUBTOMO.values(), *ANGLES.values()]
     for column in (c for c in numeric if c in particles):
         values = pd.to_numeric(particles[column], errors="coerce")
         bad = (values.isna() & particles[column].notna()).to_numpy()  # text
@@ -261,39 +288,15 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(float(value))
 
 
-def select_tomogram(particles: pd.DataFrame, name: str | None, source: str,
-                    explicit: bool = False) -> pd.DataFrame:
-    """The rows of tomogram ``name``, saying how many of other tomograms were skipped."""
-    if name is None or "rlnTomoName" not in particles or not len(particles):
-        return particles
-    names = particles["rlnTomoName"].astype(str)
-    present = sorted(set(names))
-    if name in present:
-        keep = (names == name).to_numpy()
-        if not keep.all():
-            others = [n for n in present if n != name]
-            warnings.warn(f"{source}: using the {int(keep.sum())} particles of '{name}'; skipped "
-                          f"{int((~keep).sum())} of {len(others)} other tomogram(s) "
-                          f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}).",
-                          CoordinateWarning, stacklevel=3)
-        return particles[keep]
-    if len(present) == 1 and not explicit:
-        warnings.warn(f"{source}: its particles belong to '{present[0]}', not '{name}'; "
-                      "placed on this tomogram anyway.", CoordinateWarning, stacklevel=3)
-        return particles
-    raise InvalidCoordinatesError(
-        f"{source} has no particles of '{name}' (it holds {', '.join(present[:5])}"
-        f"{', ...' if len(present) > 5 else ''}): give the right name with --tomo-name.")
-
-
 def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None = None) -> float | None:
     """The tilt-series pixel size a STAR file gives for ``tomo_name`` (or its first particle)."""
     try:
         particles, optics = _read_blocks(Path(path))
     except InvalidCoordinatesError:
         return None
-    if tomo_name is not None and "rlnTomoName" in particles:
-        chosen = particles[particles["rlnTomoName"].astype(str) == tomo_name]
+    names = tomogram_names(particles)
+    if tomo_name is not None and names is not None:
+        chosen = particles[(names == tomo_name).to_numpy()]
         particles = chosen if len(chosen) else particles
     sizes = particle_pixel_sizes(optics, particles.iloc[:1])  # of its (first) particle
     if sizes is None:
@@ -303,15 +306,16 @@ def star_tilt_series_pixel_size(path: str | os.PathLike, tomo_name: str | None =
 
 def _positions(particles: pd.DataFrame, frame: TomogramFrame | None,
                pixel_size: np.ndarray | None, source: str) -> np.ndarray:
-    """True (z, y, x) pixels: RELION's coordinate minus A_sub @ origin."""
-    shift_xyz = np.einsum("nij,nj->ni", _matrices(particles, list(SUBTOMO.values())),
-                          _origins(particles, list(ORIGIN.values())))
+    """True (z, y, x) pixels: RELION's coordinate minus A_sub @ origin (3.0 pixel origins of
+    unknown pixel size are in the pixels of rlnCoordinateX/Y/Z, see ``_shifts``)."""
+    shift_xyz, shift_pixels = _shifts(particles)
     if frame is not None and all(c in particles for c in CENTRED):
-        centred_xyz = particles[CENTRED].to_numpy(dtype=float) - shift_xyz
+        size = frame.voxel_size if pixel_size is None else np.reshape(pixel_size, (-1, 1))
+        centred_xyz = particles[CENTRED].to_numpy(dtype=float) - shift_xyz - shift_pixels * size
         return frame.centered_angstrom_to_pixel(centred_xyz[:, ::-1])
     if all(c in particles for c in PIXELS):
-        return _pixel_positions(particles[PIXELS].to_numpy(dtype=float), shift_xyz, frame,
-                                pixel_size, source)
+        return _pixel_positions(particles[PIXELS].to_numpy(dtype=float) - shift_pixels,
+                                shift_xyz, frame, pixel_size, source)
     if all(c in particles for c in CENTRED):
         raise InvalidCoordinatesError(
             f"{source} has only centred coordinates: say which tomogram they belong to "
@@ -386,8 +390,9 @@ def read_star(path: str | os.PathLike, frame: TomogramFrame | None = None,
     for column, label in OPTIONAL_STAR.items():
         if label in particles:
             table[column] = particles[label].to_numpy()
-    if "rlnTomoName" in particles:
-        table["tomo_name"] = particles["rlnTomoName"].astype(str).to_numpy()
+    names = tomogram_names(particles)
+    if names is not None:
+        table["tomo_name"] = names.to_numpy()
     check_coordinates(table, path.name)
     if frame is not None:
         check_inside(table, frame, path.name)
