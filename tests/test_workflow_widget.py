@@ -141,6 +141,34 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     assert [b.id for b in c.session.boxes] == [box.id]  # and nothing was added
 
 
+def test_boxes_removed_with_the_layer_tools_can_be_put_back_with_their_masks(workflow,
+                                                                             tmp_path):
+    """Select-all and Delete on the boxes layer removed a slice's boxes and their paint,
+    saved at once; the session's one backup went with the next stroke."""
+    viewer, widget = workflow
+    c = widget.controller
+    said = []
+    c.notify = said.append
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    first = widget.place_box(True, 5, 40.0, 40.0)
+    widget.place_box(False, 5, 90.0, 90.0)
+    c.masks_layer.data[5, 30:40, 30:40] = c.session.label_of("membrane")
+    c.collect_masks()
+    c.boxes_layer.selected_data = {0, 1}
+    c.boxes_layer.remove_selected()
+    assert Session.load(tmp_path / "session").boxes == [] and any("Put back" in m for m in said)
+    c.masks_layer.data[7, 0:4, 0:4] = 1  # work goes on: the backup generation is gone
+    c.collect_masks()
+    assert widget.boxes.put_back() == 2
+    saved = {b.id: b for b in Session.load(tmp_path / "session").boxes}
+    assert set(saved) == {first.id, *(b.id for b in c.session.boxes)} and len(saved) == 2
+    assert int(saved[first.id].mask.sum()) == 100
+    assert np.count_nonzero(c.masks_layer.data[5]) == 100 and len(c.boxes_layer.data) == 2
+    with pytest.raises(TomosegError, match="no removed boxes"):
+        widget.boxes.put_back()
+
+
 def test_a_shape_drawn_on_the_boxes_layer_never_moves_a_box_or_its_mask(workflow, tmp_path):
     """napari gives a shape drawn (or pasted) with its own tools the feature defaults, the
     last box's id: taken for that box, the box jumped there and its mask was saved empty."""

@@ -19,6 +19,7 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ..annotations import Box, crop_slice
 from ..errors import TomosegError
+from ..removed_boxes import keep_removed
 from ..session import Session
 from ..layer_data import probability_colormap_spec
 from .layer_tags import find, layers_with, tag, tomogram_key
@@ -230,8 +231,12 @@ class AnnotationController:
                 touched |= {before[0], box.z}
             if box.positive:
                 box.mask = self._mask_crop(box)
-        if removed:
+        if removed:  # kept first: select-all and Delete took a slice's boxes and paint
+            kept = keep_removed(self.session.folder, removed)
             self.session.remove_boxes([b.id for b in removed])
+            if len(removed) > 1 or any(b.mask is not None and b.mask.any() for b in removed):
+                self.notify(f"{len(removed)} box(es) removed, kept in {kept.parent.name}/: "
+                            "'Put back removed boxes' restores them.")
         else:
             self.session.save()
         self.refresh_boxes()

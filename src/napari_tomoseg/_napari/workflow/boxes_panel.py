@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox
 
+from ...errors import TomosegError
+from ...removed_boxes import last_removal, mark_put_back
 from ..keys import KeyBindings
 from ..notify import guarded
 from .state import Workflow
@@ -31,14 +33,18 @@ class BoxesPanel(Container):
                             tooltip="show the mean of this many slices around the one in view: "
                                     "ribosomes and membranes stand out of the noise")
         self.toggle = PushButton(text="Toggle selected boxes +/-")
+        self.put_back_button = PushButton(text="Put back removed boxes",
+                                          tooltip="the boxes (and masks) removed last")
         self.counts = Label(value="")
-        self.extend([self.box_size, self.slab, self.click_places, self.paint_after, self.add_positive, self.add_negative,
-                     self.toggle, self.counts])
+        self.extend([self.box_size, self.slab, self.click_places, self.paint_after,
+                     self.add_positive, self.add_negative, self.toggle, self.put_back_button,
+                     self.counts])
         self.box_size.changed.connect(guarded(self._set_box_size))
         self.slab.changed.connect(guarded(self.show_slab))
         self.add_positive.changed.connect(guarded(lambda: self.place_box(True)))
         self.add_negative.changed.connect(guarded(lambda: self.place_box(False)))
         self.toggle.changed.connect(guarded(self.toggle_selected))
+        self.put_back_button.changed.connect(guarded(self.put_back))
         self.keys = KeyBindings(workflow.viewer, {"b": lambda: self.place_box(True),
                                                   "Shift-B": lambda: self.place_box(False)})
         workflow.viewer.mouse_drag_callbacks.append(self.on_click)
@@ -92,6 +98,22 @@ class BoxesPanel(Container):
     def toggle_selected(self) -> None:
         self.workflow.require_session().toggle_selected()
         self.workflow.notify_changed()
+
+    def put_back(self) -> int:
+        """The boxes of the last removal (``removed_boxes``) back in the session, with their
+        masks; how many."""
+        c = self.workflow.require_session()
+        boxes, path = last_removal(c.session.folder, {b.id for b in c.session.boxes})
+        if path is None:
+            raise TomosegError("no removed boxes to put back.")
+        c.session.boxes.extend(boxes)
+        c.session.save()
+        mark_put_back(path)  # once they are saved: a failed save still offers them
+        c.refresh_boxes()
+        c.redraw_masks()
+        self.workflow.notify_changed()
+        self.workflow.status(f"{len(boxes)} removed box(es) put back")
+        return len(boxes)
 
     def show_slab(self, *args) -> None:
         """A thick slab in the annotation view: napari's mean projection over z."""
