@@ -135,18 +135,25 @@ def test_split_components_with_nothing_above_threshold_give_no_picks(files, tmp_
     assert "0 ribosome picks" in capsys.readouterr().out
 
 
-def test_a_diameter_larger_than_the_volume_is_refused_at_once(files, tmp_path, capsys):
-    """Also one wider than the thinnest side only: none fits, and it gave 0 picks unsaid
-    (as under IMOD's placeholder header of 1 A)."""
+def test_a_diameter_larger_than_the_volume_is_refused_and_thicker_than_it_warned(
+        files, tmp_path, capsys):
+    """One wider than the thinnest side only is cut by it: said, as under IMOD's placeholder
+    header of 1 A it gave 0 picks without a word (a thin slab cut from a tomogram is still
+    picked)."""
+    from napari_tomoseg.pick_checks import MapWarning
+
     prob, _ = files
     assert main(["pick", str(prob), str(tmp_path / "p.csv"), "--diameter", "1e6"]) == 2
-    assert "larger than the volume's thinnest side" in capsys.readouterr().err
-    with pytest.raises(InvalidSettingsError, match="thinnest side"):
+    assert "larger than the volume" in capsys.readouterr().err
+    with pytest.raises(InvalidSettingsError, match="larger than the volume"):
+        pick_particles(np.zeros(SHAPE, np.float32), 20.0, PickSettings(diameter=48 * 20 + 1))
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.warns(MapWarning, match="thinnest side"):
         pick_particles(np.zeros(SHAPE, np.float32), 20.0,
                        PickSettings(diameter=min(SHAPE) * 20 + 1))
-    assert len(pick_particles(np.zeros(SHAPE, np.float32), 20.0,
-                              PickSettings(diameter=min(SHAPE) * 20))) == 0
-    assert not (tmp_path / "p.csv").exists()
+    with pytest.warns(MapWarning, match="wider than the volume's thinnest side"):
+        assert main(["pick", str(prob), str(tmp_path / "p.csv"), "--diameter",
+                     str(min(SHAPE) * 20 + 10)]) == 0
 
 
 def test_interpolation_overshoot_is_clipped_not_refused():

@@ -94,19 +94,23 @@ def report_shape(dropped: int, kept: int, settings: PickSettings) -> int:
 
 def check_diameter(diameter: float, shape: tuple[int, ...], voxel_size: float,
                    what: str = "particle") -> None:
-    """Refuse a particle wider than the volume's thinnest side (none fits: it gave 0 picks
-    without a word, e.g. under IMOD's placeholder header of 1 A) or under two voxels across
-    (given in pixels or nanometres, not Angstrom)."""
-    thinnest = min(shape) * voxel_size
+    """Refuse a particle larger than the volume (none can be in it, and its ball sums never
+    end) or under two voxels across (given in pixels or nanometres, not Angstrom); warn when
+    it is wider than the thinnest side: a thin slab cuts every particle, and under IMOD's
+    placeholder header of 1 A this gave 0 picks without a word."""
+    extent, thinnest = max(shape) * voxel_size, min(shape) * voxel_size
     if diameter < 2 * voxel_size:  # a blob under two voxels across: nothing is found, unsaid
         raise InvalidSettingsError(f"the {what} diameter {diameter:g} A is under two voxels "
                                    f"({voxel_size:g} A each); give the diameter in Angstrom.")
+    if diameter > extent:
+        raise InvalidSettingsError(f"the {what} diameter {diameter:g} A is larger than the "
+                                   f"volume ({extent:g} A across); give the diameter in Angstrom.")
     if diameter > thinnest:
-        raise InvalidSettingsError(
-            f"the {what} diameter {diameter:g} A is larger than the volume's thinnest side "
-            f"({min(shape)} voxels of {voxel_size:g} A = {thinnest:g} A): give the diameter "
-            "in Angstrom, and check the voxel size (IMOD writes 1 A when it knows none; "
-            "--voxel-size gives the right one).")
+        warnings.warn(f"the {what} diameter {diameter:g} A is wider than the volume's thinnest "
+                      f"side ({min(shape)} voxels of {voxel_size:g} A = {thinnest:g} A): every "
+                      "one is cut by it. Check the diameter, and the voxel size (IMOD writes "
+                      "1 A when it knows none; --voxel-size gives the right one).", MapWarning,
+                      stacklevel=3)
 
 
 def check_same_grid(exclude: np.ndarray, shape: tuple[int, ...], name: str = "the excluded "
