@@ -500,3 +500,49 @@ def test_adding_trace_to_a_finished_batch_reuses_its_maps(project, client, tmp_p
     (row,) = run_batch(tomograms[:1], traced, client=client)
     assert row["status"] == "done" and row.get("reused_maps")
     assert (tmp_path / "out" / "tomo0_ribosome_tubes.mrc").exists()
+
+
+def test_a_users_tomogram_named_like_a_label_volume_is_an_input_never_written_over(
+        project, tmp_path, capsys):
+    """``batch 'dir/*.mrc' -o dir --overwrite`` beside a.mrc took the user's own tomogram
+    a_labels.mrc for a's label volume by its name alone, skipped it, then replaced it."""
+    import shutil
+
+    from napari_tomoseg.batch import split_own_outputs
+    from napari_tomoseg.cli import main
+
+    _, model, tomograms, _ = project
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    first, theirs = folder / "a.mrc", folder / "a_labels.mrc"
+    shutil.copy(tomograms[0], first)
+    shutil.copy(tomograms[1], theirs)  # a real tomogram: no tomoseg mark in its header
+    before = theirs.read_bytes()
+    settings = BatchSettings(models=(model,), output=str(folder))
+    assert split_own_outputs([str(first), str(theirs)], settings) == ([str(first), str(theirs)],
+                                                                       {})
+    assert main(["batch", str(folder / "*.mrc"), "-m", model, "-o", str(folder),
+                 "--overwrite", "--device", "cpu"]) == 2
+    assert "a_labels.mrc over one of its inputs" in capsys.readouterr().err
+    assert theirs.read_bytes() == before and not (folder / "manifest.json").exists()
+
+
+def test_a_marked_label_volume_given_as_input_is_skipped_yet_never_written_over(project,
+                                                                                tmp_path):
+    """A label volume no batch of this folder wrote (e.g. painted in napari and saved) is no
+    tomogram, but it was given: --overwrite does not replace it either."""
+    from napari_tomoseg.batch import split_own_outputs
+    from napari_tomoseg.io.probability_header import LABELS_MARK
+
+    _, model, tomograms, _ = project
+    first, painted = tmp_path / "a.mrc", tmp_path / "a_labels.mrc"
+    volume, _ = open_volume(tomograms[0])
+    write_volume(first, volume, 20.0)
+    write_volume(painted, (volume > volume.mean()).astype(np.uint8), 20.0, labels=(LABELS_MARK,))
+    before = painted.read_bytes()
+    settings = BatchSettings(models=(model,), output=str(tmp_path))
+    kept, skipped = split_own_outputs([str(first), str(painted)], settings)
+    assert kept == [str(first)] and skipped == {str(painted): "a label volume (MRC header)"}
+    with pytest.raises(TomosegError, match="a_labels.mrc over one of its inputs"):
+        run_batch([str(first), str(painted)], settings, overwrite=True)
+    assert painted.read_bytes() == before

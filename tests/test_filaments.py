@@ -211,3 +211,44 @@ def test_a_point_moved_along_a_filament_moves_its_track_length_by_the_step():
     assert moved["track_length"][0] == pytest.approx(table["track_length"][3] + 15.0, abs=1.0)
     assert moved["filament"][0] == table["filament"][3]
     assert len(as_edited(table, np.zeros((0, 3)), VOXEL)) == 0
+
+
+def test_trace_refuses_a_folder_for_the_tubes_before_writing_the_points(tmp_path, capsys):
+    """``--tubes T.mrc --overwrite`` with T.mrc a folder replaced the points, then failed."""
+    prob, _, _ = _patchy_map()
+    path = _map_file(tmp_path, prob)
+    points, tubes = tmp_path / "points.csv", tmp_path / "T.mrc"
+    points.write_text("keep me\n")
+    tubes.mkdir()
+    assert main(["trace", str(path), str(points), "--tubes", str(tubes), "--overwrite"]) == 2
+    assert points.read_text() == "keep me\n" and tubes.is_dir()
+    assert "T.mrc is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="POSIX file-size limit")
+def test_trace_writes_points_and_tubes_together_or_neither(tmp_path):
+    """A write failing half way (a full disk; here a file-size limit the small points file
+    passes and the tubes do not) leaves the earlier points, not new points without tubes."""
+    import resource
+    import signal
+
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.filaments import trace_job
+
+    prob, _, _ = _patchy_map()
+    points, tubes = tmp_path / "points.csv", tmp_path / "tubes.mrc"
+    points.write_text("keep me\n")
+    job = trace_job(prob, TomogramFrame("t", SHAPE, VOXEL), FilamentSettings(diameter=DIAMETER),
+                    "microtubule", points, tubes, overwrite=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # tubes: > 360 kB
+    try:
+        with pytest.raises(OSError):
+            run_job(job)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert points.read_text() == "keep me\n" and not tubes.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]  # no staging left

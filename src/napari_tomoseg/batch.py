@@ -146,10 +146,13 @@ def _open_input(path: str, settings: BatchSettings):
                                       hint="give it with tomoseg batch --voxel-size")
 
 
-def _own_output(path: Path, out: Path, outputs: set[str], names: set[str]) -> str | None:
-    """Why ``path`` is an output of tomoseg rather than a tomogram, or None."""
+def _own_output(path: Path, out: Path, outputs: set[str]) -> str | None:
+    """Why ``path`` is an output of tomoseg rather than a tomogram, or None.
+
+    By the manifest or tomoseg's header marks, never by the name alone: a user's own
+    tomogram a_labels.mrc beside a.mrc was skipped as a's label volume, then replaced by it.
+    """
     from .io.probability_header import is_marked_labels, stored_probability
-    from .tomogram import tomogram_name
 
     if path.parent == out and path.name in outputs:
         return "listed as an output in the batch manifest"
@@ -158,9 +161,6 @@ def _own_output(path: Path, out: Path, outputs: set[str], names: set[str]) -> st
         return f"a probability map of {found[0]} (MRC header)"
     if is_marked_labels(path):
         return "a label volume (MRC header)"
-    name = tomogram_name(path)
-    if path.parent == out and name.endswith("_labels") and name[:-len("_labels")] in names:
-        return f"the label volume of {name[:-len('_labels')]}"
     return None
 
 
@@ -172,8 +172,6 @@ def split_own_outputs(tomograms: Sequence[str], settings: BatchSettings
     run's probability maps and label volumes; segmented as tomograms they
     would add their own picks to the combined STAR files.
     """
-    from .tomogram import tomogram_name
-
     if settings.copick is not None:
         return list(tomograms), {}
     out = Path(settings.output).resolve()
@@ -182,10 +180,9 @@ def split_own_outputs(tomograms: Sequence[str], settings: BatchSettings
     except TomosegError:  # reported when the batch opens it
         entries = {}
     outputs = {o for e in entries.values() for o in e.get("outputs", [])}
-    names = {tomogram_name(p) for p in tomograms} | {e.get("name") for e in entries.values()}
     kept, skipped = [], {}
     for path in tomograms:
-        why = _own_output(Path(path).resolve(), out, outputs, names)
+        why = _own_output(Path(path).resolve(), out, outputs)
         if why:
             skipped[path] = why
         else:
@@ -308,8 +305,17 @@ def _begin(manifest: Manifest, todo: list[str], names: dict[str, str], features:
     if settings.copick is None:
         recorded = {o for e in manifest.entries.values() for o in e.get("outputs", [])}
         check_batch_outputs(Path(settings.output), [names[p] for p in todo], features,
-                            settings.pick, inputs, recorded, overwrite, settings.trace)
+                            settings.pick, _protected(inputs, Path(settings.output), recorded),
+                            recorded, overwrite, settings.trace)
     manifest.begin(todo, planned)
+
+
+def _protected(inputs: Sequence[str], out: Path, recorded: set[str]) -> list[str]:
+    """The inputs no output may replace, even with --overwrite: every file given, skipped as
+    tomoseg's output or not, except the folder's own batch outputs the manifest lists (a
+    rerun into the input folder replaces those)."""
+    own = {out.resolve() / name for name in recorded}
+    return [p for p in inputs if Path(p).resolve() not in own]
 
 
 def run_batch(tomograms: Sequence[str], settings: BatchSettings, client=None,
@@ -335,6 +341,7 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
 
         check_result_objects(settings.copick, features)
     clean_stale_partials(out)
+    inputs = list(tomograms)  # skipped ones too: never written over (``_protected``)
     tomograms, skipped = split_own_outputs(tomograms, settings)
     if skipped:
         warnings.warn(skipped_message(skipped), stacklevel=2)
@@ -354,7 +361,7 @@ def _run_batch(tomograms: Sequence[str], settings: BatchSettings, client, progre
         else:
             todo.append(path)
             ready[path] = manifest.reusable_maps(path, prints[path], segment_digest, names[path])
-    _begin(manifest, todo, names, features, settings, tomograms, overwrite)
+    _begin(manifest, todo, names, features, settings, inputs, overwrite)
     own_client = client is None
     client = client or make_client()
     try:

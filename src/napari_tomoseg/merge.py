@@ -87,20 +87,36 @@ def merge_slab(probabilities: dict[str, np.ndarray], settings: MergeSettings) ->
 
 
 def check_same_grid(geometries: dict[str, tuple], tolerance: float = 0.01) -> None:
-    """Refuse maps that do not share one voxel grid: {feature: (voxel_size, origin)}.
+    """Refuse maps that do not share one voxel grid: {feature: (voxel_size, origin)}, the
+    voxel size one number or (z, y, x).
 
     Probabilities from tomograms of different voxel sizes or origins compare
-    different places, so a per-voxel winner would be meaningless.
+    different places, so a per-voxel winner would be meaningless; every axis is
+    compared, as a 20 A z step beside a 10 A one misplaces the voxels as much as x.
     """
     items = list(geometries.items())
     if not items:
         return
     first, (voxel0, origin0) = items[0]
+    sizes0 = _voxel_sizes(voxel0)
     for feature, (voxel, origin) in items[1:]:
-        if abs(float(voxel) - float(voxel0)) > tolerance * float(voxel0):
+        if np.any(np.abs(_voxel_sizes(voxel) - sizes0) > tolerance * sizes0):
             raise InvalidSettingsError(
-                f"the {feature} map has {float(voxel):g} A voxels but the {first} map "
-                f"{float(voxel0):g} A; merge maps of one tomogram at one voxel size.")
-        if max(abs(np.asarray(origin, float) - np.asarray(origin0, float))) > float(voxel0) / 2:
+                f"the {feature} map has {_described(voxel)} A voxels but the {first} map "
+                f"{_described(voxel0)} A; merge maps of one tomogram at one voxel size.")
+        if max(abs(np.asarray(origin, float) - np.asarray(origin0, float))) > sizes0.min() / 2:
             raise InvalidSettingsError(f"the {feature} and {first} maps have different origins; "
                                        "merge maps of one tomogram.")
+
+
+def _voxel_sizes(voxel: float | Sequence[float]) -> np.ndarray:
+    """(z, y, x) voxel sizes of one number or three."""
+    return np.broadcast_to(np.asarray(voxel, float), (3,)).copy()
+
+
+def _described(voxel: float | Sequence[float]) -> str:
+    """'10' for cubes, '10 x 10 x 20' (x, y, z) otherwise."""
+    sizes = _voxel_sizes(voxel)
+    if np.allclose(sizes, sizes[0], rtol=0.01):
+        return f"{sizes[0]:g}"
+    return " x ".join(f"{v:g}" for v in sizes[::-1])

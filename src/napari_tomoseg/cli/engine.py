@@ -175,9 +175,9 @@ def map_threshold(given: float | None, path, feature: str) -> float:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ..io.mrc import MRC_SUFFIXES, open_volume
+    from ..io.mrc import MRC_SUFFIXES
     from ..io.paths import check_outputs, check_writable
-    from ..jobs.merge import merge_maps
+    from ..jobs.merge import map_infos, merge_maps
     from ..merge import MergeSettings, artifact_rules
 
     maps = key_values(args.prob, "--prob")
@@ -189,12 +189,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in MRC_SUFFIXES:  # not an MRC file named x.csv
         raise TomosegError(f"{args.output.name}: the label volume is an MRC file; name it .mrc.")
     check_writable(args.output.parent)
-    infos = [open_volume(path)[1] for path in maps.values()]  # bad files first, then thresholds
+    # bad files and voxel sizes first (none in a header was stamped 1 A), then thresholds
+    infos = map_infos(maps, args.voxel_size)
     thresholds = {f: map_threshold(given.get(f), path, f) for f, path in maps.items()}
     settings = MergeSettings(features=list(maps), thresholds=thresholds,
                              artifacts=artifact_rules(artifacts, list(maps)))
-    labels = run_with_bar(merge_maps(maps, settings, args.output, infos[0].voxel_size,
-                                     infos[0].origin, overwrite=args.overwrite), "merging")
+    first = next(iter(infos.values()))
+    labels = run_with_bar(merge_maps(maps, settings, args.output, first.voxel_size, first.origin,
+                                     overwrite=args.overwrite, infos=infos), "merging")
     counts = ", ".join(f"{f}: {int((labels == settings.label_of(f)).sum()):,}" for f in maps)
     print(f"{args.output}: labels {', '.join(f'{i + 1}={f}' for i, f in enumerate(maps))} "
           f"(voxels {counts})")
@@ -288,6 +290,7 @@ def _merge_parser(sub) -> None:
                             "every other feature)")
     merge.add_argument("--output", "-o", type=Path, required=True)
     merge.add_argument("--overwrite", action="store_true")
+    voxel_size_option(merge, "maps whose")
     merge.set_defaults(func=cmd_merge)
 
 
