@@ -466,3 +466,13 @@ def test_a_training_stopped_before_its_first_check_never_replaces_a_model(
         pass
     assert previous_model_file(path).read_bytes() == good
     assert "held_out" in load_model(path).info and "unchecked" not in load_model(path).info
+    # the one before is kept a place down, not deleted (a third training lost the first)
+    from napari_tomoseg.feature_files import older_model_files
+
+    assert older_model_files(path)[1].read_bytes() == b"older model"
+    second = path.read_bytes()
+    for _ in train_feature(tiny_result.tomogram, VOXEL, ribosome_boxes, "ribosome",
+                           TrainingSettings(**{**FAST.to_dict(), "steps": 2}), output=path):
+        pass
+    assert [p.read_bytes() for p in older_model_files(path)[:3]] == [second, good,
+                                                                     b"older model"]

@@ -204,3 +204,20 @@ def test_a_failed_save_after_a_feature_s_files_moved_puts_everything_back(tmp_pa
     assert (tmp_path / restored.models["ribosome"]).is_file()
     session.rename_feature("ribosome", "80S")  # and the next try works
     assert Session.load(tmp_path).feature_names()[-1] == "80S"
+
+
+def test_earlier_models_move_down_and_follow_a_rename(tmp_path):
+    """Each training kept only the model it replaced: the third deleted the first."""
+    from napari_tomoseg.feature_files import (MODEL_GENERATIONS, older_model_files,
+                                              shift_previous_models)
+
+    session = _session_with_files(tmp_path)
+    model = session.model_path("ribosome")
+    for n in range(MODEL_GENERATIONS + 1):
+        shift_previous_models(model)
+        older_model_files(model)[0].write_bytes(f"generation {n}".encode())
+    kept = [p.read_bytes().decode() for p in older_model_files(model)]
+    assert kept == [f"generation {n}" for n in range(MODEL_GENERATIONS, 0, -1)]  # 0 went
+    session.rename_feature("ribosome", "ribo")
+    assert [p.read_bytes().decode() for p in older_model_files(session.model_path("ribo"))] \
+        == kept

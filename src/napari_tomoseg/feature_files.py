@@ -47,6 +47,26 @@ def previous_model_file(model: Path) -> Path:
     return model.with_name(model.name.removesuffix(".pt") + ".previous.pt")
 
 
+MODEL_GENERATIONS = 5  # earlier models kept: NAME.previous.pt, NAME.previous-2.pt, ...
+
+
+def older_model_files(model: Path) -> list[Path]:
+    """The earlier models kept beside ``model``, newest first (``NAME.previous.pt`` first)."""
+    first = previous_model_file(model)
+    return [first] + [first.with_name(first.name.removesuffix(".pt") + f"-{n}.pt")
+                      for n in range(2, MODEL_GENERATIONS + 1)]
+
+
+def shift_previous_models(model: Path) -> None:
+    """Make room for a new ``NAME.previous.pt``: each earlier one moves one place down and
+    the oldest of ``MODEL_GENERATIONS`` goes. A third training deleted the first model, which
+    may have been the best."""
+    older = older_model_files(model)
+    for newer, elder in zip(older[-2::-1], older[:0:-1]):
+        if newer.is_file():
+            os.replace(newer, elder)
+
+
 def stopped_model_file(model: Path) -> Path:
     """Where the weights of a training that must not replace ``NAME.pt`` are kept
     (``NAME.stopped.pt``): one stopped before its first held-out check (never scored), or one
@@ -65,7 +85,7 @@ def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
     traced filaments (and the earlier ones new ones replaced)."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
     filaments = filaments_file(folder, feature)
-    candidates = [model, previous_model_file(model), stopped_model_file(model),
+    candidates = [model, *older_model_files(model), stopped_model_file(model),
                   checkpoint_model_file(model), map_file(folder, feature),
                   picks, *sorted(picks.parent.glob(picks.name + ".previous*")),
                   filaments, *sorted(filaments.parent.glob(filaments.name + ".previous*"))]

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..annotations import Box, check_boxes, check_boxes_fit
 from ..errors import InvalidSettingsError
-from ..feature_files import previous_model_file, stopped_model_file
+from ..feature_files import previous_model_file, shift_previous_models, stopped_model_file
 from ..features import FEATURE_COLOURS
 from ..io.paths import check_writable
 from ..nn.model_file import TrainedModel, save_model_or_rescue
@@ -124,10 +124,12 @@ def replaces_earlier(model: TrainedModel, earlier_exists: bool, stopped: bool) -
 
 def _keep(model: TrainedModel, output: Path, stopped: bool) -> Path:
     """Save ``model`` where it belongs: over ``output`` (the model it replaces kept as
-    ``NAME.previous.pt``, only now that it is replaced), or beside it as
-    ``NAME.stopped.pt`` when it must not replace it."""
+    ``NAME.previous.pt``, only now that it is replaced; earlier ones as ``-2`` ... ``-5``),
+    or beside it as ``NAME.stopped.pt`` when it must not replace it."""
     if not replaces_earlier(model, output.exists(), stopped):
         return save_model_or_rescue(model, stopped_model_file(output))
+    if output.exists():  # the earlier ones move down a place (``MODEL_GENERATIONS`` kept)
+        shift_previous_models(output)
     return save_model_or_rescue(model, output, backup=previous_model_file(output))
 
 

@@ -15,7 +15,7 @@ from ...annotations import check_boxes
 from ...jobs.progress import Progress
 from ...jobs.train import replaces_earlier, train_feature
 from ...errors import InvalidSettingsError, TomosegError
-from ...feature_files import previous_model_file, stopped_model_file
+from ...feature_files import previous_model_file, shift_previous_models, stopped_model_file
 from ...io.atomic import write_bytes
 from ...io.paths import same_file
 from ...nn.ensemble import members_of
@@ -198,6 +198,7 @@ class TrainPanel(Container):
         target = c.session.model_path(feature)
         kept = target.is_file() and not same_file(target, path)
         if kept:  # as a training keeps it
+            shift_previous_models(target)
             write_bytes(previous_model_file(target), target.read_bytes())
         save_model(model, target)
         c.session.register_model(feature)
