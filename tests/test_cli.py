@@ -60,6 +60,10 @@ def test_info_reports_geometry_and_bad_files_cleanly(tmp_path, capsys):
     assert main(["info", str(tmp_path / "b.mrc")]) == 2
     err = capsys.readouterr().err
     assert "b.mrc is not a valid MRC file" in err and "Traceback" not in err
+    # a bad file among good ones: every file reported, and the status says one failed
+    assert main(["info", str(tmp_path / "b.mrc"), str(tmp_path / "a.mrc")]) == 2
+    captured = capsys.readouterr()
+    assert "b.mrc" in captured.err and "5 x 4 x 3 voxels" in captured.out
 
 
 def test_clean_replaces_nan(tmp_path, capsys):

@@ -126,6 +126,7 @@ def test_model_file_round_trips_to_identical_outputs(tmp_path, tiny_result, trai
     ("version", "model format 99"),
     ("weights", "do not fit"),
     ("missing", "does not exist"),
+    ("pickle", "Python objects besides weights, which are never loaded"),
 ])
 def test_bad_model_files_give_clear_errors(tmp_path, trained, damage, message):
     import json
@@ -148,8 +149,15 @@ def test_bad_model_files_give_clear_errors(tmp_path, trained, damage, message):
         torch.save(payload, path)
     elif damage == "missing":
         path.unlink()
-    with pytest.raises(InvalidModelError, match=message):
+    elif damage == "pickle":  # torch's refusal used to end cut mid-way through its advice to
+        torch.save({"format": "x", "obj": _Foreign()}, path)  # load with weights_only off
+    with pytest.raises(InvalidModelError, match=message) as raised:
         load_model(path)
+    assert "weights_only" not in str(raised.value)
+
+
+class _Foreign:
+    """An object torch's weights-only loader refuses (a pickle that could run code)."""
 
 
 def test_training_sets_that_cannot_teach_are_refused(tiny_result):

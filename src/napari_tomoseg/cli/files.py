@@ -42,8 +42,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..io.mrc import open_volume
 
-    for path in args.files:
-        data, info = open_volume(path, check_finite=False)
+    failed = 0
+    for path in args.files:  # every file: the first bad one hid the rest
+        try:
+            data, info = open_volume(path, check_finite=False)
+        except (TomosegError, OSError) as exc:
+            print(f"tomoseg: error: {exc}", file=sys.stderr)  # the message names the file
+            failed += 1
+            continue
         z, y, x = info.shape
         if info.voxel_size_in_header:
             voxel = (f"voxel {info.voxel_size[2]:g} x {info.voxel_size[1]:g} x "
@@ -54,7 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                      if given is not None else "no voxel size in the header")
         print(f"{path}: {x} x {y} x {z} voxels (x y z), {info.dtype}, {voxel}, "
               f"origin {info.origin[2]:g} {info.origin[1]:g} {info.origin[0]:g} A")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

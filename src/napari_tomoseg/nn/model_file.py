@@ -152,9 +152,13 @@ def _read_payload(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip errors, unpickling refusals, truncation
+        # torch's refusal, cut at 200 characters, read as advice to load with weights_only off
+        why = ("it holds Python objects besides weights, which are never loaded (they could "
+               "run code)" if "weights only load failed" in str(exc).lower()
+               else _first_line(exc))
         raise InvalidModelError(
             f"{path.name} is not a readable napari-tomoseg model (corrupt, truncated or not a "
-            f"model file): {_first_line(exc)}") from exc
+            f"model file): {why}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InvalidModelError(f"{path.name} is a torch file but not a napari-tomoseg model.")
     return payload
