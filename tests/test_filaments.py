@@ -252,3 +252,22 @@ def test_trace_writes_points_and_tubes_together_or_neither(tmp_path):
         signal.signal(signal.SIGXFSZ, handler)
     assert points.read_text() == "keep me\n" and not tubes.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]  # no staging left
+
+
+def test_trace_into_an_eman2_info_file_keeps_its_other_classes(tmp_path):
+    """Written in a staging folder, the points found no info file there and replaced the
+    user's: its other classes, tilt parameters and apix_unbin were gone."""
+    import json
+
+    prob, _, _ = _patchy_map()
+    path = _map_file(tmp_path, prob)
+    info = tmp_path / "TS_01_info.json"
+    info.write_text(json.dumps({"class_list": {"0": {"name": "ribosome", "boxsize": 32}},
+                                "boxes_3d": [[10.0, 20.0, 5.0, "manual", 0.0, 0]],
+                                "tlt_params": [[0.0, 0.0, 0.0, 0.0, 0.0]], "apix_unbin": 10.0}))
+    assert main(["trace", str(path), str(info), "--diameter", str(DIAMETER), "--overwrite"]) == 0
+    kept = json.loads(info.read_text())
+    assert kept["tlt_params"] == [[0.0, 0.0, 0.0, 0.0, 0.0]] and kept["apix_unbin"] == 10.0
+    names = {c["name"] for c in kept["class_list"].values()}
+    assert names == {"ribosome", "microtubule"}
+    assert sum(box[-1] == 0 for box in kept["boxes_3d"]) == 1  # the ribosome box stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def trace_job(probability: np.ndarray, frame: TomogramFrame, settings: FilamentS
     table = filaments.table(frame.voxel_size, spacing)
     table["feature"] = feature
     with _together(outputs) as staged:
+        if "points" in staged and outputs["points"].suffix.lower() == ".json" \
+                and outputs["points"].is_file():  # an EMAN2 info file: its other classes,
+            shutil.copy2(outputs["points"], staged["points"])  # tlt_params ... stay
         if "points" in staged:
             write_particles(staged["points"], table, frame, feature=feature,
                             box_size=eman2_box_size(settings.diameter, frame.voxel_size))
