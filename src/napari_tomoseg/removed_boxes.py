@@ -27,7 +27,7 @@ def keep_removed(folder: str | os.PathLike, boxes: list[Box]) -> Path | None:
     place = Path(folder) / FOLDER
     place.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    n = 1 + sum(1 for _ in place.glob(f"{stamp}-*.json"))
+    n = 1 + sum(1 for _ in place.glob(f"{stamp}-*"))  # put-back ones too: never reused
     path = place / f"{stamp}-{n:03d}.json"  # names sort as the removals happened
     records = [box_record(b) for b in boxes]
     masks = {b.id: encode_mask(b.mask) for b in boxes if b.mask is not None}

@@ -106,6 +106,11 @@ class BoxesPanel(Container):
         boxes, path = last_removal(c.session.folder, {b.id for b in c.session.boxes})
         if path is None:
             raise TomosegError("no removed boxes to put back.")
+        gone = sorted({b.feature for b in boxes} - set(c.session.feature_names()))
+        if gone:  # their masks would be drawn under a label the session no longer has
+            raise TomosegError(f"the removed boxes belong to {', '.join(map(repr, gone))}, no "
+                               "longer a feature of this session (renamed or removed): add "
+                               "it again under that name to put them back.")
         c.session.boxes.extend(boxes)
         c.session.save()
         mark_put_back(path)  # once they are saved: a failed save still offers them
