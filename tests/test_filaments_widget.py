@@ -202,3 +202,40 @@ def test_edited_filament_points_are_kept_in_the_session_and_come_back(make_napar
     moved.remove_selected()
     assert len(json.loads(filaments_file(folder, "MT").read_text())["points"]) == traced - 1
     assert not saved.exists()
+    # a voxel size typed: the open points and the closed (edited) ones follow it, their
+    # distances along the filament too
+    tracks = json.loads(filaments_file(folder, "MT").read_text())["rows"]
+    dock.session_panel.voxel.value = 13.0
+    record = json.loads(filaments_file(folder, "MT").read_text())
+    assert record["metadata"]["tomoseg"]["voxel_size"] == 13.0
+    column = record["columns"].index("track_length")
+    np.testing.assert_allclose([r[column] for r in record["rows"]],
+                               [r[column] * 1.3 for r in tracks], rtol=1e-6)
+    assert not (folder / "picks" / "MT.json").exists()  # never saved as picks
+    viewer3, _, _ = _session_dock(make_napari_viewer, tomogram, folder)
+    np.testing.assert_allclose(viewer3.layers["MT filaments"].scale, 13.0)
+
+
+def test_a_trace_of_another_tomogram_leaves_the_edited_filaments_of_the_first(
+        make_napari_viewer, qtbot):
+    """Old layers were matched by feature alone: tracing TS_02 set TS_01's edited points
+    aside (renamed, no longer saved)."""
+    from napari_tomoseg._napari.layer_tags import tag, tag_of
+    from napari_tomoseg.layer_data import geometry_metadata
+
+    viewer, widget, _ = _widget(make_napari_viewer)
+    _traced(widget, qtbot)
+    first = viewer.layers["microtubule filaments"]
+    first.selected_data = {0}
+    first.remove_selected()  # edited
+    prob, _, _ = _patchy_map(seed=1)
+    other = viewer.add_image(prob, name="TS_02 microtubule", scale=(VOXEL,) * 3,
+                             metadata={"threshold": 0.5,
+                                       **geometry_metadata("TS_02", prob.shape, VOXEL,
+                                                           (0.0, 0.0, 0.0))})
+    tag(other, "probability", feature="microtubule")
+    widget.source.reset_choices()
+    widget.source.value = other
+    _traced(widget, qtbot)
+    assert tag_of(first)["role"] == "filaments" and "(edited)" not in first.name
+    assert sum(tag_of(l).get("role") == "filaments" for l in viewer.layers) == 4

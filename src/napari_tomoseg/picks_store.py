@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import TomosegError
 from .io.atomic import atomic_path
-from .feature_files import PICKS, picks_file
+from .feature_files import FILAMENTS, PICKS, picks_file
 
 VERSION = 1
 FOLDER = PICKS
@@ -136,17 +136,42 @@ def rename_saved_picks(folder: str | os.PathLike, old: str, new: str) -> Path | 
     return save_picks(folder, picks)
 
 
+def reframe(saved: SavedPicks, voxel_size: float, origin) -> bool:
+    """Give saved points (in tomogram voxels) the tomogram's voxel size and origin; a
+    distance along a filament (Angstrom) scales with the voxel. Whether anything changed."""
+    geometry = saved.metadata.get("tomoseg")
+    if not isinstance(geometry, dict) or not voxel_size:
+        return False
+    old = float(geometry.get("voxel_size") or 0)
+    origin = [float(o) for o in origin]
+    if np.isclose(old, float(voxel_size), rtol=1e-6) and np.allclose(
+            geometry.get("origin") or (0.0, 0.0, 0.0), origin):
+        return False
+    if old > 0 and "track_length" in saved.values:
+        saved.values["track_length"] = saved.values["track_length"].astype(float) \
+            * (float(voxel_size) / old)
+    geometry.update(voxel_size=float(voxel_size), origin=origin)
+    return True
+
+
 def rebind_saved_picks(folder: str | os.PathLike, voxel_size: float,
                        origin: tuple[float, float, float]) -> int:
-    """The tomogram's header changed and its voxels did not: the saved picks (in its voxels)
-    take the new voxel size and origin, or a restore drew and exported them with the old
-    ones. How many files were rewritten (unreadable ones are left as they are)."""
+    """The tomogram's header changed and its voxels did not: the saved picks and filament
+    points (in its voxels) take the new voxel size and origin, or a restore drew and
+    exported them with the old ones. How many files were rewritten (unreadable ones are
+    left as they are)."""
     moved = 0
     for picks in load_picks(folder)[0]:
-        geometry = picks.metadata.get("tomoseg")
-        if geometry:
-            geometry.update(voxel_size=float(voxel_size), origin=[float(o) for o in origin])
+        if reframe(picks, voxel_size, origin):
             save_picks(folder, picks)
+            moved += 1
+    for path in sorted((Path(folder) / FILAMENTS).glob("*.json")):
+        try:
+            points = _read(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # said when the session shows them
+        if reframe(points, voxel_size, origin):
+            save_picks(folder, points, path)
             moved += 1
     return moved
 

@@ -17,7 +17,8 @@ from napari.utils.notifications import show_error
 from ..feature_files import feature_file_stem, filaments_file
 from ..filament_points import COLUMNS, as_edited
 from ..layer_data import ROLE_KEY, frame_from_metadata
-from ..picks_store import SavedPicks, keep_previous, read_saved, save_picks
+from ..errors import TomosegError
+from ..picks_store import SavedPicks, keep_previous, read_saved, reframe, save_picks
 from .layer_tags import tag, tag_of, tagged
 
 ROLE, EDITED = "filaments", "edited filaments"
@@ -26,14 +27,17 @@ TRACED = "tomoseg_traced"  # the points as traced (z y x + COLUMNS): what edits 
 DIAMETER = "tomoseg_diameter"
 
 
-def add_filament_points(viewer, saved: SavedPicks, place: dict, session: Path | None) -> Points:
+def add_filament_points(viewer, saved: SavedPicks, place: dict, session: Path | None,
+                        tomogram: str | None = None) -> Points:
     """A Points layer of ``saved`` (points in the map's pixels, ``COLUMNS`` as values), one
-    colour per filament, placed as ``place`` (scale, translate) says."""
+    colour per filament, placed as ``place`` (scale, translate) says; tagged with the
+    tomogram layer's id (a voxel size typed there rescales it) and the tomogram's name."""
     table = saved.values.reset_index(drop=True)[list(COLUMNS)]
     traced = table.assign(z=saved.points[:, 0], y=saved.points[:, 1], x=saved.points[:, 2])
     voxel = float(place["scale"][-1])
     metadata = {**saved.metadata, TRACED: traced, DIAMETER: saved.diameter,
-                ROLE_KEY: tagged(ROLE, feature=saved.feature,
+                ROLE_KEY: tagged(ROLE, feature=saved.feature, tomogram=tomogram,
+                                 tomo=_tomo_name(saved.metadata),
                                  **({SESSION: str(session)} if session else {}))}
     layer = viewer.add_points(
         np.asarray(saved.points, float).reshape(-1, 3), name=f"{saved.feature} filaments",
@@ -53,11 +57,38 @@ def _on_edit(event) -> None:
     rows = [i % max(len(layer.data), 1) for i in getattr(event, "data_indices", ())]
     if action.endswith(("added", "changed")) and rows and len(layer.data):
         voxel = float(layer.scale[-1])
-        found = as_edited(layer.metadata[TRACED], np.asarray(layer.data)[rows], voxel)
+        try:
+            found = as_edited(layer.metadata[TRACED], np.asarray(layer.data)[rows], voxel)
+        except TomosegError as exc:  # no traced point to join (none were found)
+            show_error(f"{exc} The point added keeps no filament.")
+            return
         for column in COLUMNS:
             layer.features.loc[rows, column] = found[column].to_numpy()
     if not action.endswith("ing"):
         save_or_say(layer)
+
+
+def _tomo_name(metadata: dict) -> str | None:
+    frame = frame_from_metadata(metadata)
+    return frame.name if frame is not None else None
+
+
+def same_tomogram(layer, tomo_name: str | None) -> bool:
+    """A filaments layer of the tomogram named ``tomo_name`` (a new trace replaces only
+    those: tracing TS_02 set TS_01's edited points aside and stopped saving them)."""
+    return tag_of(layer).get("tomo") == tomo_name
+
+
+def rescale_filaments(layer: Points, old: float, new: float) -> None:
+    """A typed voxel size: the distances along the filaments (Angstrom) follow it, and a
+    session's points are saved with it."""
+    if old > 0 and new > 0 and "track_length" in layer.features:
+        layer.features["track_length"] = layer.features["track_length"] * (new / old)
+        traced = layer.metadata.get(TRACED)
+        if traced is not None:
+            layer.metadata[TRACED] = traced.assign(
+                track_length=traced["track_length"] * (new / old))
+    save_or_say(layer)
 
 
 def layer_table(layer: Points) -> pd.DataFrame:
@@ -110,7 +141,9 @@ def follow_filaments(viewer, folder: Path, old: str, new: str | None) -> list[Po
     for layer in [l for l in viewer.layers if isinstance(l, Points)
                   and tag_of(l).get("role") == ROLE and tag_of(l).get("feature") == old
                   and Path(tag_of(l).get(SESSION, "")) == Path(folder)]:
-        layer.metadata[ROLE_KEY] = tagged(ROLE, feature=new or old,
+        attributes = {k: v for k, v in tag_of(layer).items() if k not in ("role", SESSION)}
+        attributes["feature"] = new or old
+        layer.metadata[ROLE_KEY] = tagged(ROLE, **attributes,
                                           **({SESSION: str(folder)} if new else {}))
         if new:
             layer.name = layer.name.replace(old, new)
@@ -118,28 +151,37 @@ def follow_filaments(viewer, folder: Path, old: str, new: str | None) -> list[Po
     return changed
 
 
-def restore_filaments(viewer, folder: Path, features: list[str], shape: tuple,
-                      place: dict) -> tuple[list[str], list[str]]:
+def restore_filaments(viewer, session, shape: tuple, place: dict,
+                      tomogram: str | None) -> tuple[list[str], list[str]]:
     """Show a session's saved filament points again: (what came back, what could not). A file
     is the feature's whose name its file carries (a renamed feature's file moved with it)."""
     restored, problems = [], []
-    stems = {feature_file_stem(f): f for f in features}
-    for path in sorted((Path(folder) / ROLE).glob("*.json")):
+    folder = Path(session.folder)
+    stems = {feature_file_stem(f): f for f in session.feature_names()}
+    for path in sorted((folder / ROLE).glob("*.json")):
         try:
             saved = read_saved(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            saved.feature = stems.get(path.stem, saved.feature)
+            if _still_open(viewer, saved.feature, folder):
+                continue  # saved as it changed
+            frame = frame_from_metadata(saved.metadata)
+            if frame is not None and tuple(frame.shape) != tuple(shape):
+                problems.append(f"the filaments of '{saved.feature}' were traced on a "
+                                f"{' x '.join(map(str, frame.shape))} tomogram, not this one")
+                continue
+            origin = session.origin or (saved.metadata.get("tomoseg") or {}).get("origin") \
+                or (0.0, 0.0, 0.0)
+            if reframe(saved, session.voxel_size, origin):  # a voxel size typed since
+                save_picks(folder, saved, path)
+            add_filament_points(viewer, saved, place, folder, tomogram)
+        except (OSError, ValueError, KeyError, TypeError, TomosegError) as exc:
             problems.append(f"the filaments in {path} ({exc})")
             continue
-        saved.feature = stems.get(path.stem, saved.feature)
-        if any(tag_of(l).get("role") == ROLE and tag_of(l).get("feature") == saved.feature
-               and tag_of(l).get(SESSION) == str(folder) for l in viewer.layers):
-            continue  # still open, and saved as it changed
-        frame = frame_from_metadata(saved.metadata)
-        if frame is not None and tuple(frame.shape) != tuple(shape):
-            problems.append(f"the filaments of '{saved.feature}' were traced on a "
-                            f"{' x '.join(map(str, frame.shape))} tomogram, not this one")
-            continue
-        add_filament_points(viewer, saved, place, Path(folder))
         count = len(set(saved.values["filament"])) if len(saved.values) else 0
         restored.append(f"{count} filaments of '{saved.feature}'")
     return restored, problems
+
+
+def _still_open(viewer, feature: str, folder: Path) -> bool:
+    return any(tag_of(l).get("role") == ROLE and tag_of(l).get("feature") == feature
+               and tag_of(l).get(SESSION) == str(folder) for l in viewer.layers)

@@ -27,7 +27,7 @@ from ..layer_data import frame_from_metadata, frame_metadata
 from ..picks_store import SavedPicks
 from .confirm import may_replace
 from .filament_layers import (DIAMETER, EDITED, ROLE, add_filament_points, layer_table,
-                              save_or_say, set_aside_edited)
+                              same_tomogram, save_or_say, set_aside_edited)
 from .layer_tags import layers_with, tag, tag_of
 from .notify import guarded, report_error
 from .picking_sources import (check_chosen_map, is_probability, snapshot, source_frame,
@@ -124,7 +124,8 @@ class FilamentsWidget(Container):
         new trace of the same feature replaces both, unless edited since (then kept, named
         '... (edited)'). The points of a session's map are kept in the session."""
         session = session_of_map(self.viewer, layer)
-        for old in list(layers_with(self.viewer, ROLE, feature=feature)):
+        for old in [o for o in layers_with(self.viewer, ROLE, feature=feature)
+                    if same_tomogram(o, frame.name)]:  # another tomogram's stay as they are
             if old.metadata.get(CHECKSUM) == _checksum(old.data):
                 self.viewer.layers.remove(old)
             elif isinstance(old, Points):  # edited by hand since: work, kept beside the new
@@ -134,12 +135,13 @@ class FilamentsWidget(Container):
                 tag(old, EDITED, feature=feature)
         place = {"scale": layer.scale, "translate": layer.translate}
         tubes = self.viewer.add_labels(found.tubes, name=f"{feature} tubes", opacity=0.4, **place)
-        tag(tubes, ROLE, feature=feature)
+        tag(tubes, ROLE, feature=feature, tomo=frame.name)
         table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
         saved = SavedPicks(feature, table[["z", "y", "x"]].to_numpy(float),
                            table.drop(columns=["z", "y", "x"]), frame_metadata(frame),
                            diameter=settings.diameter)
-        points = add_filament_points(self.viewer, saved, place, session)
+        points = add_filament_points(self.viewer, saved, place, session,
+                                     tag_of(layer).get("tomogram"))
         for added in (tubes, points):
             added.metadata[CHECKSUM] = _checksum(added.data)
         kept = save_or_say(points)

@@ -23,7 +23,7 @@ from ..io.mrc_read import open_volume
 from ..io.probability_header import stored_threshold
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
-                           keep_previous, load_picks, picks_path, save_picks,
+                           keep_previous, load_picks, picks_path, reframe, save_picks,
                            save_picks_checked)
 from ..session_store import read_generation
 from .annotation import probability_colormap
@@ -266,8 +266,8 @@ def restore_session_layers(viewer, controller,
         add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
     place = {"scale": controller.image.scale, "translate": controller.image.translate}
-    shown, unreadable = restore_filaments(viewer, folder, session.feature_names(),
-                                          controller.shape, place)
+    shown, unreadable = restore_filaments(viewer, session, controller.shape, place,
+                                          tomogram_key(controller.image))
     return restored + shown, problems + unreadable
 
 
@@ -296,18 +296,13 @@ def _in_session_frame(picks: SavedPicks, session, folder: Path) -> SavedPicks:
     """Saved picks drawn in the session's voxel size and origin: picks lie in tomogram voxels,
     and a voxel size typed while their layer was closed left the file's frame behind (they
     were drawn, and exported, at the old size). The file is rewritten when it changes."""
-    geometry = picks.metadata.get("tomoseg")
-    if not isinstance(geometry, dict) or not session.voxel_size:
-        return picks
-    origin = [float(o) for o in (session.origin or geometry.get("origin") or (0, 0, 0))]
-    if np.isclose(float(geometry.get("voxel_size") or 0), float(session.voxel_size),
-                  rtol=1e-6) and np.allclose(geometry.get("origin") or (0, 0, 0), origin):
-        return picks
-    geometry.update(voxel_size=float(session.voxel_size), origin=origin)
-    try:
-        save_picks(folder, picks)
-    except OSError:
-        pass  # drawn right now; the file says the old frame until the next save
+    geometry = picks.metadata.get("tomoseg") or {}
+    origin = session.origin or geometry.get("origin") or (0.0, 0.0, 0.0)
+    if reframe(picks, session.voxel_size, origin):
+        try:
+            save_picks(folder, picks)
+        except OSError:
+            pass  # drawn right now; the file says the old frame until the next save
     return picks
 
 

@@ -13,6 +13,7 @@ from ...session import Session
 from ...session_open import restamp_models
 from ..layer_tags import has_role, tag_of, tomogram_key
 from ..notify import guarded
+from ..filament_layers import rescale_filaments
 from ..session_layers import save_picks_layer
 from ..tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
 from ..voxel_size import apply_voxel_size
@@ -79,8 +80,12 @@ class SessionPanel(Container):
                 other.scale = layer.scale
                 frame = other.metadata.get("tomoseg")  # picks: STAR files are written with it
                 if isinstance(frame, dict) and "voxel_size" in frame:
+                    old = float(frame["voxel_size"] or 0)
                     frame["voxel_size"] = float(self.voxel.value)
-                    save_picks_layer(other)  # a session's picks: kept with the new size
+                    if tag_of(other).get("role") == "filaments":  # never into picks/
+                        rescale_filaments(other, old, float(self.voxel.value))
+                    elif has_role(other, "picks"):
+                        save_picks_layer(other)  # a session's picks: kept with the new size
         c = self.workflow.controller
         if c is not None and c.image is layer and c.session.voxel_size != float(self.voxel.value):
             old, c.session.voxel_size = c.session.voxel_size, float(self.voxel.value)
