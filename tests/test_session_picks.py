@@ -565,6 +565,12 @@ def test_opening_the_session_again_shows_picks_another_window_judged_since(
     session_layers.save_or_say(shown)
     saved = json.loads(picks_path(folder, "ribosome").read_text())["rows"]
     assert [row[-1] for row in saved] == [1, -1]
+    # once more: the first copy kept aside is never written over
+    (a,) = layers_with(viewers[0][0], "picks", feature="ribosome")
+    viewers[0][1].start_session(folder)  # A had not seen B's reject
+    assert [row[-1] for row in json.loads(kept.read_text())["rows"]] == [0, 0]
+    second = kept.with_name(kept.name + "-2")
+    assert [row[-1] for row in json.loads(second.read_text())["rows"]] == [1, 1]
 
 
 def test_picks_and_models_follow_a_voxel_size_typed_while_picks_were_closed(make_napari_viewer,

@@ -252,7 +252,8 @@ def restore_session_layers(viewer, controller,
             # written since this layer saw it (another window, or a header rebind): taking up
             # the new stamp let the layer's older judgements overwrite the file's
             problems += _set_aside_stale(viewer, layer, picks, folder)
-            still.remove(layer)
+            if layer not in viewer.layers:  # else it could not be kept aside: it stays
+                still.remove(layer)
         if still:
             continue
         picks = _in_session_frame(picks, session, folder)
@@ -279,12 +280,23 @@ def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> 
     same = (mine.points.shape == saved.points.shape
             and np.allclose(mine.points, saved.points, atol=1e-3)
             and np.array_equal(_statuses(mine), _statuses(saved), equal_nan=True))
-    kept = None if same else save_picks(folder, mine, conflict_path(folder, mine.feature))
+    try:  # never over an earlier copy, which may hold another window's judgements
+        kept = None if same else save_picks(folder, mine, _free(conflict_path(folder,
+                                                                              mine.feature)))
+    except OSError as exc:  # the layer stays, with its picks; the restore goes on
+        return [f"the picks of '{mine.feature}' changed in another window, and this window's "
+                f"could not be kept aside ({exc}): their layer stays open, not saved"]
     quietly(lambda: layer.events.data.disconnect(_on_edit))
     viewer.layers.remove(layer)
     return [] if kept is None else [
         f"the picks of '{mine.feature}' changed in another window: they are shown as saved "
         f"there, and this window's are kept in {kept.name}"]
+
+
+def _free(path: Path) -> Path:
+    """``path``, or ``path-2``, ``-3`` ... when it exists."""
+    return next(p for p in (path.with_name(path.name + (f"-{n}" if n > 1 else ""))
+                            for n in range(1, 10_000)) if not p.exists())
 
 
 def _statuses(picks: SavedPicks) -> np.ndarray:
@@ -347,7 +359,8 @@ def retire_earlier(viewer, layer: Points) -> str:
         return ""
     layer.name = f"{layer.name} (earlier)"
     tag(layer, "earlier picks", feature=tag_of(layer).get("feature"))
-    return f"; the earlier judged picks stay as '{layer.name}' (Export them to keep them)"
+    return (f"; the earlier judged picks stay as '{layer.name}' (File > Save Selected Layers "
+            "keeps them)")
 
 
 def keep_earlier(session, feature: str):
