@@ -227,6 +227,8 @@ def test_models_trained_on_the_voxels_follow_a_changed_voxel_size(tmp_path, volu
     """A header corrected after training (or a size typed): the models kept the old stamp,
     and Segment resampled the same voxels by 12 / 10 before the network saw them. A model
     of another voxel size, loaded from elsewhere, keeps its own."""
+    from dataclasses import replace
+
     from napari_tomoseg.nn.model_file import load_model, save_model
 
     from .test_bad_inputs import _model
@@ -237,11 +239,17 @@ def test_models_trained_on_the_voxels_follow_a_changed_voxel_size(tmp_path, volu
     for feature, voxel in (("ribosome", 10.0), ("membrane", 7.0)):
         save_model(_model(feature, voxel), session.model_path(feature))
         session.register_model(feature)
+    session.add_feature("carbon")  # loaded from another tomogram of the same header size
+    loaded = _model("carbon", 10.0)
+    save_model(replace(loaded, info={"loaded_from": "/elsewhere/carbon.pt"}),
+               session.model_path("carbon"))
+    session.register_model("carbon")
     write_volume(tomogram, volume, 12.0, overwrite=True)  # the header corrected
     _, message = open_session(folder, str(tomogram), 12.0, SHAPE)
     assert "model of 'ribosome', trained on these voxels, now reads 12 A" in message
     assert load_model(session.model_path("ribosome")).voxel_size == 12.0
     assert load_model(session.model_path("membrane")).voxel_size == 7.0
+    assert load_model(session.model_path("carbon")).voxel_size == 10.0
     _, message = open_session(folder, str(tomogram), 13.5, SHAPE)  # a size typed
     assert "now reads 13.5 A" in message
     assert load_model(session.model_path("ribosome")).voxel_size == 13.5

@@ -62,8 +62,8 @@ def restamp_models(session: Session, old: float, new: float) -> list[str]:
     """The session's models stamped with the tomogram's old voxel size take its new one (the
     header changed, or a size was typed; the voxels did not): they learned these voxels, and
     Segment resampled the tomogram by new / old, so the network saw it at the wrong scale
-    without a word. Models of another voxel size (loaded from elsewhere) stay. The features
-    restamped."""
+    without a word. Models loaded from a file (Load model) or of another voxel size stay.
+    The features restamped."""
     from .nn.model_file import load_model, save_model
 
     if not old or not new or abs(new - old) <= 1e-6 * new:
@@ -75,7 +75,7 @@ def restamp_models(session: Session, old: float, new: float) -> list[str]:
             model = load_model(path)
         except (TomosegError, OSError):
             continue  # said where the session's models are loaded
-        if abs(model.voxel_size - old) <= 1e-3 * old:
+        if abs(model.voxel_size - old) <= 1e-3 * old and not model.info.get("loaded_from"):
             save_model(replace(model, voxel_size=float(new)), path)
             done.append(feature)
     return done

@@ -47,6 +47,9 @@ class SessionPanel(Container):
         self.extend([self.tomogram, self.voxel, self.tilt_series, self.folder, self.start,
                      self.info])
         self.start.changed.connect(guarded(lambda: self.start_session()))
+        # once typed (Enter or leaving the field), not at every key: typing 7.5 passed through
+        # 7, rescaling every layer and restamping the session's models on the way
+        self.voxel.native.setKeyboardTracking(False)
         self.voxel.changed.connect(guarded(self._set_voxel_size))
         self.tilt_series.changed.connect(guarded(self._set_tilt_series_pixel_size))
         self.tomogram.changed.connect(self._show_tilt_series_pixel_size)

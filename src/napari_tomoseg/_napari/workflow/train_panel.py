@@ -194,6 +194,8 @@ class TrainPanel(Container):
         if not path.is_file():
             raise TomosegError("choose a model file (.pt) first.")
         model = load_model(path)
+        # trained on another tomogram: its voxel size is its own (``restamp_models``)
+        model = replace(model, info={**model.info, "loaded_from": str(path)})
         feature = c.active
         target = c.session.model_path(feature)
         kept = target.is_file() and not same_file(target, path)
