@@ -627,3 +627,21 @@ def test_a_restored_map_keeps_the_threshold_of_the_model_that_made_it(make_napar
     c.session.thresholds["ribosome"] = 0.7
     restore_session_layers(viewer, c, {"ribosome": 0.7})
     assert c.overlay("ribosome").metadata["threshold"] == pytest.approx(0.7)
+
+
+def test_a_map_stored_as_0_255_is_restored_as_probabilities(make_napari_viewer, tiny_files,
+                                                            tmp_path):
+    """segment --dtype uint8 into the session folder: restored as 0-255, every voxel read as
+    above any threshold."""
+    from napari_tomoseg._napari.session_layers import restore_session_layers
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    c = widget.controller
+    stored = np.full(image.data.shape, 128, np.uint8)
+    write_volume(c.session.segmentation_path("ribosome"), stored, float(image.scale[-1]),
+                 tuple(image.translate), labels=(threshold_label("ribosome", 0.5),))
+    restore_session_layers(viewer, c, {})
+    np.testing.assert_allclose(np.asarray(c.overlay("ribosome").data, float), 128 / 255,
+                               atol=1e-3)

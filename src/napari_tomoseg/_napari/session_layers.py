@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 
 from ..errors import TomosegError
 from ..feature_files import was_removed
-from ..io.mrc_read import open_volume
+from ..probability_maps import open_probability
 from ..io.probability_header import stored_threshold
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
@@ -209,8 +209,8 @@ def _restore_maps(controller, thresholds: dict[str, float]) -> tuple[list[str], 
         path = session.segmentation_path(feature)
         if not path.exists():
             continue
-        try:
-            data, _ = open_volume(path)
+        try:  # a map stored as 0-255 (segment --dtype uint8) comes back as 0-1
+            data, _ = open_probability(path)
         except (TomosegError, OSError) as exc:
             problems.append(f"the map of '{feature}': {exc}")
             continue
