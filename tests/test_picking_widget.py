@@ -287,3 +287,39 @@ def test_the_pick_button_stops_a_running_pick(make_napari_viewer, qtbot, blobs):
     qtbot.waitUntil(lambda: widget.pick_button.text == "Pick", timeout=5_000)
     assert handle.outcome == "cancelled" and widget.points is None
     assert widget.status.value == "stopped"
+
+
+def test_picks_of_a_map_opened_from_its_file_are_kept_beside_it_and_come_back(
+        make_napari_viewer, qtbot, tmp_path, blobs):
+    """A batch's map opened in napari (no session): accepts and rejects lived only in the
+    viewer and closing it lost them."""
+    from napari_tomoseg._napari.layer_tags import tag_of
+    from napari_tomoseg._napari.picking_widget import PickingWidget
+    from napari_tomoseg.io.mrc import write_volume
+    from napari_tomoseg.io.probability_header import threshold_label
+
+    prob = sum(blobs((64, 96, 96), c[None], radius=6) for c in CENTRES).astype(np.float32)
+    path = write_volume(tmp_path / "TS_03_ribosome.mrc", prob, 10.0,
+                        labels=(threshold_label("ribosome", 0.5),))
+
+    def opened():
+        viewer = make_napari_viewer()
+        viewer.open(str(path), plugin="napari-tomoseg")
+        widget = PickingWidget(viewer)
+        widget.diameter.value = 120.0
+        return viewer, widget
+
+    viewer, widget = opened()
+    handle = widget.pick()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.points is not None, timeout=5_000)
+    first = widget.step(1)
+    widget.judge(-1)
+    saved = tmp_path / "TS_03_ribosome.mrc.picks" / "picks" / "ribosome.json"
+    assert saved.is_file()
+    viewer2, widget2 = opened()  # the viewer closed, the map opened again
+    shown = widget2.points
+    assert shown is not None and tag_of(shown)["role"] == "picks"
+    assert list(shown.features["status"]) == list(widget.points.features["status"])
+    assert shown.features["status"][first] == -1
+    np.testing.assert_allclose(shown.data, widget.points.data)

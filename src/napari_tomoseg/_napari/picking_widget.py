@@ -42,6 +42,7 @@ from .session_layers import (DIAMETER, MIN_SCORE, STATUS_COLOURS, add_picks_laye
                              earlier_picks, is_session_picks, keep_earlier, retire_earlier,
                              save_or_say,
                              session_of_map, session_picks, single_shot)
+from .map_picks import made_picks_folder, show_saved_picks
 from .worker import JobHandle, start_job, stop_or_start
 from .camera import camera_of
 
@@ -148,6 +149,9 @@ class PickingWidget(Container):
             self.feature.value = str(feature)
         self._filled_feature = self.feature.value  # a rename of the map's feature follows
         self._fill_threshold(layer)
+        shown = show_saved_picks(self.viewer, layer, self.feature.value, add_picks_layer)
+        if shown is not None and shown is not self.points:  # judged before, on this file
+            self._adopt(shown)
 
     def _fill_threshold(self, layer) -> None:
         """The map's calibrated (or Segment-slider) threshold; remembered, so that a value
@@ -219,7 +223,8 @@ class PickingWidget(Container):
         values = table.drop(columns=["z", "y", "x", "feature"], errors="ignore")
         picks = SavedPicks(feature=feature, points=table[["z", "y", "x"]].to_numpy(float),
                            values=values.assign(status=0), metadata=frame_metadata(frame))
-        session, kept, note = keep_earlier(session_of_map(self.viewer, layer), feature)
+        session, kept, note = keep_earlier(session_of_map(self.viewer, layer)
+                                           or made_picks_folder(layer), feature)  # beside its file
         earlier = earlier_picks(self.viewer, feature, tag_of(layer).get("tomogram"), session,
                                 frame.name)  # of this tomogram only: another's picks stay
         note += retire_earlier(self.viewer, earlier) if earlier is not None else ""
