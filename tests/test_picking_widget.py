@@ -323,3 +323,9 @@ def test_picks_of_a_map_opened_from_its_file_are_kept_beside_it_and_come_back(
     assert list(shown.features["status"]) == list(widget.points.features["status"])
     assert shown.features["status"][first] == -1
     np.testing.assert_allclose(shown.data, widget.points.data)
+    # the map written again since (a batch rerun): its old picks are another map's
+    import os
+    later = saved.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))
+    viewer3, widget3 = opened()
+    assert widget3.points is None

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from napari_tomoseg.picks_store import (SavedPicks, keep_previous, load_picks, picks_path,
@@ -102,3 +103,27 @@ def test_a_killed_writers_partial_files_are_removed_from_session_subfolders(tmp_
     dead.write_bytes(b"half a map")
     Session.load(session.folder)
     assert not dead.exists()
+
+
+def test_a_second_conflict_never_replaces_the_first_windows_copy(tmp_path):
+    """Window A's picks kept in FEATURE.json.conflict were replaced by window B's at B's
+    conflict: A's judgements were gone."""
+    import pandas as pd
+
+    from napari_tomoseg.picks_store import (PicksConflictError, SavedPicks, file_stamp,
+                                            picks_path, save_picks, save_picks_checked)
+
+    def picks(status):
+        return SavedPicks("ribosome", np.array([[1.0, 2.0, 3.0]]),
+                          pd.DataFrame({"score": [0.9], "status": [status]}))
+
+    save_picks(tmp_path, picks(0))
+    stale = file_stamp(picks_path(tmp_path, "ribosome"))
+    save_picks(tmp_path, picks(1))  # another window, since
+    kept = []
+    for status in (-1, 1):
+        with pytest.raises(PicksConflictError) as raised:
+            save_picks_checked(tmp_path, picks(status), stale)
+        kept.append(raised.value.kept)
+    assert kept[0] != kept[1] and all(p.is_file() for p in kept)
+    assert [json.loads(p.read_text())["rows"][0][-1] for p in kept] == [-1, 1]

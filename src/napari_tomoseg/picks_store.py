@@ -69,7 +69,12 @@ def save_picks(folder: str | os.PathLike, picks: SavedPicks, path: Path | None =
 
 
 class PicksConflictError(TomosegError):
-    """Another window saved a feature's picks since this one read or wrote them."""
+    """Another window saved a feature's picks since this one read or wrote them; ``kept``
+    is where this window's picks went."""
+
+    def __init__(self, kept: Path, message: str):
+        super().__init__(message)
+        self.kept = kept
 
 
 def file_stamp(path: Path) -> list | None:
@@ -82,8 +87,12 @@ def file_stamp(path: Path) -> list | None:
 
 
 def conflict_path(folder: str | os.PathLike, feature: str) -> Path:
+    """``FEATURE.json.conflict``, or ``-2``, ``-3`` ... when taken: one window's copy never
+    replaces another's (not *.json: never restored as picks)."""
     path = picks_path(folder, feature)
-    return path.with_name(path.name + ".conflict")  # not *.json: never restored as picks
+    first = path.with_name(path.name + ".conflict")
+    return next(p for p in (first.with_name(first.name + (f"-{n}" if n > 1 else ""))
+                            for n in range(1, 10_000)) if not p.exists())
 
 
 def save_picks_checked(folder: str | os.PathLike, picks: SavedPicks,
@@ -96,7 +105,7 @@ def save_picks_checked(folder: str | os.PathLike, picks: SavedPicks,
     now = file_stamp(path)
     if known is not None and now is not None and list(now) != list(known):
         kept = save_picks(folder, picks, conflict_path(folder, picks.feature))
-        raise PicksConflictError(
+        raise PicksConflictError(kept,
             f"the picks of '{picks.feature}' were saved by another window since they were "
             f"opened here, so these are not saved over them: they are kept in {kept}. Open the "
             "session again to go on.")

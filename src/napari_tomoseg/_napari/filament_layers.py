@@ -73,10 +73,13 @@ def _tomo_name(metadata: dict) -> str | None:
     return frame.name if frame is not None else None
 
 
-def same_tomogram(layer, tomo_name: str | None) -> bool:
-    """A filaments layer of the tomogram named ``tomo_name`` (a new trace replaces only
-    those: tracing TS_02 set TS_01's edited points aside and stopped saving them)."""
-    return tag_of(layer).get("tomo") == tomo_name
+def same_tomogram(layer, tomo_name: str | None, tomogram: str | None = None) -> bool:
+    """A filaments layer of the tomogram named ``tomo_name`` (and, when both know it, of
+    the same tomogram layer): a new trace replaces only those (tracing TS_02 set TS_01's
+    edited points aside and stopped saving them)."""
+    known = tag_of(layer).get("tomogram")
+    return tag_of(layer).get("tomo") == tomo_name and (
+        known is None or tomogram is None or known == tomogram)
 
 
 def rescale_filaments(layer: Points, old: float, new: float) -> None:
@@ -172,7 +175,10 @@ def restore_filaments(viewer, session, shape: tuple, place: dict,
             origin = session.origin or (saved.metadata.get("tomoseg") or {}).get("origin") \
                 or (0.0, 0.0, 0.0)
             if reframe(saved, session.voxel_size, origin):  # a voxel size typed since
-                save_picks(folder, saved, path)
+                try:
+                    save_picks(folder, saved, path)
+                except OSError:
+                    pass  # shown right; the file keeps the old frame until the next edit
             add_filament_points(viewer, saved, place, folder, tomogram)
         except (OSError, ValueError, KeyError, TypeError, TomosegError) as exc:
             problems.append(f"the filaments in {path} ({exc})")

@@ -125,7 +125,7 @@ class FilamentsWidget(Container):
         '... (edited)'). The points of a session's map are kept in the session."""
         session = session_of_map(self.viewer, layer)
         for old in [o for o in layers_with(self.viewer, ROLE, feature=feature)
-                    if same_tomogram(o, frame.name)]:  # another tomogram's stay as they are
+                    if same_tomogram(o, frame.name, tag_of(layer).get("tomogram"))]:
             if old.metadata.get(CHECKSUM) == _checksum(old.data):
                 self.viewer.layers.remove(old)
             elif isinstance(old, Points):  # edited by hand since: work, kept beside the new

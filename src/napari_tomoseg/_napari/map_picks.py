@@ -14,6 +14,7 @@ from pathlib import Path
 
 from napari.layers import Points
 
+from ..errors import TomosegError
 from ..picks_store import picks_path, read_saved
 from .layer_tags import layers_with, tag_of
 
@@ -52,21 +53,28 @@ def made_picks_folder(layer) -> Path | None:
 
 def show_saved_picks(viewer, layer, feature: str, add_layer) -> Points | None:
     """The saved picks of ``feature`` on the map ``layer`` as a layer (``add_layer``:
-    ``session_layers.add_picks_layer``), unless none were saved, they are open already, or
-    they were made on another grid."""
-    folder = picks_folder(layer)
-    if folder is None or not picks_path(folder, feature).is_file():
-        return None
-    if any(str(tag_of(l).get("session")) == str(folder) for l in
-           layers_with(viewer, "picks", feature=feature)):
-        return None
+    ``session_layers.add_picks_layer``), unless none were saved, they are open already, the
+    map belongs to a session (whose picks count), it was written again since (its picks are
+    another map's), or they were made on another grid. Never raises: it runs as a map is
+    chosen, and a bad file there must not break the Pick tab."""
+    from .session_layers import session_of_map
+
     try:
-        saved = read_saved(picks_path(folder, feature))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # said when they are saved over (a new pick keeps them as .previous)
-    shape = ((saved.metadata.get("tomoseg") or {}).get("shape"))
-    if shape is not None and tuple(shape) != tuple(layer.data.shape):
-        return None
-    voxel = float(layer.scale[-1])
-    size = (saved.diameter or 10.0 * voxel) / voxel
-    return add_layer(viewer, saved, size, folder, tag_of(layer).get("tomogram"))
+        folder = picks_folder(layer)
+        path = picks_path(folder, feature) if folder else None
+        if path is None or not path.is_file() or session_of_map(viewer, layer) is not None:
+            return None
+        if map_path(layer).stat().st_mtime_ns > path.stat().st_mtime_ns:
+            return None  # e.g. a batch rerun over it: a new Pick keeps these as .previous
+        if any(str(tag_of(l).get("session")) == str(folder) for l in
+               layers_with(viewer, "picks", feature=feature)):
+            return None
+        saved = read_saved(path)
+        geometry = saved.metadata.get("tomoseg") or {}
+        if geometry.get("shape") is not None and tuple(geometry["shape"]) != layer.data.shape:
+            return None
+        voxel = float(layer.scale[-1])
+        size = (saved.diameter or 10.0 * voxel) / voxel
+        return add_layer(viewer, saved, size, folder, tag_of(layer).get("tomogram"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TomosegError):
+        return None  # unreadable: a new Pick sets the file aside as .previous

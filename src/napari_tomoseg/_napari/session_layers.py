@@ -35,6 +35,7 @@ STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
 SESSION = "session"  # the tag attribute naming the session folder a picks layer saves to
 MIN_SCORE = "tomoseg_min_score"
 STAMP, CONFLICT = "tomoseg_picks_stamp", "conflict"  # the file as this layer last saw it
+KEPT = "tomoseg_conflict_copy"  # where a layer in conflict saves (FEATURE.json.conflict-N)
 DIAMETER = "tomoseg_diameter"  # Angstrom, as picked: kept when every point is deleted
 
 
@@ -144,12 +145,12 @@ def save_picks_layer(layer: Points, min_score: float | None = None,
         layer.metadata[MIN_SCORE] = float(min_score)
     picks = layer_picks(layer, diameter)
     if layer.metadata.get(STAMP) == CONFLICT:  # said once; later edits go where it said
-        return save_picks(folder, picks, conflict_path(folder, picks.feature))
+        return save_picks(folder, picks, Path(layer.metadata[KEPT]))
     try:
         path, layer.metadata[STAMP] = save_picks_checked(folder, picks,
                                                          layer.metadata.get(STAMP))
-    except PicksConflictError:
-        layer.metadata[STAMP] = CONFLICT
+    except PicksConflictError as exc:
+        layer.metadata[STAMP], layer.metadata[KEPT] = CONFLICT, str(exc.kept)
         raise
     return path
 
@@ -246,7 +247,7 @@ def restore_session_layers(viewer, controller,
             still.remove(layer)  # up the file's stamp, its next edit wrote over the other's
             problems.append(f"the picks of '{picks.feature}' are shown as another window "
                             f"saved them; this window's are in "
-                            f"{conflict_path(folder, picks.feature).name}")
+                            f"{Path(layer.metadata.get(KEPT, '')).name}")
         for layer in [l for l in still
                       if l.metadata.get(STAMP) != file_stamp(picks_path(folder, picks.feature))]:
             # written since this layer saw it (another window, or a header rebind): taking up
@@ -281,8 +282,7 @@ def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> 
             and np.allclose(mine.points, saved.points, atol=1e-3)
             and np.array_equal(_statuses(mine), _statuses(saved), equal_nan=True))
     try:  # never over an earlier copy, which may hold another window's judgements
-        kept = None if same else save_picks(folder, mine, _free(conflict_path(folder,
-                                                                              mine.feature)))
+        kept = None if same else save_picks(folder, mine, conflict_path(folder, mine.feature))
     except OSError as exc:  # the layer stays, with its picks; the restore goes on
         return [f"the picks of '{mine.feature}' changed in another window, and this window's "
                 f"could not be kept aside ({exc}): their layer stays open, not saved"]
@@ -291,12 +291,6 @@ def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> 
     return [] if kept is None else [
         f"the picks of '{mine.feature}' changed in another window: they are shown as saved "
         f"there, and this window's are kept in {kept.name}"]
-
-
-def _free(path: Path) -> Path:
-    """``path``, or ``path-2``, ``-3`` ... when it exists."""
-    return next(p for p in (path.with_name(path.name + (f"-{n}" if n > 1 else ""))
-                            for n in range(1, 10_000)) if not p.exists())
 
 
 def _statuses(picks: SavedPicks) -> np.ndarray:

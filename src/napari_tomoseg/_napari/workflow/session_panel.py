@@ -14,7 +14,7 @@ from ...session_open import restamp_models
 from ..layer_tags import has_role, tag_of, tomogram_key
 from ..notify import guarded
 from ..filament_layers import rescale_filaments
-from ..session_layers import save_picks_layer
+from ..session_layers import save_or_say
 from ..tilt_series_size import apply_tilt_series_pixel_size, tilt_series_pixel_size_of
 from ..voxel_size import apply_voxel_size
 from .state import Workflow
@@ -87,8 +87,8 @@ class SessionPanel(Container):
                     frame["voxel_size"] = float(self.voxel.value)
                     if tag_of(other).get("role") == "filaments":  # never into picks/
                         rescale_filaments(other, old, float(self.voxel.value))
-                    elif has_role(other, "picks"):
-                        save_picks_layer(other)  # a session's picks: kept with the new size
+                    elif has_role(other, "picks"):  # a session's picks, with the new size;
+                        save_or_say(other)  # a failure is said, the others still follow
         c = self.workflow.controller
         if c is not None and c.image is layer and c.session.voxel_size != float(self.voxel.value):
             old, c.session.voxel_size = c.session.voxel_size, float(self.voxel.value)
