@@ -141,20 +141,27 @@ def test_boxes_are_drawn_counted_moved_and_deleted(workflow, tiny_result):
     assert [b.id for b in c.session.boxes] == [box.id]  # and nothing was added
 
 
+def _painted_box(widget) -> tuple:
+    """A 32-px positive membrane box on slice 5 with 100 painted pixels; (box, messages)."""
+    c = widget.controller
+    said = []
+    c.notify = said.append
+    c.set_active("membrane")
+    widget.boxes.box_size.value = 32
+    box = widget.place_box(True, 5, 40.0, 40.0)
+    c.masks_layer.data[5, 30:40, 30:40] = c.session.label_of("membrane")
+    c.collect_masks()
+    return box, said
+
+
 def test_boxes_removed_with_the_layer_tools_can_be_put_back_with_their_masks(workflow,
                                                                              tmp_path):
     """Select-all and Delete on the boxes layer removed a slice's boxes and their paint,
     saved at once; the session's one backup went with the next stroke."""
     viewer, widget = workflow
     c = widget.controller
-    said = []
-    c.notify = said.append
-    c.set_active("membrane")
-    widget.boxes.box_size.value = 32
-    first = widget.place_box(True, 5, 40.0, 40.0)
+    first, said = _painted_box(widget)
     widget.place_box(False, 5, 90.0, 90.0)
-    c.masks_layer.data[5, 30:40, 30:40] = c.session.label_of("membrane")
-    c.collect_masks()
     c.boxes_layer.selected_data = {0, 1}
     c.boxes_layer.remove_selected()
     assert Session.load(tmp_path / "session").boxes == [] and any("Put back" in m for m in said)
@@ -182,14 +189,7 @@ def test_a_shape_drawn_on_the_boxes_layer_never_moves_a_box_or_its_mask(workflow
     last box's id: taken for that box, the box jumped there and its mask was saved empty."""
     viewer, widget = workflow
     c = widget.controller
-    said = []
-    c.notify = said.append
-    c.set_active("membrane")
-    widget.boxes.box_size.value = 32
-    box = widget.place_box(True, 5, 40.0, 40.0)
-    label = c.session.label_of("membrane")
-    c.masks_layer.data[5, 30:40, 30:40] = label
-    c.collect_masks()
+    box, said = _painted_box(widget)
     assert int(Session.load(tmp_path / "session").box(box.id).mask.sum()) == 100
     c.boxes_layer.add_rectangles([np.array([[9, 80, 80], [9, 80, 110], [9, 110, 110],
                                             [9, 110, 80]], float)])
