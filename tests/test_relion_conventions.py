@@ -412,7 +412,10 @@ def test_eman2_info_json_follows_e2spt_boxer(tmp_path):
     shape = (61, 200, 181)
     frame = TomogramFrame("TS_02", shape, 28.0, tilt_series_pixel_size=7.0)
     picks = np.array([[30.0, 100.0, 90.0], [3.0, 17.5, 170.0]])
-    path = write_eman2_json(tmp_path / "TS_02_info.json", particle_table(picks), frame, box_size=32)
+    # a new file has no tilt alignment, which e2spt_extract reads at once (do_extraction)
+    with pytest.warns(CoordinateWarning, match="e2spt_extract needs the tomogram's own"):
+        path = write_eman2_json(tmp_path / "TS_02_info.json", particle_table(picks), frame,
+                                box_size=32)
     record = json.loads(path.read_text())
     assert record["apix_unbin"] == 7.0
     assert record["class_list"]["0"]["boxsize"] == round(32 * 28.0 / 7.0) == 128
@@ -471,6 +474,9 @@ def test_picks_written_into_an_eman2_info_file_keep_its_alignment_and_other_clas
     assert list(back["class"]) == [1, 2, 2, 3]
     assert list(back["feature"]) == ["membrane", "ribosome", "ribosome", "carbon"]
     np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy()[1:3], picks, atol=1e-9)
+    # the box EMAN2 wrote, read as e2spt_boxer reads it: b / apix * apix_unbin + n // 2
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy()[0],
+                               [10.0 / 4.0 + nx // 2, -20.0 / 4.0 + ny // 2, 4.0 / 4.0 + nz // 2])
     path.write_text("{ not json")  # never replaced: it may hold an alignment
     with pytest.raises(InvalidCoordinatesError, match="not replaced"):
         write_eman2_json(path, particle_table(picks), frame, 32)

@@ -97,6 +97,11 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
             warnings.warn(f"{path.name}: the tilt-series pixel size is unknown: boxes written "
                           "in this tomogram's pixels without apix_unbin.", CoordinateWarning,
                           stacklevel=2)
+    if not record.get("tlt_params"):  # e2spt_extract reads tlt_params and tlt_file at once
+        warnings.warn(f"{path.name} has no tilt alignment (tlt_params, tlt_file): EMAN2 can "
+                      "show these boxes, but e2spt_extract needs the tomogram's own info file "
+                      "(info/<tomogram>_info.json of the EMAN2 project that reconstructed it): "
+                      "write into that one.", CoordinateWarning, stacklevel=2)
     zyx = table[list(AXES)].to_numpy(dtype=float)
     if unbinned:
         scale = frame.voxel_size / unbinned
