@@ -161,6 +161,17 @@ def test_orientations_are_relion_matrices_object_to_tomogram(project):
     # and it reads back as the same rotations at the same voxels
     back = cp.read_picks(source, "ribosome", VS)
     np.testing.assert_allclose(back[["z", "y", "x"]].to_numpy(), TRUE_ZYX, atol=1e-9)
+    # points another tool stored through copick's own API with a shift in the transform: the
+    # centre is location + shift (copick's full_positions), in voxels (location + t) / vs
+    shifted = copick.from_file(str(config)).get_run(RUN).new_picks(
+        "ribosome", "8", user_id="other", exist_ok=True)
+    moves = np.tile(np.eye(4), (3, 1, 1))
+    moves[:, :3, 3] = [[20.0, -10.0, 5.0], [0.0, 0.0, 0.0], [-30.0, 40.0, 10.0]]  # x y z, A
+    shifted.from_numpy(TRUE_ZYX[:, ::-1] * VS, moves, scores=np.ones(3))
+    other = cp.CopickSource(str(config), RUN, VS, user_id="other", session_id="8")
+    moved = cp.read_picks(other, "ribosome", VS)[["z", "y", "x"]].to_numpy()
+    np.testing.assert_allclose(moved, TRUE_ZYX + moves[:, :3, 3][:, ::-1] / VS, atol=1e-9)
+    np.testing.assert_allclose(moved[:, ::-1] * VS, shifted.full_positions(), atol=1e-9)
     for row, a in zip(back[["rot", "tilt", "psi"]].to_numpy(), angles):
         np.testing.assert_allclose(relion_euler_matrix(*row), relion_euler_matrix(*a), atol=1e-9)
 
