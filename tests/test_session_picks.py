@@ -34,7 +34,22 @@ def _dock(make_napari_viewer, tiny_files, folder):
     widget = TomosegWidget(viewer)
     widget.tomogram.value = image
     widget.start_session(folder)
+    wait_idle(widget)  # its maps come back in a thread
     return viewer, widget, image
+
+
+def wait_idle(widget, seconds: float = 30.0) -> None:
+    """Until the dock's job (e.g. reading a restored session's maps) has finished."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while widget.workflow.busy and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    QApplication.processEvents()  # its last callbacks
+    assert not widget.workflow.busy
 
 
 def test_picks_judgements_and_maps_come_back_with_the_session(make_napari_viewer, qtbot,
@@ -613,8 +628,14 @@ def test_a_restored_map_keeps_the_threshold_of_the_model_that_made_it(make_napar
                                                                      tiny_files, tmp_path):
     """Train again, close without segmenting, restore: the old map was shown, and picked, at
     the new model's threshold. Its header names its own; one set by hand still wins."""
-    from napari_tomoseg._napari.session_layers import restore_session_layers
+    from napari_tomoseg._napari.session_layers import session_maps, show_restored_map
     from napari_tomoseg.io.probability_header import threshold_label
+    from napari_tomoseg.jobs.session_maps import read_maps_job
+
+    def restore_session_layers(viewer, c, thresholds):  # what a restore does with the maps
+        for progress in _steps(read_maps_job(session_maps(c.session), c.shape)):
+            feature, data, _ = progress.payload
+            show_restored_map(c, thresholds, feature, data)
 
     folder = tmp_path / "session"
     viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
@@ -633,7 +654,6 @@ def test_a_map_stored_as_0_255_is_restored_as_probabilities(make_napari_viewer, 
                                                             tmp_path):
     """segment --dtype uint8 into the session folder: restored as 0-255, every voxel read as
     above any threshold."""
-    from napari_tomoseg._napari.session_layers import restore_session_layers
     from napari_tomoseg.io.probability_header import threshold_label
 
     folder = tmp_path / "session"
@@ -642,6 +662,19 @@ def test_a_map_stored_as_0_255_is_restored_as_probabilities(make_napari_viewer, 
     stored = np.full(image.data.shape, 128, np.uint8)
     write_volume(c.session.segmentation_path("ribosome"), stored, float(image.scale[-1]),
                  tuple(image.translate), labels=(threshold_label("ribosome", 0.5),))
-    restore_session_layers(viewer, c, {})
+    widget.start_session(folder)  # restored: its maps read in a thread
+    assert widget.workflow.busy
+    wait_idle(widget)
+    c = widget.controller
     np.testing.assert_allclose(np.asarray(c.overlay("ribosome").data, float), 128 / 255,
                                atol=1e-3)
+
+
+def _steps(job):
+    """Every progress step of a job run here, in this thread."""
+    steps = []
+    try:
+        while True:
+            steps.append(next(job))
+    except StopIteration:
+        return steps

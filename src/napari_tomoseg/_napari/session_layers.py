@@ -19,7 +19,6 @@ from qtpy.QtCore import QTimer
 
 from ..errors import TomosegError
 from ..feature_files import was_removed
-from ..probability_maps import open_probability
 from ..io.probability_header import stored_threshold
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
@@ -202,39 +201,31 @@ def session_of_map(viewer, probability) -> Path | None:
     return None
 
 
-def _restore_maps(controller, thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
-    """The session's finished maps into the features' prediction layers."""
-    restored, problems = [], []
+def session_maps(session) -> dict[str, Path]:
+    """The session's finished maps on disk, by feature (``jobs.session_maps`` reads them)."""
+    maps = {f: session.segmentation_path(f) for f in session.feature_names()}
+    return {f: path for f, path in maps.items() if path.exists()}
+
+
+def show_restored_map(controller, thresholds: dict[str, float], feature: str,
+                      data: np.ndarray) -> None:
+    """A map read back into its feature's prediction layer, at the threshold of the model
+    that made it (its header), unless one was set by hand: a map kept from before a new
+    training was shown, and picked, at the new model's."""
     session = controller.session
-    for feature in session.feature_names():
-        path = session.segmentation_path(feature)
-        if not path.exists():
-            continue
-        try:  # a map stored as 0-255 (segment --dtype uint8) comes back as 0-1
-            data, _ = open_probability(path)
-        except (TomosegError, OSError) as exc:
-            problems.append(f"the map of '{feature}': {exc}")
-            continue
-        if tuple(data.shape) != controller.shape:  # a map of other data: not shown, said
-            problems.append(f"the map of '{feature}' is {' x '.join(map(str, data.shape))}, "
-                            "not this tomogram's shape")
-            continue
-        overlay = controller.overlay(feature)
-        overlay.data = np.array(data, np.float16)  # a copy: Segment and Train write into it
-        # the threshold of the model that made this map (its header), unless set by hand: a
-        # map kept from before a new training was shown, and picked, at the new model's
-        stored = None if feature in session.thresholds else stored_threshold(path)
-        threshold = stored if stored is not None else thresholds.get(feature, 0.5)
-        overlay.metadata["threshold"] = threshold
-        overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
-        restored.append(f"map of '{feature}'")
-    return restored, problems
+    overlay = controller.overlay(feature)
+    overlay.data = data
+    path = session.segmentation_path(feature)
+    stored = None if feature in session.thresholds else stored_threshold(path)
+    threshold = stored if stored is not None else thresholds.get(feature, 0.5)
+    overlay.metadata["threshold"] = threshold
+    overlay.colormap = probability_colormap(session.feature(feature).colour, threshold)
 
 
-def restore_session_layers(viewer, controller,
-                           thresholds: dict[str, float]) -> tuple[list[str], list[str]]:
-    """Show the session's finished maps and its picks: (what came back, what could not)."""
-    restored, problems = _restore_maps(controller, thresholds)
+def restore_session_layers(viewer, controller) -> tuple[list[str], list[str]]:
+    """Show the session's picks and filaments: (what came back, what could not); its maps
+    come back in a thread (``session_maps``, ``show_restored_map``)."""
+    restored, problems = [], []
     session = controller.session
     saved, unreadable = load_picks(session.folder)
     problems += unreadable

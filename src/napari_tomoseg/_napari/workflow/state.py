@@ -22,7 +22,8 @@ from ...session_open import open_session
 from ...session_store import is_session
 from ..annotation import AnnotationController
 from ..layer_tags import tomogram_key
-from ..session_layers import restore_session_layers
+from ...jobs.session_maps import read_maps_job
+from ..session_layers import restore_session_layers, session_maps, show_restored_map
 from ..notify import report_error
 from ..voxel_size import apply_voxel_size, voxel_size_of
 from ..worker import JobHandle, start_job
@@ -117,17 +118,41 @@ class Workflow:
         # thresholds the user set by hand win over the models' calibrated ones
         self.thresholds.update({f: t for f, t in session.thresholds.items()
                                 if f in session.feature_names()})
-        # its finished maps and its picks (with their judgements)
-        restored, problems = restore_session_layers(self.viewer, self.controller,
-                                                    self.thresholds)
+        # its picks (with their judgements) and filaments; its finished maps in a thread
+        restored, problems = restore_session_layers(self.viewer, self.controller)
         if restored:
             show_info(f"Shown again from the session: {', '.join(restored)}.")
         for problem in problems:
             show_error(f"Not shown again: {problem}.")
+        self._restore_maps()
         for listener in self.session_started:
             listener()
         self.notify_changed()
         return session
+
+    def _restore_maps(self) -> JobHandle | None:
+        """Read the session's maps in a thread (the dock's one job: Train and Segment wait
+        for it, Stop ends it), each shown as it comes."""
+        c, thresholds = self.controller, dict(self.thresholds)
+        maps = session_maps(c.session)
+        if not maps:
+            return None
+        shown: list[str] = []
+
+        def on_progress(progress) -> None:
+            feature, data, problem = progress.payload
+            self.status(progress.message)
+            if problem:
+                show_error(f"Not shown again: {problem}.")
+            elif c is self.controller:  # not a session opened since
+                show_restored_map(c, thresholds, feature, data)
+                shown.append(feature)
+
+        def on_finished() -> None:
+            self.status(f"maps shown again: {', '.join(shown)}" if shown else "")
+
+        return self.run(read_maps_job(maps, c.shape), on_progress=on_progress,
+                        on_finished=on_finished)
 
     # the running job ------------------------------------------------------------------
     @property
