@@ -678,3 +678,38 @@ def _steps(job):
             steps.append(next(job))
     except StopIteration:
         return steps
+
+
+def test_a_restore_stopped_while_reading_maps_never_leaves_one_taken_for_whole(
+        make_napari_viewer, tiny_files, tmp_path):
+    """Maps are read in a thread; until one is shown its layer says so, and one a Stop left
+    unread says so for good (another session's map could stay there, and Pick took it)."""
+    from napari_tomoseg._napari.layer_tags import incomplete_reason
+
+    folder = tmp_path / "session"
+    viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
+    maps = {"ribosome": 0.25, "membrane": 0.75}
+    for feature, value in maps.items():
+        write_volume(widget.controller.session.segmentation_path(feature),
+                     np.full(image.data.shape, value, np.float32), float(image.scale[-1]),
+                     tuple(image.translate))
+    widget.start_session(folder)
+    c = widget.controller
+    assert all(incomplete_reason(c.overlay(f)) for f in maps)  # not yet read
+    widget.workflow.stop()
+    wait_idle(widget)
+    unread = 0
+    for feature, value in maps.items():
+        why = incomplete_reason(c.overlay(feature))
+        if why is None:  # read before the Stop: whole
+            np.testing.assert_allclose(np.asarray(c.overlay(feature).data, float), value)
+        else:
+            assert "not read back" in why
+            unread += 1
+    if unread:
+        assert "not read" in widget.status.value
+    widget.start_session(folder)  # again, to the end
+    wait_idle(widget)
+    c = widget.controller
+    assert not any(incomplete_reason(c.overlay(f)) for f in maps)
+    assert "maps shown again" in widget.status.value

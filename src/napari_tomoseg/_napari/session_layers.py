@@ -27,7 +27,7 @@ from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_s
 from ..session_store import read_generation
 from .annotation import probability_colormap
 from .filament_layers import follow_filaments, restore_filaments
-from .layer_tags import has_role, layers_with, tag, tag_of, tagged, tomogram_key
+from .layer_tags import INCOMPLETE, has_role, layers_with, tag, tag_of, tagged, tomogram_key
 from .notify import quietly
 
 STATUS_COLOURS = {1: "#27ae60", 0: "#eb5757", -1: "#555555"}
@@ -215,6 +215,7 @@ def show_restored_map(controller, thresholds: dict[str, float], feature: str,
     session = controller.session
     overlay = controller.overlay(feature)
     overlay.data = data
+    overlay.metadata.pop(INCOMPLETE, None)  # whole now (a stopped segmentation's mark too)
     path = session.segmentation_path(feature)
     stored = None if feature in session.thresholds else stored_threshold(path)
     threshold = stored if stored is not None else thresholds.get(feature, 0.5)

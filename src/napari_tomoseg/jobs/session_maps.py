@@ -33,8 +33,11 @@ def read_maps_job(maps: dict[str, str | os.PathLike], shape: tuple[int, ...]) ->
             else:
                 array = np.array(data, np.float16)
                 read.append(feature)
+            del data  # one raw map held at a time
         except (TomosegError, OSError) as exc:
             problem = f"the map of '{feature}': {exc}"
-        yield Progress(done, total, f"restoring the map of '{feature}' ({done} of {total})",
+        following = list(maps)[done] if done < total else None
+        yield Progress(done, total, f"read the map of '{feature}' ({done} of {total})"
+                       + (f"; reading '{following}'..." if following else ""),
                        payload=(feature, array, problem))
     return read

@@ -21,7 +21,7 @@ from ...session import Session, default_session_folder, user_sessions_folder
 from ...session_open import open_session
 from ...session_store import is_session
 from ..annotation import AnnotationController
-from ..layer_tags import tomogram_key
+from ..layer_tags import INCOMPLETE, tomogram_key
 from ...jobs.session_maps import read_maps_job
 from ..session_layers import restore_session_layers, session_maps, show_restored_map
 from ..notify import report_error
@@ -40,6 +40,10 @@ def session_folder_of(layer: Image) -> Path | None:
     if geometry.get("session"):
         return Path(geometry["session"])
     return default_session_folder(geometry["path"]) if geometry.get("path") else None
+
+
+READING = "is still being read from the session: use it when it is shown"
+NOT_READ = "was not read back from the session (stopped or unreadable): open the session again"
 
 
 class Workflow:
@@ -132,11 +136,14 @@ class Workflow:
 
     def _restore_maps(self) -> JobHandle | None:
         """Read the session's maps in a thread (the dock's one job: Train and Segment wait
-        for it, Stop ends it), each shown as it comes."""
-        c, thresholds = self.controller, dict(self.thresholds)
+        for it, Stop ends it), each shown as it comes; until then its prediction layer says
+        so (Pick and Explore refuse it: another session's map was shown there)."""
+        c = self.controller
         maps = session_maps(c.session)
         if not maps:
             return None
+        for feature in maps:
+            c.overlay(feature).metadata[INCOMPLETE] = READING
         shown: list[str] = []
 
         def on_progress(progress) -> None:
@@ -144,13 +151,20 @@ class Workflow:
             self.status(progress.message)
             if problem:
                 show_error(f"Not shown again: {problem}.")
-            elif c is self.controller:  # not a session opened since
-                show_restored_map(c, thresholds, feature, data)
-                shown.append(feature)
+            elif c is self.controller and c.image in self.viewer.layers:
+                show_restored_map(c, self.thresholds, feature, data)  # a threshold set by
+                shown.append(feature)  # hand meanwhile counts
 
         def on_finished() -> None:
-            self.status(f"maps shown again: {', '.join(shown)}" if shown else "")
+            if self.closing or c is not self.controller or c.image not in self.viewer.layers:
+                return  # nothing left to mark or say
+            missing = [f for f in maps if f not in shown]
+            for feature in missing:  # stopped, or unreadable: never taken for the map
+                c.overlay(feature).metadata[INCOMPLETE] = NOT_READ
+            self.status(f"maps shown again: {', '.join(shown) or 'none'}" + (
+                f"; not read: {', '.join(missing)} (open the session again)" if missing else ""))
 
+        self.status(f"reading {len(maps)} map(s) of the session...")
         return self.run(read_maps_job(maps, c.shape), on_progress=on_progress,
                         on_finished=on_finished)
 
