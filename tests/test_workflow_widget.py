@@ -176,12 +176,17 @@ def test_boxes_removed_with_the_layer_tools_can_be_put_back_with_their_masks(wor
         widget.boxes.put_back()
     c.boxes_layer.selected_data = {0}
     c.boxes_layer.remove_selected()
-    widget.features.feature.value = "membrane"  # renamed before the put back: refused, as
-    widget.features.new_name.value = "mem"  # its label would be gone (the session could no
-    widget.features.rename()  # longer be opened)
+    widget.features.feature.value = "membrane"  # renamed before the put back: they follow
+    widget.features.new_name.value = "mem"
+    widget.features.rename()
+    assert widget.boxes.put_back() == 1
+    assert {b.feature for b in Session.load(tmp_path / "session").boxes} == {"mem"}
+    c.boxes_layer.selected_data = {0}
+    c.boxes_layer.remove_selected()
+    widget.features.feature.value = "mem"  # removed: refused, as their label would be gone
+    widget.features.remove()  # (the session could no longer be opened)
     with pytest.raises(TomosegError, match="no longer a feature"):
         widget.boxes.put_back()
-    assert len(Session.load(tmp_path / "session").boxes) == 1
 
 
 def test_a_shape_drawn_on_the_boxes_layer_never_moves_a_box_or_its_mask(workflow, tmp_path):

@@ -58,3 +58,24 @@ def mark_put_back(path: Path) -> Path:
     done = path.with_name(path.name + ".put-back")
     os.replace(path, done)
     return done
+
+
+def rename_in_removals(folder: str | os.PathLike, old: str, new: str) -> int:
+    """Removed boxes of a renamed feature take its new name (else Put back refused them as
+    boxes of a feature no longer there); how many removals were rewritten."""
+    changed = 0
+    for path in removals(folder):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # Put back says what is wrong with it
+        boxes = document.get("boxes") or []
+        if not any(isinstance(b, dict) and b.get("feature") == old for b in boxes):
+            continue
+        for box in boxes:
+            if isinstance(box, dict) and box.get("feature") == old:
+                box["feature"] = new
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(document))
+        changed += 1
+    return changed

@@ -25,6 +25,7 @@ from .annotations import Box
 from .errors import TomosegError
 from .feature_files import feature_file_stem
 from .picks_store import rename_saved_picks
+from .removed_boxes import rename_in_removals
 from .tomogram_identity import data_checksum, file_checksum, fingerprint
 from .session_store import (SESSION_FILE, clean_session_partials, generation_stamp, is_session,
                             read_generation, set_damaged_aside, write_generation)
@@ -151,6 +152,7 @@ class Session:
         with self._undone_on_failure(before, moved):
             self.save()
         rename_saved_picks(self.folder, old, new)
+        rename_in_removals(self.folder, old, new)
 
     def _state(self) -> dict:
         """What a feature's rename or removal changes in memory, to undo it."""
