@@ -218,6 +218,10 @@ def test_earlier_models_move_down_and_follow_a_rename(tmp_path):
         older_model_files(model)[0].write_bytes(f"generation {n}".encode())
     kept = [p.read_bytes().decode() for p in older_model_files(model)]
     assert kept == [f"generation {n}" for n in range(MODEL_GENERATIONS, 0, -1)]  # 0 went
+    conflict = picks_path(tmp_path, "ribosome").with_name("ribosome.json.conflict-2")
+    conflict.write_text("another window's picks")
     session.rename_feature("ribosome", "ribo")
     assert [p.read_bytes().decode() for p in older_model_files(session.model_path("ribo"))] \
         == kept
+    assert picks_path(tmp_path, "ribo").with_name("ribo.json.conflict-2").read_text() \
+        == "another window's picks"  # a conflict copy follows too

@@ -81,13 +81,14 @@ def checkpoint_model_file(model: Path) -> Path:
 
 
 def files_of(folder: str | os.PathLike, feature: str) -> list[Path]:
-    """The feature's files that exist: model (and the one it replaced), map, picks and
-    traced filaments (and the earlier ones new ones replaced)."""
+    """The feature's files that exist: model (and the ones it replaced), map, picks (with
+    earlier ones and other windows' conflict copies) and traced filaments."""
     model, picks = model_file(folder, feature), picks_file(folder, feature)
     filaments = filaments_file(folder, feature)
     candidates = [model, *older_model_files(model), stopped_model_file(model),
                   checkpoint_model_file(model), map_file(folder, feature),
                   picks, *sorted(picks.parent.glob(picks.name + ".previous*")),
+                  *sorted(picks.parent.glob(picks.name + ".conflict*")),
                   filaments, *sorted(filaments.parent.glob(filaments.name + ".previous*"))]
     return [path for path in candidates if path.is_file()]
 
