@@ -271,3 +271,21 @@ def test_trace_into_an_eman2_info_file_keeps_its_other_classes(tmp_path):
     names = {c["name"] for c in kept["class_list"].values()}
     assert names == {"ribosome", "microtubule"}
     assert sum(box[-1] == 0 for box in kept["boxes_3d"]) == 1  # the ribosome box stays
+
+
+def test_tubes_drawn_from_the_points_follow_the_traced_ones_and_the_users_edits():
+    """A restored session has the points only, and points deleted or added by hand no longer
+    match the traced tubes: tubes are drawn again from the points as they lie."""
+    from napari_tomoseg.filament_points import tubes_from_points
+
+    prob, tube, _ = _patchy_map()
+    found = trace_filaments(prob, VOXEL, FilamentSettings(diameter=DIAMETER))
+    table = found.table(VOXEL, DIAMETER / 2)
+    drawn = tubes_from_points(table, prob.shape, VOXEL, DIAMETER)
+    assert drawn.shape == prob.shape and set(np.unique(drawn)) == {0, 1}
+    assert dice(drawn > 0, found.tubes > 0) > 0.85 and dice(drawn > 0, tube) > 0.75
+    half = table[table["track_length"] <= table["track_length"].median()]  # the rest deleted
+    shorter = tubes_from_points(half, prob.shape, VOXEL, DIAMETER)
+    assert 0.35 < np.count_nonzero(shorter) / np.count_nonzero(drawn) < 0.65
+    renumbered = tubes_from_points(table.assign(filament=3), prob.shape, VOXEL, DIAMETER)
+    assert set(np.unique(renumbered)) == {0, 3}  # numbered as the points' filament

@@ -183,6 +183,12 @@ def test_edited_filament_points_are_kept_in_the_session_and_come_back(make_napar
     widget2.output.value = out
     widget2.export()  # no trace in this viewer: the restored layer is exported
     assert len(pd.read_csv(out)) == traced - 2
+    handle = widget2.draw_tubes()  # the tubes are not kept: drawn from the points
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=30_000)
+    qtbot.waitUntil(lambda: "microtubule tubes (from points)" in viewer2.layers, timeout=5_000)
+    drawn = viewer2.layers["microtubule tubes (from points)"]
+    assert dice(drawn.data > 0, viewer.layers["microtubule tubes"].data > 0) > 0.7
+    np.testing.assert_allclose(drawn.translate, restored.translate)
     # a new trace keeps the edited layer beside it, exportable, its file kept aside
     _traced(widget, qtbot)
     assert len(json.loads(saved.read_text())["points"]) == traced

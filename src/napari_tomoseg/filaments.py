@@ -291,11 +291,12 @@ def _binned(volume: np.ndarray, binning: int, scale: float = 1.0, slab: int = 16
 
 
 def _tubes(paths: list[np.ndarray], work_shape: tuple, radius: float, binning: int,
-           shape: tuple) -> np.ndarray:
+           shape: tuple, numbers: list[int] | None = None) -> np.ndarray:
     """Voxels within ``radius`` (working pixels) of a centre line, numbered as the nearest
-    line (from 1), on the map's grid."""
-    lines = np.zeros(work_shape, np.uint16 if len(paths) > 255 else np.uint8)
-    for number, path in enumerate(paths, start=1):
+    line (``numbers``, else from 1), on the map's grid."""
+    numbers = numbers or list(range(1, len(paths) + 1))
+    lines = np.zeros(work_shape, np.uint16 if max(numbers, default=0) > 255 else np.uint8)
+    for number, path in zip(numbers, paths):
         lines[tuple(np.round(path).astype(int).T)] = number
     if not lines.any():
         return np.zeros(shape, lines.dtype)

@@ -22,7 +22,9 @@ from ..features import FILAMENT_DIAMETERS
 from ..filaments import Filaments, FilamentSettings
 from ..io.particle_files import eman2_box_size, write_particles
 from ..io.particles import TomogramFrame
+from ..filament_points import tubes_from_points
 from ..jobs.filaments import trace_job
+from ..jobs.progress import Progress
 from ..layer_data import frame_from_metadata, frame_metadata
 from ..picks_store import SavedPicks
 from .confirm import may_replace
@@ -65,12 +67,17 @@ class FilamentsWidget(Container):
         self.export_button = PushButton(text="Export points", tooltip=(
             "the points layer as it is now: deleted points left out, added or moved ones "
             "join the nearest filament"))
+        self.tubes_button = PushButton(text="Tubes from points", tooltip=(
+            "draw the tubes again around the selected filaments layer's points as they lie "
+            "now (after edits, or a restored session)"))
         self.extend([self.source, self.feature, self.diameter, self.threshold, self.stretch,
-                     self.trace_button, self.status, self.output, self.export_button])
+                     self.trace_button, self.status, self.tubes_button, self.output,
+                     self.export_button])
         self.handle: JobHandle | None = None
         self.result: tuple[Filaments, TomogramFrame, FilamentSettings, str] | None = None
         self.trace_button.changed.connect(guarded(self._trace_or_stop))
         self.export_button.changed.connect(guarded(self._export_asking))
+        self.tubes_button.changed.connect(guarded(self.draw_tubes))
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(lambda e: self.source.reset_choices())
         self.source.changed.connect(self._defaults_from_source)
@@ -181,6 +188,36 @@ class FilamentsWidget(Container):
         show_info(f"{len(table)} points along {table['filament'].nunique()} filaments of "
                   f"'{points.name}' written to {path}")
         return path
+
+    def draw_tubes(self) -> JobHandle:
+        """Tubes around the selected (else newest) filaments layer's points, in a thread, as
+        the Labels layer 'FEATURE tubes (from points)' (an earlier one of it replaced)."""
+        points = self._points_layer()
+        if points is None or not len(points.data):
+            raise TomosegError("trace first, or restore a session with traced filaments: "
+                               "there are no filament points to draw tubes around.")
+        feature = str(tag_of(points).get("feature") or "filament")
+        frame = frame_from_metadata(points.metadata)
+        diameter = float(points.metadata.get(DIAMETER) or self.diameter.value)
+        table, place = layer_table(points), {"scale": points.scale,
+                                             "translate": points.translate}
+
+        def job():
+            yield Progress(0, 1, f"drawing the tubes of {feature}")
+            return tubes_from_points(table, frame.shape, frame.voxel_size, diameter)
+
+        def show(tubes) -> None:
+            name = f"{feature} tubes (from points)"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            added = self.viewer.add_labels(tubes, name=name, opacity=0.4, **place)
+            tag(added, EDITED, feature=feature)  # never replaced by a trace unasked
+            self.status.value = f"tubes of {len(np.unique(tubes)) - 1} filaments drawn"
+
+        self.handle = start_job(job(), on_done=show, owner=self,
+                                on_error=lambda exc: setattr(self.status, "value",
+                                                             report_error(exc)))
+        return self.handle
 
     def _points_layer(self) -> Points | None:
         """The selected layer if it holds traced points, else the newest such layer."""
