@@ -616,6 +616,7 @@ def test_picks_and_models_follow_a_voxel_size_typed_while_picks_were_closed(make
     assert widget.models["ribosome"].voxel_size == pytest.approx(typed)
     assert load_model(model_path).voxel_size == pytest.approx(typed)
     viewer2, widget2, image2 = _dock(make_napari_viewer, tiny_files, folder)
+    assert widget2.session_panel.voxel.value == pytest.approx(typed)  # not 0: it applies
     (shown,) = layers_with(viewer2, "picks", feature="ribosome")
     np.testing.assert_allclose(shown.scale, image2.scale)
     np.testing.assert_allclose(shown.data_to_world(shown.data[0]),
@@ -684,7 +685,8 @@ def test_a_restore_stopped_while_reading_maps_never_leaves_one_taken_for_whole(
         make_napari_viewer, tiny_files, tmp_path):
     """Maps are read in a thread; until one is shown its layer says so, and one a Stop left
     unread says so for good (another session's map could stay there, and Pick took it)."""
-    from napari_tomoseg._napari.layer_tags import incomplete_reason
+    from napari_tomoseg._napari.layer_tags import FILLING, incomplete_reason
+    from napari_tomoseg.errors import TomosegError
 
     folder = tmp_path / "session"
     viewer, widget, image = _dock(make_napari_viewer, tiny_files, folder)
@@ -696,6 +698,13 @@ def test_a_restore_stopped_while_reading_maps_never_leaves_one_taken_for_whole(
     widget.start_session(folder)
     c = widget.controller
     assert all(incomplete_reason(c.overlay(f)) for f in maps)  # not yet read
+    # Segment and Train pressed meanwhile are refused before they change anything (the map
+    # stayed 'still being segmented'; the session remembered a training that never ran)
+    for start in (widget.start_segmentation, widget.start_training):
+        with pytest.raises(TomosegError, match="a job is running"):
+            start()
+    assert all(FILLING not in c.overlay(f).metadata for f in maps)
+    assert c.session.training == []
     widget.workflow.stop()
     wait_idle(widget)
     unread = 0

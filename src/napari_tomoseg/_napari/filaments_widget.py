@@ -140,7 +140,7 @@ class FilamentsWidget(Container):
             else:
                 old.name = f"{old.name} (edited)"
                 tag(old, EDITED, feature=feature)
-        place = {"scale": layer.scale, "translate": layer.translate}
+        place = {"scale": layer.scale, "translate": layer.translate, "units": layer.units}
         tubes = self.viewer.add_labels(found.tubes, name=f"{feature} tubes", opacity=0.4, **place)
         tag(tubes, ROLE, feature=feature, tomo=frame.name)
         table = found.table(frame.voxel_size, settings.spacing or settings.diameter / 2)
@@ -151,7 +151,7 @@ class FilamentsWidget(Container):
                                      tag_of(layer).get("tomogram"))
         for added in (tubes, points):
             added.metadata[CHECKSUM] = _checksum(added.data)
-        kept = save_or_say(points)
+        kept = save_or_say(points) if len(table) else None  # nothing found: nothing kept
         self.result = (found, frame, settings, feature)
         lengths = found.lengths(frame.voxel_size)
         self.status.value = (f"{len(lengths)} filaments" + (
@@ -200,7 +200,8 @@ class FilamentsWidget(Container):
         frame = frame_from_metadata(points.metadata)
         diameter = float(points.metadata.get(DIAMETER) or self.diameter.value)
         table, place = layer_table(points), {"scale": points.scale,
-                                             "translate": points.translate}
+                                             "translate": points.translate,
+                                             "units": points.units}
 
         def job():
             yield Progress(0, 1, f"drawing the tubes of {feature}")

@@ -259,7 +259,8 @@ def restore_session_layers(viewer, controller) -> tuple[list[str], list[str]]:
         size = (picks.diameter or 10.0 * voxel) / voxel
         add_picks_layer(viewer, picks, size, folder, tomogram_key(controller.image))
         restored.append(f"{len(picks.points)} picks of '{picks.feature}'")
-    place = {"scale": controller.image.scale, "translate": controller.image.translate}
+    place = {"scale": controller.image.scale, "translate": controller.image.translate,
+             "units": controller.image.units}
     shown, unreadable = restore_filaments(viewer, session, controller.shape, place,
                                           tomogram_key(controller.image))
     return restored + shown, problems + unreadable

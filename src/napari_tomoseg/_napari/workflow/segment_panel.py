@@ -75,8 +75,8 @@ class SegmentPanel(Container):
 
     # segmentation -------------------------------------------------------------------------
     def start_segmentation(self, features: list[str] | None = None) -> JobHandle:
-        workflow = self.workflow
-        c = workflow.require_session()
+        workflow, c = self.workflow, self.workflow.require_session()
+        workflow.require_idle()
         features = _trained(features, c.session.feature_names(), workflow.models)
         layer = self.target.value or c.image
         if layer is c.image:
@@ -196,6 +196,7 @@ class SegmentPanel(Container):
     def merge(self) -> JobHandle:
         workflow = self.workflow
         c = workflow.require_session()
+        workflow.require_idle()
         # the finished maps on disk (written whole, atomically): never a half-filled overlay
         maps = {f: c.session.segmentation_path(f) for f in c.session.feature_names()
                 if c.session.segmentation_path(f).exists()}

@@ -62,6 +62,7 @@ class SessionPanel(Container):
             folder = Path(typed)
         layer = self.tomogram.value
         session = self.workflow.open_session(layer, folder)
+        self._show_voxel_size(layer)  # the session's own size, if a restore applied it
         # the session's value wins; else the one typed (or carried by the layer) is saved
         known = session.tilt_series_pixel_size or tilt_series_pixel_size_of(layer)
         self.tilt_series.value = known or 0.0
@@ -115,16 +116,21 @@ class SessionPanel(Container):
                 c.session.tilt_series_pixel_size = size
                 c.session.save()
 
+    def _show_voxel_size(self, layer) -> None:
+        """The layer's own typed size, else 0 (the header's): the last tomogram's stayed, and
+        typing the same number for this one did nothing; a size a restore took from the
+        session showed 0."""
+        meta = (layer.metadata.get("tomoseg") or {}) if layer is not None else {}
+        with self.voxel.changed.blocked():
+            self.voxel.value = float(meta.get("voxel_size") or 0.0) \
+                if meta.get("voxel_size_typed") else 0.0
+
     def _show_tilt_series_pixel_size(self, *args) -> None:
         """Another tomogram chosen: show its own value and its own session folder, not the last
         one's (Start then made 'A.tomoseg-2' for B, and for A again an empty '-2-2')."""
         self.tilt_series.value = tilt_series_pixel_size_of(self.tomogram.value) or 0.0
         layer = self.tomogram.value
-        meta = (layer.metadata.get("tomoseg") or {}) if layer is not None else {}
-        with self.voxel.changed.blocked():  # its own typed size, else 0 (the header's): the
-            # last tomogram's stayed, and typing the same number for this one did nothing
-            self.voxel.value = float(meta.get("voxel_size") or 0.0) \
-                if meta.get("voxel_size_typed") else 0.0
+        self._show_voxel_size(layer)
         if str(self.folder.line_edit.value) not in ("", ".", self._filled):
             return  # typed by the user: theirs to keep
         own = (layer.metadata.get("tomoseg") or {}).get("session") if layer is not None else None

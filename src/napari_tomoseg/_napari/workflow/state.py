@@ -173,13 +173,21 @@ class Workflow:
     def busy(self) -> bool:
         return self.job is not None and self.job.is_running
 
+    def require_idle(self) -> None:
+        """Refuse a new job while one runs, before anything is changed for it (a refused
+        Segment left its maps marked 'still being segmented', a refused Train a training
+        the session remembered)."""
+        if self.busy:
+            raise TomosegError("a job is running (its progress is on the status line): wait "
+                               "for it to end, or Stop it.")
+
     def run(self, job: Job, on_progress=None, on_done=None, on_cancelled=None,
             on_finished=None) -> JobHandle:
         """Start ``job`` (one at a time); callbacks are skipped once the widget is closing,
         except ``on_finished``, which must leave nothing behind (e.g. save a model)."""
         if self.busy:
             job.close()
-            raise TomosegError("already busy: stop the running job first.")
+        self.require_idle()
 
         def live(callback):
             if callback is None:

@@ -9,7 +9,7 @@ import numpy as np
 from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 
 from ...annotations import check_boxes
 from ...jobs.progress import Progress
@@ -86,6 +86,7 @@ class TrainPanel(Container):
     def start_training(self) -> JobHandle:
         workflow = self.workflow
         c = workflow.require_session()
+        workflow.require_idle()
         c.collect_masks()
         feature = c.active
         check_boxes(c.session.boxes, feature)
@@ -172,6 +173,14 @@ class TrainPanel(Container):
                 listener(feature, model)
             self.status.value += (f"  (model saved{_quality(model)})" if rescued is None
                                   else f"  (model kept here and in {rescued}: Export it)")
+            held = (model.info.get("held_out") or {}).get("dice")
+            if held is not None and held < 0.05:  # a model that found nothing, said
+                earlier = previous_model_file(c.session.model_path(feature))
+                show_warning(f"'{feature}': the new model finds almost none of the painted "
+                             f"feature in its held-out pixels (Dice {held:.2f}): train "
+                             "longer or add positive boxes" + (
+                                 f"; the earlier one is kept as {earlier.name}"
+                                 if earlier.exists() else "") + ".")
 
     def show_busy(self, busy: bool) -> None:
         self.train_button.enabled = not busy
