@@ -167,7 +167,9 @@ def test_boxes_removed_with_the_layer_tools_can_be_put_back_with_their_masks(wor
     assert Session.load(tmp_path / "session").boxes == [] and any("Put back" in m for m in said)
     c.masks_layer.data[7, 0:4, 0:4] = 1  # work goes on: the backup generation is gone
     c.collect_masks()
+    said.clear()
     assert widget.boxes.put_back() == 2
+    assert not any("cleared" in m for m in said)  # its paint is back in the box, not gone
     saved = {b.id: b for b in Session.load(tmp_path / "session").boxes}
     assert set(saved) == {first.id, *(b.id for b in c.session.boxes)} and len(saved) == 2
     assert int(saved[first.id].mask.sum()) == 100

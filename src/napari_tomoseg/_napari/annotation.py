@@ -187,7 +187,7 @@ class AnnotationController:
             box.mask = self._mask_crop(box) if box.positive else None
         self.session.save()
         self.refresh_boxes()
-        self._keep_paint_left_outside({self.session.box(i).z for i in ids})
+        self.keep_paint_left_outside({self.session.box(i).z for i in ids})
         return len(ids)
 
     def refresh_boxes(self) -> None:
@@ -240,9 +240,9 @@ class AnnotationController:
         else:
             self.session.save()
         self.refresh_boxes()
-        self._keep_paint_left_outside(touched)
+        self.keep_paint_left_outside(touched)
 
-    def _keep_paint_left_outside(self, slices: set[int]) -> None:
+    def keep_paint_left_outside(self, slices: set[int]) -> None:
         """Paint that a moved or removed box left outside every box stays: only a stroke's
         own spill is dropped (the next stroke on the slice used to wipe it, so dragging a
         box lost its painting). It is not trained on nor saved, which the user is told;
@@ -324,7 +324,7 @@ class AnnotationController:
 
     def clip_stray_paint(self, z: int) -> int:
         """Remove paint that spilled out of the positive boxes (it would not be used),
-        except what a box move left outside (``_keep_paint_left_outside``)."""
+        except what a box move left outside (``keep_paint_left_outside``)."""
         plane = self.masks_layer.data[z]
         stray = (plane > 0) & ~self._allowed(np.asarray(plane), z)
         if z in self._left_outside:

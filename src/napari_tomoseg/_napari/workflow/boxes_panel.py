@@ -115,7 +115,8 @@ class BoxesPanel(Container):
         c.session.save()
         mark_put_back(path)  # once they are saved: a failed save still offers them
         c.refresh_boxes()
-        c.redraw_masks()
+        c.keep_paint_left_outside({b.z for b in boxes})  # their paint is inside them again:
+        c.redraw_masks()  # not 'cleared' by the redraw
         self.workflow.notify_changed()
         self.workflow.status(f"{len(boxes)} removed box(es) put back")
         return len(boxes)
