@@ -50,11 +50,11 @@ def tubes_from_points(table: pd.DataFrame, shape: tuple[int, int, int], voxel_si
     filament's points in the order of their track length, joined by straight segments (the
     traced tubes no longer match points deleted, moved or added by hand, and a restored
     session has the points only). Binned as the tracer bins, for the same speed."""
-    from .filaments import _resampled, _tubes
+    from .filaments import _resampled, _tubes, working_binning, working_shape
 
     radius_px = diameter / 2 / voxel_size
-    binning = max(1, round(radius_px / 6))
-    work_shape = (-(-shape[0] // binning), shape[1] // binning, shape[2] // binning)
+    binning = working_binning(radius_px)
+    work_shape = working_shape(shape, binning)
     last = np.array(work_shape, float) - 1
     paths, numbers = [], []
     known = table.dropna(subset=["filament"]).sort_values(["filament", "track_length"])

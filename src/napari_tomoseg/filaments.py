@@ -137,7 +137,7 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
         raise InvalidSettingsError(f"a filament of {settings.diameter:g} A is under two voxels "
                                    f"of {voxel_size:g} A wide: too thin to trace here.")
     check_diameter(settings.diameter, np.shape(probability), voxel_size, what="filament")
-    binning = max(1, round(radius_px / 6))  # a radius of 4.5-9 voxels once binned
+    binning = working_binning(radius_px)
     work = _binned(probability, binning, scale)
     radius = radius_px / binning
     length = settings.stretch * 2 * radius
@@ -159,6 +159,16 @@ def iter_trace(probability: np.ndarray, voxel_size: float, settings: FilamentSet
     last = np.array(probability.shape, float) - 1  # a part block's centre may lie past it
     return Filaments([np.clip(p * binning + (binning - 1) / 2, 0, last) for p in paths], tubes,
                      radius_px)
+
+
+def working_binning(radius_px: float) -> int:
+    """The binning tracing works at: a radius of 4.5-9 voxels once binned."""
+    return max(1, round(radius_px / 6))
+
+
+def working_shape(shape: tuple, binning: int) -> tuple[int, int, int]:
+    """``_binned``'s grid: a part block in y and x dropped, one in z kept (averaged)."""
+    return (-(-shape[0] // binning), shape[1] // binning, shape[2] // binning)
 
 
 def half_sphere(n: int) -> np.ndarray:

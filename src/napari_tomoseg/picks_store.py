@@ -163,6 +163,22 @@ def reframe(saved: SavedPicks, voxel_size: float, origin) -> bool:
     return True
 
 
+def in_session_frame(saved: SavedPicks, session, folder: str | os.PathLike,
+                     path: Path | None = None) -> SavedPicks:
+    """Saved points drawn in the session's voxel size and origin (``reframe``): a voxel size
+    typed while their layer was closed left the file's frame behind, and they were drawn,
+    and exported, at the old size. The file (``path``, else the picks file) is rewritten
+    when it changes; a failure to write leaves it for the next save."""
+    geometry = saved.metadata.get("tomoseg") or {}
+    origin = session.origin or geometry.get("origin") or (0.0, 0.0, 0.0)
+    if reframe(saved, session.voxel_size, origin):
+        try:
+            save_picks(folder, saved, path)
+        except OSError:
+            pass  # drawn right now; the file says the old frame until the next save
+    return saved
+
+
 def rebind_saved_picks(folder: str | os.PathLike, voxel_size: float,
                        origin: tuple[float, float, float]) -> int:
     """The tomogram's header changed and its voxels did not: the saved picks and filament

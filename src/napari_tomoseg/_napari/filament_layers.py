@@ -14,11 +14,11 @@ import pandas as pd
 from napari.layers import Points
 from napari.utils.notifications import show_error
 
-from ..feature_files import feature_file_stem, filaments_file
+from ..feature_files import FILAMENTS, feature_file_stem, filaments_file
 from ..filament_points import COLUMNS, as_edited
 from ..layer_data import ROLE_KEY, frame_from_metadata
 from ..errors import TomosegError
-from ..picks_store import SavedPicks, keep_previous, read_saved, reframe, save_picks
+from ..picks_store import SavedPicks, in_session_frame, keep_previous, read_saved, save_picks
 from .layer_tags import tag, tag_of, tagged
 
 ROLE, EDITED = "filaments", "edited filaments"
@@ -161,7 +161,7 @@ def restore_filaments(viewer, session, shape: tuple, place: dict,
     restored, problems = [], []
     folder = Path(session.folder)
     stems = {feature_file_stem(f): f for f in session.feature_names()}
-    for path in sorted((folder / ROLE).glob("*.json")):
+    for path in sorted((folder / FILAMENTS).glob("*.json")):
         try:
             saved = read_saved(path)
             saved.feature = stems.get(path.stem, saved.feature)
@@ -172,13 +172,7 @@ def restore_filaments(viewer, session, shape: tuple, place: dict,
                 problems.append(f"the filaments of '{saved.feature}' were traced on a "
                                 f"{' x '.join(map(str, frame.shape))} tomogram, not this one")
                 continue
-            origin = session.origin or (saved.metadata.get("tomoseg") or {}).get("origin") \
-                or (0.0, 0.0, 0.0)
-            if reframe(saved, session.voxel_size, origin):  # a voxel size typed since
-                try:
-                    save_picks(folder, saved, path)
-                except OSError:
-                    pass  # shown right; the file keeps the old frame until the next edit
+            in_session_frame(saved, session, folder, path)  # a voxel size typed since
             add_filament_points(viewer, saved, place, folder, tomogram)
         except (OSError, ValueError, KeyError, TypeError, TomosegError) as exc:
             problems.append(f"the filaments in {path} ({exc})")

@@ -22,7 +22,7 @@ from ..feature_files import was_removed
 from ..io.probability_header import stored_threshold
 from ..layer_data import ROLE_KEY, frame_from_metadata, hand_added_defaults, points_kwargs
 from ..picks_store import (PicksConflictError, SavedPicks, conflict_path, file_stamp,
-                           keep_previous, load_picks, picks_path, reframe, save_picks,
+                           in_session_frame, keep_previous, load_picks, picks_path, save_picks,
                            save_picks_checked)
 from ..session_store import read_generation
 from .annotation import probability_colormap
@@ -249,7 +249,7 @@ def restore_session_layers(viewer, controller) -> tuple[list[str], list[str]]:
                 still.remove(layer)
         if still:
             continue
-        picks = _in_session_frame(picks, session, folder)
+        picks = in_session_frame(picks, session, folder)
         frame = frame_from_metadata(picks.metadata)
         if frame is not None and tuple(frame.shape) != controller.shape:
             problems.append(f"the picks of '{picks.feature}' were made on a "
@@ -289,20 +289,6 @@ def _set_aside_stale(viewer, layer: Points, saved: SavedPicks, folder: Path) -> 
 def _statuses(picks: SavedPicks) -> np.ndarray:
     values = picks.values
     return np.asarray(values["status"], float) if "status" in values else np.zeros(len(values))
-
-
-def _in_session_frame(picks: SavedPicks, session, folder: Path) -> SavedPicks:
-    """Saved picks drawn in the session's voxel size and origin: picks lie in tomogram voxels,
-    and a voxel size typed while their layer was closed left the file's frame behind (they
-    were drawn, and exported, at the old size). The file is rewritten when it changes."""
-    geometry = picks.metadata.get("tomoseg") or {}
-    origin = session.origin or geometry.get("origin") or (0.0, 0.0, 0.0)
-    if reframe(picks, session.voxel_size, origin):
-        try:
-            save_picks(folder, picks)
-        except OSError:
-            pass  # drawn right now; the file says the old frame until the next save
-    return picks
 
 
 def is_session_picks(layer) -> bool:
