@@ -1,6 +1,7 @@
 """The realistic yardstick: hard synthetic cells, user-like boxes, and how results are scored.
 
-Cells are 256x256x96 at 10 A (the short mode: 192x192x64) with a crowded
+Cells are 256x256x96 at 10 A (the short mode: 192x192x64) between 12 nm (8 nm) of
+vacuum above and below, as a milled lamella lies in its reconstruction, with a crowded
 cytoplasm, ribosome-sized distractor complexes (barrels and dumb-bells),
 imaged at SNR 0.1 per tilt with a 4 um CTF, phase-flipped, -60..+60 in 3
 degree steps and reconstructed by WBP. Seed 0 is the training cell, seed 1
@@ -33,10 +34,23 @@ RIBOSOME_DIAMETER_A = 250.0
 MAX_FRACTION = {"membrane": 0.3}
 
 
+# the cell (64 or 96 nm thick) lies between this much vacuum above and below, as a milled
+# lamella does in its reconstruction; without it most ribosomes were cut by the volume's faces
+VACUUM_NM = {True: 8.0, False: 12.0}
+
+
 def cell_spec(short: bool) -> CellSpec:
-    return CellSpec(shape=(64, 192, 192) if short else (96, 256, 256), voxel_size=10.0,
-                    n_vesicles=3, n_microtubules=2, n_actin=6, crowding=1.5,
-                    ribosome_density_per_um3=20000.0, distractor_density_per_um3=10000.0)
+    margin = 2 * int(VACUUM_NM[short])  # slices at 10 A
+    return CellSpec(shape=(64 + margin, 192, 192) if short else (96 + margin, 256, 256),
+                    voxel_size=10.0, n_vesicles=3, n_microtubules=2, n_actin=6, crowding=1.5,
+                    ribosome_density_per_um3=20000.0, distractor_density_per_um3=10000.0,
+                    vacuum_nm=VACUUM_NM[short])
+
+
+def cell_slices(cell: dict) -> np.ndarray:
+    """The slices that hold the cell (not the vacuum around it): where a user boxes."""
+    filled = np.flatnonzero(np.any([v.any(axis=(1, 2)) for v in cell["labels"].values()], axis=0))
+    return np.arange(filled.min(), filled.max() + 1) if len(filled) else np.arange(0)
 
 
 def load_cell(seed: int, short: bool) -> dict:
@@ -119,7 +133,8 @@ def rejected_places(boxes) -> np.ndarray:
 
 def user_boxes(cell: dict, feature: str, n_pos: int, n_neg: int, seed: int = 1):
     return boxes_from_truth(cell["labels"][feature], feature, n_pos, n_neg, size=64, seed=seed,
-                            max_fraction=MAX_FRACTION.get(feature, 1.0))
+                            max_fraction=MAX_FRACTION.get(feature, 1.0),
+                            negative_slices=cell_slices(cell))
 
 
 def dice_scores(prob: np.ndarray, truth: np.ndarray, where=None, threshold: float = 0.5) -> dict:

@@ -8,7 +8,7 @@ Densities are relative to vitreous ice (0); protein about 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -18,6 +18,7 @@ from skimage.measure import block_reduce
 from ..errors import InvalidSettingsError
 from ..features import FEATURE_COLOURS, FEATURES  # noqa: F401  (re-exported)
 from . import ribosome as ribo
+from .cell_ribosomes import add_ribosomes
 from .distractors import add_distractors
 
 
@@ -37,6 +38,9 @@ class CellSpec:
     crowding: float = 1.0
     carbon_edge: bool = True
     distractor_density_per_um3: float = 0.0  # ribosome-sized complexes that are not ribosomes
+    # empty space above and below the cell (each side): a real reconstruction holds the
+    # milled lamella with a margin, so particles at its surfaces are not cut by the volume's faces
+    vacuum_nm: float = 0.0
 
 
 @dataclass
@@ -309,41 +313,6 @@ def _add_filaments(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray
         canvas.occupied |= r <= radius + _nm(spec, 2)
 
 
-def _add_ribosomes(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray):
-    spec = canvas.spec
-    volume_um3 = np.prod(spec.shape) * (spec.voxel_size * 1e-4) ** 3
-    target = int(round(spec.ribosome_density_per_um3 * volume_um3 * inside.mean()))
-    radius = _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2)
-    margin = radius * 0.6
-    stride = max(1, int(radius // 4))
-    blocks = block_reduce(canvas.occupied, (stride,) * 3, np.max)  # a block: any voxel
-    clearance = ndimage.distance_transform_edt(~blocks, sampling=stride)
-    candidates = np.argwhere(clearance > radius * 0.9 + stride) * stride + stride // 2
-    candidates = candidates[np.all((candidates >= margin) &
-                                   (candidates < np.array(spec.shape) - margin), axis=1)]
-    centres: list[np.ndarray] = []
-    accepted = np.empty((max(target, 1), 3))
-    if len(candidates) and target:
-        order = rng.permutation(len(candidates))[: target * 30]
-        for i in order:
-            c = candidates[i] + rng.uniform(-0.5 * stride, 0.5 * stride, 3)
-            n = len(centres)
-            if n == 0 or np.min(np.sum((accepted[:n] - c) ** 2, axis=1)) > (2.05 * radius) ** 2:
-                accepted[n] = c
-                centres.append(c)
-                if len(centres) >= target:
-                    break
-    angles = Rotation.random(len(centres), random_state=rng).as_euler("ZYZ", degrees=True) \
-        if centres else np.zeros((0, 3))
-    particle_density = np.zeros(spec.shape, np.float32)
-    for centre, euler in zip(centres, angles):
-        ribo.render_blobs(spec.shape, centre, spec.voxel_size, tuple(euler), out=particle_density)
-    canvas.density += 1.3 * particle_density
-    canvas.labels["ribosome"] |= (particle_density > ribo.mask_threshold()).astype(np.uint8)
-    canvas.occupied |= particle_density > 0.2 / 1.3  # no crowding inside (as distractors)
-    return np.array(centres).reshape(-1, 3), np.asarray(angles).reshape(-1, 3)
-
-
 def _add_crowding(canvas: _Canvas, rng: np.random.Generator, inside: np.ndarray) -> None:
     """Small proteins (5-10 nm) packed through the cytoplasm: the texture of a real cell."""
     spec = canvas.spec
@@ -381,6 +350,8 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
     """Lay out and render a synthetic cell (density and ground-truth labels)."""
     if len(spec.shape) != 3 or min(spec.shape) < 16:
         raise InvalidSettingsError(f"a synthetic cell needs a 3D shape of at least 16 voxels a side, not {spec.shape}.")
+    if spec.vacuum_nm > 0:
+        return _in_vacuum(spec, seed)
     rng = np.random.default_rng(seed)
     canvas = _Canvas(spec)
     inside = (_add_plasma_membrane(canvas, rng) if spec.plasma_membrane
@@ -392,9 +363,24 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
         _add_organelle(canvas, rng, inside, placed)
     _add_vesicles(canvas, rng, inside, placed)
     _add_filaments(canvas, rng, inside)
-    centres, angles = _add_ribosomes(canvas, rng, inside)
+    centres, angles = add_ribosomes(canvas, rng, inside)
     if spec.distractor_density_per_um3 > 0:
         add_distractors(canvas, rng, inside, centres, _nm(spec, ribo.RIBOSOME_DIAMETER_NM / 2))
     _add_crowding(canvas, rng, inside)
     return SyntheticCell(density=canvas.density, labels=canvas.labels,
                          particles=centres, angles=angles, spec=spec)
+
+
+def _in_vacuum(spec: CellSpec, seed: int) -> SyntheticCell:
+    """The cell made as thick as the volume less ``vacuum_nm`` above and below, then set in
+    empty space: its surfaces cut what lies across them, as milling does."""
+    margin = int(round(_nm(spec, spec.vacuum_nm)))
+    if spec.shape[0] - 2 * margin < 16:
+        raise InvalidSettingsError(f"{spec.vacuum_nm} nm of vacuum on each side leaves less than "
+                                   f"16 slices of a {spec.shape[0]}-slice volume for the cell.")
+    inner = replace(spec, shape=(spec.shape[0] - 2 * margin, *spec.shape[1:]), vacuum_nm=0.0)
+    cell = generate_cell(inner, seed)
+    pad = ((margin, margin), (0, 0), (0, 0))
+    return SyntheticCell(density=np.pad(cell.density, pad),
+                         labels={k: np.pad(v, pad) for k, v in cell.labels.items()},
+                         particles=cell.particles + [margin, 0, 0], angles=cell.angles, spec=spec)
