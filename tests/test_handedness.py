@@ -19,6 +19,7 @@ flag 4; files IMOD wrote without that flag store the internal value.
 from __future__ import annotations
 
 import struct
+from datetime import date
 
 import numpy as np
 import pytest
@@ -85,7 +86,8 @@ def imod_origin(path) -> np.ndarray:
     nversion = struct.unpack_from("<i", header, 108)[0]
     stamp, flags = struct.unpack_from("<ii", header, 152)
     origin = np.array(struct.unpack_from("<fff", header, 196), dtype=float)
-    if (stamp == IMOD_STAMP and flags & 4) or 20140 <= nversion < 20500:
+    # mrcGetStandardVersion: 20140 <= nversion < 10 * (current year + 2)
+    if (stamp == IMOD_STAMP and flags & 4) or 20140 <= nversion < 10 * (date.today().year + 2):
         origin = -origin
     return origin
 
@@ -102,11 +104,13 @@ def test_our_origin_is_where_imod_puts_the_voxels(tmp_path):
     assert np.allclose(imod_world, ours)
 
 
-def test_an_old_style_imod_origin_is_read_with_imods_sign(tmp_path):
-    """A file IMOD wrote with a non-zero origin and no flag 4 stores the internal value."""
+@pytest.mark.parametrize("nversion", [0, 25000, 10 * (date.today().year + 2)])
+def test_an_old_style_imod_origin_is_read_with_imods_sign(tmp_path, nversion):
+    """A file IMOD wrote with a non-zero origin and no flag 4 stores the internal value; a
+    version number beyond IMOD's window (old SerialEM left such) marks no standard file."""
     path = write_volume(tmp_path / "imod.mrc", np.zeros((4, 5, 6), np.float32), 10.0)
     raw = bytearray(path.read_bytes())
-    struct.pack_into("<i", raw, 108, 0)  # no standard version, as IMOD writes then
+    struct.pack_into("<i", raw, 108, nversion)  # no standard version, as IMOD writes then
     struct.pack_into("<ii", raw, 152, IMOD_STAMP, 0)
     struct.pack_into("<fff", raw, 196, 40.0, -30.0, 20.0)  # internal: origin relative to pixel 0
     path.write_bytes(bytes(raw))

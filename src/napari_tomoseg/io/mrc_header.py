@@ -9,6 +9,7 @@ read as garbage.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import warnings
 from dataclasses import dataclass
@@ -138,8 +139,14 @@ def imod_origin_sign(header) -> float:
     extra2 = bytes(np.asarray(header.extra2).tobytes())  # header bytes 112-195
     order = "<" if header.mode.dtype.byteorder in "<=|" else ">"
     stamp, flags = np.frombuffer(extra2[40:48], dtype=f"{order}i4")
-    standard = 20140 <= int(header.nversion) < 30000
+    standard = _standard_version(int(header.nversion))
     return -1.0 if int(stamp) == _IMOD_STAMP and not int(flags) & 4 and not standard else 1.0
+
+
+def _standard_version(nversion: int) -> bool:
+    """IMOD's test (mrcfiles.c, mrcGetStandardVersion): 20140 up to 10 x (this year + 2);
+    SerialEM before 3.3 left other numbers there, which mark no standard file."""
+    return 20140 <= nversion < 10 * (datetime.date.today().year + 2)
 
 
 def _unsigned_bytes(header) -> bool:
