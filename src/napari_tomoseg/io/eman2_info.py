@@ -36,6 +36,11 @@ def eman2_centre(frame: TomogramFrame) -> np.ndarray:
     return np.asarray(frame.shape, dtype=float) // 2
 
 
+def _origin_text(frame: TomogramFrame) -> str:
+    z, y, x = (float(o) for o in frame.origin)
+    return f"(x {x:g}, y {y:g}, z {z:g})"
+
+
 def _existing(path: Path) -> dict:
     """The info file already at ``path`` (empty if none); one we cannot read is refused,
     never replaced: it may hold a tilt alignment."""
@@ -102,6 +107,12 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
                       "show these boxes, but e2spt_extract needs the tomogram's own info file "
                       "(info/<tomogram>_info.json of the EMAN2 project that reconstructed it): "
                       "write into that one.", CoordinateWarning, stacklevel=2)
+    elif np.any(np.abs(np.asarray(frame.origin, float)) > 0.5 * frame.voxel_size):
+        warnings.warn(f"{path.name}: e2spt_extract places boxes by the centre of its own "
+                      "reconstruction, but this tomogram's header origin is "
+                      f"{_origin_text(frame)} A (a cropped or shifted volume, e.g. trimvol): "
+                      "its picks would be extracted off by that much. Pick on the tomogram "
+                      "EMAN2 reconstructed.", CoordinateWarning, stacklevel=2)
     zyx = table[list(AXES)].to_numpy(dtype=float)
     if unbinned:
         scale = frame.voxel_size / unbinned
