@@ -383,6 +383,8 @@ def test_session_restores_exactly_in_a_new_viewer(workflow, tiny_result, make_na
     np.testing.assert_array_equal(widget2.controller.masks_layer.data, masks_before)
     assert len(widget2.controller.boxes_layer.data) == len(before.boxes)
     assert Session.load(tmp_path / "session").feature_names() == before.feature_names()
+    # the feature worked on last (not the first, membrane) is the active one again
+    assert widget2.controller.active == "ribosome" == widget2.features.feature.value
 
 
 def test_errors_become_notifications_not_crashes(workflow, monkeypatch):

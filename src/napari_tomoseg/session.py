@@ -1,14 +1,12 @@
 """The annotation session: features, boxes, masks and models of one tomogram, on disk.
 
-Everything the user does is saved at once into a session folder (by
-default ``<tomogram>.tomoseg/`` beside the tomogram): ``session.json``
-(tomogram path and identity, voxel size, features with colours, model
-files, boxes with their masks; one generation written whole, the one
-before kept as backup, see ``session_store``), ``models/<feature>.pt``
-and segmentations. Reopening the folder restores the session exactly.
-A session is never deleted: ``session_open.open_session`` rebinds it to a
-tomogram whose header changed but whose voxels did not, and starts a new
-folder beside it for a different tomogram.
+Everything the user does is saved at once into a session folder (by default
+``<tomogram>.tomoseg/`` beside the tomogram): ``session.json`` (tomogram path and identity,
+voxel size, features with colours, model files, boxes with their masks; one generation
+written whole, the one before kept as backup, see ``session_store``), ``models/<feature>.pt``
+and segmentations. Reopening the folder restores the session exactly. A session is never
+deleted: ``session_open.open_session`` rebinds it to a tomogram whose header changed but
+whose voxels did not, and starts a new folder beside it for a different tomogram.
 """
 
 from __future__ import annotations
@@ -84,9 +82,9 @@ class Session:
     # thresholds the user set by hand (the models' calibrated ones otherwise): kept across
     # restores, dropped when the feature's next model brings its own
     thresholds: dict[str, float] = field(default_factory=dict)
-    # the session.json this copy read or wrote last: another viewer's or process's save
-    # since then is never overwritten (the last writer won, losing the other's boxes); where
-    # this copy's state goes instead
+    active: str | None = None  # the feature last worked on, written with the next change
+    # the session.json this copy read or wrote last (another's save since is never
+    # overwritten: the last writer won, losing the other's boxes); where this copy goes then
     written: tuple | None = field(default=None, repr=False, compare=False)
     conflict: str | None = field(default=None, repr=False, compare=False)
 
@@ -307,7 +305,7 @@ class Session:
                 "box_size": self.box_size, "tilt_series_pixel_size": self.tilt_series_pixel_size,
                 "features": [{"name": f.name, "colour": f.colour} for f in self.features],
                 "models": self.models, "training": self.training,
-                "thresholds": self.thresholds}
+                "thresholds": self.thresholds, "active": self.active}
 
     def save(self) -> None:
         """Write the whole session as one new generation (cheap: called on every change)."""
@@ -371,6 +369,7 @@ class Session:
                        thresholds={str(f): float(t)
                                    for f, t in (record.get("thresholds") or {}).items()},
                        box_size=int(record.get("box_size", 64)), note=note, damaged=note is not None,
+                       active=str(record["active"]) if record.get("active") else None,
                        tilt_series_pixel_size=_optional_size(record.get("tilt_series_pixel_size")))
         except (TypeError, ValueError, KeyError) as exc:
             raise TomosegError(f"{folder / SESSION_FILE} holds a setting that cannot be read "

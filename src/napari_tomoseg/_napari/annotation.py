@@ -42,7 +42,8 @@ class AnnotationController:
         self.viewer = viewer
         self.image = image
         self.session = session
-        self.active = session.features[0].name if session.features else None
+        names = session.feature_names()  # the feature worked on last, restored
+        self.active = session.active if session.active in names else (names or [None])[0]
         self._syncing = False
         self.moved = False  # the last box placed was moved inside the slice
         self.notify = notify or show_info
@@ -119,7 +120,7 @@ class AnnotationController:
     # features ---------------------------------------------------------------
     def set_active(self, name: str) -> None:
         self.session.feature(name)
-        self.active = name
+        self.active = self.session.active = name
         self.masks_layer.selected_label = self.session.label_of(name)
 
     def refresh_colours(self) -> None:

@@ -87,7 +87,7 @@ class FeaturesPanel(Container):
             tag(layer, "probability", **{**attributes, "feature": new})
             layer.name = layer.name.replace(old, new)
         follow_feature(self.workflow.viewer, c.session.folder, old, new)
-        c.active = new
+        c.set_active(new)
         c.refresh_colours()
         self.workflow.notify_changed()
 
