@@ -185,7 +185,13 @@ def main() -> None:
                              "(same features, boxes, methods and seeds; train s reads nan)")
     parser.add_argument("--trace", type=json.loads, default={},
                         help='FilamentSettings for the tubes, e.g. \'{"contrast": 0.4}\'')
+    parser.add_argument("--box-draws", action="store_true",
+                        help="each training seed gets its own draw of boxes (box seeds 1, 2, "
+                             "...): a row's range then holds the user's box lottery too")
+    parser.add_argument("--negatives-in-cell", action="store_true",
+                        help="negative boxes only on the cell's slices, none in the vacuum")
     args = parser.parse_args()
+    rs.NEGATIVES_IN_CELL = args.negatives_in_cell
     score.trace = args.trace
     if args.from_maps and (args.save or args.correct):
         parser.error("--from-maps scores saved maps: it trains nothing to --save or --correct")
@@ -203,6 +209,9 @@ def main() -> None:
             for method in args.methods:
                 runs, second, seconds = [], [], []
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    if args.box_draws:  # another user's boxes with each training seed
+                        boxes = rs.user_boxes(cells[0], feature, n_pos, 50,
+                                              seed=1 + seed - args.first_seed)
                     if args.from_maps:  # scored again, not trained: picking or tracing changed
                         probs, threshold, took = saved_maps(args.from_maps, feature, n_pos,
                                                             method, seed)
@@ -246,7 +255,8 @@ def main() -> None:
                     print(" | ".join(rows[-1]), flush=True)
     shape = cells[0]["tomogram"].shape
     lines = [f"# Realistic benchmark, {provenance}",
-             f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A, SNR {rs.IMAGING.snr} per tilt, "
+             f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A ({rs.VACUUM_NM[args.short]:g} nm "
+             "of vacuum above and below the cell), SNR {rs.IMAGING.snr} per tilt, "
              f"CTF {rs.IMAGING.defocus_um} um phase-flipped, {len(cells[0]['particles'])} / "
              f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse"
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None
@@ -255,6 +265,9 @@ def main() -> None:
              + (f"; maps from {args.from_maps} (trained earlier, scored by this commit)"
                 if args.from_maps else "")
              + (f"; tracing {json.dumps(args.trace)}" if args.trace else "")
+             + ("; negatives only on the cell's slices" if args.negatives_in_cell else "")
+             + ("; each seed with its own draw of boxes (box seed 1 + seed - first seed)"
+                if args.box_draws else "; one draw of boxes (box seed 1) for every seed")
              + ("" if "members" in (args.settings or {}) else
                 f"; networks per model: the feature's default ({_default_members()})")
              + f"; {args.seeds} training seed(s) per row (from {args.first_seed}): mean (range)"

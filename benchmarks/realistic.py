@@ -131,10 +131,15 @@ def rejected_places(boxes) -> np.ndarray:
     return np.asarray(places, float).reshape(-1, 3)
 
 
+# negatives anywhere (the vacuum too, as a user who sees a model fire there boxes it), or
+# only in the cell's slices (bench_realistic.py --negatives-in-cell)
+NEGATIVES_IN_CELL = False
+
+
 def user_boxes(cell: dict, feature: str, n_pos: int, n_neg: int, seed: int = 1):
     return boxes_from_truth(cell["labels"][feature], feature, n_pos, n_neg, size=64, seed=seed,
                             max_fraction=MAX_FRACTION.get(feature, 1.0),
-                            negative_slices=cell_slices(cell))
+                            negative_slices=cell_slices(cell) if NEGATIVES_IN_CELL else None)
 
 
 def dice_scores(prob: np.ndarray, truth: np.ndarray, where=None, threshold: float = 0.5) -> dict:
