@@ -72,11 +72,13 @@ def test_features_can_be_added_renamed_recoloured_removed(workflow):
     widget.features.new_name.value = "MT"
     widget.features.rename()
     assert "MT" in session.feature_names()
+    assert session.active == "MT" == widget.controller.active  # remembered under its new name
     widget.features.colour.value = "#123456"
     widget.features.set_colour()
     assert session.feature("MT").colour == "#123456"
     widget.features.remove()
     assert "MT" not in session.feature_names()
+    assert session.active == "membrane" == widget.controller.active
 
 
 def _positive_box_in_view(workflow, feature: str):

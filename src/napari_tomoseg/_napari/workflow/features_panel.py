@@ -118,7 +118,10 @@ class FeaturesPanel(Container):
             self.workflow.viewer.layers.remove(layer)
         self.workflow.models.pop(name, None)
         self.workflow.thresholds.pop(name, None)  # not handed to a new feature of that name
-        c.active = c.session.features[0].name if c.session.features else None
+        if c.session.features:
+            c.set_active(c.session.features[0].name)  # remembered with the session too
+        else:
+            c.active = c.session.active = None
         c.refresh_colours()
         self.workflow.notify_changed()
         kept = (f" Its boxes and files were set aside in {aside}" + (
