@@ -189,7 +189,7 @@ def main() -> None:
                         help="each training seed gets its own draw of boxes (box seeds 1, 2, "
                              "...): a row's range then holds the user's box lottery too")
     parser.add_argument("--negatives-in-cell", action="store_true",
-                        help="negative boxes only on the cell's slices, none in the vacuum")
+                        help="negative boxes only on the cell's slices, none in the ice around it")
     args = parser.parse_args()
     rs.NEGATIVES_IN_CELL = args.negatives_in_cell
     score.trace = args.trace
@@ -255,8 +255,8 @@ def main() -> None:
                     print(" | ".join(rows[-1]), flush=True)
     shape = cells[0]["tomogram"].shape
     lines = [f"# Realistic benchmark, {provenance}",
-             f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A ({rs.VACUUM_NM[args.short]:g} nm "
-             "of vacuum above and below the cell), SNR {rs.IMAGING.snr} per tilt, "
+             f"# cells {shape[2]}x{shape[1]}x{shape[0]} at 10 A ({rs.ICE_MARGIN_NM[args.short]:g} "
+             f"nm of empty ice above and below the cell), SNR {rs.IMAGING.snr} per tilt, "
              f"CTF {rs.IMAGING.defocus_um} um phase-flipped, {len(cells[0]['particles'])} / "
              f"{len(cells[1]['particles'])} ribosomes; seed 0 trains, seed 1 is reuse"
              + (f"; intensity augmentation {args.intensity}" if args.intensity is not None

@@ -1,7 +1,7 @@
 """The realistic yardstick: hard synthetic cells, user-like boxes, and how results are scored.
 
 Cells are 256x256x96 at 10 A (the short mode: 192x192x64) between 12 nm (8 nm) of
-vacuum above and below, as a milled lamella lies in its reconstruction, with a crowded
+empty ice above and below, as a reconstruction holds its specimen, with a crowded
 cytoplasm, ribosome-sized distractor complexes (barrels and dumb-bells),
 imaged at SNR 0.1 per tilt with a 4 um CTF, phase-flipped, -60..+60 in 3
 degree steps and reconstructed by WBP. Seed 0 is the training cell, seed 1
@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from napari_tomoseg.annotations import boxes_from_truth, training_mask_volume
 from napari_tomoseg.metrics import dice
 from napari_tomoseg.picking import match_picks
 from napari_tomoseg.synthetic import CellSpec, simulate
+from napari_tomoseg.synthetic.cell import ice_margin_slices
 from napari_tomoseg.synthetic.simulate import ImagingSpec
 
 IMAGING = ImagingSpec(snr=0.1, defocus_um=4.0, phase_flip=True)
@@ -34,21 +35,22 @@ RIBOSOME_DIAMETER_A = 250.0
 MAX_FRACTION = {"membrane": 0.3}
 
 
-# the cell (64 or 96 nm thick) lies between this much vacuum above and below, as a milled
-# lamella does in its reconstruction; without it most ribosomes were cut by the volume's faces
-VACUUM_NM = {True: 8.0, False: 12.0}
+# the cell (64 or 96 nm thick) lies between this much empty ice above and below, as a
+# reconstruction holds its specimen; without it most ribosomes were cut by the volume's faces
+ICE_MARGIN_NM = {True: 8.0, False: 12.0}
 
 
 def cell_spec(short: bool) -> CellSpec:
-    margin = 2 * int(VACUUM_NM[short])  # slices at 10 A
-    return CellSpec(shape=(64 + margin, 192, 192) if short else (96 + margin, 256, 256),
-                    voxel_size=10.0, n_vesicles=3, n_microtubules=2, n_actin=6, crowding=1.5,
+    spec = CellSpec(shape=(64, 192, 192) if short else (96, 256, 256), voxel_size=10.0,
+                    n_vesicles=3, n_microtubules=2, n_actin=6, crowding=1.5,
                     ribosome_density_per_um3=20000.0, distractor_density_per_um3=10000.0,
-                    vacuum_nm=VACUUM_NM[short])
+                    ice_margin_nm=ICE_MARGIN_NM[short])
+    margin = ice_margin_slices(spec)  # the cell keeps its thickness; the volume grows
+    return replace(spec, shape=(spec.shape[0] + 2 * margin, *spec.shape[1:]))
 
 
 def cell_slices(cell: dict) -> np.ndarray:
-    """The slices that hold the cell (not the vacuum around it): where a user boxes."""
+    """The slices that hold the cell (not the ice around it): where a user boxes."""
     filled = np.flatnonzero(np.any([v.any(axis=(1, 2)) for v in cell["labels"].values()], axis=0))
     return np.arange(filled.min(), filled.max() + 1) if len(filled) else np.arange(0)
 
@@ -131,7 +133,8 @@ def rejected_places(boxes) -> np.ndarray:
     return np.asarray(places, float).reshape(-1, 3)
 
 
-# negatives anywhere (the vacuum too, as a user who sees a model fire there boxes it), or
+# negatives anywhere (the ice around the cell too, as a user who sees a model fire there
+# boxes it), or
 # only in the cell's slices (bench_realistic.py --negatives-in-cell)
 NEGATIVES_IN_CELL = False
 

@@ -485,20 +485,24 @@ def test_picks_written_into_an_eman2_info_file_keep_its_alignment_and_other_clas
 
 def test_picks_on_a_cropped_tomogram_written_for_eman2_extraction_are_warned_about(tmp_path):
     """e2spt_extract projects boxes_3d (centred on EMAN2's own reconstruction) through
-    tlt_params; a trimvol crop (slices 61-220 of 300) moves the centre by 10 voxels, recorded
-    only in the header origin, so such picks would be extracted 10 voxels off."""
+    tlt_params; a trimvol crop of slices 61-220 of 300 (header origin: 60 slices, 1680 A)
+    moves the centre by 10 voxels, so such picks would be extracted 10 voxels off. EMAN2's
+    own MRC files (start indices -n // 2, mrcio.cpp) and origin 0 are not warned about."""
     path = tmp_path / "TS_02_info.json"
     path.write_text(json.dumps({"apix_unbin": 7.0, "tlt_params": [[0.0, 0.0, 0.0, 0.0, 0.0]],
                                 "tlt_file": "tiltseries/TS_02.hdf"}))
     picks = particle_table(np.array([[30.0, 100.0, 90.0]]))
-    cropped = TomogramFrame("TS_02", (160, 200, 180), 28.0, origin=(-280.0, 0.0, 0.0),
+    shape, voxel = (160, 200, 181), 28.0
+    cropped = TomogramFrame("TS_02", shape, voxel, origin=(1680.0, 0.0, 0.0),
                             tilt_series_pixel_size=7.0)
-    with pytest.warns(CoordinateWarning, match="origin is .*z -280"):
+    with pytest.warns(CoordinateWarning, match="origin is .*z 1680"):
         write_eman2_json(path, picks, cropped, box_size=32, feature="ribosome")
-    whole = TomogramFrame("TS_02", (160, 200, 180), 28.0, tilt_series_pixel_size=7.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        write_eman2_json(path, picks, whole, box_size=32, feature="ribosome")
+    eman2_mrc = tuple(-(n // 2) * voxel for n in shape)  # x: -90 voxels for 181
+    for origin in ((0.0, 0.0, 0.0), eman2_mrc):
+        whole = TomogramFrame("TS_02", shape, voxel, origin=origin, tilt_series_pixel_size=7.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            write_eman2_json(path, picks, whole, box_size=32, feature="ribosome")
 
 
 def test_eman2_boxes_of_a_class_without_a_name_are_kept(tmp_path):

@@ -21,7 +21,7 @@ from napari_tomoseg.io.atomic import atomic_path, clean_stale_partials, is_parti
 from napari_tomoseg.io.mrc import write_volume
 from napari_tomoseg.session import Session, data_checksum
 from napari_tomoseg.session_open import open_session
-from napari_tomoseg.session_store import BACKUP_FILE, SESSION_FILE
+from napari_tomoseg.session_store import BACKUP_FILE, SESSION_FILE, write_generation
 
 SHAPE = (12, 40, 48)
 
@@ -509,3 +509,21 @@ def test_a_session_of_another_shape_is_never_restored_onto_a_layer_without_a_fil
     assert other.folder != folder and not other.boxes and "is kept" in message
     again, message = open_session(folder, None, 10.0, (8, 64, 64))
     assert again.folder == folder and len(again.boxes) == 1
+
+
+def test_the_active_feature_is_saved_and_follows_a_rename_and_a_removal(tmp_path):
+    """Written with the next change; a session file from before it loads with none."""
+    folder = tmp_path / "s"
+    session = Session.create(folder, None, 10.0, SHAPE)
+    session.active = "ribosome"
+    session.add_box("ribosome", 2, 20.0, 20.0, False)
+    assert Session.load(folder).active == "ribosome"
+    session.rename_feature("ribosome", "70S")
+    assert Session.load(folder).active == "70S"
+    session.remove_feature("70S")
+    assert Session.load(folder).active == "membrane"
+    old = Session.load(folder)
+    record = old.record()
+    record.pop("active")  # as written before it existed
+    write_generation(folder, record, old.boxes)
+    assert Session.load(folder).active is None

@@ -161,12 +161,12 @@ def test_the_least_obstructed_share_wins_not_the_fewest_hits(monkeypatch):
     np.testing.assert_array_equal(chosen, crossing)
 
 
-def test_a_cell_in_vacuum_is_the_same_cell_set_between_empty_slices():
-    """vacuum_nm: the cell of the thinner volume, padded; nothing of it lies in the margins."""
+def test_a_cell_in_ice_is_the_same_cell_set_between_empty_slices():
+    """ice_margin_nm: the cell of the thinner volume, padded; nothing of it lies in the margins."""
     spec = CellSpec(shape=(64, 96, 96), voxel_size=10.0, n_vesicles=1, n_microtubules=1,
                     n_actin=1, ribosome_density_per_um3=20000.0, distractor_density_per_um3=5000.0)
     framed = generate_cell(CellSpec(**{**spec.__dict__, "shape": (84, 96, 96),
-                                       "vacuum_nm": 10.0}), seed=3)
+                                       "ice_margin_nm": 10.0}), seed=3)
     bare = generate_cell(spec, seed=3)
     assert framed.density.shape == (84, 96, 96)
     assert not framed.density[:10].any() and not framed.density[-10:].any()
@@ -174,8 +174,8 @@ def test_a_cell_in_vacuum_is_the_same_cell_set_between_empty_slices():
     for feature, labels in framed.labels.items():
         assert not labels[:10].any() and not labels[-10:].any(), feature
     np.testing.assert_allclose(framed.particles, bare.particles + [10, 0, 0])
-    with pytest.raises(InvalidSettingsError, match="vacuum"):
-        generate_cell(CellSpec(shape=(32, 64, 64), vacuum_nm=10.0))
+    with pytest.raises(InvalidSettingsError, match="ice on each side"):
+        generate_cell(CellSpec(shape=(32, 64, 64), ice_margin_nm=10.0))
 
 
 def test_ribosome_candidates_are_drawn_evenly_over_depth():

@@ -145,6 +145,7 @@ class Session:
             if old in named:
                 named[new] = named.pop(old)
         self.training = [new if f == old else f for f in self.training]
+        self.active = new if self.active == old else self.active
         if new in self.models and self.folder / self.models[new] == self.model_path(old):
             self.models[new] = self._relative(self.model_path(new))
         with self._undone_on_failure(before, moved):
@@ -157,7 +158,7 @@ class Session:
         return {"features": list(self.features), "labels": [f.name for f in self.features],
                 "boxes": list(self.boxes), "names": [b.feature for b in self.boxes],
                 "models": dict(self.models), "thresholds": dict(self.thresholds),
-                "training": list(self.training)}
+                "training": list(self.training), "active": self.active}
 
     @contextlib.contextmanager
     def _undone_on_failure(self, before: dict, moved: list[tuple[Path, Path]]):
@@ -175,7 +176,7 @@ class Session:
             for box, name in zip(self.boxes, before["names"]):
                 box.feature = name
             self.models, self.thresholds = before["models"], before["thresholds"]
-            self.training = before["training"]
+            self.training, self.active = before["training"], before["active"]
             raise
 
     def recolour_feature(self, name: str, colour: str) -> None:
@@ -197,7 +198,7 @@ class Session:
             target.mkdir(parents=True)
             write_generation(target, dict(self.record(), features=[
                 {"name": feature.name, "colour": feature.colour}], models={}, training=[],
-                thresholds={}), removed, keep_previous=False)
+                thresholds={}, active=name), removed, keep_previous=False)
         # the files next: if they cannot be moved, the feature stays (a new one of this
         # name would take them for its own)
         files = feature_files.files_of(self.folder, name)
@@ -209,6 +210,8 @@ class Session:
         self.models.pop(name, None)
         self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
+        self.active = (self.features[0].name if self.features else None) \
+            if self.active == name else self.active
         moved = [(f, target / f.relative_to(self.folder)) for f in files] if files else []
         with self._undone_on_failure(before, moved):
             self.save()
@@ -389,10 +392,8 @@ def _free_name(folder: Path) -> str:
 
 def _optional_size(value) -> float | None:
     """A remembered pixel size; sessions saved before it existed have none."""
-    if value is None:
-        return None
-    size = float(value)
-    if not (np.isfinite(size) and size > 0):
+    size = None if value is None else float(value)
+    if size is not None and not (np.isfinite(size) and size > 0):
         raise ValueError(f"tilt_series_pixel_size {value!r}")
     return size
 

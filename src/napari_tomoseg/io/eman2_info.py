@@ -36,6 +36,15 @@ def eman2_centre(frame: TomogramFrame) -> np.ndarray:
     return np.asarray(frame.shape, dtype=float) // 2
 
 
+def _cropped(frame: TomogramFrame) -> bool:
+    """A header origin that is neither 0 nor EMAN2's own (its MRC writer stores start indices
+    of -n // 2, read as that many voxels: mrcio.cpp), on some axis: maybe a crop."""
+    origin = np.asarray(frame.origin, float)
+    centred = -(np.asarray(frame.shape) // 2) * frame.voxel_size
+    off = np.minimum(np.abs(origin), np.abs(origin - centred))
+    return bool(np.any(off > 0.5 * frame.voxel_size))
+
+
 def _origin_text(frame: TomogramFrame) -> str:
     z, y, x = (float(o) for o in frame.origin)
     return f"(x {x:g}, y {y:g}, z {z:g})"
@@ -107,12 +116,13 @@ def write_eman2_json(path: str | os.PathLike, table: pd.DataFrame, frame: Tomogr
                       "show these boxes, but e2spt_extract needs the tomogram's own info file "
                       "(info/<tomogram>_info.json of the EMAN2 project that reconstructed it): "
                       "write into that one.", CoordinateWarning, stacklevel=2)
-    elif np.any(np.abs(np.asarray(frame.origin, float)) > 0.5 * frame.voxel_size):
+    elif _cropped(frame):
         warnings.warn(f"{path.name}: e2spt_extract places boxes by the centre of its own "
                       "reconstruction, but this tomogram's header origin is "
-                      f"{_origin_text(frame)} A (a cropped or shifted volume, e.g. trimvol): "
-                      "its picks would be extracted off by that much. Pick on the tomogram "
-                      "EMAN2 reconstructed.", CoordinateWarning, stacklevel=2)
+                      f"{_origin_text(frame)} A, so it may be a crop of another volume (e.g. "
+                      "trimvol): its picks would be extracted off by as much as the crop moved "
+                      "the centre. Pick on the tomogram EMAN2 reconstructed.", CoordinateWarning,
+                      stacklevel=2)
     zyx = table[list(AXES)].to_numpy(dtype=float)
     if unbinned:
         scale = frame.voxel_size / unbinned

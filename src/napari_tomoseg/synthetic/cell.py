@@ -38,9 +38,10 @@ class CellSpec:
     crowding: float = 1.0
     carbon_edge: bool = True
     distractor_density_per_um3: float = 0.0  # ribosome-sized complexes that are not ribosomes
-    # empty space above and below the cell (each side): a real reconstruction holds the
-    # milled lamella with a margin, so particles at its surfaces are not cut by the volume's faces
-    vacuum_nm: float = 0.0
+    # empty ice above and below the cell (each side), as a reconstruction holds a specimen
+    # with a margin, so particles at its surfaces are not cut by the volume's faces (a milled
+    # lamella in vacuum would show a density step there: not modelled)
+    ice_margin_nm: float = 0.0
 
 
 @dataclass
@@ -350,8 +351,8 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
     """Lay out and render a synthetic cell (density and ground-truth labels)."""
     if len(spec.shape) != 3 or min(spec.shape) < 16:
         raise InvalidSettingsError(f"a synthetic cell needs a 3D shape of at least 16 voxels a side, not {spec.shape}.")
-    if spec.vacuum_nm > 0:
-        return _in_vacuum(spec, seed)
+    if spec.ice_margin_nm > 0:
+        return _in_ice(spec, seed)
     rng = np.random.default_rng(seed)
     canvas = _Canvas(spec)
     inside = (_add_plasma_membrane(canvas, rng) if spec.plasma_membrane
@@ -371,14 +372,19 @@ def generate_cell(spec: CellSpec = CellSpec(), seed: int = 0) -> SyntheticCell:
                          particles=centres, angles=angles, spec=spec)
 
 
-def _in_vacuum(spec: CellSpec, seed: int) -> SyntheticCell:
-    """The cell made as thick as the volume less ``vacuum_nm`` above and below, then set in
-    empty space: its surfaces cut what lies across them, as milling does."""
-    margin = int(round(_nm(spec, spec.vacuum_nm)))
+def ice_margin_slices(spec: CellSpec) -> int:
+    """Slices of empty ice above (and below) the cell."""
+    return int(round(_nm(spec, spec.ice_margin_nm)))
+
+
+def _in_ice(spec: CellSpec, seed: int) -> SyntheticCell:
+    """The cell made as thick as the volume less ``ice_margin_nm`` above and below, then set
+    in empty ice: its surfaces cut what lies across them, as milling or blotting does."""
+    margin = ice_margin_slices(spec)
     if spec.shape[0] - 2 * margin < 16:
-        raise InvalidSettingsError(f"{spec.vacuum_nm} nm of vacuum on each side leaves less than "
+        raise InvalidSettingsError(f"{spec.ice_margin_nm} nm of ice on each side leaves less than "
                                    f"16 slices of a {spec.shape[0]}-slice volume for the cell.")
-    inner = replace(spec, shape=(spec.shape[0] - 2 * margin, *spec.shape[1:]), vacuum_nm=0.0)
+    inner = replace(spec, shape=(spec.shape[0] - 2 * margin, *spec.shape[1:]), ice_margin_nm=0.0)
     cell = generate_cell(inner, seed)
     pad = ((margin, margin), (0, 0), (0, 0))
     return SyntheticCell(density=np.pad(cell.density, pad),
