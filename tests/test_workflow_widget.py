@@ -193,6 +193,25 @@ def test_boxes_removed_with_the_layer_tools_can_be_put_back_with_their_masks(wor
         widget.boxes.put_back()
 
 
+def test_put_back_pressed_again_puts_back_the_removal_before(workflow, tmp_path):
+    """Each press takes the newest removal not yet put back: two removals, two presses."""
+    viewer, widget = workflow
+    c = widget.controller
+    widget.place_box(False, 5, 30.0, 30.0)
+    widget.place_box(False, 6, 90.0, 90.0)
+    older, newer = (b.id for b in c.session.boxes)
+    for _ in range(2):
+        c.boxes_layer.selected_data = {0}
+        c.boxes_layer.remove_selected()
+    assert c.session.boxes == []
+    assert widget.boxes.put_back() == 1
+    assert [b.id for b in Session.load(tmp_path / "session").boxes] == [newer]
+    assert widget.boxes.put_back() == 1
+    assert {b.id for b in Session.load(tmp_path / "session").boxes} == {older, newer}
+    with pytest.raises(TomosegError, match="no removed boxes"):
+        widget.boxes.put_back()
+
+
 def test_a_shape_drawn_on_the_boxes_layer_never_moves_a_box_or_its_mask(workflow, tmp_path):
     """napari gives a shape drawn (or pasted) with its own tools the feature defaults, the
     last box's id: taken for that box, the box jumped there and its mask was saved empty."""
