@@ -210,8 +210,8 @@ class Session:
         self.models.pop(name, None)
         self.thresholds.pop(name, None)
         self.training = [f for f in self.training if f != name]
-        self.active = (self.features[0].name if self.features else None) \
-            if self.active == name else self.active
+        if self.active == name:  # the first feature left takes its place
+            self.active = self.features[0].name if self.features else None
         moved = [(f, target / f.relative_to(self.folder)) for f in files] if files else []
         with self._undone_on_failure(before, moved):
             self.save()

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
-from skimage.measure import block_reduce
 
 from ..errors import InvalidSettingsError
 from ..features import FEATURE_COLOURS, FEATURES  # noqa: F401  (re-exported)

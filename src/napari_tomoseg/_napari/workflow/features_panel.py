@@ -87,7 +87,7 @@ class FeaturesPanel(Container):
             tag(layer, "probability", **{**attributes, "feature": new})
             layer.name = layer.name.replace(old, new)
         follow_feature(self.workflow.viewer, c.session.folder, old, new)
-        c.set_active(new)
+        c.active = c.session.active  # the session's rename moved it (refresh selects it)
         c.refresh_colours()
         self.workflow.notify_changed()
 
@@ -118,10 +118,7 @@ class FeaturesPanel(Container):
             self.workflow.viewer.layers.remove(layer)
         self.workflow.models.pop(name, None)
         self.workflow.thresholds.pop(name, None)  # not handed to a new feature of that name
-        if c.session.features:
-            c.set_active(c.session.features[0].name)  # remembered with the session too
-        else:
-            c.active = c.session.active = None
+        c.active = c.session.active  # the session's removal chose it (refresh selects it)
         c.refresh_colours()
         self.workflow.notify_changed()
         kept = (f" Its boxes and files were set aside in {aside}" + (
