@@ -15,10 +15,11 @@ diameter of the true centres; for microtubules and actin, Dice of the tubes
 ``trace_filaments`` draws around the centre lines it finds in the map (at
 the stored threshold, 25 and 7 nm across). The forest is the ilastik recipe
 (baseline_forest.py) with the same boxes and the same picker. With
-``--correct`` each network gets a second round as a user would give it:
-5 positives on the largest missed stretches and 10 negatives on the largest
-false detections in cell 0 (``realistic.correction_boxes``), training
-continued; cell 0 is then scored outside all boxes of both rounds. One
+``--correct`` each network gets later rounds (``--rounds``, 2 by default) as a
+user would give them: 5 positives on the largest missed stretches a user can
+see and 10 negatives on the largest false detections in cell 0
+(``realistic.correction_boxes``), training continued (``--round2 fresh``: a
+new network on all boxes); cell 0 is then scored outside all boxes so far. One
 training seed moves a row by up to ~0.1 Dice, so decide with ``--seeds 3``:
 each row then gives the mean over seeds and their range (the boxes stay).
 """
@@ -134,6 +135,30 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
     return out
 
 
+def correction_rounds(args, method: str, cells, boxes, feature: str, seed: int, probs,
+                      threshold: float, took: float) -> list[tuple[dict, float, list]]:
+    """Rounds 2.. of a user's loop after round 1 gave ``probs``: per round (scores, seconds of
+    training so far, [(positives, negatives) added in each round so far])."""
+    rounds, added = [], []
+    for k in range(args.rounds - 1):
+        extra = (rs.rejection_boxes(probs[0], cells[0], boxes, threshold)
+                 if args.correct == "picks" else
+                 rs.correction_boxes(probs[0], cells[0]["labels"][feature], feature, boxes,
+                                     threshold, seed=2 + k))
+        boxes = boxes + extra
+        added.append((sum(b.positive for b in extra), sum(not b.positive for b in extra)))
+        probs, threshold, more = run_method(
+            method, cells, boxes, feature, args.binning, args.intensity,
+            start_from=run_method.last_model if args.round2 == "continue" else None,
+            seed=seed, settings=args.settings)
+        took += more
+        rounds.append((score(feature, boxes, cells, probs, threshold), took, list(added)))
+        print(f"  seed {seed}, round {k + 2}: " + ", ".join(
+            f"{name} {v:.3f}" for name, v in rounds[-1][0].items()
+            if name.startswith(("f1_", "dice_stored_", "tubes_"))), flush=True)
+    return rounds
+
+
 def row_cells(feature: str, runs: list[dict]) -> list[str]:
     out = []
     for i in (0, 1):
@@ -171,6 +196,12 @@ def main() -> None:
                              "'stretches' (5 positives on missed stretches, 10 negatives on false "
                              "detections) or 'picks' (ribosomes: the 10 best false picks "
                              "rejected, as in the Pick widget)")
+    parser.add_argument("--round2", choices=["continue", "fresh"], default="continue",
+                        help="with --correct: each later round continues the round before's "
+                             "network (as the widget's 'Continue from the last model'), or "
+                             "trains a fresh one on all boxes")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --correct: rounds in all (round 1 the user's first boxes)")
     parser.add_argument("--intensity", type=float, help="intensity augmentation (default: the "
                         "training default)")
     parser.add_argument("--seeds", type=lambda v: max(1, int(v)), default=1,
@@ -207,7 +238,7 @@ def main() -> None:
         for n_pos in args.boxes:
             boxes = rs.user_boxes(cells[0], feature, n_pos, 50)
             for method in args.methods:
-                runs, second, seconds = [], [], []
+                runs, later, seconds = [], [], []
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     if args.box_draws:  # another user's boxes with each training seed
                         boxes = rs.user_boxes(cells[0], feature, n_pos, 50,
@@ -233,25 +264,17 @@ def main() -> None:
                         stem = f"{feature}_{n_pos}_{method}_{seed}"
                         (args.save / f"{stem}.threshold").write_text(f"{threshold}\n")
                     if args.correct and method != "forest":
-                        extra = (rs.rejection_boxes(probs[0], cells[0], boxes, threshold)
-                                 if args.correct == "picks" else
-                                 rs.correction_boxes(probs[0], cells[0]["labels"][feature],
-                                                     feature, boxes, threshold))
-                        more = boxes + extra
-                        probs, threshold, took2 = run_method(
-                            method, cells, more, feature, args.binning, args.intensity,
-                            start_from=run_method.last_model, seed=seed, settings=args.settings)
-                        second.append((score(feature, more, cells, probs, threshold),
-                                       took + took2, sum(b.positive for b in extra),
-                                       sum(not b.positive for b in extra)))
+                        later.append(correction_rounds(args, method, cells, boxes, feature,
+                                                       seed, probs, threshold, took))
                 rows.append([feature, f"{n_pos}/50", method, *row_cells(feature, runs),
                              f"{np.mean(seconds):.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
-                if second:
-                    n_more, n_neg = second[0][2], second[0][3]
-                    rows.append([feature, f"{n_pos}/50 +{n_more}/{n_neg}", f"{method}, round 2",
-                                 *row_cells(feature, [s[0] for s in second]),
-                                 f"{np.mean([s[1] for s in second]):.0f}"])
+                for k, rounds in enumerate(zip(*later)):  # round k + 2 of every seed
+                    added = "".join(f" +{n}/{m}" for n, m in rounds[0][2])
+                    rows.append([feature, f"{n_pos}/50{added}",
+                                 f"{method}, round {k + 2} ({args.round2})",
+                                 *row_cells(feature, [r[0] for r in rounds]),
+                                 f"{np.mean([r[1] for r in rounds]):.0f}"])
                     print(" | ".join(rows[-1]), flush=True)
     shape = cells[0]["tomogram"].shape
     lines = [f"# Realistic benchmark, {provenance}",
@@ -266,6 +289,9 @@ def main() -> None:
                 if args.from_maps else "")
              + (f"; tracing {json.dumps(args.trace)}" if args.trace else "")
              + ("; negatives only on the cell's slices" if args.negatives_in_cell else "")
+             + (f"; {args.rounds} rounds, later ones {args.round2} with boxes on "
+                + ("missed stretches a user sees and false detections" if args.correct ==
+                   "stretches" else "the best false picks, rejected") if args.correct else "")
              + ("; each seed with its own draw of boxes (box seed 1 + seed - first seed)"
                 if args.box_draws else "; one draw of boxes (box seed 1) for every seed")
              + ("" if "members" in (args.settings or {}) else

@@ -205,6 +205,23 @@ def provenance() -> str:
             f"{os.cpu_count()} CPUs")
 
 
+def seen_in_slices(truth: np.ndarray, feature: str) -> np.ndarray:
+    """The voxels of ``truth`` a user can see as the feature in a slice view.
+
+    A membrane whose plane is within 30 degrees of the slice (its normal within 60 degrees
+    of z) is smeared across the slice or lost in the missing wedge: no user would box it as
+    "missed membrane". Other features are seen wherever they are.
+    """
+    if feature != "membrane":
+        return truth > 0
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter((truth > 0).astype(np.float32), 2.0)
+    gz, gy, gx = np.gradient(smooth)
+    steep = np.abs(gz) < 0.5 * np.sqrt(gz ** 2 + gy ** 2 + gx ** 2)  # |normal_z| < 0.5
+    return (truth > 0) & steep
+
+
 def correction_boxes(prob: np.ndarray, truth: np.ndarray, feature: str, boxes: list,
                      threshold: float, n_pos: int = 5, n_neg: int = 10, size: int = 64,
                      seed: int = 2) -> list:
@@ -212,7 +229,9 @@ def correction_boxes(prob: np.ndarray, truth: np.ndarray, feature: str, boxes: l
     masks) on the largest missed stretches of the feature, in the training cell.
 
     This is the loop the widget is built for (train, look at the preview, box its
-    mistakes, continue); the truth stands in for the user's eye.
+    mistakes, continue); the truth stands in for the user's eye, so missed stretches are
+    only those a user sees (``seen_in_slices``: an earlier version boxed membranes lying
+    in the slice plane, invisible there, as missed).
     """
     from scipy import ndimage
 
@@ -242,7 +261,7 @@ def correction_boxes(prob: np.ndarray, truth: np.ndarray, feature: str, boxes: l
         box = Box(feature, int(z), y, x, size, False)
         if free(box) and not np.any(crop_slice(truth[z], box.corner(), size)):
             added.append(box)
-    labels, order = largest((prob <= threshold) & (truth > 0))
+    labels, order = largest((prob <= threshold) & seen_in_slices(truth, feature))
     for component in order:
         if sum(b.positive for b in added) >= n_pos:
             break
