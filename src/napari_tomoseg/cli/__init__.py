@@ -6,7 +6,7 @@ anything else is a bug and keeps its traceback.
 Each command parses its arguments, runs one job of ``napari_tomoseg.jobs``
 with one progress bar (``progress.run_with_bar``) and prints a summary;
 the commands live in modules by area: ``files``, ``engine``,
-``pick``, ``trace``, ``averaging``, ``batch`` and ``launch``.
+``pick``, ``trace``, ``averaging``, ``rescore``, ``batch`` and ``launch``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 
 from .. import __version__
 from ..errors import user_message
-from . import averaging, batch, engine, files, launch, pick, trace
+from . import averaging, batch, engine, files, launch, pick, rescore, trace
 
 __all__ = ["build_parser", "main"]
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tomoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"napari-tomoseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (files, engine, pick, trace, averaging, batch, launch):
+    for module in (files, engine, pick, trace, averaging, rescore, batch, launch):
         module.add_parsers(sub)
     return parser
 

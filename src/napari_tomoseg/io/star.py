@@ -45,6 +45,7 @@ OPTIONAL_STAR = {
     "class": "rlnClassNumber",
     "half": "rlnRandomSubset",
     "alignment_score": "rlnTomosegAlignmentScore",
+    "reference_score": "rlnTomosegReferenceScore",  # tomoseg rescore (template matching)
     "feature": "rlnTomosegFeature",
     "filament": "rlnHelicalTubeID",  # traced filaments (filaments.py): RELION's helical columns
     "track_length": "rlnHelicalTrackLengthAngst",

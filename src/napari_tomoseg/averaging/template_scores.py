@@ -1,0 +1,196 @@
+"""Picks scored against a reference by local template matching.
+
+A CNN trained on a few 2D boxes learns "a dark blob of this size with two lobes" and
+picks look-alikes of the particle's mass. The reference's 3D shape tells them apart:
+on the realistic benchmark the true ribosome, matched at each pick, ranked true picks
+above dumb-bell distractors with an AUC of 0.86-0.99, where the averaging's own
+alignment score (normalised over the whole box, neighbours included) did no better
+than chance (docs/engine.md, "What would tell the dumb-bells apart").
+
+Each pick's score is the best Pearson correlation, inside a sphere, between the data
+around it and the reference turned through every orientation (``angular_step``) and
+shifted by up to ``max_shift`` voxels. Both are low-passed by the same Gaussian; the
+reference also loses the tilt series' missing wedge, as the data did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InvalidCoordinatesError, InvalidSettingsError
+from .rotations import uniform_rotations
+from .volumes import radial_frequency, transform_volumes
+from .wedge import wedge_mask
+
+_ROTATIONS_PER_CHUNK = 256
+_DATA_BUDGET = 24_000_000  # float32 values of the data held at once
+_TEMPLATE_BUDGET = 48_000_000  # templates kept for all picks when they fit (192 MB)
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """How picks are matched; lengths in Angstrom unless said."""
+
+    angular_step: float = 20.0  # degrees between orientations (~1,900 rotations)
+    max_shift: int = 2  # voxels the particle may sit off its pick, each way (steps of 1 voxel)
+    lowpass: float = 30.0  # A: the Gaussian's 1/e^0.5 point
+    mask_radius: float | None = None  # voxels; default 0.42 of the reference's box
+    tilt_min: float = -60.0
+    tilt_max: float = 60.0
+    invert: bool = True  # tomograms show protein dark; references bright
+
+    def __post_init__(self):
+        if not 0 <= self.max_shift <= 8:
+            raise InvalidSettingsError("the shift search reaches 0-8 voxels from each pick.")
+        if not self.lowpass > 0:
+            raise InvalidSettingsError("the low-pass must be a positive resolution in A.")
+        if self.mask_radius is not None and not self.mask_radius >= 3:
+            raise InvalidSettingsError("the mask radius must be at least 3 voxels.")
+        uniform_rotations(self.angular_step)  # its own clear error for a bad step
+
+
+def _filter(box: int, voxel_size: float, s: TemplateSettings, wedge: bool) -> torch.Tensor:
+    """rFFT weights: the Gaussian low-pass, times the measured region for a template."""
+    k = radial_frequency(box) / voxel_size  # 1/A
+    weights = torch.exp(-0.5 * (k * s.lowpass) ** 2)
+    if wedge:
+        weights = weights * wedge_mask(box, s.tilt_min, s.tilt_max)
+    return weights
+
+
+def _inside(box: int, radius: float) -> torch.Tensor:
+    axis = torch.arange(box, dtype=torch.float32) - box // 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return (z ** 2 + y ** 2 + x ** 2 <= radius ** 2).reshape(-1)
+
+
+def _standardised(values: torch.Tensor) -> torch.Tensor:
+    """Rows with mean 0 and norm 1, so that a dot product is Pearson's correlation."""
+    values = values - values.mean(dim=-1, keepdim=True)
+    return values / torch.clamp(torch.linalg.vector_norm(values, dim=-1, keepdim=True),
+                                min=1e-12)
+
+
+def _templates(reference: torch.Tensor, matrices: np.ndarray, weights: torch.Tensor,
+               inside: torch.Tensor) -> torch.Tensor:
+    """(rotations, voxels in the mask): the reference turned, filtered, standardised."""
+    box = reference.shape[-1]
+    turned = transform_volumes(reference, torch.as_tensor(matrices, dtype=torch.float32))
+    filtered = torch.fft.irfftn(torch.fft.rfftn(turned, dim=(-3, -2, -1)) * weights,
+                                s=(box,) * 3, dim=(-3, -2, -1))
+    return _standardised(filtered.reshape(len(matrices), -1)[:, inside])
+
+
+def _padded_boxes(tomogram: np.ndarray, zyx: np.ndarray, size: int) -> np.ndarray:
+    """Boxes of ``size`` centred on each pick's nearest voxel, outside filled with the mean."""
+    mean = float(np.mean(tomogram[::4, ::4, ::4]))
+    out = np.full((len(zyx), size, size, size), mean, np.float32)
+    shape = np.array(tomogram.shape)
+    for i, centre in enumerate(np.round(zyx).astype(int)):
+        lo = centre - size // 2
+        a, b = np.maximum(lo, 0), np.minimum(lo + size, shape)
+        if np.all(b > a):
+            out[i, a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1],
+                a[2] - lo[2]:b[2] - lo[2]] = tomogram[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+    return out
+
+
+def _shifted_data(wide: np.ndarray, box: int, s: TemplateSettings, weights: torch.Tensor,
+                  inside: torch.Tensor) -> torch.Tensor:
+    """(shifts, picks, voxels in the mask): the data at every shift, filtered, standardised."""
+    reach = range(-s.max_shift, s.max_shift + 1)
+    sign = -1.0 if s.invert else 1.0
+    out = []
+    for dz in reach:
+        for dy in reach:
+            for dx in reach:
+                z, y, x = dz + s.max_shift, dy + s.max_shift, dx + s.max_shift
+                cut = torch.as_tensor(sign * wide[:, z:z + box, y:y + box, x:x + box])
+                cut = torch.fft.irfftn(torch.fft.rfftn(cut, dim=(-3, -2, -1)) * weights,
+                                       s=(box,) * 3, dim=(-3, -2, -1))
+                out.append(_standardised(cut.reshape(len(wide), -1)[:, inside]))
+    return torch.stack(out)
+
+
+def _checked_reference(reference: np.ndarray) -> np.ndarray:
+    reference = np.asarray(reference, np.float32)
+    if reference.ndim != 3 or len(set(reference.shape)) != 1 or reference.shape[0] % 2:
+        raise InvalidSettingsError(f"the reference must be a cube of an even size, not "
+                                   f"{' x '.join(map(str, reference.shape))}.")
+    if not 12 <= reference.shape[0] <= 128:
+        raise InvalidSettingsError(f"the reference's box must be 12-128 voxels, not "
+                                   f"{reference.shape[0]}.")
+    if not np.all(np.isfinite(reference)) or not np.ptp(reference) > 0:
+        raise InvalidSettingsError("the reference is empty or holds NaN or infinite values.")
+    return reference
+
+
+def iter_template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.ndarray,
+                         voxel_size: float, settings: TemplateSettings = TemplateSettings()
+                         ) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Yield (chunks done, chunks) and return the best correlation of each pick (z, y, x
+    voxels) with ``reference`` (a cube at the tomogram's voxel size, protein bright) over
+    orientations and small shifts: one score per pick in [-1, 1]. Closing it stops the work.
+    """
+    reference = _checked_reference(reference)
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    if not np.all(np.isfinite(zyx)):
+        raise InvalidCoordinatesError("pick coordinates must be finite numbers.")
+    s, box = settings, reference.shape[0]
+    inside = _inside(box, s.mask_radius or 0.42 * box)
+    per_chunk = max(1, _DATA_BUDGET // ((2 * s.max_shift + 1) ** 3 * int(inside.sum())))
+    matrices = uniform_rotations(s.angular_step)
+    rotation_chunks = range(0, len(matrices), _ROTATIONS_PER_CHUNK)
+    template_filter = _filter(box, voxel_size, s, wedge=True)
+    cached: dict[int, torch.Tensor] = {}  # kept when one pass over the picks does not do
+    keep = len(matrices) * int(inside.sum()) <= _TEMPLATE_BUDGET
+    ref = torch.as_tensor(reference)
+    best = np.full(len(zyx), -1.0)
+    steps, done = len(rotation_chunks) * -(-len(zyx) // per_chunk), 0
+    with torch.no_grad():
+        for first in range(0, len(zyx), per_chunk):
+            wide = _padded_boxes(tomogram, zyx[first:first + per_chunk], box + 2 * s.max_shift)
+            data = _shifted_data(wide, box, s, _filter(box, voxel_size, s, wedge=False), inside)
+            top = torch.full((len(wide),), -1.0)
+            for start in rotation_chunks:
+                templates = cached.get(start)
+                if templates is None:
+                    templates = _templates(ref, matrices[start:start + _ROTATIONS_PER_CHUNK],
+                                           template_filter, inside)
+                    if keep:
+                        cached[start] = templates
+                top = torch.maximum(top, torch.einsum("spv,rv->spr", data, templates)
+                                    .amax(dim=(0, 2)))
+                done += 1
+                yield done, steps
+            best[first:first + len(wide)] = top.numpy()
+    return best
+
+
+def template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.ndarray,
+                    voxel_size: float, settings: TemplateSettings = TemplateSettings()
+                    ) -> np.ndarray:
+    """:func:`iter_template_scores` run to the end."""
+    work = iter_template_scores(tomogram, zyx, reference, voxel_size, settings)
+    while True:
+        try:
+            next(work)
+        except StopIteration as finished:
+            return finished.value
+
+
+def suggested_cut(scores: np.ndarray, spread: float = 2.0) -> float:
+    """The median less ``spread`` median absolute deviations: picks below it match the
+    reference clearly worse than most. On the benchmark (2 MADs, the true ribosome as the
+    reference) this took pick F1 from 0.925 / 0.895 to 0.932 / 0.952 (training / other
+    tomogram); with the average of the picks themselves (47 A), 0.923 / 0.923."""
+    scores = np.asarray(scores, float)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) == 0:
+        raise InvalidSettingsError("no scores to cut.")
+    median = float(np.median(scores))
+    return median - spread * float(np.median(np.abs(scores - median)))
