@@ -12,7 +12,8 @@ from scipy.spatial.transform import Rotation
 from napari_tomoseg.averaging.template_scores import (TemplateSettings, iter_template_scores,
                                                       suggested_cut, template_scores)
 from napari_tomoseg.cli import main
-from napari_tomoseg.errors import InvalidCoordinatesError, InvalidSettingsError
+from napari_tomoseg.errors import (InvalidCoordinatesError, InvalidSettingsError,
+                                   InvalidVolumeError)
 from napari_tomoseg.synthetic.distractors import SHAPES, _render
 from napari_tomoseg.synthetic.ribosome import reference_density, render_blobs
 
@@ -113,8 +114,40 @@ def test_rescore_writes_scores_that_relion_reads_and_cuts_on_request(tmp_path):
     table = table["particles"] if isinstance(table, dict) else table
     assert len(table) == 3
     assert main(["rescore", *common, "-o", str(kept)]) == 2  # no overwrite without asking
+    auto = tmp_path / "auto.csv"
+    assert main(["rescore", *common, "-o", str(auto), "--cut", "AUTO"]) == 0
+    assert len(pd.read_csv(auto)) == int(np.sum(scores >= suggested_cut(scores)))
     with mrcfile.new(reference, overwrite=True) as mrc:  # a map at another voxel size
         mrc.set_data(reference_density(32, VOXEL))
         mrc.voxel_size = 4.0
     assert main(["rescore", *common, "-o", str(tmp_path / "other.star")]) == 2
     assert not (tmp_path / "other.star").exists()
+
+
+def test_chunked_and_unkept_work_gives_the_same_scores(monkeypatch):
+    """Few picks per chunk and templates made again per chunk (large boxes) change nothing."""
+    import napari_tomoseg.averaging.template_scores as ts
+
+    tomogram, ribosomes, lookalikes = _field(seed=2)
+    picks = np.vstack([ribosomes, lookalikes])
+    whole = template_scores(tomogram, picks, reference_density(32, VOXEL), VOXEL, FAST)
+    monkeypatch.setattr(ts, "_DATA_BUDGET", 27 * 7000 * 2)  # a pick or two per chunk
+    monkeypatch.setattr(ts, "_TEMPLATE_BUDGET", 1)  # orientations outside, made once each
+    monkeypatch.setattr(ts, "_VOXELS_PER_CHUNK", 32 ** 3 * 50)
+    steps = list(iter_template_scores(tomogram, picks, reference_density(32, VOXEL), VOXEL, FAST))
+    assert len(steps) > 6
+    assert np.allclose(template_scores(tomogram, picks, reference_density(32, VOXEL), VOXEL,
+                                       FAST), whole, atol=1e-5)
+
+
+def test_nan_data_a_mask_past_the_box_and_no_picks_are_refused():
+    tomogram, ribosomes, _ = _field()
+    tomogram[20:28, 24:32, 24:32] = np.nan
+    with pytest.raises(InvalidVolumeError, match="NaN"):
+        template_scores(tomogram, ribosomes, reference_density(32, VOXEL), VOXEL, FAST)
+    with pytest.raises(InvalidSettingsError, match="does not fit"):
+        template_scores(tomogram, ribosomes, reference_density(32, VOXEL), VOXEL,
+                        TemplateSettings(mask_radius=16))
+    with pytest.raises(InvalidCoordinatesError):
+        template_scores(tomogram, np.zeros((0, 3)), reference_density(32, VOXEL), VOXEL, FAST)
+    assert suggested_cut(np.full(5, 0.2)) == pytest.approx(0.2)  # nothing stands out: keep all

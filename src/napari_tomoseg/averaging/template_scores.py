@@ -2,10 +2,10 @@
 
 A CNN trained on a few 2D boxes learns "a dark blob of this size with two lobes" and
 picks look-alikes of the particle's mass. The reference's 3D shape tells them apart:
-on the realistic benchmark the true ribosome, matched at each pick, ranked true picks
-above dumb-bell distractors with an AUC of 0.86-0.99, where the averaging's own
-alignment score (normalised over the whole box, neighbours included) did no better
-than chance (docs/engine.md, "What would tell the dumb-bells apart").
+on the realistic benchmark the true ribosome (40-voxel box), matched at each pick, ranked
+true picks above false ones with an AUC of 0.88-1.00, the picks' own average with
+0.85-0.99, where the averaging's own alignment score (normalised over the whole box,
+neighbours included) did no better than chance (docs/averaging.md, results/rescore.txt).
 
 Each pick's score is the best Pearson correlation, inside a sphere, between the data
 around it and the reference turned through every orientation (``angular_step``) and
@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InvalidCoordinatesError, InvalidSettingsError
+from ..errors import InvalidCoordinatesError, InvalidSettingsError, InvalidVolumeError
 from .rotations import uniform_rotations
 from .volumes import radial_frequency, transform_volumes
 from .wedge import wedge_mask
 
-_ROTATIONS_PER_CHUNK = 256
+_VOXELS_PER_CHUNK = 2 ** 23  # rotated reference voxels made at once (256 turns of 32^3)
 _DATA_BUDGET = 24_000_000  # float32 values of the data held at once
 _TEMPLATE_BUDGET = 48_000_000  # templates kept for all picks when they fit (192 MB)
+MIN_ANGULAR_STEP = 5.0  # degrees: ~113,000 orientations already
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class TemplateSettings:
             raise InvalidSettingsError("the low-pass must be a positive resolution in A.")
         if self.mask_radius is not None and not self.mask_radius >= 3:
             raise InvalidSettingsError("the mask radius must be at least 3 voxels.")
-        uniform_rotations(self.angular_step)  # its own clear error for a bad step
+        if not MIN_ANGULAR_STEP <= self.angular_step <= 180:
+            raise InvalidSettingsError(f"the angular step must be {MIN_ANGULAR_STEP:g}-180 "
+                                       "degrees.")
 
 
 def _filter(box: int, voxel_size: float, s: TemplateSettings, wedge: bool) -> torch.Tensor:
@@ -99,21 +102,19 @@ def _padded_boxes(tomogram: np.ndarray, zyx: np.ndarray, size: int) -> np.ndarra
     return out
 
 
-def _shifted_data(wide: np.ndarray, box: int, s: TemplateSettings, weights: torch.Tensor,
+def _shifted_data(wide: np.ndarray, box: int, s: TemplateSettings, voxel_size: float,
                   inside: torch.Tensor) -> torch.Tensor:
-    """(shifts, picks, voxels in the mask): the data at every shift, filtered, standardised."""
-    reach = range(-s.max_shift, s.max_shift + 1)
-    sign = -1.0 if s.invert else 1.0
-    out = []
-    for dz in reach:
-        for dy in reach:
-            for dx in reach:
-                z, y, x = dz + s.max_shift, dy + s.max_shift, dx + s.max_shift
-                cut = torch.as_tensor(sign * wide[:, z:z + box, y:y + box, x:x + box])
-                cut = torch.fft.irfftn(torch.fft.rfftn(cut, dim=(-3, -2, -1)) * weights,
-                                       s=(box,) * 3, dim=(-3, -2, -1))
-                out.append(_standardised(cut.reshape(len(wide), -1)[:, inside]))
-    return torch.stack(out)
+    """(shifts, picks, voxels in the mask): the data around each pick at every shift,
+    low-passed once over the wide box (no wrap-around at a shifted box's edge), standardised."""
+    size = wide.shape[-1]
+    data = torch.as_tensor((-1.0 if s.invert else 1.0) * wide)
+    data = torch.fft.irfftn(torch.fft.rfftn(data, dim=(-3, -2, -1))
+                            * _filter(size, voxel_size, s, wedge=False),
+                            s=(size,) * 3, dim=(-3, -2, -1))
+    reach = range(2 * s.max_shift + 1)
+    return torch.stack([_standardised(data[:, z:z + box, y:y + box, x:x + box]
+                                      .reshape(len(wide), -1)[:, inside])
+                        for z in reach for y in reach for x in reach])
 
 
 def _checked_reference(reference: np.ndarray) -> np.ndarray:
@@ -121,12 +122,27 @@ def _checked_reference(reference: np.ndarray) -> np.ndarray:
     if reference.ndim != 3 or len(set(reference.shape)) != 1 or reference.shape[0] % 2:
         raise InvalidSettingsError(f"the reference must be a cube of an even size, not "
                                    f"{' x '.join(map(str, reference.shape))}.")
-    if not 12 <= reference.shape[0] <= 128:
-        raise InvalidSettingsError(f"the reference's box must be 12-128 voxels, not "
-                                   f"{reference.shape[0]}.")
+    if not 12 <= reference.shape[0] <= 96:
+        raise InvalidSettingsError(f"the reference's box must be 12-96 voxels, not "
+                                   f"{reference.shape[0]}: bin the tomogram and the reference "
+                                   "for a larger particle.")
     if not np.all(np.isfinite(reference)) or not np.ptp(reference) > 0:
         raise InvalidSettingsError("the reference is empty or holds NaN or infinite values.")
     return reference
+
+
+class _Recent:
+    """Values made on demand by key: all kept, or only the last (what memory allows)."""
+
+    def __init__(self, make, keep_all: bool):
+        self.make, self.keep_all, self.kept = make, keep_all, {}
+
+    def __call__(self, key):
+        if key not in self.kept:
+            if not self.keep_all:
+                self.kept.clear()
+            self.kept[key] = self.make(key)
+        return self.kept[key]
 
 
 def iter_template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.ndarray,
@@ -135,40 +151,48 @@ def iter_template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.nd
     """Yield (chunks done, chunks) and return the best correlation of each pick (z, y, x
     voxels) with ``reference`` (a cube at the tomogram's voxel size, protein bright) over
     orientations and small shifts: one score per pick in [-1, 1]. Closing it stops the work.
+
+    Templates are kept for all picks when they fit in memory; otherwise the orientations
+    go in the outer loop, so each template is made once and the (cheaper) data again.
     """
     reference = _checked_reference(reference)
     zyx = np.asarray(zyx, float).reshape(-1, 3)
-    if not np.all(np.isfinite(zyx)):
-        raise InvalidCoordinatesError("pick coordinates must be finite numbers.")
+    if len(zyx) == 0 or not np.all(np.isfinite(zyx)):
+        raise InvalidCoordinatesError("template matching needs picks with finite coordinates.")
     s, box = settings, reference.shape[0]
-    inside = _inside(box, s.mask_radius or 0.42 * box)
-    per_chunk = max(1, _DATA_BUDGET // ((2 * s.max_shift + 1) ** 3 * int(inside.sum())))
+    radius = s.mask_radius or 0.42 * box
+    if radius > box / 2 - 1:
+        raise InvalidSettingsError(f"a mask radius of {radius:g} voxels does not fit the "
+                                   f"reference's {box}-voxel box (at most {box / 2 - 1:g}).")
+    inside = _inside(box, radius)
+    shifts = (2 * s.max_shift + 1) ** 3
+    if shifts * int(inside.sum()) > 2 * _DATA_BUDGET:
+        raise InvalidSettingsError(f"{shifts} shifts of a {box}-voxel reference need too much "
+                                   "memory: lower the maximum shift or the mask radius.")
+    per_chunk = max(1, _DATA_BUDGET // (shifts * int(inside.sum())))
     matrices = uniform_rotations(s.angular_step)
-    rotation_chunks = range(0, len(matrices), _ROTATIONS_PER_CHUNK)
+    per_turn = max(1, _VOXELS_PER_CHUNK // box ** 3)
     template_filter = _filter(box, voxel_size, s, wedge=True)
-    cached: dict[int, torch.Tensor] = {}  # kept when one pass over the picks does not do
-    keep = len(matrices) * int(inside.sum()) <= _TEMPLATE_BUDGET
     ref = torch.as_tensor(reference)
-    best = np.full(len(zyx), -1.0)
-    steps, done = len(rotation_chunks) * -(-len(zyx) // per_chunk), 0
+    keep = len(matrices) * int(inside.sum()) <= _TEMPLATE_BUDGET
+    templates = _Recent(lambda r: _templates(ref, matrices[r:r + per_turn], template_filter,
+                                             inside), keep_all=keep)
+    data = _Recent(lambda p: _shifted_data(
+        _padded_boxes(tomogram, zyx[p:p + per_chunk], box + 2 * s.max_shift), box, s,
+        voxel_size, inside), keep_all=False)
+    picks, turns = range(0, len(zyx), per_chunk), range(0, len(matrices), per_turn)
+    order = [(p, r) for p in picks for r in turns] if keep else \
+        [(p, r) for r in turns for p in picks]
+    best = torch.full((len(zyx),), -1.0)
     with torch.no_grad():
-        for first in range(0, len(zyx), per_chunk):
-            wide = _padded_boxes(tomogram, zyx[first:first + per_chunk], box + 2 * s.max_shift)
-            data = _shifted_data(wide, box, s, _filter(box, voxel_size, s, wedge=False), inside)
-            top = torch.full((len(wide),), -1.0)
-            for start in rotation_chunks:
-                templates = cached.get(start)
-                if templates is None:
-                    templates = _templates(ref, matrices[start:start + _ROTATIONS_PER_CHUNK],
-                                           template_filter, inside)
-                    if keep:
-                        cached[start] = templates
-                top = torch.maximum(top, torch.einsum("spv,rv->spr", data, templates)
-                                    .amax(dim=(0, 2)))
-                done += 1
-                yield done, steps
-            best[first:first + len(wide)] = top.numpy()
-    return best
+        for done, (p, r) in enumerate(order, start=1):
+            scores = torch.einsum("spv,rv->spr", data(p), templates(r)).amax(dim=(0, 2))
+            best[p:p + per_chunk] = torch.maximum(best[p:p + per_chunk], scores)
+            yield done, len(order)
+    if not torch.all(torch.isfinite(best)):
+        raise InvalidVolumeError("the tomogram holds NaN or infinite values around "
+                                 f"{int((~torch.isfinite(best)).sum())} picks.")
+    return best.numpy().astype(float)
 
 
 def template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.ndarray,
@@ -185,12 +209,12 @@ def template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.ndarray
 
 def suggested_cut(scores: np.ndarray, spread: float = 2.0) -> float:
     """The median less ``spread`` median absolute deviations: picks below it match the
-    reference clearly worse than most. On the benchmark (2 MADs, the true ribosome as the
-    reference) this took pick F1 from 0.925 / 0.895 to 0.932 / 0.952 (training / other
-    tomogram); with the average of the picks themselves (47 A), 0.923 / 0.923."""
+    reference clearly worse than most (docs/averaging.md gives what the cut did on the
+    benchmark). When most scores are equal no pick stands out, and the cut keeps all."""
     scores = np.asarray(scores, float)
     scores = scores[np.isfinite(scores)]
     if len(scores) == 0:
         raise InvalidSettingsError("no scores to cut.")
     median = float(np.median(scores))
-    return median - spread * float(np.median(np.abs(scores - median)))
+    deviation = float(np.median(np.abs(scores - median)))
+    return median - spread * deviation if deviation > 0 else float(scores.min())

@@ -15,9 +15,13 @@ from .progress import run_with_bar
 
 
 def _cut(text: str) -> str | float:
-    if text in ("auto", "none"):
-        return text
-    return number(float, -1.0, inclusive=True, high=1.0)(text)
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    try:
+        return number(float, -1.0, inclusive=True, high=1.0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a score from -1 to 1, not "
+                                         f"'{text}'") from None
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
@@ -77,7 +81,7 @@ def add_parsers(sub) -> None:
                    metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
     p.add_argument("--no-invert", action="store_true",
                    help="protein is already bright in the tomogram")
-    p.add_argument("--cut", type=_cut, default="none",
+    p.add_argument("--cut", type=_cut, default="none", metavar="auto|none|SCORE",
                    help="'none' keeps every pick (default), 'auto' drops those below the "
                         "median - 2 MADs, a number drops those below it")
     p.add_argument("--tomo-name", help="keep only this rlnTomoName from a STAR file")

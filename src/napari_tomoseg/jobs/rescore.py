@@ -25,12 +25,13 @@ def rescore_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     """
     if output is not None:  # before the work: a refused output costs nothing
         check_particle_output(output, overwrite=overwrite)
+    yield Progress(0, 1, "matching orientations")
     work = iter_template_scores(volume, table[["z", "y", "x"]].to_numpy(float), reference,
                                 frame.voxel_size, settings)
     try:
         while True:
             done, total = next(work)
-            yield Progress(done, total + 1, "matching orientations")
+            yield Progress(done, total, "matching orientations")
     except StopIteration as finished:
         scores = finished.value
     finally:
@@ -40,8 +41,7 @@ def rescore_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     limit = suggestion if cut == "auto" else cut
     if limit is not None:
         table = table[table["reference_score"] >= float(limit)]
-    if output is not None:
+    if output is not None:  # after the last yield: a finished file is never called cancelled
         write_particles(Path(output), table, frame, box_size=reference.shape[0],
                         overwrite=overwrite)
-    yield Progress(1, 1, f"{len(table)} picks kept")
     return table, suggestion
