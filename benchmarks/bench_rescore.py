@@ -94,10 +94,7 @@ def main() -> None:
              "| seed | reference | cell | AUC true/false | F1 (P/R) picks | F1 (P/R) after the "
              "cut | picks | s |", "|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    rs.emit(lines, args.out)
 
 
 if __name__ == "__main__":
