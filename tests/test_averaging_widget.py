@@ -221,3 +221,41 @@ def test_picks_of_another_tomogram_are_refused(make_napari_viewer, field):
     points.metadata.update(frame_metadata(TomogramFrame("twin", field.tomogram.shape, 15.0)))
     with pytest.raises(TomosegError, match="picks of twin"):
         widget.picked_voxels()
+
+
+def test_score_picks_against_the_reference_ranks_particles_above_empty_places(
+        make_napari_viewer, qtbot, tmp_path, field):
+    """Score runs the CLI's rescore_job: kept picks get a reference_score feature (true
+    particles above places holding none), rejected ones NaN, and the scores are written."""
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg._napari.picks_rescore import OUTPUT_NAME
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    rng = np.random.default_rng(0)
+    places = rng.uniform(8, np.array(field.tomogram.shape) - 8, (400, 3))
+    far = np.linalg.norm(places[:, None] - field.zyx[None], axis=-1).min(axis=1) > 20
+    empty = places[far][:3]
+    points.add(empty * 15.0 + np.array((30.0, -60.0, 90.0)))
+    points.features.loc[[0], "status"] = -1  # rejected in QC: not scored
+    widget = AveragingWidget(viewer)
+    widget.average_view.show = False
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    widget.output.value = tmp_path / "out"
+    with pytest.raises(TomosegError, match="average first"):
+        widget.score()  # neither a finished average nor a reference file yet
+    widget.reference.value = write_volume(tmp_path / "ref.mrc", field.reference(32), 15.0)
+    handle = widget.score()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=120_000)
+    qtbot.waitUntil(lambda: "reference_score" in points.features, timeout=5_000)
+    scores = points.features["reference_score"].to_numpy()
+    assert np.isnan(scores[0]) and np.all(np.isfinite(scores[1:]))
+    particles, places_scored = scores[1:len(field.zyx)], scores[len(field.zyx):]
+    assert len(places_scored) == 3 and particles.min() > places_scored.max()
+    import starfile  # RELION's own reader library, not ours
+
+    table = starfile.read(tmp_path / "out" / OUTPUT_NAME)
+    table = table["particles"] if isinstance(table, dict) else table
+    assert len(table) == len(points.data) - 1
+    np.testing.assert_allclose(np.sort(table["rlnTomosegReferenceScore"]),
+                               np.sort(scores[1:]), atol=1e-6)
+    assert "below the suggested cut" in widget.status.value and widget.score_button.enabled

@@ -6,8 +6,9 @@ picking widget) and runs ``jobs.average.average_job``, the CLI's, through
 thread. Each iteration replaces the layer tagged ``average`` (isosurface
 in 3D) and the FSC curve; the particles' orientations appear as a Vectors
 layer. Classify runs ``classify_job`` on the aligned particles, one layer
-tagged ``class`` (index) per class average. Cancel stops either job at its
-next step; nothing half-written is left.
+tagged ``class`` (index) per class average. Score runs ``rescore_job`` on the
+kept picks (``picks_rescore``). Cancel stops any of them at its next step;
+nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .voxel_size import voxel_size_of
 from .layer_tags import has_role
 from .notify import guarded, quietly, report_error
 from .average_view import AverageView
+from .picks_rescore import start_scoring
 from .workflow.state import session_folder_of
 from .worker import JobHandle, start_job
 
@@ -64,6 +66,10 @@ class AveragingWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.classes = SpinBox(label="Classes", value=2, min=2, max=10)
         self.classify_button = PushButton(text="Classify aligned particles", enabled=False)
+        self.score_button = PushButton(text="Score picks against the reference",
+                                       tooltip="template matching of each kept pick against "
+                                               "the reference file, else the finished average "
+                                               "(tomoseg rescore; docs/averaging.md)")
         self.status = Label(value="")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.fsc_plot = FscPlot()
@@ -74,7 +80,7 @@ class AveragingWidget(Container):
                                labels=False),
                      self.progress, self.status])
         self.native.layout().addWidget(self.fsc_plot)
-        self.extend([self.classes, self.classify_button])
+        self.extend([self.classes, self.classify_button, self.score_button])
         self.handle: JobHandle | None = None
         self.state = None  # the latest IterationState or ClassState shown
         self.result: AverageResult | None = None
@@ -87,6 +93,7 @@ class AveragingWidget(Container):
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
+        self.score_button.changed.connect(guarded(self.score))
         self.average_view = AverageView()
         self.native.destroyed.connect(lambda *_, view=self.average_view: quietly(view.close))
         self.tomogram.changed.connect(self._default_output)
@@ -273,6 +280,11 @@ class AveragingWidget(Container):
         self.run_button.enabled = not busy
         self.cancel_button.enabled = busy
         self.classify_button.enabled = not busy and self.result is not None
+        self.score_button.enabled = not busy
+
+    def score(self) -> JobHandle | None:
+        """Start ``rescore_job`` on the kept picks (``picks_rescore``)."""
+        return start_scoring(self)
 
     # classification ------------------------------------------------------------------------
     def classify(self) -> JobHandle | None:

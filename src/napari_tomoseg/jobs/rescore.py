@@ -21,9 +21,11 @@ def rescore_job(volume: np.ndarray, frame: TomogramFrame, table: pd.DataFrame,
     """(the picks with a ``reference_score`` column, the suggested cut).
 
     ``cut``: None keeps every pick, "auto" drops those below the suggested cut (the
-    median less 2 MADs), a number those below it. Written to ``output`` when given.
+    median less 2 MADs), a number those below it. Written to ``output`` when given (its
+    folder made if needed).
     """
     if output is not None:  # before the work: a refused output costs nothing
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         check_particle_output(output, overwrite=overwrite)
     yield Progress(0, 1, "matching orientations")
     work = iter_template_scores(volume, table[["z", "y", "x"]].to_numpy(float), reference,
