@@ -26,7 +26,8 @@ import realistic as rs  # noqa: E402
 
 from napari_tomoseg.averaging.extract import extract_subtomograms  # noqa: E402
 from napari_tomoseg.averaging.refine import AverageSettings, average  # noqa: E402
-from napari_tomoseg.averaging.template_scores import suggested_cut, template_scores  # noqa: E402
+from napari_tomoseg.averaging.template_scores import (TemplateSettings, suggested_cut,  # noqa: E402
+                                                      template_scores)
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.synthetic.ribosome import reference_density  # noqa: E402
 
@@ -66,7 +67,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[6, 7, 8])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--box", type=int, default=32,
-                        help="voxels of both references (the mask: 0.42 of it)")
+                        help="voxels of both references")
+    parser.add_argument("--mask-radius", type=float,
+                        help="voxels (default: TemplateSettings' default)")
     args = parser.parse_args()
     cells = [rs.load_cell(0, False), rs.load_cell(1, False)]
     rows = []
@@ -78,7 +81,8 @@ def main() -> None:
             for i, cell in enumerate(cells):
                 zyx, _ = _picks(args.maps, seed, i)
                 start = time.perf_counter()
-                scores = template_scores(cell["tomogram"], zyx, reference, 10.0)
+                scores = template_scores(cell["tomogram"], zyx, reference, 10.0,
+                                         TemplateSettings(mask_radius=args.mask_radius))
                 took = time.perf_counter() - start
                 true = np.linalg.norm(zyx[:, None] - cell["particles"][None], axis=-1).min(1) \
                     <= rs.RIBOSOME_DIAMETER_A / 20
@@ -88,7 +92,8 @@ def main() -> None:
                              f"{len(zyx)} -> {len(kept)}", f"{took:.0f}"])
                 print(" | ".join(rows[-1]), flush=True)
     lines = [f"# Picks rescored against a reference, {rs.provenance()}; maps {args.maps}; "
-             f"cell generator {rs.generator_digest()}; references of {args.box} voxels; default TemplateSettings (20 degrees, "
+             f"cell generator {rs.generator_digest()}; references of {args.box} voxels, mask radius "
+             f"{args.mask_radius or 'default'}; otherwise default TemplateSettings (20 degrees, "
              "+-2 voxels, 30 A); cut: median - 2 MADs; F1 on cell 0 against the unpainted "
              "particles",
              "| seed | reference | cell | AUC true/false | F1 (P/R) picks | F1 (P/R) after the "

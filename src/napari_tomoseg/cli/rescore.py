@@ -76,7 +76,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--lowpass", type=POSITIVE, default=30.0,
                    help="A: Gaussian low-pass of data and reference")
     p.add_argument("--mask-radius", type=number(float, 3.0, inclusive=True),
-                   help="voxels (default 0.42 of the reference's box)")
+                   help="voxels (default the largest the box holds: box / 2 - 1)")
     p.add_argument("--tilt-range", type=float, nargs=2, default=(-60.0, 60.0),
                    metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
     p.add_argument("--no-invert", action="store_true",
