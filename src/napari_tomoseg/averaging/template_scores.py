@@ -3,8 +3,8 @@
 A CNN trained on a few 2D boxes learns "a dark blob of this size with two lobes" and
 picks look-alikes of the particle's mass. The reference's 3D shape tells them apart:
 on the realistic benchmark the true ribosome (40-voxel box), matched at each pick, ranked
-true picks above false ones with an AUC of 0.88-1.00, the picks' own average with
-0.85-0.99, where the averaging's own alignment score (normalised over the whole box,
+true picks above false ones with an AUC of 0.91-1.00, the picks' own average with
+0.89-0.99, where the averaging's own alignment score (normalised over the whole box,
 neighbours included) did no better than chance (docs/averaging.md, results/rescore.txt).
 
 Each pick's score is the best Pearson correlation, inside a sphere, between the data
