@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidCoordinatesError, InvalidSettingsError, InvalidVolumeError
+from .extract import extract_subtomograms
 from .rotations import uniform_rotations
 from .volumes import radial_frequency, transform_volumes
 from .wedge import wedge_mask
@@ -91,32 +92,22 @@ def _templates(reference: torch.Tensor, matrices: np.ndarray, weights: torch.Ten
     return _standardised(filtered.reshape(len(matrices), -1)[:, inside])
 
 
-def _padded_boxes(tomogram: np.ndarray, zyx: np.ndarray, size: int) -> np.ndarray:
-    """Boxes of ``size`` centred on each pick's nearest voxel, outside filled with the mean."""
-    mean = float(np.mean(tomogram[::4, ::4, ::4]))
-    out = np.full((len(zyx), size, size, size), mean, np.float32)
-    shape = np.array(tomogram.shape)
-    for i, centre in enumerate(np.round(zyx).astype(int)):
-        lo = centre - size // 2
-        a, b = np.maximum(lo, 0), np.minimum(lo + size, shape)
-        if np.all(b > a):
-            out[i, a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1],
-                a[2] - lo[2]:b[2] - lo[2]] = tomogram[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
-    return out
-
-
-def _shifted_data(wide: np.ndarray, box: int, s: TemplateSettings, voxel_size: float,
-                  inside: torch.Tensor) -> torch.Tensor:
-    """(shifts, picks, voxels in the mask): the data around each pick at every shift,
-    low-passed once over the wide box (no wrap-around at a shifted box's edge), standardised."""
-    size = wide.shape[-1]
-    data = torch.as_tensor((-1.0 if s.invert else 1.0) * wide)
+def _shifted_data(tomogram: np.ndarray, zyx: np.ndarray, box: int, s: TemplateSettings,
+                  voxel_size: float, inside: torch.Tensor) -> torch.Tensor:
+    """(shifts, picks, voxels in the mask): the data around each pick at every shift, cut
+    as one wide box (``extract_subtomograms``, padded at the edge), low-passed once over it
+    (no wrap-around at a shifted box's edge), standardised."""
+    size = box + 2 * s.max_shift
+    wide = extract_subtomograms(tomogram, zyx, size, edge="pad", invert=s.invert)
+    if wide.skipped:
+        raise InvalidCoordinatesError(f"{wide.skipped} picks lie outside the tomogram.")
+    data = torch.as_tensor(wide.data)
     data = torch.fft.irfftn(torch.fft.rfftn(data, dim=(-3, -2, -1))
                             * _filter(size, voxel_size, s, wedge=False),
                             s=(size,) * 3, dim=(-3, -2, -1))
     reach = range(2 * s.max_shift + 1)
     return torch.stack([_standardised(data[:, z:z + box, y:y + box, x:x + box]
-                                      .reshape(len(wide), -1)[:, inside])
+                                      .reshape(len(zyx), -1)[:, inside])
                         for z in reach for y in reach for x in reach])
 
 
@@ -180,9 +171,8 @@ def iter_template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.nd
     keep = len(matrices) * int(inside.sum()) <= _TEMPLATE_BUDGET
     templates = _Recent(lambda r: _templates(ref, matrices[r:r + per_turn], template_filter,
                                              inside), keep_all=keep)
-    data = _Recent(lambda p: _shifted_data(
-        _padded_boxes(tomogram, zyx[p:p + per_chunk], box + 2 * s.max_shift), box, s,
-        voxel_size, inside), keep_all=False)
+    data = _Recent(lambda p: _shifted_data(tomogram, zyx[p:p + per_chunk], box, s, voxel_size,
+                                           inside), keep_all=False)
     picks, turns = range(0, len(zyx), per_chunk), range(0, len(matrices), per_turn)
     order = [(p, r) for p in picks for r in turns] if keep else \
         [(p, r) for r in turns for p in picks]

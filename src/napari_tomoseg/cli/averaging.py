@@ -29,8 +29,9 @@ def _inputs(args: argparse.Namespace) -> list:
     return [args.tomogram, args.particles, getattr(args, "reference", None)]
 
 
-def _open_inputs(args: argparse.Namespace):
-    """(volume, frame, particles), after checking the header's voxel size and the output."""
+def open_particles_on_tomogram(args: argparse.Namespace, output_folder: bool = True):
+    """(volume, frame, particles) of ``args.tomogram`` and ``args.particles``, after checking
+    the header's voxel size and, for a folder of results, that it can be written."""
     from ..averaging.pipeline import open_tomogram_and_particles
     from ..io.mrc import read_header, require_voxel_size
     from ..io.paths import check_writable
@@ -38,7 +39,8 @@ def _open_inputs(args: argparse.Namespace):
     require_voxel_size(read_header(args.tomogram)[1], args.tomogram,
                        hint="set it in the header (e.g. IMOD alterheader -del)",
                        cube_hint="set one size in the header (e.g. IMOD alterheader -del)")
-    check_writable(args.output)
+    if output_folder:
+        check_writable(args.output)
     return open_tomogram_and_particles(args.tomogram, args.particles, args.tomo_name,
                                        args.tilt_series_pixel_size)
 
@@ -54,7 +56,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     from ..jobs.average import average_job
 
     settings = _average_settings(args)
-    volume, frame, table = _open_inputs(args)
+    volume, frame, table = open_particles_on_tomogram(args)
     reference = None
     if args.reference:
         reference = open_reference(args.reference, frame.voxel_size)
@@ -87,7 +89,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     settings = ClassifySettings(classes=args.classes, iterations=args.iterations,
                                 angular_range=args.angular_range, angular_step=args.local_step,
                                 resolution=args.resolution, seed=args.seed)
-    volume, frame, table = _open_inputs(args)
+    volume, frame, table = open_particles_on_tomogram(args)
     result, sub, written = run_with_bar(
         classify_job(volume, frame, table, averaging, settings, args.output, args.edge, args.name,
                      args.overwrite, _inputs(args)),

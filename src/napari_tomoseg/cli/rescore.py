@@ -27,24 +27,18 @@ def _cut(text: str) -> str | float:
 def cmd_rescore(args: argparse.Namespace) -> int:
     """Score picks against a reference; print the suggested cut; write the scored picks."""
     from ..averaging.files import open_reference
-    from ..averaging.pipeline import open_tomogram_and_particles
     from ..averaging.template_scores import TemplateSettings
-    from ..io.mrc import read_header, require_voxel_size
     from ..io.particle_files import check_particle_output
     from ..jobs.rescore import rescore_job
+    from .averaging import open_particles_on_tomogram
 
     check_particle_output(args.output, (args.tomogram, args.particles, args.reference),
                           args.overwrite)
-    require_voxel_size(read_header(args.tomogram)[1], args.tomogram,
-                       hint="set it in the header (e.g. IMOD alterheader -del)",
-                       cube_hint="set one size in the header (e.g. IMOD alterheader -del)")
     settings = TemplateSettings(angular_step=args.angular_step, max_shift=args.max_shift,
                                 lowpass=args.lowpass, mask_radius=args.mask_radius,
                                 tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1],
                                 invert=not args.no_invert)
-    volume, frame, table = open_tomogram_and_particles(args.tomogram, args.particles,
-                                                       args.tomo_name,
-                                                       args.tilt_series_pixel_size)
+    volume, frame, table = open_particles_on_tomogram(args, output_folder=False)
     reference = open_reference(args.reference, frame.voxel_size)
     cut = None if args.cut == "none" else args.cut
     scored, suggestion = run_with_bar(
