@@ -259,3 +259,54 @@ def test_score_picks_against_the_reference_ranks_particles_above_empty_places(
     np.testing.assert_allclose(np.sort(table["rlnTomosegReferenceScore"]),
                                np.sort(scores[1:]), atol=1e-6)
     assert "below the suggested cut" in widget.status.value and widget.score_button.enabled
+    # the cut rejects as QC would: the empty places leave the kept picks, nothing else does
+    assert widget.reject_button.enabled
+    widget.score_cut.value = float(places_scored.max() + particles.min()) / 2
+    assert abs(widget.score_cut.value - (places_scored.max() + particles.min()) / 2) < 1e-3
+    widget.reject_button.changed.emit(True)
+    status = points.features["status"].to_numpy()
+    assert status[0] == -1 and np.all(status[1:len(field.zyx)] == 0)
+    assert np.all(status[len(field.zyx):] == -1)
+    assert widget._kept().sum() == len(field.zyx) - 1
+    assert "3 picks with a reference score below" in widget.status.value
+    grey = np.asarray(points.border_color)[-1]
+    assert np.allclose(grey[:3], np.array([0x55, 0x55, 0x55]) / 255, atol=0.01)
+
+
+def test_reject_below_the_cut_needs_scores(make_napari_viewer, field):
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg._napari.picks_rescore import reject_below_cut
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    widget = AveragingWidget(viewer)
+    widget.average_view.show = False
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    assert not widget.reject_button.enabled
+    with pytest.raises(TomosegError, match="score the picks"):
+        reject_below_cut(widget)
+    assert np.all(points.features["status"].to_numpy() == 0)
+
+
+def test_rejections_below_the_cut_are_saved_with_a_sessions_picks(make_napari_viewer, tmp_path):
+    """A session's picks keep the cut's rejections and the scores on disk at once, as a
+    judgement in the Pick tab is kept; picks without a score are left alone."""
+    from napari_tomoseg._napari import session_layers
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg._napari.picks_rescore import reject_below_cut
+    from napari_tomoseg.picks_store import SavedPicks, load_picks
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 32, 32), np.float32), name="tomo")
+    values = pd.DataFrame({"score": [0.9, 0.8, 0.7, 0.6], "score_norm": [1.0, 0.9, 0.8, 0.7],
+                           "status": [0, 1, 0, 0]})
+    points = session_layers.add_picks_layer(
+        viewer, SavedPicks("ribosome", np.full((4, 3), 8.0), values), 5.0, tmp_path)
+    points.features["reference_score"] = [0.20, 0.05, np.nan, 0.01]
+    widget = AveragingWidget(viewer)
+    widget.average_view.show = False
+    widget.particles.value = points
+    widget.score_cut.value = 0.1
+    assert reject_below_cut(widget) == 2
+    (saved,), _ = load_picks(tmp_path)
+    assert saved.values["status"].tolist() == [0, -1, 0, -1]  # the unscored pick stays
+    np.testing.assert_allclose(saved.values["reference_score"], [0.20, 0.05, np.nan, 0.01])

@@ -7,7 +7,7 @@ thread. Each iteration replaces the layer tagged ``average`` (isosurface
 in 3D) and the FSC curve; the particles' orientations appear as a Vectors
 layer. Classify runs ``classify_job`` on the aligned particles, one layer
 tagged ``class`` (index) per class average. Score runs ``rescore_job`` on the
-kept picks (``picks_rescore``). Cancel stops any of them at its next step;
+kept picks (``picks_rescore``), whose cut rejects picks as QC would. Cancel stops any of them at its next step;
 nothing half-written is left.
 """
 
@@ -38,7 +38,7 @@ from .voxel_size import voxel_size_of
 from .layer_tags import has_role
 from .notify import guarded, quietly, report_error
 from .average_view import AverageView
-from .picks_rescore import start_scoring
+from .picks_rescore import reject_below_cut, start_scoring
 from .workflow.state import session_folder_of
 from .worker import JobHandle, start_job
 
@@ -66,10 +66,6 @@ class AveragingWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.classes = SpinBox(label="Classes", value=2, min=2, max=10)
         self.classify_button = PushButton(text="Classify aligned particles", enabled=False)
-        self.score_button = PushButton(text="Score picks against the reference",
-                                       tooltip="template matching of each kept pick against "
-                                               "the reference file, else the finished average "
-                                               "(tomoseg rescore; docs/averaging.md)")
         self.status = Label(value="")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.fsc_plot = FscPlot()
@@ -80,7 +76,8 @@ class AveragingWidget(Container):
                                labels=False),
                      self.progress, self.status])
         self.native.layout().addWidget(self.fsc_plot)
-        self.extend([self.classes, self.classify_button, self.score_button])
+        self.extend([self.classes, self.classify_button])
+        self._add_scoring()
         self.handle: JobHandle | None = None
         self.state = None  # the latest IterationState or ClassState shown
         self.result: AverageResult | None = None
@@ -93,7 +90,6 @@ class AveragingWidget(Container):
         self.run_button.changed.connect(guarded(self.run))
         self.cancel_button.changed.connect(self.cancel)
         self.classify_button.changed.connect(guarded(self.classify))
-        self.score_button.changed.connect(guarded(self.score))
         self.average_view = AverageView()
         self.native.destroyed.connect(lambda *_, view=self.average_view: quietly(view.close))
         self.tomogram.changed.connect(self._default_output)
@@ -122,6 +118,22 @@ class AveragingWidget(Container):
     def _refresh(self) -> None:
         self.tomogram.reset_choices()
         self.particles.reset_choices()
+
+    def _add_scoring(self) -> None:
+        """Score picks against the reference, and reject those below a cut (``picks_rescore``)."""
+        self.score_button = PushButton(text="Score picks against the reference",
+                                       tooltip="template matching of each kept pick against "
+                                               "the reference file, else the finished average "
+                                               "(tomoseg rescore; docs/averaging.md)")
+        self.score_cut = FloatSpinBox(label="Reference score cut", value=0.0, min=-1.0, max=1.0,
+                                      step=0.001, enabled=False,
+                                      tooltip="set to the suggested cut once the picks are scored")
+        self.reject_button = PushButton(text="Reject picks below the cut", enabled=False,
+                                        tooltip="QC status rejected, as the Pick tab's r: out "
+                                                "of averaging and export; accept takes one back")
+        self.extend([self.score_button, self.score_cut, self.reject_button])
+        self.score_button.changed.connect(guarded(self.score))
+        self.reject_button.changed.connect(guarded(lambda: reject_below_cut(self)))
 
     # inputs -----------------------------------------------------------------------------
     def _frame(self, layer: Image) -> TomogramFrame:

@@ -4,6 +4,7 @@
 The reference is the widget's reference file when one is chosen, else the finished
 average. Each kept pick gets a ``reference_score`` feature (rejected and hidden ones
 NaN); the scored picks are written to ``scored_particles.star`` in the output folder.
+*Reject picks below the cut* then rejects them as QC would (``reject_below_cut``).
 Picks below the suggested cut match the reference clearly worse than most: on the
 benchmark most were look-alikes of the particle's mass (docs/averaging.md).
 """
@@ -19,6 +20,7 @@ from ..errors import TomosegError
 from ..jobs.progress import Progress
 from ..jobs.rescore import rescore_job
 from .confirm import may_replace
+from .session_layers import is_session_picks, save_or_say, status_colours
 from .voxel_size import voxel_size_of
 
 OUTPUT_NAME = "scored_particles.star"
@@ -69,7 +71,35 @@ def _on_scored(widget, points, scored: np.ndarray, output: Path, outcome) -> Non
     if len(points.data) > scored.max(initial=-1):  # points removed meanwhile: file only
         full[scored] = scores
         points.features["reference_score"] = full
+        if is_session_picks(points):  # the scores travel with the session's picks
+            save_or_say(points)
+    widget.score_cut.value = suggestion
+    widget.score_cut.enabled = widget.reject_button.enabled = True
     below = int(np.sum(scores < suggestion))
     widget.status.value = (f"{len(scores)} picks scored (feature reference_score of "
                            f"'{points.name}'); {below} below the suggested cut "
-                           f"{suggestion:.3f} (median - 2 MADs); written to {output}")
+                           f"{suggestion:.3f} (median - 2 MADs, set as the cut); written to {output}")
+
+
+def reject_below_cut(widget) -> int:
+    """Reject (QC status -1) the scored picks whose ``reference_score`` is below the widget's
+    cut, as the Pick tab's **r** would: they leave averaging and export, stay in the layer,
+    and the Pick tab's accept takes any of them back. Returns how many were rejected."""
+    points = widget.particles.value
+    if points is None or "reference_score" not in points.features:
+        raise TomosegError("score the picks against the reference first: the cut applies to "
+                           "their reference_score.")
+    scores = points.features["reference_score"].to_numpy(float)
+    status = (points.features["status"].to_numpy(float) if "status" in points.features
+              else np.zeros(len(scores)))
+    cut = float(widget.score_cut.value)
+    newly = np.isfinite(scores) & (scores < cut) & ~(status < 0)  # NaN: not scored, kept
+    status = np.where(newly, -1, status).astype(int)
+    points.features["status"] = status
+    points.border_color = status_colours(status)
+    if is_session_picks(points):  # judgements are work: kept at once, as the Pick tab does
+        save_or_say(points)
+    widget.status.value = (f"{int(newly.sum())} picks with a reference score below {cut:.3f} "
+                           f"rejected ({int((status >= 0).sum())} kept); accept in the Pick "
+                           "tab takes one back")
+    return int(newly.sum())
