@@ -466,6 +466,7 @@ def test_batch_traces_filaments_into_named_files_and_refuses_what_it_cannot(proj
     folder, model, tomograms, _ = project
     settings = BatchSettings(models=(model,), output=str(tmp_path / "out"),
                              trace={"ribosome": 200.0})  # a tiny model's map, traced
+    before = settings.digest()
     row = process_tomogram(tomograms[0], settings)
     assert row["status"] == "done", row["error"]
     assert {"tomo0_ribosome_filaments.star", "tomo0_ribosome_tubes.mrc"} <= set(row["outputs"])
@@ -546,3 +547,78 @@ def test_a_marked_label_volume_given_as_input_is_skipped_yet_never_written_over(
     with pytest.raises(TomosegError, match="a_labels.mrc over one of its inputs"):
         run_batch([str(first), str(painted)], settings, overwrite=True)
     assert painted.read_bytes() == before
+
+
+def test_batch_rescores_picks_against_a_reference_as_rescore_does(project, tmp_path):
+    """--rescore ribosome=REF: each tomogram's STAR carries the scores `tomoseg rescore` gives
+    the same picks (read with RELION's starfile), a cut drops those below it, and a changed
+    reference (its content, not its name) changes the run's digest, so a rerun redoes the picks."""
+    import starfile
+
+    from napari_tomoseg.averaging.template_scores import template_scores
+    from napari_tomoseg.synthetic.ribosome import reference_density
+
+    folder, model, tomograms, _ = project
+    reference = write_volume(tmp_path / "ref.mrc", reference_density(20, 20.0), 20.0)
+    out = tmp_path / "out"
+    plain = process_tomogram(tomograms[0], BatchSettings(models=(model,), output=str(tmp_path / "p"),
+                                                         pick=("ribosome",)))
+    picks = read_star(tmp_path / "p" / "tomo0_ribosome.star")
+    assert plain["status"] == "done" and len(picks) >= 3
+    settings = BatchSettings(models=(model,), output=str(out), pick=("ribosome",),
+                             rescore={"ribosome": str(reference)})
+    assert settings.digest() != BatchSettings(models=(model,), output=str(out),
+                                              pick=("ribosome",)).digest()
+    before = settings.digest()
+    row = process_tomogram(tomograms[0], settings)
+    assert row["status"] == "done", row["error"]
+    table = starfile.read(out / "tomo0_ribosome.star")
+    table = table["particles"] if isinstance(table, dict) else table
+    assert len(table) == len(picks)
+    volume, _ = open_volume(tomograms[0])
+    expected = template_scores(volume, picks[["z", "y", "x"]].to_numpy(float),
+                               reference_density(20, 20.0), 20.0)
+    np.testing.assert_allclose(np.sort(table["rlnTomosegReferenceScore"]), np.sort(expected),
+                               atol=1e-5)
+    cut = float(np.median(expected))
+    kept = process_tomogram(tomograms[0], BatchSettings(
+        models=(model,), output=str(tmp_path / "cut"), pick=("ribosome",),
+        rescore={"ribosome": str(reference)}, rescore_cut=cut))
+    assert kept["picks"]["ribosome"] == int(np.sum(expected >= cut)) < len(picks)
+    write_volume(reference, reference_density(20, 20.0)[::-1].copy(), 20.0, overwrite=True)
+    assert BatchSettings(models=(model,), output=str(out), pick=("ribosome",),
+                         rescore={"ribosome": str(reference)}).digest() != before
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--rescore", "ribosome=REF"], "add --pick ribosome"),
+    (["--pick", "ribosome", "--rescore", "ribosome"], "give FEATURE=REFERENCE"),
+    (["--pick", "ribosome", "--rescore-cut", "auto"], "add --rescore"),
+    (["--pick", "ribosome", "--rescore", "ribosome=FLAT"], "empty"),
+    (["--pick", "ribosome", "--rescore", "ribosome=ODD"], "even size"),
+    (["--pick", "ribosome", "--rescore", "ribosome=REF", "--rescore-cut", "high"],
+     "expected auto, none or a score"),
+])
+def test_batch_refuses_a_bad_rescore_before_any_work(project, tmp_path, capsys, extra,
+                                                     fragment):
+    from napari_tomoseg import cli
+
+    _, model, tomograms, _ = project
+    files = {"REF": write_volume(tmp_path / "ref.mrc", np.random.default_rng(0).normal(
+                 size=(20, 20, 20)).astype(np.float32), 20.0),
+             "FLAT": write_volume(tmp_path / "flat.mrc", np.zeros((20, 20, 20), np.float32), 20.0),
+             "ODD": write_volume(tmp_path / "odd.mrc", np.ones((21, 21, 21), np.float32), 20.0)}
+    extra = [str(files[a.split("=")[1]]).join([a.split("=")[0] + "=", ""])
+             if "=" in a and a.split("=")[1] in files else a for a in extra]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) if "expected" in fragment else _nothing():
+        code = cli.main(["batch", tomograms[0], "-m", model, "-o", str(out), *extra])
+        assert code == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

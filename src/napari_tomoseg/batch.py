@@ -51,6 +51,8 @@ class BatchSettings:
     copick: CopickSource | None = None  # inputs are then run names of this project
     tilt_series_pixel_size: float | None = None  # Angstrom, RELION's; None = unknown
     voxel_size: float | None = None  # Angstrom, for MRC headers without one (--voxel-size)
+    rescore: dict = field(default_factory=dict)  # {feature: reference MRC}: tomoseg rescore
+    rescore_cut: float | str | None = None  # "auto", a score, or None: every pick kept
 
     def digest(self) -> str:
         record = asdict(self)
@@ -62,6 +64,10 @@ class BatchSettings:
             record.pop("precision")
         if not record["trace"]:  # likewise
             record.pop("trace")
+        if not record["rescore"]:  # likewise
+            record.pop("rescore"), record.pop("rescore_cut")
+        else:  # the reference's content, not its name, decides the scores
+            record["rescore"] = {f: fingerprint(r) for f, r in self.rescore.items()}
         if record["copick"] is not None and not record["copick"]["objects"]:  # likewise
             record["copick"].pop("objects")
         # 2: rlnCoordinate* as RELION reads them; 3: picks pass the roundness test. Older redone
@@ -220,7 +226,7 @@ def _to_copick(source: CopickSource, labels, merge, tables: dict, voxel: float) 
 
 def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence | None,
                 result: dict, ready_maps: dict[str, str] | None = None) -> None:
-    """segment -> merge -> pick and trace, the jobs every face runs; outputs listed in
+    """segment -> merge -> pick (and rescore) and trace, the jobs every face runs; outputs listed in
     ``result``.
 
     ``ready_maps`` ({feature: file name in the output folder}): maps of an
@@ -259,7 +265,7 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
                                 info.origin, overwrite=True))
     result["outputs"].append(f"{name}_labels.mrc")
     frame = volume_frame(info, name, settings.tilt_series_pixel_size)
-    tables = pick_and_trace(maps, frame, settings, thresholds, out, name, result)
+    tables = pick_and_trace(maps, frame, settings, thresholds, out, name, result, volume)
     if settings.copick is not None:
         result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
 

@@ -111,7 +111,7 @@ def _shifted_data(tomogram: np.ndarray, zyx: np.ndarray, box: int, s: TemplateSe
                         for z in reach for y in reach for x in reach])
 
 
-def _checked_reference(reference: np.ndarray) -> np.ndarray:
+def checked_reference(reference: np.ndarray) -> np.ndarray:
     reference = np.asarray(reference, np.float32)
     if reference.ndim != 3 or len(set(reference.shape)) != 1 or reference.shape[0] % 2:
         raise InvalidSettingsError(f"the reference must be a cube of an even size, not "
@@ -149,7 +149,7 @@ def iter_template_scores(tomogram: np.ndarray, zyx: np.ndarray, reference: np.nd
     Templates are kept for all picks when they fit in memory; otherwise the orientations
     go in the outer loop, so each template is made once and the (cheaper) data again.
     """
-    reference = _checked_reference(reference)
+    reference = checked_reference(reference)
     zyx = np.asarray(zyx, float).reshape(-1, 3)
     if len(zyx) == 0 or not np.all(np.isfinite(zyx)):
         raise InvalidCoordinatesError("template matching needs picks with finite coordinates.")

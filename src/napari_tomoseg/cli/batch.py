@@ -12,6 +12,7 @@ from . import arguments
 from .arguments import POSITIVE, POSITIVE_INT, copick_options, copick_source, tilt_series_option
 from .arguments import voxel_size_option
 from .progress import progress_bar
+from .rescore import rescore_cut
 
 
 def _tomograms(args: argparse.Namespace, copick) -> list[str]:
@@ -89,6 +90,31 @@ def _traced(args: argparse.Namespace) -> dict[str, float]:
     return traced
 
 
+def _rescored(args: argparse.Namespace) -> tuple[dict[str, str], float | str | None]:
+    """--rescore FEATURE=REFERENCE as {feature: reference path}, and --rescore-cut; checked
+    (the reference read) before any tomogram is segmented."""
+    from ..averaging.template_scores import checked_reference
+    from ..io.mrc import open_volume
+
+    references: dict[str, str] = {}
+    for given in args.rescore or ():
+        feature, equals, path = (part.strip() for part in given.partition("="))
+        if not feature or not equals or not path:
+            raise InvalidSettingsError(f"--rescore {given!r}: give FEATURE=REFERENCE.mrc, e.g. "
+                                       "--rescore ribosome=average.mrc.")
+        if feature not in (args.pick or ()):
+            raise InvalidSettingsError(f"--rescore {feature}: rescoring scores picks; add "
+                                       f"--pick {feature}.")
+        if feature in references:
+            raise InvalidSettingsError(f"--rescore {feature} is given twice.")
+        checked_reference(open_volume(path)[0])  # a cube of 12-96 voxels, finite, not flat
+        references[feature] = str(Path(path).resolve())
+    if args.rescore_cut != "none" and not references:
+        raise InvalidSettingsError("--rescore-cut cuts rescored picks: add --rescore "
+                                   "FEATURE=REFERENCE.mrc.")
+    return references, None if args.rescore_cut == "none" else args.rescore_cut
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .. import batch  # looked up at call time: tests replace batch.make_client
     from ..io.paths import check_writable
@@ -100,13 +126,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     tomograms = _tomograms(args, copick)
     traced = _traced(args)  # before the models are read: a typo costs nothing
     features = _model_features(args, traced)
+    rescore, rescore_cut = _rescored(args)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
         artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
         diameter=args.diameter, trace=traced, dtype=args.dtype, device=args.device,
         precision=args.precision,
-        tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size)
+        tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size,
+        rescore=rescore, rescore_cut=rescore_cut)
     for feature in settings.trace:  # a cut at 0 takes every voxel for a filament's axis
         if settings.thresholds.get(feature, 0.5) <= 0:
             raise InvalidSettingsError(f"--threshold {feature}=0: tracing needs a threshold "
@@ -141,6 +169,13 @@ def add_parsers(sub) -> None:
                         "other feature)")
     p.add_argument("--pick", action="append", metavar="FEATURE", help="features to pick")
     p.add_argument("--diameter", type=POSITIVE, default=250.0, help="particle diameter (A)")
+    p.add_argument("--rescore", action="append", metavar="FEATURE=REFERENCE",
+                   help="score the feature's picks against this map (tomoseg rescore: an "
+                        "average of good picks, or an EMDB map at the tomograms' voxel size); "
+                        "the STAR gets rlnTomosegReferenceScore")
+    p.add_argument("--rescore-cut", type=rescore_cut, default="none",
+                   help="drop rescored picks below: auto (each tomogram's median - 2 MADs), "
+                        "a score, or none (default: keep all)")
     p.add_argument("--trace", action="append", metavar="FEATURE[=DIAMETER]",
                    help="trace the feature's filaments (tomoseg trace): NAME_FEATURE_filaments"
                         ".star and NAME_FEATURE_tubes.mrc; diameter in A (default: microtubule "

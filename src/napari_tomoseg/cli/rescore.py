@@ -14,7 +14,7 @@ from .arguments import POSITIVE, number, tilt_series_option
 from .progress import run_with_bar
 
 
-def _cut(text: str) -> str | float:
+def rescore_cut(text: str) -> str | float:
     if text.lower() in ("auto", "none"):
         return text.lower()
     try:
@@ -75,7 +75,7 @@ def add_parsers(sub) -> None:
                    metavar=("MIN", "MAX"), help="tilt range about y (missing wedge)")
     p.add_argument("--no-invert", action="store_true",
                    help="protein is already bright in the tomogram")
-    p.add_argument("--cut", type=_cut, default="none", metavar="auto|none|SCORE",
+    p.add_argument("--cut", type=rescore_cut, default="none", metavar="auto|none|SCORE",
                    help="'none' keeps every pick (default), 'auto' drops those below the "
                         "median - 2 MADs, a number drops those below it")
     p.add_argument("--tomo-name", help="keep only this rlnTomoName from a STAR file")
