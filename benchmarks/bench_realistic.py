@@ -219,6 +219,8 @@ def main() -> None:
     parser.add_argument("--box-draws", action="store_true",
                         help="each training seed gets its own draw of boxes (box seeds 1, 2, "
                              "...): a row's range then holds the user's box lottery too")
+    parser.add_argument("--first-box-seed", type=int, default=1,
+                        help="with --box-draws: the first seed's box seed (others follow)")
     parser.add_argument("--negatives-in-cell", action="store_true",
                         help="negative boxes only on the cell's slices, none in the ice around it")
     args = parser.parse_args()
@@ -242,7 +244,7 @@ def main() -> None:
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     if args.box_draws:  # another user's boxes with each training seed
                         boxes = rs.user_boxes(cells[0], feature, n_pos, 50,
-                                              seed=1 + seed - args.first_seed)
+                                              seed=args.first_box_seed + seed - args.first_seed)
                     if args.from_maps:  # scored again, not trained: picking or tracing changed
                         probs, threshold, took = saved_maps(args.from_maps, feature, n_pos,
                                                             method, seed)
@@ -292,7 +294,8 @@ def main() -> None:
              + (f"; {args.rounds} rounds, later ones {args.round2} with boxes on "
                 + ("missed stretches a user sees and false detections" if args.correct ==
                    "stretches" else "the best false picks, rejected") if args.correct else "")
-             + ("; each seed with its own draw of boxes (box seed 1 + seed - first seed)"
+             + (f"; each seed with its own draw of boxes (box seed {args.first_box_seed} + "
+                "seed - first seed)"
                 if args.box_draws else "; one draw of boxes (box seed 1) for every seed")
              + ("" if "members" in (args.settings or {}) else
                 f"; networks per model: the feature's default ({_default_members()})")

@@ -38,6 +38,17 @@ def test_default_preprocessing_bins_towards_20_angstrom():
         PreprocessSettings(mode="imod")
 
 
+def test_a_membrane_u_net_works_near_10_angstrom():
+    """A bilayer binned to 20 A is 2 voxels wide: U-Nets for membranes work at 10 A (by the
+    name's last word, as the 3D stem is chosen); other features and the eman2 net do not."""
+    assert default_preprocessing(10.0, feature="membrane").binning == 1
+    assert default_preprocessing(10.0, feature="Plasma membranes").binning == 1
+    assert default_preprocessing(5.0, box_size=128, feature="membrane").binning == 2
+    assert default_preprocessing(10.0, feature="membrane-bound vesicle").binning == 2
+    assert default_preprocessing(10.0, feature="ribosome").binning == 2
+    assert default_preprocessing(10.0, architecture="eman2", feature="membrane").binning == 2
+
+
 def test_an_old_model_file_keeps_slices_mode_and_threshold_half(tmp_path):
     import json
 

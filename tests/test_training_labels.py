@@ -293,3 +293,23 @@ def test_each_plane_is_preprocessed_once_for_boxes_at_neighbouring_depths():
         y0, x0 = (c - bank.margin for c in box.corner())
         expected = [crop_slice(p, (y0, x0), bank.padded) for p in whole[box.z - 2:box.z + 3]]
         assert torch.equal(tile, torch.from_numpy(np.stack(expected)))
+
+
+@pytest.mark.parametrize("feature, binning", [("membrane", 1), ("ribosome", 2)])
+def test_a_membrane_model_trained_by_default_works_at_10_angstrom(feature, binning, tmp_path):
+    """The feature's working voxel size reaches every way of training: the job the widget and
+    the CLI run (one network or an ensemble) stores the binning it trained at."""
+    from napari_tomoseg.annotations import boxes_from_truth
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.train import train_feature
+    from napari_tomoseg.nn.training import TrainingSettings
+
+    truth = stripes_volume((12, 160, 256))
+    truth[:, :, 96:] = 0  # room for negatives
+    boxes = boxes_from_truth(truth.astype(np.uint8), feature, 1, 1, size=64, seed=1)
+    for members in (1, 2):
+        settings = TrainingSettings(steps=1, batch_size=2, min_steps=0, hold_out=False,
+                                    members=members)
+        model = run_job(train_feature(truth, 10.0, boxes, feature, settings,
+                                      output=tmp_path / f"{feature}{members}.pt"))
+        assert model.preprocess.binning == binning

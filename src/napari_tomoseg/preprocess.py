@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import InvalidSettingsError
+from .features import feature_default
 from .io.mrc import read_slices
 
 
@@ -52,12 +53,20 @@ class PreprocessSettings:
 
 
 WORKING_VOXEL_SIZE = 20.0  # Angstrom: networks see the tomogram binned to about this
+# Per feature, where the realistic benchmark measured better (docs/engine.md, "Membranes at
+# full resolution"): a U-Net for a 4-nm bilayer, binned to 20 A, draws it 2 voxels wide and
+# misplaces its edges; at 10 A, Dice from 5 boxes rose from 0.50 / 0.57 to 0.60 / 0.65
+# (training / other cell, three box draws; the weakest draw 0.30 -> 0.56).
+FEATURE_WORKING_VOXEL_SIZE = {"membrane": 10.0}
 MIN_TILE = 32  # pixels: a box binned below this holds too little context
 
 
 def default_preprocessing(voxel_size: float, box_size: int = 64, invert: bool = False,
-                          architecture: str = "unet") -> PreprocessSettings:
-    """EMAN2-style preprocessing at a binning that brings the voxel size near 20 A.
+                          architecture: str = "unet", feature: str | None = None
+                          ) -> PreprocessSettings:
+    """EMAN2-style preprocessing at a binning that brings the voxel size near 20 A (a U-Net
+    for membranes: 10 A, ``FEATURE_WORKING_VOXEL_SIZE``; matched by the feature name's last
+    word).
 
     At 10 A/voxel a tilt series at SNR 0.1 leaves single voxels mostly noise;
     binning by 2 averages 8 voxels and quarters the work per slice. On the
@@ -65,7 +74,9 @@ def default_preprocessing(voxel_size: float, box_size: int = 64, invert: bool = 
     raised Dice at the calibrated threshold from 0.50 to 0.76 (0.74 on the
     second cell). Tomograms already at >= 15 A are not binned.
     """
-    binning = max(1, int(round(WORKING_VOXEL_SIZE / max(voxel_size, 1e-6))))
+    working = WORKING_VOXEL_SIZE if architecture != "unet" else feature_default(
+        FEATURE_WORKING_VOXEL_SIZE, feature, WORKING_VOXEL_SIZE)
+    binning = max(1, int(round(working / max(voxel_size, 1e-6))))
     while binning > 1 and box_size // binning < MIN_TILE:
         binning -= 1
     return PreprocessSettings(binning=binning, invert=invert,

@@ -251,7 +251,7 @@ def _train_parser(sub) -> None:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     train.add_argument("--binning", type=POSITIVE_INT,
                        help="bin the tomogram by this factor for the network (default: towards "
-                            "20 A per voxel, e.g. 2 for a 10 A tomogram)")
+                            "20 A per voxel, e.g. 2 for a 10 A tomogram; 10 A for membranes)")
     voxel_size_option(train, "a tomogram whose")
     train.add_argument("--invert", action="store_true", help="invert contrast (protein white)")
     train.add_argument("--resume", type=Path, help="continue training this model")

@@ -52,7 +52,8 @@ def training_inputs(args: argparse.Namespace):
                                 hold_out=not args.no_early_stop, average=args.average,
                                 parameters=parameters, members=args.members)
     box_size = next(b.size for b in boxes if b.feature == args.feature)
-    preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch)
+    preprocess = default_preprocessing(info.isotropic_voxel_size, box_size, args.invert, args.arch,
+                                       feature=args.feature)
     if start_from is not None:  # its own, unless asked otherwise (refused by the job then)
         own = start_from.preprocess
         preprocess = None if args.binning is None and not args.invert else replace(

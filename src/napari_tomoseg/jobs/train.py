@@ -75,7 +75,7 @@ def train_feature(volume: np.ndarray, voxel_size: float, boxes: list[Box], featu
         preprocess = start_from.preprocess
     elif preprocess is None:
         preprocess = default_preprocessing(voxel_size, own[0].size,
-                                           architecture=settings.architecture)
+                                           architecture=settings.architecture, feature=feature)
     check_boxes_fit(own, volume.shape, preprocess.binning)
     if output is not None:
         output = Path(output)

@@ -59,7 +59,7 @@ def iter_train_members(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     elif preprocess is None:
         own = [b for b in boxes if b.feature == feature]
         preprocess = default_preprocessing(voxel_size, (own or boxes)[0].size,
-                                           architecture=settings.architecture)
+                                           architecture=settings.architecture, feature=feature)
     kwargs["preprocessor"] = kwargs.get("preprocessor") or Preprocessor(volume, preprocess)
     done: list[TrainedModel] = []
     now: list[TrainedModel] = []  # the members of the model last yielded

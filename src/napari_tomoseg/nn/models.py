@@ -14,12 +14,11 @@ so training and inference need no per-architecture code paths.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..features import feature_default
 from ..errors import InvalidSettingsError
 
 
@@ -273,14 +272,6 @@ def default_parameters(architecture: str, feature: str | None = None,
     edge = feature_default(FEATURE_EDGES.get(architecture, {}), feature, None)
     feature_own = {**feature_own, **({"edge": edge} if edge else {})}
     return {**DEFAULT_PARAMETERS[architecture], **feature_own, **overrides}
-
-
-def feature_default(table: dict, feature: str | None, default):
-    """``table``'s entry for ``feature``, matched by the last word of its name, singular or
-    plural ("membranes", "plasma membrane", not "membrane-bound vesicle"), else ``default``."""
-    words = re.findall(r"[a-z]+", (feature or "").lower())
-    last = words[-1] if words else ""
-    return table.get(last, table.get(last[:-1], default) if last.endswith("s") else default)
 
 
 def default_ensemble(architecture: str, feature: str | None) -> tuple[int, int] | None:

@@ -305,7 +305,7 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
     feature, boxes, settings = _one_network_of(feature, boxes, settings)
     if preprocess is None:  # the default: binned towards 20 A (see default_preprocessing)
         preprocess = default_preprocessing(voxel_size, boxes[0].size,
-                                           architecture=settings.architecture)
+                                           architecture=settings.architecture, feature=feature)
     network, architecture, parameters, preprocess, history = _network_for(
         settings, start_from, preprocess, feature)
     device = pick_device(settings.device)
