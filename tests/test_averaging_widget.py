@@ -289,7 +289,8 @@ def test_reject_below_the_cut_needs_scores(make_napari_viewer, field):
 
 def test_rejections_below_the_cut_are_saved_with_a_sessions_picks(make_napari_viewer, tmp_path):
     """A session's picks keep the cut's rejections and the scores on disk at once, as a
-    judgement in the Pick tab is kept; picks without a score are left alone."""
+    judgement in the Pick tab is kept; picks without a score, or accepted by a person, are
+    left alone."""
     from napari_tomoseg._napari import session_layers
     from napari_tomoseg._napari.averaging_widget import AveragingWidget
     from napari_tomoseg._napari.picks_rescore import reject_below_cut
@@ -306,7 +307,37 @@ def test_rejections_below_the_cut_are_saved_with_a_sessions_picks(make_napari_vi
     widget.average_view.show = False
     widget.particles.value = points
     widget.score_cut.value = 0.1
-    assert reject_below_cut(widget) == 2
+    with pytest.raises(TomosegError, match="other picks"):  # scores not suggested for them
+        reject_below_cut(widget)
+    widget.scored_layer = points  # as scoring them leaves it
+    assert reject_below_cut(widget) == 1
     (saved,), _ = load_picks(tmp_path)
-    assert saved.values["status"].tolist() == [0, -1, 0, -1]  # the unscored pick stays
+    # the unscored pick and the one a person accepted stay as they were
+    assert saved.values["status"].tolist() == [0, 1, 0, -1]
     np.testing.assert_allclose(saved.values["reference_score"], [0.20, 0.05, np.nan, 0.01])
+
+
+def test_scores_of_picks_that_changed_meanwhile_stay_in_the_file_only(make_napari_viewer,
+                                                                      tmp_path, field):
+    """A pick deleted while scoring ran shifted every later score onto another pick, which
+    the cut then rejected: the layer is now left alone and the cut stays off."""
+    import pandas as pd
+
+    from napari_tomoseg._napari.averaging_widget import AveragingWidget
+    from napari_tomoseg._napari.picks_rescore import _on_scored
+
+    viewer, tomogram, points = _viewer_with_particles(make_napari_viewer, field)
+    widget = AveragingWidget(viewer)
+    widget.average_view.show = False
+    widget.tomogram.value, widget.particles.value = tomogram, points
+    index = np.arange(len(points.data))
+    where = np.array(points.data, copy=True)
+    table = pd.DataFrame({"reference_score": np.linspace(0.0, 0.3, len(index))})
+    points.data = points.data[1:]  # the first pick deleted by hand meanwhile
+    _on_scored(widget, points, (index[:-1], where[:-1]), tmp_path / "s.star", (table[:-1], 0.1))
+    assert "reference_score" not in points.features and not widget.reject_button.enabled
+    assert "changed while they were scored" in widget.status.value
+    _on_scored(widget, points, (index[:-1], np.array(points.data)), tmp_path / "s.star",
+               (table[:-1], 0.12345))
+    assert widget.reject_button.enabled and widget.score_cut.value == pytest.approx(0.123)
+    assert np.allclose(points.features["reference_score"], table["reference_score"][:-1])

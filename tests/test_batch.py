@@ -622,3 +622,28 @@ def _nothing():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_batch_rescoring_follows_the_models_contrast(project, tmp_path):
+    """A model trained on protein-white tomograms (invert) gets its picks scored on that
+    contrast: white data scores as its dark negative does, not reversed."""
+    from napari_tomoseg.batch_particles import rescore_picks
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.synthetic.ribosome import reference_density
+
+    _, _, tomograms, _ = project
+    volume, _ = open_volume(tomograms[0])
+    volume = volume.astype(np.float32)
+    reference = write_volume(tmp_path / "ref.mrc", reference_density(20, 20.0), 20.0)
+    frame = TomogramFrame("tomo0", volume.shape, 20.0)
+    process_tomogram(tomograms[0], BatchSettings(models=(project[1],), output=str(tmp_path / "p"),
+                                                 pick=("ribosome",)))
+    table = read_star(tmp_path / "p" / "tomo0_ribosome.star")
+    assert len(table) >= 3
+    dark, _ = rescore_picks(volume, frame, table, str(reference), None, tmp_path / "d.star")
+    white, _ = rescore_picks(-volume, frame, table, str(reference), None, tmp_path / "w.star",
+                             white=True)
+    reversed_, _ = rescore_picks(-volume, frame, table, str(reference), None,
+                                 tmp_path / "r.star")
+    np.testing.assert_allclose(white["reference_score"], dark["reference_score"], atol=1e-5)
+    assert not np.allclose(reversed_["reference_score"], dark["reference_score"], atol=1e-3)

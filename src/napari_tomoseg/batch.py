@@ -265,7 +265,8 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
                                 info.origin, overwrite=True))
     result["outputs"].append(f"{name}_labels.mrc")
     frame = volume_frame(info, name, settings.tilt_series_pixel_size)
-    tables = pick_and_trace(maps, frame, settings, thresholds, out, name, result, volume)
+    white = {m.feature: m.preprocess.invert for m in models}  # trained on protein-white data
+    tables = pick_and_trace(maps, frame, settings, thresholds, out, name, result, volume, white)
     if settings.copick is not None:
         result["copick"] = _to_copick(settings.copick.at_run(path), labels, merge, tables, voxel)
 

@@ -12,10 +12,12 @@ from .errors import TomosegError
 
 
 def pick_and_trace(maps: dict, frame, settings, thresholds: dict, out: Path, name: str,
-                   result: dict, volume=None) -> dict[str, pd.DataFrame]:
+                   result: dict, volume=None, protein_white: dict | None = None
+                   ) -> dict[str, pd.DataFrame]:
     """{feature: picks}; outputs and counts go into ``result``. ``settings``: the batch's
     (``pick``, ``diameter``, ``rescore`` {feature: reference} with ``rescore_cut``, and
-    ``trace`` {feature: diameter}). Rescoring needs the tomogram (``volume``)."""
+    ``trace`` {feature: diameter}). Rescoring needs the tomogram (``volume``), and takes its
+    contrast from the feature's model (``protein_white``: trained with ``invert``)."""
     from .filaments import FilamentSettings
     from .jobs import run_job
     from .jobs.filaments import trace_job
@@ -37,7 +39,8 @@ def pick_and_trace(maps: dict, frame, settings, thresholds: dict, out: Path, nam
                                            feature, None if reference else target))
         if reference:
             tables[feature], result.setdefault("cuts", {})[feature] = rescore_picks(
-                volume, frame, tables[feature], reference, settings.rescore_cut, target)
+                volume, frame, tables[feature], reference, settings.rescore_cut, target,
+                white=(protein_white or {}).get(feature, False))
         result["outputs"].append(target.name)
         result["picks"][feature] = int(len(tables[feature]))
     for feature, diameter in settings.trace.items():
@@ -55,11 +58,12 @@ def filament_outputs(name: str, feature: str) -> tuple[str, str]:
     return f"{name}_{feature}_filaments.star", f"{name}_{feature}_tubes.mrc"
 
 
-def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, target: Path
-                  ) -> tuple[pd.DataFrame, float]:
+def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, target: Path,
+                  white: bool = False) -> tuple[pd.DataFrame, float | None]:
     """``rescore_job`` (the CLI's ``tomoseg rescore``) on one tomogram's picks, written to
     ``target``: on the realistic benchmark it lifted the picks of a model reused on another
-    tomogram from F1 0.90 to 0.97 (docs/averaging.md). (picks, suggested cut)."""
+    tomogram from F1 0.90 to 0.97 (docs/averaging.md). ``white``: the tomogram shows protein
+    bright (its model was trained inverted). (picks, suggested cut or None without picks)."""
     from .averaging.files import open_reference
     from .averaging.template_scores import TemplateSettings
     from .io.particle_files import write_particles
@@ -71,5 +75,5 @@ def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, targe
         table = table.assign(reference_score=np.zeros(0))
         write_particles(target, table, frame, box_size=reference_map.shape[0])
         return table, None
-    return run_job(rescore_job(volume, frame, table, reference_map, TemplateSettings(), target,
-                               cut))
+    return run_job(rescore_job(volume, frame, table, reference_map,
+                               TemplateSettings(invert=not white), target, cut))

@@ -134,6 +134,10 @@ class AveragingWidget(Container):
         self.extend([self.score_button, self.score_cut, self.reject_button])
         self.score_button.changed.connect(guarded(self.score))
         self.reject_button.changed.connect(guarded(lambda: reject_below_cut(self)))
+        self.scored_layer: Points | None = None  # the picks the cut was suggested for
+        self.particles.changed.connect(  # a cut of one layer's scores is not another's
+            lambda *_: setattr(self.reject_button, "enabled", self.particles.value is not None
+                               and self.particles.value is self.scored_layer))
 
     # inputs -----------------------------------------------------------------------------
     def _frame(self, layer: Image) -> TomogramFrame:
@@ -293,6 +297,8 @@ class AveragingWidget(Container):
         self.cancel_button.enabled = busy
         self.classify_button.enabled = not busy and self.result is not None
         self.score_button.enabled = not busy
+        self.reject_button.enabled = not busy and self.scored_layer is not None \
+            and self.particles.value is self.scored_layer
 
     def score(self) -> JobHandle | None:
         """Start ``rescore_job`` on the kept picks (``picks_rescore``)."""

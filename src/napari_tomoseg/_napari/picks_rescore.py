@@ -55,8 +55,11 @@ def start_scoring(widget):
                                 tilt_max=float(widget.tilt_max.value))
     job = rescore_job(tomogram.data, frame, table, reference, settings, output)
     widget.status.value = f"scoring {len(table)} picks against the reference..."
+    where = np.array(points.data[scored], copy=True)  # which pick each score belongs to
+    widget.reject_button.enabled = False  # a cut of the scores before is not one of these
     return widget._start(job, lambda progress: _on_progress(widget, progress),
-                         lambda outcome: _on_scored(widget, points, scored, output, outcome))
+                         lambda outcome: _on_scored(widget, points, (scored, where), output,
+                                                    outcome))
 
 
 def _on_progress(widget, progress: Progress) -> None:
@@ -64,36 +67,53 @@ def _on_progress(widget, progress: Progress) -> None:
     widget.progress.max, widget.progress.value = progress.total, progress.step
 
 
-def _on_scored(widget, points, scored: np.ndarray, output: Path, outcome) -> None:
+def _on_scored(widget, points, scored: tuple[np.ndarray, np.ndarray], output: Path,
+               outcome) -> None:
+    """The scores onto the picks they belong to, unless the picks moved or went meanwhile:
+    then the file alone holds them (a deleted pick shifted every later score onto another)."""
     table, suggestion = outcome
+    suggestion = round(float(suggestion), 3)  # as the cut box shows it, and counts below
     scores = table["reference_score"].to_numpy(float)
+    index, where = scored
+    below = int(np.sum(scores < suggestion))
+    same = index.max(initial=-1) < len(points.data) and np.array_equal(points.data[index], where)
+    if not same:
+        widget.status.value = (f"{len(scores)} picks scored and written to {output}; the picks "
+                               "changed while they were scored, so the layer is left as it is: "
+                               "score again to cut them")
+        return
     full = np.full(len(points.data), np.nan)
-    if len(points.data) > scored.max(initial=-1):  # points removed meanwhile: file only
-        full[scored] = scores
-        points.features["reference_score"] = full
-        if is_session_picks(points):  # the scores travel with the session's picks
-            save_or_say(points)
+    full[index] = scores
+    points.features["reference_score"] = full
+    if is_session_picks(points):  # the scores travel with the session's picks
+        save_or_say(points)
+    widget.scored_layer = points
     widget.score_cut.value = suggestion
     widget.score_cut.enabled = widget.reject_button.enabled = True
-    below = int(np.sum(scores < suggestion))
     widget.status.value = (f"{len(scores)} picks scored (feature reference_score of "
                            f"'{points.name}'); {below} below the suggested cut "
                            f"{suggestion:.3f} (median - 2 MADs, set as the cut); written to {output}")
 
 
 def reject_below_cut(widget) -> int:
-    """Reject (QC status -1) the scored picks whose ``reference_score`` is below the widget's
-    cut, as the Pick tab's **r** would: they leave averaging and export, stay in the layer,
-    and the Pick tab's accept takes any of them back. Returns how many were rejected."""
+    """Reject (QC status -1) the scored, not yet judged picks whose ``reference_score`` is below
+    the widget's cut, as the Pick tab's **r** would: they leave averaging and export, stay in
+    the layer, and the Pick tab's accept takes any of them back; picks a person accepted stay
+    accepted. Returns how many were rejected."""
     points = widget.particles.value
     if points is None or "reference_score" not in points.features:
         raise TomosegError("score the picks against the reference first: the cut applies to "
                            "their reference_score.")
+    if points is not getattr(widget, "scored_layer", None):
+        raise TomosegError(f"the cut was suggested for other picks than '{points.name}': "
+                           "score these first.")
     scores = points.features["reference_score"].to_numpy(float)
     status = (points.features["status"].to_numpy(float) if "status" in points.features
               else np.zeros(len(scores)))
     cut = float(widget.score_cut.value)
-    newly = np.isfinite(scores) & (scores < cut) & ~(status < 0)  # NaN: not scored, kept
+    status = np.nan_to_num(status, nan=0.0)  # not judged
+    # NaN: not scored; accepted by a person (1): their judgement stands
+    newly = np.isfinite(scores) & (scores < cut) & (status == 0)
     status = np.where(newly, -1, status).astype(int)
     points.features["status"] = status
     points.border_color = status_colours(status)
