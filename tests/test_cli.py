@@ -125,6 +125,16 @@ def test_the_documented_loop_trains_on_the_shipped_int8_sample(tmp_path):
     assert main(["train", str(sample / "synthetic_cell.mrc"), "--boxes", str(boxes),
                  "--feature", "ribosome", "--steps", "2", "--batch-size", "2", "--device", "cpu",
                  "-o", str(tmp_path / "r.pt")]) == 0
+    # a membrane network works near 10 A (this 10 A sample unbinned), a ribosome's near 20 A
+    from napari_tomoseg.nn.model_file import load_model
+
+    assert main(["boxes", str(sample / "synthetic_cell_membrane.mrc.gz"), str(boxes),
+                 "--feature", "membrane", "--positives", "2", "--negatives", "4"]) == 0
+    assert main(["train", str(sample / "synthetic_cell.mrc"), "--boxes", str(boxes),
+                 "--feature", "membrane", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+                 "-o", str(tmp_path / "m.pt")]) == 0
+    assert load_model(tmp_path / "m.pt").preprocess.binning == 1
+    assert load_model(tmp_path / "r.pt").preprocess.binning == 2
 
 
 def test_boxes_refuses_a_tomogram_as_the_mask(tmp_path, capsys):
