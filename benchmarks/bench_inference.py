@@ -22,7 +22,7 @@ All rows but the last run one prediction per slice (``rotations`` 1), so
 they compare the same work.
 
 ``--features`` times all features of one tomogram instead (each feature's
-default network, binning 2; membrane with the 3D stem): four models one after the other (apart) against
+default network and binning: 2, the membrane's 1 with the 3D stem): four models one after the other (apart) against
 ``jobs.segment.segment_tomogram``, which runs them in one pass and
 preprocesses each slice once for all (one-pass).
 
@@ -105,15 +105,15 @@ N_FEATURES = len(FEATURE_NAMES)
 
 
 def _all_features(data: np.ndarray, method: str) -> None:
-    """The four features' default U-Nets at binning 2 over one tomogram (the membrane's with
-    the 3D stem): one after the other, or in one pass."""
+    """The four features' default U-Nets at their default binning for 10 A (2; the membrane's
+    1, with the 3D stem) over one tomogram: one after the other, or in one pass."""
     from napari_tomoseg.jobs import run_job
     from napari_tomoseg.jobs.segment import SegmentOptions, segment_tomogram
     from napari_tomoseg.nn.inference import iter_segment
 
     from napari_tomoseg.nn.model_file import TrainedModel
     from napari_tomoseg.nn.models import build_model, default_ensemble, default_parameters
-    from napari_tomoseg.preprocess import PreprocessSettings
+    from napari_tomoseg.preprocess import default_preprocessing
 
     models = []
     for index, feature in enumerate(FEATURE_NAMES):  # each with its default network(s)
@@ -123,8 +123,8 @@ def _all_features(data: np.ndarray, method: str) -> None:
         parameters = {**parameters, "members": ensemble[0]} if ensemble else parameters
         models.append(TrainedModel(network=build_model("unet", parameters).eval(),
                                    architecture="unet", parameters=parameters,
-                                   preprocess=PreprocessSettings(binning=2), voxel_size=10.0,
-                                   box_size=64, feature=feature))
+                                   preprocess=default_preprocessing(10.0, 64, feature=feature),
+                                   voxel_size=10.0, box_size=64, feature=feature))
     with tempfile.TemporaryDirectory() as folder:
         outputs = [Path(folder) / f"{m.feature}.mrc" for m in models]
         if method == "apart":

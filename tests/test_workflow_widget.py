@@ -1176,3 +1176,20 @@ def test_a_model_rescued_from_a_full_disk_stays_in_the_dock(workflow, tiny_resul
     assert handle.outcome == "failed" and widget.models.get("ribosome") is not None
     assert "Export it" in widget.training.status.value
     assert list((tmp_path / "rescued").glob("*.pt"))
+
+
+def test_the_binning_chosen_in_the_panel_is_the_models(workflow, tiny_result, qtbot):
+    """Binning auto is the feature's default; a number replaces it for a new model, and a
+    continued model, which keeps its own, refuses one."""
+    from napari_tomoseg.errors import InvalidSettingsError
+
+    viewer, widget = workflow
+    _annotate(widget, tiny_result.cell.labels["ribosome"], n_pos=3, n_neg=6)
+    widget.training.steps.value = 2
+    widget.training.binning.value = "2"
+    worker = widget.start_training()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert widget.models["ribosome"].preprocess.binning == 2
+    widget.training.continue_training.value = True
+    with pytest.raises(InvalidSettingsError, match="binning is fixed"):
+        widget.start_training()
