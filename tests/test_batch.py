@@ -596,6 +596,7 @@ def test_batch_rescores_picks_against_a_reference_as_rescore_does(project, tmp_p
     (["--pick", "ribosome", "--rescore-cut", "auto"], "add --rescore"),
     (["--pick", "ribosome", "--rescore", "ribosome=FLAT"], "empty"),
     (["--pick", "ribosome", "--rescore", "ribosome=ODD"], "even size"),
+    (["--pick", "ribosome", "--rescore", "ribosome=FINE"], "resample the reference"),
     (["--pick", "ribosome", "--rescore", "ribosome=REF", "--rescore-cut", "high"],
      "expected auto, none or a score"),
 ])
@@ -607,7 +608,9 @@ def test_batch_refuses_a_bad_rescore_before_any_work(project, tmp_path, capsys, 
     files = {"REF": write_volume(tmp_path / "ref.mrc", np.random.default_rng(0).normal(
                  size=(20, 20, 20)).astype(np.float32), 20.0),
              "FLAT": write_volume(tmp_path / "flat.mrc", np.zeros((20, 20, 20), np.float32), 20.0),
-             "ODD": write_volume(tmp_path / "odd.mrc", np.ones((21, 21, 21), np.float32), 20.0)}
+             "ODD": write_volume(tmp_path / "odd.mrc", np.ones((21, 21, 21), np.float32), 20.0),
+             "FINE": write_volume(tmp_path / "fine.mrc", np.random.default_rng(1).normal(
+                 size=(20, 20, 20)).astype(np.float32), 10.0)}  # the tomograms are 20 A
     extra = [str(files[a.split("=")[1]]).join([a.split("=")[0] + "=", ""])
              if "=" in a and a.split("=")[1] in files else a for a in extra]
     out = tmp_path / "out"

@@ -115,6 +115,26 @@ def _rescored(args: argparse.Namespace) -> tuple[dict[str, str], float | str | N
     return references, None if args.rescore_cut == "none" else args.rescore_cut
 
 
+def _check_references_fit(references: dict[str, str], tomograms: list[str],
+                          voxel_size: float | None) -> None:
+    """A reference at another voxel size than the tomograms' is refused before any tomogram is
+    segmented: it failed each one after its segmentation."""
+    from ..averaging.files import open_reference
+    from ..io.mrc_header import read_header, sane_voxel_size
+
+    sizes = set()
+    for path in tomograms:
+        try:
+            size = voxel_size or read_header(path)[1].isotropic_voxel_size
+        except (TomosegError, ValueError):  # a bad file becomes a failed row of its own
+            continue
+        if sane_voxel_size(size):  # none in the header: that tomogram's row says so
+            sizes.add(round(size, 3))
+    for reference in references.values():
+        for size in sorted(sizes):
+            open_reference(reference, size)
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .. import batch  # looked up at call time: tests replace batch.make_client
     from ..io.paths import check_writable
@@ -127,6 +147,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     traced = _traced(args)  # before the models are read: a typo costs nothing
     features = _model_features(args, traced)
     rescore, rescore_cut = _rescored(args)
+    if copick is None:
+        _check_references_fit(rescore, tomograms, args.voxel_size)
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
