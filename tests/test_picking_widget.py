@@ -97,6 +97,12 @@ def test_points_added_or_deleted_by_hand_are_exported(make_napari_viewer, qtbot,
     while widget.step(1) != len(points.data) - 1:
         pass
     assert "added by hand (no score)" in widget.status.value
+    assert "reference score" not in widget.status.value
+    # scored against a reference on the Average tab: QC shows that score beside the network's
+    points.features["reference_score"] = np.linspace(0.1, 0.2, len(points.data))
+    current = widget.step(1)
+    expected = points.features["reference_score"][current]
+    assert widget.status.value.endswith(f"reference score {expected:.3f}")
 
 
 def test_qc_after_picks_change_by_hand_never_judges_another_pick(make_napari_viewer, qtbot,

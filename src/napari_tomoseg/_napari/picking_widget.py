@@ -31,6 +31,7 @@ from ..picking import PickSettings, artifact_region, excluded_note, suggest_scor
 from .histogram import Histogram
 from .confirm import agrees, may_replace
 from .layer_tags import tag_of
+from .pick_status import describe_pick
 from .picking_sources import (check_chosen_map, checked_pick, is_probability, shape_note,
                               snapshot, source_frame, stored_threshold)
 from .keys import KeyBindings, release_on_close
@@ -320,9 +321,8 @@ class PickingWidget(Container):
         self.viewer.dims.set_point(0, world[0])
         camera_of(self.viewer).center = tuple(world[1:])
         self.points.selected_data = {self.current}
-        score = float(self.points.features["score_norm"][self.current])
-        self.status.value = (f"pick {self.current + 1}/{len(self.points.data)}, " + (
-            f"score {score:.2f}" if np.isfinite(score) else "added by hand (no score)"))
+        self.status.value = describe_pick(self.points.features, self.current,
+                                          len(self.points.data))
         return self.current
 
     def judge(self, verdict: int) -> None:
