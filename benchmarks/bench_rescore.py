@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
@@ -32,13 +33,17 @@ from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.synthetic.ribosome import reference_density  # noqa: E402
 
 
-def _picks(folder: Path, seed: int, cell: int) -> tuple[np.ndarray, float]:
+def _picks(folder: Path, seed: int, cell: int) -> pd.DataFrame:
+    """The saved map's default picks (z y x, score, size, ...), at its stored threshold."""
     stem = folder / f"ribosome_5_unet_{seed}"
     threshold = float((folder / f"ribosome_5_unet_{seed}.threshold").read_text())
     prob = np.load(f"{stem}_{cell}.npy").astype(np.float32)
-    table = pick_particles(prob, 10.0, PickSettings(diameter=rs.RIBOSOME_DIAMETER_A,
-                                                     threshold=threshold))
-    return table[["z", "y", "x"]].to_numpy(), threshold
+    return pick_particles(prob, 10.0, PickSettings(diameter=rs.RIBOSOME_DIAMETER_A,
+                                                   threshold=threshold))
+
+
+def _zyx(folder: Path, seed: int, cell: int) -> np.ndarray:
+    return _picks(folder, seed, cell)[["z", "y", "x"]].to_numpy()
 
 
 def _f1(zyx: np.ndarray, cell: dict, boxes, index: int) -> str:
@@ -75,11 +80,11 @@ def main() -> None:
     rows = []
     for seed in args.seeds:  # box seed 1 + seed - 6, as --box-draws from seed 6
         boxes = rs.user_boxes(cells[0], "ribosome", 5, 50, seed=1 + seed - args.seeds[0])
-        own, resolution = _own_average(cells[0], _picks(args.maps, seed, 0)[0], args.box)
+        own, resolution = _own_average(cells[0], _zyx(args.maps, seed, 0), args.box)
         for name, reference in (("true ribosome", reference_density(args.box, 10.0)),
                                 (f"own average ({resolution:.0f} A)", own)):
             for i, cell in enumerate(cells):
-                zyx, _ = _picks(args.maps, seed, i)
+                zyx = _zyx(args.maps, seed, i)
                 start = time.perf_counter()
                 scores = template_scores(cell["tomogram"], zyx, reference, 10.0,
                                          TemplateSettings(mask_radius=args.mask_radius))

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import realistic as rs  # noqa: E402
-from bench_rescore import _auc, _own_average  # noqa: E402
+from bench_rescore import _auc, _own_average, _picks  # noqa: E402
 
 from napari_tomoseg.averaging.template_scores import template_scores  # noqa: E402
 from napari_tomoseg.synthetic.ribosome import reference_density  # noqa: E402
@@ -46,7 +46,7 @@ def collect(maps: list[tuple[Path, list[int]]], cells: list[dict]) -> dict:
     out = {}
     for folder, seeds in maps:
         for seed in seeds:
-            tables = [_picks_table(folder, seed, i) for i in (0, 1)]
+            tables = [_picks(folder, seed, i) for i in (0, 1)]
             picked = [t[["z", "y", "x"]].to_numpy() for t in tables]
             own, _ = _own_average(cells[0], picked[0], 40)
             for i, cell in enumerate(cells):
@@ -59,15 +59,6 @@ def collect(maps: list[tuple[Path, list[int]]], cells: list[dict]) -> dict:
                     boxseed=1 + seed - seeds[0])
                 print(seed, i, len(zyx), flush=True)
     return out
-
-
-def _picks_table(folder: Path, seed: int, cell: int):
-    from napari_tomoseg.picking import PickSettings, pick_particles
-
-    threshold = float((folder / f"ribosome_5_unet_{seed}.threshold").read_text())
-    prob = np.load(folder / f"ribosome_5_unet_{seed}_{cell}.npy").astype(np.float32)
-    return pick_particles(prob, 10.0, PickSettings(diameter=rs.RIBOSOME_DIAMETER_A,
-                                                   threshold=threshold))
 
 
 def analyse(data: dict, cells: list[dict], rejections: int) -> list[str]:

@@ -136,8 +136,11 @@ class AveragingWidget(Container):
         self.reject_button.changed.connect(guarded(lambda: reject_below_cut(self)))
         self.scored_layer: Points | None = None  # the picks the cut was suggested for
         self.particles.changed.connect(  # a cut of one layer's scores is not another's
-            lambda *_: setattr(self.reject_button, "enabled", self.particles.value is not None
-                               and self.particles.value is self.scored_layer))
+            lambda *_: setattr(self.reject_button, "enabled", self._may_cut()))
+
+    def _may_cut(self) -> bool:
+        """The chosen picks are the ones the reference-score cut was suggested for."""
+        return self.scored_layer is not None and self.particles.value is self.scored_layer
 
     # inputs -----------------------------------------------------------------------------
     def _frame(self, layer: Image) -> TomogramFrame:
@@ -297,8 +300,7 @@ class AveragingWidget(Container):
         self.cancel_button.enabled = busy
         self.classify_button.enabled = not busy and self.result is not None
         self.score_button.enabled = not busy
-        self.reject_button.enabled = not busy and self.scored_layer is not None \
-            and self.particles.value is self.scored_layer
+        self.reject_button.enabled = not busy and self._may_cut()
 
     def score(self) -> JobHandle | None:
         """Start ``rescore_job`` on the kept picks (``picks_rescore``)."""
