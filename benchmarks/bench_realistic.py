@@ -43,6 +43,7 @@ from napari_tomoseg.filaments import FilamentSettings, trace_filaments  # noqa: 
 from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
+from napari_tomoseg.nn.model_file import save_model  # noqa: E402
 from napari_tomoseg.nn.training import TrainingSettings  # noqa: E402
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
@@ -190,7 +191,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["unet", "forest"])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--binning", type=int, help="default: the training default (auto)")
-    parser.add_argument("--save", type=Path, help="keep the probability maps here (.npy)")
+    parser.add_argument("--save", type=Path,
+                        help="keep the probability maps (.npy) and the models (.pt) here")
     parser.add_argument("--correct", nargs="?", const="stretches", choices=["stretches", "picks"],
                         help="add a row per network after one correction round, continued: "
                              "'stretches' (5 positives on missed stretches, 10 negatives on false "
@@ -265,6 +267,8 @@ def main() -> None:
                                     prob.astype(np.float16))
                         stem = f"{feature}_{n_pos}_{method}_{seed}"
                         (args.save / f"{stem}.threshold").write_text(f"{threshold}\n")
+                        if method != "forest":  # for later looks (rotations, thresholds)
+                            save_model(run_method.last_model, args.save / f"{stem}.pt")
                     if args.correct and method != "forest":
                         later.append(correction_rounds(args, method, cells, boxes, feature,
                                                        seed, probs, threshold, took))
