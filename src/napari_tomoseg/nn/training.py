@@ -334,7 +334,8 @@ def iter_train(volume: np.ndarray, boxes: list[Box], voxel_size: float,
             last = done or step == settings.steps
             if last:  # the last preview shows the weights that are kept, not the last step's
                 _finish(model, stopper, first_step, step_once)
-            image, z = preview(network, elapsed, step == 1 or last, final=last)
+            image, z = preview(network, time.perf_counter() - start, step == 1 or last,
+                               final=last)  # the time now: after a held-out check
             network.eval()
             yield TrainingUpdate(step=step, total=settings.steps, loss=value, elapsed_s=elapsed,
                                  model=model, preview=image, preview_z=z, held_out=held,
