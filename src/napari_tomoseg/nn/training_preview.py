@@ -12,8 +12,8 @@ from .fast_forward import inference_network
 from .inference import predict_planes, stack_context
 
 # At most this share of a training's time goes to previews. A whole 928 px slice costs a
-# membrane network at 10 A (3D stem) 5-9 s on 2 cores, against 0.4 s per step: previewing
-# every 2 s would have spent over 90% of the training on previews.
+# membrane network at 10 A (3D stem) 3.5 s on 2 cores in float32, against 0.4 s per step:
+# previewing every 2 s spent 89% of a training on previews (bench_training_preview.py).
 PREVIEW_SHARE = 0.2
 
 
