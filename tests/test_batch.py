@@ -599,6 +599,9 @@ def test_batch_rescores_picks_against_a_reference_as_rescore_does(project, tmp_p
     (["--pick", "ribosome", "--rescore", "ribosome=FINE"], "resample the reference"),
     (["--pick", "ribosome", "--rescore", "ribosome=REF", "--rescore-cut", "high"],
      "expected auto, none or a score"),
+    (["--pick", "ribosome", "--tilt-range", "-50", "50"], "add --rescore"),
+    (["--pick", "ribosome", "--rescore", "ribosome=REF", "--tilt-range", "60", "-60"],
+     "the tilt range needs"),
 ])
 def test_batch_refuses_a_bad_rescore_before_any_work(project, tmp_path, capsys, extra,
                                                      fragment):
@@ -650,3 +653,35 @@ def test_batch_rescoring_follows_the_models_contrast(project, tmp_path):
                                  tmp_path / "r.star")
     np.testing.assert_allclose(white["reference_score"], dark["reference_score"], atol=1e-5)
     assert not np.allclose(reversed_["reference_score"], dark["reference_score"], atol=1e-3)
+
+
+def test_batch_rescoring_gives_the_reference_the_tilt_series_wedge(project, tmp_path):
+    """--tilt-range: a tilt series of +-40 degrees misses a wider wedge than the default +-60;
+    the picks are scored as `tomoseg rescore --tilt-range -40 40` scores them, and a rerun with
+    another range redoes them (the digest), where a run without rescoring keeps its digest."""
+    from napari_tomoseg.averaging.template_scores import TemplateSettings, template_scores
+    from napari_tomoseg.batch_particles import rescore_picks
+    from napari_tomoseg.io.particles import TomogramFrame
+    from napari_tomoseg.synthetic.ribosome import reference_density
+
+    _, model, tomograms, _ = project
+    volume = open_volume(tomograms[0])[0].astype(np.float32)
+    density = reference_density(20, 20.0)
+    reference = write_volume(tmp_path / "ref.mrc", density, 20.0)
+    process_tomogram(tomograms[0], BatchSettings(models=(model,), output=str(tmp_path / "p"),
+                                                 pick=("ribosome",)))
+    table = read_star(tmp_path / "p" / "tomo0_ribosome.star")
+    frame = TomogramFrame("tomo0", volume.shape, 20.0)
+    default, _ = rescore_picks(volume, frame, table, str(reference), None, tmp_path / "a.star")
+    narrow, _ = rescore_picks(volume, frame, table, str(reference), None, tmp_path / "b.star",
+                              tilt_range=(-40.0, 40.0))
+    expected = template_scores(volume, table[["z", "y", "x"]].to_numpy(float), density, 20.0,
+                               TemplateSettings(tilt_min=-40.0, tilt_max=40.0))
+    np.testing.assert_allclose(narrow["reference_score"], expected, atol=1e-5)
+    assert not np.allclose(narrow["reference_score"], default["reference_score"], atol=1e-3)
+    rescoring = dict(models=(model,), output="o", pick=("ribosome",),
+                     rescore={"ribosome": str(reference)})
+    assert BatchSettings(**rescoring, tilt_range=(-40.0, 40.0)).digest() \
+        != BatchSettings(**rescoring).digest()
+    plain = dict(models=(model,), output="o", pick=("ribosome",))
+    assert BatchSettings(**plain, tilt_range=(-40.0, 40.0)).digest() == BatchSettings(**plain).digest()

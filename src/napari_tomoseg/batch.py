@@ -53,6 +53,8 @@ class BatchSettings:
     voxel_size: float | None = None  # Angstrom, for MRC headers without one (--voxel-size)
     rescore: dict = field(default_factory=dict)  # {feature: reference MRC}: tomoseg rescore
     rescore_cut: float | str | None = None  # "auto", a score, or None: every pick kept
+    # degrees about y: the tilt series' range, whose missing wedge rescoring gives the reference
+    tilt_range: tuple[float, float] = (-60.0, 60.0)
 
     def digest(self) -> str:
         record = asdict(self)
@@ -64,6 +66,8 @@ class BatchSettings:
             record.pop("precision")
         if not record["trace"]:  # likewise
             record.pop("trace")
+        if not record["rescore"] or tuple(self.tilt_range) == (-60.0, 60.0):  # likewise; only
+            record.pop("tilt_range")  # rescoring reads it
         if not record["rescore"]:  # likewise
             record.pop("rescore"), record.pop("rescore_cut")
         else:  # the reference's content, not its name, decides the scores

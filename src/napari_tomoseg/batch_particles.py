@@ -40,7 +40,7 @@ def pick_and_trace(maps: dict, frame, settings, thresholds: dict, out: Path, nam
         if reference:
             tables[feature], result.setdefault("cuts", {})[feature] = rescore_picks(
                 volume, frame, tables[feature], reference, settings.rescore_cut, target,
-                white=(protein_white or {}).get(feature, False))
+                white=(protein_white or {}).get(feature, False), tilt_range=settings.tilt_range)
         result["outputs"].append(target.name)
         result["picks"][feature] = int(len(tables[feature]))
     for feature, diameter in settings.trace.items():
@@ -59,11 +59,13 @@ def filament_outputs(name: str, feature: str) -> tuple[str, str]:
 
 
 def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, target: Path,
-                  white: bool = False) -> tuple[pd.DataFrame, float | None]:
+                  white: bool = False, tilt_range: tuple[float, float] = (-60.0, 60.0)
+                  ) -> tuple[pd.DataFrame, float | None]:
     """``rescore_job`` (the CLI's ``tomoseg rescore``) on one tomogram's picks, written to
     ``target``: on the realistic benchmark it lifted the picks of a model reused on another
     tomogram from F1 0.90 to 0.97 (docs/averaging.md). ``white``: the tomogram shows protein
-    bright (its model was trained inverted). (picks, suggested cut or None without picks)."""
+    bright (its model was trained inverted); ``tilt_range``: the tilt series' (degrees about y),
+    whose missing wedge the reference is given. (picks, suggested cut or None without picks)."""
     from .averaging.files import open_reference
     from .averaging.template_scores import TemplateSettings
     from .io.particle_files import write_particles
@@ -76,4 +78,5 @@ def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, targe
         write_particles(target, table, frame, box_size=reference_map.shape[0])
         return table, None
     return run_job(rescore_job(volume, frame, table, reference_map,
-                               TemplateSettings(invert=not white), target, cut))
+                               TemplateSettings(invert=not white, tilt_min=tilt_range[0],
+                                                tilt_max=tilt_range[1]), target, cut))

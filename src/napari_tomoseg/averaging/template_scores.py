@@ -55,6 +55,9 @@ class TemplateSettings:
             raise InvalidSettingsError("the low-pass must be a positive resolution in A.")
         if self.mask_radius is not None and not self.mask_radius >= 3:
             raise InvalidSettingsError("the mask radius must be at least 3 voxels.")
+        if not -90.0 <= self.tilt_min < self.tilt_max <= 90.0:  # before any work, not per pick
+            raise InvalidSettingsError("the tilt range needs -90 <= minimum < maximum <= 90 "
+                                       f"degrees, not {self.tilt_min:g} to {self.tilt_max:g}.")
         if not MIN_ANGULAR_STEP <= self.angular_step <= 180:
             raise InvalidSettingsError(f"the angular step must be {MIN_ANGULAR_STEP:g}-180 "
                                        "degrees.")

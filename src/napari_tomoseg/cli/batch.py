@@ -93,7 +93,7 @@ def _traced(args: argparse.Namespace) -> dict[str, float]:
 def _rescored(args: argparse.Namespace) -> tuple[dict[str, str], float | str | None]:
     """--rescore FEATURE=REFERENCE as {feature: reference path}, and --rescore-cut; checked
     (the reference read) before any tomogram is segmented."""
-    from ..averaging.template_scores import checked_reference
+    from ..averaging.template_scores import TemplateSettings, checked_reference
     from ..io.mrc import open_volume
 
     references: dict[str, str] = {}
@@ -112,6 +112,11 @@ def _rescored(args: argparse.Namespace) -> tuple[dict[str, str], float | str | N
     if args.rescore_cut != "none" and not references:
         raise InvalidSettingsError("--rescore-cut cuts rescored picks: add --rescore "
                                    "FEATURE=REFERENCE.mrc.")
+    if args.tilt_range is not None:
+        if not references:
+            raise InvalidSettingsError("--tilt-range gives rescoring's reference the missing "
+                                       "wedge: add --rescore FEATURE=REFERENCE.mrc.")
+        TemplateSettings(tilt_min=args.tilt_range[0], tilt_max=args.tilt_range[1])  # checked
     return references, None if args.rescore_cut == "none" else args.rescore_cut
 
 
@@ -156,7 +161,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         diameter=args.diameter, trace=traced, dtype=args.dtype, device=args.device,
         precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size,
-        rescore=rescore, rescore_cut=rescore_cut)
+        rescore=rescore, rescore_cut=rescore_cut,
+        **({"tilt_range": tuple(args.tilt_range)} if args.tilt_range else {}))
     for feature in settings.trace:  # a cut at 0 takes every voxel for a filament's axis
         if settings.thresholds.get(feature, 0.5) <= 0:
             raise InvalidSettingsError(f"--threshold {feature}=0: tracing needs a threshold "
@@ -198,6 +204,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--rescore-cut", type=rescore_cut, default="none",
                    help="drop rescored picks below: auto (each tomogram's median - 2 MADs), "
                         "a score, or none (default: keep all)")
+    p.add_argument("--tilt-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="the tilt series' range about y in degrees, for rescoring's missing "
+                        "wedge (default: -60 60)")
     p.add_argument("--trace", action="append", metavar="FEATURE[=DIAMETER]",
                    help="trace the feature's filaments (tomoseg trace): NAME_FEATURE_filaments"
                         ".star and NAME_FEATURE_tubes.mrc; diameter in A (default: microtubule "
