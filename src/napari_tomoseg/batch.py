@@ -28,7 +28,7 @@ from .batch_combined import write_combined_star
 from .batch_cluster import make_client
 from .batch_manifest import Manifest
 from .batch_outputs import check_batch_outputs, planned_outputs
-from .batch_particles import pick_and_trace
+from .batch_particles import DEFAULT_TILT_RANGE, pick_and_trace
 from .session import fingerprint
 from .errors import TomosegError
 from .io.atomic import clean_stale_partials
@@ -54,7 +54,7 @@ class BatchSettings:
     rescore: dict = field(default_factory=dict)  # {feature: reference MRC}: tomoseg rescore
     rescore_cut: float | str | None = None  # "auto", a score, or None: every pick kept
     # degrees about y: the tilt series' range, whose missing wedge rescoring gives the reference
-    tilt_range: tuple[float, float] = (-60.0, 60.0)
+    tilt_range: tuple[float, float] = DEFAULT_TILT_RANGE
 
     def digest(self) -> str:
         record = asdict(self)
@@ -66,8 +66,8 @@ class BatchSettings:
             record.pop("precision")
         if not record["trace"]:  # likewise
             record.pop("trace")
-        if not record["rescore"] or tuple(self.tilt_range) == (-60.0, 60.0):  # likewise; only
-            record.pop("tilt_range")  # rescoring reads it
+        if not record["rescore"] or tuple(self.tilt_range) == DEFAULT_TILT_RANGE:
+            record.pop("tilt_range")  # likewise; only rescoring reads it
         if not record["rescore"]:  # likewise
             record.pop("rescore"), record.pop("rescore_cut")
         else:  # the reference's content, not its name, decides the scores

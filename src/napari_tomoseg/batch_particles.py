@@ -10,6 +10,9 @@ import pandas as pd
 
 from .errors import TomosegError
 
+# degrees about y: the tilt series rescoring assumes unless told (TemplateSettings' own)
+DEFAULT_TILT_RANGE = (-60.0, 60.0)
+
 
 def pick_and_trace(maps: dict, frame, settings, thresholds: dict, out: Path, name: str,
                    result: dict, volume=None, protein_white: dict | None = None
@@ -59,7 +62,7 @@ def filament_outputs(name: str, feature: str) -> tuple[str, str]:
 
 
 def rescore_picks(volume, frame, table: pd.DataFrame, reference: str, cut, target: Path,
-                  white: bool = False, tilt_range: tuple[float, float] = (-60.0, 60.0)
+                  white: bool = False, tilt_range: tuple[float, float] = DEFAULT_TILT_RANGE
                   ) -> tuple[pd.DataFrame, float | None]:
     """``rescore_job`` (the CLI's ``tomoseg rescore``) on one tomogram's picks, written to
     ``target``: on the realistic benchmark it lifted the picks of a model reused on another

@@ -54,9 +54,10 @@ class PreprocessSettings:
 
 WORKING_VOXEL_SIZE = 20.0  # Angstrom: networks see the tomogram binned to about this
 # Per feature, where the realistic benchmark measured better (docs/engine.md, "Membranes at
-# full resolution"): a U-Net for a 4-nm bilayer, binned to 20 A, draws it 2 voxels wide and
-# misplaces its edges; at 10 A, Dice from 5 boxes rose from 0.50 / 0.57 to 0.60 / 0.65
-# (training / other cell, three box draws; the weakest draw 0.30 -> 0.56).
+# 10 A"): a U-Net for a 4-nm bilayer, binned to 20 A, draws it 2 voxels wide and misplaces
+# its edges; at 10 A, Dice from 5 boxes rose from 0.50 / 0.56 to 0.61 / 0.69 (training /
+# other cell, six box draws; the weakest draw 0.30 -> 0.52), for about 5x the training
+# time (183 s against 30-37 s on one 2-core host).
 FEATURE_WORKING_VOXEL_SIZE = {"membrane": 10.0}
 MIN_TILE = 32  # pixels: a box binned below this holds too little context
 

@@ -162,7 +162,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size,
         rescore=rescore, rescore_cut=rescore_cut,
-        **({"tilt_range": tuple(args.tilt_range)} if args.tilt_range else {}))
+        tilt_range=tuple(args.tilt_range or batch.DEFAULT_TILT_RANGE))
     for feature in settings.trace:  # a cut at 0 takes every voxel for a filament's axis
         if settings.thresholds.get(feature, 0.5) <= 0:
             raise InvalidSettingsError(f"--threshold {feature}=0: tracing needs a threshold "
