@@ -6,7 +6,7 @@
 Each variant is trained from the same boxes (mpneumoniae.membrane_boxes) with
 training seeds 0.. and scored by mpneumoniae.traced_scores at the stored
 threshold (and f, their harmonic mean with the traced share, at 0.5 and at its
-best threshold): recall of the traced membranes, the share of detections near
+best threshold, and of what ``merge`` writes: small pieces dropped): recall of the traced membranes, the share of detections near
 them, the share of the volume above the threshold. No ground truth: a check that
 settings chosen on synthetic cells carry over, not an accuracy figure.
 """
@@ -26,6 +26,9 @@ import mpneumoniae as mp  # noqa: E402
 from realistic import emit, provenance, spread  # noqa: E402
 
 from napari_tomoseg.io.mrc import open_volume  # noqa: E402
+from napari_tomoseg.jobs import run_job  # noqa: E402
+from napari_tomoseg.jobs.merge import merge_maps  # noqa: E402
+from napari_tomoseg.merge import MergeSettings  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
 from napari_tomoseg.nn.ensemble import members_of  # noqa: E402
 from napari_tomoseg.nn.models import EDGES  # noqa: E402
@@ -54,7 +57,13 @@ def run(vol: np.ndarray, settings: dict, seed: int, save: Path | None, name: str
         np.save(save / f"{name}_{edge}_{seed}.npy", prob.astype(np.float16))
     sweep = mp.threshold_sweep(prob, unscored)
     stored = mp.with_f(mp.traced_scores(prob > model.threshold, unscored))
-    return {**stored, "edge": edge, "threshold": model.threshold, "f_05": sweep["at_half"]["f"],
+    # what merge writes: the stored threshold, pieces under the default smallest size dropped
+    merged = run_job(merge_maps({"membrane": prob}, MergeSettings(["membrane"], {
+        "membrane": model.threshold}), None, 20.0, (0.0, 0.0, 0.0))) > 0
+    merged = {f"{k}_merged": v for k, v in mp.with_f(mp.traced_scores(merged, unscored)).items()
+              if k in ("recall", "near", "f")}
+    return {**stored, **merged, "edge": edge, "threshold": model.threshold,
+            "f_05": sweep["at_half"]["f"],
             "f_best": sweep["best"]["f"], "best_threshold": sweep["best"]["threshold"],
             "seconds": seconds, "steps": len(model.history)}
 
@@ -84,8 +93,9 @@ def main() -> None:
              f"{args.first_seed}-{args.first_seed + args.seeds - 1}; slice sides: "
              f"{args.edge or 'as the model says (see the rows)'}",
              "| variant | recall of traced membrane | detections near it | f (both) | f at 0.5 | "
-             "best f (at threshold) | volume above threshold | stored threshold | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "best f (at threshold) | volume above threshold | stored threshold | train s | "
+             "f of what merge writes (recall / near) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.variants:
         settings = VARIANTS[name] if name in VARIANTS else json.loads(name)
         rows = [run(vol, settings, seed, args.save, name, args.edge, args.positives,
@@ -99,7 +109,8 @@ def main() -> None:
         lines.append(f"| {name}, sides {rows[0]['edge']} | {cell['recall']} | {cell['near']} | "
                      f"{cell['f']} | {cell['f_05']} | {cell['f_best']} "
                      f"(@{cell['best_threshold']}) | {cell['above']} | {cell['threshold']} | "
-                     f"{cell['seconds']} |")
+                     f"{cell['seconds']} | {cell['f_merged']} ({cell['recall_merged']} / "
+                     f"{cell['near_merged']}) |")
         print(lines[-1], flush=True)
     emit(lines, args.out)
 

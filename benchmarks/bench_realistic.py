@@ -13,7 +13,8 @@ for ribosomes, picks by ``pick_particles`` with default settings (the
 model's stored threshold) scored as precision / recall / F1 within half a
 diameter of the true centres; for microtubules and actin, Dice of the tubes
 ``trace_filaments`` draws around the centre lines it finds in the map (at
-the stored threshold, 25 and 7 nm across). The forest is the ilastik recipe
+the stored threshold, 25 and 7 nm across); for membranes, Dice of what ``merge``
+writes (the stored threshold, pieces under the default smallest size dropped). The forest is the ilastik recipe
 (baseline_forest.py) with the same boxes and the same picker. With
 ``--correct`` each network gets later rounds (``--rounds``, 2 by default) as a
 user would give them: 5 positives on the largest missed stretches a user can
@@ -40,6 +41,9 @@ import realistic as rs  # noqa: E402
 
 from napari_tomoseg.features import FILAMENT_DIAMETERS  # noqa: E402
 from napari_tomoseg.filaments import FilamentSettings, trace_filaments  # noqa: E402
+from napari_tomoseg.jobs import run_job  # noqa: E402
+from napari_tomoseg.jobs.merge import merge_maps  # noqa: E402
+from napari_tomoseg.merge import MergeSettings  # noqa: E402
 from napari_tomoseg.metrics import dice  # noqa: E402
 from napari_tomoseg.nn.ensemble_training import iter_train_members  # noqa: E402
 from napari_tomoseg.nn.inference import segment  # noqa: E402
@@ -47,6 +51,7 @@ from napari_tomoseg.nn.model_file import save_model  # noqa: E402
 from napari_tomoseg.nn.training import TrainingSettings  # noqa: E402
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
+from napari_tomoseg.small_pieces import default_min_size  # noqa: E402
 
 
 def run_method(method: str, cells, boxes, feature: str, binning: int | None = None,
@@ -132,6 +137,10 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                 diameter=FILAMENT_DIAMETERS[feature], threshold=threshold,
                 **getattr(score, "trace", {}))).tubes
             out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
+        if default_min_size(feature) > 0:  # what merge writes: small pieces dropped
+            merged = run_job(merge_maps({feature: prob}, MergeSettings([feature], {
+                feature: threshold}), None, 10.0, (0.0, 0.0, 0.0)))
+            out[f"merged_{i}"] = dice(merged > 0, cell["labels"][feature], where)
     out["threshold"] = threshold
     return out
 
@@ -156,7 +165,7 @@ def correction_rounds(args, method: str, cells, boxes, feature: str, seed: int, 
         rounds.append((score(feature, boxes, cells, probs, threshold), took, list(added)))
         print(f"  seed {seed}, round {k + 2}: " + ", ".join(
             f"{name} {v:.3f}" for name, v in rounds[-1][0].items()
-            if name.startswith(("f1_", "dice_stored_", "tubes_"))), flush=True)
+            if name.startswith(("f1_", "dice_stored_", "tubes_", "merged_"))), flush=True)
     return rounds
 
 
@@ -169,6 +178,7 @@ def row_cells(feature: str, runs: list[dict]) -> list[str]:
         out.append(f"{rs.spread(runs, f'f1_{i}')} ({rs.spread(runs, f'precision_{i}')}/"
                    f"{rs.spread(runs, f'recall_{i}')})" if feature == "ribosome" else
                    f"tubes {rs.spread(runs, f'tubes_{i}')}" if feature in FILAMENT_DIAMETERS
+                   else f"merged {rs.spread(runs, f'merged_{i}')}" if f"merged_{i}" in runs[0]
                    else "-")
     return out + [rs.spread(runs, "threshold")]
 
@@ -259,7 +269,7 @@ def main() -> None:
                     runs.append(score(feature, boxes, cells, probs, threshold))
                     print(f"  seed {seed}: " + ", ".join(  # for paired comparisons of settings
                         f"{k} {v:.3f}" for k, v in runs[-1].items()
-                        if k.startswith(("f1_", "dice_stored_", "tubes_"))), flush=True)
+                        if k.startswith(("f1_", "dice_stored_", "tubes_", "merged_"))), flush=True)
                     if args.save:
                         args.save.mkdir(parents=True, exist_ok=True)
                         for i, prob in enumerate(probs):
@@ -313,8 +323,8 @@ def write_table(comments: list[str], rows: list[list[str]], out: Path | None) ->
     """Print the results table under its comment lines, and write it to ``out`` if given."""
     lines = comments + [
         "| feature | boxes +/- | method | Dice @0.5 / @stored / best same | "
-        "Dice @0.5 / @stored / best other | pick F1 (P/R) or tubes Dice same | "
-        "pick F1 (P/R) or tubes Dice other "
+        "Dice @0.5 / @stored / best other | pick F1 (P/R), tubes or merged Dice same | "
+        "pick F1 (P/R), tubes or merged Dice other "
         "| stored threshold | train s |",
         "|---|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

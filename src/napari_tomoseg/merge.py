@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InvalidSettingsError
+from .small_pieces import check_min_size, default_min_size
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class MergeSettings:
     thresholds: dict = field(default_factory=dict)  # feature -> threshold (default 0.5)
     artifacts: dict = field(default_factory=dict)  # artifact -> features it removes voxels from
     label_artifacts: bool = False
+    # feature -> smallest piece kept, nm^3 (0 keeps all); unset: small_pieces' default
+    min_sizes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         names = list(self.features)
@@ -35,6 +38,13 @@ class MergeSettings:
             raise InvalidSettingsError(
                 f"a threshold is given for {', '.join(map(str, unknown))}, which is not among "
                 f"the features ({', '.join(names)}); check the spelling.")
+        unsized = [f for f in self.min_sizes if f not in names]
+        if unsized:
+            raise InvalidSettingsError(
+                f"a smallest piece is given for {', '.join(map(str, unsized))}, which is not "
+                f"among the features ({', '.join(names)}); check the spelling.")
+        for feature, value in self.min_sizes.items():
+            check_min_size(feature, value)
         for feature, value in self.thresholds.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise InvalidSettingsError(
@@ -42,6 +52,12 @@ class MergeSettings:
 
     def threshold(self, feature: str) -> float:
         return float(self.thresholds.get(feature, 0.5))
+
+    def min_size(self, feature: str) -> float:
+        """The smallest piece of ``feature`` kept, nm^3: as given, else its default."""
+        if feature in self.min_sizes:
+            return float(self.min_sizes[feature])
+        return default_min_size(feature)
 
     def label_of(self, feature: str) -> int:
         return list(self.features).index(feature) + 1

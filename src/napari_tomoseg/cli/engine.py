@@ -184,6 +184,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if not maps:
         raise TomosegError("give at least one --prob FEATURE=FILE.")
     given = arguments.thresholds(args.threshold, list(maps))
+    min_sizes = arguments.min_sizes(args.min_size, list(maps))
     artifacts = arguments.artifacts(args.artifact)
     check_outputs([args.output], list(maps.values()), args.overwrite)
     if args.output.suffix.lower() not in MRC_SUFFIXES:  # not an MRC file named x.csv
@@ -193,7 +194,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     infos = map_infos(maps, args.voxel_size)
     thresholds = {f: map_threshold(given.get(f), path, f) for f, path in maps.items()}
     settings = MergeSettings(features=list(maps), thresholds=thresholds,
-                             artifacts=artifact_rules(artifacts, list(maps)))
+                             artifacts=artifact_rules(artifacts, list(maps)), min_sizes=min_sizes)
     first = next(iter(infos.values()))
     labels = run_with_bar(merge_maps(maps, settings, args.output, first.voxel_size, first.origin,
                                      overwrite=args.overwrite, infos=infos), "merging")
@@ -288,6 +289,9 @@ def _merge_parser(sub) -> None:
     merge.add_argument("--artifact", action="append", metavar="ARTIFACT[=FEATURE[,FEATURE]]",
                        help="remove the artifact's voxels from these features (default: from "
                             "every other feature)")
+    merge.add_argument("--min-size", action="append", metavar="FEATURE=NM3",
+                       help="drop the feature's connected pieces smaller than this volume in "
+                            "nm^3 (default: membranes 2000, others 0, which keeps all)")
     merge.add_argument("--output", "-o", type=Path, required=True)
     merge.add_argument("--overwrite", action="store_true")
     voxel_size_option(merge, "maps whose")

@@ -13,6 +13,7 @@ from ..io.mrc import (VolumeInfo, check_finite_volume, open_volume, require_voxe
 from ..io.probability_header import LABELS_MARK, legend_labels
 from ..merge import MergeSettings, check_same_grid, merge_slab
 from ..probability_maps import as_probability, header_scale, probability_scale
+from ..small_pieces import drop_small_pieces, voxels_of
 from .progress import Job, Progress
 
 SLAB = 16
@@ -77,7 +78,8 @@ def merge_maps(maps: Sources, settings: MergeSettings,
     """Labels (0 = nothing, i + 1 = ``settings.features[i]``), slab by slab.
 
     ``maps`` are arrays or MRC files (0-1 floats or 0-255 integers). With
-    ``output`` the labels are written there at the end, atomically.
+    ``output`` the labels are written there at the end, atomically. Pieces of a feature
+    smaller than ``settings.min_size`` (nm^3) are dropped once all slabs are merged.
     ``infos``: the files' headers as ``map_infos`` checked them (e.g. with --voxel-size).
     """
     arrays = _open_maps({f: maps[f] for f in settings.features}, infos)
@@ -96,10 +98,16 @@ def merge_maps(maps: Sources, settings: MergeSettings,
             part[feature] = as_probability(values, scales[feature], names[feature])
         labels[z:z + SLAB] = merge_slab(part, settings)
         yield Progress(min(z + SLAB, nz), nz + 1, "merging")
+    # an artifact without a label of its own only removes voxels: no value is its
+    labelled = [f for f in settings.features
+                if settings.label_artifacts or f not in settings.artifacts]
+    for feature in labelled:  # whole pieces: only once every slab is merged
+        if settings.min_size(feature) > 0:
+            yield Progress(nz, nz + 1, f"dropping pieces of {feature} under "
+                                       f"{settings.min_size(feature):g} nm^3")
+            drop_small_pieces(labels, settings.label_of(feature),
+                              voxels_of(settings.min_size(feature), voxel_size))
     if output is not None:
-        # an artifact without a label of its own only removes voxels: no value is its
-        labelled = [f for f in settings.features
-                    if settings.label_artifacts or f not in settings.artifacts]
         legend = legend_labels({settings.label_of(f): f for f in labelled})
         write_volume(output, labels, voxel_size, origin, overwrite=overwrite,
                      labels=(LABELS_MARK, *legend))  # never taken for a tomogram by a glob
