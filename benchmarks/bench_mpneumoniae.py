@@ -6,8 +6,9 @@
 Each variant is trained from the same boxes (mpneumoniae.membrane_boxes) with
 training seeds 0.. and scored by mpneumoniae.traced_scores at the stored
 threshold (and f, their harmonic mean with the traced share, at 0.5 and at its
-best threshold, and of what ``merge`` writes: small pieces dropped): recall of the traced membranes, the share of detections near
-them, the share of the volume above the threshold. No ground truth: a check that
+best threshold, and of what ``merge --min-size membrane=2000`` writes): recall of the
+traced membranes, the share of detections near them, the share of the volume above the
+threshold. No ground truth: a check that
 settings chosen on synthetic cells carry over, not an accuracy figure.
 """
 
@@ -57,9 +58,10 @@ def run(vol: np.ndarray, settings: dict, seed: int, save: Path | None, name: str
         np.save(save / f"{name}_{edge}_{seed}.npy", prob.astype(np.float16))
     sweep = mp.threshold_sweep(prob, unscored)
     stored = mp.with_f(mp.traced_scores(prob > model.threshold, unscored))
-    # what merge writes: the stored threshold, pieces under the default smallest size dropped
+    # what merge --min-size membrane=2000 writes: the stored threshold, small pieces dropped
     merged = run_job(merge_maps({"membrane": prob}, MergeSettings(["membrane"], {
-        "membrane": model.threshold}), None, 20.0, (0.0, 0.0, 0.0))) > 0
+        "membrane": model.threshold}, min_sizes={"membrane": 2000.0}), None, 20.0,
+        (0.0, 0.0, 0.0))) > 0
     merged = {f"{k}_merged": v for k, v in mp.with_f(mp.traced_scores(merged, unscored)).items()
               if k in ("recall", "near", "f")}
     return {**stored, **merged, "edge": edge, "threshold": model.threshold,

@@ -13,8 +13,9 @@ for ribosomes, picks by ``pick_particles`` with default settings (the
 model's stored threshold) scored as precision / recall / F1 within half a
 diameter of the true centres; for microtubules and actin, Dice of the tubes
 ``trace_filaments`` draws around the centre lines it finds in the map (at
-the stored threshold, 25 and 7 nm across); for membranes, Dice of what ``merge``
-writes (the stored threshold, pieces under the default smallest size dropped). The forest is the ilastik recipe
+the stored threshold, 25 and 7 nm across); for membranes, Dice of what ``merge
+--min-size membrane=2000`` writes (the stored threshold, pieces under 2000 nm^3 dropped).
+The forest is the ilastik recipe
 (baseline_forest.py) with the same boxes and the same picker. With
 ``--correct`` each network gets later rounds (``--rounds``, 2 by default) as a
 user would give them: 5 positives on the largest missed stretches a user can
@@ -51,7 +52,9 @@ from napari_tomoseg.nn.model_file import save_model  # noqa: E402
 from napari_tomoseg.nn.training import TrainingSettings  # noqa: E402
 from napari_tomoseg.picking import PickSettings, pick_particles  # noqa: E402
 from napari_tomoseg.preprocess import Preprocessor  # noqa: E402
-from napari_tomoseg.small_pieces import default_min_size  # noqa: E402
+
+# merge --min-size per feature, as docs/engine.md ("Small pieces of membrane") suggests
+MIN_SIZES_NM3 = {"membrane": 2000.0}
 
 
 def run_method(method: str, cells, boxes, feature: str, binning: int | None = None,
@@ -137,9 +140,10 @@ def score(feature: str, boxes, cells, probs, threshold: float) -> dict[str, floa
                 diameter=FILAMENT_DIAMETERS[feature], threshold=threshold,
                 **getattr(score, "trace", {}))).tubes
             out[f"tubes_{i}"] = dice(tubes, cell["labels"][feature], where)
-        if default_min_size(feature) > 0:  # what merge writes: small pieces dropped
+        if feature in MIN_SIZES_NM3:  # what merge --min-size writes: small pieces dropped
             merged = run_job(merge_maps({feature: prob}, MergeSettings([feature], {
-                feature: threshold}), None, 10.0, (0.0, 0.0, 0.0)))
+                feature: threshold}, min_sizes={feature: MIN_SIZES_NM3[feature]}), None, 10.0,
+                (0.0, 0.0, 0.0)))
             out[f"merged_{i}"] = dice(merged > 0, cell["labels"][feature], where)
     out["threshold"] = threshold
     return out

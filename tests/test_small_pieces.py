@@ -1,4 +1,4 @@
-"""merge drops a feature's pieces smaller than a volume in nm^3: membranes' speckle."""
+"""merge --min-size drops a feature's pieces smaller than a volume in nm^3 (membrane speckle)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from napari_tomoseg.io.mrc import write_volume
 from napari_tomoseg.jobs import run_job
 from napari_tomoseg.jobs.merge import merge_maps
 from napari_tomoseg.merge import MergeSettings
-from napari_tomoseg.small_pieces import default_min_size, drop_small_pieces, voxels_of
+from napari_tomoseg.small_pieces import drop_small_pieces, voxels_of
 
 SHAPE = (24, 40, 40)
 
@@ -67,11 +67,6 @@ def test_bad_sizes_are_refused():
         MergeSettings(["membrane"], min_sizes={"membrnae": 100.0})
 
 
-def test_membranes_drop_small_pieces_by_default_and_other_features_do_not():
-    assert default_min_size("membrane") > 0 and default_min_size("plasma membranes") > 0
-    assert default_min_size("ribosome") == 0 and default_min_size("membrane-bound vesicle") == 0
-
-
 def _maps(tmp_path, voxel: float) -> dict[str, str]:
     """Real MRC probability maps: a membrane sheet and speck, a ribosome-sized speck."""
     _, parts = _scene()
@@ -87,24 +82,27 @@ def _labels(path) -> np.ndarray:
         return np.asarray(mrc.data)
 
 
+SMALL = MergeSettings(["membrane", "ribosome"], min_sizes={"membrane": 2000.0})
+
+
 def test_merge_writes_labels_without_the_membrane_speck(tmp_path):
-    maps = _maps(tmp_path, 10.0)  # 27 voxels of 1 nm^3: under the default
+    maps = _maps(tmp_path, 10.0)  # 27 voxels of 1 nm^3: under 2000
     out = tmp_path / "labels.mrc"
-    run_job(merge_maps(maps, MergeSettings(["membrane", "ribosome"]), out, 10.0, (0, 0, 0)))
+    run_job(merge_maps(maps, SMALL, out, 10.0, (0, 0, 0)))
     labels = _labels(out)
     _, parts = _scene()
     assert (labels[parts["sheet"]] == 1).all() and not labels[parts["speck"]].any()
     assert (labels == 2).sum() == 27  # a ribosome's speck of the same size stays
-    kept = run_job(merge_maps(maps, MergeSettings(["membrane", "ribosome"], min_sizes={
-        "membrane": 0}), None, 10.0, (0, 0, 0)))
-    assert (kept[parts["speck"]] == 1).all()
+    for kept_all in (MergeSettings(["membrane", "ribosome"]),  # by default every piece stays
+                     MergeSettings(["membrane", "ribosome"], min_sizes={"membrane": 0})):
+        kept = run_job(merge_maps(maps, kept_all, None, 10.0, (0, 0, 0)))
+        assert (kept[parts["speck"]] == 1).all()
 
 
 def test_the_size_is_a_volume_not_a_voxel_count(tmp_path):
     """The same 27 voxels at 50 A hold 3375 nm^3: a membrane piece that stays."""
     maps = _maps(tmp_path, 50.0)
-    labels = run_job(merge_maps(maps, MergeSettings(["membrane", "ribosome"]), None, 50.0,
-                                (0, 0, 0)))
+    labels = run_job(merge_maps(maps, SMALL, None, 50.0, (0, 0, 0)))
     _, parts = _scene()
     assert (labels[parts["speck"]] == 1).all()
 
@@ -113,10 +111,10 @@ def test_cli_min_size(tmp_path, capsys):
     maps = _maps(tmp_path, 10.0)
     probs = [x for f, p in maps.items() for x in ("--prob", f"{f}={p}")]
     out = tmp_path / "l.mrc"
-    assert main(["merge", *probs, "-o", str(out), "--min-size", "membrane=0"]) == 0
+    assert main(["merge", *probs, "-o", str(out)]) == 0
     _, parts = _scene()
     assert (_labels(out)[parts["speck"]] == 1).all()
-    assert main(["merge", *probs, "-o", str(out), "--overwrite",
+    assert main(["merge", *probs, "-o", str(out), "--overwrite", "--min-size", "membrane=2000",
                  "--min-size", "ribosome=100"]) == 0
     labels = _labels(out)
     assert not labels[parts["speck"]].any() and not (labels == 2).any()  # both specks gone

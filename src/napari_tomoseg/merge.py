@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InvalidSettingsError
-from .small_pieces import check_min_size, default_min_size
+from .small_pieces import check_min_size
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class MergeSettings:
     thresholds: dict = field(default_factory=dict)  # feature -> threshold (default 0.5)
     artifacts: dict = field(default_factory=dict)  # artifact -> features it removes voxels from
     label_artifacts: bool = False
-    # feature -> smallest piece kept, nm^3 (0 keeps all); unset: small_pieces' default
+    # feature -> smallest connected piece kept, nm^3; unset or 0: every piece kept
     min_sizes: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -54,10 +54,8 @@ class MergeSettings:
         return float(self.thresholds.get(feature, 0.5))
 
     def min_size(self, feature: str) -> float:
-        """The smallest piece of ``feature`` kept, nm^3: as given, else its default."""
-        if feature in self.min_sizes:
-            return float(self.min_sizes[feature])
-        return default_min_size(feature)
+        """The smallest piece of ``feature`` kept, nm^3 (0: all)."""
+        return float(self.min_sizes.get(feature, 0.0))
 
     def label_of(self, feature: str) -> int:
         return list(self.features).index(feature) + 1

@@ -291,7 +291,7 @@ def _merge_parser(sub) -> None:
                             "every other feature)")
     merge.add_argument("--min-size", action="append", metavar="FEATURE=NM3",
                        help="drop the feature's connected pieces smaller than this volume in "
-                            "nm^3 (default: membranes 2000, others 0, which keeps all)")
+                            "nm^3 (default 0: keep all; 2000 for membranes: docs/engine.md)")
     merge.add_argument("--output", "-o", type=Path, required=True)
     merge.add_argument("--overwrite", action="store_true")
     voxel_size_option(merge, "maps whose")
