@@ -33,16 +33,12 @@ class MergeSettings:
         if repeated:
             raise InvalidSettingsError(f"feature {', '.join(repeated)} is given twice; give each "
                                        "feature's probability map once.")
-        unknown = [f for f in self.thresholds if f not in names]
-        if unknown:  # a misspelled feature's threshold would be ignored without a word
-            raise InvalidSettingsError(
-                f"a threshold is given for {', '.join(map(str, unknown))}, which is not among "
-                f"the features ({', '.join(names)}); check the spelling.")
-        unsized = [f for f in self.min_sizes if f not in names]
-        if unsized:
-            raise InvalidSettingsError(
-                f"a smallest piece is given for {', '.join(map(str, unsized))}, which is not "
-                f"among the features ({', '.join(names)}); check the spelling.")
+        for what, given in (("a threshold", self.thresholds), ("a smallest piece", self.min_sizes)):
+            unknown = [f for f in given if f not in names]
+            if unknown:  # a misspelled feature's setting would be ignored without a word
+                raise InvalidSettingsError(
+                    f"{what} is given for {', '.join(map(str, unknown))}, which is not among "
+                    f"the features ({', '.join(names)}); check the spelling.")
         for feature, value in self.min_sizes.items():
             check_min_size(feature, value)
         for feature, value in self.thresholds.items():

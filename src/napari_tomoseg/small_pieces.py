@@ -45,7 +45,7 @@ def drop_small_pieces(labels: np.ndarray, value: int, min_voxels: int) -> int:
     if min_voxels <= 1:
         return 0
     mask = labels == value
-    found = ndimage.find_objects(mask.astype(np.uint8))
+    found = ndimage.find_objects(mask.view(np.uint8))  # a view: no copy of the volume
     if not found or found[0] is None:
         return 0
     box = found[0]

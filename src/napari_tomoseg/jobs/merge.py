@@ -102,11 +102,10 @@ def merge_maps(maps: Sources, settings: MergeSettings,
     labelled = [f for f in settings.features
                 if settings.label_artifacts or f not in settings.artifacts]
     for feature in labelled:  # whole pieces: only once every slab is merged
-        if settings.min_size(feature) > 0:
-            yield Progress(nz, nz + 1, f"dropping pieces of {feature} under "
-                                       f"{settings.min_size(feature):g} nm^3")
-            drop_small_pieces(labels, settings.label_of(feature),
-                              voxels_of(settings.min_size(feature), voxel_size))
+        smallest = settings.min_size(feature)
+        if smallest > 0:
+            yield Progress(nz, nz + 1, f"dropping pieces of {feature} under {smallest:g} nm^3")
+            drop_small_pieces(labels, settings.label_of(feature), voxels_of(smallest, voxel_size))
     if output is not None:
         legend = legend_labels({settings.label_of(f): f for f in labelled})
         write_volume(output, labels, voxel_size, origin, overwrite=overwrite,
