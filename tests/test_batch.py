@@ -110,7 +110,7 @@ def test_a_worker_killed_mid_task_does_not_lose_a_tomogram(project, client, tmp_
 
 
 def test_unique_names_tell_files_of_one_name_apart(tmp_path):
-    from napari_tomoseg.batch import unique_names
+    from napari_tomoseg.batch_inputs import unique_names
 
     paths = [tmp_path / "a" / "t.mrc", tmp_path / "b" / "t.mrc", tmp_path / "c.mrc",
              tmp_path / "x" / "run" / "t.rec", tmp_path / "y" / "run" / "t.rec.gz"]
@@ -220,7 +220,9 @@ def test_batch_refuses_a_header_without_voxel_size_unless_given(project, tmp_pat
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--threshold", "ribsome=0.9"], "'ribsome' is not a feature of this run"),
-    (["--pick", "actin"], "--pick actin: no model of that feature")])
+    (["--pick", "actin"], "--pick actin: no model of that feature"),
+    (["--min-size", "ribsome=2000"], "--min-size ribsome=2000: 'ribsome' is not a feature"),
+    (["--min-size", "ribosome=-5"], "0 or more")])
 def test_batch_refuses_features_no_model_has_before_any_work(project, tmp_path, capsys, extra,
                                                              fragment):
     """A misspelled --threshold was ignored, and --pick of a feature no model has failed every
@@ -459,6 +461,33 @@ def test_batch_picks_read_a_uint8_map_by_its_header(project, tmp_path):
     assert result["picks"]["ribosome"] == 0
 
 
+def test_batch_drops_small_pieces_as_merge_does_and_old_runs_keep_their_digest(project,
+                                                                              tmp_path):
+    """batch --min-size drops a feature's pieces under a volume from the label volume, as
+    merge --min-size does; a run without it keeps the digest of runs from before the option."""
+    from napari_tomoseg.jobs import run_job
+    from napari_tomoseg.jobs.merge import merge_maps
+    from napari_tomoseg.merge import MergeSettings
+
+    _, model, tomograms, _ = project
+    labels = {}
+    for size in (0.0, 50.0):
+        out = tmp_path / f"out{size}"
+        settings = BatchSettings(models=(model,), output=str(out),
+                                 min_sizes={"ribosome": size} if size else {})
+        assert process_tomogram(tomograms[0], settings, "t")["status"] == "done"
+        labels[size] = open_volume(out / "t_labels.mrc")[0][...]
+    expected = run_job(merge_maps({"ribosome": str(tmp_path / "out0.0" / "t_ribosome.mrc")},
+                                  MergeSettings(["ribosome"], thresholds={"ribosome": 0.5},
+                                                min_sizes={"ribosome": 50.0}),
+                                  None, 20.0, (0, 0, 0)))
+    assert 0 < (labels[50.0] > 0).sum() < (labels[0.0] > 0).sum()  # some pieces went, not all
+    np.testing.assert_array_equal(labels[50.0], expected)
+    plain = BatchSettings(models=(model,), output="o")
+    assert plain.digest() != BatchSettings(models=(model,), output="o",
+                                           min_sizes={"ribosome": 50.0}).digest()
+
+
 def test_batch_traces_filaments_into_named_files_and_refuses_what_it_cannot(project, tmp_path,
                                                                             capsys):
     from napari_tomoseg.cli import main
@@ -509,7 +538,7 @@ def test_a_users_tomogram_named_like_a_label_volume_is_an_input_never_written_ov
     a_labels.mrc for a's label volume by its name alone, skipped it, then replaced it."""
     import shutil
 
-    from napari_tomoseg.batch import split_own_outputs
+    from napari_tomoseg.batch_inputs import split_own_outputs
     from napari_tomoseg.cli import main
 
     _, model, tomograms, _ = project
@@ -532,7 +561,7 @@ def test_a_marked_label_volume_given_as_input_is_skipped_yet_never_written_over(
                                                                                 tmp_path):
     """A label volume no batch of this folder wrote (e.g. painted in napari and saved) is no
     tomogram, but it was given: --overwrite does not replace it either."""
-    from napari_tomoseg.batch import split_own_outputs
+    from napari_tomoseg.batch_inputs import split_own_outputs
     from napari_tomoseg.io.probability_header import LABELS_MARK
 
     _, model, tomograms, _ = project

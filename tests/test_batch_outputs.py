@@ -81,7 +81,7 @@ def test_rerun_into_the_input_folder_skips_its_own_outputs(model, tiny_result, t
     assert set(again["tomo_name"]) == {"a", "b"} and len(again) == len(first)
     assert not list(folder.glob("a_labels_*")) and not list(folder.glob("a_ribosome_*"))
     # without the manifest, the header and the layout still tell them apart
-    from napari_tomoseg.batch import split_own_outputs
+    from napari_tomoseg.batch_inputs import split_own_outputs
 
     (folder / "manifest.json").unlink()
     tomograms = sorted(str(p) for p in folder.glob("*.mrc"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_tomoseg.annotations import boxes_from_truth
 from napari_tomoseg.batch import BatchSettings, process_tomogram
@@ -31,6 +32,7 @@ from napari_tomoseg.nn.model_file import load_model, save_model
 from napari_tomoseg.nn.training import TrainingSettings, train
 from napari_tomoseg.picking import PickSettings
 from napari_tomoseg.preprocess import PreprocessSettings, Preprocessor, SharedSlices
+from napari_tomoseg.small_pieces import CONNECTIVITY
 from napari_tomoseg.tomogram import volume_frame
 
 FEATURES = ("ribosome", "membrane")
@@ -275,6 +277,20 @@ def test_the_widgets_write_the_same_files(project, tmp_path, make_napari_viewer,
     qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
     np.testing.assert_array_equal(open_volume(session / "segmentations" / "merged.mrc")[0],
                                   labels)
+    # "Drop pieces" merges as merge --min-size does: a volume between the smallest and the
+    # largest ribosome piece drops some, not all
+    pieces, _ = ndimage.label(labels == 2, CONNECTIVITY)
+    sizes = np.sort(np.bincount(pieces.ravel())[1:])
+    smallest = float((sizes[0] + sizes[-1]) / 2 * VOXEL ** 3 / 1000)
+    dock.segmenting.min_sizes.value = f"ribosome={smallest}"
+    handle = dock.merge()
+    qtbot.waitUntil(lambda: not handle.is_running, timeout=60_000)
+    fewer = run_job(merge_maps(maps, MergeSettings(
+        features=order, thresholds=thresholds, artifacts=artifact_rules(["membrane"], order),
+        min_sizes={"ribosome": smallest}), None, VOXEL, info.origin))
+    assert 0 < (fewer == 2).sum() < (labels == 2).sum()
+    np.testing.assert_array_equal(open_volume(session / "segmentations" / "merged.mrc")[0],
+                                  fewer)
     picker = PickingWidget(viewer)
     picker.source.value = dock.controller.overlay("ribosome")
     picker.diameter.value = DIAMETER

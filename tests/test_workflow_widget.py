@@ -541,6 +541,13 @@ def test_thresholds_are_per_feature(workflow, qtbot):
         np.array([0.71]))[0, 0] * 0.6
     labels = _merged(widget, qtbot)
     assert np.all(labels == c.session.label_of("membrane"))  # 0.6 passes 0.5, not 0.7
+    for typo, said in (("membrnae=2000", "'membrnae' is not a feature of this run"),
+                       ("membrane=-1", "0 or more"), ("membrane", "FEATURE=NM3")):
+        widget.segmenting.min_sizes.value = typo  # refused before any work, in its own words
+        with pytest.raises(TomosegError, match=said):
+            widget.merge()
+    widget.segmenting.min_sizes.value = "membrane=1e9, ribosome=0"  # the whole sheet: a piece
+    assert not _merged(widget, qtbot).any()
 
 
 def test_a_map_of_an_earlier_model_merges_at_its_own_threshold(workflow, qtbot, monkeypatch):

@@ -13,7 +13,6 @@ tomogram rerun by dask on another worker.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .batch_combined import write_combined_star
+from .batch_inputs import skipped_message, split_own_outputs, unique_names
 from .batch_cluster import make_client
 from .batch_manifest import Manifest
 from .batch_outputs import check_batch_outputs, planned_outputs
@@ -42,6 +42,7 @@ class BatchSettings:
     output: str
     thresholds: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
+    min_sizes: dict = field(default_factory=dict)  # {feature: nm^3}: smaller pieces dropped
     pick: tuple[str, ...] = ()  # features to pick
     diameter: float = 250.0  # Angstrom
     trace: dict = field(default_factory=dict)  # {feature: diameter (A)} traced as filaments
@@ -64,8 +65,9 @@ class BatchSettings:
             record.pop("voxel_size")
         if record["precision"] == "auto":  # likewise
             record.pop("precision")
-        if not record["trace"]:  # likewise
-            record.pop("trace")
+        for optional in ("trace", "min_sizes"):  # likewise, when not given
+            if not record[optional]:
+                record.pop(optional)
         if not record["rescore"] or tuple(self.tilt_range) == DEFAULT_TILT_RANGE:
             record.pop("tilt_range")  # likewise; only rescoring reads it
         if not record["rescore"]:  # likewise
@@ -88,56 +90,6 @@ def _hash(record: dict) -> str:
     return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    paths: list[str] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-        paths.extend(str(Path(m).resolve()) for m in matches)
-    if not paths:
-        raise TomosegError(f"no tomograms match {', '.join(patterns)}.")
-    return list(dict.fromkeys(paths))
-
-
-def _clean(part: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in part) or "_"
-
-
-def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """One output name per tomogram, distinct even when files share a name.
-
-    ``a/t.mrc`` and ``b/t.mrc`` become ``a_t`` and ``b_t`` (for each file
-    the fewest parent folders that tell it apart); names still equal after that
-    (the same file twice, or ``a_t.mrc`` beside ``a/t.mrc``) get ``_2``, ``_3``.
-    """
-    from .tomogram import tomogram_name
-
-    resolved = [Path(p).resolve() for p in paths]
-    names = [tomogram_name(p) for p in resolved]
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        groups.setdefault(name, []).append(i)
-    for base, members in groups.items():
-        pending = members if len(members) > 1 else []
-        for depth in range(1, max(len(resolved[i].parent.parts) for i in members) + 1):
-            if not pending:
-                break
-            tried = {i: "_".join([_clean(p) for p in resolved[i].parent.parts[-depth:]] + [base])
-                     for i in members}
-            counts = list(tried.values())
-            for i in pending:
-                if counts.count(tried[i]) == 1:  # this many parent folders tell it apart
-                    names[i] = tried[i]
-            pending = [i for i in pending if counts.count(tried[i]) > 1]
-    taken: set[str] = set()
-    for i, name in enumerate(names):
-        candidate, n = name, 2
-        while candidate in taken:
-            candidate, n = f"{name}_{n}", n + 1
-        taken.add(candidate)
-        names[i] = candidate
-    return names
-
-
 def _open_input(path: str, settings: BatchSettings):
     """A tomogram file, or with ``settings.copick`` the tomogram of run ``path``.
 
@@ -154,58 +106,6 @@ def _open_input(path: str, settings: BatchSettings):
     volume, info = open_volume(path)
     return volume, require_voxel_size(info, path, settings.voxel_size,
                                       hint="give it with tomoseg batch --voxel-size")
-
-
-def _own_output(path: Path, out: Path, outputs: set[str]) -> str | None:
-    """Why ``path`` is an output of tomoseg rather than a tomogram, or None.
-
-    By the manifest or tomoseg's header marks, never by the name alone: a user's own
-    tomogram a_labels.mrc beside a.mrc was skipped as a's label volume, then replaced by it.
-    """
-    from .io.probability_header import is_marked_labels, stored_probability
-
-    if path.parent == out and path.name in outputs:
-        return "listed as an output in the batch manifest"
-    found = stored_probability(path)
-    if found:
-        return f"a probability map of {found[0]} (MRC header)"
-    if is_marked_labels(path):
-        return "a label volume (MRC header)"
-    return None
-
-
-def split_own_outputs(tomograms: Sequence[str], settings: BatchSettings
-                      ) -> tuple[list[str], dict[str, str]]:
-    """(tomograms to process, {skipped path: why}).
-
-    With ``-o`` the input folder, a glob of a rerun also matches the first
-    run's probability maps and label volumes; segmented as tomograms they
-    would add their own picks to the combined STAR files.
-    """
-    if settings.copick is not None:
-        return list(tomograms), {}
-    out = Path(settings.output).resolve()
-    try:
-        entries = Manifest(out).entries
-    except TomosegError:  # reported when the batch opens it
-        entries = {}
-    outputs = {o for e in entries.values() for o in e.get("outputs", [])}
-    kept, skipped = [], {}
-    for path in tomograms:
-        why = _own_output(Path(path).resolve(), out, outputs)
-        if why:
-            skipped[path] = why
-        else:
-            kept.append(path)
-    return kept, skipped
-
-
-def skipped_message(skipped: dict[str, str]) -> str:
-    """One line: how many inputs were skipped as tomoseg outputs, and why (the first few)."""
-    shown = "; ".join(f"{Path(p).name}: {why}" for p, why in list(skipped.items())[:3])
-    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-    return (f"skipped {len(skipped)} input{'s' if len(skipped) != 1 else ''} that are outputs "
-            f"of tomoseg, not tomograms ({shown}{more}).")
 
 
 def _input_fingerprint(path: str, settings: BatchSettings) -> str:
@@ -264,7 +164,8 @@ def _chain_jobs(path: str, settings: BatchSettings, name: str, models: Sequence 
     result["outputs"] += [target.name for target in maps.values()]
     features = list(maps)
     merge = MergeSettings(features=features, thresholds=thresholds, artifacts=artifact_rules(
-        {a: list(v) for a, v in settings.artifacts.items()}, features))
+        {a: list(v) for a, v in settings.artifacts.items()}, features),
+        min_sizes=dict(settings.min_sizes))
     labels = run_job(merge_maps(maps, merge, out / f"{name}_labels.mrc", info.voxel_size,
                                 info.origin, overwrite=True))
     result["outputs"].append(f"{name}_labels.mrc")

@@ -28,6 +28,30 @@ def check_min_size(feature: str, value) -> float:
     return float(value)
 
 
+def parse_min_sizes(pairs: list[str], features: list[str], what: str = "--min-size"
+                    ) -> dict[str, float]:
+    """``FEATURE=NM3`` texts (the CLI's options, the widget's comma-separated field) as
+    {feature: nm^3}, each of ``features`` and named once: a misspelled feature would
+    otherwise keep its specks without a word."""
+    result: dict[str, float] = {}
+    for pair in pairs:
+        key, _, value = (part.strip() for part in pair.partition("="))
+        if not key or not value:
+            raise InvalidSettingsError(f"{what} must be given as FEATURE=NM3, not '{pair}'.")
+        if key in result:
+            raise InvalidSettingsError(f"{what} names '{key}' twice; give each once.")
+        if key not in features:
+            raise InvalidSettingsError(f"{what} {key}={value}: '{key}' is not a feature of "
+                                       f"this run (known: {', '.join(features)}).")
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidSettingsError(f"{what} {key}={value}: give a volume in nm^3, "
+                                       "0 or more (0 keeps every piece).") from None
+        result[key] = check_min_size(key, number)
+    return result
+
+
 def voxels_of(volume_nm3: float, voxel_size: float | tuple[float, float, float]) -> int:
     """How many voxels of ``voxel_size`` Angstrom (one number or z, y, x) hold ``volume_nm3``."""
     sizes = np.broadcast_to(np.asarray(voxel_size, float), (3,))

@@ -85,20 +85,9 @@ def thresholds(pairs: list[str] | None, features: list[str] | None = None) -> di
 
 def min_sizes(pairs: list[str] | None, features: list[str]) -> dict[str, float]:
     """--min-size FEATURE=NM3 pairs: the smallest piece kept of each, in nm^3 (0 keeps all)."""
-    from ..small_pieces import check_min_size
+    from ..small_pieces import parse_min_sizes
 
-    result = {}
-    for key, value in key_values(pairs, "--min-size").items():
-        if key not in features:
-            raise InvalidSettingsError(f"--min-size {key}={value}: '{key}' is not a feature of "
-                                       f"this run (known: {', '.join(features)}).")
-        try:
-            number = float(value)
-        except ValueError:
-            raise InvalidSettingsError(f"--min-size {key}={value}: give a volume in nm^3, "
-                                       "0 or more (0 keeps every piece).") from None
-        result[key] = check_min_size(key, number)
-    return result
+    return parse_min_sizes(pairs or [], features)
 
 
 def artifacts(given: list[str] | None) -> dict[str, tuple[str, ...]]:

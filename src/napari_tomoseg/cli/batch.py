@@ -16,7 +16,7 @@ from .rescore import rescore_cut
 
 
 def _tomograms(args: argparse.Namespace, copick) -> list[str]:
-    from .. import batch
+    from ..batch_inputs import expand_inputs
 
     if copick is not None and args.tomograms:
         raise TomosegError("give tomogram files or --copick, not both.")
@@ -24,7 +24,7 @@ def _tomograms(args: argparse.Namespace, copick) -> list[str]:
         from ..io.copick_project import run_names
 
         return args.run or run_names(copick.config)
-    return batch.expand_inputs(args.tomograms)
+    return expand_inputs(args.tomograms)
 
 
 def _print_summary(rows: list[dict], pick: tuple[str, ...], output,
@@ -142,6 +142,7 @@ def _check_references_fit(references: dict[str, str], tomograms: list[str],
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from .. import batch  # looked up at call time: tests replace batch.make_client
+    from .. import batch_inputs
     from ..io.paths import check_writable
 
     copick = copick_source(args)
@@ -157,7 +158,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     settings = batch.BatchSettings(
         copick=copick, models=tuple(str(Path(m).resolve()) for m in args.model),
         output=str(args.output), thresholds=arguments.thresholds(args.threshold, features),
-        artifacts=arguments.artifacts(args.artifact), pick=tuple(args.pick or ()),
+        artifacts=arguments.artifacts(args.artifact),
+        min_sizes=arguments.min_sizes(args.min_size, features), pick=tuple(args.pick or ()),
         diameter=args.diameter, trace=traced, dtype=args.dtype, device=args.device,
         precision=args.precision,
         tilt_series_pixel_size=args.tilt_series_pixel_size, voxel_size=args.voxel_size,
@@ -168,9 +170,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
             raise InvalidSettingsError(f"--threshold {feature}=0: tracing needs a threshold "
                                        "above 0.")
     check_writable(args.output)
-    tomograms, skipped = batch.split_own_outputs(tomograms, settings)
+    tomograms, skipped = batch_inputs.split_own_outputs(tomograms, settings)
     if skipped:  # a rerun with -o the input folder: the first run's maps match the glob
-        print(batch.skipped_message(skipped), file=sys.stderr)
+        print(batch_inputs.skipped_message(skipped), file=sys.stderr)
     client = batch.make_client(args.workers, args.scheduler, args.jobqueue)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -192,6 +194,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", "-m", action="append", required=True)
     p.add_argument("--output", "-o", type=Path, required=True)
     p.add_argument("--threshold", action="append", metavar="FEATURE=VALUE")
+    p.add_argument("--min-size", action="append", metavar="FEATURE=NM3",
+                   help="drop the feature's connected pieces smaller than this volume in nm^3 "
+                        "from the label volume (default 0: keep all; see tomoseg merge)")
     p.add_argument("--artifact", action="append", metavar="ARTIFACT[=FEATURE[,FEATURE]]",
                    help="remove the artifact's voxels from these features (default: from every "
                         "other feature)")

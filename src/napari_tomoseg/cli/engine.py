@@ -86,7 +86,7 @@ def _segment_inputs(args: argparse.Namespace, files: list[tuple[str, str]] | Non
 
 def _tomogram_files(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(path, output name) of each tomogram file given."""
-    from ..batch import unique_names
+    from ..batch_inputs import unique_names
 
     if not args.tomograms:
         raise TomosegError("give tomogram files, or --copick CONFIG to read a copick project.")

@@ -18,6 +18,7 @@ from ...jobs.progress import Progress
 from ...jobs.segment import SegmentOptions, segment_tomogram
 from ...layer_data import layer_frame
 from ...merge import MergeSettings, artifact_rules
+from ...small_pieces import parse_min_sizes
 from ..annotation import overlay_name, probability_colormap
 from ..layer_tags import FILLING, INCOMPLETE, find, layers_with, tag, tomogram_key
 from ..notify import guarded
@@ -57,6 +58,10 @@ class SegmentPanel(Container):
                                      tooltip="for the active feature (section 2)")
         self.artifacts = LineEdit(label="Artifacts", value="carbon",
                                   tooltip="features that remove voxels from every other one")
+        self.min_sizes = LineEdit(label="Drop pieces", value="",
+                                  tooltip="FEATURE=NM3, comma-separated, e.g. membrane=2000: "
+                                          "merging drops the feature's connected pieces smaller "
+                                          "than this volume (nm^3); empty keeps every piece")
         self.segment_button = PushButton(text="Segment whole tomogram")
         self.merge_button = PushButton(text="Merge features")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -64,7 +69,7 @@ class SegmentPanel(Container):
         policy = self.progress.native.sizePolicy()
         policy.setRetainSizeWhenHidden(True)  # showing it must not relayout the dock
         self.progress.native.setSizePolicy(policy)
-        self.extend([self.target, self.threshold, self.artifacts,
+        self.extend([self.target, self.threshold, self.artifacts, self.min_sizes,
                      Container(widgets=[self.segment_button, self.merge_button,
                                         self.stop_button], layout="horizontal", labels=False),
                      self.progress])
@@ -205,8 +210,10 @@ class SegmentPanel(Container):
         features = list(maps)
         artifacts = [a.strip() for a in self.artifacts.value.split(",") if a.strip() in features]
         thresholds, older = _map_thresholds(maps, workflow.thresholds, c.session.thresholds)
+        pairs = [pair for pair in self.min_sizes.value.split(",") if pair.strip()]
         settings = MergeSettings(features=features, thresholds=thresholds,
-                                 artifacts=artifact_rules(artifacts, features))
+                                 artifacts=artifact_rules(artifacts, features),
+                                 min_sizes=parse_min_sizes(pairs, features, "Drop pieces"))
         path = c.session.folder / "segmentations" / "merged.mrc"
         job = merge_maps(maps, settings, path, voxel_size_of(c.image), tuple(c.image.translate),
                          overwrite=True)
